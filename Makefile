@@ -1,0 +1,40 @@
+# The two commands a new user needs: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.test-installed
+
+.PHONY: demo test unit cluster lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
+	touch $(STAMP)
+
+$(TEST_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(TEST_STAMP)
+
+demo: $(STAMP)
+	$(PY) examples/quickstart.py
+
+test: $(TEST_STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m pytest tests -q -p no:cacheprovider
+
+unit: $(TEST_STAMP)
+	$(PY) -m pytest tests/unit -q -p no:cacheprovider
+
+cluster: $(TEST_STAMP)
+	$(PY) -m pytest tests/cluster -q -p no:cacheprovider
+
+lint: $(TEST_STAMP)
+	$(PY) -m ruff check .
+
+bench: $(STAMP)
+	$(PY) benchmarks/microbench.py $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info

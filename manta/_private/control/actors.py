@@ -1,0 +1,85 @@
+"""Actor lifecycle, without I/O.
+
+    PENDING --created--> ALIVE --worker died, restarts left--> RESTARTING --created--> ALIVE
+       |                   |                                       |
+       +------ failed / killed / out of restarts / released -------+--> DEAD
+
+Every transition is listed in `_TRANSITIONS`; anything else is a bug and
+raises `IllegalTransition`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from manta._private.protocol import messages as m
+
+PENDING = "PENDING"
+ALIVE = "ALIVE"
+RESTARTING = "RESTARTING"
+DEAD = "DEAD"
+
+_TRANSITIONS = {
+    (PENDING, ALIVE),
+    (PENDING, DEAD),
+    (PENDING, RESTARTING),
+    (ALIVE, RESTARTING),
+    (ALIVE, DEAD),
+    (RESTARTING, ALIVE),
+    (RESTARTING, DEAD),
+    (RESTARTING, RESTARTING),
+}
+
+
+class IllegalTransition(Exception):
+    """An internal bug: the actor table was asked for an impossible change."""
+
+
+@dataclass(eq=False)
+class ActorEntry:
+    spec: m.ActorSpec
+    state: str = PENDING
+    address: str = ""
+    worker_id: bytes = b""
+    epoch: int = 0
+    restarts: int = 0
+    death_cause: str = ""
+    no_restart: bool = False
+    waiters: list[Any] = field(default_factory=list)
+
+    @property
+    def actor_id(self) -> bytes:
+        return self.spec.actor_id
+
+    def move(self, new: str) -> None:
+        if (self.state, new) not in _TRANSITIONS:
+            raise IllegalTransition(f"actor {self.actor_id.hex()}: {self.state} -> {new}")
+        self.state = new
+
+    def created(self, address: str, worker_id: bytes) -> None:
+        self.move(ALIVE)
+        self.address = address
+        self.worker_id = worker_id
+        self.epoch += 1
+
+    def died(self, cause: str) -> bool:
+        """The actor's worker is gone; returns True if it should restart."""
+        self.address = ""
+        self.worker_id = b""
+        limit = self.spec.max_restarts
+        if not self.no_restart and (limit < 0 or self.restarts < limit):
+            self.restarts += 1
+            self.move(RESTARTING)
+            return True
+        self.kill(cause)
+        return False
+
+    def kill(self, cause: str) -> None:
+        if self.state != DEAD:
+            self.move(DEAD)
+            self.death_cause = cause
+
+    def answers(self, known_epoch: int) -> bool:
+        """Whether a WaitActor with this epoch can be answered now."""
+        return self.state == DEAD or (self.state == ALIVE and self.epoch > known_epoch)

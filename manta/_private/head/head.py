@@ -1,0 +1,353 @@
+"""The head: jobs, functions, actors, named actors and the node list.
+
+No object traffic passes through here. Actors are placed by asking a node
+agent for a dedicated worker lease and sending the creation task to that
+worker; callers then talk to the actor directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import signal
+from dataclasses import dataclass
+from typing import Any
+
+from manta._private.control.actors import DEAD, PENDING, RESTARTING, ActorEntry
+from manta._private.protocol import messages as m
+from manta._private.transport.connection import Connection, ConnectionLost, connect, serve
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class Job:
+    job_id: int
+    namespace: str
+    pid: int
+    conn: Connection
+    alive: bool = True
+
+
+@dataclass(eq=False)
+class Node:
+    info: m.NodeInfo
+    conn: Connection
+
+
+class Head:
+    def __init__(self, *, token: bytes, addresses: list[str], embedded: bool) -> None:
+        self.token = token
+        self.listen = addresses
+        self.addresses: list[str] = []
+        self.embedded = embedded
+        self.servers: list[asyncio.AbstractServer] = []
+        self.jobs: dict[int, Job] = {}
+        self._job_ids = itertools.count(1)
+        self.functions: dict[bytes, bytes] = {}
+        self.actors: dict[bytes, ActorEntry] = {}
+        self.named: dict[tuple[str, str], bytes] = {}
+        self.nodes: dict[bytes, Node] = {}
+        self.actor_by_worker: dict[bytes, bytes] = {}
+        self.peers: dict[str, Connection] = {}
+        self.stopping = asyncio.Event()
+
+    async def start(self) -> None:
+        for address in self.listen:
+            server, bound = await serve(address, self.token, self.handle, on_close=self.on_close)
+            self.servers.append(server)
+            self.addresses.append(bound)
+
+    # -- messages ---------------------------------------------------------
+
+    def handle(self, conn: Connection, msg: Any) -> None:
+        t = type(msg)
+        if t is m.GetFunction:
+            blob = self.functions.get(msg.fn_id)
+            if blob is None:
+                conn.reply_error(msg, KeyError(f"function {msg.fn_id.hex()} was never exported"))
+            else:
+                conn.reply(msg, m.FunctionBlob(rid=0, blob=blob))
+        elif t is m.PutFunction:
+            self.functions[msg.fn_id] = msg.blob
+            conn.reply(msg, m.Ack(rid=0))
+        elif t is m.WaitActor:
+            entry = self.actors.get(msg.actor_id)
+            if entry is None:
+                conn.reply(msg, m.ActorState(
+                    rid=0, actor_id=msg.actor_id, state=DEAD, address="", epoch=0,
+                    death_cause="The actor does not exist.", class_name="", fn_id=b"",
+                ))
+            elif entry.answers(msg.known_epoch):
+                conn.reply(msg, self._state(entry))
+            else:
+                entry.waiters.append((conn, msg))
+        elif t is m.CreateActor:
+            self._create_actor(conn, msg)
+        elif t is m.GetNamedActor:
+            aid = self.named.get((msg.namespace, msg.name))
+            entry = self.actors.get(aid) if aid else None
+            if entry is None or entry.state == DEAD:
+                conn.reply_error(msg, ValueError(
+                    f"Failed to look up actor with name '{msg.name}' in namespace "
+                    f"'{msg.namespace}'. This could be because 1. You are trying to look up a "
+                    f"named actor you didn't create. 2. The named actor died. 3. You did not "
+                    f"use a namespace matching the namespace of the actor."
+                ))
+            else:
+                conn.reply(msg, self._state(entry))
+        elif t is m.KillActor:
+            entry = self.actors.get(msg.actor_id)
+            if entry is None:
+                conn.reply_error(msg, ValueError(f"actor {msg.actor_id.hex()} does not exist"))
+                return
+            self._kill_actor(entry, msg.no_restart, "The actor was killed by ray.kill().")
+            conn.reply(msg, m.Ack(rid=0))
+        elif t is m.ReleaseActor:
+            entry = self.actors.get(msg.actor_id)
+            if entry is not None and not entry.spec.detached and not entry.spec.name:
+                self._kill_actor(
+                    entry, True,
+                    "The actor was terminated because all references to it went out of scope.",
+                )
+        elif t is m.RegisterDriver:
+            job_id = next(self._job_ids)
+            namespace = msg.namespace or f"anonymous-{os.urandom(8).hex()}"
+            self.jobs[job_id] = Job(job_id, namespace, msg.pid, conn)
+            conn.peer = ("driver", job_id)
+            conn.reply(msg, m.DriverRegistered(rid=0, job_id=job_id, namespace=namespace))
+        elif t is m.RegisterNode:
+            self.nodes[msg.node.node_id] = Node(msg.node, conn)
+            conn.peer = ("node", msg.node.node_id)
+            conn.reply(msg, m.Ack(rid=0))
+            for entry in self.actors.values():
+                if entry.state in (PENDING, RESTARTING) and not entry.worker_id:
+                    self._schedule_actor(entry)
+        elif t is m.NodeResources:
+            node = self.nodes.get(msg.node_id)
+            if node is not None:
+                node.info.available = msg.available
+        elif t is m.WorkerExited:
+            self._worker_exited(msg.worker_id, msg.reason, msg.exit_code)
+        elif t is m.GetClusterInfo:
+            conn.reply(msg, m.ClusterInfo(rid=0, nodes=[n.info for n in self.nodes.values()]))
+        elif t is m.ShutdownCluster:
+            conn.reply(msg, m.Ack(rid=0))
+            self.stopping.set()
+        else:
+            log.warning("unexpected %s", t.__name__)
+
+    def _state(self, entry: ActorEntry) -> m.ActorState:
+        spec = entry.spec
+        return m.ActorState(
+            rid=0, actor_id=entry.actor_id, state=entry.state, address=entry.address,
+            epoch=entry.epoch, death_cause=entry.death_cause, class_name=spec.class_name,
+            fn_id=spec.creation.fn_id, is_async=spec.creation.is_async_actor,
+            max_concurrency=spec.creation.max_concurrency,
+        )
+
+    def _notify(self, entry: ActorEntry) -> None:
+        keep = []
+        for conn, msg in entry.waiters:
+            if conn.closed:
+                continue
+            if entry.answers(msg.known_epoch):
+                conn.reply(msg, self._state(entry))
+            else:
+                keep.append((conn, msg))
+        entry.waiters = keep
+
+    # -- actors -----------------------------------------------------------
+
+    def _create_actor(self, conn: Connection, msg: m.CreateActor) -> None:
+        spec = msg.spec
+        if spec.name:
+            key = (spec.namespace, spec.name)
+            existing_id = self.named.get(key)
+            existing = self.actors.get(existing_id) if existing_id else None
+            if existing is not None and existing.state != DEAD:
+                if spec.get_if_exists:
+                    conn.reply(msg, m.ActorRegistered(
+                        rid=0, actor_id=existing.actor_id, existing=True,
+                        class_name=existing.spec.class_name, creation_fn_id=existing.spec.creation.fn_id,
+                    ))
+                    return
+                conn.reply_error(msg, ValueError(
+                    f"The name {spec.name} (namespace={spec.namespace}) is already taken. "
+                    f"Please use a different name or get the existing actor using "
+                    f"ray.get_actor('{spec.name}', namespace='{spec.namespace}')"
+                ))
+                return
+            self.named[key] = spec.actor_id
+        entry = ActorEntry(spec)
+        self.actors[spec.actor_id] = entry
+        conn.reply(msg, m.ActorRegistered(
+            rid=0, actor_id=spec.actor_id, existing=False, class_name=spec.class_name,
+            creation_fn_id=spec.creation.fn_id,
+        ))
+        self._schedule_actor(entry)
+
+    def _pick_node(self, entry: ActorEntry) -> Node | None:
+        for node in self.nodes.values():
+            if node.info.alive and not node.conn.closed:
+                return node
+        return None
+
+    def _schedule_actor(self, entry: ActorEntry) -> None:
+        node = self._pick_node(entry)
+        if node is None:
+            return  # scheduled when a node registers
+        spec = entry.spec
+        env = dict(spec.creation.env_vars)
+        node.conn.request_cb(
+            m.RequestLease(
+                rid=0, job_id=spec.job_id, resources=spec.creation.resources, env_vars=env,
+                for_actor=True, actor_id=spec.actor_id,
+            ),
+            lambda r: self._on_actor_lease(entry, node, r),
+        )
+
+    def _on_actor_lease(self, entry: ActorEntry, node: Node, reply: Any) -> None:
+        if isinstance(reply, BaseException):
+            if entry.state != DEAD:
+                entry.kill(f"The actor could not be scheduled: {reply}")
+                self._notify(entry)
+            return
+        if entry.state == DEAD:
+            node.conn.send(m.ReturnLease(lease_id=reply.lease_id, kill=True))
+            return
+        entry.worker_id = reply.worker_id
+        self.actor_by_worker[reply.worker_id] = entry.actor_id
+        spec = entry.spec
+        creation = spec.creation
+        creation.restart_count = entry.restarts
+        address = reply.address
+        worker_id = reply.worker_id
+
+        async def create() -> None:
+            try:
+                conn = await self._peer(address)
+                done = await conn.request(m.PushTask(rid=0, spec=creation))
+            except (ConnectionLost, OSError) as e:
+                # The worker died during creation; WorkerExited decides what next.
+                log.info("actor %s creation interrupted: %s", entry.actor_id.hex(), e)
+                return
+            if entry.state == DEAD or entry.worker_id != worker_id:
+                return
+            if done.error is not None:
+                self.actor_by_worker.pop(worker_id, None)
+                entry.no_restart = True
+                entry.kill(_creation_error_text(done.error, spec.class_name))
+                self._notify(entry)
+                return
+            entry.created(address, worker_id)
+            self._notify(entry)
+
+        asyncio.get_running_loop().create_task(create())
+
+    async def _peer(self, address: str) -> Connection:
+        conn = self.peers.get(address)
+        if conn is None or conn.closed:
+            conn = await connect(address, self.token, self.handle, name=address, timeout=10)
+            self.peers[address] = conn
+        return conn
+
+    def _kill_actor(self, entry: ActorEntry, no_restart: bool, cause: str) -> None:
+        if entry.state == DEAD:
+            return
+        if no_restart:
+            entry.no_restart = True
+        if entry.worker_id:
+            for node in self.nodes.values():
+                node.conn.send(m.KillWorker(worker_id=entry.worker_id, force=True))
+            entry.death_cause = cause
+        else:
+            entry.kill(cause)
+            self._notify(entry)
+
+    def _worker_exited(self, worker_id: bytes, reason: str, code: int) -> None:
+        actor_id = self.actor_by_worker.pop(worker_id, None)
+        entry = self.actors.get(actor_id) if actor_id else None
+        if entry is None or entry.state == DEAD or entry.worker_id != worker_id:
+            return
+        cause = entry.death_cause or (
+            f"The actor died unexpectedly: its worker process exited ({reason})."
+        )
+        entry.death_cause = ""
+        if entry.died(cause):
+            self._notify(entry)
+            self._schedule_actor(entry)
+        else:
+            self._notify(entry)
+            self._forget_name(entry)
+
+    def _forget_name(self, entry: ActorEntry) -> None:
+        spec = entry.spec
+        if spec.name and self.named.get((spec.namespace, spec.name)) == spec.actor_id:
+            del self.named[(spec.namespace, spec.name)]
+
+    # -- connections ------------------------------------------------------
+
+    def on_close(self, conn: Connection) -> None:
+        peer = conn.peer
+        if not peer:
+            return
+        kind, ident = peer
+        if kind == "driver":
+            job = self.jobs.get(ident)
+            if job is not None:
+                job.alive = False
+                for entry in list(self.actors.values()):
+                    if entry.spec.job_id == ident and not entry.spec.detached:
+                        self._kill_actor(entry, True, "The actor's job (driver) exited.")
+            if self.embedded and not any(j.alive for j in self.jobs.values()):
+                log.info("embedded driver gone; stopping the cluster")
+                self.stopping.set()
+        elif kind == "node":
+            node = self.nodes.get(ident)
+            if node is not None:
+                node.info.alive = False
+
+    async def stop(self) -> None:
+        waits = []
+        for node in self.nodes.values():
+            if not node.conn.closed:
+                waits.append(node.conn.request(m.ShutdownCluster(rid=0)))
+        if waits:
+            await asyncio.wait([asyncio.ensure_future(w) for w in waits], timeout=2)
+        for server in self.servers:
+            server.close()
+        for address in self.addresses:
+            kind, _, path = address.partition(":")
+            if kind == "unix":
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+
+
+def _creation_error_text(error: bytes, class_name: str) -> str:
+    from manta._private.runtime.serialization import deserialize
+
+    try:
+        err, _ = deserialize(error)
+        text = str(err)
+    except Exception as e:  # the head may lack the user's modules
+        text = f"(error not readable by the head: {e})"
+    return f"The actor {class_name} died because of an error raised in its creation task: {text}"
+
+
+async def run_head(head: Head, ready_fd: int | None) -> None:
+    await head.start()
+    if ready_fd is not None:
+        os.write(ready_fd, ("READY " + " ".join(head.addresses) + "\n").encode())
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, head.stopping.set)
+    await head.stopping.wait()
+    await head.stop()
+
+
+

@@ -1,0 +1,363 @@
+"""The node agent: worker pool, leases and the node's object store.
+
+One per machine. It owns the store region (a memfd every local process
+maps), hands out worker leases from the pure `LeaseTable`, forks workers
+through the fork server, and reports to the head. All state changes go
+through the sans-IO tables; this class only does the I/O they ask for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from manta._private.objectstore.region import Region
+from manta._private.objectstore.store import StoredObject, StoreError, StoreTable
+from manta._private.protocol import messages as m
+from manta._private.scheduling import leases as lt
+from manta._private.scheduling.resources import to_float, to_units
+from manta._private.transport.connection import Connection, connect, serve
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class Client:
+    kind: str
+    worker_id: bytes
+    job_id: int
+    pid: int
+    address: str
+
+
+@dataclass(eq=False)
+class PendingLease:
+    conn: Connection
+    msg: m.RequestLease
+
+
+class NodeAgent:
+    def __init__(
+        self,
+        *,
+        session_dir: str,
+        head_address: str,
+        token: bytes,
+        node_id: bytes,
+        resources: dict[str, float],
+        store_capacity: int,
+        address: str,
+        prestart: int = 0,
+    ) -> None:
+        self.session_dir = session_dir
+        self.head_address = head_address
+        self.token = token
+        self.node_id = node_id
+        self.resources = resources
+        self.address = address
+        self.prestart = prestart
+        num_cpus = int(resources.get("CPU", 1))
+        self.leases = lt.LeaseTable(to_units(resources), max_idle_workers=max(num_cpus, 2) + 2)
+        self.store = StoreTable(store_capacity)
+        self.region = Region.create(store_capacity, "manta-store")
+        self.head: Connection | None = None
+        self.server: asyncio.AbstractServer | None = None
+        self.zygote: asyncio.subprocess.Process | None = None
+        self.pending_leases: dict[int, PendingLease] = {}
+        self.worker_pids: dict[bytes, int] = {}
+        self.worker_conns: dict[bytes, Connection] = {}
+        self.pool_keys: dict[bytes, lt.PoolKey] = {}
+        self.lease_owner_conn: dict[int, Connection] = {}
+        self.stopping = asyncio.Event()
+        self._req_ids = 0
+        self._report_scheduled = False
+
+    # -- start / stop -----------------------------------------------------
+
+    async def start(self) -> None:
+        self.server, self.address = await serve(
+            self.address, self.token, self.handle, on_close=self.on_close
+        )
+        await self._start_zygote()
+        for _ in range(60):
+            try:
+                self.head = await connect(
+                    self.head_address, self.token, self.handle, name="head",
+                    on_close=self._head_lost,
+                )
+                break
+            except (OSError, ConnectionError):
+                await asyncio.sleep(0.05)
+        else:
+            raise RuntimeError(f"cannot reach the head at {self.head_address}")
+        await self.head.request(m.RegisterNode(rid=0, node=self.node_info()))
+        for _ in range(self.prestart):
+            self._start_worker(())
+
+    def node_info(self) -> m.NodeInfo:
+        return m.NodeInfo(
+            node_id=self.node_id,
+            address=self.address,
+            alive=True,
+            resources=self.resources,
+            available=to_float(self.leases.available),
+            store_capacity=self.store.capacity,
+        )
+
+    async def _start_zygote(self) -> None:
+        env = dict(os.environ)
+        # One BLAS/OpenMP thread per worker unless the user asked otherwise:
+        # N workers each spinning N threads would oversubscribe the cores.
+        env.setdefault("OMP_NUM_THREADS", "1")
+        env.setdefault("OPENBLAS_NUM_THREADS", "1")
+        env.setdefault("MKL_NUM_THREADS", "1")
+        log_path = os.path.join(self.session_dir, "logs", "workers.log")
+        errf = open(log_path, "ab")
+        self.zygote = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "manta._private.node.zygote",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=errf, env=env,
+        )
+        errf.close()
+        config = {
+            "session_dir": self.session_dir,
+            "head_address": self.head_address,
+            "agent_address": self.address,
+            "token": self.token.hex(),
+            "node_id": self.node_id.hex(),
+        }
+        assert self.zygote.stdin is not None
+        self.zygote.stdin.write((json.dumps(config) + "\n").encode())
+        asyncio.get_running_loop().create_task(self._read_zygote())
+
+    async def _read_zygote(self) -> None:
+        assert self.zygote is not None and self.zygote.stdout is not None
+        while True:
+            line = await self.zygote.stdout.readline()
+            if not line:
+                break
+            rec = json.loads(line)
+            if "started" in rec:
+                self.worker_pids[bytes.fromhex(rec["started"])] = rec["pid"]
+            elif "exited" in rec:
+                pid = rec["exited"]
+                for wid, p in list(self.worker_pids.items()):
+                    if p == pid:
+                        self._worker_gone(wid, f"worker process {pid} exited with code {rec['code']}", rec["code"])
+        if not self.stopping.is_set():
+            log.error("fork server exited; stopping the node")
+            self.stopping.set()
+
+    def _start_worker(self, pool_key: lt.PoolKey) -> None:
+        worker_id = os.urandom(16)
+        self.pool_keys[worker_id] = pool_key
+        assert self.zygote is not None and self.zygote.stdin is not None
+        req = {"worker_id": worker_id.hex(), "env": dict(pool_key)}
+        self.zygote.stdin.write((json.dumps(req) + "\n").encode())
+
+    def _head_lost(self, conn: Connection) -> None:
+        if not self.stopping.is_set():
+            log.error("lost the head; stopping the node")
+            self.stopping.set()
+
+    async def stop(self) -> None:
+        self.stopping.set()
+        for pid in list(self.worker_pids.values()):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if self.zygote is not None and self.zygote.returncode is None:
+            try:
+                self.zygote.kill()
+            except ProcessLookupError:
+                pass
+            try:
+                await asyncio.wait_for(self.zygote.wait(), 2)
+            except TimeoutError:
+                pass
+        if self.server is not None:
+            self.server.close()
+        kind, _, path = self.address.partition(":")
+        if kind == "unix":
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        self.region.close()
+
+    # -- commands from the lease table ------------------------------------
+
+    def _run(self, commands: list[lt.Command]) -> None:
+        for c in commands:
+            if isinstance(c, lt.Grant):
+                pending = self.pending_leases.pop(c.request_id, None)  # type: ignore[arg-type]
+                if pending is None or pending.conn.closed:
+                    self._run(self.leases.return_lease(c.lease_id))
+                    continue
+                conn = self.worker_conns.get(c.worker_id)
+                client = conn.peer if conn is not None else None
+                self.lease_owner_conn[c.lease_id] = pending.conn
+                pending.conn.reply(
+                    pending.msg,
+                    m.LeaseGranted(
+                        rid=0, lease_id=c.lease_id, worker_id=c.worker_id,
+                        address=client.address if client else "",
+                        pid=client.pid if client else 0, node_id=self.node_id,
+                    ),
+                )
+            elif isinstance(c, lt.StartWorker):
+                self._start_worker(c.pool_key)
+            elif isinstance(c, lt.StopWorker):
+                pid = self.worker_pids.get(c.worker_id)
+                if pid is not None:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+            elif isinstance(c, lt.Reject):
+                pending = self.pending_leases.pop(c.request_id, None)  # type: ignore[arg-type]
+                if pending is not None:
+                    pending.conn.send(m.ErrorReply(rid=pending.msg.rid, kind="TaskUnschedulableError", message=c.reason))
+        self._report_resources()
+
+    def _report_resources(self) -> None:
+        if self._report_scheduled or self.head is None:
+            return
+        self._report_scheduled = True
+
+        def send() -> None:
+            self._report_scheduled = False
+            if self.head is not None:
+                self.head.send(m.NodeResources(node_id=self.node_id, available=to_float(self.leases.available)))
+
+        asyncio.get_running_loop().call_later(0.05, send)
+
+    # -- messages ---------------------------------------------------------
+
+    def handle(self, conn: Connection, msg: Any) -> None:
+        t = type(msg)
+        if t is m.RequestLease:
+            self._req_ids += 1
+            rid = self._req_ids
+            self.pending_leases[rid] = PendingLease(conn, msg)
+            try:
+                units = to_units(msg.resources)
+            except ValueError as e:
+                self.pending_leases.pop(rid)
+                conn.reply_error(msg, e)
+                return
+            req = lt.Request(rid, id(conn), units, tuple(sorted(msg.env_vars.items())), msg.for_actor)
+            self._run(self.leases.request(req))
+        elif t is m.ReturnLease:
+            self.lease_owner_conn.pop(msg.lease_id, None)
+            self._run(self.leases.return_lease(msg.lease_id, msg.kill))
+        elif t is m.StoreCreate:
+            try:
+                offset = self.store.create(msg.object_id, msg.size, id(conn))
+            except StoreError as e:
+                conn.reply_error(msg, e)
+                return
+            conn.reply(msg, m.StoreCreated(rid=0, offset=offset))
+        elif t is m.StoreSeal:
+            for w in self.store.seal(msg.object_id):
+                w(self.store.objects.get(msg.object_id))
+        elif t is m.StorePin:
+            self._pin(conn, msg)
+        elif t is m.StoreUnpin:
+            for oid in msg.object_ids:
+                self.store.unpin(oid, id(conn))
+        elif t is m.StoreFree:
+            for oid in msg.object_ids:
+                self.store.free(oid)
+        elif t is m.WorkerBlocked:
+            self._run(self.leases.blocked(msg.worker_id))
+        elif t is m.WorkerUnblocked:
+            self._run(self.leases.unblocked(msg.worker_id))
+        elif t is m.RegisterClient:
+            self._register(conn, msg)
+        elif t is m.GetResources:
+            conn.reply(
+                msg,
+                m.Resources(rid=0, total=self.resources, available=to_float(self.leases.available)),
+            )
+        elif t is m.KillWorker:
+            pid = self.worker_pids.get(msg.worker_id)
+            if pid is not None:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        elif t is m.ShutdownCluster:
+            conn.reply(msg, m.Ack(rid=0))
+            self.stopping.set()
+        else:
+            log.warning("unexpected %s", t.__name__)
+
+    def _register(self, conn: Connection, msg: m.RegisterClient) -> None:
+        conn.peer = Client(msg.kind, msg.worker_id, msg.job_id, msg.pid, msg.address)
+        conn.reply(
+            msg,
+            m.ClientRegistered(
+                rid=0, node_id=self.node_id, store_pid=os.getpid(), store_fd=self.region.fd,
+                store_capacity=self.store.capacity,
+            ),
+        )
+        if msg.kind == "worker":
+            self.worker_conns[msg.worker_id] = conn
+            self.worker_pids[msg.worker_id] = msg.pid
+            key = self.pool_keys.pop(msg.worker_id, ())
+            self._run(self.leases.worker_started(msg.worker_id, key))
+
+    def _pin(self, conn: Connection, msg: m.StorePin) -> None:
+        def answer(obj: StoredObject | None) -> None:
+            if obj is None:
+                conn.send(m.ErrorReply(rid=msg.rid, kind="ObjectLostError", message=msg.object_id.hex()))
+            else:
+                conn.send(m.StorePinned(rid=msg.rid, offset=obj.offset, size=obj.size))
+
+        obj = self.store.pin(msg.object_id, id(conn), answer)
+        if obj is not None:
+            answer(obj)
+
+    def on_close(self, conn: Connection) -> None:
+        for w in self.store.client_gone(id(conn)):
+            w(None)
+        client: Client | None = conn.peer
+        for rid, p in list(self.pending_leases.items()):
+            if p.conn is conn:
+                del self.pending_leases[rid]
+        self._run(self.leases.owner_gone(id(conn)))
+        if client is not None and client.kind == "worker":
+            self._worker_gone(client.worker_id, "the worker's connection closed", None)
+
+    def _worker_gone(self, worker_id: bytes, reason: str, code: int | None) -> None:
+        pid = self.worker_pids.pop(worker_id, None)
+        conn = self.worker_conns.pop(worker_id, None)
+        if pid is None and conn is None:
+            return
+        if pid is not None and code is None:
+            # The connection dropped first; make sure the process is gone too.
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self._run(self.leases.worker_died(worker_id))
+        if self.head is not None:
+            self.head.send(m.WorkerExited(worker_id=worker_id, pid=pid or 0, exit_code=code or 0, reason=reason))
+
+
+async def run_agent(agent: NodeAgent, ready_fd: int | None) -> None:
+    await agent.start()
+    if ready_fd is not None:
+        os.write(ready_fd, f"READY {agent.address}\n".encode())
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, agent.stopping.set)
+    await agent.stopping.wait()
+    await agent.stop()

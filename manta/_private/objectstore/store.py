@@ -1,0 +1,139 @@
+"""The node agent's table of stored objects, without I/O.
+
+An object is created (space allocated), written by its creator through its
+own mapping, then sealed; only sealed objects can be pinned for reading.
+It is released when its owner frees it *and* no reader still pins it: a
+numpy view handed to user code keeps its bytes in place even after every
+ObjectRef is gone. Pins are counted per client, so a client that dies
+releases everything it held.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+
+from manta._private.objectstore.allocator import Allocator, OutOfSpace
+
+
+class StoreError(Exception):
+    kind = "ObjectStoreFullError"
+
+
+class ObjectExists(StoreError):
+    kind = "RaySystemError"
+
+
+@dataclass(eq=False, slots=True)
+class StoredObject:
+    offset: int
+    size: int
+    creator: Hashable
+    sealed: bool = False
+    freed: bool = False
+    pins: int = 0
+    seal_waiters: list[Callable[[StoredObject | None], None]] = field(default_factory=list)
+
+
+class StoreTable:
+    def __init__(self, capacity: int) -> None:
+        self.allocator = Allocator(capacity)
+        self.objects: dict[bytes, StoredObject] = {}
+        self.client_pins: dict[Hashable, collections.Counter[bytes]] = {}
+
+    @property
+    def capacity(self) -> int:
+        return self.allocator.capacity
+
+    @property
+    def used(self) -> int:
+        return self.allocator.used
+
+    def create(self, object_id: bytes, size: int, creator: Hashable) -> int:
+        if object_id in self.objects:
+            raise ObjectExists(f"object {object_id.hex()} already exists in the store")
+        if not self.allocator.can_ever_fit(size):
+            raise StoreError(
+                f"object of {size} bytes is larger than the object store "
+                f"({self.allocator.capacity} bytes); start manta with a larger "
+                f"object_store_memory"
+            )
+        try:
+            offset = self.allocator.allocate(size)
+        except OutOfSpace as e:
+            raise StoreError(
+                f"object store is full: cannot store {size} bytes "
+                f"(capacity {e.capacity}, in use {e.used}, largest free block {e.largest_free})"
+            ) from None
+        self.objects[object_id] = StoredObject(offset, size, creator)
+        return offset
+
+    def seal(self, object_id: bytes) -> list[Callable[[StoredObject | None], None]]:
+        obj = self.objects.get(object_id)
+        if obj is None or obj.sealed:
+            return []
+        obj.sealed = True
+        waiters, obj.seal_waiters = obj.seal_waiters, []
+        return waiters
+
+    def pin(
+        self, object_id: bytes, client: Hashable, on_sealed: Callable[[StoredObject | None], None]
+    ) -> StoredObject | None:
+        """Pins for `client`; returns the object, or None after arranging `on_sealed`.
+
+        `on_sealed(None)` is called if the object is not (or no longer) stored.
+        """
+        obj = self.objects.get(object_id)
+        if obj is None or obj.freed and obj.pins == 0:
+            on_sealed(None)
+            return None
+        obj.pins += 1
+        self.client_pins.setdefault(client, collections.Counter())[object_id] += 1
+        if obj.sealed:
+            return obj
+        obj.seal_waiters.append(on_sealed)
+        return None
+
+    def unpin(self, object_id: bytes, client: Hashable) -> None:
+        pins = self.client_pins.get(client)
+        if not pins or pins[object_id] <= 0:
+            return
+        pins[object_id] -= 1
+        if pins[object_id] == 0:
+            del pins[object_id]
+        obj = self.objects.get(object_id)
+        if obj is not None:
+            obj.pins -= 1
+            self._maybe_release(object_id, obj)
+
+    def free(self, object_id: bytes) -> None:
+        obj = self.objects.get(object_id)
+        if obj is None:
+            return
+        obj.freed = True
+        self._maybe_release(object_id, obj)
+
+    def client_gone(self, client: Hashable) -> list[Callable[[StoredObject | None], None]]:
+        pins = self.client_pins.pop(client, None)
+        if pins:
+            for oid, n in pins.items():
+                obj = self.objects.get(oid)
+                if obj is not None:
+                    obj.pins -= n
+                    self._maybe_release(oid, obj)
+        waiters: list[Callable[[StoredObject | None], None]] = []
+        # Objects the client created but never sealed can never be read.
+        for oid, obj in list(self.objects.items()):
+            if obj.creator == client and not obj.sealed:
+                waiters += obj.seal_waiters
+                obj.seal_waiters = []
+                obj.freed = True
+                obj.pins = 0
+                self._maybe_release(oid, obj)
+        return waiters
+
+    def _maybe_release(self, object_id: bytes, obj: StoredObject) -> None:
+        if obj.freed and obj.pins <= 0:
+            del self.objects[object_id]
+            self.allocator.free(obj.offset)

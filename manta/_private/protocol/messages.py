@@ -1,0 +1,472 @@
+"""Every message that crosses a manta connection, in one place.
+
+Messages are msgspec structs encoded as msgpack arrays; the first element is
+the type tag (the class name), so a handler dispatches on the Python type,
+never on string literals. Decoding validates field types: a malformed frame
+raises `msgspec.ValidationError` / `DecodeError` and the connection is closed.
+
+User payloads (functions, arguments, results) travel as opaque `bytes`
+fields and are unpickled only by the runtime, after the peer authenticated.
+
+Requests that expect an answer carry `rid` (request id, unique per
+connection and direction); the answer carries the same `rid`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+
+class Msg(msgspec.Struct, array_like=True, tag=True, omit_defaults=False):
+    pass
+
+
+# --- handshake -------------------------------------------------------------
+
+
+class Challenge(Msg):
+    nonce: bytes
+
+
+class Proof(Msg):
+    nonce: bytes
+    mac: bytes
+
+
+class Welcome(Msg):
+    mac: bytes
+
+
+HandshakeMsg = Challenge | Proof | Welcome
+
+
+# --- generic answers -------------------------------------------------------
+
+
+class Ack(Msg):
+    rid: int
+
+
+class ErrorReply(Msg):
+    """A request failed; `kind` names a public exception class."""
+
+    rid: int
+    kind: str
+    message: str
+
+
+# --- shared records --------------------------------------------------------
+
+
+class Arg(msgspec.Struct, array_like=True):
+    """A task argument: a serialized value, or a reference passed by value."""
+
+    data: bytes | None = None
+    object_id: bytes | None = None
+    owner: str = ""
+    # The referenced object is sealed in the node store of `node_id`.
+    in_store: bool = False
+    node_id: bytes = b""
+
+
+class TaskSpec(msgspec.Struct, array_like=True):
+    task_id: bytes
+    job_id: int
+    name: str
+    fn_id: bytes
+    args: list[Arg]
+    kwarg_names: list[str]
+    num_returns: int
+    owner: str
+    resources: dict[str, float]
+    attempt: int = 0
+    # Actor calls and actor creation.
+    actor_id: bytes | None = None
+    method: str | None = None
+    actor_creation: bool = False
+    max_concurrency: int = 1
+    is_async_actor: bool = False
+    restart_count: int = 0
+    env_vars: dict[str, str] = {}
+    namespace: str = ""
+    # The job's driver: where print() output of the task goes.
+    driver: str = ""
+
+
+class ReturnObject(msgspec.Struct, array_like=True):
+    """A task result: inline bytes, or sealed in the store of `node_id`."""
+
+    object_id: bytes
+    data: bytes | None
+    in_store: bool = False
+    node_id: bytes = b""
+    size: int = 0
+    contained: list[tuple[bytes, str]] = []
+
+
+class NodeInfo(msgspec.Struct, array_like=True):
+    node_id: bytes
+    address: str
+    alive: bool
+    resources: dict[str, float]
+    available: dict[str, float]
+    store_capacity: int
+
+
+class ActorSpec(msgspec.Struct, array_like=True):
+    actor_id: bytes
+    job_id: int
+    class_name: str
+    creation: TaskSpec
+    name: str = ""
+    namespace: str = ""
+    detached: bool = False
+    max_restarts: int = 0
+    get_if_exists: bool = False
+    owner_pid: int = 0
+
+
+# --- head requests ---------------------------------------------------------
+
+
+class RegisterDriver(Msg):
+    rid: int
+    namespace: str
+    pid: int
+    env_vars: dict[str, str]
+
+
+class DriverRegistered(Msg):
+    rid: int
+    job_id: int
+    namespace: str
+
+
+class RegisterNode(Msg):
+    rid: int
+    node: NodeInfo
+
+
+class PutFunction(Msg):
+    rid: int
+    fn_id: bytes
+    blob: bytes
+
+
+class GetFunction(Msg):
+    rid: int
+    fn_id: bytes
+
+
+class FunctionBlob(Msg):
+    rid: int
+    blob: bytes
+
+
+class CreateActor(Msg):
+    rid: int
+    spec: ActorSpec
+
+
+class ActorRegistered(Msg):
+    """The actor exists (maybe still starting); `existing` for get_if_exists."""
+
+    rid: int
+    actor_id: bytes
+    existing: bool
+    class_name: str
+    creation_fn_id: bytes
+
+
+class GetNamedActor(Msg):
+    rid: int
+    name: str
+    namespace: str
+
+
+class WaitActor(Msg):
+    """Answered once the actor is ALIVE at an epoch above `known_epoch`, or DEAD."""
+
+    rid: int
+    actor_id: bytes
+    known_epoch: int
+
+
+class ActorState(Msg):
+    rid: int
+    actor_id: bytes
+    state: str  # PENDING | ALIVE | RESTARTING | DEAD
+    address: str
+    epoch: int
+    death_cause: str
+    class_name: str
+    fn_id: bytes
+    is_async: bool = False
+    max_concurrency: int = 1
+
+
+class KillActor(Msg):
+    rid: int
+    actor_id: bytes
+    no_restart: bool
+
+
+class ReleaseActor(Msg):
+    """The creator dropped its last handle to a never-shared actor."""
+
+    actor_id: bytes
+
+
+class GetClusterInfo(Msg):
+    rid: int
+
+
+class ClusterInfo(Msg):
+    rid: int
+    nodes: list[NodeInfo]
+
+
+class NodeResources(Msg):
+    """Agent -> head: the node's current free resources."""
+
+    node_id: bytes
+    available: dict[str, float]
+
+
+class WorkerExited(Msg):
+    """Agent -> head: a worker process ended."""
+
+    worker_id: bytes
+    pid: int
+    exit_code: int
+    reason: str
+
+
+class ShutdownCluster(Msg):
+    rid: int
+
+
+# --- agent requests --------------------------------------------------------
+
+
+class RegisterClient(Msg):
+    rid: int
+    kind: str  # driver | worker | head
+    worker_id: bytes
+    job_id: int
+    pid: int
+    address: str
+
+
+class ClientRegistered(Msg):
+    rid: int
+    node_id: bytes
+    store_pid: int
+    store_fd: int
+    store_capacity: int
+
+
+class RequestLease(Msg):
+    rid: int
+    job_id: int
+    resources: dict[str, float]
+    env_vars: dict[str, str]
+    for_actor: bool = False
+    actor_id: bytes = b""
+
+
+class LeaseGranted(Msg):
+    rid: int
+    lease_id: int
+    worker_id: bytes
+    address: str
+    pid: int
+    node_id: bytes
+
+
+class ReturnLease(Msg):
+    lease_id: int
+    kill: bool = False
+
+
+class WorkerBlocked(Msg):
+    worker_id: bytes
+
+
+class WorkerUnblocked(Msg):
+    worker_id: bytes
+
+
+class KillWorker(Msg):
+    worker_id: bytes
+    force: bool
+
+
+class StoreCreate(Msg):
+    rid: int
+    object_id: bytes
+    size: int
+
+
+class StoreCreated(Msg):
+    rid: int
+    offset: int
+
+
+class StoreSeal(Msg):
+    object_id: bytes
+
+
+class StorePin(Msg):
+    rid: int
+    object_id: bytes
+
+
+class StorePinned(Msg):
+    rid: int
+    offset: int
+    size: int
+
+
+class StoreUnpin(Msg):
+    object_ids: list[bytes]
+
+
+class StoreFree(Msg):
+    object_ids: list[bytes]
+
+
+class LogLines(Msg):
+    job_id: int
+    prefix: str
+    is_err: bool
+    text: str
+
+
+class GetResources(Msg):
+    rid: int
+
+
+class Resources(Msg):
+    rid: int
+    total: dict[str, float]
+    available: dict[str, float]
+
+
+# --- owner <-> worker ------------------------------------------------------
+
+
+class PushTask(Msg):
+    rid: int
+    spec: TaskSpec
+
+
+class TaskDone(Msg):
+    rid: int
+    task_id: bytes
+    returns: list[ReturnObject]
+    # Serialized exception when the task (or actor constructor) raised.
+    error: bytes | None = None
+    # Refs this worker still borrows after the task (registered with owners).
+    borrowed: list[bytes] = []
+
+
+class CancelTask(Msg):
+    task_id: bytes
+    force: bool
+
+
+# --- borrower <-> owner ----------------------------------------------------
+
+
+class GetObject(Msg):
+    rid: int
+    object_id: bytes
+
+
+class ObjectValue(Msg):
+    rid: int
+    object_id: bytes
+    data: bytes | None
+    in_store: bool
+    is_error: bool
+    node_id: bytes
+
+
+class AddBorrow(Msg):
+    rid: int
+    object_ids: list[bytes]
+    borrower: str
+
+
+class RemoveBorrow(Msg):
+    object_ids: list[bytes]
+    borrower: str
+
+
+Message = (
+    Ack
+    | ErrorReply
+    | RegisterDriver
+    | DriverRegistered
+    | RegisterNode
+    | PutFunction
+    | GetFunction
+    | FunctionBlob
+    | CreateActor
+    | ActorRegistered
+    | GetNamedActor
+    | WaitActor
+    | ActorState
+    | KillActor
+    | ReleaseActor
+    | GetClusterInfo
+    | ClusterInfo
+    | NodeResources
+    | WorkerExited
+    | ShutdownCluster
+    | RegisterClient
+    | ClientRegistered
+    | RequestLease
+    | LeaseGranted
+    | ReturnLease
+    | WorkerBlocked
+    | WorkerUnblocked
+    | KillWorker
+    | StoreCreate
+    | StoreCreated
+    | StoreSeal
+    | StorePin
+    | StorePinned
+    | StoreUnpin
+    | StoreFree
+    | LogLines
+    | GetResources
+    | Resources
+    | PushTask
+    | TaskDone
+    | CancelTask
+    | GetObject
+    | ObjectValue
+    | AddBorrow
+    | RemoveBorrow
+)
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(Message)
+_hs_decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(HandshakeMsg)
+
+encode = _encoder.encode
+
+
+def decode(payload: bytes) -> Message:
+    return _decoder.decode(payload)  # type: ignore[no-any-return]
+
+
+def decode_handshake(payload: bytes) -> HandshakeMsg:
+    return _hs_decoder.decode(payload)  # type: ignore[no-any-return]
+
+
+DecodeError = (msgspec.DecodeError, msgspec.ValidationError)

@@ -1,0 +1,463 @@
+"""`@remote` functions and actor classes, actor handles and methods."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+from typing import Any
+
+from manta import exceptions as exc
+from manta._private.protocol import messages as m
+from manta._private.runtime import context
+from manta._private.runtime.serialization import describe_unpicklable, dumps_function
+
+COMMON_OPTIONS = {
+    "num_cpus", "num_gpus", "resources", "memory", "object_store_memory", "accelerator_type",
+    "runtime_env", "scheduling_strategy", "placement_group", "placement_group_bundle_index",
+    "placement_group_capture_child_tasks", "label_selector", "enable_task_events", "_metadata",
+    "_labels", "name", "namespace", "lifetime",
+}
+TASK_OPTIONS = COMMON_OPTIONS | {
+    "num_returns", "max_retries", "retry_exceptions", "max_calls",
+}
+ACTOR_OPTIONS = COMMON_OPTIONS | {
+    "get_if_exists", "max_concurrency", "max_restarts", "max_task_retries",
+    "max_pending_calls", "concurrency_groups", "allow_out_of_order_execution",
+}
+METHOD_OPTIONS = {"num_returns", "concurrency_group", "max_task_retries", "retry_exceptions", "name",
+                  "enable_task_events", "_generator_backpressure_num_objects"}
+
+DEFAULT_MAX_RETRIES = 3
+
+
+def check_options(options: dict[str, Any], valid: set[str], what: str) -> None:
+    bad = sorted(set(options) - valid)
+    if bad:
+        raise ValueError(
+            f"Invalid option keyword {', '.join(map(repr, bad))} for {what}. "
+            f"Valid ones are: {', '.join(sorted(k for k in valid if not k.startswith('_')))}."
+        )
+    for key in ("num_cpus", "num_gpus", "memory"):
+        v = options.get(key)
+        if v is not None and (not isinstance(v, (int, float)) or v < 0):
+            raise ValueError(f"{key} must be a non-negative number, got {v!r}")
+    nr = options.get("num_returns")
+    if nr is not None and nr != "streaming" and nr != "dynamic" and (not isinstance(nr, int) or nr < 0):
+        raise ValueError(f"num_returns must be a non-negative integer, got {nr!r}")
+    res = options.get("resources")
+    if res is not None:
+        if not isinstance(res, dict):
+            raise TypeError(f"resources must be a dict, got {type(res).__name__}")
+        for k in ("CPU", "GPU"):
+            if k in res:
+                raise ValueError(
+                    f"Use the '{k.lower().replace('cpu', 'num_cpus').replace('gpu', 'num_gpus')}' "
+                    f"option instead of resources={{'{k}': ...}}."
+                )
+    strategy = options.get("scheduling_strategy")
+    if isinstance(strategy, str) and strategy not in ("DEFAULT", "SPREAD"):
+        raise ValueError(f"scheduling_strategy must be 'DEFAULT' or 'SPREAD' or a strategy object, got {strategy!r}")
+    lifetime = options.get("lifetime")
+    if lifetime not in (None, "detached", "non_detached"):
+        raise ValueError(f"lifetime must be 'detached' or 'non_detached', got {lifetime!r}")
+
+
+def resource_request(options: dict[str, Any], default_cpus: float) -> dict[str, float]:
+    cpus = options.get("num_cpus")
+    out: dict[str, float] = {"CPU": float(default_cpus if cpus is None else cpus)}
+    gpus = options.get("num_gpus")
+    if gpus:
+        out["GPU"] = float(gpus)
+    mem = options.get("memory")
+    if mem:
+        out["memory"] = float(mem)
+    for k, v in (options.get("resources") or {}).items():
+        out[k] = float(v)
+    return {k: v for k, v in out.items() if v}
+
+
+def env_vars_of(rt: Any, options: dict[str, Any]) -> dict[str, str]:
+    env = dict(rt.env_vars)
+    runtime_env = options.get("runtime_env") or {}
+    if not isinstance(runtime_env, dict):
+        raise TypeError(f"runtime_env must be a dict, got {type(runtime_env).__name__}")
+    extra = runtime_env.get("env_vars") or {}
+    for k, v in extra.items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise TypeError(f"runtime_env env_vars must map str to str, got {k!r}: {v!r}")
+    env.update(extra)
+    return env
+
+
+class _Exported:
+    """A pickled function or class, exported once per runtime."""
+
+    def __init__(self, obj: Any, what: str) -> None:
+        self._obj = obj
+        self._what = what
+        self._blob: bytes | None = None
+        self._fn_id: bytes | None = None
+
+    def fn_id(self, rt: Any) -> bytes:
+        if self._blob is None:
+            try:
+                self._blob = dumps_function(self._obj)
+            except Exception as e:
+                raise exc.RaySerializationError(
+                    f"Could not serialize {self._what}: {describe_unpicklable(self._obj, e)}. "
+                    f"Functions and classes are pickled with cloudpickle; check what they "
+                    f"capture (locks, sockets, open files cannot be pickled)."
+                ) from e
+            self._fn_id = hashlib.blake2b(self._blob, digest_size=16).digest()
+        assert self._fn_id is not None
+        rt.export_function(self._fn_id, self._blob)
+        return self._fn_id
+
+
+def _auto_init() -> Any:
+    rt = context.current()
+    if rt is None:
+        from manta._private import api
+
+        api.init()
+        rt = context.require()
+    return rt
+
+
+class _OptionsWrapper:
+    def __init__(self, target: Any, options: dict[str, Any]) -> None:
+        self._target = target
+        self._options = options
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        return self._target._remote(args, kwargs, self._options)
+
+    def options(self, **options: Any) -> _OptionsWrapper:
+        return self._target.options(**{**self._options, **options})
+
+
+class RemoteFunction:
+    def __init__(self, function: Any, options: dict[str, Any]) -> None:
+        check_options(options, TASK_OPTIONS, "a remote function")
+        self._function = function
+        self._options = options
+        self._name = getattr(function, "__name__", "function")
+        self._exported = _Exported(function, f"remote function {self._name}")
+        self.__name__ = self._name
+        self.__doc__ = function.__doc__
+        self.__module__ = getattr(function, "__module__", None)  # type: ignore[assignment]
+        self.__qualname__ = getattr(function, "__qualname__", self._name)
+        self.__wrapped__ = function
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"Remote functions cannot be called directly. Instead of running "
+            f"'{self._name}()', try '{self._name}.remote()'."
+        )
+
+    def options(self, **options: Any) -> _OptionsWrapper:
+        merged = {**self._options, **options}
+        check_options(merged, TASK_OPTIONS, f"remote function {self._name}")
+        return _OptionsWrapper(self, merged)
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        return self._remote(args, kwargs, self._options)
+
+    def _remote(self, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]) -> Any:
+        rt = _auto_init()
+        num_returns = options.get("num_returns", 1)
+        if not isinstance(num_returns, int):
+            raise ValueError(f"num_returns={num_returns!r} is not supported yet; use an integer")
+        max_retries = options.get("max_retries", DEFAULT_MAX_RETRIES)
+        retry = options.get("retry_exceptions", False)
+        if isinstance(retry, list):
+            retry = tuple(retry)
+        refs = rt.submit_task(
+            fn_id=self._exported.fn_id(rt),
+            name=options.get("name") or self._name,
+            args=args,
+            kwargs=kwargs,
+            num_returns=num_returns,
+            resources=resource_request(options, 1),
+            max_retries=max_retries,
+            retry_exceptions=retry,
+            env_vars=env_vars_of(rt, options),
+        )
+        if num_returns == 1:
+            return refs[0]
+        if num_returns == 0:
+            return None
+        return refs
+
+    def bind(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError("DAG building (bind) is not supported by manta yet")
+
+
+# -- actors -------------------------------------------------------------------
+
+
+def method(*args: Any, **kwargs: Any) -> Any:
+    """`@manta.method(num_returns=N)` on an actor method."""
+    if args and callable(args[0]) and len(args) == 1 and not kwargs:
+        return args[0]
+    bad = set(kwargs) - METHOD_OPTIONS
+    if bad or args:
+        raise ValueError(
+            f"@method takes only keyword options {sorted(METHOD_OPTIONS)}, got {sorted(bad) or args}"
+        )
+
+    def decorate(fn: Any) -> Any:
+        fn.__manta_method_options__ = dict(kwargs)
+        return fn
+
+    return decorate
+
+
+def _method_table(cls: type) -> tuple[dict[str, int], bool]:
+    methods: dict[str, int] = {}
+    is_async = False
+    for name, member in inspect.getmembers(cls):
+        fn = member
+        if not callable(fn) or (name.startswith("__") and name not in ("__call__",)):
+            continue
+        opts = getattr(fn, "__manta_method_options__", {})
+        methods[name] = opts.get("num_returns", 1)
+        if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+            is_async = True
+    return methods, is_async
+
+
+class ActorClass:
+    def __init__(self, cls: type, options: dict[str, Any]) -> None:
+        check_options(options, ACTOR_OPTIONS, f"actor class {cls.__name__}")
+        self._cls = cls
+        self._options = options
+        self._exported = _Exported(cls, f"actor class {cls.__name__}")
+        self._methods, self._is_async = _method_table(cls)
+        self.__name__ = cls.__name__
+        self.__qualname__ = cls.__qualname__
+        self.__doc__ = cls.__doc__
+        self.__module__ = cls.__module__
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"Actors cannot be instantiated directly. Instead of '{self.__name__}()', "
+            f"use '{self.__name__}.remote()'."
+        )
+
+    def options(self, **options: Any) -> _OptionsWrapper:
+        merged = {**self._options, **options}
+        check_options(merged, ACTOR_OPTIONS, f"actor class {self.__name__}")
+        return _OptionsWrapper(self, merged)
+
+    def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
+        return self._remote(args, kwargs, self._options)
+
+    def bind(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError("DAG building (bind) is not supported by manta yet")
+
+    def _remote(self, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]) -> ActorHandle:
+        rt = _auto_init()
+        name = options.get("name") or ""
+        if name and not isinstance(name, str):
+            raise TypeError(f"actor name must be a string, got {type(name).__name__}")
+        namespace = options.get("namespace") or rt.namespace
+        detached = options.get("lifetime") == "detached"
+        if options.get("get_if_exists") and not name:
+            raise ValueError("get_if_exists=True requires a name for the actor")
+        max_concurrency = options.get("max_concurrency")
+        if max_concurrency is None:
+            max_concurrency = 1000 if self._is_async else 1
+        if not isinstance(max_concurrency, int) or max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be a positive integer, got {max_concurrency!r}")
+        max_restarts = options.get("max_restarts", 0)
+        max_task_retries = options.get("max_task_retries", 0)
+        # An actor holds no CPU while it lives unless it asks for one (as in Ray).
+        resources = resource_request(options, 0)
+        fn_id = self._exported.fn_id(rt)
+        spec_args, kwnames, pinned = rt.prepare_args(args, kwargs, f"{self.__name__}.__init__")
+        actor_id = rt.new_task_id()
+        creation = m.TaskSpec(
+            task_id=rt.new_task_id(),
+            job_id=rt.job_id,
+            name=f"{self.__name__}.__init__",
+            fn_id=fn_id,
+            args=spec_args,
+            kwarg_names=kwnames,
+            num_returns=0,
+            owner=rt.address,
+            resources=resources,
+            actor_id=actor_id,
+            actor_creation=True,
+            max_concurrency=max_concurrency,
+            is_async_actor=self._is_async,
+            env_vars=env_vars_of(rt, options),
+            namespace=namespace,
+            driver=rt.driver_address,
+        )
+        spec = m.ActorSpec(
+            actor_id=actor_id,
+            job_id=rt.job_id,
+            class_name=self.__name__,
+            creation=creation,
+            name=name,
+            namespace=namespace,
+            detached=detached,
+            max_restarts=max_restarts,
+            get_if_exists=bool(options.get("get_if_exists")),
+        )
+        reply = rt.create_actor(spec, pinned)
+        releasable = not name and not detached and not reply.existing
+        return ActorHandle(
+            reply.actor_id, self.__name__, self._methods, max_task_retries, rt, releasable
+        )
+
+
+class ActorID:
+    __slots__ = ("_id",)
+
+    def __init__(self, b: bytes) -> None:
+        self._id = b
+
+    def hex(self) -> str:
+        return self._id.hex()
+
+    def binary(self) -> bytes:
+        return self._id
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ActorID) and other._id == self._id
+
+    def __hash__(self) -> int:
+        return hash(self._id)
+
+    def __repr__(self) -> str:
+        return f"ActorID({self._id.hex()})"
+
+
+class ActorHandle:
+    def __init__(
+        self,
+        actor_id: bytes,
+        class_name: str,
+        methods: dict[str, int],
+        max_task_retries: int,
+        rt: Any,
+        releasable: bool = False,
+    ) -> None:
+        self._actor_id = ActorID(actor_id)
+        self._class_name = class_name
+        self._methods = methods
+        self._max_task_retries = max_task_retries
+        self._rt = rt
+        self._releasable = releasable
+        rt.actor_handle_added(actor_id)
+
+    def __del__(self) -> None:
+        try:
+            self._rt.actor_handle_removed(self._actor_id._id, self._releasable)
+        except Exception:
+            pass
+
+    def __getattr__(self, name: str) -> ActorMethod:
+        methods = self.__dict__.get("_methods")
+        if methods is None or name not in methods:
+            raise AttributeError(
+                f"'{self.__dict__.get('_class_name', 'Actor')}' actor has no method '{name}'"
+            )
+        return ActorMethod(self, name, methods[name])
+
+    def __repr__(self) -> str:
+        return f"Actor({self._class_name}, {self._actor_id.hex()})"
+
+    def __hash__(self) -> int:
+        return hash(self._actor_id)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ActorHandle) and other._actor_id == self._actor_id
+
+    def __reduce__(self) -> Any:
+        # A handle that leaves this process may be used anywhere: never
+        # release the actor on this side's count alone.
+        self._rt.shared_actors.add(self._actor_id._id)
+        return (
+            _rebuild_handle,
+            (self._actor_id._id, self._class_name, self._methods, self._max_task_retries),
+        )
+
+
+def _rebuild_handle(actor_id: bytes, class_name: str, methods: dict[str, int], retries: int) -> ActorHandle:
+    rt = context.require()
+    rt.shared_actors.add(actor_id)
+    return ActorHandle(actor_id, class_name, methods, retries, rt, False)
+
+
+class ActorMethod:
+    def __init__(self, handle: ActorHandle, name: str, num_returns: int, options: dict[str, Any] | None = None) -> None:
+        self._handle = handle
+        self._name = name
+        self._num_returns = num_returns
+        self._options = options or {}
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"Actor methods cannot be called directly. Instead of running "
+            f"'object.{self._name}()', try 'object.{self._name}.remote()'."
+        )
+
+    def options(self, **options: Any) -> ActorMethod:
+        bad = set(options) - METHOD_OPTIONS
+        if bad:
+            raise ValueError(
+                f"Invalid option keyword {', '.join(map(repr, sorted(bad)))} for actor method "
+                f"{self._name}. Valid ones are: {', '.join(sorted(METHOD_OPTIONS))}."
+            )
+        return ActorMethod(self._handle, self._name, options.get("num_returns", self._num_returns), {**self._options, **options})
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        h = self._handle
+        rt = h._rt
+        num_returns = self._num_returns
+        retries = self._options.get("max_task_retries", h._max_task_retries)
+        refs = rt.submit_actor_task(
+            h._actor_id._id, self._name, args, kwargs, num_returns, retries,
+            f"{h._class_name}.{self._name}",
+        )
+        if num_returns == 1:
+            return refs[0]
+        if num_returns == 0:
+            return None
+        return refs
+
+    def bind(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError("DAG building (bind) is not supported by manta yet")
+
+
+def handle_from_state(rt: Any, state: m.ActorState) -> ActorHandle:
+    cls = rt.load_function(state.fn_id)
+    methods, _ = _method_table(cls)
+    return ActorHandle(state.actor_id, state.class_name, methods, 0, rt, False)
+
+
+def remote(*args: Any, **kwargs: Any) -> Any:
+    """`@remote` or `@remote(**options)` on a function or class."""
+    if len(args) == 1 and not kwargs and (inspect.isfunction(args[0]) or inspect.isclass(args[0]) or callable(args[0])):
+        return _make(args[0], {})
+    if args:
+        raise TypeError(
+            "@remote takes either a function/class or keyword options, e.g. @remote(num_cpus=2)"
+        )
+    check_options(kwargs, TASK_OPTIONS | ACTOR_OPTIONS, "@remote")
+
+    def decorate(obj: Any) -> Any:
+        return _make(obj, kwargs)
+
+    return decorate
+
+
+def _make(obj: Any, options: dict[str, Any]) -> Any:
+    if inspect.isclass(obj):
+        return ActorClass(obj, options)
+    if callable(obj):
+        return RemoteFunction(obj, options)
+    raise TypeError(f"@remote expects a function or a class, got {type(obj).__name__}")

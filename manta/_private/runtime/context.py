@@ -1,0 +1,51 @@
+"""The process's runtime slot and the per-task execution context.
+
+One `CoreRuntime` serves a process between `init()` and `shutdown()`; the
+public API and object refs find it here. Per-task facts (task id, actor,
+assigned resources) live in a ContextVar so threaded and async actors see
+the right values in each call.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from manta._private.runtime.core import CoreRuntime
+
+_runtime: CoreRuntime | None = None
+
+
+def current() -> CoreRuntime | None:
+    return _runtime
+
+
+def require() -> CoreRuntime:
+    if _runtime is None:
+        raise RuntimeError("manta is not initialized: call manta.init() first")
+    return _runtime
+
+
+def install(rt: CoreRuntime | None) -> None:
+    global _runtime
+    _runtime = rt
+
+
+@dataclass
+class TaskContext:
+    task_id: bytes
+    name: str
+    actor_id: bytes | None = None
+    resources: dict[str, float] = field(default_factory=dict)
+    attempt: int = 0
+    restart_count: int = 0
+    cancel_requested: bool = False
+    thread_ident: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+current_task: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar(
+    "manta_current_task", default=None
+)

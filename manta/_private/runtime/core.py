@@ -1,0 +1,1422 @@
+"""The core runtime inside every driver and worker.
+
+It owns the objects this process creates (reference counts, values,
+locations), submits tasks to leased workers and actor calls straight to
+actor workers, answers borrowers, and reads and writes the node store.
+
+Threads: the user's thread(s) call the public API; one I/O thread runs an
+asyncio loop with every connection. Shared state (the reference table) is
+guarded by one lock; everything about leases, peers and in-flight tasks is
+touched only on the I/O thread, reached with `_post`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import itertools
+import logging
+import os
+import sys
+import threading
+import time
+import traceback
+import weakref
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from manta import exceptions as exc
+from manta._private.objectstore.region import Region
+from manta._private.protocol import messages as m
+from manta._private.runtime.context import current_task
+from manta._private.runtime.object_ref import ObjectRef
+from manta._private.runtime.refs import EndBorrow, FreeStored, ReferenceTable
+from manta._private.runtime.serialization import (
+    SerializedValue,
+    describe_unpicklable,
+    deserialize,
+    serialize,
+    serialize_error,
+)
+from manta._private.transport.connection import (
+    Connection,
+    ConnectionLost,
+    RemoteError,
+    connect,
+    new_event_loop,
+    serve,
+)
+
+log = logging.getLogger(__name__)
+
+# Values up to this size travel inside messages; larger ones go to the store.
+INLINE_MAX = 100 * 1024
+# A lease idle this long goes back to the agent.
+LEASE_IDLE_S = 0.02
+MAX_LEASE_REQUESTS = 16
+
+_ERROR_TYPES: dict[str, type[BaseException]] = {
+    name: obj
+    for name, obj in vars(exc).items()
+    if isinstance(obj, type) and issubclass(obj, BaseException)
+}
+
+
+def error_from_remote(e: RemoteError) -> BaseException:
+    cls = _ERROR_TYPES.get(e.kind)
+    if cls is None:
+        builtin = __builtins__.get(e.kind) if isinstance(__builtins__, dict) else getattr(
+            __builtins__, e.kind, None
+        )
+        cls = builtin if isinstance(builtin, type) and issubclass(builtin, Exception) else exc.RaySystemError
+    try:
+        return cls(e.message)
+    except Exception:
+        return exc.RaySystemError(f"{e.kind}: {e.message}")
+
+
+@dataclass
+class SessionInfo:
+    session_dir: str
+    head_address: str
+    agent_address: str
+    token: bytes
+    node_id: bytes = b""
+
+
+@dataclass(eq=False)
+class _Task:
+    spec: m.TaskSpec
+    return_ids: list[bytes]
+    pinned: list[bytes]
+    retries_left: int = 0
+    retry_exceptions: bool | tuple[type, ...] = False
+    max_task_retries: int = 0
+    unresolved: int = 0
+    resolved: bool = False
+    cancelled: bool = False
+    force_cancel: bool = False
+    done: bool = False
+    lease: _Lease | None = None
+    key: Any = None
+
+
+@dataclass(eq=False)
+class _Lease:
+    lease_id: int
+    worker_id: bytes
+    address: str
+    conn: Connection | None = None
+    task: _Task | None = None
+    idle_since: float = 0.0
+
+
+@dataclass(eq=False)
+class _KeyState:
+    resources: dict[str, float]
+    env_vars: dict[str, str]
+    queue: collections.deque[_Task] = field(default_factory=collections.deque)
+    idle: list[_Lease] = field(default_factory=list)
+    busy: set[_Lease] = field(default_factory=set)
+    requests: int = 0
+
+
+@dataclass(eq=False)
+class _ActorClient:
+    actor_id: bytes
+    address: str = ""
+    epoch: int = 0
+    conn: Connection | None = None
+    queue: collections.deque[_Task] = field(default_factory=collections.deque)
+    inflight: dict[bytes, _Task] = field(default_factory=dict)
+    dead: str | None = None
+    waiting: bool = False
+    connecting: bool = False
+
+
+class _Waiter:
+    """Counts objects becoming ready; wakes one blocked thread at `needed`."""
+
+    __slots__ = ("count", "needed", "event")
+
+    def __init__(self, needed: int) -> None:
+        self.count = 0
+        self.needed = needed
+        self.event = threading.Event()
+
+    def __call__(self) -> None:
+        self.count += 1
+        if self.count >= self.needed:
+            self.event.set()
+
+
+class _StorePins:
+    """Keeps an object pinned in the store while views of it are alive."""
+
+    __slots__ = ("rt", "object_id", "live", "finished")
+
+    def __init__(self, rt: CoreRuntime, object_id: bytes) -> None:
+        self.rt = rt
+        self.object_id = object_id
+        self.live = 0
+        self.finished = False
+
+    def track(self, view: memoryview) -> memoryview:
+        self.live += 1
+        weakref.finalize(view, self._release_one)
+        return view
+
+    def _release_one(self) -> None:
+        self.live -= 1
+        if self.live == 0 and self.finished:
+            self.rt._post(self.rt._store_unpin, self.object_id)
+
+    def finish(self) -> None:
+        self.finished = True
+        if self.live == 0:
+            self.rt._post(self.rt._store_unpin, self.object_id)
+
+
+class CoreRuntime:
+    def __init__(
+        self,
+        session: SessionInfo,
+        *,
+        is_driver: bool,
+        worker_id: bytes,
+        job_id: int = 0,
+        namespace: str = "",
+    ) -> None:
+        self.session = session
+        self.is_driver = is_driver
+        self.worker_id = worker_id
+        self.job_id = job_id
+        self.namespace = namespace
+        self.node_id = session.node_id
+        self.driver_address = ""
+        self.env_vars: dict[str, str] = {}
+        self.address = f"unix:{session.session_dir}/sockets/{worker_id.hex()[:16]}.sock"
+        self.lock = threading.RLock()
+        self.refs = ReferenceTable(self.address)
+        self._prefix = os.urandom(8)
+        self._counter = itertools.count(1)
+        self.loop = new_event_loop()
+        self._thread: threading.Thread | None = None
+        self.head: Connection | None = None
+        self.agent: Connection | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self.region: Region | None = None
+        self.store_capacity = 0
+        self._peers: dict[str, Connection] = {}
+        self._peer_waiters: dict[str, list[Callable[[Connection | BaseException], None]]] = {}
+        self._keys: dict[Any, _KeyState] = {}
+        self._tasks_by_return: dict[bytes, _Task] = {}
+        self._actors: dict[bytes, _ActorClient] = {}
+        self._exported: set[bytes] = set()
+        self._functions: dict[bytes, Any] = {}
+        self._sweep_scheduled = False
+        self._unregistered: set[bytes] = set()
+        self.actor_handle_counts: dict[bytes, int] = {}
+        self.shared_actors: set[bytes] = set()
+        self.executor: Any = None  # the worker's task executor
+        self.on_log: Callable[[m.LogLines], None] | None = None
+        self.closing = False
+        self.cluster_resources: dict[str, float] = {}
+        self._log_conns: dict[str, Connection] = {}
+
+    # -- life cycle -------------------------------------------------------
+
+    def start(self) -> None:
+        started = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run_loop, args=(started,), name="manta-io", daemon=True
+        )
+        self._thread.start()
+        started.wait()
+        self.run(self._connect_all())
+
+    def _run_loop(self, started: threading.Event) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.call_soon(started.set)
+        self.loop.run_forever()
+
+    async def _connect_all(self) -> None:
+        os.makedirs(f"{self.session.session_dir}/sockets", exist_ok=True)
+        self._server, _ = await serve(
+            self.address, self.session.token, self._handle, on_close=self._on_peer_closed
+        )
+        self.head = await connect(
+            self.session.head_address,
+            self.session.token,
+            self._handle,
+            name="head",
+            on_close=self._on_control_lost,
+        )
+        self.agent = await connect(
+            self.session.agent_address,
+            self.session.token,
+            self._handle,
+            name="agent",
+            on_close=self._on_control_lost,
+        )
+        if self.is_driver:
+            reply = await self.head.request(
+                m.RegisterDriver(
+                    rid=0, namespace=self.namespace, pid=os.getpid(), env_vars=self.env_vars
+                )
+            )
+            self.job_id = reply.job_id
+            self.namespace = reply.namespace
+            self.driver_address = self.address
+        reply = await self.agent.request(
+            m.RegisterClient(
+                rid=0,
+                kind="driver" if self.is_driver else "worker",
+                worker_id=self.worker_id,
+                job_id=self.job_id,
+                pid=os.getpid(),
+                address=self.address,
+            )
+        )
+        self.node_id = reply.node_id
+        self.store_capacity = reply.store_capacity
+        self.region = Region.attach(reply.store_pid, reply.store_fd, reply.store_capacity)
+        info = await self.agent.request(m.GetResources(rid=0))
+        self.cluster_resources = dict(info.total)
+
+    def _on_control_lost(self, conn: Connection) -> None:
+        if self.closing:
+            return
+        if not self.is_driver:
+            # A worker without its agent or head has nothing left to do.
+            os._exit(1)
+        log.error("lost the connection to the %s", conn.name)
+
+    def shutdown(self) -> None:
+        if self.closing:
+            return
+        self.closing = True
+
+        async def close() -> None:
+            for c in list(self._peers.values()) + list(self._log_conns.values()):
+                c.close()
+            if self.head is not None:
+                self.head.close()
+            if self.agent is not None:
+                self.agent.close()
+            if self._server is not None:
+                self._server.close()
+            await asyncio.sleep(0)
+
+        try:
+            self.run(close(), timeout=5)
+        except Exception:
+            pass
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+        # Refs that outlive shutdown must not touch this runtime.
+        self.refs.entries.clear()
+        if self.region is not None:
+            self.region.close()
+        try:
+            os.unlink(self.address.partition(":")[2])
+        except OSError:
+            pass
+
+    # -- thread bridging --------------------------------------------------
+
+    def _post(self, fn: Callable[..., Any], *args: Any) -> None:
+        if self.closing and self.loop.is_closed():
+            return
+        try:
+            self.loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:
+            pass  # loop closed during shutdown
+
+    def run(self, coro: Any, timeout: float | None = None) -> Any:
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("blocking call on the manta I/O thread")
+        fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        return fut.result(timeout)
+
+    def _run_commands(self, commands: list[Any]) -> None:
+        if not commands:
+            return
+        frees = [c.object_id for c in commands if isinstance(c, FreeStored)]
+        ends: dict[str, list[bytes]] = {}
+        for c in commands:
+            if isinstance(c, EndBorrow):
+                ends.setdefault(c.owner, []).append(c.object_id)
+        if frees and self.agent is not None:
+            self.agent.send(m.StoreFree(object_ids=frees))
+        for owner, ids in ends.items():
+            self._with_peer(owner, lambda conn, ids=ids: conn.send(
+                m.RemoveBorrow(object_ids=ids, borrower=self.address)
+            ) if isinstance(conn, Connection) else None)
+
+    # -- ids --------------------------------------------------------------
+
+    def new_task_id(self) -> bytes:
+        return self._prefix + next(self._counter).to_bytes(8, "little")
+
+    # -- reference counting hooks -----------------------------------------
+
+    def ref_deleted(self, object_id: bytes) -> None:
+        if self.closing:
+            return
+        with self.lock:
+            commands = self.refs.remove_local(object_id)
+            self._unregistered.discard(object_id) if commands else None
+        if commands:
+            self._post(self._run_commands, commands)
+
+    def new_owned_ref(self, object_id: bytes) -> ObjectRef:
+        return ObjectRef(object_id, self.address, self)
+
+    def deserialized_ref(self, object_id: bytes, owner: str) -> ObjectRef:
+        with self.lock:
+            entry, created = self.refs.add_local(object_id, owner)
+            if created:
+                self._unregistered.add(object_id)
+        return ObjectRef(object_id, owner, self)
+
+    def take_unregistered(self) -> dict[str, list[bytes]]:
+        """Borrowed refs whose owners do not yet know about us, by owner."""
+        out: dict[str, list[bytes]] = {}
+        with self.lock:
+            for oid in self._unregistered:
+                e = self.refs.get(oid)
+                if e is not None and not e.owned and not e.registered and e.alive():
+                    out.setdefault(e.owner, []).append(oid)
+                    e.registered = True
+            self._unregistered.clear()
+        return out
+
+    def register_borrows(self, borrower: str | None = None) -> None:
+        """Tells owners about refs this process keeps, before they could be freed."""
+        pending = self.take_unregistered()
+        if not pending:
+            return
+
+        async def go() -> None:
+            futs = []
+            for owner, ids in pending.items():
+                conn = await self._peer(owner)
+                futs.append(
+                    conn.request(
+                        m.AddBorrow(rid=0, object_ids=ids, borrower=borrower or self.address)
+                    )
+                )
+            await asyncio.gather(*futs, return_exceptions=True)
+
+        self.run(go())
+
+    # -- peers ------------------------------------------------------------
+
+    def _with_peer(self, address: str, cb: Callable[[Any], None]) -> None:
+        """Calls cb(connection) or cb(exception); connects on first use (I/O thread)."""
+        conn = self._peers.get(address)
+        if conn is not None and not conn.closed:
+            cb(conn)
+            return
+        waiters = self._peer_waiters.get(address)
+        if waiters is not None:
+            waiters.append(cb)
+            return
+        self._peer_waiters[address] = [cb]
+
+        async def dial() -> None:
+            result: Connection | BaseException
+            try:
+                result = await connect(
+                    address, self.session.token, self._handle, on_close=self._on_peer_closed,
+                    timeout=10,
+                )
+                self._peers[address] = result
+            except Exception as e:  # noqa: BLE001 - any failure means the peer is gone
+                result = ConnectionLost(f"cannot reach {address}: {e}")
+            for w in self._peer_waiters.pop(address, []):
+                try:
+                    w(result)
+                except Exception:
+                    log.exception("peer callback failed")
+
+        self.loop.create_task(dial())
+
+    async def _peer(self, address: str) -> Connection:
+        fut: asyncio.Future[Any] = self.loop.create_future()
+        self._with_peer(address, fut.set_result)
+        result = await fut
+        if isinstance(result, BaseException):
+            raise result
+        return result  # type: ignore[no-any-return]
+
+    def _on_peer_closed(self, conn: Connection) -> None:
+        for addr, c in list(self._peers.items()):
+            if c is conn:
+                del self._peers[addr]
+
+    # -- functions --------------------------------------------------------
+
+    def export_function(self, fn_id: bytes, blob: bytes) -> None:
+        if fn_id in self._exported:
+            return
+        self.run(self._await_request(self.head, m.PutFunction(rid=0, fn_id=fn_id, blob=blob)))
+        self._exported.add(fn_id)
+
+    async def _await_request(self, conn: Connection | None, msg: Any) -> Any:
+        if conn is None:
+            raise ConnectionLost("not connected")
+        try:
+            return await conn.request(msg)
+        except RemoteError as e:
+            raise error_from_remote(e) from None
+
+    def load_function(self, fn_id: bytes) -> Any:
+        fn = self._functions.get(fn_id)
+        if fn is None:
+            import pickle
+
+            reply = self.run(self._await_request(self.head, m.GetFunction(rid=0, fn_id=fn_id)))
+            fn = pickle.loads(reply.blob)
+            self._functions[fn_id] = fn
+        return fn
+
+    # -- put --------------------------------------------------------------
+
+    def serialize_value(self, value: Any, what: str) -> SerializedValue:
+        try:
+            return serialize(value)
+        except Exception as e:
+            raise exc.RaySerializationError(
+                f"Could not serialize {what}: {describe_unpicklable(value, e)}"
+            ) from e
+
+    def put(self, value: Any, _owner_pins: int = 0) -> ObjectRef:
+        if isinstance(value, ObjectRef):
+            raise TypeError(
+                "Calling put() on an ObjectRef is not allowed; pass the ref itself or "
+                "put the value it refers to."
+            )
+        sv = self.serialize_value(value, f"the object passed to put() ({type(value).__name__})")
+        oid = self.new_task_id() + b"\x00\x00\x00\x00"
+        return self._store_owned(oid, sv, local=1)
+
+    def _store_owned(self, oid: bytes, sv: SerializedValue, local: int) -> ObjectRef:
+        contained = [(r._id, r._owner) for r in sv.contained]
+        if sv.size <= INLINE_MAX:
+            data = sv.to_bytes()
+            with self.lock:
+                self.refs.add_owned(oid, local=local)
+                self.refs.set_ready(oid, data, contained=contained)
+        else:
+            self.write_store(oid, sv)
+            with self.lock:
+                self.refs.add_owned(oid, local=local)
+                self.refs.set_ready(oid, None, in_store=True, node_id=self.node_id, contained=contained)
+        return ObjectRef(oid, self.address, self) if local else None  # type: ignore[return-value]
+
+    def write_store(self, oid: bytes, sv: SerializedValue) -> None:
+        assert self.region is not None
+        try:
+            reply = self.run(
+                self._await_request(self.agent, m.StoreCreate(rid=0, object_id=oid, size=sv.size))
+            )
+        except exc.ObjectStoreFullError:
+            raise
+        sv.write_into(self.region.view[reply.offset : reply.offset + sv.size])
+        self._post(self._send_agent, m.StoreSeal(object_id=oid))
+
+    def _send_agent(self, msg: Any) -> None:
+        if self.agent is not None:
+            self.agent.send(msg)
+
+    def _store_unpin(self, object_id: bytes) -> None:
+        if self.agent is not None:
+            self.agent.send(m.StoreUnpin(object_ids=[object_id]))
+
+    # -- get / wait -------------------------------------------------------
+
+    def _check_refs(self, refs: Iterable[Any], what: str) -> list[ObjectRef]:
+        out = []
+        for r in refs:
+            if not isinstance(r, ObjectRef):
+                raise TypeError(
+                    f"{what} expected an ObjectRef or a list of ObjectRefs, got {type(r).__name__}"
+                )
+            out.append(r)
+        return out
+
+    def _ensure_fetch(self, ref: ObjectRef) -> None:
+        """I/O thread: ask the owner of a borrowed ref for its value."""
+        with self.lock:
+            e = self.refs.get(ref._id)
+            if e is None or e.owned or e.state or e.fetching:
+                return
+            e.fetching = True
+        oid, owner = ref._id, ref._owner
+
+        def on_conn(conn: Any) -> None:
+            if isinstance(conn, BaseException):
+                self._fetched(oid, None, exc.OwnerDiedError(oid.hex(), owner))
+                return
+            conn.request_cb(m.GetObject(rid=0, object_id=oid), lambda r: self._fetched(oid, r, None))
+
+        self._with_peer(owner, on_conn)
+
+    def _fetched(self, oid: bytes, reply: Any, error: BaseException | None) -> None:
+        if isinstance(reply, RemoteError):
+            error = error_from_remote(reply)
+            if isinstance(error, exc.ObjectLostError):
+                error = type(error)(oid.hex())
+        elif isinstance(reply, ConnectionLost):
+            error = exc.OwnerDiedError(oid.hex(), "")
+        if error is not None:
+            data = serialize_error(error).to_bytes()
+            waiters, cmds = self._set_ready(oid, data, is_error=True)
+        else:
+            waiters, cmds = self._set_ready(
+                oid, reply.data, in_store=reply.in_store, node_id=reply.node_id,
+                is_error=reply.is_error,
+            )
+
+    def _set_ready(self, oid: bytes, data: bytes | None, **kw: Any) -> tuple[Any, Any]:
+        with self.lock:
+            waiters, cmds = self.refs.set_ready(oid, data, **kw)
+        for w in waiters:
+            try:
+                w()
+            except Exception:
+                log.exception("waiter failed")
+        if cmds:
+            self._run_commands(cmds)
+        return waiters, cmds
+
+    def _wait_ready(self, refs: list[ObjectRef], needed: int, timeout: float | None) -> list[bool]:
+        """Blocks until `needed` of `refs` are ready; returns readiness flags."""
+        waiter = _Waiter(0)
+        fetch: list[ObjectRef] = []
+        ready = 0
+        with self.lock:
+            seen: set[bytes] = set()
+            for r in refs:
+                e = self.refs.get(r._id)
+                if e is None:
+                    ready += 1  # freed/unknown: reported as an error when read
+                    continue
+                if e.state:
+                    ready += 1
+                elif r._id not in seen:
+                    seen.add(r._id)
+                    e.waiters = e.waiters or []
+                    e.waiters.append(waiter)
+                    if not e.owned and not e.fetching:
+                        fetch.append(r)
+            waiter.count = ready
+            waiter.needed = needed
+            if ready >= needed:
+                waiter.event.set()
+        for r in fetch:
+            self._post(self._ensure_fetch, r)
+        if not waiter.event.is_set():
+            blocked = self._notify_blocked()
+            try:
+                if not waiter.event.wait(timeout):
+                    pass
+            finally:
+                if blocked:
+                    self._post(self._send_agent, m.WorkerUnblocked(worker_id=self.worker_id))
+        with self.lock:
+            return [self._is_ready(r._id) for r in refs]
+
+    def _is_ready(self, oid: bytes) -> bool:
+        e = self.refs.get(oid)
+        return e is None or bool(e.state)
+
+    def _notify_blocked(self) -> bool:
+        """A worker running a plain task gives its CPU back while it waits."""
+        if self.is_driver or self.executor is None:
+            return False
+        ctx = current_task.get()
+        if ctx is None or ctx.actor_id is not None:
+            return False
+        self._post(self._send_agent, m.WorkerBlocked(worker_id=self.worker_id))
+        return True
+
+    def get(self, refs: Any, timeout: float | None = None) -> Any:
+        single = isinstance(refs, ObjectRef)
+        if single:
+            lst = [refs]
+        elif isinstance(refs, (list, tuple)):
+            lst = self._check_refs(refs, "get()")
+        else:
+            raise TypeError(
+                f"get() expected an ObjectRef or a list of ObjectRefs, got {type(refs).__name__}"
+            )
+        if timeout is not None and timeout < 0:
+            raise ValueError("timeout must be non-negative")
+        flags = self._wait_ready(lst, len(lst), timeout)
+        if not all(flags):
+            raise exc.GetTimeoutError(
+                f"Get timed out: {flags.count(False)} of {len(lst)} objects not ready "
+                f"after {timeout} s."
+            )
+        values = [self._materialize(r) for r in lst]
+        if not self.is_driver and current_task.get() is None:
+            pass
+        if self._unregistered and current_task.get() is None:
+            self.register_borrows()
+        return values[0] if single else values
+
+    def _materialize(self, ref: ObjectRef) -> Any:
+        with self.lock:
+            e = self.refs.get(ref._id)
+            if e is None:
+                raise exc.ReferenceCountingAssertionError(ref.hex(), ref._owner)
+            data, in_store, is_error = e.data, e.in_store, e.is_error
+        if in_store:
+            value, is_error = self._read_store(ref._id)
+        else:
+            assert data is not None
+            value, is_error = deserialize(data)
+        if is_error:
+            if isinstance(value, exc.RayTaskError):
+                raise value.as_instanceof_cause()
+            raise value
+        return value
+
+    def _read_store(self, oid: bytes) -> tuple[Any, bool]:
+        assert self.region is not None
+        try:
+            reply = self.run(self._await_request(self.agent, m.StorePin(rid=0, object_id=oid)))
+        except exc.ObjectLostError:
+            raise exc.ObjectLostError(oid.hex()) from None
+        pins = _StorePins(self, oid)
+        try:
+            view = self.region.readonly[reply.offset : reply.offset + reply.size]
+            return deserialize(view, on_buffer=pins.track)
+        finally:
+            pins.finish()
+
+    def wait(
+        self,
+        refs: list[ObjectRef],
+        num_returns: int = 1,
+        timeout: float | None = None,
+        fetch_local: bool = True,
+    ) -> tuple[list[ObjectRef], list[ObjectRef]]:
+        if isinstance(refs, ObjectRef) or not isinstance(refs, (list, tuple)):
+            raise TypeError(
+                f"wait() expected a list of ObjectRefs, got {type(refs).__name__}"
+            )
+        lst = self._check_refs(refs, "wait()")
+        if len(set(lst)) != len(lst):
+            raise ValueError("wait() requires a list of unique ObjectRefs")
+        if num_returns <= 0:
+            raise ValueError(f"num_returns must be positive, got {num_returns}")
+        if num_returns > len(lst):
+            raise ValueError(
+                f"num_returns ({num_returns}) cannot exceed the number of refs ({len(lst)})"
+            )
+        if timeout is not None and timeout < 0:
+            raise ValueError("timeout must be non-negative")
+        flags = self._wait_ready(lst, num_returns, timeout)
+        ready: list[ObjectRef] = []
+        not_ready: list[ObjectRef] = []
+        for r, ok in zip(lst, flags):
+            if ok and len(ready) < num_returns:
+                ready.append(r)
+            else:
+                not_ready.append(r)
+        return ready, not_ready
+
+    def future_for(self, ref: ObjectRef) -> concurrent.futures.Future[Any]:
+        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+        def complete() -> None:
+            if fut.done():
+                return
+            try:
+                fut.set_result(self._materialize(ref))
+            except BaseException as e:  # noqa: BLE001 - delivered to the future
+                fut.set_exception(e)
+
+        def on_ready() -> None:
+            # Reading from the store needs the I/O thread: never block it.
+            threading.Thread(target=complete, daemon=True).start() if self._needs_io(ref) else complete()
+
+        with self.lock:
+            pending = self.refs.add_waiter(ref._id, on_ready)
+            e = self.refs.get(ref._id)
+            need_fetch = pending and e is not None and not e.owned
+        if need_fetch:
+            self._post(self._ensure_fetch, ref)
+        if not pending:
+            on_ready()
+        return fut
+
+    def _needs_io(self, ref: ObjectRef) -> bool:
+        e = self.refs.get(ref._id)
+        return e is not None and e.in_store
+
+    async def await_ref(self, ref: ObjectRef) -> Any:
+        return await asyncio.wrap_future(self.future_for(ref))
+
+    # -- task submission --------------------------------------------------
+
+    def prepare_args(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], name: str
+    ) -> tuple[list[m.Arg], list[str], list[bytes]]:
+        out: list[m.Arg] = []
+        pinned: list[bytes] = []
+        values = list(args) + list(kwargs.values())
+        with self.lock:
+            pass
+        for i, value in enumerate(values):
+            if isinstance(value, ObjectRef):
+                with self.lock:
+                    self.refs.pin(value._id, value._owner)
+                pinned.append(value._id)
+                out.append(m.Arg(object_id=value._id, owner=value._owner))
+                continue
+            label = f"argument {i}" if i < len(args) else f"keyword argument {list(kwargs)[i - len(args)]!r}"
+            sv = self.serialize_value(value, f"{label} of {name}() ({type(value).__name__})")
+            with self.lock:
+                for r in sv.contained:
+                    self.refs.pin(r._id, r._owner)
+                    pinned.append(r._id)
+            if sv.size > INLINE_MAX:
+                oid = self.new_task_id() + b"\x00\x00\x00\x00"
+                self._store_owned(oid, sv, local=0)
+                with self.lock:
+                    self.refs.pin(oid, self.address)
+                pinned.append(oid)
+                out.append(m.Arg(object_id=oid, owner=self.address, in_store=True, node_id=self.node_id))
+            else:
+                out.append(m.Arg(data=sv.to_bytes()))
+        return out, list(kwargs), pinned
+
+    def submit_task(
+        self,
+        *,
+        fn_id: bytes,
+        name: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        num_returns: int,
+        resources: dict[str, float],
+        max_retries: int,
+        retry_exceptions: bool | tuple[type, ...],
+        env_vars: dict[str, str],
+    ) -> list[ObjectRef]:
+        spec_args, kwnames, pinned = self.prepare_args(args, kwargs, name)
+        task_id = self.new_task_id()
+        return_ids = [task_id + i.to_bytes(4, "little") for i in range(1, num_returns + 1)]
+        with self.lock:
+            for rid in return_ids:
+                self.refs.add_owned(rid)
+        spec = m.TaskSpec(
+            task_id=task_id,
+            job_id=self.job_id,
+            name=name,
+            fn_id=fn_id,
+            args=spec_args,
+            kwarg_names=kwnames,
+            num_returns=num_returns,
+            owner=self.address,
+            resources=resources,
+            env_vars=env_vars,
+            namespace=self.namespace,
+            driver=self.driver_address,
+        )
+        task = _Task(
+            spec, return_ids, pinned, retries_left=max_retries, retry_exceptions=retry_exceptions
+        )
+        refs = [ObjectRef(rid, self.address, self) for rid in return_ids]
+        self._post(self._submit_io, task)
+        return refs
+
+    def _submit_io(self, task: _Task) -> None:
+        for rid in task.return_ids:
+            self._tasks_by_return[rid] = task
+        self._resolve(task, self._enqueue)
+
+    def _resolve(self, task: _Task, then: Callable[[_Task], None]) -> None:
+        """I/O thread: waits for ref arguments, inlining small ready values."""
+        pending = []
+        for i, arg in enumerate(task.spec.args):
+            if arg.object_id is None or arg.in_store and arg.owner == self.address:
+                continue
+            pending.append(i)
+        task.unresolved = len(pending)
+        if not pending:
+            task.resolved = True
+            then(task)
+            return
+        for i in pending:
+            self._resolve_arg(task, i, then)
+
+    def _resolve_arg(self, task: _Task, i: int, then: Callable[[_Task], None]) -> None:
+        arg = task.spec.args[i]
+        oid = arg.object_id
+        assert oid is not None
+
+        def ready() -> None:
+            if threading.current_thread() is not self._thread:
+                self._post(ready)
+                return
+            with self.lock:
+                e = self.refs.get(oid)
+                if e is not None and not e.state:
+                    return
+                if e is None:
+                    err: bytes | None = serialize_error(exc.ReferenceCountingAssertionError(oid.hex())).to_bytes()
+                elif e.is_error:
+                    err = e.data
+                else:
+                    err = None
+                    if e.in_store:
+                        task.spec.args[i] = m.Arg(object_id=oid, owner=arg.owner, in_store=True, node_id=e.node_id)
+                    else:
+                        task.spec.args[i] = m.Arg(data=e.data)
+            if task.done:
+                return
+            if err is not None:
+                self._fail_task(task, err)
+                return
+            task.unresolved -= 1
+            if task.unresolved == 0:
+                task.resolved = True
+                then(task)
+
+        with self.lock:
+            pending = self.refs.add_waiter(oid, ready)
+            e = self.refs.get(oid)
+            fetch = pending and e is not None and not e.owned
+        if fetch:
+            self._ensure_fetch(_RefStub(oid, arg.owner))  # type: ignore[arg-type]
+        if not pending:
+            ready()
+
+    def _key_for(self, task: _Task) -> Any:
+        spec = task.spec
+        return (tuple(sorted(spec.resources.items())), tuple(sorted(spec.env_vars.items())))
+
+    def _enqueue(self, task: _Task) -> None:
+        if task.cancelled:
+            self._fail_task(task, serialize_error(exc.TaskCancelledError(task.spec.task_id.hex())).to_bytes())
+            return
+        key = self._key_for(task)
+        ks = self._keys.get(key)
+        if ks is None:
+            ks = self._keys[key] = _KeyState(task.spec.resources, task.spec.env_vars)
+            self._warn_if_infeasible(task.spec.resources, task.spec.name)
+        task.key = key
+        ks.queue.append(task)
+        self._pump(ks)
+
+    def _warn_if_infeasible(self, resources: dict[str, float], name: str) -> None:
+        total = self.cluster_resources
+        missing = {k: v for k, v in resources.items() if v > total.get(k, 0.0) + 1e-9}
+        if missing:
+            print(
+                f"manta: warning: task {name} needs {resources} but the cluster has "
+                f"{total}; it stays pending until a node with these resources joins.",
+                file=sys.stderr,
+            )
+
+    def _pump(self, ks: _KeyState) -> None:
+        while ks.queue and ks.idle:
+            lease = ks.idle.pop()
+            task = ks.queue.popleft()
+            if task.cancelled:
+                self._fail_task(task, serialize_error(exc.TaskCancelledError(task.spec.task_id.hex())).to_bytes())
+                ks.idle.append(lease)
+                continue
+            self._dispatch(ks, lease, task)
+        want = min(len(ks.queue), MAX_LEASE_REQUESTS) - ks.requests
+        for _ in range(max(0, want)):
+            self._request_lease(ks)
+
+    def _request_lease(self, ks: _KeyState) -> None:
+        ks.requests += 1
+        assert self.agent is not None
+        self.agent.request_cb(
+            m.RequestLease(
+                rid=0, job_id=self.job_id, resources=ks.resources, env_vars=ks.env_vars
+            ),
+            lambda reply: self._on_lease(ks, reply),
+        )
+
+    def _on_lease(self, ks: _KeyState, reply: Any) -> None:
+        ks.requests -= 1
+        if isinstance(reply, BaseException):
+            err = reply if not isinstance(reply, RemoteError) else error_from_remote(reply)
+            data = serialize_error(err).to_bytes()
+            while ks.queue:
+                self._fail_task(ks.queue.popleft(), data)
+            return
+        lease = _Lease(reply.lease_id, reply.worker_id, reply.address)
+
+        def on_conn(conn: Any) -> None:
+            if isinstance(conn, BaseException):
+                self._return_lease(lease, kill=True)
+                self._pump(ks)
+                return
+            lease.conn = conn
+            lease.idle_since = time.monotonic()
+            ks.idle.append(lease)
+            self._pump(ks)
+            self._schedule_sweep()
+
+        self._with_peer(reply.address, on_conn)
+
+    def _dispatch(self, ks: _KeyState, lease: _Lease, task: _Task) -> None:
+        lease.task = task
+        task.lease = lease
+        ks.busy.add(lease)
+        assert lease.conn is not None
+        lease.conn.request_cb(
+            m.PushTask(rid=0, spec=task.spec), lambda r: self._on_task_reply(ks, lease, task, r)
+        )
+
+    def _on_task_reply(self, ks: _KeyState, lease: _Lease, task: _Task, reply: Any) -> None:
+        lease.task = None
+        task.lease = None
+        ks.busy.discard(lease)
+        if isinstance(reply, BaseException):
+            # The worker died (or its connection broke) mid-task.
+            self._return_lease(lease, kill=True)
+            if task.cancelled:
+                self._fail_task(task, serialize_error(exc.TaskCancelledError(task.spec.task_id.hex())).to_bytes())
+            elif task.retries_left != 0:
+                task.retries_left -= 1
+                task.spec.attempt += 1
+                ks.queue.appendleft(task)
+            else:
+                self._fail_task(
+                    task,
+                    serialize_error(
+                        exc.WorkerCrashedError(
+                            f"The worker running {task.spec.name}() died unexpectedly "
+                            f"({reply}); no retries left (max_retries)."
+                        )
+                    ).to_bytes(),
+                )
+            self._pump(ks)
+            return
+        lease.idle_since = time.monotonic()
+        ks.idle.append(lease)
+        if reply.error is not None and self._should_retry_error(task, reply.error):
+            task.retries_left -= 1
+            task.spec.attempt += 1
+            ks.queue.appendleft(task)
+        else:
+            self._complete_task(task, reply)
+        self._pump(ks)
+        if not ks.queue:
+            self._schedule_sweep()
+
+    def _should_retry_error(self, task: _Task, error: bytes) -> bool:
+        if task.retries_left == 0 or task.cancelled or not task.retry_exceptions:
+            return False
+        try:
+            err, _ = deserialize(error)
+        except Exception:
+            return False
+        if isinstance(err, exc.TaskCancelledError):
+            return False
+        if task.retry_exceptions is True:
+            return True
+        cause = getattr(err, "cause", err)
+        return isinstance(cause, task.retry_exceptions)
+
+    def _complete_task(self, task: _Task, reply: m.TaskDone) -> None:
+        if task.done:
+            return
+        task.done = True
+        if reply.error is not None:
+            for rid in task.return_ids:
+                self._set_ready(rid, reply.error, is_error=True)
+        else:
+            for ret in reply.returns:
+                with self.lock:
+                    for cid, cowner in ret.contained:
+                        self.refs.pin(cid, cowner)
+                        e = self.refs.get(cid)
+                        if e is not None and not e.owned:
+                            e.registered = True
+                    waiters, cmds = self.refs.set_ready(
+                        ret.object_id, ret.data, in_store=ret.in_store, node_id=ret.node_id,
+                    )
+                    e = self.refs.get(ret.object_id)
+                    if e is not None:
+                        e.contained = list(ret.contained)
+                    else:
+                        for cid, _ in ret.contained:
+                            cmds += self.refs.unpin(cid)
+                for w in waiters:
+                    w()
+                self._run_commands(cmds)
+        self._finish_task(task)
+
+    def _fail_task(self, task: _Task, error: bytes) -> None:
+        if task.done:
+            return
+        task.done = True
+        for rid in task.return_ids:
+            self._set_ready(rid, error, is_error=True)
+        self._finish_task(task)
+
+    def _finish_task(self, task: _Task) -> None:
+        for rid in task.return_ids:
+            self._tasks_by_return.pop(rid, None)
+        cmds: list[Any] = []
+        with self.lock:
+            for oid in task.pinned:
+                cmds += self.refs.unpin(oid)
+        self._run_commands(cmds)
+
+    def _return_lease(self, lease: _Lease, kill: bool = False) -> None:
+        if self.agent is not None:
+            self.agent.send(m.ReturnLease(lease_id=lease.lease_id, kill=kill))
+
+    def _schedule_sweep(self) -> None:
+        if not self._sweep_scheduled:
+            self._sweep_scheduled = True
+            self.loop.call_later(LEASE_IDLE_S, self._sweep)
+
+    def _sweep(self) -> None:
+        self._sweep_scheduled = False
+        now = time.monotonic()
+        again = False
+        for ks in self._keys.values():
+            if ks.queue:
+                continue
+            keep = []
+            for lease in ks.idle:
+                if now - lease.idle_since >= LEASE_IDLE_S:
+                    self._return_lease(lease)
+                else:
+                    keep.append(lease)
+            ks.idle = keep
+            again = again or bool(keep)
+        if again:
+            self._schedule_sweep()
+
+    # -- cancel -----------------------------------------------------------
+
+    def cancel(self, ref: ObjectRef, force: bool, recursive: bool) -> None:
+        self._post(self._cancel_io, ref._id, force)
+
+    def _cancel_io(self, oid: bytes, force: bool) -> None:
+        task = self._tasks_by_return.get(oid)
+        if task is None or task.done:
+            return
+        task.cancelled = True
+        task.force_cancel = force
+        if task.spec.actor_id is not None:
+            client = self._actors.get(task.spec.actor_id)
+            if client is not None and task in client.queue:
+                client.queue.remove(task)
+                self._fail_task(task, serialize_error(exc.TaskCancelledError(task.spec.task_id.hex())).to_bytes())
+            elif client is not None and client.conn is not None:
+                client.conn.send(m.CancelTask(task_id=task.spec.task_id, force=False))
+            return
+        lease = task.lease
+        if lease is None:
+            ks = self._keys.get(task.key) if task.key is not None else None
+            if ks is not None and task in ks.queue:
+                ks.queue.remove(task)
+            self._fail_task(task, serialize_error(exc.TaskCancelledError(task.spec.task_id.hex())).to_bytes())
+            return
+        if lease.conn is not None:
+            lease.conn.send(m.CancelTask(task_id=task.spec.task_id, force=force))
+
+    # -- actors -----------------------------------------------------------
+
+    def create_actor(self, spec: m.ActorSpec, pinned: list[bytes]) -> m.ActorRegistered:
+        reply = self.run(self._await_request(self.head, m.CreateActor(rid=0, spec=spec)))
+        client = _ActorClient(spec.actor_id)
+        if not reply.existing:
+            # Creation arguments stay pinned until the actor has started or died.
+            def release(_: Any = None) -> None:
+                cmds = []
+                with self.lock:
+                    for oid in pinned:
+                        cmds += self.refs.unpin(oid)
+                self._run_commands(cmds)
+
+            self._post(self._watch_creation, spec.actor_id, release)
+        else:
+            cmds = []
+            with self.lock:
+                for oid in pinned:
+                    cmds += self.refs.unpin(oid)
+            self._post(self._run_commands, cmds)
+        self._actors.setdefault(reply.actor_id, client)
+        return reply  # type: ignore[no-any-return]
+
+    def _watch_creation(self, actor_id: bytes, release: Callable[[Any], None]) -> None:
+        assert self.head is not None
+        self.head.request_cb(m.WaitActor(rid=0, actor_id=actor_id, known_epoch=0), release)
+
+    def _actor_client(self, actor_id: bytes) -> _ActorClient:
+        client = self._actors.get(actor_id)
+        if client is None:
+            client = self._actors[actor_id] = _ActorClient(actor_id)
+        return client
+
+    def submit_actor_task(
+        self,
+        actor_id: bytes,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        num_returns: int,
+        max_task_retries: int,
+        name: str,
+    ) -> list[ObjectRef]:
+        spec_args, kwnames, pinned = self.prepare_args(args, kwargs, name)
+        task_id = self.new_task_id()
+        n = max(num_returns, 1)
+        return_ids = [task_id + i.to_bytes(4, "little") for i in range(1, n + 1)]
+        with self.lock:
+            for rid in return_ids:
+                self.refs.add_owned(rid)
+        spec = m.TaskSpec(
+            task_id=task_id,
+            job_id=self.job_id,
+            name=name,
+            fn_id=b"",
+            args=spec_args,
+            kwarg_names=kwnames,
+            num_returns=num_returns,
+            owner=self.address,
+            resources={},
+            actor_id=actor_id,
+            method=method,
+            namespace=self.namespace,
+            driver=self.driver_address,
+        )
+        task = _Task(spec, return_ids, pinned, retries_left=max_task_retries)
+        refs = [ObjectRef(rid, self.address, self) for rid in return_ids]
+        self._post(self._actor_submit_io, task)
+        return refs
+
+    def _actor_submit_io(self, task: _Task) -> None:
+        client = self._actor_client(task.spec.actor_id)  # type: ignore[arg-type]
+        for rid in task.return_ids:
+            self._tasks_by_return[rid] = task
+        client.queue.append(task)
+        self._resolve(task, lambda t: self._actor_flush(client))
+
+    def _actor_flush(self, client: _ActorClient) -> None:
+        if client.dead is not None:
+            err = serialize_error(exc.ActorDiedError(error_msg=client.dead, actor_id=client.actor_id.hex())).to_bytes()
+            while client.queue:
+                self._fail_task(client.queue.popleft(), err)
+            return
+        conn = client.conn
+        if conn is None or conn.closed:
+            self._actor_locate(client)
+            return
+        while client.queue and client.queue[0].resolved:
+            task = client.queue.popleft()
+            if task.done:
+                continue
+            task.spec.attempt = task.spec.attempt
+            client.inflight[task.spec.task_id] = task
+            conn.request_cb(
+                m.PushTask(rid=0, spec=task.spec),
+                lambda r, task=task, epoch=client.epoch: self._on_actor_reply(client, task, r, epoch),
+            )
+
+    def _actor_locate(self, client: _ActorClient) -> None:
+        if client.waiting or client.connecting:
+            return
+        client.waiting = True
+        assert self.head is not None
+        self.head.request_cb(
+            m.WaitActor(rid=0, actor_id=client.actor_id, known_epoch=client.epoch),
+            lambda r: self._on_actor_state(client, r),
+        )
+
+    def _on_actor_state(self, client: _ActorClient, reply: Any) -> None:
+        client.waiting = False
+        if isinstance(reply, BaseException):
+            client.dead = f"the actor could not be located: {reply}"
+            self._actor_flush(client)
+            return
+        if reply.state == "DEAD":
+            client.dead = reply.death_cause or "The actor is dead."
+            self._actor_flush(client)
+            return
+        client.epoch = reply.epoch
+        client.address = reply.address
+        client.connecting = True
+
+        def on_conn(conn: Any) -> None:
+            client.connecting = False
+            if isinstance(conn, BaseException):
+                # Dead before we reached it: ask the head again.
+                self._actor_locate(client)
+                return
+            client.conn = conn
+            self._actor_flush(client)
+
+        self._with_peer(reply.address, on_conn)
+
+    def _on_actor_reply(self, client: _ActorClient, task: _Task, reply: Any, epoch: int) -> None:
+        client.inflight.pop(task.spec.task_id, None)
+        if isinstance(reply, BaseException):
+            if client.conn is not None and client.conn.closed:
+                client.conn = None
+            if task.cancelled:
+                self._fail_task(task, serialize_error(exc.TaskCancelledError(task.spec.task_id.hex())).to_bytes())
+            elif task.retries_left != 0:
+                task.retries_left -= 1
+                task.spec.attempt += 1
+                # Keep submission order among the calls being retried.
+                client.queue.appendleft(task)
+                ordered = sorted(client.queue, key=lambda t: t.spec.task_id[8:])
+                client.queue = collections.deque(ordered)
+            else:
+                self._fail_task(
+                    task,
+                    serialize_error(
+                        exc.ActorDiedError(
+                            error_msg=(
+                                f"The actor died while running {task.spec.name}() "
+                                f"({reply}). Check the actor's log for the cause."
+                            ),
+                            actor_id=client.actor_id.hex(),
+                        )
+                    ).to_bytes(),
+                )
+            self._actor_flush(client)
+            return
+        self._complete_task(task, reply)
+
+    def actor_handle_added(self, actor_id: bytes) -> None:
+        with self.lock:
+            self.actor_handle_counts[actor_id] = self.actor_handle_counts.get(actor_id, 0) + 1
+
+    def actor_handle_removed(self, actor_id: bytes, releasable: bool) -> None:
+        if self.closing:
+            return
+        with self.lock:
+            n = self.actor_handle_counts.get(actor_id, 0) - 1
+            if n > 0:
+                self.actor_handle_counts[actor_id] = n
+                return
+            self.actor_handle_counts.pop(actor_id, None)
+            shared = actor_id in self.shared_actors
+        if releasable and not shared:
+            self._post(self._release_actor, actor_id)
+
+    def _release_actor(self, actor_id: bytes) -> None:
+        if self.head is not None:
+            self.head.send(m.ReleaseActor(actor_id=actor_id))
+
+    def kill_actor(self, actor_id: bytes, no_restart: bool) -> None:
+        self.run(self._await_request(self.head, m.KillActor(rid=0, actor_id=actor_id, no_restart=no_restart)))
+
+    def get_named_actor(self, name: str, namespace: str) -> m.ActorState:
+        return self.run(  # type: ignore[no-any-return]
+            self._await_request(self.head, m.GetNamedActor(rid=0, name=name, namespace=namespace))
+        )
+
+    # -- incoming messages ------------------------------------------------
+
+    def _handle(self, conn: Connection, msg: Any) -> None:
+        t = type(msg)
+        if t is m.PushTask:
+            if self.executor is None:
+                conn.reply_error(msg, exc.RaySystemError("this process does not run tasks"))
+                return
+            self.executor.on_push(conn, msg)
+        elif t is m.GetObject:
+            self._serve_get(conn, msg)
+        elif t is m.AddBorrow:
+            bad = []
+            with self.lock:
+                for oid in msg.object_ids:
+                    if not self.refs.add_borrower(oid, msg.borrower):
+                        bad.append(oid)
+            if bad:
+                conn.reply_error(msg, exc.ReferenceCountingAssertionError(bad[0].hex()))
+            else:
+                conn.reply(msg, m.Ack(rid=0))
+        elif t is m.RemoveBorrow:
+            cmds = []
+            with self.lock:
+                for oid in msg.object_ids:
+                    cmds += self.refs.remove_borrower(oid, msg.borrower)
+            self._run_commands(cmds)
+        elif t is m.CancelTask:
+            if self.executor is not None:
+                self.executor.cancel(msg.task_id, msg.force)
+        elif t is m.LogLines:
+            if self.on_log is not None:
+                self.on_log(msg)
+        else:
+            log.warning("unexpected %s from %s", t.__name__, conn.name)
+
+    def _serve_get(self, conn: Connection, msg: m.GetObject) -> None:
+        oid = msg.object_id
+
+        def answer() -> None:
+            with self.lock:
+                e = self.refs.get(oid)
+                if e is None:
+                    conn.reply_error(msg, exc.ReferenceCountingAssertionError(oid.hex()))
+                    return
+                conn.reply(
+                    msg,
+                    m.ObjectValue(
+                        rid=0, object_id=oid, data=e.data, in_store=e.in_store,
+                        is_error=e.is_error, node_id=e.node_id,
+                    ),
+                )
+
+        def on_ready() -> None:
+            if threading.current_thread() is self._thread:
+                answer()
+            else:
+                self._post(answer)
+
+        with self.lock:
+            e = self.refs.get(oid)
+            if e is None:
+                conn.reply_error(msg, exc.ReferenceCountingAssertionError(oid.hex()))
+                return
+            pending = self.refs.add_waiter(oid, on_ready)
+        if not pending:
+            answer()
+
+    # -- logs -------------------------------------------------------------
+
+    def send_log(self, driver: str, msg: m.LogLines) -> None:
+        """I/O thread: forwards task output to the job's driver."""
+        if not driver:
+            return
+        self._with_peer(driver, lambda c: c.send(msg) if isinstance(c, Connection) else None)
+
+
+class _RefStub:
+    """Enough of an ObjectRef for `_ensure_fetch`, without counting a reference."""
+
+    __slots__ = ("_id", "_owner")
+
+    def __init__(self, oid: bytes, owner: str) -> None:
+        self._id = oid
+        self._owner = owner
+
+
+def format_task_error(name: str, e: BaseException) -> exc.RayTaskError:
+    tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+    return exc.RayTaskError(name, tb, e, pid=os.getpid())

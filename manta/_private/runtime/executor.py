@@ -1,0 +1,407 @@
+"""Runs tasks and actor methods inside a worker process.
+
+Plain tasks and sync actors run on the main thread, one at a time, in
+arrival order (so calls from one caller keep their order). Threaded actors
+(`max_concurrency > 1`) run calls on a thread pool; async actors run
+coroutines on their own event loop, bounded by `max_concurrency`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import io
+import os
+import queue
+import signal
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from manta import exceptions as exc
+from manta._private.protocol import messages as m
+from manta._private.runtime.context import TaskContext, current_task
+from manta._private.runtime.core import INLINE_MAX, CoreRuntime, format_task_error
+from manta._private.runtime.serialization import deserialize, serialize_error
+from manta._private.transport.connection import Connection
+
+
+class Executor:
+    def __init__(self, rt: CoreRuntime) -> None:
+        self.rt = rt
+        self.queue: queue.SimpleQueue[tuple[Connection, m.PushTask] | None] = queue.SimpleQueue()
+        self.actor: Any = None
+        self.actor_id: bytes | None = None
+        self.actor_class_name = ""
+        self.mode = "task"  # task | actor | threaded | async
+        self.pool: ThreadPoolExecutor | None = None
+        self.aloop: asyncio.AbstractEventLoop | None = None
+        self.sem: asyncio.Semaphore | None = None
+        self.running: dict[bytes, TaskContext] = {}
+        self.cancelled: set[bytes] = set()
+        self.async_tasks: dict[bytes, asyncio.Task[Any]] = {}
+        self.main_ctx: TaskContext | None = None
+        self.restart_count = 0
+
+    # -- dispatch (I/O thread) --------------------------------------------
+
+    def on_push(self, conn: Connection, msg: m.PushTask) -> None:
+        spec = msg.spec
+        if spec.actor_creation or spec.actor_id is None or self.mode == "actor":
+            self.queue.put((conn, msg))
+        elif self.mode == "threaded":
+            assert self.pool is not None
+            self.pool.submit(self.execute, conn, msg)
+        elif self.mode == "async":
+            assert self.aloop is not None
+            asyncio.run_coroutine_threadsafe(self._execute_async(conn, msg), self.aloop)
+        else:
+            self.queue.put((conn, msg))
+
+    def cancel(self, task_id: bytes, force: bool) -> None:
+        if force:
+            os._exit(1)
+        self.cancelled.add(task_id)
+        ctx = self.running.get(task_id)
+        if ctx is None:
+            return
+        ctx.cancel_requested = True
+        t = self.async_tasks.get(task_id)
+        if t is not None and self.aloop is not None:
+            self.aloop.call_soon_threadsafe(t.cancel)
+        elif ctx.thread_ident == threading.main_thread().ident:
+            # Interrupts the main thread even inside time.sleep or a blocking get.
+            os.kill(os.getpid(), signal.SIGINT)
+
+    def on_sigint(self, signum: int, frame: Any) -> None:
+        ctx = self.main_ctx
+        if ctx is not None and ctx.cancel_requested:
+            raise exc.TaskCancelledError(ctx.task_id.hex())
+
+    # -- main thread ------------------------------------------------------
+
+    def main_loop(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is None:
+                return
+            conn, msg = item
+            self.execute(conn, msg)
+
+    def _context(self, spec: m.TaskSpec) -> TaskContext:
+        prefix_name = self.actor_class_name if spec.actor_id is not None and self.actor_class_name else spec.name
+        ctx = TaskContext(
+            task_id=spec.task_id,
+            name=spec.name,
+            actor_id=spec.actor_id,
+            resources=dict(spec.resources),
+            attempt=spec.attempt,
+            restart_count=self.restart_count,
+            thread_ident=threading.get_ident(),
+        )
+        ctx.extra["prefix"] = f"{prefix_name} pid={os.getpid()}"
+        ctx.extra["driver"] = spec.driver
+        ctx.extra["job_id"] = spec.job_id
+        return ctx
+
+    def _adopt_job(self, spec: m.TaskSpec) -> None:
+        rt = self.rt
+        rt.job_id = spec.job_id
+        rt.namespace = spec.namespace
+        rt.driver_address = spec.driver
+        if spec.env_vars:
+            os.environ.update(spec.env_vars)
+
+    def execute(self, conn: Connection, msg: m.PushTask) -> None:
+        spec = msg.spec
+        self._adopt_job(spec)
+        ctx = self._context(spec)
+        token = current_task.set(ctx)
+        self.running[spec.task_id] = ctx
+        on_main = threading.current_thread() is threading.main_thread()
+        if on_main:
+            self.main_ctx = ctx
+        try:
+            try:
+                if spec.task_id in self.cancelled:
+                    raise exc.TaskCancelledError(spec.task_id.hex())
+                reply = self._run(spec)
+            finally:
+                if on_main:
+                    self.main_ctx = None
+        except exc.TaskCancelledError as e:
+            reply = m.TaskDone(rid=0, task_id=spec.task_id, returns=[], error=serialize_error(e).to_bytes())
+        except KeyboardInterrupt as e:
+            reply = self._error_reply(spec, e)
+        finally:
+            self.running.pop(spec.task_id, None)
+            self.cancelled.discard(spec.task_id)
+            current_task.reset(token)
+        _flush_streams()
+        self.rt._post(self._send_reply, conn, msg, reply)
+        if spec.actor_creation and reply.error is not None:
+            # A failed constructor ends the worker, as in Ray.
+            self.rt._post(self._exit_soon)
+
+    def _exit_soon(self) -> None:
+        self.rt.loop.call_later(0.2, os._exit, 0)
+
+    def _send_reply(self, conn: Connection, msg: m.PushTask, reply: m.TaskDone) -> None:
+        conn.reply(msg, reply)
+
+    def _error_reply(self, spec: m.TaskSpec, e: BaseException) -> m.TaskDone:
+        err = format_task_error(spec.name, e)
+        if spec.actor_id is not None:
+            err.actor_id = spec.actor_id.hex()
+        return m.TaskDone(rid=0, task_id=spec.task_id, returns=[], error=serialize_error(err).to_bytes())
+
+    def _run(self, spec: m.TaskSpec) -> m.TaskDone:
+        try:
+            args, kwargs = self._load_args(spec)
+            if spec.actor_creation:
+                cls = self.rt.load_function(spec.fn_id)
+                self.actor_class_name = cls.__name__
+                ctx = current_task.get()
+                if ctx is not None:
+                    ctx.extra["prefix"] = f"{cls.__name__} pid={os.getpid()}"
+                self.actor_id = spec.actor_id
+                self.restart_count = spec.restart_count
+                if ctx is not None:
+                    ctx.restart_count = spec.restart_count
+                self.actor = cls(*args, **kwargs)
+                self._set_actor_mode(spec)
+                result: Any = None
+            elif spec.method is not None:
+                method = getattr(self.actor, spec.method)
+                result = method(*args, **kwargs)
+                if inspect.iscoroutine(result):
+                    result = asyncio.run(result)
+            else:
+                fn = self.rt.load_function(spec.fn_id)
+                result = fn(*args, **kwargs)
+        except exc.TaskCancelledError:
+            raise
+        except Exception as e:
+            return self._error_reply(spec, e)
+        return self._pack(spec, result)
+
+    def _set_actor_mode(self, spec: m.TaskSpec) -> None:
+        if spec.is_async_actor:
+            self.mode = "async"
+            self.aloop = asyncio.new_event_loop()
+            ready = threading.Event()
+
+            def run() -> None:
+                asyncio.set_event_loop(self.aloop)
+                self.sem = asyncio.Semaphore(spec.max_concurrency)
+                self.aloop.call_soon(ready.set)  # type: ignore[union-attr]
+                self.aloop.run_forever()  # type: ignore[union-attr]
+
+            threading.Thread(target=run, name="manta-actor-loop", daemon=True).start()
+            ready.wait()
+        elif spec.max_concurrency > 1:
+            self.mode = "threaded"
+            self.pool = ThreadPoolExecutor(spec.max_concurrency, thread_name_prefix="manta-actor")
+        else:
+            self.mode = "actor"
+
+    async def _execute_async(self, conn: Connection, msg: m.PushTask) -> None:
+        spec = msg.spec
+        ctx = self._context(spec)
+        token = current_task.set(ctx)
+        self.running[spec.task_id] = ctx
+        assert self.sem is not None
+        try:
+            async with self.sem:
+                if spec.task_id in self.cancelled:
+                    raise exc.TaskCancelledError(spec.task_id.hex())
+                task = asyncio.current_task()
+                assert task is not None
+                self.async_tasks[spec.task_id] = task
+                try:
+                    args, kwargs = await asyncio.get_running_loop().run_in_executor(
+                        None, self._load_args, spec
+                    ) if any(a.object_id is not None for a in spec.args) else self._load_args(spec)
+                    method = getattr(self.actor, spec.method or "")
+                    result = method(*args, **kwargs)
+                    if inspect.isawaitable(result):
+                        result = await result
+                    reply = self._pack(spec, result)
+                except asyncio.CancelledError:
+                    raise exc.TaskCancelledError(spec.task_id.hex()) from None
+                except exc.TaskCancelledError:
+                    raise
+                except Exception as e:
+                    reply = self._error_reply(spec, e)
+        except exc.TaskCancelledError as e:
+            reply = m.TaskDone(rid=0, task_id=spec.task_id, returns=[], error=serialize_error(e).to_bytes())
+        finally:
+            self.async_tasks.pop(spec.task_id, None)
+            self.running.pop(spec.task_id, None)
+            self.cancelled.discard(spec.task_id)
+            current_task.reset(token)
+        _flush_streams()
+        self.rt._post(self._send_reply, conn, msg, reply)
+
+    # -- arguments and results --------------------------------------------
+
+    def _load_args(self, spec: m.TaskSpec) -> tuple[list[Any], dict[str, Any]]:
+        rt = self.rt
+        values: list[Any] = []
+        refs_at: list[tuple[int, Any]] = []
+        for arg in spec.args:
+            if arg.data is not None:
+                value, is_err = deserialize(arg.data)
+                values.append(value)
+            else:
+                assert arg.object_id is not None
+                ref = rt.deserialized_ref(arg.object_id, arg.owner)
+                if arg.in_store:
+                    with rt.lock:
+                        e = rt.refs.get(arg.object_id)
+                        if e is not None and not e.state:
+                            rt.refs.set_ready(arg.object_id, None, in_store=True, node_id=arg.node_id)
+                refs_at.append((len(values), ref))
+                values.append(None)
+        if refs_at:
+            got = rt.get([r for _, r in refs_at])
+            for (i, _), v in zip(refs_at, got):
+                values[i] = v
+        nkw = len(spec.kwarg_names)
+        if nkw:
+            return values[:-nkw], dict(zip(spec.kwarg_names, values[-nkw:]))
+        return values, {}
+
+    def _pack(self, spec: m.TaskSpec, result: Any) -> m.TaskDone:
+        rt = self.rt
+        n = spec.num_returns
+        if spec.actor_creation or n == 0:
+            values: list[Any] = []
+        elif n == 1:
+            values = [result]
+        else:
+            try:
+                values = list(result)
+            except TypeError:
+                values = []
+            if len(values) != n:
+                err = ValueError(
+                    f"{spec.name}() declared num_returns={n} but returned "
+                    f"{type(result).__name__} {'of length ' + str(len(values)) if values else ''}".strip()
+                )
+                return self._error_reply(spec, err)
+        returns = []
+        borrow_for_caller: dict[str, list[bytes]] = {}
+        for i, value in enumerate(values, start=1):
+            oid = spec.task_id + i.to_bytes(4, "little")
+            try:
+                sv = rt.serialize_value(value, f"the return value of {spec.name}()")
+            except Exception as e:
+                return self._error_reply(spec, e)
+            contained = []
+            for r in sv.contained:
+                contained.append((r._id, r._owner))
+                if r._owner == rt.address:
+                    with rt.lock:
+                        rt.refs.add_borrower(r._id, spec.owner)
+                elif r._owner != spec.owner:
+                    borrow_for_caller.setdefault(r._owner, []).append(r._id)
+            if sv.size <= INLINE_MAX:
+                returns.append(m.ReturnObject(object_id=oid, data=sv.to_bytes(), contained=contained))
+            else:
+                try:
+                    rt.write_store(oid, sv)
+                except Exception as e:
+                    return self._error_reply(spec, e)
+                returns.append(
+                    m.ReturnObject(
+                        object_id=oid, data=None, in_store=True, node_id=rt.node_id,
+                        size=sv.size, contained=contained,
+                    )
+                )
+        if borrow_for_caller:
+            self._register_for(borrow_for_caller, spec.owner)
+        # Refs this task keeps (e.g. stored on an actor) must be known to their
+        # owners before the caller drops its argument pins.
+        rt.register_borrows()
+        return m.TaskDone(rid=0, task_id=spec.task_id, returns=returns)
+
+    def _register_for(self, by_owner: dict[str, list[bytes]], borrower: str) -> None:
+        rt = self.rt
+
+        async def go() -> None:
+            for owner, ids in by_owner.items():
+                conn = await rt._peer(owner)
+                await conn.request(m.AddBorrow(rid=0, object_ids=ids, borrower=borrower))
+
+        try:
+            rt.run(go())
+        except Exception:
+            pass
+
+
+# -- output -------------------------------------------------------------------
+
+
+class TaskStream(io.TextIOBase):
+    """sys.stdout/sys.stderr of a worker: lines go to the job's driver."""
+
+    def __init__(self, rt: CoreRuntime, is_err: bool, fallback: Any) -> None:
+        self.rt = rt
+        self.is_err = is_err
+        self.fallback = fallback
+        self._buf: list[str] = []
+        self._lock = threading.Lock()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, s: str) -> int:
+        with self._lock:
+            self._buf.append(s)
+            if "\n" in s:
+                self._send_locked()
+        return len(s)
+
+    def flush(self) -> None:
+        with self._lock:
+            self._send_locked()
+
+    def _send_locked(self) -> None:
+        text = "".join(self._buf)
+        self._buf = []
+        if not text:
+            return
+        ctx = current_task.get()
+        driver = self.rt.driver_address if ctx is None else ctx.extra.get("driver", "")
+        prefix = f"worker pid={os.getpid()}" if ctx is None else ctx.extra.get("prefix", "")
+        job = self.rt.job_id if ctx is None else ctx.extra.get("job_id", 0)
+        if not driver:
+            self.fallback.write(text)
+            return
+        msg = m.LogLines(job_id=job, prefix=prefix, is_err=self.is_err, text=text)
+        self.rt._post(self.rt.send_log, driver, msg)
+
+    def isatty(self) -> bool:
+        return False
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return "utf-8"
+
+
+def _flush_streams() -> None:
+    for s in (sys.stdout, sys.stderr):
+        try:
+            s.flush()
+        except Exception:
+            pass
+
+
+def install_streams(rt: CoreRuntime) -> None:
+    sys.stdout = TaskStream(rt, False, sys.__stdout__)
+    sys.stderr = TaskStream(rt, True, sys.__stderr__)
+
+
+

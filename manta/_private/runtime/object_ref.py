@@ -1,0 +1,82 @@
+"""ObjectRef: a handle to an immutable object, counted by its owner."""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
+
+from manta._private.runtime import context
+from manta._private.runtime.serialization import note_ref
+
+if TYPE_CHECKING:
+    from manta._private.runtime.core import CoreRuntime
+
+
+class ObjectRef:
+    __slots__ = ("_id", "_owner", "_rt", "__weakref__")
+
+    def __init__(self, object_id: bytes, owner: str, rt: CoreRuntime | None) -> None:
+        # Constructed by the runtime, which has already counted this instance.
+        self._id = object_id
+        self._owner = owner
+        self._rt = rt
+
+    def __del__(self) -> None:
+        rt = self._rt
+        if rt is not None:
+            try:
+                rt.ref_deleted(self._id)
+            except Exception:  # interpreter shutdown
+                pass
+
+    def binary(self) -> bytes:
+        return self._id
+
+    def hex(self) -> str:
+        return self._id.hex()
+
+    def task_id(self) -> bytes:
+        return self._id[:16]
+
+    def owner_address(self) -> str:
+        return self._owner
+
+    def __hash__(self) -> int:
+        return hash(self._id)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ObjectRef) and other._id == self._id
+
+    def __repr__(self) -> str:
+        return f"ObjectRef({self._id.hex()})"
+
+    def __reduce__(self) -> Any:
+        note_ref(self)
+        return (_rebuild_ref, (self._id, self._owner))
+
+    def __copy__(self) -> ObjectRef:
+        return self
+
+    def __deepcopy__(self, memo: Any) -> ObjectRef:
+        return self
+
+    def future(self) -> concurrent.futures.Future[Any]:
+        rt = self._rt or context.require()
+        return rt.future_for(self)
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        rt = self._rt or context.require()
+        return rt.await_ref(self).__await__()
+
+    def as_future(self) -> Any:
+        import asyncio
+
+        return asyncio.wrap_future(self.future())
+
+
+def _rebuild_ref(object_id: bytes, owner: str) -> ObjectRef:
+    rt = context.current()
+    if rt is None:
+        return ObjectRef(object_id, owner, None)
+    return rt.deserialized_ref(object_id, owner)

@@ -1,0 +1,236 @@
+"""Reference counts and values of the objects one process knows, without I/O.
+
+Every process (driver or worker) keeps one `ReferenceTable`. An entry is
+either *owned* (this process created the object with `put` or `.remote()`,
+holds its value or location, and decides when it is freed) or *borrowed*
+(the process holds a ref owned elsewhere and is registered with that owner
+as a borrower).
+
+An entry lives while any of these is non-zero:
+- `local`: live `ObjectRef` instances in this process;
+- `pins`: in-flight uses (arguments of pending tasks, refs contained in a
+  live object, refs travelling in a message);
+- `borrowers` (owned entries): other processes registered as borrowers.
+When the last one goes, the table returns what must be done about it, as
+commands the runtime executes: free the stored copy, tell the owner the
+borrow ended, release refs the object contained.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+PENDING = 0
+READY = 1
+
+
+@dataclass(frozen=True, slots=True)
+class FreeStored:
+    """Owned object with a copy in the node store: free it there."""
+
+    object_id: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class EndBorrow:
+    """This process no longer borrows `object_id`: tell its owner."""
+
+    object_id: bytes
+    owner: str
+
+
+Command = FreeStored | EndBorrow
+
+
+class Entry:
+    __slots__ = (
+        "owned",
+        "owner",
+        "local",
+        "pins",
+        "borrowers",
+        "state",
+        "data",
+        "in_store",
+        "node_id",
+        "is_error",
+        "waiters",
+        "contained",
+        "registered",
+        "fetching",
+    )
+
+    def __init__(self, owned: bool, owner: str) -> None:
+        self.owned = owned
+        self.owner = owner
+        self.local = 0
+        self.pins = 0
+        self.borrowers: set[str] | None = None
+        self.state = PENDING
+        self.data: bytes | None = None
+        self.in_store = False
+        self.node_id = b""
+        self.is_error = False
+        self.waiters: list[Callable[[], None]] | None = None
+        # Refs (id, owner) inside this object's value: pinned while it lives.
+        self.contained: list[tuple[bytes, str]] = []
+        # Borrowed entries: whether the owner knows we borrow it.
+        self.registered = False
+        # Borrowed entries: a GetObject to the owner is in flight.
+        self.fetching = False
+
+    def alive(self) -> bool:
+        return self.local > 0 or self.pins > 0 or bool(self.borrowers)
+
+
+class ReferenceTable:
+    def __init__(self, my_address: str) -> None:
+        self.me = my_address
+        self.entries: dict[bytes, Entry] = {}
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def get(self, object_id: bytes) -> Entry | None:
+        return self.entries.get(object_id)
+
+    # -- creating entries -------------------------------------------------
+
+    def add_owned(self, object_id: bytes, local: int = 1) -> Entry:
+        e = Entry(True, self.me)
+        e.local = local
+        self.entries[object_id] = e
+        return e
+
+    def add_local(self, object_id: bytes, owner: str) -> tuple[Entry, bool]:
+        """A new ObjectRef instance; returns (entry, created_borrowed_entry)."""
+        e = self.entries.get(object_id)
+        if e is not None:
+            e.local += 1
+            return e, False
+        e = Entry(owner == self.me, owner)
+        e.local = 1
+        self.entries[object_id] = e
+        return e, not e.owned
+
+    # -- counts -----------------------------------------------------------
+
+    def remove_local(self, object_id: bytes) -> list[Command]:
+        e = self.entries.get(object_id)
+        if e is None:
+            return []
+        e.local -= 1
+        return self._maybe_release(object_id, e)
+
+    def pin(self, object_id: bytes, owner: str) -> None:
+        e = self.entries.get(object_id)
+        if e is None:
+            e = Entry(owner == self.me, owner)
+            self.entries[object_id] = e
+        e.pins += 1
+
+    def unpin(self, object_id: bytes) -> list[Command]:
+        e = self.entries.get(object_id)
+        if e is None:
+            return []
+        e.pins -= 1
+        return self._maybe_release(object_id, e)
+
+    def add_borrower(self, object_id: bytes, borrower: str) -> bool:
+        e = self.entries.get(object_id)
+        if e is None or not e.owned:
+            return False
+        if e.borrowers is None:
+            e.borrowers = set()
+        e.borrowers.add(borrower)
+        return True
+
+    def remove_borrower(self, object_id: bytes, borrower: str) -> list[Command]:
+        e = self.entries.get(object_id)
+        if e is None or not e.borrowers:
+            return []
+        e.borrowers.discard(borrower)
+        return self._maybe_release(object_id, e)
+
+    def remove_borrower_everywhere(self, borrower: str) -> list[Command]:
+        """A borrower process died: it holds nothing any more."""
+        out: list[Command] = []
+        for oid, e in list(self.entries.items()):
+            if e.borrowers and borrower in e.borrowers:
+                e.borrowers.discard(borrower)
+                out += self._maybe_release(oid, e)
+        return out
+
+    # -- values -----------------------------------------------------------
+
+    def set_ready(
+        self,
+        object_id: bytes,
+        data: bytes | None,
+        *,
+        in_store: bool = False,
+        node_id: bytes = b"",
+        is_error: bool = False,
+        contained: list[tuple[bytes, str]] | None = None,
+    ) -> tuple[list[Callable[[], None]], list[Command]]:
+        """Records a value; returns (waiters to wake, commands).
+
+        If nobody holds the ref any more, the value is dropped at once (and a
+        stored copy freed), so late results of abandoned tasks do not leak.
+        """
+        e = self.entries.get(object_id)
+        if e is None:
+            return [], ([FreeStored(object_id)] if in_store else [])
+        e.state = READY
+        e.data = data
+        e.in_store = in_store
+        e.node_id = node_id
+        e.is_error = is_error
+        e.fetching = False
+        if contained:
+            e.contained = list(contained)
+            for cid, cowner in contained:
+                self.pin(cid, cowner)
+        waiters = e.waiters or []
+        e.waiters = None
+        return waiters, []
+
+    def add_waiter(self, object_id: bytes, waiter: Callable[[], None]) -> bool:
+        """Registers `waiter` unless the object is already ready (returns False)."""
+        e = self.entries.get(object_id)
+        if e is None or e.state == READY:
+            return False
+        if e.waiters is None:
+            e.waiters = []
+        e.waiters.append(waiter)
+        return True
+
+    # -- release ----------------------------------------------------------
+
+    def _maybe_release(self, object_id: bytes, e: Entry) -> list[Command]:
+        if e.alive():
+            return []
+        del self.entries[object_id]
+        out: list[Command] = []
+        if e.owned:
+            if e.in_store:
+                out.append(FreeStored(object_id))
+        elif e.registered:
+            out.append(EndBorrow(object_id, e.owner))
+        for cid, _ in e.contained:
+            out += self.unpin(cid)
+        if e.waiters:
+            # Nobody can observe these waiters' objects any more; wake them so
+            # they notice the entry is gone.
+            for w in e.waiters:
+                try:
+                    w()
+                except Exception:
+                    pass
+        return out
+
+    def stats(self) -> dict[str, Any]:
+        owned = sum(1 for e in self.entries.values() if e.owned)
+        return {"entries": len(self.entries), "owned": owned, "borrowed": len(self.entries) - owned}

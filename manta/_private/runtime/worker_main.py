@@ -1,0 +1,26 @@
+"""Entry point of a worker process (called in a child of the fork server)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+
+from manta._private.runtime import context
+from manta._private.runtime.core import CoreRuntime, SessionInfo
+from manta._private.runtime.executor import Executor, install_streams
+
+
+def worker_main(session: SessionInfo, worker_id: bytes) -> None:
+    logging.basicConfig(
+        level=logging.WARNING, stream=sys.stderr, format=f"worker {worker_id.hex()[:8]} %(levelname)s %(name)s: %(message)s"
+    )
+    rt = CoreRuntime(session, is_driver=False, worker_id=worker_id)
+    executor = Executor(rt)
+    rt.executor = executor
+    context.install(rt)
+    signal.signal(signal.SIGINT, executor.on_sigint)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    rt.start()
+    install_streams(rt)
+    executor.main_loop()

@@ -1,0 +1,240 @@
+"""The node agent's lease table: which worker runs whose tasks, without I/O.
+
+Owners ask for a lease on a worker with a resource shape. A request is
+granted when the shape fits the node's free resources; it then takes an
+idle worker with the right environment or asks for a new one to be forked.
+Leases are returned when the owner has no more work for them, and a worker
+blocked in `get` gives its resources back until it resumes, so nested tasks
+cannot deadlock the node. Every method returns the commands the agent must
+carry out.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+
+from manta._private.scheduling.resources import ResourceSet, add, fits, subtract
+
+PoolKey = tuple[tuple[str, str], ...]  # the worker's environment variables
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    request_id: Hashable
+    lease_id: int
+    worker_id: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StartWorker:
+    pool_key: PoolKey
+
+
+@dataclass(frozen=True, slots=True)
+class StopWorker:
+    worker_id: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    request_id: Hashable
+    reason: str
+
+
+Command = Grant | StartWorker | StopWorker | Reject
+
+
+@dataclass(eq=False, slots=True)
+class Request:
+    request_id: Hashable
+    owner: Hashable
+    resources: ResourceSet
+    pool_key: PoolKey
+    for_actor: bool = False
+
+
+@dataclass(eq=False, slots=True)
+class Lease:
+    lease_id: int
+    worker_id: bytes
+    owner: Hashable
+    resources: ResourceSet
+    for_actor: bool
+    blocked: bool = False
+
+
+@dataclass(eq=False, slots=True)
+class Worker:
+    worker_id: bytes
+    pool_key: PoolKey
+    lease_id: int | None = None
+
+
+@dataclass
+class LeaseTable:
+    total: ResourceSet
+    max_idle_workers: int = 4
+    available: ResourceSet = field(init=False)
+    pending: collections.deque[Request] = field(default_factory=collections.deque)
+    # Requests whose resources are reserved, waiting for a worker to start.
+    starting: dict[PoolKey, collections.deque[tuple[Request, int]]] = field(default_factory=dict)
+    idle: dict[PoolKey, list[bytes]] = field(default_factory=dict)
+    workers: dict[bytes, Worker] = field(default_factory=dict)
+    leases: dict[int, Lease] = field(default_factory=dict)
+    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    def __post_init__(self) -> None:
+        self.available = dict(self.total)
+
+    # -- events -----------------------------------------------------------
+
+    def request(self, req: Request) -> list[Command]:
+        self.pending.append(req)
+        return self._schedule()
+
+    def worker_started(self, worker_id: bytes, pool_key: PoolKey) -> list[Command]:
+        self.workers[worker_id] = Worker(worker_id, pool_key)
+        waiting = self.starting.get(pool_key)
+        if waiting:
+            req, lease_id = waiting.popleft()
+            if not waiting:
+                del self.starting[pool_key]
+            return [self._bind(req, lease_id, worker_id)]
+        self.idle.setdefault(pool_key, []).append(worker_id)
+        return self._trim_idle()
+
+    def return_lease(self, lease_id: int, kill: bool = False) -> list[Command]:
+        lease = self.leases.pop(lease_id, None)
+        if lease is None:
+            return []
+        if not lease.blocked:
+            add(self.available, lease.resources)
+        out: list[Command] = []
+        worker = self.workers.get(lease.worker_id)
+        if worker is not None:
+            worker.lease_id = None
+            if kill or lease.for_actor:
+                del self.workers[lease.worker_id]
+                out.append(StopWorker(lease.worker_id))
+            else:
+                self.idle.setdefault(worker.pool_key, []).append(lease.worker_id)
+        out += self._schedule()
+        out += self._trim_idle()
+        return out
+
+    def worker_died(self, worker_id: bytes) -> list[Command]:
+        worker = self.workers.pop(worker_id, None)
+        if worker is None:
+            return []
+        idle = self.idle.get(worker.pool_key)
+        if idle and worker_id in idle:
+            idle.remove(worker_id)
+        if worker.lease_id is not None:
+            lease = self.leases.pop(worker.lease_id, None)
+            if lease is not None and not lease.blocked:
+                add(self.available, lease.resources)
+        return self._schedule()
+
+    def owner_gone(self, owner: Hashable) -> list[Command]:
+        """The owner disconnected: drop its requests, stop its leased workers."""
+        self.pending = collections.deque(r for r in self.pending if r.owner != owner)
+        out: list[Command] = []
+        for key, waiting in list(self.starting.items()):
+            keep: collections.deque[tuple[Request, int]] = collections.deque()
+            for req, lease_id in waiting:
+                if req.owner == owner:
+                    add(self.available, req.resources)
+                else:
+                    keep.append((req, lease_id))
+            # The worker being started joins the idle pool when it arrives.
+            if keep:
+                self.starting[key] = keep
+            else:
+                del self.starting[key]
+        for lease in [lease for lease in self.leases.values() if lease.owner == owner]:
+            out += self.return_lease(lease.lease_id, kill=True)
+        return out + self._schedule()
+
+    def blocked(self, worker_id: bytes) -> list[Command]:
+        lease = self._lease_of(worker_id)
+        if lease is None or lease.blocked:
+            return []
+        lease.blocked = True
+        add(self.available, lease.resources)
+        return self._schedule()
+
+    def unblocked(self, worker_id: bytes) -> list[Command]:
+        lease = self._lease_of(worker_id)
+        if lease is None or not lease.blocked:
+            return []
+        lease.blocked = False
+        # May overcommit for a moment: the worker resumes regardless.
+        subtract(self.available, lease.resources)
+        return []
+
+    # -- queries ----------------------------------------------------------
+
+    def infeasible(self, req: Request) -> bool:
+        return not fits(req.resources, self.total)
+
+    def validate(self) -> None:
+        used: ResourceSet = {}
+        for lease in self.leases.values():
+            if not lease.blocked:
+                add(used, lease.resources)
+        for waiting in self.starting.values():
+            for req, _ in waiting:
+                add(used, req.resources)
+        for k, total in self.total.items():
+            assert self.available.get(k, 0) + used.get(k, 0) == total, (k, self.available, used)
+        for wid, w in self.workers.items():
+            in_idle = wid in self.idle.get(w.pool_key, [])
+            assert in_idle == (w.lease_id is None), f"worker {wid!r} idle={in_idle} lease={w.lease_id}"
+
+    # -- internals --------------------------------------------------------
+
+    def _lease_of(self, worker_id: bytes) -> Lease | None:
+        worker = self.workers.get(worker_id)
+        if worker is None or worker.lease_id is None:
+            return None
+        return self.leases.get(worker.lease_id)
+
+    def _schedule(self) -> list[Command]:
+        out: list[Command] = []
+        still: collections.deque[Request] = collections.deque()
+        while self.pending:
+            req = self.pending.popleft()
+            if not fits(req.resources, self.available):
+                still.append(req)
+                continue
+            subtract(self.available, req.resources)
+            lease_id = next(self._ids)
+            idle = self.idle.get(req.pool_key)
+            if idle:
+                out.append(self._bind(req, lease_id, idle.pop()))
+            else:
+                self.starting.setdefault(req.pool_key, collections.deque()).append((req, lease_id))
+                out.append(StartWorker(req.pool_key))
+        self.pending = still
+        return out
+
+    def _bind(self, req: Request, lease_id: int, worker_id: bytes) -> Grant:
+        self.leases[lease_id] = Lease(lease_id, worker_id, req.owner, req.resources, req.for_actor)
+        self.workers[worker_id].lease_id = lease_id
+        return Grant(req.request_id, lease_id, worker_id)
+
+    def _trim_idle(self) -> list[Command]:
+        out: list[Command] = []
+        count = sum(len(v) for v in self.idle.values())
+        # Drop idle workers of other environments first, then the oldest.
+        for key in sorted(self.idle, key=lambda k: k == ()):
+            ids = self.idle[key]
+            while ids and count > self.max_idle_workers:
+                wid = ids.pop(0)
+                del self.workers[wid]
+                out.append(StopWorker(wid))
+                count -= 1
+        return out

@@ -1,0 +1,269 @@
+"""Starting and stopping the head and node agent processes.
+
+`start_local_cluster` is what `manta.init()` with no address does: a
+session directory (mode 0700) with the token file (0600), then a head and a
+node agent as child processes that report readiness over a pipe. The head
+stops the cluster by itself when its embedding driver disconnects, so a
+driver killed with SIGKILL leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ctypes
+import json
+import logging
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+from manta._private.transport.connection import new_event_loop
+
+PR_SET_PDEATHSIG = 1
+
+
+def session_root() -> str:
+    root = os.environ.get("MANTA_TMPDIR") or os.path.join(tempfile.gettempdir(), "manta-sessions")
+    os.makedirs(root, mode=0o700, exist_ok=True)
+    return root
+
+
+def new_session_dir() -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    d = tempfile.mkdtemp(prefix=f"s{stamp}-{os.getpid()}-", dir=session_root())
+    os.chmod(d, 0o700)
+    os.makedirs(os.path.join(d, "logs"))
+    os.makedirs(os.path.join(d, "sockets"))
+    return d
+
+
+def write_token(session_dir: str, token: bytes) -> str:
+    path = os.path.join(session_dir, "token")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token.hex())
+    return path
+
+
+def read_token(path: str) -> bytes:
+    with open(path) as f:
+        return bytes.fromhex(f.read().strip())
+
+
+def detect_gpus() -> int:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([x for x in visible.split(",") if x.strip()])
+    nvidia_smi = shutil.which("nvidia-smi")
+    if nvidia_smi is None:
+        return 0
+    try:
+        out = subprocess.run(
+            [nvidia_smi, "--query-gpu=index", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=5,
+        )
+        return len([x for x in out.stdout.splitlines() if x.strip()]) if out.returncode == 0 else 0
+    except (OSError, subprocess.SubprocessError):
+        return 0
+
+
+def total_memory() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def default_store_size() -> int:
+    return int(total_memory() * 0.3)
+
+
+@dataclass
+class LocalCluster:
+    session_dir: str
+    token: bytes
+    head_address: str
+    head_tcp: str
+    agent_address: str
+    resources: dict[str, float]
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        for p in self.procs:
+            if p.poll() is None:
+                try:
+                    p.send_signal(signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        for p in self.procs:
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        shutil.rmtree(self.session_dir, ignore_errors=True)
+
+
+def _die_with_parent() -> None:
+    try:
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except Exception:
+        pass
+
+
+def _spawn(args: list[str], session_dir: str, log_name: str) -> tuple[subprocess.Popen[bytes], int]:
+    r, w = os.pipe()
+    log = open(os.path.join(session_dir, "logs", log_name), "ab")
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "from manta._private.services import _main; _main()", *args, "--ready-fd", str(w)],
+            pass_fds=(w,),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,  # a Ctrl-C at the terminal is the driver's alone
+            preexec_fn=_die_with_parent,
+        )
+    finally:
+        os.close(w)
+        log.close()
+    return proc, r
+
+
+def _await_ready(fds: dict[int, str], procs: list[subprocess.Popen[bytes]], session_dir: str, timeout: float) -> dict[str, str]:
+    deadline = time.monotonic() + timeout
+    out: dict[str, str] = {}
+    bufs = {fd: b"" for fd in fds}
+    while len(out) < len(fds):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        readable, _, _ = select.select(list(bufs), [], [], min(left, 0.5))
+        for fd in readable:
+            chunk = os.read(fd, 4096)
+            bufs[fd] += chunk
+            if b"\n" in bufs[fd] and fds[fd] not in out:
+                out[fds[fd]] = bufs[fd].split(b"\n", 1)[0].decode()
+            if not chunk and fds[fd] not in out:
+                out[fds[fd]] = ""
+        if any(p.poll() is not None for p in procs) and len(out) < len(fds):
+            break
+    for fd in fds:
+        os.close(fd)
+    bad = [name for name in fds.values() if not out.get(name, "").startswith("READY")]
+    if bad:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        logs = ""
+        for name in bad:
+            path = os.path.join(session_dir, "logs", f"{name}.log")
+            try:
+                with open(path) as f:
+                    logs += f"\n--- {name}.log ---\n" + f.read()[-3000:]
+            except OSError:
+                pass
+        shutil.rmtree(session_dir, ignore_errors=True)
+        raise RuntimeError(f"manta failed to start the {', '.join(bad)}:{logs}")
+    return out
+
+
+def start_local_cluster(
+    *,
+    num_cpus: float | None,
+    num_gpus: float | None,
+    resources: dict[str, float] | None,
+    object_store_memory: int | None,
+) -> LocalCluster:
+    if num_cpus is None:
+        num_cpus = float(os.cpu_count() or 1)
+    if num_gpus is None:
+        num_gpus = float(detect_gpus())
+    res: dict[str, float] = {"CPU": float(num_cpus)}
+    if num_gpus:
+        res["GPU"] = float(num_gpus)
+    store = int(object_store_memory or default_store_size())
+    res["memory"] = float(int(total_memory() * 0.7))
+    res["object_store_memory"] = float(store)
+    res["node:127.0.0.1"] = 1.0
+    res["node:__internal_head__"] = 1.0
+    for k, v in (resources or {}).items():
+        if k in ("CPU", "GPU"):
+            raise ValueError(f"use num_cpus/num_gpus instead of resources={{'{k}': ...}}")
+        res[k] = float(v)
+    session_dir = new_session_dir()
+    token = os.urandom(32)
+    token_file = write_token(session_dir, token)
+    head_address = f"unix:{session_dir}/head.sock"
+    agent_address = f"unix:{session_dir}/agent.sock"
+    head, head_fd = _spawn(
+        ["head", "--session-dir", session_dir, "--token-file", token_file, "--embedded",
+         "--listen", head_address, "--listen", "tcp:127.0.0.1:0"],
+        session_dir, "head.log",
+    )
+    agent, agent_fd = _spawn(
+        ["agent", "--session-dir", session_dir, "--token-file", token_file,
+         "--head", head_address, "--listen", agent_address,
+         "--resources", json.dumps(res), "--object-store-memory", str(store),
+         "--prestart", str(min(int(num_cpus), 2))],
+        session_dir, "agent.log",
+    )
+    ready = _await_ready({head_fd: "head", agent_fd: "agent"}, [head, agent], session_dir, 60)
+    head_addrs = ready["head"].split()[1:]
+    tcp = next((a for a in head_addrs if a.startswith("tcp:")), "")
+    return LocalCluster(session_dir, token, head_address, tcp, agent_address, res, [head, agent])
+
+
+# -- process entry points ------------------------------------------------------
+
+
+def _main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="manta-service")
+    parser.add_argument("role", choices=["head", "agent"])
+    parser.add_argument("--session-dir", required=True)
+    parser.add_argument("--token-file", required=True)
+    parser.add_argument("--listen", action="append", default=[])
+    parser.add_argument("--head", default="")
+    parser.add_argument("--embedded", action="store_true")
+    parser.add_argument("--resources", default="{}")
+    parser.add_argument("--object-store-memory", type=int, default=0)
+    parser.add_argument("--prestart", type=int, default=0)
+    parser.add_argument("--ready-fd", type=int, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format=f"%(asctime)s {args.role} %(levelname)s %(name)s: %(message)s"
+    )
+    token = read_token(args.token_file)
+    loop = new_event_loop()
+    asyncio.set_event_loop(loop)
+    if args.role == "head":
+        from manta._private.head.head import Head, run_head
+
+        head = Head(token=token, addresses=args.listen, embedded=args.embedded)
+        loop.run_until_complete(run_head(head, args.ready_fd))
+        if args.embedded:
+            shutil.rmtree(args.session_dir, ignore_errors=True)
+    else:
+        from manta._private.node.agent import NodeAgent, run_agent
+
+        agent = NodeAgent(
+            session_dir=args.session_dir,
+            head_address=args.head,
+            token=token,
+            node_id=os.urandom(16),
+            resources=json.loads(args.resources),
+            store_capacity=args.object_store_memory or default_store_size(),
+            address=args.listen[0],
+            prestart=args.prestart,
+        )
+        loop.run_until_complete(run_agent(agent, args.ready_fd))
+
+
+if __name__ == "__main__":
+    _main()

@@ -1,0 +1,338 @@
+"""Authenticated message connections over asyncio (Unix sockets or TCP).
+
+A `Connection` is an asyncio protocol: bytes in, frames out through the
+sans-IO `FrameDecoder`, the token handshake first, typed messages after.
+Writes issued during one loop iteration are joined into one syscall.
+Malformed or oversized frames close only the offending connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from manta._private.protocol import messages as m
+from manta._private.protocol.framing import HEADER, FrameDecoder, FrameTooLarge
+from manta._private.protocol.handshake import (
+    MAX_HANDSHAKE_FRAME,
+    AuthFailed,
+    ClientHandshake,
+    ServerHandshake,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_FRAME = 1 << 31
+
+# Answers to a request: matched to the waiting future by `rid`.
+REPLY_TYPES = (
+    m.Ack,
+    m.ErrorReply,
+    m.DriverRegistered,
+    m.FunctionBlob,
+    m.ActorRegistered,
+    m.ActorState,
+    m.ClusterInfo,
+    m.ClientRegistered,
+    m.LeaseGranted,
+    m.StoreCreated,
+    m.StorePinned,
+    m.Resources,
+    m.TaskDone,
+    m.ObjectValue,
+)
+
+
+class ConnectionLost(ConnectionError):
+    """The peer went away before answering."""
+
+
+class RemoteError(Exception):
+    """The peer answered a request with an error."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+Handler = Callable[["Connection", Any], None]
+
+
+class Connection(asyncio.Protocol):
+    def __init__(
+        self,
+        token: bytes,
+        *,
+        server_side: bool,
+        handler: Handler,
+        on_close: Callable[[Connection], None] | None = None,
+        name: str = "",
+    ) -> None:
+        self._token = token
+        self.server_side = server_side
+        self.handler = handler
+        self.on_close = on_close
+        self.name = name
+        self.transport: asyncio.Transport | None = None
+        self._decoder = FrameDecoder(MAX_HANDSHAKE_FRAME)
+        self._server_hs = ServerHandshake(token) if server_side else None
+        self._client_hs = None if server_side else ClientHandshake(token)
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.closed = False
+        self._rids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[Any] | Callable[[Any], None]] = {}
+        self._out: list[bytes] = []
+        self._flush_scheduled = False
+        self._loop = asyncio.get_running_loop()
+        # Free-form state for the service that owns this connection.
+        self.peer: Any = None
+
+    # -- asyncio protocol -------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self._server_hs is not None:
+            self._write_now(self._server_hs.start())
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            frames = self._decoder.feed(data)
+        except FrameTooLarge as e:
+            self.abort(f"oversized frame: {e}")
+            return
+        for i, frame in enumerate(frames):
+            if self.closed:
+                return
+            if not self.ready.done():
+                self._handshake(frame)
+                if self.ready.done() and i + 1 < len(frames):
+                    continue
+                continue
+            try:
+                msg = m.decode(frame)
+            except m.DecodeError as e:
+                self.abort(f"malformed message: {e}")
+                return
+            self._dispatch(msg)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed(exc)
+
+    # -- handshake --------------------------------------------------------
+
+    def _handshake(self, frame: bytes) -> None:
+        try:
+            if self._server_hs is not None:
+                self._write_now(self._server_hs.receive(frame))
+            else:
+                assert self._client_hs is not None
+                if self._client_hs._server_nonce is None:
+                    self._write_now(self._client_hs.receive_challenge(frame))
+                    return
+                self._client_hs.receive_welcome(frame)
+        except AuthFailed as e:
+            peer = self.transport.get_extra_info("peername") if self.transport else None
+            self.abort(f"authentication failed from {peer!r}: {e}")
+            return
+        self._decoder.max_frame = MAX_FRAME
+        self.ready.set_result(None)
+
+    # -- sending ----------------------------------------------------------
+
+    def _write_now(self, payload: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(HEADER.pack(len(payload)) + payload)
+
+    def send(self, msg: Any) -> None:
+        if self.closed:
+            return
+        payload = m.encode(msg)
+        self._out.append(HEADER.pack(len(payload)))
+        self._out.append(payload)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._out and self.transport is not None and not self.closed:
+            out = self._out
+            self._out = []
+            self.transport.write(b"".join(out))
+
+    def request(self, msg: Any) -> asyncio.Future[Any]:
+        """Sends `msg` with a fresh rid; the future resolves with the answer."""
+        fut: asyncio.Future[Any] = self._loop.create_future()
+        if self.closed:
+            fut.set_exception(ConnectionLost(f"connection to {self.name} is closed"))
+            return fut
+        rid = next(self._rids)
+        msg.rid = rid
+        self._pending[rid] = fut
+        self.send(msg)
+        return fut
+
+    def request_cb(self, msg: Any, callback: Callable[[Any], None]) -> None:
+        """Like `request`, but calls `callback(answer_or_exception)`: no future."""
+        if self.closed:
+            callback(ConnectionLost(f"connection to {self.name} is closed"))
+            return
+        rid = next(self._rids)
+        msg.rid = rid
+        self._pending[rid] = callback
+        self.send(msg)
+
+    def reply(self, request: Any, msg: Any) -> None:
+        msg.rid = request.rid
+        self.send(msg)
+
+    def reply_error(self, request: Any, exc: BaseException) -> None:
+        kind = getattr(exc, "kind", None) or type(exc).__name__
+        self.send(m.ErrorReply(rid=request.rid, kind=kind, message=str(exc)))
+
+    # -- receiving --------------------------------------------------------
+
+    def _dispatch(self, msg: Any) -> None:
+        if isinstance(msg, REPLY_TYPES):
+            waiter = self._pending.pop(msg.rid, None)
+            if waiter is not None:
+                result: Any = msg
+                if isinstance(msg, m.ErrorReply):
+                    result = RemoteError(msg.kind, msg.message)
+                if isinstance(waiter, asyncio.Future):
+                    if not waiter.done():
+                        if isinstance(result, BaseException):
+                            waiter.set_exception(result)
+                        else:
+                            waiter.set_result(result)
+                else:
+                    waiter(result)
+                return
+        try:
+            self.handler(self, msg)
+        except Exception:
+            log.exception("handler failed on %s from %s", type(msg).__name__, self.name)
+
+    # -- closing ----------------------------------------------------------
+
+    def abort(self, reason: str) -> None:
+        if not self.closed:
+            log.warning("closing connection %s: %s", self.name, reason)
+        if self.transport is not None:
+            self.transport.abort()
+        self._closed(ConnectionLost(reason))
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self._flush()
+            self.transport.close()
+
+    def _closed(self, exc: Exception | None) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        err = ConnectionLost(f"connection to {self.name or 'peer'} lost: {exc or 'closed'}")
+        if not self.ready.done():
+            self.ready.set_exception(err)
+            self.ready.exception()  # mark retrieved
+        pending = self._pending
+        self._pending = {}
+        for waiter in pending.values():
+            if isinstance(waiter, asyncio.Future):
+                if not waiter.done():
+                    waiter.set_exception(err)
+            else:
+                try:
+                    waiter(err)
+                except Exception:
+                    log.exception("close callback failed")
+        if self.on_close is not None:
+            try:
+                self.on_close(self)
+            except Exception:
+                log.exception("on_close failed for %s", self.name)
+
+
+# -- addresses ---------------------------------------------------------------
+
+
+def parse_address(address: str) -> tuple[str, str, int]:
+    """'unix:/path' -> ('unix', path, 0); 'tcp:host:port' -> ('tcp', host, port)."""
+    kind, _, rest = address.partition(":")
+    if kind == "unix" and rest:
+        return "unix", rest, 0
+    if kind == "tcp":
+        host, _, port = rest.rpartition(":")
+        if host and port.isdigit():
+            return "tcp", host.strip("[]"), int(port)
+    raise ValueError(f"bad address {address!r}: expected 'unix:/path' or 'tcp:HOST:PORT'")
+
+
+async def connect(
+    address: str,
+    token: bytes,
+    handler: Handler,
+    *,
+    on_close: Callable[[Connection], None] | None = None,
+    name: str = "",
+    timeout: float = 30.0,
+) -> Connection:
+    loop = asyncio.get_running_loop()
+    kind, host, port = parse_address(address)
+
+    def factory() -> Connection:
+        return Connection(
+            token, server_side=False, handler=handler, on_close=on_close, name=name or address
+        )
+
+    if kind == "unix":
+        _, conn = await asyncio.wait_for(loop.create_unix_connection(factory, host), timeout)
+    else:
+        _, conn = await asyncio.wait_for(loop.create_connection(factory, host, port), timeout)
+    await asyncio.wait_for(conn.ready, timeout)
+    return conn
+
+
+async def serve(
+    address: str,
+    token: bytes,
+    handler: Handler,
+    *,
+    on_connect: Callable[[Connection], None] | None = None,
+    on_close: Callable[[Connection], None] | None = None,
+) -> tuple[asyncio.AbstractServer, str]:
+    """Listens on `address` (port 0 picks a free port); returns the bound address."""
+    loop = asyncio.get_running_loop()
+    kind, host, port = parse_address(address)
+
+    def factory() -> Connection:
+        conn = Connection(token, server_side=True, handler=handler, on_close=on_close)
+        if on_connect is not None:
+            on_connect(conn)
+        return conn
+
+    if kind == "unix":
+        server = await loop.create_unix_server(factory, host)
+        os.chmod(host, 0o600)
+        return server, address
+    server = await loop.create_server(factory, host, port)
+    sockname = server.sockets[0].getsockname()
+    return server, f"tcp:{sockname[0]}:{sockname[1]}"
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+
+        return uvloop.new_event_loop()  # type: ignore[no-any-return]
+    except ImportError:
+        return asyncio.new_event_loop()

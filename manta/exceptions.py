@@ -1,0 +1,260 @@
+"""Public exceptions, with Ray's names so `except ray.exceptions.X` works."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class RayError(Exception):
+    """Base of every error manta raises on behalf of the cluster."""
+
+
+class RaySystemError(RayError):
+    pass
+
+
+class RayTaskError(RayError):
+    """A task or actor method raised.
+
+    `get` raises an instance of a class derived from both this and the
+    original exception's type, so `except ValueError` still catches it.
+    """
+
+    def __init__(
+        self,
+        function_name: str = "",
+        traceback_str: str = "",
+        cause: BaseException | None = None,
+        proctitle: str = "",
+        pid: int = 0,
+        ip: str = "127.0.0.1",
+        actor_repr: str | None = None,
+        actor_id: str | None = None,
+    ) -> None:
+        self.function_name = function_name
+        self.traceback_str = traceback_str
+        self.cause = cause
+        self.proctitle = proctitle
+        self.pid = pid
+        self.ip = ip
+        self.actor_repr = actor_repr
+        self.actor_id = actor_id
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        cause = f"{type(self.cause).__name__}" if self.cause is not None else "Error"
+        return (
+            f"{cause}: {self.function_name}() failed (pid={self.pid}, ip={self.ip})\n"
+            f"{self.traceback_str}"
+        )
+
+    def __str__(self) -> str:
+        return self._message()
+
+    def as_instanceof_cause(self) -> RayTaskError:
+        """An exception that is both a RayTaskError and the cause's type."""
+        cause = self.cause
+        if cause is None or isinstance(cause, RayTaskError):
+            return self
+        cause_cls = type(cause)
+        if not isinstance(cause, Exception):
+            return self
+        try:
+            cls = _dual_class(cause_cls)
+            err = cls.__new__(cls)
+            # Keep the cause's own attributes (args, custom fields) visible.
+            err.__dict__.update(getattr(cause, "__dict__", {}))
+            err.args = cause.args
+            RayTaskError.__init__(
+                err,
+                self.function_name,
+                self.traceback_str,
+                cause,
+                self.proctitle,
+                self.pid,
+                self.ip,
+                self.actor_repr,
+                self.actor_id,
+            )
+            err.args = cause.args
+            return err
+        except Exception:
+            return self
+
+    def __reduce__(self) -> Any:
+        return (
+            _rebuild_task_error,
+            (
+                self.function_name,
+                self.traceback_str,
+                self.cause,
+                self.pid,
+                self.ip,
+                self.actor_repr,
+                self.actor_id,
+            ),
+        )
+
+
+_dual_classes: dict[type, type] = {}
+
+
+def _dual_class(cause_cls: type) -> type:
+    cls = _dual_classes.get(cause_cls)
+    if cls is None:
+
+        def __str__(self: RayTaskError) -> str:
+            return RayTaskError._message(self)
+
+        cls = type(
+            f"RayTaskError({cause_cls.__name__})",
+            (RayTaskError, cause_cls),
+            {"__str__": __str__, "__reduce__": RayTaskError.__reduce__},
+        )
+        cls.__module__ = __name__
+        _dual_classes[cause_cls] = cls
+    return cls
+
+
+def _rebuild_task_error(
+    function_name: str,
+    traceback_str: str,
+    cause: BaseException | None,
+    pid: int,
+    ip: str,
+    actor_repr: str | None,
+    actor_id: str | None,
+) -> RayTaskError:
+    return RayTaskError(
+        function_name, traceback_str, cause, "", pid, ip, actor_repr, actor_id
+    ).as_instanceof_cause()
+
+
+class CrossLanguageError(RayError):
+    pass
+
+
+class TaskCancelledError(RayError):
+    def __init__(self, task_id: Any = None, error_message: str | None = None) -> None:
+        self.task_id = task_id
+        self.error_message = error_message
+        super().__init__(error_message or f"Task {task_id} was cancelled")
+
+
+class GetTimeoutError(RayError, TimeoutError):
+    pass
+
+
+class WorkerCrashedError(RayError):
+    def __init__(self, message: str = "The worker died unexpectedly while executing this task.") -> None:
+        super().__init__(message)
+
+
+class RayActorError(RayError):
+    def __init__(self, cause: Any = None, error_msg: str | None = None, actor_id: str | None = None) -> None:
+        self.actor_id = actor_id
+        self.error_msg = error_msg or "The actor died unexpectedly before finishing this task."
+        self.cause = cause
+        super().__init__(self.error_msg)
+
+
+class ActorDiedError(RayActorError):
+    pass
+
+
+class ActorUnavailableError(RayActorError):
+    pass
+
+
+class ActorUnschedulableError(RayError):
+    pass
+
+
+class LocalRayletDiedError(RayError):
+    pass
+
+
+class NodeDiedError(RayError):
+    pass
+
+
+class TaskUnschedulableError(RayError):
+    pass
+
+
+class ObjectStoreFullError(RayError):
+    pass
+
+
+class OutOfDiskError(RayError):
+    pass
+
+
+class OutOfMemoryError(RayError):
+    pass
+
+
+class ObjectLostError(RayError):
+    def __init__(self, object_ref_hex: str = "", owner_address: str = "", call_site: str = "") -> None:
+        self.object_ref_hex = object_ref_hex
+        self.owner_address = owner_address
+        self.call_site = call_site
+        super().__init__(self._msg())
+
+    def _msg(self) -> str:
+        return f"Failed to retrieve object {self.object_ref_hex}: the object was lost."
+
+    def __reduce__(self) -> Any:
+        return (type(self), (self.object_ref_hex, self.owner_address, self.call_site))
+
+
+class ObjectFetchTimedOutError(ObjectLostError):
+    pass
+
+
+class ReferenceCountingAssertionError(ObjectLostError):
+    def _msg(self) -> str:
+        return f"Object {self.object_ref_hex} was already freed: its reference count reached zero."
+
+
+class OwnerDiedError(ObjectLostError):
+    def _msg(self) -> str:
+        return (
+            f"Failed to retrieve object {self.object_ref_hex}: its owner "
+            f"({self.owner_address}) has died."
+        )
+
+
+class ObjectReconstructionFailedError(ObjectLostError):
+    pass
+
+
+class ObjectReconstructionFailedMaxAttemptsExceededError(ObjectReconstructionFailedError):
+    pass
+
+
+class ObjectReconstructionFailedLineageEvictedError(ObjectReconstructionFailedError):
+    pass
+
+
+class RuntimeEnvSetupError(RayError):
+    pass
+
+
+class PendingCallsLimitExceeded(RayError):
+    pass
+
+
+class AsyncioActorExit(RayError):
+    pass
+
+
+class RaySerializationError(RayError, TypeError):
+    """A value could not be serialized; a TypeError, as pickling errors are."""
+
+
+class PlasmaObjectNotAvailable(RayError):
+    pass
+
+
+__all__ = [name for name, obj in list(globals().items()) if isinstance(obj, type) and issubclass(obj, BaseException)]

@@ -1,0 +1,120 @@
+from manta._private.scheduling import leases as lt
+from manta._private.scheduling.resources import UNIT, to_units
+
+
+def table(cpus=2, **extra):
+    return lt.LeaseTable(to_units({"CPU": cpus, **extra}), max_idle_workers=4)
+
+
+def req(i, cpus=1.0, owner="o", key=(), **extra):
+    return lt.Request(i, owner, to_units({"CPU": cpus, **extra}), key)
+
+
+def grants(cmds):
+    return [c for c in cmds if isinstance(c, lt.Grant)]
+
+
+def test_request_starts_worker_then_grants():
+    t = table()
+    cmds = t.request(req(1))
+    assert cmds == [lt.StartWorker(())]
+    cmds = t.worker_started(b"w1", ())
+    assert grants(cmds) == [lt.Grant(1, 1, b"w1")]
+    t.validate()
+
+
+def test_cpu_limit_is_exact():
+    t = table(cpus=2)
+    for i in range(5):
+        t.request(req(i))
+    for w in (b"a", b"b", b"c"):
+        t.worker_started(w, ())
+    assert len(t.leases) == 2
+    assert t.available["CPU"] == 0
+    assert len(t.pending) == 3
+    t.validate()
+
+
+def test_returned_lease_goes_to_next_request_with_same_worker():
+    t = table(cpus=1)
+    t.request(req(1))
+    t.worker_started(b"w", ())
+    t.request(req(2))
+    assert len(t.pending) == 1
+    cmds = t.return_lease(1)
+    assert grants(cmds) == [lt.Grant(2, 2, b"w")]
+    t.validate()
+
+
+def test_blocked_worker_lends_its_cpu():
+    t = table(cpus=1)
+    t.request(req(1))
+    t.worker_started(b"w1", ())
+    assert t.request(req(2)) == []
+    cmds = t.blocked(b"w1")
+    assert cmds == [lt.StartWorker(())]
+    t.worker_started(b"w2", ())
+    t.unblocked(b"w1")
+    assert t.available["CPU"] == -UNIT  # overcommitted until someone returns
+    t.return_lease(2)
+    assert t.available["CPU"] == 0
+    t.validate()
+
+
+def test_custom_resources_gate_requests():
+    t = table(cpus=4, gizmo=1)
+    t.request(req(1, gizmo=1))
+    t.request(req(2, gizmo=1))
+    t.worker_started(b"a", ())
+    t.worker_started(b"b", ())
+    assert len(t.leases) == 1 and len(t.pending) == 1
+    t.validate()
+
+
+def test_fractional_cpus_do_not_drift():
+    t = table(cpus=1)
+    for i in range(1000):
+        t.request(req(i, cpus=0.1))
+        if i == 0:
+            t.worker_started(b"w", ())
+        lease_id = max(t.leases)
+        t.return_lease(lease_id)
+    assert t.available["CPU"] == UNIT
+
+
+def test_worker_death_releases_resources():
+    t = table(cpus=1)
+    t.request(req(1))
+    t.worker_started(b"w", ())
+    t.worker_died(b"w")
+    assert t.available["CPU"] == UNIT and not t.leases
+    t.validate()
+
+
+def test_owner_gone_stops_its_workers_and_drops_requests():
+    t = table(cpus=1)
+    t.request(req(1, owner="a"))
+    t.worker_started(b"w", ())
+    t.request(req(2, owner="a"))
+    cmds = t.owner_gone("a")
+    assert lt.StopWorker(b"w") in cmds
+    assert not t.pending and not t.leases and t.available["CPU"] == UNIT
+    t.validate()
+
+
+def test_environment_keys_do_not_share_workers():
+    t = table(cpus=2)
+    t.request(req(1, key=(("A", "1"),)))
+    t.worker_started(b"w", (("A", "1"),))
+    t.return_lease(1)
+    cmds = t.request(req(2, key=()))
+    assert cmds == [lt.StartWorker(())]
+
+
+def test_idle_pool_is_trimmed():
+    t = lt.LeaseTable(to_units({"CPU": 8}), max_idle_workers=2)
+    out = []
+    for i in range(4):
+        out += t.worker_started(bytes([i]), ())
+    assert len([c for c in out if isinstance(c, lt.StopWorker)]) == 2
+    t.validate()

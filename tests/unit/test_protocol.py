@@ -1,0 +1,92 @@
+import pytest
+
+from manta._private.protocol import messages as m
+from manta._private.protocol.framing import FrameDecoder, FrameTooLarge, encode_frame
+from manta._private.protocol.handshake import AuthFailed, ClientHandshake, ServerHandshake
+
+TOKEN = b"t" * 32
+
+
+def test_frames_split_and_joined_arbitrarily():
+    payloads = [b"", b"a", b"hello" * 100, bytes(range(256))]
+    stream = b"".join(encode_frame(p) for p in payloads)
+    for step in (1, 3, 7, len(stream)):
+        dec = FrameDecoder(1 << 20)
+        out = []
+        for i in range(0, len(stream), step):
+            out += dec.feed(stream[i : i + step])
+        assert out == payloads
+        assert dec.buffered == 0
+
+
+def test_oversized_frame_is_rejected_before_buffering():
+    dec = FrameDecoder(100)
+    with pytest.raises(FrameTooLarge) as info:
+        dec.feed(encode_frame(b"x" * 101)[:10])
+    assert info.value.size == 101
+
+
+def test_messages_round_trip_with_type_tags():
+    spec = m.TaskSpec(
+        task_id=b"t" * 16, job_id=1, name="f", fn_id=b"f" * 16, args=[m.Arg(data=b"1")],
+        kwarg_names=[], num_returns=1, owner="unix:/x", resources={"CPU": 1.0},
+    )
+    msg = m.PushTask(rid=7, spec=spec)
+    back = m.decode(m.encode(msg))
+    assert type(back) is m.PushTask and back == msg
+
+
+def test_malformed_message_raises_decode_error():
+    with pytest.raises(m.DecodeError):
+        m.decode(b"\x93\xa4Nope\x01\x02")
+    with pytest.raises(m.DecodeError):
+        m.decode(m.encode(m.Ack(rid=1))[:-1] + b"\xc1")
+
+
+def _run(server: ServerHandshake, client: ClientHandshake) -> None:
+    proof = client.receive_challenge(server.start())
+    welcome = server.receive(proof)
+    client.receive_welcome(welcome)
+
+
+def test_handshake_succeeds_with_same_token():
+    s, c = ServerHandshake(TOKEN), ClientHandshake(TOKEN)
+    _run(s, c)
+    assert s.done and c.done
+
+
+def test_handshake_rejects_wrong_token_on_server():
+    s, c = ServerHandshake(TOKEN), ClientHandshake(b"x" * 32)
+    proof = c.receive_challenge(s.start())
+    with pytest.raises(AuthFailed, match="wrong cluster token"):
+        s.receive(proof)
+    assert not s.done
+
+
+def test_handshake_client_detects_impostor_server():
+    s, c = ServerHandshake(b"x" * 32), ClientHandshake(TOKEN)
+    proof = c.receive_challenge(s.start())
+    # The impostor cannot verify the proof; pretend it skips the check.
+    fake = m.encode(m.Welcome(mac=b"\x00" * 32))
+    with pytest.raises(AuthFailed):
+        c.receive_welcome(fake)
+    del proof
+
+
+def test_handshake_rejects_replayed_proof():
+    s1, c = ServerHandshake(TOKEN), ClientHandshake(TOKEN)
+    proof = c.receive_challenge(s1.start())
+    s1.receive(proof)
+    s2 = ServerHandshake(TOKEN)  # fresh nonce
+    s2.start()
+    with pytest.raises(AuthFailed):
+        s2.receive(proof)
+
+
+def test_handshake_rejects_non_handshake_messages():
+    s = ServerHandshake(TOKEN)
+    s.start()
+    with pytest.raises(AuthFailed):
+        s.receive(m.encode(m.Ack(rid=1)))
+    with pytest.raises(AuthFailed):
+        s.receive(b"garbage")
