@@ -54,6 +54,8 @@ class RayTaskError(RayError):
     def as_instanceof_cause(self) -> RayTaskError:
         """An exception that is both a RayTaskError and the cause's type."""
         cause = self.cause
+        while isinstance(cause, RayTaskError) and cause.cause is not None:
+            cause = cause.cause  # a task that re-raised a nested task's error
         if cause is None or isinstance(cause, RayTaskError):
             return self
         cause_cls = type(cause)
@@ -140,6 +142,9 @@ class TaskCancelledError(RayError):
         self.error_message = error_message
         super().__init__(error_message or f"Task {task_id} was cancelled")
 
+    def __reduce__(self) -> Any:
+        return (type(self), (self.task_id, self.error_message))
+
 
 class GetTimeoutError(RayError, TimeoutError):
     pass
@@ -156,6 +161,9 @@ class RayActorError(RayError):
         self.error_msg = error_msg or "The actor died unexpectedly before finishing this task."
         self.cause = cause
         super().__init__(self.error_msg)
+
+    def __reduce__(self) -> Any:
+        return (type(self), (None, self.error_msg, self.actor_id))
 
 
 class ActorDiedError(RayActorError):
@@ -251,6 +259,10 @@ class AsyncioActorExit(RayError):
 
 class RaySerializationError(RayError, TypeError):
     """A value could not be serialized; a TypeError, as pickling errors are."""
+
+
+class ObjectRefTypeError(TypeError, ValueError):
+    """get() was given something that is not an ObjectRef (Ray raises ValueError)."""
 
 
 class PlasmaObjectNotAvailable(RayError):

@@ -15,13 +15,13 @@ COMMON_OPTIONS = {
     "num_cpus", "num_gpus", "resources", "memory", "object_store_memory", "accelerator_type",
     "runtime_env", "scheduling_strategy", "placement_group", "placement_group_bundle_index",
     "placement_group_capture_child_tasks", "label_selector", "enable_task_events", "_metadata",
-    "_labels", "name", "namespace", "lifetime",
+    "_labels", "name",
 }
 TASK_OPTIONS = COMMON_OPTIONS | {
     "num_returns", "max_retries", "retry_exceptions", "max_calls",
 }
 ACTOR_OPTIONS = COMMON_OPTIONS | {
-    "get_if_exists", "max_concurrency", "max_restarts", "max_task_retries",
+    "namespace", "lifetime", "get_if_exists", "max_concurrency", "max_restarts", "max_task_retries",
     "max_pending_calls", "concurrency_groups", "allow_out_of_order_execution",
 }
 METHOD_OPTIONS = {"num_returns", "concurrency_group", "max_task_retries", "retry_exceptions", "name",

@@ -56,6 +56,8 @@ INLINE_MAX = 100 * 1024
 # A lease idle this long goes back to the agent.
 LEASE_IDLE_S = 0.02
 MAX_LEASE_REQUESTS = 16
+# How long a worker waits in get() before it lends its CPU to other tasks.
+BLOCK_GRACE_S = 0.05
 
 _ERROR_TYPES: dict[str, type[BaseException]] = {
     name: obj
@@ -621,11 +623,14 @@ class CoreRuntime:
                 waiter.event.set()
         for r in fetch:
             self._post(self._ensure_fetch, r)
-        if not waiter.event.is_set():
+        # A short wait keeps the CPU (as Ray's timing effectively does); a
+        # longer one lends it back so nested tasks cannot deadlock the node.
+        grace = BLOCK_GRACE_S if timeout is None else min(timeout, BLOCK_GRACE_S)
+        if not waiter.event.wait(grace):
+            remaining = None if timeout is None else max(0.0, timeout - grace)
             blocked = self._notify_blocked()
             try:
-                if not waiter.event.wait(timeout):
-                    pass
+                waiter.event.wait(remaining)
             finally:
                 if blocked:
                     self._post(self._send_agent, m.WorkerUnblocked(worker_id=self.worker_id))
@@ -653,7 +658,7 @@ class CoreRuntime:
         elif isinstance(refs, (list, tuple)):
             lst = self._check_refs(refs, "get()")
         else:
-            raise TypeError(
+            raise exc.ObjectRefTypeError(
                 f"get() expected an ObjectRef or a list of ObjectRefs, got {type(refs).__name__}"
             )
         if timeout is not None and timeout < 0:
@@ -713,6 +718,8 @@ class CoreRuntime:
                 f"wait() expected a list of ObjectRefs, got {type(refs).__name__}"
             )
         lst = self._check_refs(refs, "wait()")
+        if not lst:
+            return [], []
         if len(set(lst)) != len(lst):
             raise ValueError("wait() requires a list of unique ObjectRefs")
         if num_returns <= 0:
