@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import ctypes
 import itertools
 import logging
 import os
@@ -154,31 +155,18 @@ class _Waiter:
             self.event.set()
 
 
-class _StorePins:
-    """Keeps an object pinned in the store while views of it are alive."""
+def _pinned_view(rt: CoreRuntime, object_id: bytes, offset: int, size: int) -> memoryview:
+    """A read-only view of stored bytes that unpins the object when it dies.
 
-    __slots__ = ("rt", "object_id", "live", "finished")
-
-    def __init__(self, rt: CoreRuntime, object_id: bytes) -> None:
-        self.rt = rt
-        self.object_id = object_id
-        self.live = 0
-        self.finished = False
-
-    def track(self, view: memoryview) -> memoryview:
-        self.live += 1
-        weakref.finalize(view, self._release_one)
-        return view
-
-    def _release_one(self) -> None:
-        self.live -= 1
-        if self.live == 0 and self.finished:
-            self.rt._post(self.rt._store_unpin, self.object_id)
-
-    def finish(self) -> None:
-        self.finished = True
-        if self.live == 0:
-            self.rt._post(self.rt._store_unpin, self.object_id)
+    numpy keeps the *exporter* of a buffer alive, not the memoryview it was
+    handed, so the exporter must be a per-read object: a ctypes array over
+    the mapped region. When the last array viewing it is gone, the object
+    is unpinned in the store and its bytes may be reused.
+    """
+    assert rt.region is not None
+    exporter = (ctypes.c_char * size).from_buffer(rt.region.mmap, offset)
+    weakref.finalize(exporter, rt._post, rt._store_unpin, object_id)
+    return memoryview(exporter).cast("B").toreadonly()
 
 
 class CoreRuntime:
@@ -699,12 +687,7 @@ class CoreRuntime:
             reply = self.run(self._await_request(self.agent, m.StorePin(rid=0, object_id=oid)))
         except exc.ObjectLostError:
             raise exc.ObjectLostError(oid.hex()) from None
-        pins = _StorePins(self, oid)
-        try:
-            view = self.region.readonly[reply.offset : reply.offset + reply.size]
-            return deserialize(view, on_buffer=pins.track)
-        finally:
-            pins.finish()
+        return deserialize(_pinned_view(self, oid, reply.offset, reply.size))
 
     def wait(
         self,

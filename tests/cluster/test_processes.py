@@ -1,0 +1,255 @@
+"""manta-only checks on real processes: cleanup, authentication, store limits.
+
+These are about manta's own promises (no leaks, token on every connection),
+so they do not run against Ray.
+"""
+
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from tests_support import BACKEND
+
+pytestmark = pytest.mark.skipif(BACKEND != "manta", reason="manta-specific process checks")
+
+psutil = pytest.importorskip("psutil")
+
+
+def _descendants(pid):
+    try:
+        return [p.pid for p in psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _wait_gone(pids, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    alive = list(pids)
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in alive if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+        if alive:
+            time.sleep(0.05)
+    return alive
+
+
+def _memfd_holders(pids):
+    holders = []
+    for pid in pids:
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    if "manta-store" in os.readlink(f"/proc/{pid}/fd/{fd}"):
+                        holders.append(pid)
+                except OSError:
+                    pass
+        except OSError:
+            pass
+    return holders
+
+
+DRIVER = textwrap.dedent(
+    """
+    import os, sys, time
+    import manta
+    info = manta.init(num_cpus=2)
+
+    @manta.remote
+    def f(x):
+        return x * 2
+
+    @manta.remote
+    class A:
+        def ping(self):
+            return os.getpid()
+
+    a = A.remote()
+    assert manta.get([f.remote(i) for i in range(4)]) == [0, 2, 4, 6]
+    manta.get(a.ping.remote())
+    big = manta.put(b"x" * 5_000_000)
+    print(info["session_dir"], flush=True)
+    print("READY", flush=True)
+    if sys.argv[1] == "hang":
+        time.sleep(600)
+    manta.shutdown()
+    print("DONE", flush=True)
+    """
+)
+
+
+def _start_driver(mode):
+    proc = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, mode], stdout=subprocess.PIPE, text=True,
+        env={**os.environ},
+    )
+    session_dir = proc.stdout.readline().strip()
+    assert proc.stdout.readline().strip() == "READY"
+    return proc, session_dir
+
+
+def test_shutdown_leaves_no_process_socket_or_shared_memory():
+    proc, session_dir = _start_driver("exit")
+    children = _descendants(proc.pid)
+    assert len(children) >= 3  # head, agent, fork server (and workers)
+    assert proc.stdout.readline().strip() == "DONE"
+    proc.wait(timeout=30)
+    assert _wait_gone(children) == []
+    assert not os.path.exists(session_dir)
+    assert _memfd_holders(children) == []
+
+
+def test_driver_killed_with_sigkill_is_cleaned_up_by_the_head():
+    proc, session_dir = _start_driver("hang")
+    children = _descendants(proc.pid)
+    assert os.path.isdir(session_dir)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert _wait_gone(children) == []
+    deadline = time.monotonic() + 10
+    while os.path.exists(session_dir) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not os.path.exists(session_dir)
+
+
+@pytest.fixture
+def cluster():
+    import manta
+
+    manta.init(num_cpus=2, object_store_memory=64 * 1024 * 1024)
+    try:
+        yield manta
+    finally:
+        manta.shutdown()
+
+
+def _session(manta):
+    from manta._private.runtime import context
+
+    return context.require().session
+
+
+def test_session_files_are_private_and_listeners_local(cluster):
+    s = _session(cluster)
+    assert stat.S_IMODE(os.stat(s.session_dir).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(os.path.join(s.session_dir, "token")).st_mode) == 0o600
+    for name in ("head.sock", "agent.sock"):
+        assert stat.S_IMODE(os.stat(os.path.join(s.session_dir, name)).st_mode) == 0o600
+    from manta._private import api
+
+    assert api._session.cluster.head_tcp.startswith("tcp:127.0.0.1:")
+
+
+def _raw_unix(path):
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(5)
+    sock.connect(path)
+    return sock
+
+
+def _closed_by_peer(sock):
+    try:
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                return True
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_peer_without_token_is_disconnected_and_nothing_is_unpickled(cluster, tmp_path):
+    manta = cluster
+    s = _session(manta)
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    import pickle
+    import struct
+
+    payload = pickle.dumps(Evil())
+    for target in ("agent.sock", "head.sock"):
+        sock = _raw_unix(os.path.join(s.session_dir, target))
+        sock.recv(4096)  # the server's challenge
+        sock.sendall(struct.pack("<I", len(payload)) + payload)
+        assert _closed_by_peer(sock)
+        sock.close()
+        # A frame far larger than any handshake message is refused too.
+        sock = _raw_unix(os.path.join(s.session_dir, target))
+        sock.recv(4096)
+        sock.sendall(struct.pack("<I", 1 << 30) + b"x" * 1024)
+        assert _closed_by_peer(sock)
+        sock.close()
+    assert not marker.exists()
+
+    @manta.remote
+    def still_works():
+        return 42
+
+    assert manta.get(still_works.remote()) == 42
+
+
+def test_wrong_token_is_refused_over_tcp(cluster):
+    import asyncio
+
+    from manta._private import api
+    from manta._private.transport.connection import ConnectionLost, connect
+
+    address = api._session.cluster.head_tcp
+
+    async def attempt(token):
+        conn = await connect(address, token, lambda c, m: None, timeout=5)
+        conn.close()
+
+    with pytest.raises((ConnectionLost, ConnectionError)):
+        asyncio.run(attempt(b"w" * 32))
+    asyncio.run(attempt(_session(cluster).token))
+
+
+def test_object_too_large_for_store_raises_with_sizes(cluster):
+    manta = cluster
+    with pytest.raises(manta.exceptions.ObjectStoreFullError) as info:
+        manta.put(b"x" * (80 * 1024 * 1024))
+    assert "83886" in str(info.value) and "bytes" in str(info.value)
+    assert manta.get(manta.put(1)) == 1  # the store still serves
+
+
+def test_full_store_raises_then_recovers_when_refs_drop(cluster):
+    manta = cluster
+    np = pytest.importorskip("numpy")
+    held = [manta.put(np.zeros(20 * 1024 * 1024, dtype=np.uint8)) for _ in range(3)]
+    with pytest.raises(manta.exceptions.ObjectStoreFullError, match="full"):
+        manta.put(np.zeros(20 * 1024 * 1024, dtype=np.uint8))
+    del held
+    ref = manta.put(np.ones(20 * 1024 * 1024, dtype=np.uint8))
+    assert int(manta.get(ref).sum()) == 20 * 1024 * 1024
+
+
+def test_get_of_stored_array_is_a_zero_copy_view(cluster):
+    manta = cluster
+    np = pytest.importorskip("numpy")
+    ref = manta.put(np.arange(1_000_000, dtype=np.int64))
+    a, b = manta.get(ref), manta.get(ref)
+    assert not a.flags.writeable
+    # Both gets see the same shared-memory bytes: no copy was made.
+    assert a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+    with pytest.raises(ValueError):
+        a[0] = 1
+
+
+def test_store_bytes_outlive_refs_while_a_view_is_alive(cluster):
+    manta = cluster
+    np = pytest.importorskip("numpy")
+    view = manta.get(manta.put(np.full(4_000_000, 7, dtype=np.uint8)))
+    # The ref is gone; writing other objects must not reuse the view's bytes.
+    for _ in range(10):
+        manta.get(manta.put(np.full(4_000_000, 9, dtype=np.uint8)))
+    assert int(view.min()) == 7 and int(view.max()) == 7
