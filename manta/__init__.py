@@ -3,7 +3,7 @@
 `import manta as ray` runs a Ray Core program unchanged.
 """
 
-from manta import exceptions
+from manta import exceptions, util
 from manta._private.api import (
     available_resources,
     cancel,
@@ -34,6 +34,7 @@ __all__ = [
     "cancel",
     "cluster_resources",
     "exceptions",
+    "util",
     "get",
     "get_actor",
     "get_gpu_ids",

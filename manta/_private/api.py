@@ -323,8 +323,7 @@ class RuntimeContext:
         return {k: v for k, v in ctx.resources.items() if k not in ("memory",)}
 
     def get_accelerator_ids(self) -> dict[str, list[str]]:
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-        return {"GPU": [x for x in visible.split(",") if x]}
+        return {"GPU": [str(i) for i in get_gpu_ids()]}
 
     @property
     def was_current_actor_reconstructed(self) -> bool:
@@ -387,8 +386,15 @@ def get_runtime_context() -> RuntimeContext:
 
 
 def get_gpu_ids() -> list[int]:
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-    return [int(x) for x in visible.split(",") if x.strip().isdigit()]
+    """The GPUs assigned to the current task or actor (none in a driver)."""
+    ctx = current_task.get()
+    if ctx is not None:
+        return list(ctx.extra.get("gpu_ids", []))
+    rt = context.current()
+    ex = rt.executor if rt is not None else None
+    if ex is not None and ex.actor_id is not None:
+        return list(ex.actor_gpu_ids)
+    return []
 
 
 

@@ -118,3 +118,38 @@ def test_idle_pool_is_trimmed():
         out += t.worker_started(bytes([i]), ())
     assert len([c for c in out if isinstance(c, lt.StopWorker)]) == 2
     t.validate()
+
+
+def test_gpus_are_assigned_specific_ids_and_returned():
+    t = lt.LeaseTable(to_units({"CPU": 4, "GPU": 2}))
+    t.request(lt.Request(1, "o", to_units({"CPU": 1, "GPU": 1}), ()))
+    g1 = grants(t.worker_started(b"a", ()))
+    t.request(lt.Request(2, "o", to_units({"CPU": 1, "GPU": 1}), ()))
+    g2 = grants(t.worker_started(b"b", ()))
+    assert {g1[0].gpu_ids, g2[0].gpu_ids} == {(0,), (1,)}
+    t.return_lease(g1[0].lease_id)
+    again = grants(t.request(lt.Request(3, "o", to_units({"CPU": 1, "GPU": 1}), ())))
+    assert again[0].worker_id == b"a" and again[0].gpu_ids == g1[0].gpu_ids
+    t.validate()
+
+
+def test_fractional_gpus_share_a_device():
+    t = lt.LeaseTable(to_units({"CPU": 4, "GPU": 1}))
+    ids = []
+    for i, w in enumerate((b"a", b"b")):
+        t.request(lt.Request(i, "o", to_units({"CPU": 1, "GPU": 0.5}), ()))
+        ids += [g.gpu_ids for g in grants(t.worker_started(w, ()))]
+    assert ids == [(0,), (0,)]
+    assert t.gpu_free == [0]
+
+
+def test_blocked_worker_lends_cpu_but_keeps_gpu():
+    t = lt.LeaseTable(to_units({"CPU": 1, "GPU": 1}))
+    t.request(lt.Request(1, "o", to_units({"CPU": 1, "GPU": 1}), ()))
+    t.worker_started(b"a", ())
+    t.blocked(b"a")
+    assert t.available.get("CPU") == UNIT and t.available.get("GPU", 0) == 0
+    t.validate()
+    t.unblocked(b"a")
+    t.return_lease(1)
+    assert t.available == to_units({"CPU": 1, "GPU": 1})

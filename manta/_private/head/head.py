@@ -223,6 +223,7 @@ class Head:
         spec = entry.spec
         creation = spec.creation
         creation.restart_count = entry.restarts
+        creation.gpu_ids = list(reply.gpu_ids)
         address = reply.address
         worker_id = reply.worker_id
 

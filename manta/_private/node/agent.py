@@ -209,6 +209,7 @@ class NodeAgent:
                         rid=0, lease_id=c.lease_id, worker_id=c.worker_id,
                         address=client.address if client else "",
                         pid=client.pid if client else 0, node_id=self.node_id,
+                        gpu_ids=list(c.gpu_ids),
                     ),
                 )
             elif isinstance(c, lt.StartWorker):

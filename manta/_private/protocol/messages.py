@@ -93,6 +93,8 @@ class TaskSpec(msgspec.Struct, array_like=True):
     namespace: str = ""
     # The job's driver: where print() output of the task goes.
     driver: str = ""
+    # GPUs of the lease running this task (CUDA_VISIBLE_DEVICES).
+    gpu_ids: list[int] = []
 
 
 class ReturnObject(msgspec.Struct, array_like=True):
@@ -284,6 +286,7 @@ class LeaseGranted(Msg):
     address: str
     pid: int
     node_id: bytes
+    gpu_ids: list[int] = []
 
 
 class ReturnLease(Msg):

@@ -114,6 +114,7 @@ class _Lease:
     conn: Connection | None = None
     task: _Task | None = None
     idle_since: float = 0.0
+    gpu_ids: list[int] = field(default_factory=list)
 
 
 @dataclass(eq=False)
@@ -949,7 +950,7 @@ class CoreRuntime:
             while ks.queue:
                 self._fail_task(ks.queue.popleft(), data)
             return
-        lease = _Lease(reply.lease_id, reply.worker_id, reply.address)
+        lease = _Lease(reply.lease_id, reply.worker_id, reply.address, gpu_ids=list(reply.gpu_ids))
 
         def on_conn(conn: Any) -> None:
             if isinstance(conn, BaseException):
@@ -967,6 +968,7 @@ class CoreRuntime:
     def _dispatch(self, ks: _KeyState, lease: _Lease, task: _Task) -> None:
         lease.task = task
         task.lease = lease
+        task.spec.gpu_ids = lease.gpu_ids
         ks.busy.add(lease)
         assert lease.conn is not None
         lease.conn.request_cb(

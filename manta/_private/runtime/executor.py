@@ -43,6 +43,8 @@ class Executor:
         self.async_tasks: dict[bytes, asyncio.Task[Any]] = {}
         self.main_ctx: TaskContext | None = None
         self.restart_count = 0
+        self.actor_gpu_ids: list[int] = []
+        self.actor_resources: dict[str, float] = {}
 
     # -- dispatch (I/O thread) --------------------------------------------
 
@@ -95,7 +97,7 @@ class Executor:
             task_id=spec.task_id,
             name=spec.name,
             actor_id=spec.actor_id,
-            resources=dict(spec.resources),
+            resources=dict(spec.resources) if spec.actor_id is None or spec.actor_creation else dict(self.actor_resources),
             attempt=spec.attempt,
             restart_count=self.restart_count,
             thread_ident=threading.get_ident(),
@@ -103,6 +105,7 @@ class Executor:
         ctx.extra["prefix"] = f"{prefix_name} pid={os.getpid()}"
         ctx.extra["driver"] = spec.driver
         ctx.extra["job_id"] = spec.job_id
+        ctx.extra["gpu_ids"] = list(spec.gpu_ids) if spec.actor_id is None or spec.actor_creation else list(self.actor_gpu_ids)
         return ctx
 
     def _adopt_job(self, spec: m.TaskSpec) -> None:
@@ -112,6 +115,11 @@ class Executor:
         rt.driver_address = spec.driver
         if spec.env_vars:
             os.environ.update(spec.env_vars)
+        if spec.gpu_ids or spec.resources.get("GPU"):
+            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, spec.gpu_ids))
+        elif spec.actor_id is None or spec.actor_creation:
+            # A task that asked for no GPU must not see one a previous task had.
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
 
     def execute(self, conn: Connection, msg: m.PushTask) -> None:
         spec = msg.spec
@@ -166,6 +174,8 @@ class Executor:
                 if ctx is not None:
                     ctx.extra["prefix"] = f"{cls.__name__} pid={os.getpid()}"
                 self.actor_id = spec.actor_id
+                self.actor_gpu_ids = list(spec.gpu_ids)
+                self.actor_resources = dict(spec.resources)
                 self.restart_count = spec.restart_count
                 if ctx is not None:
                     ctx.restart_count = spec.restart_count

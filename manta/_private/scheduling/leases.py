@@ -16,7 +16,7 @@ import itertools
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 
-from manta._private.scheduling.resources import ResourceSet, add, fits, subtract
+from manta._private.scheduling.resources import UNIT, ResourceSet, add, fits, subtract
 
 PoolKey = tuple[tuple[str, str], ...]  # the worker's environment variables
 
@@ -26,6 +26,7 @@ class Grant:
     request_id: Hashable
     lease_id: int
     worker_id: bytes
+    gpu_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +65,7 @@ class Lease:
     resources: ResourceSet
     for_actor: bool
     blocked: bool = False
+    gpu_ids: tuple[int, ...] = ()
 
 
 @dataclass(eq=False, slots=True)
@@ -86,8 +88,12 @@ class LeaseTable:
     leases: dict[int, Lease] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
+    # Free capacity of each GPU, in units: tasks get specific device ids.
+    gpu_free: list[int] = field(init=False)
+
     def __post_init__(self) -> None:
         self.available = dict(self.total)
+        self.gpu_free = [UNIT] * (self.total.get("GPU", 0) // UNIT)
 
     # -- events -----------------------------------------------------------
 
@@ -110,8 +116,7 @@ class LeaseTable:
         lease = self.leases.pop(lease_id, None)
         if lease is None:
             return []
-        if not lease.blocked:
-            add(self.available, lease.resources)
+        self._release(lease)
         out: list[Command] = []
         worker = self.workers.get(lease.worker_id)
         if worker is not None:
@@ -134,8 +139,8 @@ class LeaseTable:
             idle.remove(worker_id)
         if worker.lease_id is not None:
             lease = self.leases.pop(worker.lease_id, None)
-            if lease is not None and not lease.blocked:
-                add(self.available, lease.resources)
+            if lease is not None:
+                self._release(lease)
         return self._schedule()
 
     def owner_gone(self, owner: Hashable) -> list[Command]:
@@ -163,7 +168,7 @@ class LeaseTable:
         if lease is None or lease.blocked:
             return []
         lease.blocked = True
-        add(self.available, lease.resources)
+        add(self.available, _cpu_only(lease.resources))
         return self._schedule()
 
     def unblocked(self, worker_id: bytes) -> list[Command]:
@@ -172,7 +177,7 @@ class LeaseTable:
             return []
         lease.blocked = False
         # May overcommit for a moment: the worker resumes regardless.
-        subtract(self.available, lease.resources)
+        subtract(self.available, _cpu_only(lease.resources))
         return []
 
     # -- queries ----------------------------------------------------------
@@ -183,8 +188,9 @@ class LeaseTable:
     def validate(self) -> None:
         used: ResourceSet = {}
         for lease in self.leases.values():
-            if not lease.blocked:
-                add(used, lease.resources)
+            add(used, lease.resources)
+            if lease.blocked:
+                subtract(used, _cpu_only(lease.resources))
         for waiting in self.starting.values():
             for req, _ in waiting:
                 add(used, req.resources)
@@ -222,9 +228,37 @@ class LeaseTable:
         return out
 
     def _bind(self, req: Request, lease_id: int, worker_id: bytes) -> Grant:
-        self.leases[lease_id] = Lease(lease_id, worker_id, req.owner, req.resources, req.for_actor)
+        gpu_ids = self._take_gpus(req.resources.get("GPU", 0))
+        self.leases[lease_id] = Lease(
+            lease_id, worker_id, req.owner, req.resources, req.for_actor, gpu_ids=gpu_ids
+        )
         self.workers[worker_id].lease_id = lease_id
-        return Grant(req.request_id, lease_id, worker_id)
+        return Grant(req.request_id, lease_id, worker_id, gpu_ids)
+
+    def _take_gpus(self, units: int) -> tuple[int, ...]:
+        """Whole GPUs for whole requests; a fraction shares one device."""
+        if units <= 0 or not self.gpu_free:
+            return ()
+        if units < UNIT:
+            # Best fit: the fullest device that still has room.
+            fitting = [i for i, free in enumerate(self.gpu_free) if free >= units]
+            if not fitting:
+                return ()
+            best = min(fitting, key=lambda i: self.gpu_free[i])
+            self.gpu_free[best] -= units
+            return (best,)
+        ids = [i for i, free in enumerate(self.gpu_free) if free == UNIT][: units // UNIT]
+        for i in ids:
+            self.gpu_free[i] = 0
+        return tuple(ids)
+
+    def _release(self, lease: Lease) -> None:
+        add(self.available, lease.resources)
+        if lease.blocked:
+            subtract(self.available, _cpu_only(lease.resources))
+        units = lease.resources.get("GPU", 0)
+        for i in lease.gpu_ids:
+            self.gpu_free[i] += units if units < UNIT else UNIT
 
     def _trim_idle(self) -> list[Command]:
         out: list[Command] = []
@@ -238,3 +272,9 @@ class LeaseTable:
                 out.append(StopWorker(wid))
                 count -= 1
         return out
+
+
+def _cpu_only(resources: ResourceSet) -> ResourceSet:
+    """What a blocked worker lends out: its CPUs, never its devices."""
+    cpu = resources.get("CPU", 0)
+    return {"CPU": cpu} if cpu else {}
