@@ -1,29 +1,41 @@
 """manta: Ray's Core API on a lighter, faster, secure-by-default runtime.
 
 `import manta as ray` runs a Ray Core program unchanged.
+
+Names are loaded on first use, so `import manta` costs a millisecond and the
+head and node agent processes import only what they run.
 """
 
-from manta import exceptions, util
-from manta._private.api import (
-    available_resources,
-    cancel,
-    cluster_resources,
-    get,
-    get_actor,
-    get_gpu_ids,
-    get_runtime_context,
-    init,
-    is_initialized,
-    kill,
-    nodes,
-    put,
-    shutdown,
-    wait,
-)
-from manta._private.remote import ActorClass, ActorHandle, RemoteFunction, method, remote
-from manta._private.runtime.object_ref import ObjectRef
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "available_resources": "manta._private.api",
+    "cancel": "manta._private.api",
+    "cluster_resources": "manta._private.api",
+    "get": "manta._private.api",
+    "get_actor": "manta._private.api",
+    "get_gpu_ids": "manta._private.api",
+    "get_runtime_context": "manta._private.api",
+    "init": "manta._private.api",
+    "is_initialized": "manta._private.api",
+    "kill": "manta._private.api",
+    "nodes": "manta._private.api",
+    "put": "manta._private.api",
+    "shutdown": "manta._private.api",
+    "wait": "manta._private.api",
+    "ActorClass": "manta._private.remote",
+    "ActorHandle": "manta._private.remote",
+    "RemoteFunction": "manta._private.remote",
+    "method": "manta._private.remote",
+    "remote": "manta._private.remote",
+    "ObjectRef": "manta._private.runtime.object_ref",
+}
+_SUBMODULES = {"exceptions", "util"}
 
 __all__ = [
     "ActorClass",
@@ -34,7 +46,6 @@ __all__ = [
     "cancel",
     "cluster_resources",
     "exceptions",
-    "util",
     "get",
     "get_actor",
     "get_gpu_ids",
@@ -47,5 +58,44 @@ __all__ = [
     "put",
     "remote",
     "shutdown",
+    "util",
     "wait",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is not None:
+        value = getattr(importlib.import_module(module), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"manta.{name}")
+    else:
+        raise AttributeError(f"module 'manta' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:
+    from manta import exceptions, util
+    from manta._private.api import (
+        available_resources,
+        cancel,
+        cluster_resources,
+        get,
+        get_actor,
+        get_gpu_ids,
+        get_runtime_context,
+        init,
+        is_initialized,
+        kill,
+        nodes,
+        put,
+        shutdown,
+        wait,
+    )
+    from manta._private.remote import ActorClass, ActorHandle, RemoteFunction, method, remote
+    from manta._private.runtime.object_ref import ObjectRef

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import select
 import signal
 import sys
 
@@ -56,11 +57,6 @@ def main() -> None:
     from manta._private.runtime.core import SessionInfo
     from manta._private.runtime.worker_main import worker_main
 
-    try:
-        import numpy  # noqa: F401 - warm import for workers
-    except ImportError:
-        pass
-
     session = SessionInfo(
         session_dir=config["session_dir"],
         head_address=config["head_address"],
@@ -82,10 +78,16 @@ def main() -> None:
 
     signal.signal(signal.SIGCHLD, reap)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    warm = False
     while True:
         while b"\n" in buf:
             line, buf = buf.split(b"\n", 1)
             _fork_worker(session, json.loads(line), out, worker_main)
+        if not warm and not select.select([inp], [], [], 0)[0]:
+            # Idle: load what most workers will import, so later forks get it
+            # for free. The first workers were forked before this, to start fast.
+            warm = True
+            _warm_imports()
         try:
             chunk = os.read(inp, 65536)
         except InterruptedError:
@@ -95,6 +97,13 @@ def main() -> None:
         buf += chunk
     # The agent is gone; workers follow through their parent-death signal.
     sys.exit(0)
+
+
+def _warm_imports() -> None:
+    try:
+        import numpy  # noqa: F401
+    except ImportError:
+        pass
 
 
 def _fork_worker(session: object, req: dict[str, object], out: int, worker_main: object) -> None:

@@ -1149,7 +1149,7 @@ class CoreRuntime:
                 for oid in pinned:
                     cmds += self.refs.unpin(oid)
             self._post(self._run_commands, cmds)
-        self._actors.setdefault(reply.actor_id, client)
+        self._post(self._actors.setdefault, reply.actor_id, client)
         return reply  # type: ignore[no-any-return]
 
     def _watch_creation(self, actor_id: bytes, release: Callable[[Any], None]) -> None:
