@@ -566,10 +566,9 @@ class CoreRuntime:
         elif isinstance(reply, ConnectionLost):
             error = exc.OwnerDiedError(oid.hex(), "")
         if error is not None:
-            data = serialize_error(error).to_bytes()
-            waiters, cmds = self._set_ready(oid, data, is_error=True)
+            self._set_ready(oid, serialize_error(error).to_bytes(), is_error=True)
         else:
-            waiters, cmds = self._set_ready(
+            self._set_ready(
                 oid, reply.data, in_store=reply.in_store, node_id=reply.node_id,
                 is_error=reply.is_error,
             )
@@ -659,8 +658,6 @@ class CoreRuntime:
                 f"after {timeout} s."
             )
         values = [self._materialize(r) for r in lst]
-        if not self.is_driver and current_task.get() is None:
-            pass
         if self._unregistered and current_task.get() is None:
             self.register_borrows()
         return values[0] if single else values
@@ -764,8 +761,6 @@ class CoreRuntime:
         out: list[m.Arg] = []
         pinned: list[bytes] = []
         values = list(args) + list(kwargs.values())
-        with self.lock:
-            pass
         for i, value in enumerate(values):
             if isinstance(value, ObjectRef):
                 with self.lock:
@@ -1220,7 +1215,6 @@ class CoreRuntime:
             task = client.queue.popleft()
             if task.done:
                 continue
-            task.spec.attempt = task.spec.attempt
             client.inflight[task.spec.task_id] = task
             conn.request_cb(
                 m.PushTask(rid=0, spec=task.spec),

@@ -109,13 +109,11 @@ class Connection(asyncio.Protocol):
         except FrameTooLarge as e:
             self.abort(f"oversized frame: {e}")
             return
-        for i, frame in enumerate(frames):
+        for frame in frames:
             if self.closed:
                 return
             if not self.ready.done():
                 self._handshake(frame)
-                if self.ready.done() and i + 1 < len(frames):
-                    continue
                 continue
             try:
                 msg = m.decode(frame)
