@@ -76,7 +76,8 @@ DRIVER = textwrap.dedent(
     print("READY", flush=True)
     if sys.argv[1] == "hang":
         time.sleep(600)
-    manta.shutdown()
+    if sys.argv[1] == "exit":
+        manta.shutdown()
     print("DONE", flush=True)
     """
 )
@@ -101,6 +102,15 @@ def test_shutdown_leaves_no_process_socket_or_shared_memory():
     assert _wait_gone(children) == []
     assert not os.path.exists(session_dir)
     assert _memfd_holders(children) == []
+
+
+def test_interpreter_exit_without_shutdown_cleans_up():
+    proc, session_dir = _start_driver("atexit")
+    children = _descendants(proc.pid)
+    assert proc.stdout.readline().strip() == "DONE"
+    assert proc.wait(timeout=30) == 0
+    assert _wait_gone(children) == []
+    assert not os.path.exists(session_dir)
 
 
 def test_driver_killed_with_sigkill_is_cleaned_up_by_the_head():
