@@ -113,3 +113,17 @@ def test_wait_answers_only_newer_epochs_or_death():
     assert not a.answers(0)
     a.created("x", b"w")
     assert a.answers(0) and not a.answers(1)
+
+
+def test_pending_set_tracks_exactly_the_unready_entries():
+    t = ReferenceTable(ME)
+    t.add_owned(b"a")
+    t.add_local(b"b", "unix:/owner")
+    t.pin(b"c", "unix:/owner")
+    assert t.pending == {b"a", b"b", b"c"}
+    t.set_ready(b"a", b"v")
+    assert t.pending == {b"b", b"c"}
+    t.remove_local(b"b")
+    t.unpin(b"c")
+    assert t.pending == set()
+    assert t.pending == {k for k, e in t.entries.items() if not e.state}

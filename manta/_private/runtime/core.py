@@ -24,7 +24,7 @@ import threading
 import time
 import traceback
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -531,15 +531,17 @@ class CoreRuntime:
 
     # -- get / wait -------------------------------------------------------
 
-    def _check_refs(self, refs: Iterable[Any], what: str) -> list[ObjectRef]:
-        out = []
-        for r in refs:
-            if not isinstance(r, ObjectRef):
-                raise TypeError(
-                    f"{what} expected an ObjectRef or a list of ObjectRefs, got {type(r).__name__}"
-                )
-            out.append(r)
-        return out
+    @staticmethod
+    def _check_refs(refs: Any, what: str) -> list[bytes]:
+        """Ids of `refs`, raising TypeError unless every element is an ObjectRef."""
+        types = set(map(type, refs))
+        if types and types != {ObjectRef}:
+            bad = next(t for t in types if t is not ObjectRef)
+            raise TypeError(
+                f"{what} expected an ObjectRef or a list of ObjectRefs, got a list "
+                f"containing {bad.__name__}"
+            )
+        return [r._id for r in refs]
 
     def _ensure_fetch(self, ref: ObjectRef) -> None:
         """I/O thread: ask the owner of a borrowed ref for its value."""
@@ -625,6 +627,12 @@ class CoreRuntime:
         with self.lock:
             return [self._is_ready(r._id) for r in refs]
 
+    def _all_ready(self, refs: list[ObjectRef]) -> bool:
+        pending = self.refs.pending
+        if len(refs) == 1:
+            return refs[0]._id not in pending
+        return not pending or pending.isdisjoint([r._id for r in refs])
+
     def _is_ready(self, oid: bytes) -> bool:
         e = self.refs.get(oid)
         return e is None or bool(e.state)
@@ -644,23 +652,42 @@ class CoreRuntime:
         if single:
             lst = [refs]
         elif isinstance(refs, (list, tuple)):
-            lst = self._check_refs(refs, "get()")
+            self._check_refs(refs, "get()")
+            lst = refs if isinstance(refs, list) else list(refs)
         else:
             raise exc.ObjectRefTypeError(
                 f"get() expected an ObjectRef or a list of ObjectRefs, got {type(refs).__name__}"
             )
         if timeout is not None and timeout < 0:
             raise ValueError("timeout must be non-negative")
-        flags = self._wait_ready(lst, len(lst), timeout)
-        if not all(flags):
-            raise exc.GetTimeoutError(
-                f"Get timed out: {flags.count(False)} of {len(lst)} objects not ready "
-                f"after {timeout} s."
-            )
-        values = [self._materialize(r) for r in lst]
+        if not self._all_ready(lst):
+            flags = self._wait_ready(lst, len(lst), timeout)
+            if not all(flags):
+                raise exc.GetTimeoutError(
+                    f"Get timed out: {flags.count(False)} of {len(lst)} objects not ready "
+                    f"after {timeout} s."
+                )
+        values = self._materialize_all(lst)
         if self._unregistered and current_task.get() is None:
             self.register_borrows()
         return values[0] if single else values
+
+    def _materialize_all(self, refs: list[ObjectRef]) -> list[Any]:
+        # One lock round for the whole list; values are decoded outside it.
+        entries = self.refs.entries
+        with self.lock:
+            snap = []
+            for r in refs:
+                e = entries.get(r._id)
+                snap.append(None if e is None else (e.data, e.in_store, e.is_error))
+        out = []
+        loads = deserialize
+        for r, item in zip(refs, snap):
+            if item is None or item[1] or item[2]:
+                out.append(self._materialize(r))  # stored, failed or freed: the slow path
+            else:
+                out.append(loads(item[0])[0])
+        return out
 
     def _materialize(self, ref: ObjectRef) -> Any:
         with self.lock:
@@ -698,10 +725,11 @@ class CoreRuntime:
             raise TypeError(
                 f"wait() expected a list of ObjectRefs, got {type(refs).__name__}"
             )
-        lst = self._check_refs(refs, "wait()")
+        ids = self._check_refs(refs, "wait()")
+        lst = refs if isinstance(refs, list) else list(refs)
         if not lst:
             return [], []
-        if len(set(lst)) != len(lst):
+        if len(set(ids)) != len(ids):
             raise ValueError("wait() requires a list of unique ObjectRefs")
         if num_returns <= 0:
             raise ValueError(f"num_returns must be positive, got {num_returns}")
@@ -711,6 +739,9 @@ class CoreRuntime:
             )
         if timeout is not None and timeout < 0:
             raise ValueError("timeout must be non-negative")
+        if self.refs.pending.isdisjoint(ids):
+            # Everything is ready already (the common case in a tight loop).
+            return lst[:num_returns], lst[num_returns:]
         flags = self._wait_ready(lst, num_returns, timeout)
         ready: list[ObjectRef] = []
         not_ready: list[ObjectRef] = []

@@ -89,6 +89,9 @@ class ReferenceTable:
     def __init__(self, my_address: str) -> None:
         self.me = my_address
         self.entries: dict[bytes, Entry] = {}
+        # Ids of entries not yet READY: lets wait()/get() over many refs test
+        # readiness with one C-level set operation instead of a Python loop.
+        self.pending: set[bytes] = set()
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -102,6 +105,7 @@ class ReferenceTable:
         e = Entry(True, self.me)
         e.local = local
         self.entries[object_id] = e
+        self.pending.add(object_id)
         return e
 
     def add_local(self, object_id: bytes, owner: str) -> tuple[Entry, bool]:
@@ -113,6 +117,7 @@ class ReferenceTable:
         e = Entry(owner == self.me, owner)
         e.local = 1
         self.entries[object_id] = e
+        self.pending.add(object_id)
         return e, not e.owned
 
     # -- counts -----------------------------------------------------------
@@ -129,6 +134,7 @@ class ReferenceTable:
         if e is None:
             e = Entry(owner == self.me, owner)
             self.entries[object_id] = e
+            self.pending.add(object_id)
         e.pins += 1
 
     def unpin(self, object_id: bytes) -> list[Command]:
@@ -184,6 +190,7 @@ class ReferenceTable:
         if e is None:
             return [], ([FreeStored(object_id)] if in_store else [])
         e.state = READY
+        self.pending.discard(object_id)
         e.data = data
         e.in_store = in_store
         e.node_id = node_id
@@ -213,6 +220,7 @@ class ReferenceTable:
         if e.alive():
             return []
         del self.entries[object_id]
+        self.pending.discard(object_id)
         out: list[Command] = []
         if e.owned:
             if e.in_store:
