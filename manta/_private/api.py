@@ -7,14 +7,19 @@ import os
 import socket
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from manta._private import services
-from manta._private.protocol import messages as m
 from manta._private.runtime import context
 from manta._private.runtime.context import current_task
-from manta._private.runtime.core import CoreRuntime, SessionInfo
-from manta._private.runtime.object_ref import ObjectRef
+
+if TYPE_CHECKING:
+    from manta._private.protocol import messages as m
+    from manta._private.runtime.core import CoreRuntime
+    from manta._private.runtime.object_ref import ObjectRef
+
+# The runtime's heavy imports (asyncio, msgspec, cloudpickle) are loaded in
+# init() *after* the cluster processes are spawned, so they overlap.
 
 _lock = threading.RLock()
 
@@ -97,12 +102,15 @@ def init(
                 f"connecting to an existing cluster ({address!r}) is not supported yet; "
                 f"call init() without an address to start a local cluster"
             )
-        cluster = services.start_local_cluster(
+        pending = services.spawn_local_cluster(
             num_cpus=num_cpus,
             num_gpus=num_gpus,
             resources=resources,
             object_store_memory=object_store_memory,
         )
+        from manta._private.runtime.core import CoreRuntime, SessionInfo
+
+        cluster = pending.wait_ready()
         session = SessionInfo(
             session_dir=cluster.session_dir,
             head_address=cluster.head_address,
@@ -135,7 +143,7 @@ def _info() -> InitInfo:
     )
 
 
-def _print_log(msg: m.LogLines) -> None:
+def _print_log(msg: Any) -> None:
     stream = sys.stderr if msg.is_err else sys.stdout
     lines = msg.text.splitlines()
     try:
@@ -193,6 +201,8 @@ def wait(
 
 
 def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
+    from manta._private.runtime.object_ref import ObjectRef
+
     if not isinstance(object_ref, ObjectRef):
         raise TypeError(f"cancel() expected an ObjectRef, got {type(object_ref).__name__}")
     _runtime().cancel(object_ref, force, recursive)
@@ -217,6 +227,8 @@ def get_actor(name: str, namespace: str | None = None) -> Any:
 
 
 def _nodes_info() -> list[m.NodeInfo]:
+    from manta._private.protocol import messages as m
+
     rt = _runtime()
     reply = rt.run(rt._await_request(rt.head, m.GetClusterInfo(rid=0)))
     local = rt.run(rt._await_request(rt.agent, m.GetResources(rid=0)))

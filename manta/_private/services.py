@@ -10,7 +10,6 @@ driver killed with SIGKILL leaves nothing behind.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import ctypes
 import json
 import logging
@@ -23,8 +22,6 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-
-from manta._private.transport.connection import new_event_loop
 
 PR_SET_PDEATHSIG = 1
 
@@ -174,13 +171,35 @@ def _await_ready(fds: dict[int, str], procs: list[subprocess.Popen[bytes]], sess
     return out
 
 
-def start_local_cluster(
+@dataclass
+class PendingCluster:
+    """Cluster processes spawned but not yet known to be ready."""
+
+    session_dir: str
+    token: bytes
+    head_address: str
+    agent_address: str
+    resources: dict[str, float]
+    procs: list[subprocess.Popen[bytes]]
+    ready_fds: dict[int, str]
+
+    def wait_ready(self, timeout: float = 60) -> LocalCluster:
+        ready = _await_ready(self.ready_fds, self.procs, self.session_dir, timeout)
+        head_addrs = ready["head"].split()[1:]
+        tcp = next((a for a in head_addrs if a.startswith("tcp:")), "")
+        return LocalCluster(
+            self.session_dir, self.token, self.head_address, tcp, self.agent_address,
+            self.resources, self.procs,
+        )
+
+
+def spawn_local_cluster(
     *,
     num_cpus: float | None,
     num_gpus: float | None,
     resources: dict[str, float] | None,
     object_store_memory: int | None,
-) -> LocalCluster:
+) -> PendingCluster:
     if num_cpus is None:
         num_cpus = float(os.cpu_count() or 1)
     if num_gpus is None:
@@ -214,10 +233,14 @@ def start_local_cluster(
          "--prestart", str(min(int(num_cpus), 2))],
         session_dir, "agent.log",
     )
-    ready = _await_ready({head_fd: "head", agent_fd: "agent"}, [head, agent], session_dir, 60)
-    head_addrs = ready["head"].split()[1:]
-    tcp = next((a for a in head_addrs if a.startswith("tcp:")), "")
-    return LocalCluster(session_dir, token, head_address, tcp, agent_address, res, [head, agent])
+    return PendingCluster(
+        session_dir, token, head_address, agent_address, res, [head, agent],
+        {head_fd: "head", agent_fd: "agent"},
+    )
+
+
+def start_local_cluster(**kwargs: object) -> LocalCluster:
+    return spawn_local_cluster(**kwargs).wait_ready()  # type: ignore[arg-type]
 
 
 # -- process entry points ------------------------------------------------------
@@ -239,6 +262,16 @@ def _main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=logging.INFO, format=f"%(asctime)s {args.role} %(levelname)s %(name)s: %(message)s"
     )
+    fork_server = None
+    if args.role == "agent":
+        # First thing: the fork server's imports then overlap the agent's own.
+        from manta._private.node.zygote import ForkServer
+
+        fork_server = ForkServer(os.path.join(args.session_dir, "logs", "workers.log"))
+    import asyncio
+
+    from manta._private.transport.connection import new_event_loop
+
     token = read_token(args.token_file)
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
@@ -261,6 +294,7 @@ def _main(argv: list[str] | None = None) -> None:
             store_capacity=args.object_store_memory or default_store_size(),
             address=args.listen[0],
             prestart=args.prestart,
+            fork_server=fork_server,
         )
         loop.run_until_complete(run_agent(agent, args.ready_fd))
 

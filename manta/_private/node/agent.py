@@ -13,10 +13,10 @@ import json
 import logging
 import os
 import signal
-import sys
 from dataclasses import dataclass
 from typing import Any
 
+from manta._private.node.zygote import ForkServer
 from manta._private.objectstore.region import Region
 from manta._private.objectstore.store import StoredObject, StoreError, StoreTable
 from manta._private.protocol import messages as m
@@ -54,6 +54,7 @@ class NodeAgent:
         store_capacity: int,
         address: str,
         prestart: int = 0,
+        fork_server: ForkServer | None = None,
     ) -> None:
         self.session_dir = session_dir
         self.head_address = head_address
@@ -68,7 +69,7 @@ class NodeAgent:
         self.region = Region.create(store_capacity, "manta-store")
         self.head: Connection | None = None
         self.server: asyncio.AbstractServer | None = None
-        self.zygote: asyncio.subprocess.Process | None = None
+        self.zygote = fork_server or ForkServer(os.path.join(session_dir, "logs", "workers.log"))
         self.pending_leases: dict[int, PendingLease] = {}
         self.worker_pids: dict[bytes, int] = {}
         self.worker_conns: dict[bytes, Connection] = {}
@@ -97,8 +98,6 @@ class NodeAgent:
         else:
             raise RuntimeError(f"cannot reach the head at {self.head_address}")
         await self.head.request(m.RegisterNode(rid=0, node=self.node_info()))
-        for _ in range(self.prestart):
-            self._start_worker(())
 
     def node_info(self) -> m.NodeInfo:
         return m.NodeInfo(
@@ -111,34 +110,24 @@ class NodeAgent:
         )
 
     async def _start_zygote(self) -> None:
-        env = dict(os.environ)
-        # One BLAS/OpenMP thread per worker unless the user asked otherwise:
-        # N workers each spinning N threads would oversubscribe the cores.
-        env.setdefault("OMP_NUM_THREADS", "1")
-        env.setdefault("OPENBLAS_NUM_THREADS", "1")
-        env.setdefault("MKL_NUM_THREADS", "1")
-        log_path = os.path.join(self.session_dir, "logs", "workers.log")
-        errf = open(log_path, "ab")
-        self.zygote = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "manta._private.node.zygote",
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=errf, env=env,
+        self.zygote.send(
+            {
+                "session_dir": self.session_dir,
+                "head_address": self.head_address,
+                "agent_address": self.address,
+                "token": self.token.hex(),
+                "node_id": self.node_id.hex(),
+                "prestart": self.prestart,
+            }
         )
-        errf.close()
-        config = {
-            "session_dir": self.session_dir,
-            "head_address": self.head_address,
-            "agent_address": self.address,
-            "token": self.token.hex(),
-            "node_id": self.node_id.hex(),
-        }
-        assert self.zygote.stdin is not None
-        self.zygote.stdin.write((json.dumps(config) + "\n").encode())
         asyncio.get_running_loop().create_task(self._read_zygote())
 
     async def _read_zygote(self) -> None:
-        assert self.zygote is not None and self.zygote.stdout is not None
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), self.zygote.stdout)
         while True:
-            line = await self.zygote.stdout.readline()
+            line = await reader.readline()
             if not line:
                 break
             rec = json.loads(line)
@@ -156,9 +145,7 @@ class NodeAgent:
     def _start_worker(self, pool_key: lt.PoolKey) -> None:
         worker_id = os.urandom(16)
         self.pool_keys[worker_id] = pool_key
-        assert self.zygote is not None and self.zygote.stdin is not None
-        req = {"worker_id": worker_id.hex(), "env": dict(pool_key)}
-        self.zygote.stdin.write((json.dumps(req) + "\n").encode())
+        self.zygote.send({"worker_id": worker_id.hex(), "env": dict(pool_key)})
 
     def _head_lost(self, conn: Connection) -> None:
         if not self.stopping.is_set():
@@ -172,15 +159,7 @@ class NodeAgent:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        if self.zygote is not None and self.zygote.returncode is None:
-            try:
-                self.zygote.kill()
-            except ProcessLookupError:
-                pass
-            try:
-                await asyncio.wait_for(self.zygote.wait(), 2)
-            except TimeoutError:
-                pass
+        self.zygote.kill()
         if self.server is not None:
             self.server.close()
         kind, _, path = self.address.partition(":")

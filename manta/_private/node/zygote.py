@@ -22,6 +22,43 @@ import sys
 PR_SET_PDEATHSIG = 1
 
 
+class ForkServer:
+    """The agent's handle on its fork server process.
+
+    Spawned first thing in the agent process, so the server's imports
+    overlap the agent's own start-up; configured once the agent knows its
+    address.
+    """
+
+    def __init__(self, log_path: str) -> None:
+        import subprocess
+
+        env = dict(os.environ)
+        # One BLAS/OpenMP thread per worker unless the user asked otherwise:
+        # N workers each spinning N threads would oversubscribe the cores.
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            env.setdefault(var, "1")
+        with open(log_path, "ab") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "manta._private.node.zygote"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, env=env,
+            )
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self._in = self.proc.stdin.fileno()
+        self.stdout = self.proc.stdout
+
+    def send(self, record: dict[str, object]) -> None:
+        try:
+            _emit(self._in, record)
+        except (BrokenPipeError, OSError):
+            pass  # the server is gone; the agent notices through its output closing
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
 def die_with_parent(sig: int = signal.SIGKILL) -> None:
     try:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -78,6 +115,10 @@ def main() -> None:
 
     signal.signal(signal.SIGCHLD, reap)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Prestarted workers are forked as soon as the imports are done, before
+    # the agent even asks, so the first task rarely waits for a worker.
+    for _ in range(int(config.get("prestart", 0))):
+        _fork_worker(session, {"worker_id": os.urandom(16).hex(), "env": {}}, out, worker_main)
     warm = False
     while True:
         while b"\n" in buf:
