@@ -147,16 +147,13 @@ class Executor:
             self.cancelled.discard(spec.task_id)
             current_task.reset(token)
         _flush_streams()
-        self.rt._post(self._send_reply, conn, msg, reply)
+        conn.reply_threadsafe(msg, reply)
         if spec.actor_creation and reply.error is not None:
             # A failed constructor ends the worker, as in Ray.
             self.rt._post(self._exit_soon)
 
     def _exit_soon(self) -> None:
         self.rt.loop.call_later(0.2, os._exit, 0)
-
-    def _send_reply(self, conn: Connection, msg: m.PushTask, reply: m.TaskDone) -> None:
-        conn.reply(msg, reply)
 
     def _error_reply(self, spec: m.TaskSpec, e: BaseException) -> m.TaskDone:
         err = format_task_error(spec.name, e)
@@ -252,7 +249,7 @@ class Executor:
             self.cancelled.discard(spec.task_id)
             current_task.reset(token)
         _flush_streams()
-        self.rt._post(self._send_reply, conn, msg, reply)
+        conn.reply_threadsafe(msg, reply)
 
     # -- arguments and results --------------------------------------------
 

@@ -13,6 +13,7 @@ import itertools
 import logging
 import os
 import socket
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -88,6 +89,9 @@ class Connection(asyncio.Protocol):
         self._rids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Any] | Callable[[Any], None]] = {}
         self._out: list[bytes] = []
+        # Guards _out and socket writes: other threads may send (send_threadsafe).
+        self._wlock = threading.Lock()
+        self._fd = -1
         self._flush_scheduled = False
         self._loop = asyncio.get_running_loop()
         # Free-form state for the service that owns this connection.
@@ -98,8 +102,10 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if sock is not None:
+            self._fd = sock.fileno()
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self._server_hs is not None:
             self._write_now(self._server_hs.start())
 
@@ -148,24 +154,61 @@ class Connection(asyncio.Protocol):
 
     def _write_now(self, payload: bytes) -> None:
         if self.transport is not None and not self.closed:
-            self.transport.write(HEADER.pack(len(payload)) + payload)
+            with self._wlock:
+                self.transport.write(HEADER.pack(len(payload)) + payload)
 
     def send(self, msg: Any) -> None:
+        """Queues `msg`; everything queued in one loop iteration goes out in one write.
+
+        Loop thread only; other threads use `send_threadsafe`.
+        """
         if self.closed:
             return
         payload = m.encode(msg)
-        self._out.append(HEADER.pack(len(payload)))
-        self._out.append(payload)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
+        with self._wlock:
+            self._out.append(HEADER.pack(len(payload)))
+            self._out.append(payload)
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
-        self._flush_scheduled = False
-        if self._out and self.transport is not None and not self.closed:
+        with self._wlock:
+            self._flush_scheduled = False
+            if self.transport is None or self.closed:
+                return
             out = self._out
             self._out = []
-            self.transport.write(b"".join(out))
+            if out:
+                self.transport.write(b"".join(out))
+
+    def send_threadsafe(self, msg: Any) -> None:
+        """Sends from any thread, writing straight to the socket when nothing is queued.
+
+        Skipping the hop to the I/O thread saves two thread wake-ups per
+        message. Order is kept: while anything is queued or buffered, the
+        frame joins the one queue the loop drains.
+        """
+        if self.closed:
+            return
+        payload = m.encode(msg)
+        frame = HEADER.pack(len(payload)) + payload
+        with self._wlock:
+            transport = self.transport
+            if transport is None or self.closed:
+                return
+            n = 0
+            if not (self._out or transport.get_write_buffer_size()):
+                try:
+                    n = os.write(self._fd, frame)
+                except OSError:
+                    n = 0  # EAGAIN, or a broken socket the loop will notice
+            if n == len(frame):
+                return
+            self._out.append(frame[n:] if n else frame)
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                self._loop.call_soon_threadsafe(self._flush)
 
     def request(self, msg: Any) -> asyncio.Future[Any]:
         """Sends `msg` with a fresh rid; the future resolves with the answer."""
@@ -192,6 +235,25 @@ class Connection(asyncio.Protocol):
     def reply(self, request: Any, msg: Any) -> None:
         msg.rid = request.rid
         self.send(msg)
+
+    def reply_threadsafe(self, request: Any, msg: Any) -> None:
+        msg.rid = request.rid
+        self.send_threadsafe(msg)
+
+    def request_cb_threadsafe(self, msg: Any, callback: Callable[[Any], None]) -> bool:
+        """`request_cb` from any thread; the callback runs on the loop thread.
+
+        Returns False (sending nothing) if the connection is closed.
+        """
+        if self.closed:
+            return False
+        rid = next(self._rids)
+        msg.rid = rid
+        self._pending[rid] = callback
+        if self.closed and self._pending.pop(rid, None) is not None:
+            return False  # closed meanwhile, and _closed() will not call us
+        self.send_threadsafe(msg)
+        return True
 
     def reply_error(self, request: Any, exc: BaseException) -> None:
         kind = getattr(exc, "kind", None) or type(exc).__name__
