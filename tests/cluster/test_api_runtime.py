@@ -80,6 +80,14 @@ def test_init_accepts_documented_arguments(ray_clean):
         # A per-task runtime_env wins over the job's for the same variable.
         override = {"env_vars": {"MANTA_TEST_INIT_VAR": "overridden"}}
         assert ray.get(probe.options(runtime_env=override).remote("MANTA_TEST_INIT_VAR"))[0] == "overridden"
+
+        # Tasks started by a task inherit its environment.
+        @ray.remote
+        def outer(name):
+            return ray.get(probe.remote(name))[0]
+
+        assert ray.get(outer.remote("MANTA_TEST_INIT_VAR")) == "from-init"
+        assert ray.get(outer.options(runtime_env=override).remote("MANTA_TEST_INIT_VAR")) == "overridden"
     finally:
         ray.shutdown()
 

@@ -731,12 +731,13 @@ class CoreRuntime:
             raise TypeError(
                 f"wait() expected a list of ObjectRefs, got {type(refs).__name__}"
             )
-        ids = self._check_refs(refs, "wait()")
         lst = refs if isinstance(refs, list) else list(refs)
         if not lst:
             return [], []
-        unique = set(ids)
-        if len(unique) != len(ids):
+        # One pass checks types, collects ids and detects duplicates.
+        unique = {r._id for r in lst if type(r) is ObjectRef}
+        if len(unique) != len(lst):
+            self._check_refs(lst, "wait()")  # raises for a non-ObjectRef
             raise ValueError("wait() requires a list of unique ObjectRefs")
         if num_returns <= 0:
             raise ValueError(f"num_returns must be positive, got {num_returns}")
@@ -984,6 +985,11 @@ class CoreRuntime:
                 self._fail_task(ks.queue.popleft(), data)
             return
         lease = _Lease(reply.lease_id, reply.worker_id, reply.address, gpu_ids=list(reply.gpu_ids))
+        if not ks.queue:
+            # Asked for during a burst that is over: hand it straight back so
+            # other owners' work is not held up behind an idle lease.
+            self._return_lease(lease)
+            return
 
         def on_conn(conn: Any) -> None:
             if isinstance(conn, BaseException):

@@ -113,6 +113,8 @@ class Executor:
         rt.job_id = spec.job_id
         rt.namespace = spec.namespace
         rt.driver_address = spec.driver
+        # Tasks and actors started from here inherit this one's environment, as in Ray.
+        rt.env_vars = dict(spec.env_vars)
         if spec.env_vars:
             os.environ.update(spec.env_vars)
         if spec.gpu_ids or spec.resources.get("GPU"):
