@@ -364,19 +364,29 @@ class CoreRuntime:
         if self.closing:
             return
         with self.lock:
+            # Fast path (one per dropped ref, often thousands at once): the
+            # entry stays alive, nothing to release.
+            e = self.refs.entries.get(object_id)
+            if e is None:
+                return
+            if e.local > 1 or e.pins or e.borrowers:
+                e.local -= 1
+                return
             commands = self.refs.remove_local(object_id)
-            self._unregistered.discard(object_id) if commands else None
+            if commands:
+                self._unregistered.discard(object_id)
         if commands:
             self._post(self._run_commands, commands)
 
-    def new_owned_ref(self, object_id: bytes) -> ObjectRef:
-        return ObjectRef(object_id, self.address, self)
-
     def deserialized_ref(self, object_id: bytes, owner: str) -> ObjectRef:
         with self.lock:
-            entry, created = self.refs.add_local(object_id, owner)
-            if created:
-                self._unregistered.add(object_id)
+            e = self.refs.entries.get(object_id)
+            if e is not None:
+                e.local += 1
+            else:
+                _, created = self.refs.add_local(object_id, owner)
+                if created:
+                    self._unregistered.add(object_id)
         return ObjectRef(object_id, owner, self)
 
     def take_unregistered(self) -> dict[str, list[bytes]]:

@@ -75,8 +75,21 @@ class ObjectRef:
         return asyncio.wrap_future(self.future())
 
 
+_new = object.__new__
+
+
 def _rebuild_ref(object_id: bytes, owner: str) -> ObjectRef:
-    rt = context.current()
+    rt = context._runtime
     if rt is None:
         return ObjectRef(object_id, owner, None)
+    # Inlined fast path: an object holding thousands of refs decodes each here.
+    with rt.lock:
+        e = rt.refs.entries.get(object_id)
+        if e is not None:
+            e.local += 1
+            ref = _new(ObjectRef)
+            ref._id = object_id
+            ref._owner = owner
+            ref._rt = rt
+            return ref
     return rt.deserialized_ref(object_id, owner)
