@@ -401,7 +401,7 @@ def get_gpu_ids() -> list[int]:
     """The GPUs assigned to the current task or actor (none in a driver)."""
     ctx = current_task.get()
     if ctx is not None:
-        return list(ctx.extra.get("gpu_ids", []))
+        return list(ctx.gpu_ids)
     rt = context.current()
     ex = rt.executor if rt is not None else None
     if ex is not None and ex.actor_id is not None:

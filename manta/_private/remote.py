@@ -136,7 +136,33 @@ class _OptionsWrapper:
         return self._target.options(**{**self._options, **options})
 
 
-class RemoteFunction:
+class _Remotable:
+    """What remote functions and actor classes share: options and `.remote()`."""
+
+    _valid: set[str]
+    _options: dict[str, Any]
+
+    def _what(self) -> str:
+        raise NotImplementedError
+
+    def options(self, **options: Any) -> _OptionsWrapper:
+        merged = {**self._options, **options}
+        check_options(merged, self._valid, self._what())
+        return _OptionsWrapper(self, merged)
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        return self._remote(args, kwargs, self._options)
+
+    def _remote(self, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def bind(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError("DAG building (bind) is not supported by manta yet")
+
+
+class RemoteFunction(_Remotable):
+    _valid = TASK_OPTIONS
+
     def __init__(self, function: Any, options: dict[str, Any]) -> None:
         check_options(options, TASK_OPTIONS, "a remote function")
         self._function = function
@@ -155,13 +181,8 @@ class RemoteFunction:
             f"'{self._name}()', try '{self._name}.remote()'."
         )
 
-    def options(self, **options: Any) -> _OptionsWrapper:
-        merged = {**self._options, **options}
-        check_options(merged, TASK_OPTIONS, f"remote function {self._name}")
-        return _OptionsWrapper(self, merged)
-
-    def remote(self, *args: Any, **kwargs: Any) -> Any:
-        return self._remote(args, kwargs, self._options)
+    def _what(self) -> str:
+        return f"remote function {self._name}"
 
     def _remote(self, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]) -> Any:
         rt = _auto_init()
@@ -188,9 +209,6 @@ class RemoteFunction:
         if num_returns == 0:
             return None
         return refs
-
-    def bind(self, *args: Any, **kwargs: Any) -> Any:
-        raise NotImplementedError("DAG building (bind) is not supported by manta yet")
 
 
 # -- actors -------------------------------------------------------------------
@@ -227,7 +245,9 @@ def _method_table(cls: type) -> tuple[dict[str, int], bool]:
     return methods, is_async
 
 
-class ActorClass:
+class ActorClass(_Remotable):
+    _valid = ACTOR_OPTIONS
+
     def __init__(self, cls: type, options: dict[str, Any]) -> None:
         check_options(options, ACTOR_OPTIONS, f"actor class {cls.__name__}")
         self._cls = cls
@@ -245,16 +265,8 @@ class ActorClass:
             f"use '{self.__name__}.remote()'."
         )
 
-    def options(self, **options: Any) -> _OptionsWrapper:
-        merged = {**self._options, **options}
-        check_options(merged, ACTOR_OPTIONS, f"actor class {self.__name__}")
-        return _OptionsWrapper(self, merged)
-
-    def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
-        return self._remote(args, kwargs, self._options)
-
-    def bind(self, *args: Any, **kwargs: Any) -> Any:
-        raise NotImplementedError("DAG building (bind) is not supported by manta yet")
+    def _what(self) -> str:
+        return f"actor class {self.__name__}"
 
     def _remote(self, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]) -> ActorHandle:
         rt = _auto_init()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextvars
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from manta._private.runtime.core import CoreRuntime
@@ -33,7 +33,7 @@ def install(rt: CoreRuntime | None) -> None:
     _runtime = rt
 
 
-@dataclass
+@dataclass(slots=True)
 class TaskContext:
     task_id: bytes
     name: str
@@ -43,7 +43,11 @@ class TaskContext:
     restart_count: int = 0
     cancel_requested: bool = False
     thread_ident: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+    # Where print() output goes, and how it is labelled: "(label pid=N) text".
+    label: str = ""
+    driver: str = ""
+    job_id: int = 0
+    gpu_ids: list[int] = field(default_factory=list)
 
 
 current_task: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar(

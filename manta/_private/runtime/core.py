@@ -834,6 +834,48 @@ class CoreRuntime:
                 out.append(m.Arg(data=sv.to_bytes()))
         return out, list(kwargs), pinned
 
+    def _new_task(
+        self,
+        name: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        num_returns: int,
+        *,
+        fn_id: bytes = b"",
+        resources: dict[str, float] | None = None,
+        env_vars: dict[str, str] | None = None,
+        actor_id: bytes | None = None,
+        method: str | None = None,
+        retries: int = 0,
+    ) -> tuple[_Task, list[ObjectRef]]:
+        """Serializes arguments and registers the return objects this process now owns."""
+        spec_args, kwnames, pinned = self.prepare_args(args, kwargs, name)
+        task_id = self.new_task_id()
+        # An actor call with num_returns=0 still gets one id, for cancel and errors.
+        n = num_returns if actor_id is None else max(num_returns, 1)
+        return_ids = [task_id + i.to_bytes(4, "little") for i in range(1, n + 1)]
+        with self.lock:
+            for rid in return_ids:
+                self.refs.add_owned(rid)
+        spec = m.TaskSpec(
+            task_id=task_id,
+            job_id=self.job_id,
+            name=name,
+            fn_id=fn_id,
+            args=spec_args,
+            kwarg_names=kwnames,
+            num_returns=num_returns,
+            owner=self.address,
+            resources=resources or {},
+            actor_id=actor_id,
+            method=method,
+            env_vars=env_vars or {},
+            namespace=self.namespace,
+            driver=self.driver_address,
+        )
+        task = _Task(spec, return_ids, pinned, retries_left=retries)
+        return task, [ObjectRef(rid, self.address, self) for rid in return_ids]
+
     def submit_task(
         self,
         *,
@@ -847,30 +889,11 @@ class CoreRuntime:
         retry_exceptions: bool | tuple[type, ...],
         env_vars: dict[str, str],
     ) -> list[ObjectRef]:
-        spec_args, kwnames, pinned = self.prepare_args(args, kwargs, name)
-        task_id = self.new_task_id()
-        return_ids = [task_id + i.to_bytes(4, "little") for i in range(1, num_returns + 1)]
-        with self.lock:
-            for rid in return_ids:
-                self.refs.add_owned(rid)
-        spec = m.TaskSpec(
-            task_id=task_id,
-            job_id=self.job_id,
-            name=name,
-            fn_id=fn_id,
-            args=spec_args,
-            kwarg_names=kwnames,
-            num_returns=num_returns,
-            owner=self.address,
-            resources=resources,
-            env_vars=env_vars,
-            namespace=self.namespace,
-            driver=self.driver_address,
+        task, refs = self._new_task(
+            name, args, kwargs, num_returns,
+            fn_id=fn_id, resources=resources, env_vars=env_vars, retries=max_retries,
         )
-        task = _Task(
-            spec, return_ids, pinned, retries_left=max_retries, retry_exceptions=retry_exceptions
-        )
-        refs = [ObjectRef(rid, self.address, self) for rid in return_ids]
+        task.retry_exceptions = retry_exceptions
         self._post(self._submit_io, task)
         return refs
 
@@ -942,7 +965,7 @@ class CoreRuntime:
 
     def _enqueue(self, task: _Task) -> None:
         if task.cancelled:
-            self._fail_task(task, serialize_error(exc.TaskCancelledError(task.spec.task_id.hex())).to_bytes())
+            self._fail_cancelled(task)
             return
         key = self._key_for(task)
         ks = self._keys.get(key)
@@ -968,7 +991,7 @@ class CoreRuntime:
             lease = ks.idle.pop()
             task = ks.queue.popleft()
             if task.cancelled:
-                self._fail_task(task, serialize_error(exc.TaskCancelledError(task.spec.task_id.hex())).to_bytes())
+                self._fail_cancelled(task)
                 ks.idle.append(lease)
                 continue
             self._dispatch(ks, lease, task)
@@ -1032,7 +1055,7 @@ class CoreRuntime:
             # The worker died (or its connection broke) mid-task.
             self._return_lease(lease, kill=True)
             if task.cancelled:
-                self._fail_task(task, serialize_error(exc.TaskCancelledError(task.spec.task_id.hex())).to_bytes())
+                self._fail_cancelled(task)
             elif task.retries_left != 0:
                 task.retries_left -= 1
                 task.spec.attempt += 1
@@ -1104,6 +1127,9 @@ class CoreRuntime:
                 self._run_commands(cmds)
         self._finish_task(task)
 
+    def _fail_cancelled(self, task: _Task) -> None:
+        self._fail_task(task, serialize_error(exc.TaskCancelledError(task.spec.task_id.hex())).to_bytes())
+
     def _fail_task(self, task: _Task, error: bytes) -> None:
         if task.done:
             return
@@ -1163,7 +1189,7 @@ class CoreRuntime:
             client = self._actors.get(task.spec.actor_id)
             if client is not None and task in client.queue:
                 client.queue.remove(task)
-                self._fail_task(task, serialize_error(exc.TaskCancelledError(task.spec.task_id.hex())).to_bytes())
+                self._fail_cancelled(task)
             elif client is not None and client.conn is not None:
                 client.conn.send(m.CancelTask(task_id=task.spec.task_id, force=False))
             return
@@ -1172,7 +1198,7 @@ class CoreRuntime:
             ks = self._keys.get(task.key) if task.key is not None else None
             if ks is not None and task in ks.queue:
                 ks.queue.remove(task)
-            self._fail_task(task, serialize_error(exc.TaskCancelledError(task.spec.task_id.hex())).to_bytes())
+            self._fail_cancelled(task)
             return
         if lease.conn is not None:
             lease.conn.send(m.CancelTask(task_id=task.spec.task_id, force=force))
@@ -1219,32 +1245,13 @@ class CoreRuntime:
         max_task_retries: int,
         name: str,
     ) -> list[ObjectRef]:
-        spec_args, kwnames, pinned = self.prepare_args(args, kwargs, name)
-        task_id = self.new_task_id()
-        n = max(num_returns, 1)
-        return_ids = [task_id + i.to_bytes(4, "little") for i in range(1, n + 1)]
-        with self.lock:
-            for rid in return_ids:
-                self.refs.add_owned(rid)
-        spec = m.TaskSpec(
-            task_id=task_id,
-            job_id=self.job_id,
-            name=name,
-            fn_id=b"",
-            args=spec_args,
-            kwarg_names=kwnames,
-            num_returns=num_returns,
-            owner=self.address,
-            resources={},
-            actor_id=actor_id,
-            method=method,
-            namespace=self.namespace,
-            driver=self.driver_address,
+        task, refs = self._new_task(
+            name, args, kwargs, num_returns,
+            actor_id=actor_id, method=method, retries=max_task_retries,
         )
-        task = _Task(spec, return_ids, pinned, retries_left=max_task_retries)
-        refs = [ObjectRef(rid, self.address, self) for rid in return_ids]
+        spec, task_id, return_ids = task.spec, task.spec.task_id, task.return_ids
         client = self._actor_client(actor_id)
-        direct = not any(a.object_id is not None for a in spec_args)
+        direct = not any(a.object_id is not None for a in spec.args)
         with client.lock:
             if direct and client.direct_ok and not client.posted and not client.inflight:
                 # Fast path for a caller waiting on each call: straight from
@@ -1347,7 +1354,7 @@ class CoreRuntime:
             if client.conn is not None and client.conn.closed:
                 client.conn = None
             if task.cancelled:
-                self._fail_task(task, serialize_error(exc.TaskCancelledError(task.spec.task_id.hex())).to_bytes())
+                self._fail_cancelled(task)
             elif task.retries_left != 0:
                 task.retries_left -= 1
                 task.spec.attempt += 1

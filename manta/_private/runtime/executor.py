@@ -16,7 +16,6 @@ import queue
 import signal
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from manta import exceptions as exc
@@ -31,11 +30,11 @@ class Executor:
     def __init__(self, rt: CoreRuntime) -> None:
         self.rt = rt
         self.queue: queue.SimpleQueue[tuple[Connection, m.PushTask] | None] = queue.SimpleQueue()
+        self.threaded_queue: queue.SimpleQueue[tuple[Connection, m.PushTask] | None] = queue.SimpleQueue()
         self.actor: Any = None
         self.actor_id: bytes | None = None
         self.actor_class_name = ""
         self.mode = "task"  # task | actor | threaded | async
-        self.pool: ThreadPoolExecutor | None = None
         self.aloop: asyncio.AbstractEventLoop | None = None
         self.sem: asyncio.Semaphore | None = None
         self.running: dict[bytes, TaskContext] = {}
@@ -53,8 +52,7 @@ class Executor:
         if spec.actor_creation or spec.actor_id is None or self.mode == "actor":
             self.queue.put((conn, msg))
         elif self.mode == "threaded":
-            assert self.pool is not None
-            self.pool.submit(self.execute, conn, msg)
+            self.threaded_queue.put((conn, msg))
         elif self.mode == "async":
             assert self.aloop is not None
             asyncio.run_coroutine_threadsafe(self._execute_async(conn, msg), self.aloop)
@@ -84,29 +82,30 @@ class Executor:
     # -- main thread ------------------------------------------------------
 
     def main_loop(self) -> None:
+        self._drain(self.queue)
+
+    def _drain(self, q: queue.SimpleQueue[tuple[Connection, m.PushTask] | None]) -> None:
         while True:
-            item = self.queue.get()
+            item = q.get()
             if item is None:
                 return
-            conn, msg = item
-            self.execute(conn, msg)
+            self.execute(*item)
 
     def _context(self, spec: m.TaskSpec) -> TaskContext:
-        prefix_name = self.actor_class_name if spec.actor_id is not None and self.actor_class_name else spec.name
-        ctx = TaskContext(
+        is_method = spec.actor_id is not None and not spec.actor_creation
+        return TaskContext(
             task_id=spec.task_id,
             name=spec.name,
             actor_id=spec.actor_id,
-            resources=dict(spec.resources) if spec.actor_id is None or spec.actor_creation else dict(self.actor_resources),
+            resources=dict(self.actor_resources) if is_method else dict(spec.resources),
             attempt=spec.attempt,
             restart_count=self.restart_count,
             thread_ident=threading.get_ident(),
+            label=self.actor_class_name if is_method and self.actor_class_name else spec.name,
+            driver=spec.driver,
+            job_id=spec.job_id,
+            gpu_ids=list(self.actor_gpu_ids) if is_method else list(spec.gpu_ids),
         )
-        ctx.extra["prefix"] = f"{prefix_name} pid={os.getpid()}"
-        ctx.extra["driver"] = spec.driver
-        ctx.extra["job_id"] = spec.job_id
-        ctx.extra["gpu_ids"] = list(spec.gpu_ids) if spec.actor_id is None or spec.actor_creation else list(self.actor_gpu_ids)
-        return ctx
 
     def _adopt_job(self, spec: m.TaskSpec) -> None:
         rt = self.rt
@@ -171,7 +170,7 @@ class Executor:
                 self.actor_class_name = cls.__name__
                 ctx = current_task.get()
                 if ctx is not None:
-                    ctx.extra["prefix"] = f"{cls.__name__} pid={os.getpid()}"
+                    ctx.label = cls.__name__
                 self.actor_id = spec.actor_id
                 self.actor_gpu_ids = list(spec.gpu_ids)
                 self.actor_resources = dict(spec.resources)
@@ -211,7 +210,11 @@ class Executor:
             ready.wait()
         elif spec.max_concurrency > 1:
             self.mode = "threaded"
-            self.pool = ThreadPoolExecutor(spec.max_concurrency, thread_name_prefix="manta-actor")
+            # Plain threads on one queue: no Future per call, unlike an executor.
+            for i in range(spec.max_concurrency):
+                threading.Thread(
+                    target=self._drain, args=(self.threaded_queue,), name=f"manta-actor-{i}", daemon=True
+                ).start()
         else:
             self.mode = "actor"
 
@@ -358,6 +361,7 @@ class TaskStream(io.TextIOBase):
 
     def __init__(self, rt: CoreRuntime, is_err: bool, fallback: Any) -> None:
         self.rt = rt
+        self.pid = os.getpid()
         self.is_err = is_err
         self.fallback = fallback
         self._buf: list[str] = []
@@ -383,9 +387,9 @@ class TaskStream(io.TextIOBase):
         if not text:
             return
         ctx = current_task.get()
-        driver = self.rt.driver_address if ctx is None else ctx.extra.get("driver", "")
-        prefix = f"worker pid={os.getpid()}" if ctx is None else ctx.extra.get("prefix", "")
-        job = self.rt.job_id if ctx is None else ctx.extra.get("job_id", 0)
+        driver = self.rt.driver_address if ctx is None else ctx.driver
+        prefix = f"{'worker' if ctx is None else ctx.label} pid={self.pid}"
+        job = self.rt.job_id if ctx is None else ctx.job_id
         if not driver:
             self.fallback.write(text)
             return
