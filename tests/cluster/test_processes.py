@@ -263,3 +263,33 @@ def test_store_bytes_outlive_refs_while_a_view_is_alive(cluster):
     for _ in range(10):
         manta.get(manta.put(np.full(4_000_000, 9, dtype=np.uint8)))
     assert int(view.min()) == 7 and int(view.max()) == 7
+
+
+def test_output_printed_just_before_exit_is_not_lost():
+    script = textwrap.dedent(
+        """
+        import manta
+
+        @manta.remote
+        def shout(i):
+            print(f"line {i} from a task")
+            return i
+
+        @manta.remote
+        class Speaker:
+            def say(self, i):
+                print(f"line {i} from an actor")
+                return i
+
+        s = Speaker.remote()
+        for i in range(5):
+            manta.get([shout.remote(i), s.say.remote(i)])
+        manta.shutdown()
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    for i in range(5):
+        assert f"line {i} from a task" in out.stdout
+        assert f"line {i} from an actor" in out.stdout
+    assert "(shout pid=" in out.stdout and "(Speaker pid=" in out.stdout

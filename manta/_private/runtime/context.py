@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextvars
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from manta._private.runtime.core import CoreRuntime
@@ -48,6 +48,10 @@ class TaskContext:
     driver: str = ""
     job_id: int = 0
     gpu_ids: list[int] = field(default_factory=list)
+    # The driver's own connection, when the driver sent this task: output
+    # sent on it arrives before the task's result, so none is lost when the
+    # driver exits right after get().
+    log_conn: Any = None
 
 
 current_task: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar(

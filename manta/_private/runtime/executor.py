@@ -91,8 +91,9 @@ class Executor:
                 return
             self.execute(*item)
 
-    def _context(self, spec: m.TaskSpec) -> TaskContext:
+    def _context(self, spec: m.TaskSpec, conn: Connection | None = None) -> TaskContext:
         is_method = spec.actor_id is not None and not spec.actor_creation
+        from_driver = not spec.actor_creation and spec.driver and spec.owner == spec.driver
         return TaskContext(
             task_id=spec.task_id,
             name=spec.name,
@@ -105,6 +106,7 @@ class Executor:
             driver=spec.driver,
             job_id=spec.job_id,
             gpu_ids=list(self.actor_gpu_ids) if is_method else list(spec.gpu_ids),
+            log_conn=conn if from_driver else None,
         )
 
     def _adopt_job(self, spec: m.TaskSpec) -> None:
@@ -125,7 +127,7 @@ class Executor:
     def execute(self, conn: Connection, msg: m.PushTask) -> None:
         spec = msg.spec
         self._adopt_job(spec)
-        ctx = self._context(spec)
+        ctx = self._context(spec, conn)
         token = current_task.set(ctx)
         self.running[spec.task_id] = ctx
         on_main = threading.current_thread() is threading.main_thread()
@@ -220,7 +222,7 @@ class Executor:
 
     async def _execute_async(self, conn: Connection, msg: m.PushTask) -> None:
         spec = msg.spec
-        ctx = self._context(spec)
+        ctx = self._context(spec, conn)
         token = current_task.set(ctx)
         self.running[spec.task_id] = ctx
         assert self.sem is not None
@@ -394,7 +396,10 @@ class TaskStream(io.TextIOBase):
             self.fallback.write(text)
             return
         msg = m.LogLines(job_id=job, prefix=prefix, is_err=self.is_err, text=text)
-        self.rt._post(self.rt.send_log, driver, msg)
+        if ctx is not None and ctx.log_conn is not None:
+            ctx.log_conn.send_threadsafe(msg)
+        else:
+            self.rt._post(self.rt.send_log, driver, msg)
 
     def isatty(self) -> bool:
         return False
