@@ -97,26 +97,27 @@ def init(
                     raise TypeError(f"runtime_env env_vars must map str to str, got {k!r}: {v!r}")
                 env_vars[k] = v
         address = address or os.environ.get("MANTA_ADDRESS") or None
+        cluster: services.LocalCluster | None = None
         if address not in (None, "local"):
-            raise ValueError(
-                f"connecting to an existing cluster ({address!r}) is not supported yet; "
-                f"call init() without an address to start a local cluster"
+            session = _connect_existing(address, num_cpus, num_gpus, resources, object_store_memory)
+        else:
+            pending = services.spawn_local_cluster(
+                num_cpus=num_cpus,
+                num_gpus=num_gpus,
+                resources=resources,
+                object_store_memory=object_store_memory,
             )
-        pending = services.spawn_local_cluster(
-            num_cpus=num_cpus,
-            num_gpus=num_gpus,
-            resources=resources,
-            object_store_memory=object_store_memory,
-        )
-        from manta._private.runtime.core import CoreRuntime, SessionInfo
+            from manta._private.runtime.core import SessionInfo
 
-        cluster = pending.wait_ready()
-        session = SessionInfo(
-            session_dir=cluster.session_dir,
-            head_address=cluster.head_address,
-            agent_address=cluster.agent_address,
-            token=cluster.token,
-        )
+            cluster = pending.wait_ready()
+            session = SessionInfo(
+                session_dir=cluster.session_dir,
+                head_address=cluster.head_address,
+                agent_address=cluster.agent_address,
+                token=cluster.token,
+            )
+        from manta._private.runtime.core import CoreRuntime
+
         rt = CoreRuntime(session, is_driver=True, worker_id=os.urandom(16), namespace=namespace or "")
         rt.env_vars = env_vars
         if log_to_driver:
@@ -125,12 +126,45 @@ def init(
             rt.start()
         except BaseException:
             rt.shutdown()
-            cluster.stop()
+            if cluster is not None:
+                cluster.stop()
             raise
         context.install(rt)
         _session = _Session(rt, cluster)
         atexit.register(shutdown)
         return _info()
+
+
+def _connect_existing(
+    address: str,
+    num_cpus: float | None,
+    num_gpus: float | None,
+    resources: dict[str, float] | None,
+    object_store_memory: int | None,
+) -> Any:
+    """The session of this machine's node of the cluster at `address` ('auto' for the newest)."""
+    from manta._private import cluster
+    from manta._private.runtime.core import SessionInfo
+
+    given = {k: v for k, v in dict(num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
+                                   object_store_memory=object_store_memory).items() if v is not None}
+    if given:
+        raise ValueError(
+            f"When connecting to an existing cluster, {', '.join(sorted(given))} must not be "
+            f"given: the cluster's nodes already have their resources."
+        )
+    try:
+        rec = cluster.find_local_node(address)
+        token = cluster.token_from_env_or_file(rec.token_file)
+    except cluster.ClusterError as e:
+        raise ConnectionError(str(e)) from None
+    assert token is not None
+    return SessionInfo(
+        session_dir=rec.session_dir,
+        head_address=rec.head_local or rec.head_address,
+        agent_address=rec.agent_address,
+        token=token,
+    )
 
 
 def _info() -> InitInfo:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import hashlib
 import json
 import logging
 import os
@@ -49,9 +50,23 @@ def write_token(session_dir: str, token: bytes) -> str:
     return path
 
 
+def parse_token(text: str) -> bytes:
+    """A token as written in a token file or MANTA_TOKEN: 64 hex digits, or any phrase."""
+    text = text.strip()
+    if not text:
+        raise ValueError("the cluster token is empty")
+    try:
+        raw = bytes.fromhex(text)
+        if len(raw) == 32:
+            return raw
+    except ValueError:
+        pass
+    return hashlib.sha256(text.encode()).digest()
+
+
 def read_token(path: str) -> bytes:
     with open(path) as f:
-        return bytes.fromhex(f.read().strip())
+        return parse_token(f.read())
 
 
 def detect_gpus() -> int:
@@ -113,7 +128,14 @@ def _die_with_parent() -> None:
         pass
 
 
-def _spawn(args: list[str], session_dir: str, log_name: str) -> tuple[subprocess.Popen[bytes], int]:
+def _spawn(
+    args: list[str], session_dir: str, log_name: str, detached: bool = False
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Starts a service process; it reports readiness on the returned pipe.
+
+    Embedded services die with their driver (parent-death signal); detached
+    ones (`manta start`) outlive the command that started them.
+    """
     r, w = os.pipe()
     log = open(os.path.join(session_dir, "logs", log_name), "ab")
     try:
@@ -124,7 +146,7 @@ def _spawn(args: list[str], session_dir: str, log_name: str) -> tuple[subprocess
             stdout=log,
             stderr=log,
             start_new_session=True,  # a Ctrl-C at the terminal is the driver's alone
-            preexec_fn=_die_with_parent,
+            preexec_fn=None if detached else _die_with_parent,
         )
     finally:
         os.close(w)
@@ -193,13 +215,16 @@ class PendingCluster:
         )
 
 
-def spawn_local_cluster(
-    *,
+def node_resources(
     num_cpus: float | None,
     num_gpus: float | None,
     resources: dict[str, float] | None,
     object_store_memory: int | None,
-) -> PendingCluster:
+    *,
+    head: bool,
+    ip: str = "127.0.0.1",
+) -> tuple[dict[str, float], int]:
+    """A node's resources as Ray reports them, and its store size."""
     if num_cpus is None:
         num_cpus = float(os.cpu_count() or 1)
     if num_gpus is None:
@@ -210,12 +235,26 @@ def spawn_local_cluster(
     store = int(object_store_memory or default_store_size())
     res["memory"] = float(int(total_memory() * 0.7))
     res["object_store_memory"] = float(store)
-    res["node:127.0.0.1"] = 1.0
-    res["node:__internal_head__"] = 1.0
+    res[f"node:{ip}"] = 1.0
+    if head:
+        res["node:__internal_head__"] = 1.0
     for k, v in (resources or {}).items():
         if k in ("CPU", "GPU"):
             raise ValueError(f"use num_cpus/num_gpus instead of resources={{'{k}': ...}}")
+        if not isinstance(v, (int, float)) or v < 0:
+            raise ValueError(f"resource {k!r} must be a non-negative number, got {v!r}")
         res[k] = float(v)
+    return res, store
+
+
+def spawn_local_cluster(
+    *,
+    num_cpus: float | None,
+    num_gpus: float | None,
+    resources: dict[str, float] | None,
+    object_store_memory: int | None,
+) -> PendingCluster:
+    res, store = node_resources(num_cpus, num_gpus, resources, object_store_memory, head=True)
     session_dir = new_session_dir()
     token = os.urandom(32)
     token_file = write_token(session_dir, token)
@@ -230,7 +269,7 @@ def spawn_local_cluster(
         ["agent", "--session-dir", session_dir, "--token-file", token_file,
          "--head", head_address, "--listen", agent_address,
          "--resources", json.dumps(res), "--object-store-memory", str(store),
-         "--prestart", str(min(int(num_cpus), 2))],
+         "--prestart", str(min(int(res["CPU"]), 2))],
         session_dir, "agent.log",
     )
     return PendingCluster(

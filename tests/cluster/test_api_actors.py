@@ -599,3 +599,17 @@ def test_killed_named_actor_frees_its_name(ray_start, counter_cls, wait_for):
     fresh = wait_for(recreated, timeout=30, message="name to be released")
     assert ray.get(fresh.get.remote()) == 9
     ray.kill(fresh)
+
+
+def test_call_on_a_temporary_handle_completes(ray_start):
+    ray = ray_start
+
+    @ray.remote
+    class Answer:
+        def get(self):
+            return 42
+
+    # The handle is gone as soon as the call is submitted; the call still runs.
+    assert ray.get(Answer.remote().get.remote()) == 42
+    refs = [Answer.remote().get.remote() for _ in range(3)]
+    assert ray.get(refs) == [42, 42, 42]

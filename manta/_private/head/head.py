@@ -190,9 +190,19 @@ class Head:
         self._schedule_actor(entry)
 
     def _pick_node(self, entry: ActorEntry) -> Node | None:
-        for node in self.nodes.values():
-            if node.info.alive and not node.conn.closed:
-                return node
+        """A node that can hold the actor: one with the resources free now if any,
+        else one that has them at all (the lease waits there), in join order."""
+        need = entry.spec.creation.resources
+        alive = [n for n in self.nodes.values() if n.info.alive and not n.conn.closed]
+        fitting = [n for n in alive if _fits(need, n.info.resources)]
+        free = [n for n in fitting if _fits(need, n.info.available)]
+        if free or fitting:
+            return (free or fitting)[0]
+        if alive:
+            log.warning(
+                "actor %s needs %s, which no node has; it stays pending until one joins",
+                entry.spec.class_name, need,
+            )
         return None
 
     def _schedule_actor(self, entry: ActorEntry) -> None:
@@ -327,6 +337,10 @@ class Head:
                     os.unlink(path)
                 except OSError:
                     pass
+
+
+def _fits(need: dict[str, float], have: dict[str, float]) -> bool:
+    return all(have.get(k, 0.0) + 1e-9 >= v for k, v in need.items())
 
 
 def _creation_error_text(error: bytes, class_name: str) -> str:

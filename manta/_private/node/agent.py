@@ -22,7 +22,7 @@ from manta._private.objectstore.store import StoredObject, StoreError, StoreTabl
 from manta._private.protocol import messages as m
 from manta._private.scheduling import leases as lt
 from manta._private.scheduling.resources import to_float, to_units
-from manta._private.transport.connection import Connection, connect, serve
+from manta._private.transport.connection import AuthRejected, Connection, connect, serve
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,9 @@ class NodeAgent:
                     on_close=self._head_lost,
                 )
                 break
+            except AuthRejected:
+                log.error("authentication failed: wrong cluster token for the head at %s", self.head_address)
+                raise
             except (OSError, ConnectionError):
                 await asyncio.sleep(0.05)
         else:

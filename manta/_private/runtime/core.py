@@ -143,6 +143,7 @@ class _ActorClient:
     lock: threading.Lock = field(default_factory=threading.Lock)
     direct_ok: bool = False
     posted: int = 0
+    release_when_idle: bool = False
 
 
 class _Waiter:
@@ -1376,8 +1377,10 @@ class CoreRuntime:
                     ).to_bytes(),
                 )
             self._actor_flush(client)
+            self._maybe_release_idle(client)
             return
         self._complete_task(task, reply)
+        self._maybe_release_idle(client)
 
     def actor_handle_added(self, actor_id: bytes) -> None:
         with self.lock:
@@ -1397,8 +1400,20 @@ class CoreRuntime:
             self._post(self._release_actor, actor_id)
 
     def _release_actor(self, actor_id: bytes) -> None:
+        # Calls already submitted keep the actor alive (as in Ray), so
+        # `A.remote().f.remote()` works though the handle is gone at once.
+        client = self._actors.get(actor_id)
+        if client is not None and (client.queue or client.inflight or client.posted):
+            client.release_when_idle = True
+            return
         if self.head is not None:
             self.head.send(m.ReleaseActor(actor_id=actor_id))
+
+    def _maybe_release_idle(self, client: _ActorClient) -> None:
+        if client.release_when_idle and not (client.queue or client.inflight or client.posted):
+            client.release_when_idle = False
+            if client.actor_id not in self.actor_handle_counts:
+                self._release_actor(client.actor_id)
 
     def kill_actor(self, actor_id: bytes, no_restart: bool) -> None:
         self.run(self._await_request(self.head, m.KillActor(rid=0, actor_id=actor_id, no_restart=no_restart)))

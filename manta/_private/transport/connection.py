@@ -53,6 +53,10 @@ class ConnectionLost(ConnectionError):
     """The peer went away before answering."""
 
 
+class AuthRejected(ConnectionLost):
+    """The peer hung up on our proof: it does not share our cluster token."""
+
+
 class RemoteError(Exception):
     """The peer answered a request with an error."""
 
@@ -86,6 +90,7 @@ class Connection(asyncio.Protocol):
         self._client_hs = None if server_side else ClientHandshake(token)
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.closed = False
+        self._proof_sent = False
         self._rids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Any] | Callable[[Any], None]] = {}
         self._out: list[bytes] = []
@@ -141,6 +146,7 @@ class Connection(asyncio.Protocol):
                 assert self._client_hs is not None
                 if self._client_hs._server_nonce is None:
                     self._write_now(self._client_hs.receive_challenge(frame))
+                    self._proof_sent = True
                     return
                 self._client_hs.receive_welcome(frame)
         except AuthFailed as e:
@@ -300,7 +306,14 @@ class Connection(asyncio.Protocol):
         if self.closed:
             return
         self.closed = True
-        err = ConnectionLost(f"connection to {self.name or 'peer'} lost: {exc or 'closed'}")
+        err: ConnectionLost
+        if self._proof_sent and not self.ready.done():
+            err = AuthRejected(
+                f"{self.name or 'the peer'} refused the connection during authentication: "
+                f"wrong cluster token"
+            )
+        else:
+            err = ConnectionLost(f"connection to {self.name or 'peer'} lost: {exc or 'closed'}")
         if not self.ready.done():
             self.ready.set_exception(err)
             self.ready.exception()  # mark retrieved

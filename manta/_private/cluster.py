@@ -1,0 +1,257 @@
+"""Long-lived clusters: `manta start`, `manta stop`, `manta status`, `init(address=...)`.
+
+Every node started on a machine leaves a record, `cluster.json`, in its
+session directory (mode 0700): its role, the head's address, the local
+agent's socket, the token file and the PIDs it started. Drivers on the
+machine find their node through these records, and `manta stop` stops
+exactly the processes a record lists (after checking each PID still belongs
+to that session), never anything found by name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+
+from manta._private import services
+
+RECORD = "cluster.json"
+
+
+class ClusterError(RuntimeError):
+    """A cluster command could not do what was asked; the message says why."""
+
+
+@dataclass
+class NodeRecord:
+    session_dir: str
+    role: str  # head | node
+    head_address: str  # tcp:HOST:PORT, what other machines use
+    agent_address: str  # unix socket of this machine's agent
+    token_file: str
+    pids: list[int] = field(default_factory=list)
+    head_local: str = ""  # the head's unix socket, on the head's machine
+    created: float = 0.0
+
+    @property
+    def public_address(self) -> str:
+        return self.head_address.partition(":")[2]
+
+    def alive(self) -> bool:
+        return any(_owned_by(pid, self.session_dir) for pid in self.pids)
+
+
+def _owned_by(pid: int, session_dir: str) -> bool:
+    """Whether `pid` is still the process this session started (not a reused PID)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return session_dir.encode() in f.read()
+    except OSError:
+        return False
+
+
+def write_record(rec: NodeRecord) -> None:
+    path = os.path.join(rec.session_dir, RECORD)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(asdict(rec), f)
+    os.replace(tmp, path)
+
+
+def load_records() -> list[NodeRecord]:
+    root = services.session_root()
+    out = []
+    for name in os.listdir(root):
+        path = os.path.join(root, name, RECORD)
+        try:
+            with open(path) as f:
+                out.append(NodeRecord(**json.load(f)))
+        except (OSError, ValueError, TypeError):
+            continue
+    out.sort(key=lambda r: r.created)
+    return out
+
+
+def normalize_address(address: str) -> str:
+    """'HOST:PORT' (or 'tcp:HOST:PORT') -> 'tcp:IP:PORT'."""
+    if address.startswith("tcp:"):
+        address = address[4:]
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ClusterError(f"bad address {address!r}: expected HOST:PORT")
+    try:
+        ip = socket.gethostbyname(host.strip("[]"))
+    except OSError as e:
+        raise ClusterError(f"cannot resolve {host!r}: {e}") from None
+    return f"tcp:{ip}:{port}"
+
+
+def token_from_env_or_file(token_file: str | None) -> bytes | None:
+    env = os.environ.get("MANTA_TOKEN")
+    if env:
+        return services.parse_token(env)
+    if token_file:
+        try:
+            return services.read_token(token_file)
+        except OSError as e:
+            raise ClusterError(f"cannot read the token file {token_file}: {e}") from None
+    return None
+
+
+def _wait_ready(fds: dict[int, str], procs: list, session_dir: str) -> dict[str, str]:
+    try:
+        return services._await_ready(fds, procs, session_dir, 60)
+    except RuntimeError as e:
+        text = str(e)
+        if "wrong cluster token" in text or "authentication" in text:
+            raise ClusterError(
+                "the head refused this node: wrong cluster token (give the head's token "
+                "with --token-file or MANTA_TOKEN)"
+            ) from None
+        raise ClusterError(text) from None
+
+
+def start_head(
+    *,
+    host: str,
+    port: int,
+    num_cpus: float | None,
+    num_gpus: float | None,
+    resources: dict[str, float] | None,
+    object_store_memory: int | None,
+    token: bytes | None,
+) -> NodeRecord:
+    session_dir = services.new_session_dir()
+    token_file = services.write_token(session_dir, token or os.urandom(32))
+    res, store = services.node_resources(
+        num_cpus, num_gpus, resources, object_store_memory, head=True, ip=_ip_of(host)
+    )
+    head_local = f"unix:{session_dir}/head.sock"
+    head, head_fd = services._spawn(
+        ["head", "--session-dir", session_dir, "--token-file", token_file,
+         "--listen", head_local, "--listen", f"tcp:{host}:{port}"],
+        session_dir, "head.log", detached=True,
+    )
+    agent, agent_fd = services._spawn(
+        _agent_args(session_dir, token_file, head_local, res, store),
+        session_dir, "agent.log", detached=True,
+    )
+    ready = _wait_ready({head_fd: "head", agent_fd: "agent"}, [head, agent], session_dir)
+    tcp = next(a for a in ready["head"].split()[1:] if a.startswith("tcp:"))
+    rec = NodeRecord(
+        session_dir, "head", tcp, f"unix:{session_dir}/agent.sock", token_file,
+        [head.pid, agent.pid], head_local, time.time(),
+    )
+    write_record(rec)
+    return rec
+
+
+def join(
+    address: str,
+    *,
+    num_cpus: float | None,
+    num_gpus: float | None,
+    resources: dict[str, float] | None,
+    object_store_memory: int | None,
+    token: bytes,
+    host: str = "127.0.0.1",
+) -> NodeRecord:
+    head_address = normalize_address(address)
+    session_dir = services.new_session_dir()
+    token_file = services.write_token(session_dir, token)
+    res, store = services.node_resources(
+        num_cpus, num_gpus, resources, object_store_memory, head=False, ip=_ip_of(host)
+    )
+    agent, agent_fd = services._spawn(
+        _agent_args(session_dir, token_file, head_address, res, store),
+        session_dir, "agent.log", detached=True,
+    )
+    try:
+        _wait_ready({agent_fd: "agent"}, [agent], session_dir)
+    except ClusterError:
+        shutil.rmtree(session_dir, ignore_errors=True)
+        raise
+    rec = NodeRecord(
+        session_dir, "node", head_address, f"unix:{session_dir}/agent.sock", token_file,
+        [agent.pid], "", time.time(),
+    )
+    write_record(rec)
+    return rec
+
+
+def _agent_args(
+    session_dir: str, token_file: str, head: str, res: dict[str, float], store: int
+) -> list[str]:
+    return [
+        "agent", "--session-dir", session_dir, "--token-file", token_file,
+        "--head", head, "--listen", f"unix:{session_dir}/agent.sock",
+        "--resources", json.dumps(res), "--object-store-memory", str(store),
+        "--prestart", str(min(int(res["CPU"]), 2)),
+    ]
+
+
+def _ip_of(host: str) -> str:
+    try:
+        return socket.gethostbyname(host)
+    except OSError:
+        return host
+
+
+def find_local_node(address: str | None) -> NodeRecord:
+    """The record of the node on this machine that a driver should use."""
+    records = [r for r in load_records() if r.alive()]
+    if address in (None, "auto"):
+        if not records:
+            raise ClusterError(
+                "no manta cluster is running on this machine: start one with "
+                "`manta start --head`, or call init() without an address"
+            )
+        return records[-1]
+    wanted = normalize_address(address)
+    matching = [r for r in records if r.head_address == wanted]
+    if not matching:
+        raise ClusterError(
+            f"no manta node on this machine belongs to the cluster at {address}: join it "
+            f"first with `manta start --address {address}`"
+        )
+    # Prefer the head's own node: it is the one `manta start --head` made.
+    matching.sort(key=lambda r: (r.role != "head", r.created))
+    return matching[0]
+
+
+def stop(address: str | None) -> list[NodeRecord]:
+    """Stops this machine's nodes (of one cluster, given its address); returns them."""
+    wanted = normalize_address(address) if address else None
+    stopped = []
+    for rec in load_records():
+        if wanted is not None and rec.head_address != wanted:
+            continue
+        _stop_record(rec)
+        stopped.append(rec)
+    return stopped
+
+
+def _stop_record(rec: NodeRecord, timeout: float = 10.0) -> None:
+    # Agents first: each takes its own workers and fork server down with it.
+    order = sorted(rec.pids, key=lambda p: 0 if p != rec.pids[0] or rec.role == "node" else 1)
+    for pid in order:
+        if _owned_by(pid, rec.session_dir):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + timeout
+    for pid in order:
+        while _owned_by(pid, rec.session_dir) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _owned_by(pid, rec.session_dir):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    shutil.rmtree(rec.session_dir, ignore_errors=True)

@@ -1,0 +1,133 @@
+"""`manta start/stop/status` and drivers joining a running cluster, on real processes."""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+
+import pytest
+from tests_support import BACKEND
+
+pytestmark = [
+    pytest.mark.skipif(BACKEND != "manta", reason="manta's own CLI"),
+    pytest.mark.timeout(120),
+]
+
+
+@pytest.fixture
+def env():
+    # A private session root keeps these clusters apart from everything else,
+    # and short, so socket paths stay under the 108-byte limit.
+    root = tempfile.mkdtemp(prefix="mt")
+    e = {**os.environ, "MANTA_TMPDIR": root}
+    e.pop("MANTA_TOKEN", None)
+    e.pop("MANTA_ADDRESS", None)
+    yield e
+    subprocess.run([sys.executable, "-m", "manta.cli", "stop"], env=e, capture_output=True, timeout=60)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def manta(env, *args, check=True):
+    out = subprocess.run([sys.executable, "-m", "manta.cli", *args], env=env, capture_output=True,
+                         text=True, timeout=90)
+    if check:
+        assert out.returncode == 0, out.stdout + out.stderr
+    return out
+
+
+def _head(env, *extra):
+    out = manta(env, "start", "--head", "--port", "0", *extra)
+    address = out.stdout.split("started at ")[1].split()[0]
+    token_file = out.stdout.split("token file: ")[1].split()[0]
+    return address, token_file
+
+
+def _pids(root):
+    out = subprocess.run(["pgrep", "-f", root], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
+
+
+def test_head_join_status_driver_and_stop(env):
+    address, token_file = _head(env, "--num-cpus", "2")
+    assert address.startswith("127.0.0.1:")
+    assert oct(os.stat(token_file).st_mode & 0o777) == "0o600"
+    manta(env, "start", "--address", address, "--token-file", token_file, "--num-cpus", "1",
+          "--resources", '{"beta": 2}')
+    status = manta(env, "status").stdout
+    assert status.count("alive") == 2 and "beta=2" in status
+    assert "CPU: 0 / 3" in status
+
+    driver = textwrap.dedent(
+        f"""
+        import manta
+        manta.init(address="{address}")
+        assert manta.cluster_resources()["CPU"] == 3
+        assert len([n for n in manta.nodes() if n["Alive"]]) == 2
+
+        @manta.remote(resources={{"beta": 1}})
+        class OnBeta:
+            def node(self):
+                return manta.get_runtime_context().get_node_id()
+
+        @manta.remote
+        def double(x):
+            return 2 * x
+
+        beta_nodes = [n["NodeID"] for n in manta.nodes() if "beta" in n["Resources"]]
+        assert manta.get(OnBeta.remote().node.remote()) == beta_nodes[0]
+        assert manta.get([double.remote(i) for i in range(10)]) == [2 * i for i in range(10)]
+        manta.shutdown()
+        print("DRIVER OK")
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", driver], env=env, capture_output=True, text=True, timeout=90)
+    assert "DRIVER OK" in out.stdout, out.stdout + out.stderr
+    # The driver left; the cluster did not.
+    assert manta(env, "status").stdout.count("alive") == 2
+
+    root = env["MANTA_TMPDIR"]
+    assert _pids(root)
+    out = manta(env, "stop", "--address", address)
+    assert out.stdout.count("stopped") == 2
+    assert _pids(root) == []
+    assert os.listdir(root) == []
+
+
+def test_wrong_token_is_refused_and_cluster_keeps_working(env, tmp_path):
+    address, token_file = _head(env, "--num-cpus", "1")
+    bad = tmp_path / "bad-token"
+    bad.write_text("not the token")
+    out = manta(env, "start", "--address", address, "--token-file", str(bad), check=False)
+    assert out.returncode == 1
+    assert "wrong cluster token" in out.stderr
+    no_token = manta(env, "start", "--address", address, check=False)
+    assert no_token.returncode == 2 and "token" in no_token.stderr
+    status = manta(env, "status").stdout
+    assert status.count("alive") == 1
+    ok = subprocess.run(
+        [sys.executable, "-c", "import manta; manta.init(address='auto');"
+         "print(manta.get(manta.remote(lambda: 7).remote()))"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert ok.stdout.strip() == "7", ok.stderr
+
+
+def test_stop_leaves_other_clusters_alone(env):
+    first, _ = _head(env, "--num-cpus", "1")
+    second, _ = _head(env, "--num-cpus", "1")
+    manta(env, "stop", "--address", first)
+    status = manta(env, "status", "--address", second).stdout
+    assert "alive" in status
+    gone = manta(env, "status", "--address", first, check=False)
+    assert gone.returncode == 1
+
+
+def test_driver_without_a_cluster_gets_a_clear_error(env):
+    out = subprocess.run(
+        [sys.executable, "-c", "import manta; manta.init(address='auto')"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode != 0
+    assert "no manta cluster is running on this machine" in out.stderr
