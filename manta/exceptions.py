@@ -210,7 +210,8 @@ class ObjectLostError(RayError):
         super().__init__(self._msg())
 
     def _msg(self) -> str:
-        return f"Failed to retrieve object {self.object_ref_hex}: the object was lost."
+        why = f" ({self.call_site})" if self.call_site else ""
+        return f"Failed to retrieve object {self.object_ref_hex}: the object was lost{why}."
 
     def __reduce__(self) -> Any:
         return (type(self), (self.object_ref_hex, self.owner_address, self.call_site))

@@ -53,6 +53,7 @@ class Head:
         self.actor_by_worker: dict[bytes, bytes] = {}
         self.peers: dict[str, Connection] = {}
         self.stopping = asyncio.Event()
+        self._view_scheduled = False
 
     async def start(self) -> None:
         for address in self.listen:
@@ -122,6 +123,7 @@ class Head:
             self.nodes[msg.node.node_id] = Node(msg.node, conn)
             conn.peer = ("node", msg.node.node_id)
             conn.reply(msg, m.Ack(rid=0))
+            self._broadcast_view()
             for entry in self.actors.values():
                 if entry.state in (PENDING, RESTARTING) and not entry.worker_id:
                     self._schedule_actor(entry)
@@ -129,6 +131,7 @@ class Head:
             node = self.nodes.get(msg.node_id)
             if node is not None:
                 node.info.available = msg.available
+                self._broadcast_view()
         elif t is m.WorkerExited:
             self._worker_exited(msg.worker_id, msg.reason, msg.exit_code)
         elif t is m.GetClusterInfo:
@@ -138,6 +141,21 @@ class Head:
             self.stopping.set()
         else:
             log.warning("unexpected %s", t.__name__)
+
+    def _broadcast_view(self) -> None:
+        """Sends every agent the cluster's resources (coalesced), for spillback."""
+        if self._view_scheduled:
+            return
+        self._view_scheduled = True
+
+        def send() -> None:
+            self._view_scheduled = False
+            view = m.ClusterView(nodes=[n.info for n in self.nodes.values() if n.info.alive])
+            for n in self.nodes.values():
+                if n.info.alive and not n.conn.closed:
+                    n.conn.send(view)
+
+        asyncio.get_running_loop().call_later(0.02, send)
 
     def _state(self, entry: ActorEntry) -> m.ActorState:
         spec = entry.spec
@@ -320,6 +338,7 @@ class Head:
             node = self.nodes.get(ident)
             if node is not None:
                 node.info.alive = False
+                self._broadcast_view()
 
     async def stop(self) -> None:
         waits = []

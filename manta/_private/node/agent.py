@@ -21,10 +21,23 @@ from manta._private.objectstore.region import Region
 from manta._private.objectstore.store import StoredObject, StoreError, StoreTable
 from manta._private.protocol import messages as m
 from manta._private.scheduling import leases as lt
+from manta._private.scheduling.policy import NodeView, place
 from manta._private.scheduling.resources import to_float, to_units
 from manta._private.transport.connection import AuthRejected, Connection, connect, serve
 
 log = logging.getLogger(__name__)
+
+# Transfers move 4 MiB frames, four in flight: enough to keep a link busy.
+CHUNK = 4 << 20
+PULL_WINDOW = 4
+
+
+class ObjectLostError(Exception):
+    kind = "ObjectLostError"
+
+
+def _lost(oid: bytes, why: object) -> ObjectLostError:
+    return ObjectLostError(f"{oid.hex()}: {why}")
 
 
 @dataclass(eq=False)
@@ -76,6 +89,11 @@ class NodeAgent:
         self.pool_keys: dict[bytes, lt.PoolKey] = {}
         self.lease_owner_conn: dict[int, Connection] = {}
         self.stopping = asyncio.Event()
+        self.view: dict[bytes, NodeView] = {}
+        self.pulls: dict[bytes, asyncio.Task[None]] = {}
+        self.copies: set[bytes] = set()  # objects copied here from other nodes
+        self.store.on_release = self.copies.discard
+        self.peers: dict[str, Connection] = {}
         self._req_ids = 0
         self._report_scheduled = False
 
@@ -226,6 +244,8 @@ class NodeAgent:
     def handle(self, conn: Connection, msg: Any) -> None:
         t = type(msg)
         if t is m.RequestLease:
+            if self._spill(conn, msg):
+                return
             self._req_ids += 1
             rid = self._req_ids
             self.pending_leases[rid] = PendingLease(conn, msg)
@@ -252,6 +272,15 @@ class NodeAgent:
                 w(self.store.objects.get(msg.object_id))
         elif t is m.StorePin:
             self._pin(conn, msg)
+        elif t is m.StorePull:
+            asyncio.get_running_loop().create_task(self._pull(conn, msg))
+        elif t is m.StoreReadChunk:
+            self._read_chunk(conn, msg)
+        elif t is m.ClusterView:
+            self.view = {
+                n.node_id: NodeView(n.node_id, n.address, to_units(n.resources), to_units(n.available))
+                for n in msg.nodes
+            }
         elif t is m.StoreUnpin:
             for oid in msg.object_ids:
                 self.store.unpin(oid, id(conn))
@@ -281,6 +310,91 @@ class NodeAgent:
             self.stopping.set()
         else:
             log.warning("unexpected %s", t.__name__)
+
+    def _spill(self, conn: Connection, msg: m.RequestLease) -> bool:
+        """Redirects the request to another node if policy says so; True if it did."""
+        if msg.for_actor or msg.spilled or not self.view:
+            return False
+        try:
+            need = to_units(msg.resources)
+        except ValueError:
+            return False
+        local = NodeView(self.node_id, self.address, self.leases.total, self.leases.available)
+        decision = place(need, local, self.view)
+        if decision.node is None:
+            if decision.infeasible:
+                log.warning("no node can ever run a task needing %s; it waits here", msg.resources)
+            return False
+        conn.reply(msg, m.LeaseSpill(rid=0, node_id=decision.node.node_id, address=decision.node.address))
+        return True
+
+    # -- transfers between nodes ------------------------------------------
+
+    async def _pull(self, conn: Connection, msg: m.StorePull) -> None:
+        """Copies an object from another node's store into ours, then pins it for `conn`.
+
+        Chunks go straight into our shared memory: no full copy is held in this
+        process's heap, and concurrent pulls of one object share one transfer.
+        """
+        oid = msg.object_id
+        try:
+            if oid not in self.store.objects:
+                pending = self.pulls.get(oid)
+                if pending is None:
+                    pending = self.pulls[oid] = asyncio.get_running_loop().create_task(
+                        self._transfer(oid, msg.source)
+                    )
+                    pending.add_done_callback(lambda _: self.pulls.pop(oid, None))
+                await asyncio.shield(pending)
+        except Exception as e:  # noqa: BLE001 - reported to the reader
+            conn.reply_error(msg, e if isinstance(e, StoreError) else _lost(oid, e))
+            return
+        self._pin(conn, m.StorePin(rid=msg.rid, object_id=oid))
+        obj = self.store.objects.get(oid)
+        if obj is not None and oid in self.copies:
+            # A copy made for readers, not the owner's primary: it goes when the
+            # last reader unpins it (the owner frees the primary on its node).
+            obj.freed = True
+
+    async def _transfer(self, oid: bytes, source: str) -> None:
+        peer = self.peers.get(source)
+        if peer is None or peer.closed:
+            peer = await connect(source, self.token, self.handle, name=source, timeout=10)
+            self.peers[source] = peer
+        info = await peer.request(m.StorePin(rid=0, object_id=oid))
+        try:
+            offset = self.store.create(oid, info.size, "pull")
+            try:
+                pos = 0
+                inflight: list[tuple[int, asyncio.Future[Any]]] = []
+                while pos < info.size or inflight:
+                    while pos < info.size and len(inflight) < PULL_WINDOW:
+                        n = min(CHUNK, info.size - pos)
+                        inflight.append((pos, peer.request(m.StoreReadChunk(rid=0, object_id=oid, offset=pos, length=n))))
+                        pos += n
+                    at, fut = inflight.pop(0)
+                    chunk = (await fut).data
+                    self.region.view[offset + at : offset + at + len(chunk)] = chunk
+            except BaseException:
+                self.store.objects[oid].sealed = True  # let free() release it
+                self.store.free(oid)
+                raise
+            # A copy made for readers: it goes when they unpin it; the owner
+            # frees the primary copy on its node.
+            self.copies.add(oid)
+            for w in self.store.seal(oid):
+                w(self.store.objects.get(oid))
+        finally:
+            peer.send(m.StoreUnpin(object_ids=[oid]))
+
+    def _read_chunk(self, conn: Connection, msg: m.StoreReadChunk) -> None:
+        obj = self.store.objects.get(msg.object_id)
+        pins = self.store.client_pins.get(id(conn))
+        if obj is None or not pins or not pins.get(msg.object_id) or msg.offset < 0 or msg.offset + msg.length > obj.size:
+            conn.reply_error(msg, _lost(msg.object_id, "not pinned by the reader"))
+            return
+        start = obj.offset + msg.offset
+        conn.reply(msg, m.StoreChunk(rid=0, data=bytes(self.region.view[start : start + msg.length])))
 
     def _register(self, conn: Connection, msg: m.RegisterClient) -> None:
         conn.peer = Client(msg.kind, msg.worker_id, msg.job_id, msg.pid, msg.address)

@@ -41,6 +41,7 @@ class StoreTable:
         self.allocator = Allocator(capacity)
         self.objects: dict[bytes, StoredObject] = {}
         self.client_pins: dict[Hashable, collections.Counter[bytes]] = {}
+        self.on_release: Callable[[bytes], None] | None = None
 
     @property
     def capacity(self) -> int:
@@ -137,3 +138,5 @@ class StoreTable:
         if obj.freed and obj.pins <= 0:
             del self.objects[object_id]
             self.allocator.free(obj.offset)
+            if self.on_release is not None:
+                self.on_release(object_id)

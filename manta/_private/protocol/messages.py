@@ -277,6 +277,22 @@ class RequestLease(Msg):
     env_vars: dict[str, str]
     for_actor: bool = False
     actor_id: bytes = b""
+    # Already redirected once: grant or queue here, never redirect again.
+    spilled: bool = False
+
+
+class LeaseSpill(Msg):
+    """Answer to RequestLease: ask the agent of another node instead."""
+
+    rid: int
+    node_id: bytes
+    address: str
+
+
+class ClusterView(Msg):
+    """Head -> agents: every node's totals and free resources, for spillback."""
+
+    nodes: list[NodeInfo]
 
 
 class LeaseGranted(Msg):
@@ -331,6 +347,28 @@ class StorePinned(Msg):
     rid: int
     offset: int
     size: int
+
+
+class StorePull(Msg):
+    """Reader -> its agent: copy an object from another node's store, then pin it."""
+
+    rid: int
+    object_id: bytes
+    source: str
+
+
+class StoreReadChunk(Msg):
+    """Agent -> agent: bytes of a pinned object."""
+
+    rid: int
+    object_id: bytes
+    offset: int
+    length: int
+
+
+class StoreChunk(Msg):
+    rid: int
+    data: bytes
 
 
 class StoreUnpin(Msg):
@@ -443,6 +481,11 @@ Message = (
     | StoreSeal
     | StorePin
     | StorePinned
+    | StorePull
+    | StoreReadChunk
+    | StoreChunk
+    | LeaseSpill
+    | ClusterView
     | StoreUnpin
     | StoreFree
     | LogLines

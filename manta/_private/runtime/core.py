@@ -115,6 +115,7 @@ class _Lease:
     task: _Task | None = None
     idle_since: float = 0.0
     gpu_ids: list[int] = field(default_factory=list)
+    agent: Connection | None = None  # the agent that granted it (maybe another node's)
 
 
 @dataclass(eq=False)
@@ -222,6 +223,7 @@ class CoreRuntime:
         self.closing = False
         self.cluster_resources: dict[str, float] = {}
         self._log_conns: dict[str, Connection] = {}
+        self._node_addresses: dict[bytes, str] = {}
 
     # -- life cycle -------------------------------------------------------
 
@@ -342,13 +344,19 @@ class CoreRuntime:
     def _run_commands(self, commands: list[Any]) -> None:
         if not commands:
             return
-        frees = [c.object_id for c in commands if isinstance(c, FreeStored)]
+        frees: dict[bytes, list[bytes]] = {}
         ends: dict[str, list[bytes]] = {}
         for c in commands:
             if isinstance(c, EndBorrow):
                 ends.setdefault(c.owner, []).append(c.object_id)
-        if frees and self.agent is not None:
-            self.agent.send(m.StoreFree(object_ids=frees))
+            elif isinstance(c, FreeStored):
+                frees.setdefault(c.node_id or self.node_id, []).append(c.object_id)
+        for node_id, ids in frees.items():
+            if node_id == self.node_id:
+                if self.agent is not None:
+                    self.agent.send(m.StoreFree(object_ids=ids))
+                continue
+            self._with_node(node_id, lambda conn, ids=ids: conn.send(m.StoreFree(object_ids=ids)))
         for owner, ids in ends.items():
             self._with_peer(owner, lambda conn, ids=ids: conn.send(
                 m.RemoveBorrow(object_ids=ids, borrower=self.address)
@@ -711,9 +719,9 @@ class CoreRuntime:
             e = self.refs.get(ref._id)
             if e is None:
                 raise exc.ReferenceCountingAssertionError(ref.hex(), ref._owner)
-            data, in_store, is_error = e.data, e.in_store, e.is_error
+            data, in_store, is_error, node_id = e.data, e.in_store, e.is_error, e.node_id
         if in_store:
-            value, is_error = self._read_store(ref._id)
+            value, is_error = self._read_store(ref._id, node_id)
         else:
             assert data is not None
             value, is_error = deserialize(data)
@@ -723,13 +731,45 @@ class CoreRuntime:
             raise value
         return value
 
-    def _read_store(self, oid: bytes) -> tuple[Any, bool]:
+    def _read_store(self, oid: bytes, node_id: bytes = b"") -> tuple[Any, bool]:
         assert self.region is not None
+        if node_id and node_id != self.node_id:
+            # Stored on another node: our agent copies it here first.
+            msg: Any = m.StorePull(rid=0, object_id=oid, source=self.agent_address_of(node_id))
+        else:
+            msg = m.StorePin(rid=0, object_id=oid)
         try:
-            reply = self.run(self._await_request(self.agent, m.StorePin(rid=0, object_id=oid)))
-        except exc.ObjectLostError:
-            raise exc.ObjectLostError(oid.hex()) from None
+            reply = self.run(self._await_request(self.agent, msg))
+        except exc.ObjectLostError as e:
+            raise exc.ObjectLostError(oid.hex(), "", str(e)) from None
         return deserialize(_pinned_view(self, oid, reply.offset, reply.size))
+
+    def _with_node(self, node_id: bytes, cb: Callable[[Connection], None]) -> None:
+        """I/O thread: calls cb with a connection to the agent of `node_id`."""
+        address = self._node_addresses.get(node_id)
+        if address is not None:
+            self._with_peer(address, lambda c: cb(c) if isinstance(c, Connection) else None)
+            return
+        assert self.head is not None
+
+        def on_info(reply: Any) -> None:
+            if isinstance(reply, BaseException):
+                return
+            self._node_addresses.update({n.node_id: n.address for n in reply.nodes})
+            if node_id in self._node_addresses:
+                self._with_node(node_id, cb)
+
+        self.head.request_cb(m.GetClusterInfo(rid=0), on_info)
+
+    def agent_address_of(self, node_id: bytes) -> str:
+        address = self._node_addresses.get(node_id)
+        if address is None:
+            reply = self.run(self._await_request(self.head, m.GetClusterInfo(rid=0)))
+            self._node_addresses.update({n.node_id: n.address for n in reply.nodes})
+            address = self._node_addresses.get(node_id)
+            if address is None:
+                raise exc.ObjectLostError("", "", f"node {node_id.hex()} is not in the cluster")
+        return address
 
     def wait(
         self,
@@ -1003,14 +1043,28 @@ class CoreRuntime:
     def _request_lease(self, ks: _KeyState) -> None:
         ks.requests += 1
         assert self.agent is not None
-        self.agent.request_cb(
+        self._ask_agent(ks, self.agent, spilled=False)
+
+    def _ask_agent(self, ks: _KeyState, agent: Connection, spilled: bool) -> None:
+        agent.request_cb(
             m.RequestLease(
-                rid=0, job_id=self.job_id, resources=ks.resources, env_vars=ks.env_vars
+                rid=0, job_id=self.job_id, resources=ks.resources, env_vars=ks.env_vars,
+                spilled=spilled,
             ),
-            lambda reply: self._on_lease(ks, reply),
+            lambda reply: self._on_lease(ks, reply, agent),
         )
 
-    def _on_lease(self, ks: _KeyState, reply: Any) -> None:
+    def _on_lease(self, ks: _KeyState, reply: Any, agent: Connection) -> None:
+        if isinstance(reply, m.LeaseSpill):
+            # Our node is busy or lacks the resources: ask the node it named.
+            def on_conn(conn: Any) -> None:
+                if isinstance(conn, BaseException):
+                    self._ask_agent(ks, agent, spilled=True)  # stay here after all
+                else:
+                    self._ask_agent(ks, conn, spilled=True)
+
+            self._with_peer(reply.address, on_conn)
+            return
         ks.requests -= 1
         if isinstance(reply, BaseException):
             err = reply if not isinstance(reply, RemoteError) else error_from_remote(reply)
@@ -1018,7 +1072,9 @@ class CoreRuntime:
             while ks.queue:
                 self._fail_task(ks.queue.popleft(), data)
             return
-        lease = _Lease(reply.lease_id, reply.worker_id, reply.address, gpu_ids=list(reply.gpu_ids))
+        lease = _Lease(
+            reply.lease_id, reply.worker_id, reply.address, gpu_ids=list(reply.gpu_ids), agent=agent
+        )
         if not ks.queue:
             # Asked for during a burst that is over: hand it straight back so
             # other owners' work is not held up behind an idle lease.
@@ -1149,8 +1205,9 @@ class CoreRuntime:
         self._run_commands(cmds)
 
     def _return_lease(self, lease: _Lease, kill: bool = False) -> None:
-        if self.agent is not None:
-            self.agent.send(m.ReturnLease(lease_id=lease.lease_id, kill=kill))
+        agent = lease.agent or self.agent
+        if agent is not None:
+            agent.send(m.ReturnLease(lease_id=lease.lease_id, kill=kill))
 
     def _schedule_sweep(self) -> None:
         if not self._sweep_scheduled:

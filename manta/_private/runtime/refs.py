@@ -28,9 +28,10 @@ READY = 1
 
 @dataclass(frozen=True, slots=True)
 class FreeStored:
-    """Owned object with a copy in the node store: free it there."""
+    """Owned object with its primary copy in a node's store: free it there."""
 
     object_id: bytes
+    node_id: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +189,7 @@ class ReferenceTable:
         """
         e = self.entries.get(object_id)
         if e is None:
-            return [], ([FreeStored(object_id)] if in_store else [])
+            return [], ([FreeStored(object_id, node_id)] if in_store else [])
         e.state = READY
         self.pending.discard(object_id)
         e.data = data
@@ -224,7 +225,7 @@ class ReferenceTable:
         out: list[Command] = []
         if e.owned:
             if e.in_store:
-                out.append(FreeStored(object_id))
+                out.append(FreeStored(object_id, e.node_id))
         elif e.registered:
             out.append(EndBorrow(object_id, e.owner))
         for cid, _ in e.contained:

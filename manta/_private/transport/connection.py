@@ -43,6 +43,8 @@ REPLY_TYPES = (
     m.LeaseGranted,
     m.StoreCreated,
     m.StorePinned,
+    m.StoreChunk,
+    m.LeaseSpill,
     m.Resources,
     m.TaskDone,
     m.ObjectValue,
