@@ -62,6 +62,24 @@ def check_options(options: dict[str, Any], valid: set[str], what: str) -> None:
         raise ValueError(f"lifetime must be 'detached' or 'non_detached', got {lifetime!r}")
 
 
+def placement_of(options: dict[str, Any]) -> m.Placement:
+    """The wire form of a `scheduling_strategy` option."""
+    strategy = options.get("scheduling_strategy")
+    if strategy is None or strategy == "DEFAULT":
+        return m.Placement()
+    if strategy == "SPREAD":
+        return m.Placement(kind="SPREAD")
+    node_id = getattr(strategy, "node_id", None)
+    if isinstance(node_id, str):
+        try:
+            raw = bytes.fromhex(node_id)
+        except ValueError:
+            raise ValueError(f"NodeAffinitySchedulingStrategy: node_id {node_id!r} is not a hex node id") from None
+        return m.Placement(kind="NODE_AFFINITY", node_id=raw, soft=bool(getattr(strategy, "soft", False)))
+    # Placement group strategies are accepted; bundles come with placement groups.
+    return m.Placement()
+
+
 def resource_request(options: dict[str, Any], default_cpus: float) -> dict[str, float]:
     cpus = options.get("num_cpus")
     out: dict[str, float] = {"CPU": float(default_cpus if cpus is None else cpus)}
@@ -200,6 +218,7 @@ class RemoteFunction(_Remotable):
             kwargs=kwargs,
             num_returns=num_returns,
             resources=resource_request(options, 1),
+            placement=placement_of(options),
             max_retries=max_retries,
             retry_exceptions=retry,
             env_vars=env_vars_of(rt, options),
@@ -306,6 +325,7 @@ class ActorClass(_Remotable):
             env_vars=env_vars_of(rt, options),
             namespace=namespace,
             driver=rt.driver_address,
+            placement=placement_of(options),
         )
         spec = m.ActorSpec(
             actor_id=actor_id,

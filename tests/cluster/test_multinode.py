@@ -117,3 +117,44 @@ def test_actor_calls_across_nodes(cluster):
         c = Counter.remote()
         assert manta.get([c.add.remote(1) for _ in range(50)])[-1] == 50
     """)
+
+
+def test_spread_and_node_affinity(cluster):
+    env, _ = cluster
+    run_driver(env, """
+        import time
+        from manta.util.scheduling_strategies import NodeAffinitySchedulingStrategy as Affinity
+
+        nodes = [n["NodeID"] for n in manta.nodes() if n["Alive"]]
+
+        @manta.remote(num_cpus=0.5)
+        def where():
+            time.sleep(0.2)
+            return manta.get_runtime_context().get_node_id()
+
+        spread = manta.get([where.options(scheduling_strategy="SPREAD").remote() for _ in range(9)])
+        assert set(spread) == set(nodes), spread
+        for node in nodes:
+            pinned = where.options(scheduling_strategy=Affinity(node, soft=False))
+            assert set(manta.get([pinned.remote() for _ in range(3)])) == {node}
+
+        missing = "ab" * 16
+        try:
+            manta.get(where.options(scheduling_strategy=Affinity(missing, soft=False)).remote())
+            raise AssertionError("hard affinity to a missing node ran")
+        except manta.exceptions.TaskUnschedulableError:
+            pass
+        soft = manta.get(where.options(scheduling_strategy=Affinity(missing, soft=True)).remote())
+        assert soft in nodes
+
+        @manta.remote(num_cpus=0)
+        class Where:
+            def node(self):
+                return manta.get_runtime_context().get_node_id()
+
+        for node in nodes:
+            a = Where.options(scheduling_strategy=Affinity(node, soft=False)).remote()
+            assert manta.get(a.node.remote()) == node
+        spread_actors = [Where.options(scheduling_strategy="SPREAD").remote() for _ in range(3)]
+        assert set(manta.get([a.node.remote() for a in spread_actors])) == set(nodes)
+    """)

@@ -42,3 +42,34 @@ def test_redirected_request_is_never_redirected_again():
     local = node("a", {"CPU": 2}, {"CPU": 0})
     others = {b"b": node("b", {"CPU": 4})}
     assert place(to_units({"CPU": 1}), local, others, may_spill=False) == LOCAL
+
+
+def test_hard_affinity_goes_to_its_node_even_when_busy():
+    local = node("a", {"CPU": 2})
+    others = {b"b": node("b", {"CPU": 2}, {"CPU": 0})}
+    d = place(to_units({"CPU": 1}), local, others, kind="NODE_AFFINITY", target=b"b")
+    assert d.node is not None and d.node.node_id == b"b"
+
+
+def test_hard_affinity_to_a_missing_node_is_unschedulable():
+    import pytest
+
+    from manta._private.scheduling.policy import Unschedulable
+
+    with pytest.raises(Unschedulable):
+        place(to_units({"CPU": 1}), node("a", {"CPU": 2}), {}, kind="NODE_AFFINITY", target=b"zz")
+
+
+def test_soft_affinity_to_a_missing_node_falls_back():
+    d = place(to_units({"CPU": 1}), node("a", {"CPU": 2}), {}, kind="NODE_AFFINITY", target=b"zz", soft=True)
+    assert d == LOCAL
+
+
+def test_spread_takes_turns_over_nodes():
+    local = node("a", {"CPU": 2})
+    others = {b"b": node("b", {"CPU": 2}), b"c": node("c", {"CPU": 2})}
+    picks = []
+    for turn in range(6):
+        d = place(to_units({"CPU": 1}), local, others, kind="SPREAD", turn=turn)
+        picks.append(b"a" if d.node is None else d.node.node_id)
+    assert picks == [b"a", b"b", b"c", b"a", b"b", b"c"]

@@ -54,6 +54,8 @@ class Head:
         self.peers: dict[str, Connection] = {}
         self.stopping = asyncio.Event()
         self._view_scheduled = False
+        self._spread_turn = 0
+        self._spread_turn = 0
 
     async def start(self) -> None:
         for address in self.listen:
@@ -211,9 +213,23 @@ class Head:
         """A node that can hold the actor: one with the resources free now if any,
         else one that has them at all (the lease waits there), in join order."""
         need = entry.spec.creation.resources
+        p = entry.spec.creation.placement
         alive = [n for n in self.nodes.values() if n.info.alive and not n.conn.closed]
+        if p.kind == "NODE_AFFINITY":
+            target = self.nodes.get(p.node_id)
+            if target is not None and target in alive and (_fits(need, target.info.resources) or not p.soft):
+                return target
+            if not p.soft:
+                entry.kill(f"The actor cannot be scheduled: node {p.node_id.hex()} is not alive (hard node affinity).")
+                self._notify(entry)
+                return None
         fitting = [n for n in alive if _fits(need, n.info.resources)]
         free = [n for n in fitting if _fits(need, n.info.available)]
+        if p.kind == "SPREAD" and (free or fitting):
+            # Round robin over the nodes that can hold it.
+            choices = free or fitting
+            self._spread_turn += 1
+            return choices[self._spread_turn % len(choices)]
         if free or fitting:
             return (free or fitting)[0]
         if alive:

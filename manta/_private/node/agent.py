@@ -21,7 +21,7 @@ from manta._private.objectstore.region import Region
 from manta._private.objectstore.store import StoredObject, StoreError, StoreTable
 from manta._private.protocol import messages as m
 from manta._private.scheduling import leases as lt
-from manta._private.scheduling.policy import NodeView, place
+from manta._private.scheduling.policy import NodeView, Unschedulable, place
 from manta._private.scheduling.resources import to_float, to_units
 from manta._private.transport.connection import AuthRejected, Connection, connect, serve
 
@@ -90,6 +90,7 @@ class NodeAgent:
         self.lease_owner_conn: dict[int, Connection] = {}
         self.stopping = asyncio.Event()
         self.view: dict[bytes, NodeView] = {}
+        self._spread_turn = 0
         self.pulls: dict[bytes, asyncio.Task[None]] = {}
         self.copies: set[bytes] = set()  # objects copied here from other nodes
         self.store.on_release = self.copies.discard
@@ -312,15 +313,26 @@ class NodeAgent:
             log.warning("unexpected %s", t.__name__)
 
     def _spill(self, conn: Connection, msg: m.RequestLease) -> bool:
-        """Redirects the request to another node if policy says so; True if it did."""
-        if msg.for_actor or msg.spilled or not self.view:
+        """Redirects the request to another node if policy says so; True if it
+        did, or if it answered with an error."""
+        if msg.for_actor:
             return False
         try:
             need = to_units(msg.resources)
         except ValueError:
             return False
         local = NodeView(self.node_id, self.address, self.leases.total, self.leases.available)
-        decision = place(need, local, self.view)
+        p = msg.placement
+        if p.kind == "SPREAD":
+            self._spread_turn += 1
+        try:
+            decision = place(
+                need, local, self.view, may_spill=not msg.spilled,
+                kind=p.kind, target=p.node_id, soft=p.soft, turn=self._spread_turn,
+            )
+        except Unschedulable as e:
+            conn.send(m.ErrorReply(rid=msg.rid, kind="TaskUnschedulableError", message=str(e)))
+            return True
         if decision.node is None:
             if decision.infeasible:
                 log.warning("no node can ever run a task needing %s; it waits here", msg.resources)

@@ -71,6 +71,14 @@ class Arg(msgspec.Struct, array_like=True):
     node_id: bytes = b""
 
 
+class Placement(msgspec.Struct, array_like=True):
+    """A scheduling strategy: DEFAULT (hybrid), SPREAD, or NODE_AFFINITY to `node_id`."""
+
+    kind: str = "DEFAULT"
+    node_id: bytes = b""
+    soft: bool = False
+
+
 class TaskSpec(msgspec.Struct, array_like=True):
     task_id: bytes
     job_id: int
@@ -95,6 +103,7 @@ class TaskSpec(msgspec.Struct, array_like=True):
     driver: str = ""
     # GPUs of the lease running this task (CUDA_VISIBLE_DEVICES).
     gpu_ids: list[int] = []
+    placement: Placement = msgspec.field(default_factory=Placement)
 
 
 class ReturnObject(msgspec.Struct, array_like=True):
@@ -279,6 +288,7 @@ class RequestLease(Msg):
     actor_id: bytes = b""
     # Already redirected once: grant or queue here, never redirect again.
     spilled: bool = False
+    placement: Placement = msgspec.field(default_factory=Placement)
 
 
 class LeaseSpill(Msg):

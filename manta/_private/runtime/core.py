@@ -122,6 +122,7 @@ class _Lease:
 class _KeyState:
     resources: dict[str, float]
     env_vars: dict[str, str]
+    placement: m.Placement
     queue: collections.deque[_Task] = field(default_factory=collections.deque)
     idle: list[_Lease] = field(default_factory=list)
     busy: set[_Lease] = field(default_factory=set)
@@ -929,11 +930,14 @@ class CoreRuntime:
         max_retries: int,
         retry_exceptions: bool | tuple[type, ...],
         env_vars: dict[str, str],
+        placement: m.Placement | None = None,
     ) -> list[ObjectRef]:
         task, refs = self._new_task(
             name, args, kwargs, num_returns,
             fn_id=fn_id, resources=resources, env_vars=env_vars, retries=max_retries,
         )
+        if placement is not None:
+            task.spec.placement = placement
         task.retry_exceptions = retry_exceptions
         self._post(self._submit_io, task)
         return refs
@@ -1002,7 +1006,12 @@ class CoreRuntime:
 
     def _key_for(self, task: _Task) -> Any:
         spec = task.spec
-        return (tuple(sorted(spec.resources.items())), tuple(sorted(spec.env_vars.items())))
+        p = spec.placement
+        return (
+            tuple(sorted(spec.resources.items())),
+            tuple(sorted(spec.env_vars.items())),
+            (p.kind, p.node_id, p.soft),
+        )
 
     def _enqueue(self, task: _Task) -> None:
         if task.cancelled:
@@ -1011,7 +1020,7 @@ class CoreRuntime:
         key = self._key_for(task)
         ks = self._keys.get(key)
         if ks is None:
-            ks = self._keys[key] = _KeyState(task.spec.resources, task.spec.env_vars)
+            ks = self._keys[key] = _KeyState(task.spec.resources, task.spec.env_vars, task.spec.placement)
             self._warn_if_infeasible(task.spec.resources, task.spec.name)
         task.key = key
         ks.queue.append(task)
@@ -1049,7 +1058,7 @@ class CoreRuntime:
         agent.request_cb(
             m.RequestLease(
                 rid=0, job_id=self.job_id, resources=ks.resources, env_vars=ks.env_vars,
-                spilled=spilled,
+                spilled=spilled, placement=ks.placement,
             ),
             lambda reply: self._on_lease(ks, reply, agent),
         )

@@ -33,13 +33,44 @@ class Decision:
 LOCAL = Decision(None)
 
 
+class Unschedulable(Exception):
+    """A hard constraint no node in the cluster can meet."""
+
+
 def place(
     need: ResourceSet,
     local: NodeView,
     others: Mapping[bytes, NodeView],
     *,
     may_spill: bool = True,
+    kind: str = "DEFAULT",
+    target: bytes = b"",
+    soft: bool = False,
+    turn: int = 0,
 ) -> Decision:
+    """Where to run; raises Unschedulable for hard affinity to a node that is gone.
+
+    `turn` is a counter the caller advances per SPREAD request (round robin).
+    """
+    if kind == "NODE_AFFINITY":
+        if target == local.node_id:
+            if fits(need, local.total) or not soft:
+                return LOCAL
+        elif target in others:
+            node = others[target]
+            if fits(need, node.total) or not soft:
+                return Decision(node) if may_spill else LOCAL
+        elif not soft:
+            raise Unschedulable(f"node {target.hex()} is not in the cluster (hard node affinity)")
+        # Soft affinity that cannot be met: the default policy decides.
+    if kind == "SPREAD" and may_spill:
+        nodes = sorted([local, *(n for n in others.values() if n.node_id != local.node_id)],
+                       key=lambda n: n.node_id)
+        free = [n for n in nodes if fits(need, n.available)] or [n for n in nodes if fits(need, n.total)]
+        if free:
+            pick = free[turn % len(free)]
+            return LOCAL if pick.node_id == local.node_id else Decision(pick)
+        return Decision(None, True)
     if fits(need, local.available) or not may_spill:
         return LOCAL if fits(need, local.total) or not may_spill else Decision(None, True)
     peers = [n for n in others.values() if n.node_id != local.node_id]
