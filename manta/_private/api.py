@@ -164,6 +164,7 @@ def _connect_existing(
         head_address=rec.head_local or rec.head_address,
         agent_address=rec.agent_address,
         token=token,
+        node_ip=rec.node_ip,
     )
 
 
@@ -301,15 +302,20 @@ def nodes() -> list[dict[str, Any]]:
                 "NodeID": n.node_id.hex(),
                 "Alive": n.alive,
                 "alive": n.alive,
-                "NodeManagerAddress": "127.0.0.1",
+                "NodeManagerAddress": _ip_of(n.address),
                 "NodeManagerHostname": host,
-                "NodeName": "127.0.0.1",
+                "NodeName": _ip_of(n.address),
                 "Resources": dict(n.resources) if n.alive else {},
                 "Address": n.address,
                 "ObjectStoreCapacity": n.store_capacity,
             }
         )
     return out
+
+
+def _ip_of(address: str) -> str:
+    kind, _, rest = address.partition(":")
+    return rest.rpartition(":")[0] if kind == "tcp" else "127.0.0.1"
 
 
 class RuntimeContext:

@@ -37,6 +37,7 @@ class NodeRecord:
     pids: list[int] = field(default_factory=list)
     head_local: str = ""  # the head's unix socket, on the head's machine
     created: float = 0.0
+    node_ip: str = ""  # this node's address: every process here listens on it
 
     @property
     def public_address(self) -> str:
@@ -137,15 +138,16 @@ def start_head(
          "--listen", head_local, "--listen", f"tcp:{host}:{port}"],
         session_dir, "head.log", detached=True,
     )
+    ip = _ip_of(host)
     agent, agent_fd = services._spawn(
-        _agent_args(session_dir, token_file, head_local, res, store),
+        _agent_args(session_dir, token_file, head_local, res, store, ip),
         session_dir, "agent.log", detached=True,
     )
     ready = _wait_ready({head_fd: "head", agent_fd: "agent"}, [head, agent], session_dir)
     tcp = next(a for a in ready["head"].split()[1:] if a.startswith("tcp:"))
     rec = NodeRecord(
         session_dir, "head", tcp, f"unix:{session_dir}/agent.sock", token_file,
-        [head.pid, agent.pid], head_local, time.time(),
+        [head.pid, agent.pid], head_local, time.time(), ip,
     )
     write_record(rec)
     return rec
@@ -167,8 +169,9 @@ def join(
     res, store = services.node_resources(
         num_cpus, num_gpus, resources, object_store_memory, head=False, ip=_ip_of(host)
     )
+    ip = _ip_of(host)
     agent, agent_fd = services._spawn(
-        _agent_args(session_dir, token_file, head_address, res, store),
+        _agent_args(session_dir, token_file, head_address, res, store, ip),
         session_dir, "agent.log", detached=True,
     )
     try:
@@ -178,20 +181,20 @@ def join(
         raise
     rec = NodeRecord(
         session_dir, "node", head_address, f"unix:{session_dir}/agent.sock", token_file,
-        [agent.pid], "", time.time(),
+        [agent.pid], "", time.time(), ip,
     )
     write_record(rec)
     return rec
 
 
 def _agent_args(
-    session_dir: str, token_file: str, head: str, res: dict[str, float], store: int
+    session_dir: str, token_file: str, head: str, res: dict[str, float], store: int, node_ip: str
 ) -> list[str]:
     return [
         "agent", "--session-dir", session_dir, "--token-file", token_file,
         "--head", head, "--listen", f"unix:{session_dir}/agent.sock",
         "--resources", json.dumps(res), "--object-store-memory", str(store),
-        "--prestart", str(min(int(res["CPU"]), 2)),
+        "--prestart", str(min(int(res["CPU"]), 2)), "--node-ip", node_ip,
     ]
 
 

@@ -296,6 +296,7 @@ def _main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resources", default="{}")
     parser.add_argument("--object-store-memory", type=int, default=0)
     parser.add_argument("--prestart", type=int, default=0)
+    parser.add_argument("--node-ip", default="")
     parser.add_argument("--ready-fd", type=int, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -334,6 +335,7 @@ def _main(argv: list[str] | None = None) -> None:
             address=args.listen[0],
             prestart=args.prestart,
             fork_server=fork_server,
+            node_ip=args.node_ip,
         )
         loop.run_until_complete(run_agent(agent, args.ready_fd))
 

@@ -68,6 +68,7 @@ class NodeAgent:
         address: str,
         prestart: int = 0,
         fork_server: ForkServer | None = None,
+        node_ip: str = "",
     ) -> None:
         self.session_dir = session_dir
         self.head_address = head_address
@@ -76,12 +77,17 @@ class NodeAgent:
         self.resources = resources
         self.address = address
         self.prestart = prestart
+        self.node_ip = node_ip
+        # What other nodes use to reach this agent: TCP on a multi-machine
+        # cluster, else the local socket.
+        self.public_address = address
         num_cpus = int(resources.get("CPU", 1))
         self.leases = lt.LeaseTable(to_units(resources), max_idle_workers=max(num_cpus, 2) + 2)
         self.store = StoreTable(store_capacity)
         self.region = Region.create(store_capacity, "manta-store")
         self.head: Connection | None = None
         self.server: asyncio.AbstractServer | None = None
+        self.tcp_server: asyncio.AbstractServer | None = None
         self.zygote = fork_server or ForkServer(os.path.join(session_dir, "logs", "workers.log"))
         self.pending_leases: dict[int, PendingLease] = {}
         self.worker_pids: dict[bytes, int] = {}
@@ -104,6 +110,11 @@ class NodeAgent:
         self.server, self.address = await serve(
             self.address, self.token, self.handle, on_close=self.on_close
         )
+        self.public_address = self.address
+        if self.node_ip:
+            self.tcp_server, self.public_address = await serve(
+                f"tcp:{self.node_ip}:0", self.token, self.handle, on_close=self.on_close
+            )
         await self._start_zygote()
         for _ in range(60):
             try:
@@ -124,7 +135,7 @@ class NodeAgent:
     def node_info(self) -> m.NodeInfo:
         return m.NodeInfo(
             node_id=self.node_id,
-            address=self.address,
+            address=self.public_address,
             alive=True,
             resources=self.resources,
             available=to_float(self.leases.available),
@@ -139,6 +150,7 @@ class NodeAgent:
                 "agent_address": self.address,
                 "token": self.token.hex(),
                 "node_id": self.node_id.hex(),
+                "node_ip": self.node_ip,
                 "prestart": self.prestart,
             }
         )
@@ -184,6 +196,8 @@ class NodeAgent:
         self.zygote.kill()
         if self.server is not None:
             self.server.close()
+        if self.tcp_server is not None:
+            self.tcp_server.close()
         kind, _, path = self.address.partition(":")
         if kind == "unix":
             try:
@@ -321,7 +335,7 @@ class NodeAgent:
             need = to_units(msg.resources)
         except ValueError:
             return False
-        local = NodeView(self.node_id, self.address, self.leases.total, self.leases.available)
+        local = NodeView(self.node_id, self.public_address, self.leases.total, self.leases.available)
         p = msg.placement
         if p.kind == "SPREAD":
             self._spread_turn += 1

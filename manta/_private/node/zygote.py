@@ -100,6 +100,7 @@ def main() -> None:
         agent_address=config["agent_address"],
         token=bytes.fromhex(config["token"]),
         node_id=bytes.fromhex(config["node_id"]),
+        node_ip=config.get("node_ip", ""),
     )
     out = sys.stdout.fileno()
 

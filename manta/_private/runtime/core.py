@@ -87,6 +87,9 @@ class SessionInfo:
     agent_address: str
     token: bytes
     node_id: bytes = b""
+    # Set on nodes of a multi-machine cluster: listen on TCP at this IP, so
+    # processes on other machines can reach this one.
+    node_ip: str = ""
 
 
 @dataclass(eq=False)
@@ -196,7 +199,10 @@ class CoreRuntime:
         self.node_id = session.node_id
         self.driver_address = ""
         self.env_vars: dict[str, str] = {}
-        self.address = f"unix:{session.session_dir}/sockets/{worker_id.hex()[:16]}.sock"
+        if session.node_ip:
+            self.address = f"tcp:{session.node_ip}:0"  # the port is known once bound
+        else:
+            self.address = f"unix:{session.session_dir}/sockets/{worker_id.hex()[:16]}.sock"
         self.lock = threading.RLock()
         self.refs = ReferenceTable(self.address)
         self._prefix = os.urandom(8)
@@ -244,9 +250,10 @@ class CoreRuntime:
 
     async def _connect_all(self) -> None:
         os.makedirs(f"{self.session.session_dir}/sockets", exist_ok=True)
-        self._server, _ = await serve(
+        self._server, self.address = await serve(
             self.address, self.session.token, self._handle, on_close=self._on_peer_closed
         )
+        self.refs.me = self.address
         self.head = await connect(
             self.session.head_address,
             self.session.token,
@@ -321,10 +328,11 @@ class CoreRuntime:
         self.refs.entries.clear()
         if self.region is not None:
             self.region.close()
-        try:
-            os.unlink(self.address.partition(":")[2])
-        except OSError:
-            pass
+        if self.address.startswith("unix:"):
+            try:
+                os.unlink(self.address.partition(":")[2])
+            except OSError:
+                pass
 
     # -- thread bridging --------------------------------------------------
 
