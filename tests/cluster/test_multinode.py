@@ -42,8 +42,8 @@ def cluster():
         shutil.rmtree(root, ignore_errors=True)
 
 
-def run_driver(env, body):
-    script = "import manta, os, hashlib\nimport numpy as np\nmanta.init(address='auto')\n" + textwrap.dedent(body) + "\nmanta.shutdown()\nprint('DRIVER OK')\n"
+def run_driver(env, body, address="auto"):
+    script = f"import manta, os, hashlib\nimport numpy as np\nmanta.init(address={address!r})\n" + textwrap.dedent(body) + "\nmanta.shutdown()\nprint('DRIVER OK')\n"
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=150)
     assert "DRIVER OK" in out.stdout, out.stdout + out.stderr
     return out.stdout
@@ -82,8 +82,9 @@ def test_busy_node_spills_work_to_others(cluster):
 
 
 def test_large_object_made_on_one_node_is_read_on_two_others(cluster):
-    env, _ = cluster
-    run_driver(env, """
+    env, address = cluster
+    # A driver on the head's node (with "auto" it would use the newest node, C).
+    out = run_driver(env, address=address, body="""
         @manta.remote(resources={"b_only": 1})
         def make():
             rng = np.random.default_rng(7)
@@ -100,7 +101,22 @@ def test_large_object_made_on_one_node_is_read_on_two_others(cluster):
         on_b = digest.options(resources={"b_only": 1}).remote(ref)
         (dc, _), (db, _) = manta.get([on_c, on_b])
         assert dc == db == expected
+        # A second reader on a node that already has a copy needs no transfer.
+        again = manta.get(digest.options(resources={"c_only": 1}).remote(ref))
+        assert again[0] == expected
+        print("OBJECT", ref.hex())
     """)
+    oid = out.split("OBJECT ")[1].split()[0]
+    pulls = 0
+    root = env["MANTA_TMPDIR"]
+    for session in os.listdir(root):
+        try:
+            with open(os.path.join(root, session, "logs", "agent.log")) as f:
+                pulls += sum(1 for line in f if f"pulled object {oid}" in line)
+        except OSError:
+            pass
+    # Made on B; copied once to the driver's node and once to C.
+    assert pulls == 2
 
 
 def test_actor_calls_across_nodes(cluster):

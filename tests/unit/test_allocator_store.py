@@ -100,3 +100,19 @@ def test_store_errors_name_the_sizes():
     s.create(b"y", 900, "w")
     with pytest.raises(StoreError, match="full"):
         s.create(b"z", 500, "w")
+
+
+def test_pulled_copies_stay_until_space_is_needed_then_go_oldest_first():
+    s = StoreTable(1000)
+    for oid in (b"c1", b"c2"):
+        s.create(oid, 400, "pull")
+        s.seal(oid)
+        s.mark_copy(oid)
+    s.pin(b"c1", "r", lambda o: None)  # c1 in use, and most recently used
+    s.unpin(b"c1", "r")
+    assert set(s.objects) == {b"c1", b"c2"}  # readers gone, copies kept
+    s.create(b"new", 400, "w")  # needs room: evicts the least recently used copy
+    assert set(s.objects) == {b"c1", b"new"}
+    s.pin(b"c1", "r", lambda o: None)
+    with pytest.raises(StoreError, match="full"):
+        s.create(b"big", 400, "w")  # the only copy left is pinned

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import signal
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,8 +99,6 @@ class NodeAgent:
         self.view: dict[bytes, NodeView] = {}
         self._spread_turn = 0
         self.pulls: dict[bytes, asyncio.Task[None]] = {}
-        self.copies: set[bytes] = set()  # objects copied here from other nodes
-        self.store.on_release = self.copies.discard
         self.peers: dict[str, Connection] = {}
         self._req_ids = 0
         self._report_scheduled = False
@@ -376,11 +375,6 @@ class NodeAgent:
             conn.reply_error(msg, e if isinstance(e, StoreError) else _lost(oid, e))
             return
         self._pin(conn, m.StorePin(rid=msg.rid, object_id=oid))
-        obj = self.store.objects.get(oid)
-        if obj is not None and oid in self.copies:
-            # A copy made for readers, not the owner's primary: it goes when the
-            # last reader unpins it (the owner frees the primary on its node).
-            obj.freed = True
 
     async def _transfer(self, oid: bytes, source: str) -> None:
         peer = self.peers.get(source)
@@ -388,6 +382,7 @@ class NodeAgent:
             peer = await connect(source, self.token, self.handle, name=source, timeout=10)
             self.peers[source] = peer
         info = await peer.request(m.StorePin(rid=0, object_id=oid))
+        started = time.monotonic()
         try:
             offset = self.store.create(oid, info.size, "pull")
             try:
@@ -407,9 +402,13 @@ class NodeAgent:
                 raise
             # A copy made for readers: it goes when they unpin it; the owner
             # frees the primary copy on its node.
-            self.copies.add(oid)
+            self.store.mark_copy(oid)
             for w in self.store.seal(oid):
                 w(self.store.objects.get(oid))
+            log.info(
+                "pulled object %s (%d bytes) from %s in %.3f s",
+                oid.hex(), info.size, source, time.monotonic() - started,
+            )
         finally:
             peer.send(m.StoreUnpin(object_ids=[oid]))
 

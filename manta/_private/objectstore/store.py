@@ -41,7 +41,10 @@ class StoreTable:
         self.allocator = Allocator(capacity)
         self.objects: dict[bytes, StoredObject] = {}
         self.client_pins: dict[Hashable, collections.Counter[bytes]] = {}
-        self.on_release: Callable[[bytes], None] | None = None
+        # Copies of other nodes' objects, least recently used first. They stay
+        # after their readers are done (a second reader on this node needs no
+        # second transfer) until space is needed.
+        self.copies: collections.OrderedDict[bytes, None] = collections.OrderedDict()
 
     @property
     def capacity(self) -> int:
@@ -60,15 +63,32 @@ class StoreTable:
                 f"({self.allocator.capacity} bytes); start manta with a larger "
                 f"object_store_memory"
             )
-        try:
-            offset = self.allocator.allocate(size)
-        except OutOfSpace as e:
-            raise StoreError(
-                f"object store is full: cannot store {size} bytes "
-                f"(capacity {e.capacity}, in use {e.used}, largest free block {e.largest_free})"
-            ) from None
+        while True:
+            try:
+                offset = self.allocator.allocate(size)
+                break
+            except OutOfSpace as e:
+                if not self._evict_one_copy():
+                    raise StoreError(
+                        f"object store is full: cannot store {size} bytes (capacity "
+                        f"{e.capacity}, in use {e.used}, largest free block {e.largest_free})"
+                    ) from None
         self.objects[object_id] = StoredObject(offset, size, creator)
         return offset
+
+    def mark_copy(self, object_id: bytes) -> None:
+        """The object is a copy pulled from another node: evictable when unpinned."""
+        if object_id in self.objects:
+            self.copies[object_id] = None
+
+    def _evict_one_copy(self) -> bool:
+        for oid in self.copies:  # least recently used first
+            obj = self.objects.get(oid)
+            if obj is not None and obj.pins <= 0 and obj.sealed:
+                obj.freed = True
+                self._maybe_release(oid, obj)
+                return True
+        return False
 
     def seal(self, object_id: bytes) -> list[Callable[[StoredObject | None], None]]:
         obj = self.objects.get(object_id)
@@ -91,6 +111,8 @@ class StoreTable:
             return None
         obj.pins += 1
         self.client_pins.setdefault(client, collections.Counter())[object_id] += 1
+        if object_id in self.copies:
+            self.copies.move_to_end(object_id)
         if obj.sealed:
             return obj
         obj.seal_waiters.append(on_sealed)
@@ -137,6 +159,5 @@ class StoreTable:
     def _maybe_release(self, object_id: bytes, obj: StoredObject) -> None:
         if obj.freed and obj.pins <= 0:
             del self.objects[object_id]
+            self.copies.pop(object_id, None)
             self.allocator.free(obj.offset)
-            if self.on_release is not None:
-                self.on_release(object_id)
