@@ -153,6 +153,12 @@ def cmd_status(args: argparse.Namespace) -> int:
                 total[k] = total.get(k, 0.0) + v
             for k, v in n.available.items():
                 avail[k] = avail.get(k, 0.0) + v
+    demands: dict[tuple[tuple[str, float], ...], int] = {}
+    for n in info.nodes:
+        if n.alive:
+            for shape, count in n.pending:
+                key = tuple(sorted(shape.items()))
+                demands[key] = demands.get(key, 0) + count
     print("resources (used / total):")
     for k in sorted(total):
         if k.startswith("node:"):
@@ -162,6 +168,16 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"  {k}: {used / 2**30:.2f} / {total[k] / 2**30:.2f} GiB")
         else:
             print(f"  {k}: {used:g} / {total[k]:g}")
+    print("pending demands:")
+    if not demands:
+        print("  (none)")
+    for key, count in sorted(demands.items(), key=lambda kv: -kv[1]):
+        shape = dict(key)
+        feasible = any(
+            all(n.resources.get(k, 0.0) >= v for k, v in shape.items()) for n in info.nodes if n.alive
+        )
+        why = "" if feasible else "  <- no node has these resources: waits for a node that does"
+        print(f"  {_fmt(shape)}: {count} waiting{why}")
     return 0
 
 

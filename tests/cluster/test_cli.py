@@ -131,3 +131,33 @@ def test_driver_without_a_cluster_gets_a_clear_error(env):
     )
     assert out.returncode != 0
     assert "no manta cluster is running on this machine" in out.stderr
+
+
+def test_status_shows_pending_demands_and_the_driver_warns(env):
+    address, _ = _head(env, "--num-cpus", "1")
+    driver = textwrap.dedent(
+        """
+        import time, manta
+        manta.init(address="auto")
+
+        @manta.remote(resources={"unicorn": 1})
+        def never():
+            return 1
+
+        ref = never.remote()
+        ready, _ = manta.wait([ref], timeout=1.0)
+        assert not ready
+        print("READY", flush=True)
+        time.sleep(30)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", driver], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "READY"
+        status = manta(env, "status").stdout
+        assert "unicorn=1" in status and "no node has these resources" in status
+    finally:
+        proc.kill()
+        _, err = proc.communicate(timeout=30)
+    assert "no node in the cluster has" in err

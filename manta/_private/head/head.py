@@ -133,6 +133,7 @@ class Head:
             node = self.nodes.get(msg.node_id)
             if node is not None:
                 node.info.available = msg.available
+                node.info.pending = msg.pending
                 self._broadcast_view()
         elif t is m.WorkerExited:
             self._worker_exited(msg.worker_id, msg.reason, msg.exit_code)

@@ -249,7 +249,13 @@ class NodeAgent:
         def send() -> None:
             self._report_scheduled = False
             if self.head is not None:
-                self.head.send(m.NodeResources(node_id=self.node_id, available=to_float(self.leases.available)))
+                self.head.send(
+                    m.NodeResources(
+                        node_id=self.node_id,
+                        available=to_float(self.leases.available),
+                        pending=self.leases.pending_demands(),
+                    )
+                )
 
         asyncio.get_running_loop().call_later(0.05, send)
 

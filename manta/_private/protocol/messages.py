@@ -124,6 +124,8 @@ class NodeInfo(msgspec.Struct, array_like=True):
     resources: dict[str, float]
     available: dict[str, float]
     store_capacity: int
+    # Resource shapes of lease requests waiting on this node, with counts.
+    pending: list[tuple[dict[str, float], int]] = []
 
 
 class ActorSpec(msgspec.Struct, array_like=True):
@@ -244,6 +246,7 @@ class NodeResources(Msg):
 
     node_id: bytes
     available: dict[str, float]
+    pending: list[tuple[dict[str, float], int]] = []
 
 
 class WorkerExited(Msg):

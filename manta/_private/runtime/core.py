@@ -1035,14 +1035,27 @@ class CoreRuntime:
         self._pump(ks)
 
     def _warn_if_infeasible(self, resources: dict[str, float], name: str) -> None:
-        total = self.cluster_resources
-        missing = {k: v for k, v in resources.items() if v > total.get(k, 0.0) + 1e-9}
-        if missing:
-            print(
-                f"manta: warning: task {name} needs {resources} but the cluster has "
-                f"{total}; it stays pending until a node with these resources joins.",
-                file=sys.stderr,
-            )
+        """Warns once per resource shape that no node in the cluster can run it."""
+
+        def fits(have: dict[str, float]) -> bool:
+            return all(have.get(k, 0.0) + 1e-9 >= v for k, v in resources.items())
+
+        if fits(self.cluster_resources):
+            return  # this node alone can: nothing to check
+        assert self.head is not None
+
+        def on_info(reply: Any) -> None:
+            if isinstance(reply, BaseException):
+                return
+            if not any(fits(n.resources) for n in reply.nodes if n.alive):
+                print(
+                    f"manta: warning: task {name} needs {resources}, which no node in the "
+                    f"cluster has; it stays pending until a node with these resources joins "
+                    f"(`manta status` lists pending demands).",
+                    file=sys.stderr,
+                )
+
+        self.head.request_cb(m.GetClusterInfo(rid=0), on_info)
 
     def _pump(self, ks: _KeyState) -> None:
         while ks.queue and ks.idle:

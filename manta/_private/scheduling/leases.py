@@ -182,6 +182,14 @@ class LeaseTable:
 
     # -- queries ----------------------------------------------------------
 
+    def pending_demands(self) -> list[tuple[dict[str, float], int]]:
+        """Shapes of the requests still waiting for resources, with counts."""
+        counts: dict[tuple[tuple[str, int], ...], int] = {}
+        for req in self.pending:
+            key = tuple(sorted(req.resources.items()))
+            counts[key] = counts.get(key, 0) + 1
+        return [({k: v / UNIT for k, v in key}, n) for key, n in counts.items()]
+
     def infeasible(self, req: Request) -> bool:
         return not fits(req.resources, self.total)
 
