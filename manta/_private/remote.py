@@ -80,6 +80,29 @@ def placement_of(options: dict[str, Any]) -> m.Placement:
     return m.Placement()
 
 
+def in_placement_group(options: dict[str, Any], resources: dict[str, float]) -> dict[str, float]:
+    """Resources renamed onto a placement group's bundle, when the options name one."""
+    strategy = options.get("scheduling_strategy")
+    pg = getattr(strategy, "placement_group", None) or options.get("placement_group")
+    if pg is None or pg == "default":
+        return resources
+    index = getattr(strategy, "placement_group_bundle_index", None)
+    if index is None:
+        index = options.get("placement_group_bundle_index", -1)
+    pg_id = pg.id.binary()
+    if index >= pg.bundle_count or index < -1:
+        raise ValueError(
+            f"placement_group_bundle_index {index} is out of range: the group has {pg.bundle_count} bundles"
+        )
+    from manta._private.scheduling.bundles import bundle_resource
+
+    renamed = {bundle_resource(k, pg_id, index): v for k, v in resources.items()}
+    if not renamed:
+        # Asks for nothing, but must still land on one of the group's nodes.
+        renamed = {bundle_resource("bundle", pg_id, index): 0.001}
+    return renamed
+
+
 def resource_request(options: dict[str, Any], default_cpus: float) -> dict[str, float]:
     cpus = options.get("num_cpus")
     out: dict[str, float] = {"CPU": float(default_cpus if cpus is None else cpus)}
@@ -217,7 +240,7 @@ class RemoteFunction(_Remotable):
             args=args,
             kwargs=kwargs,
             num_returns=num_returns,
-            resources=resource_request(options, 1),
+            resources=in_placement_group(options, resource_request(options, 1)),
             placement=placement_of(options),
             max_retries=max_retries,
             retry_exceptions=retry,
@@ -304,7 +327,7 @@ class ActorClass(_Remotable):
         max_restarts = options.get("max_restarts", 0)
         max_task_retries = options.get("max_task_retries", 0)
         # An actor holds no CPU while it lives unless it asks for one (as in Ray).
-        resources = resource_request(options, 0)
+        resources = in_placement_group(options, resource_request(options, 0))
         fn_id = self._exported.fn_id(rt)
         spec_args, kwnames, pinned = rt.prepare_args(args, kwargs, f"{self.__name__}.__init__")
         actor_id = rt.new_task_id()

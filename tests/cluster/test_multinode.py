@@ -174,3 +174,51 @@ def test_spread_and_node_affinity(cluster):
         spread_actors = [Where.options(scheduling_strategy="SPREAD").remote() for _ in range(3)]
         assert set(manta.get([a.node.remote() for a in spread_actors])) == set(nodes)
     """)
+
+
+def test_placement_groups_across_nodes(cluster):
+    env, _ = cluster
+    run_driver(env, """
+        import time
+        from manta.util import placement_group, placement_group_table, remove_placement_group
+        from manta.util.scheduling_strategies import PlacementGroupSchedulingStrategy as InGroup
+
+        @manta.remote(num_cpus=0.5)
+        def where():
+            return manta.get_runtime_context().get_node_id()
+
+        def nodes_of(pg, n):
+            return [manta.get(where.options(num_cpus=0.1, scheduling_strategy=InGroup(pg, placement_group_bundle_index=i)).remote())
+                    for i in range(n)]
+
+        free_before = manta.available_resources()["CPU"]
+
+        ss = placement_group([{"CPU": 0.5}] * 3, strategy="STRICT_SPREAD")
+        assert ss.wait(30)
+        got = nodes_of(ss, 3)
+        assert len(set(got)) == 3
+        assert sorted(placement_group_table(ss)["bundles_to_node_id"].values()) == sorted(got)
+
+        sp = placement_group([{"CPU": 0.5}, {"CPU": 0.5}], strategy="STRICT_PACK")
+        assert sp.wait(30)
+        assert len(set(nodes_of(sp, 2))) == 1
+
+        pack = placement_group([{"CPU": 0.5}, {"CPU": 0.5}], strategy="PACK")
+        assert pack.wait(30)
+        spread = placement_group([{"CPU": 0.25}] * 3, strategy="SPREAD")
+        assert spread.wait(30)
+        assert len(set(nodes_of(spread, 3))) == 3
+
+        too_many = placement_group([{"CPU": 0.1}] * 4, strategy="STRICT_SPREAD")
+        assert not too_many.wait(1)  # only three nodes
+        no_room = placement_group([{"CPU": 1}, {"CPU": 1}], strategy="STRICT_PACK")
+        assert not no_room.wait(1)
+
+        for pg in (ss, sp, pack, spread, too_many, no_room):
+            remove_placement_group(pg)
+        deadline = time.time() + 20
+        while manta.available_resources().get("CPU") != free_before and time.time() < deadline:
+            time.sleep(0.1)
+        # All or nothing: the groups that never fitted held nothing back.
+        assert manta.available_resources().get("CPU") == free_before
+    """)

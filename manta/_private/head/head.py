@@ -12,11 +12,13 @@ import itertools
 import logging
 import os
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from manta._private.control.actors import DEAD, PENDING, RESTARTING, ActorEntry
 from manta._private.protocol import messages as m
+from manta._private.scheduling.bundles import plan
+from manta._private.scheduling.resources import to_units
 from manta._private.transport.connection import Connection, ConnectionLost, connect, serve
 
 log = logging.getLogger(__name__)
@@ -29,6 +31,19 @@ class Job:
     pid: int
     conn: Connection
     alive: bool = True
+
+
+PG_PENDING, PG_CREATED, PG_REMOVED = "PENDING", "CREATED", "REMOVED"
+
+
+@dataclass(eq=False)
+class PGEntry:
+    spec: m.PlacementGroupSpec
+    state: str = PG_PENDING
+    nodes: list[bytes] = field(default_factory=list)
+    waiters: list[Any] = field(default_factory=list)
+    placing: bool = False
+    error: str = ""
 
 
 @dataclass(eq=False)
@@ -55,6 +70,7 @@ class Head:
         self.stopping = asyncio.Event()
         self._view_scheduled = False
         self._spread_turn = 0
+        self.pgs: dict[bytes, PGEntry] = {}
         self._spread_turn = 0
 
     async def start(self) -> None:
@@ -129,12 +145,16 @@ class Head:
             for entry in self.actors.values():
                 if entry.state in (PENDING, RESTARTING) and not entry.worker_id:
                     self._schedule_actor(entry)
+            self._place_pending_pgs()
         elif t is m.NodeResources:
             node = self.nodes.get(msg.node_id)
             if node is not None:
                 node.info.available = msg.available
                 node.info.pending = msg.pending
+                if msg.total:
+                    node.info.resources = msg.total
                 self._broadcast_view()
+                self._place_pending_pgs()
         elif t is m.WorkerExited:
             self._worker_exited(msg.worker_id, msg.reason, msg.exit_code)
         elif t is m.GetClusterInfo:
@@ -142,8 +162,116 @@ class Head:
         elif t is m.ShutdownCluster:
             conn.reply(msg, m.Ack(rid=0))
             self.stopping.set()
+        elif t is m.CreatePlacementGroup:
+            self._create_pg(conn, msg)
+        elif t is m.WaitPlacementGroup:
+            pg = self.pgs.get(msg.pg_id)
+            if pg is None:
+                conn.reply_error(msg, ValueError(f"placement group {msg.pg_id.hex()} does not exist"))
+            elif pg.state != PG_PENDING:
+                conn.reply(msg, self._pg_state(pg))
+            else:
+                pg.waiters.append((conn, msg))
+        elif t is m.RemovePlacementGroup:
+            pg = self.pgs.get(msg.pg_id)
+            if pg is None:
+                conn.reply_error(msg, ValueError(f"placement group {msg.pg_id.hex()} does not exist"))
+                return
+            self._remove_pg(pg, "removed by remove_placement_group()")
+            conn.reply(msg, m.Ack(rid=0))
+        elif t is m.GetPlacementGroups:
+            groups = [
+                self._pg_state(pg) for pg in self.pgs.values()
+                if not msg.name or (pg.spec.name == msg.name and pg.spec.namespace == msg.namespace
+                                    and pg.state != PG_REMOVED)
+            ]
+            conn.reply(msg, m.PlacementGroupList(rid=0, groups=groups))
         else:
             log.warning("unexpected %s", t.__name__)
+
+    # -- placement groups -------------------------------------------------
+
+    def _create_pg(self, conn: Connection, msg: m.CreatePlacementGroup) -> None:
+        spec = msg.spec
+        try:
+            bundles = [to_units(b) for b in spec.bundles]
+            plan(bundles, spec.strategy, [])  # validates the strategy
+        except ValueError as e:
+            conn.reply_error(msg, e)
+            return
+        if spec.name and any(
+            pg.spec.name == spec.name and pg.spec.namespace == spec.namespace and pg.state != PG_REMOVED
+            for pg in self.pgs.values()
+        ):
+            conn.reply_error(msg, ValueError(f"a placement group named {spec.name!r} already exists"))
+            return
+        self.pgs[spec.pg_id] = PGEntry(spec)
+        conn.reply(msg, m.Ack(rid=0))
+        self._place_pending_pgs()
+
+    def _pg_state(self, pg: PGEntry) -> m.PlacementGroupState:
+        return m.PlacementGroupState(rid=0, spec=pg.spec, state=pg.state, nodes=pg.nodes, error=pg.error)
+
+    def _notify_pg(self, pg: PGEntry) -> None:
+        for conn, msg in pg.waiters:
+            if not conn.closed:
+                conn.reply(msg, self._pg_state(pg))
+        pg.waiters = []
+
+    def _place_pending_pgs(self) -> None:
+        for pg in self.pgs.values():
+            if pg.state == PG_PENDING and not pg.placing:
+                self._place_pg(pg)
+
+    def _place_pg(self, pg: PGEntry) -> None:
+        alive = [(nid, n) for nid, n in self.nodes.items() if n.info.alive and not n.conn.closed]
+        bundles = [to_units(b) for b in pg.spec.bundles]
+        assignment = plan(bundles, pg.spec.strategy, [(nid, to_units(n.info.available)) for nid, n in alive])
+        if assignment is None:
+            return  # tried again whenever resources change
+        pg.placing = True
+        by_node: dict[bytes, list[tuple[int, dict[str, float]]]] = {}
+        for i, nid in enumerate(assignment):
+            by_node.setdefault(nid, []).append((i, pg.spec.bundles[i]))
+
+        async def reserve() -> None:
+            # Two phases: every node sets its bundles aside, or none keeps any.
+            results = await asyncio.gather(
+                *(self.nodes[nid].conn.request(m.PrepareBundles(rid=0, pg_id=pg.spec.pg_id, bundles=b))
+                  for nid, b in by_node.items()),
+                return_exceptions=True,
+            )
+            ok = [nid for nid, r in zip(by_node, results) if not isinstance(r, BaseException)]
+            if len(ok) != len(by_node) or pg.state != PG_PENDING:
+                for nid in ok:
+                    self.nodes[nid].conn.send(m.CancelBundles(pg_id=pg.spec.pg_id))
+                pg.placing = False
+                return
+            commits = await asyncio.gather(
+                *(self.nodes[nid].conn.request(m.CommitBundles(rid=0, pg_id=pg.spec.pg_id)) for nid in by_node),
+                return_exceptions=True,
+            )
+            pg.placing = False
+            if any(isinstance(r, BaseException) for r in commits) or pg.state != PG_PENDING:
+                for nid in by_node:
+                    self.nodes[nid].conn.send(m.CancelBundles(pg_id=pg.spec.pg_id))
+                return
+            pg.state = PG_CREATED
+            pg.nodes = list(assignment)
+            self._notify_pg(pg)
+
+        asyncio.get_running_loop().create_task(reserve())
+
+    def _remove_pg(self, pg: PGEntry, why: str) -> None:
+        if pg.state == PG_REMOVED:
+            return
+        pg.state = PG_REMOVED
+        pg.error = why
+        for nid in set(pg.nodes) or set(self.nodes):
+            node = self.nodes.get(nid)
+            if node is not None and not node.conn.closed:
+                node.conn.send(m.CancelBundles(pg_id=pg.spec.pg_id))
+        self._notify_pg(pg)
 
     def _broadcast_view(self) -> None:
         """Sends every agent the cluster's resources (coalesced), for spillback."""
@@ -348,6 +476,9 @@ class Head:
                 for entry in list(self.actors.values()):
                     if entry.spec.job_id == ident and not entry.spec.detached:
                         self._kill_actor(entry, True, "The actor's job (driver) exited.")
+                for pg in list(self.pgs.values()):
+                    if pg.spec.job_id == ident and not pg.spec.detached:
+                        self._remove_pg(pg, "its job (driver) exited")
             if self.embedded and not any(j.alive for j in self.jobs.values()):
                 log.info("embedded driver gone; stopping the cluster")
                 self.stopping.set()

@@ -22,6 +22,7 @@ from manta._private.objectstore.region import Region
 from manta._private.objectstore.store import StoredObject, StoreError, StoreTable
 from manta._private.protocol import messages as m
 from manta._private.scheduling import leases as lt
+from manta._private.scheduling.bundles import bundle_resources
 from manta._private.scheduling.policy import NodeView, Unschedulable, place
 from manta._private.scheduling.resources import to_float, to_units
 from manta._private.transport.connection import AuthRejected, Connection, connect, serve
@@ -35,6 +36,14 @@ PULL_WINDOW = 4
 
 class ObjectLostError(Exception):
     kind = "ObjectLostError"
+
+
+def _bundle_names(pg_id: bytes, bundles: list[tuple[int, dict[str, float]]]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for index, bundle in bundles:
+        for k, v in bundle_resources(bundle, pg_id, index).items():
+            out[k] = out.get(k, 0.0) + v
+    return out
 
 
 def _lost(oid: bytes, why: object) -> ObjectLostError:
@@ -98,6 +107,11 @@ class NodeAgent:
         self.stopping = asyncio.Event()
         self.view: dict[bytes, NodeView] = {}
         self._spread_turn = 0
+        # Placement group bundles held here: pg id -> (reserved base resources,
+        # the bundle resources they become, committed?).
+        self.bundles: dict[bytes, tuple[dict[str, int], dict[str, int], bool]] = {}
+        # Lease requests no node can serve yet, re-examined when the cluster changes.
+        self.infeasible: list[tuple[Connection, m.RequestLease]] = []
         self.pulls: dict[bytes, asyncio.Task[None]] = {}
         self.peers: dict[str, Connection] = {}
         self._req_ids = 0
@@ -253,7 +267,8 @@ class NodeAgent:
                     m.NodeResources(
                         node_id=self.node_id,
                         available=to_float(self.leases.available),
-                        pending=self.leases.pending_demands(),
+                        pending=self._pending_demands(),
+                        total=to_float(self.leases.total),
                     )
                 )
 
@@ -296,11 +311,40 @@ class NodeAgent:
             asyncio.get_running_loop().create_task(self._pull(conn, msg))
         elif t is m.StoreReadChunk:
             self._read_chunk(conn, msg)
+        elif t is m.PrepareBundles:
+            need: dict[str, int] = {}
+            for _, bundle in msg.bundles:
+                for k, v in to_units(bundle).items():
+                    need[k] = need.get(k, 0) + v
+            if msg.pg_id in self.bundles or not self.leases.reserve(need):
+                conn.reply_error(msg, RuntimeError("resources are not free on this node any more"))
+                return
+            self.bundles[msg.pg_id] = (need, to_units(_bundle_names(msg.pg_id, msg.bundles)), False)
+            conn.reply(msg, m.Ack(rid=0))
+            self._report_resources()
+        elif t is m.CommitBundles:
+            held = self.bundles.get(msg.pg_id)
+            if held is None:
+                conn.reply_error(msg, RuntimeError("no prepared bundles for this group"))
+                return
+            need, names, _ = held
+            self.bundles[msg.pg_id] = (need, names, True)
+            self._run(self.leases.add_resources(names))
+            conn.reply(msg, m.Ack(rid=0))
+            self._retry_infeasible()
+        elif t is m.CancelBundles:
+            held = self.bundles.pop(msg.pg_id, None)
+            if held is not None:
+                need, names, committed = held
+                if committed:
+                    self.leases.remove_resources(names)
+                self._run(self.leases.unreserve(need))
         elif t is m.ClusterView:
             self.view = {
                 n.node_id: NodeView(n.node_id, n.address, to_units(n.resources), to_units(n.available))
                 for n in msg.nodes
             }
+            self._retry_infeasible()
         elif t is m.StoreUnpin:
             for oid in msg.object_ids:
                 self.store.unpin(oid, id(conn))
@@ -331,6 +375,21 @@ class NodeAgent:
         else:
             log.warning("unexpected %s", t.__name__)
 
+    def _pending_demands(self) -> list[tuple[dict[str, float], int]]:
+        counts: dict[tuple[tuple[str, float], ...], int] = {}
+        for shape, n in self.leases.pending_demands():
+            counts[tuple(sorted(shape.items()))] = n
+        for _, msg in self.infeasible:
+            key = tuple(sorted(msg.resources.items()))
+            counts[key] = counts.get(key, 0) + 1
+        return [(dict(k), n) for k, n in counts.items()]
+
+    def _retry_infeasible(self) -> None:
+        waiting, self.infeasible = self.infeasible, []
+        for conn, msg in waiting:
+            if not conn.closed:
+                self.handle(conn, msg)
+
     def _spill(self, conn: Connection, msg: m.RequestLease) -> bool:
         """Redirects the request to another node if policy says so; True if it
         did, or if it answered with an error."""
@@ -354,7 +413,12 @@ class NodeAgent:
             return True
         if decision.node is None:
             if decision.infeasible:
-                log.warning("no node can ever run a task needing %s; it waits here", msg.resources)
+                # No node has these resources now; look again whenever the
+                # cluster changes (a node joins, a placement group is made).
+                log.info("no node has %s yet; the request waits", msg.resources)
+                self.infeasible.append((conn, msg))
+                self._report_resources()
+                return True
             return False
         conn.reply(msg, m.LeaseSpill(rid=0, node_id=decision.node.node_id, address=decision.node.address))
         return True
@@ -454,6 +518,8 @@ class NodeAgent:
             answer(obj)
 
     def on_close(self, conn: Connection) -> None:
+        if self.infeasible:
+            self.infeasible = [(c, r) for c, r in self.infeasible if c is not conn]
         for w in self.store.client_gone(id(conn)):
             w(None)
         client: Client | None = conn.peer

@@ -247,6 +247,77 @@ class NodeResources(Msg):
     node_id: bytes
     available: dict[str, float]
     pending: list[tuple[dict[str, float], int]] = []
+    # Totals change when placement-group bundles are reserved here.
+    total: dict[str, float] = {}
+
+
+class PlacementGroupSpec(msgspec.Struct, array_like=True):
+    pg_id: bytes
+    bundles: list[dict[str, float]]
+    strategy: str
+    name: str = ""
+    namespace: str = ""
+    job_id: int = 0
+    detached: bool = False
+
+
+class CreatePlacementGroup(Msg):
+    rid: int
+    spec: PlacementGroupSpec
+
+
+class PlacementGroupState(Msg):
+    rid: int
+    spec: PlacementGroupSpec
+    state: str  # PENDING | CREATED | REMOVED
+    nodes: list[bytes]
+    error: str = ""
+
+
+class PlacementGroupList(Msg):
+    rid: int
+    groups: list[PlacementGroupState]
+
+
+class WaitPlacementGroup(Msg):
+    """Answered when the group is CREATED or REMOVED."""
+
+    rid: int
+    pg_id: bytes
+
+
+class RemovePlacementGroup(Msg):
+    rid: int
+    pg_id: bytes
+
+
+class GetPlacementGroups(Msg):
+    """All groups, or those named `name` in `namespace`."""
+
+    rid: int
+    name: str = ""
+    namespace: str = ""
+
+
+class PrepareBundles(Msg):
+    """Head -> agent: set aside these bundles' resources (phase one)."""
+
+    rid: int
+    pg_id: bytes
+    bundles: list[tuple[int, dict[str, float]]]
+
+
+class CommitBundles(Msg):
+    """Head -> agent: make prepared bundles usable (phase two)."""
+
+    rid: int
+    pg_id: bytes
+
+
+class CancelBundles(Msg):
+    """Head -> agent: give back a group's bundles, prepared or committed."""
+
+    pg_id: bytes
 
 
 class WorkerExited(Msg):
@@ -494,6 +565,15 @@ Message = (
     | StoreSeal
     | StorePin
     | StorePinned
+    | CreatePlacementGroup
+    | PlacementGroupState
+    | PlacementGroupList
+    | WaitPlacementGroup
+    | RemovePlacementGroup
+    | GetPlacementGroups
+    | PrepareBundles
+    | CommitBundles
+    | CancelBundles
     | StorePull
     | StoreReadChunk
     | StoreChunk

@@ -770,6 +770,29 @@ class CoreRuntime:
 
         self.head.request_cb(m.GetClusterInfo(rid=0), on_info)
 
+    def placement_group_ready(self, pg: Any) -> ObjectRef:
+        """An owned ref set once the head reports the group created (or removed)."""
+        oid = self.new_task_id() + b"\x00\x00\x00\x01"
+        with self.lock:
+            self.refs.add_owned(oid)
+
+        def on_state(reply: Any) -> None:
+            if isinstance(reply, BaseException):
+                err: BaseException = error_from_remote(reply) if isinstance(reply, RemoteError) else reply
+            elif reply.state == "CREATED":
+                self._set_ready(oid, serialize(pg).to_bytes())
+                return
+            else:
+                err = exc.RaySystemError(f"placement group {pg.id.hex()} was removed: {reply.error}")
+            self._set_ready(oid, serialize_error(err).to_bytes(), is_error=True)
+
+        def ask() -> None:
+            assert self.head is not None
+            self.head.request_cb(m.WaitPlacementGroup(rid=0, pg_id=pg.id.binary()), on_state)
+
+        self._post(ask)
+        return ObjectRef(oid, self.address, self)
+
     def agent_address_of(self, node_id: bytes) -> str:
         address = self._node_addresses.get(node_id)
         if address is None:
@@ -1040,6 +1063,8 @@ class CoreRuntime:
         def fits(have: dict[str, float]) -> bool:
             return all(have.get(k, 0.0) + 1e-9 >= v for k, v in resources.items())
 
+        if any("_group_" in k for k in resources):
+            return  # a placement group's bundle: it exists once the group is ready
         if fits(self.cluster_resources):
             return  # this node alone can: nothing to check
         assert self.head is not None

@@ -92,7 +92,9 @@ class LeaseTable:
     gpu_free: list[int] = field(init=False)
 
     def __post_init__(self) -> None:
+        self.total = dict(self.total)
         self.available = dict(self.total)
+        self.reserved: ResourceSet = {}
         self.gpu_free = [UNIT] * (self.total.get("GPU", 0) // UNIT)
 
     # -- events -----------------------------------------------------------
@@ -182,6 +184,34 @@ class LeaseTable:
 
     # -- queries ----------------------------------------------------------
 
+    # -- placement group bundles -----------------------------------------
+
+    def reserve(self, need: ResourceSet) -> bool:
+        """Sets resources aside for bundles (phase one); False if they are not free."""
+        if not fits(need, self.available):
+            return False
+        subtract(self.available, need)
+        add(self.reserved, need)
+        return True
+
+    def unreserve(self, need: ResourceSet) -> list[Command]:
+        add(self.available, need)
+        subtract(self.reserved, need)
+        return self._schedule()
+
+    def add_resources(self, extra: ResourceSet) -> list[Command]:
+        """New resources appear (a committed bundle's own names)."""
+        add(self.total, extra)
+        add(self.available, extra)
+        return self._schedule()
+
+    def remove_resources(self, gone: ResourceSet) -> None:
+        subtract(self.total, gone)
+        subtract(self.available, gone)
+        for d in (self.total, self.available):
+            for k in [k for k, v in d.items() if v == 0 and k in gone]:
+                del d[k]
+
     def pending_demands(self) -> list[tuple[dict[str, float], int]]:
         """Shapes of the requests still waiting for resources, with counts."""
         counts: dict[tuple[tuple[str, int], ...], int] = {}
@@ -202,6 +232,7 @@ class LeaseTable:
         for waiting in self.starting.values():
             for req, _ in waiting:
                 add(used, req.resources)
+        add(used, self.reserved)
         for k, total in self.total.items():
             assert self.available.get(k, 0) + used.get(k, 0) == total, (k, self.available, used)
         for wid, w in self.workers.items():

@@ -44,6 +44,8 @@ REPLY_TYPES = (
     m.StoreCreated,
     m.StorePinned,
     m.StoreChunk,
+    m.PlacementGroupState,
+    m.PlacementGroupList,
     m.LeaseSpill,
     m.Resources,
     m.TaskDone,

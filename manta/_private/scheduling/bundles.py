@@ -1,0 +1,93 @@
+"""Placing a placement group's bundles on nodes, without I/O.
+
+A plan maps every bundle to a node, or is None when the group cannot be
+placed now; the head then reserves all bundles or none (two phases), and
+tries again when resources change.
+
+    STRICT_PACK    all bundles on one node
+    PACK           as few nodes as possible (one if it fits)
+    STRICT_SPREAD  every bundle on a different node
+    SPREAD         bundles spread over nodes, several per node only if needed
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from manta._private.scheduling.resources import ResourceSet, add, fits, subtract
+
+STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+
+
+def plan(
+    bundles: Sequence[ResourceSet],
+    strategy: str,
+    nodes: Sequence[tuple[bytes, ResourceSet]],
+) -> list[bytes] | None:
+    """`nodes` are (node_id, free resources) in preference order."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown placement strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
+    free = {nid: dict(res) for nid, res in nodes}
+    order = [nid for nid, _ in nodes]
+    if strategy in ("STRICT_PACK", "PACK"):
+        total: ResourceSet = {}
+        for b in bundles:
+            add(total, b)
+        for nid in order:
+            if fits(total, free[nid]):
+                return [nid] * len(bundles)
+        if strategy == "STRICT_PACK":
+            return None
+        return _greedy(bundles, order, free, prefer_same=True)
+    if strategy == "STRICT_SPREAD":
+        out: list[bytes] = []
+        used: set[bytes] = set()
+        for b in bundles:
+            nid = next((n for n in order if n not in used and fits(b, free[n])), None)
+            if nid is None:
+                return None
+            used.add(nid)
+            subtract(free[nid], b)
+            out.append(nid)
+        return out
+    return _greedy(bundles, order, free, prefer_same=False)
+
+
+def _greedy(
+    bundles: Sequence[ResourceSet], order: list[bytes], free: dict[bytes, ResourceSet], *, prefer_same: bool
+) -> list[bytes] | None:
+    out: list[bytes] = []
+    for i, b in enumerate(bundles):
+        if prefer_same:
+            candidates = order
+        else:
+            # Start from the next node each time, so bundles spread.
+            k = i % len(order) if order else 0
+            candidates = order[k:] + order[:k]
+            unused = [n for n in candidates if n not in out]
+            candidates = unused + [n for n in candidates if n in out]
+        nid = next((n for n in candidates if fits(b, free[n])), None)
+        if nid is None:
+            return None
+        subtract(free[nid], b)
+        out.append(nid)
+    return out
+
+
+def bundle_resource(name: str, pg_id: bytes, index: int | None) -> str:
+    """The resource a task asks for to run in a bundle (Ray's naming)."""
+    if index is None or index < 0:
+        return f"{name}_group_{pg_id.hex()}"
+    return f"{name}_group_{index}_{pg_id.hex()}"
+
+
+def bundle_resources(bundle: dict[str, float], pg_id: bytes, index: int) -> dict[str, float]:
+    """What a reserved bundle adds to its node: per-bundle and per-group names."""
+    out: dict[str, float] = {}
+    for name, amount in bundle.items():
+        out[bundle_resource(name, pg_id, index)] = amount
+        out[bundle_resource(name, pg_id, None)] = amount
+    # Lets zero-resource tasks and actors target the bundle too.
+    out[f"bundle_group_{index}_{pg_id.hex()}"] = 1000.0
+    out[f"bundle_group_{pg_id.hex()}"] = 1000.0
+    return out

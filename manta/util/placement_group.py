@@ -1,0 +1,169 @@
+"""Placement groups, with Ray's API: reserve bundles of resources across nodes
+atomically, then run tasks and actors inside them."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from manta._private.protocol import messages as m
+from manta._private.runtime.context import current_task
+from manta._private.scheduling.bundles import STRATEGIES
+
+
+class PlacementGroupID:
+    __slots__ = ("_id",)
+
+    def __init__(self, b: bytes) -> None:
+        self._id = b
+
+    def hex(self) -> str:
+        return self._id.hex()
+
+    def binary(self) -> bytes:
+        return self._id
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PlacementGroupID) and other._id == self._id
+
+    def __hash__(self) -> int:
+        return hash(self._id)
+
+    def __repr__(self) -> str:
+        return f"PlacementGroupID({self._id.hex()})"
+
+
+class PlacementGroup:
+    def __init__(self, pg_id: bytes, bundles: list[dict[str, float]], strategy: str = "PACK") -> None:
+        self.id = PlacementGroupID(pg_id)
+        self.bundle_specs = bundles
+        self.strategy = strategy
+
+    @property
+    def bundle_count(self) -> int:
+        return len(self.bundle_specs)
+
+    def ready(self) -> Any:
+        """An ObjectRef that becomes ready once every bundle is reserved."""
+        from manta._private.api import _runtime
+
+        return _runtime().placement_group_ready(self)
+
+    def wait(self, timeout_seconds: float | None = 30) -> bool:
+        from manta._private.api import _runtime
+
+        rt = _runtime()
+        ready, _ = rt.wait([self.ready()], 1, timeout_seconds, True)
+        return bool(ready)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PlacementGroup) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def __repr__(self) -> str:
+        return f"PlacementGroup(id={self.id.hex()}, bundles={self.bundle_specs}, strategy={self.strategy})"
+
+    def __reduce__(self) -> Any:
+        return (PlacementGroup, (self.id._id, self.bundle_specs, self.strategy))
+
+
+def _check_bundles(bundles: Any) -> list[dict[str, float]]:
+    if not isinstance(bundles, list) or not bundles:
+        raise ValueError("placement_group() needs a non-empty list of bundles (dicts of resources)")
+    out = []
+    for i, b in enumerate(bundles):
+        if not isinstance(b, dict) or not b:
+            raise ValueError(f"bundle {i} must be a non-empty dict of resources, got {b!r}")
+        clean: dict[str, float] = {}
+        for k, v in b.items():
+            if not isinstance(k, str) or not isinstance(v, (int, float)) or v < 0:
+                raise ValueError(f"bundle {i}: resource {k!r} must map to a non-negative number, got {v!r}")
+            clean[k] = float(v)
+        if not any(clean.values()):
+            raise ValueError(f"bundle {i} asks for no resources at all: {b!r}")
+        out.append(clean)
+    return out
+
+
+def placement_group(
+    bundles: list[dict[str, float]],
+    strategy: str = "PACK",
+    name: str = "",
+    lifetime: str | None = None,
+    _soft_target_node_id: str | None = None,
+    bundle_label_selector: Any = None,
+) -> PlacementGroup:
+    from manta._private.api import _runtime
+
+    clean = _check_bundles(bundles)
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    if lifetime not in (None, "detached"):
+        raise ValueError(f"lifetime must be None or 'detached', got {lifetime!r}")
+    rt = _runtime()
+    spec = m.PlacementGroupSpec(
+        pg_id=os.urandom(18), bundles=clean, strategy=strategy, name=name or "",
+        namespace=rt.namespace, job_id=rt.job_id, detached=lifetime == "detached",
+    )
+    rt.run(rt._await_request(rt.head, m.CreatePlacementGroup(rid=0, spec=spec)))
+    return PlacementGroup(spec.pg_id, clean, strategy)
+
+
+def remove_placement_group(placement_group: PlacementGroup) -> None:
+    from manta._private.api import _runtime
+
+    if not isinstance(placement_group, PlacementGroup):
+        raise TypeError(f"remove_placement_group() expects a PlacementGroup, got {type(placement_group).__name__}")
+    rt = _runtime()
+    rt.run(rt._await_request(rt.head, m.RemovePlacementGroup(rid=0, pg_id=placement_group.id._id)))
+
+
+def get_placement_group(placement_group_name: str) -> PlacementGroup:
+    from manta._private.api import _runtime
+
+    rt = _runtime()
+    reply = rt.run(rt._await_request(
+        rt.head, m.GetPlacementGroups(rid=0, name=placement_group_name, namespace=rt.namespace)
+    ))
+    if not reply.groups:
+        raise ValueError(f"Failed to look up placement group with name: {placement_group_name}")
+    spec = reply.groups[0].spec
+    return PlacementGroup(spec.pg_id, spec.bundles, spec.strategy)
+
+
+def placement_group_table(placement_group: PlacementGroup | None = None) -> dict[str, Any]:
+    from manta._private.api import _runtime
+
+    rt = _runtime()
+    reply = rt.run(rt._await_request(rt.head, m.GetPlacementGroups(rid=0)))
+    table = {}
+    for g in reply.groups:
+        table[g.spec.pg_id.hex()] = {
+            "placement_group_id": g.spec.pg_id.hex(),
+            "name": g.spec.name,
+            "strategy": g.spec.strategy,
+            "state": g.state,
+            "bundles": dict(enumerate(g.spec.bundles)),
+            "bundles_to_node_id": {i: n.hex() for i, n in enumerate(g.nodes)},
+        }
+    if placement_group is not None:
+        return table.get(placement_group.id.hex(), {})
+    return table
+
+
+def get_current_placement_group() -> PlacementGroup | None:
+    ctx = current_task.get()
+    pg = getattr(ctx, "placement_group", None) if ctx is not None else None
+    return pg  # type: ignore[no-any-return]
+
+
+__all__ = [
+    "PlacementGroup",
+    "get_current_placement_group",
+    "get_placement_group",
+    "placement_group",
+    "placement_group_table",
+    "remove_placement_group",
+]

@@ -1,0 +1,78 @@
+"""Placement groups on one node, with Ray's API (runs against Ray too)."""
+
+import pytest
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def test_placement_group_reserves_and_releases(ray_start, wait_for):
+    ray = ray_start
+    from importlib import import_module
+
+    util = import_module(ray.__name__ + ".util")
+    strategies = import_module(ray.__name__ + ".util.scheduling_strategies")
+    before = ray.available_resources()["CPU"]
+    pg = util.placement_group([{"CPU": 1}, {"CPU": 2}], strategy="PACK")
+    assert ray.get(pg.ready(), timeout=30) is not None
+    assert pg.wait(10)
+    wait_for(lambda: ray.available_resources().get("CPU", 0) == before - 3,
+             message="the bundles' CPUs leave the free pool")
+
+    @ray.remote(num_cpus=1)
+    def inside():
+        return "ran"
+
+    pinned = strategies.PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=1)
+    assert ray.get([inside.options(scheduling_strategy=pinned).remote() for _ in range(4)]) == ["ran"] * 4
+    any_bundle = strategies.PlacementGroupSchedulingStrategy(pg)
+    assert ray.get(inside.options(scheduling_strategy=any_bundle).remote()) == "ran"
+
+    @ray.remote(num_cpus=1)
+    class InGroup:
+        def ping(self):
+            return "pong"
+
+    actor = InGroup.options(scheduling_strategy=pinned).remote()
+    assert ray.get(actor.ping.remote()) == "pong"
+    ray.kill(actor)
+
+    table = util.placement_group_table(pg)
+    assert table["state"] == "CREATED" and table["strategy"] == "PACK"
+    util.remove_placement_group(pg)
+    wait_for(lambda: ray.available_resources().get("CPU", 0) == before,
+             message="removing the group frees its CPUs")
+
+
+def test_placement_group_that_cannot_fit_stays_pending(ray_start):
+    ray = ray_start
+    from importlib import import_module
+
+    util = import_module(ray.__name__ + ".util")
+    pg = util.placement_group([{"CPU": 100}], strategy="STRICT_PACK")
+    assert not pg.wait(1)
+    ready, _ = ray.wait([pg.ready()], timeout=0.5)
+    assert ready == []
+    util.remove_placement_group(pg)
+
+
+def test_placement_group_bad_input_is_rejected(ray_start):
+    ray = ray_start
+    from importlib import import_module
+
+    util = import_module(ray.__name__ + ".util")
+    with pytest.raises(ValueError):
+        util.placement_group([{"CPU": 1}], strategy="DIAGONAL")
+    with pytest.raises(ValueError):
+        util.placement_group([])
+
+
+def test_named_placement_group_lookup(ray_start):
+    ray = ray_start
+    from importlib import import_module
+
+    util = import_module(ray.__name__ + ".util")
+    pg = util.placement_group([{"CPU": 1}], name="pg_lookup_test")
+    assert ray.get(pg.ready(), timeout=30) is not None
+    again = util.get_placement_group("pg_lookup_test")
+    assert again.id == pg.id
+    util.remove_placement_group(pg)
