@@ -9,6 +9,7 @@ from typing import Any
 from manta import exceptions as exc
 from manta._private.protocol import messages as m
 from manta._private.runtime import context
+from manta._private.runtime.context import current_task
 from manta._private.runtime.serialization import describe_unpicklable, dumps_function
 
 COMMON_OPTIONS = {
@@ -84,6 +85,10 @@ def in_placement_group(options: dict[str, Any], resources: dict[str, float]) -> 
     """Resources renamed onto a placement group's bundle, when the options name one."""
     strategy = options.get("scheduling_strategy")
     pg = getattr(strategy, "placement_group", None) or options.get("placement_group")
+    if pg is None and strategy is None:
+        # Inside a task whose group captures its children.
+        ctx = current_task.get()
+        pg = ctx.placement_group if ctx is not None else None
     if pg is None or pg == "default":
         return resources
     index = getattr(strategy, "placement_group_bundle_index", None)
@@ -101,6 +106,22 @@ def in_placement_group(options: dict[str, Any], resources: dict[str, float]) -> 
         # Asks for nothing, but must still land on one of the group's nodes.
         renamed = {bundle_resource("bundle", pg_id, index): 0.001}
     return renamed
+
+
+def captured_group(options: dict[str, Any]) -> tuple[bytes, int]:
+    """(group id, bundle count) if children of this task stay in its group."""
+    strategy = options.get("scheduling_strategy")
+    pg = getattr(strategy, "placement_group", None) or options.get("placement_group")
+    capture = getattr(strategy, "placement_group_capture_child_tasks", None)
+    if capture is None:
+        capture = options.get("placement_group_capture_child_tasks")
+    if pg is None or pg == "default" or not capture:
+        ctx = current_task.get()
+        inherited = ctx.placement_group if ctx is not None and strategy is None else None
+        if inherited is not None:
+            return inherited.id.binary(), inherited.bundle_count
+        return b"", 0
+    return pg.id.binary(), pg.bundle_count
 
 
 def resource_request(options: dict[str, Any], default_cpus: float) -> dict[str, float]:
@@ -242,6 +263,7 @@ class RemoteFunction(_Remotable):
             num_returns=num_returns,
             resources=in_placement_group(options, resource_request(options, 1)),
             placement=placement_of(options),
+            capture=captured_group(options),
             max_retries=max_retries,
             retry_exceptions=retry,
             env_vars=env_vars_of(rt, options),
@@ -350,6 +372,7 @@ class ActorClass(_Remotable):
             driver=rt.driver_address,
             placement=placement_of(options),
         )
+        creation.capture_pg, creation.capture_pg_bundles = captured_group(options)
         spec = m.ActorSpec(
             actor_id=actor_id,
             job_id=rt.job_id,

@@ -76,3 +76,28 @@ def test_named_placement_group_lookup(ray_start):
     again = util.get_placement_group("pg_lookup_test")
     assert again.id == pg.id
     util.remove_placement_group(pg)
+
+
+def test_child_tasks_are_captured_by_the_group(ray_start):
+    ray = ray_start
+    from importlib import import_module
+
+    util = import_module(ray.__name__ + ".util")
+    strategies = import_module(ray.__name__ + ".util.scheduling_strategies")
+    pg = util.placement_group([{"CPU": 2}])
+    assert ray.get(pg.ready(), timeout=30) is not None
+
+    @ray.remote(num_cpus=1)
+    def child():
+        current = util.get_current_placement_group()
+        return current.id.hex() if current is not None else None
+
+    @ray.remote(num_cpus=1)
+    def parent():
+        return ray.get(child.remote())
+
+    captured = strategies.PlacementGroupSchedulingStrategy(pg, placement_group_capture_child_tasks=True)
+    assert ray.get(parent.options(scheduling_strategy=captured).remote(), timeout=30) == pg.id.hex()
+    free = strategies.PlacementGroupSchedulingStrategy(pg)
+    assert ray.get(parent.options(scheduling_strategy=free).remote(), timeout=30) is None
+    util.remove_placement_group(pg)

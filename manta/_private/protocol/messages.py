@@ -104,6 +104,9 @@ class TaskSpec(msgspec.Struct, array_like=True):
     # GPUs of the lease running this task (CUDA_VISIBLE_DEVICES).
     gpu_ids: list[int] = []
     placement: Placement = msgspec.field(default_factory=Placement)
+    # placement_group_capture_child_tasks: children run in this group too.
+    capture_pg: bytes = b""
+    capture_pg_bundles: int = 0
 
 
 class ReturnObject(msgspec.Struct, array_like=True):

@@ -52,6 +52,8 @@ class TaskContext:
     # sent on it arrives before the task's result, so none is lost when the
     # driver exits right after get().
     log_conn: Any = None
+    # The placement group children of this task run in (capture_child_tasks).
+    placement_group: Any = None
 
 
 current_task: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar(

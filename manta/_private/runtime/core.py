@@ -962,6 +962,7 @@ class CoreRuntime:
         retry_exceptions: bool | tuple[type, ...],
         env_vars: dict[str, str],
         placement: m.Placement | None = None,
+        capture: tuple[bytes, int] = (b"", 0),
     ) -> list[ObjectRef]:
         task, refs = self._new_task(
             name, args, kwargs, num_returns,
@@ -969,6 +970,7 @@ class CoreRuntime:
         )
         if placement is not None:
             task.spec.placement = placement
+        task.spec.capture_pg, task.spec.capture_pg_bundles = capture
         task.retry_exceptions = retry_exceptions
         self._post(self._submit_io, task)
         return refs

@@ -44,6 +44,7 @@ class Executor:
         self.restart_count = 0
         self.actor_gpu_ids: list[int] = []
         self.actor_resources: dict[str, float] = {}
+        self.actor_group: Any = None
 
     # -- dispatch (I/O thread) --------------------------------------------
 
@@ -107,6 +108,7 @@ class Executor:
             job_id=spec.job_id,
             gpu_ids=list(self.actor_gpu_ids) if is_method else list(spec.gpu_ids),
             log_conn=conn if from_driver else None,
+            placement_group=self.actor_group if is_method else _captured_group(spec),
         )
 
     def _adopt_job(self, spec: m.TaskSpec) -> None:
@@ -176,6 +178,7 @@ class Executor:
                 self.actor_id = spec.actor_id
                 self.actor_gpu_ids = list(spec.gpu_ids)
                 self.actor_resources = dict(spec.resources)
+                self.actor_group = _captured_group(spec)
                 self.restart_count = spec.restart_count
                 if ctx is not None:
                     ctx.restart_count = spec.restart_count
@@ -407,6 +410,14 @@ class TaskStream(io.TextIOBase):
     @property
     def encoding(self) -> str:  # type: ignore[override]
         return "utf-8"
+
+
+def _captured_group(spec: m.TaskSpec) -> Any:
+    if not spec.capture_pg:
+        return None
+    from manta.util.placement_group import PlacementGroup
+
+    return PlacementGroup(spec.capture_pg, [{}] * spec.capture_pg_bundles)
 
 
 def _flush_streams() -> None:
