@@ -8,15 +8,26 @@
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import signal
 import sys
 import time
 from typing import Any
 
+import click
+
 DEFAULT_PORT = 6380
+
+
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    _console(stderr=True).print(f"[bold red]manta:[/] {message}")
+    sys.exit(code)
 
 
 def _resources(text: str | None) -> dict[str, float] | None:
@@ -25,108 +36,116 @@ def _resources(text: str | None) -> dict[str, float] | None:
     try:
         value = json.loads(text)
     except ValueError as e:
-        raise SystemExit(f"manta: --resources must be a JSON object, e.g. '{{\"gpu_x\": 2}}': {e}") from None
+        _fail(f"--resources must be a JSON object, e.g. '{{\"gpu_x\": 2}}': {e}", 2)
     if not isinstance(value, dict):
-        raise SystemExit("manta: --resources must be a JSON object, e.g. '{\"gpu_x\": 2}'")
-    return value
+        _fail("--resources must be a JSON object, e.g. '{\"gpu_x\": 2}'", 2)
+    return value  # type: ignore[no-any-return]
 
 
-def _add_node_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--num-cpus", type=float, default=None)
-    p.add_argument("--num-gpus", type=float, default=None)
-    p.add_argument("--resources", default=None, help="custom resources as JSON")
-    p.add_argument("--object-store-memory", type=int, default=None, help="bytes")
-    p.add_argument("--token-file", default=None, help="file holding the cluster token")
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="manta", prog_name="manta")
+def main() -> None:
+    """manta: Ray Core's API on a lighter, faster, secure-by-default runtime."""
 
 
-def cmd_start(args: argparse.Namespace) -> int:
+@main.command()
+@click.option("--head", is_flag=True, help="Start a new cluster's head node here.")
+@click.option("--address", default=None, help="HOST:PORT of the head to join.")
+@click.option("--port", type=int, default=DEFAULT_PORT, show_default=True, help="Head port (0: any free port).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address this node listens on.")
+@click.option("--num-cpus", type=float, default=None)
+@click.option("--num-gpus", type=float, default=None)
+@click.option("--resources", default=None, help="Custom resources as JSON.")
+@click.option("--object-store-memory", type=int, default=None, help="Store size in bytes.")
+@click.option("--token-file", default=None, help="File holding the cluster token (or set MANTA_TOKEN).")
+@click.option("--block", is_flag=True, help="Stay in the foreground; Ctrl-C stops the node.")
+def start(head: bool, address: str | None, port: int, host: str, num_cpus: float | None,
+          num_gpus: float | None, resources: str | None, object_store_memory: int | None,
+          token_file: str | None, block: bool) -> None:
+    """Start a head node (--head), or join this machine to a cluster (--address)."""
     from manta._private import cluster
 
-    if args.head == bool(args.address):
-        print("manta: give exactly one of --head or --address HOST:PORT", file=sys.stderr)
-        return 2
+    if head == bool(address):
+        _fail("give exactly one of --head or --address HOST:PORT", 2)
+    out = _console()
     try:
-        token = cluster.token_from_env_or_file(args.token_file)
+        token = cluster.token_from_env_or_file(token_file)
         common: dict[str, Any] = dict(
-            num_cpus=args.num_cpus,
-            num_gpus=args.num_gpus,
-            resources=_resources(args.resources),
-            object_store_memory=args.object_store_memory,
+            num_cpus=num_cpus, num_gpus=num_gpus, resources=_resources(resources),
+            object_store_memory=object_store_memory,
         )
-        if args.head:
-            rec = cluster.start_head(host=args.host, port=args.port, token=token, **common)
-            print(f"manta head started at {rec.public_address}")
-            print(f"  token file: {rec.token_file}  (mode 0600; other nodes need this token)")
-            print(f"  join a node:      manta start --address {rec.public_address} --token-file <copy of the token file>")
-            print(f"  connect a driver: manta.init(address=\"{rec.public_address}\")  (or address=\"auto\" here)")
+        if head:
+            rec = cluster.start_head(host=host, port=port, token=token, **common)
+            out.print(f"manta head started at {rec.public_address}")
+            out.print(f"  token file: {rec.token_file}  (mode 0600; other nodes need this token)")
+            out.print(f"  join a node:      manta start --address {rec.public_address} --token-file <copy of the token file>")
+            out.print(f"  connect a driver: manta.init(address=\"{rec.public_address}\")  (or address=\"auto\" here)")
         else:
             if token is None:
-                print(
-                    "manta: joining a cluster needs its token: pass --token-file or set MANTA_TOKEN",
-                    file=sys.stderr,
-                )
-                return 2
-            rec = cluster.join(args.address, token=token, host=args.host, **common)
-            print(f"manta node joined the cluster at {rec.public_address}")
+                _fail("joining a cluster needs its token: pass --token-file or set MANTA_TOKEN", 2)
+            assert address is not None and token is not None
+            rec = cluster.join(address, token=token, host=host, **common)
+            out.print(f"manta node joined the cluster at {rec.public_address}")
     except cluster.ClusterError as e:
-        print(f"manta: {e}", file=sys.stderr)
-        return 1
+        _fail(str(e))
     except ValueError as e:
-        print(f"manta: {e}", file=sys.stderr)
-        return 2
-    if args.block:
-        return _block(rec)
-    return 0
+        _fail(str(e), 2)
+    if block:
+        _block(rec)
 
 
-def _block(rec: Any) -> int:
+def _block(rec: Any) -> None:
     from manta._private import cluster
 
-    stop = False
+    stop_now = False
 
     def on_signal(signum: int, frame: Any) -> None:
-        nonlocal stop
-        stop = True
+        nonlocal stop_now
+        stop_now = True
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    while not stop and rec.alive():
+    while not stop_now and rec.alive():
         time.sleep(0.2)
     cluster._stop_record(rec)
-    return 0
 
 
-def cmd_stop(args: argparse.Namespace) -> int:
+@main.command()
+@click.option("--address", default=None, help="Stop only this cluster's nodes (HOST:PORT).")
+def stop(address: str | None) -> None:
+    """Stop this machine's manta nodes, by the PIDs they recorded (never by name)."""
     from manta._private import cluster
 
     try:
-        stopped = cluster.stop(args.address)
+        stopped = cluster.stop(address)
     except cluster.ClusterError as e:
-        print(f"manta: {e}", file=sys.stderr)
-        return 1
+        _fail(str(e))
+    out = _console()
     if not stopped:
-        print("manta: no manta node of that cluster runs on this machine" if args.address
-              else "manta: no manta node runs on this machine")
-        return 0
+        out.print("no manta node of that cluster runs on this machine" if address
+                  else "no manta node runs on this machine")
     for rec in stopped:
-        print(f"stopped the {rec.role} of the cluster at {rec.public_address} ({len(rec.pids)} processes)")
-    return 0
+        out.print(f"stopped the {rec.role} of the cluster at {rec.public_address} ({len(rec.pids)} processes)")
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+@main.command()
+@click.option("--address", envvar="MANTA_ADDRESS", default=None, help="HOST:PORT (default: this machine's cluster).")
+def status(address: str | None) -> None:
+    """Nodes, resources in use and pending demands."""
     import asyncio
+
+    from rich.table import Table
 
     from manta._private import cluster
     from manta._private.protocol import messages as m
     from manta._private.transport.connection import ConnectionLost, connect
 
     try:
-        rec = cluster.find_local_node(args.address)
+        rec = cluster.find_local_node(address)
         token = cluster.token_from_env_or_file(rec.token_file)
-        assert token is not None
     except cluster.ClusterError as e:
-        print(f"manta: {e}", file=sys.stderr)
-        return 1
+        _fail(str(e))
+    assert token is not None
 
     async def query() -> Any:
         conn = await connect(rec.head_address, token, lambda c, msg: None, timeout=5)
@@ -138,86 +157,51 @@ def cmd_status(args: argparse.Namespace) -> int:
     try:
         info = asyncio.run(query())
     except (OSError, ConnectionLost) as e:
-        print(f"manta: cannot reach the head at {rec.public_address}: {e}", file=sys.stderr)
-        return 1
-    print(f"cluster at {rec.public_address}")
+        _fail(f"cannot reach the head at {rec.public_address}: {e}")
+    out = _console()
+    out.print(f"cluster at {rec.public_address}")
+    nodes = Table("node", "state", "address", "resources", box=None, pad_edge=False)
     total: dict[str, float] = {}
     avail: dict[str, float] = {}
-    print(f"{'node':34} {'state':6} {'address':40} resources")
-    for n in info.nodes:
-        state = "alive" if n.alive else "dead"
-        shown = {k: v for k, v in n.resources.items() if not k.startswith("node:") and k not in ("memory", "object_store_memory")}
-        print(f"{n.node_id.hex():34} {state:6} {n.address:40} {_fmt(shown)}")
-        if n.alive:
-            for k, v in n.resources.items():
-                total[k] = total.get(k, 0.0) + v
-            for k, v in n.available.items():
-                avail[k] = avail.get(k, 0.0) + v
     demands: dict[tuple[tuple[str, float], ...], int] = {}
     for n in info.nodes:
-        if n.alive:
-            for shape, count in n.pending:
-                key = tuple(sorted(shape.items()))
-                demands[key] = demands.get(key, 0) + count
-    print("resources (used / total):")
+        shown = {k: v for k, v in n.resources.items()
+                 if not k.startswith("node:") and "_group_" not in k and k not in ("memory", "object_store_memory")}
+        nodes.add_row(n.node_id.hex(), "alive" if n.alive else "dead", n.address, _fmt(shown))
+        if not n.alive:
+            continue
+        for k, v in n.resources.items():
+            total[k] = total.get(k, 0.0) + v
+        for k, v in n.available.items():
+            avail[k] = avail.get(k, 0.0) + v
+        for shape, count in n.pending:
+            key = tuple(sorted(shape.items()))
+            demands[key] = demands.get(key, 0) + count
+    out.print(nodes)
+    out.print("resources (used / total):")
     for k in sorted(total):
-        if k.startswith("node:"):
+        if k.startswith("node:") or "_group_" in k:
             continue
         used = total[k] - avail.get(k, 0.0)
         if k in ("memory", "object_store_memory"):
-            print(f"  {k}: {used / 2**30:.2f} / {total[k] / 2**30:.2f} GiB")
+            out.print(f"  {k}: {used / 2**30:.2f} / {total[k] / 2**30:.2f} GiB")
         else:
-            print(f"  {k}: {used:g} / {total[k]:g}")
-    print("pending demands:")
+            out.print(f"  {k}: {used:g} / {total[k]:g}")
+    out.print("pending demands:")
     if not demands:
-        print("  (none)")
+        out.print("  (none)")
     for key, count in sorted(demands.items(), key=lambda kv: -kv[1]):
         shape = dict(key)
         feasible = any(
             all(n.resources.get(k, 0.0) >= v for k, v in shape.items()) for n in info.nodes if n.alive
         )
         why = "" if feasible else "  <- no node has these resources: waits for a node that does"
-        print(f"  {_fmt(shape)}: {count} waiting{why}")
-    return 0
+        out.print(f"  {_fmt(shape)}: {count} waiting{why}")
 
 
 def _fmt(res: dict[str, float]) -> str:
     return ", ".join(f"{k}={v:g}" for k, v in sorted(res.items())) or "-"
 
 
-def main(argv: list[str] | None = None) -> int:
-    import manta
-
-    parser = argparse.ArgumentParser(prog="manta", description="manta: Ray Core's API, lighter")
-    parser.add_argument("--version", action="version", version=f"manta {manta.__version__}")
-    sub = parser.add_subparsers(dest="command")
-
-    p = sub.add_parser("start", help="start a head node, or join a node to a cluster")
-    p.add_argument("--head", action="store_true", help="start a new cluster's head node here")
-    p.add_argument("--address", default=None, help="HOST:PORT of the head to join")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="head port (default %(default)s)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
-    p.add_argument("--block", action="store_true", help="stay in the foreground; Ctrl-C stops the node")
-    _add_node_flags(p)
-    p.set_defaults(fn=cmd_start)
-
-    p = sub.add_parser("stop", help="stop this machine's manta nodes (of one cluster with --address)")
-    p.add_argument("--address", default=None)
-    p.set_defaults(fn=cmd_stop)
-
-    p = sub.add_parser("status", help="nodes and resources of a cluster")
-    p.add_argument("--address", default=os.environ.get("MANTA_ADDRESS"))
-    p.set_defaults(fn=cmd_status)
-
-    p = sub.add_parser("version", help="print the version")
-    p.set_defaults(fn=lambda a: print(manta.__version__) or 0)
-
-    args = parser.parse_args(argv)
-    if not getattr(args, "fn", None):
-        parser.print_help(sys.stderr)
-        return 2
-    return int(args.fn(args))
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
