@@ -29,13 +29,13 @@ def cluster():
         return out.stdout
 
     try:
-        out = cli("start", "--head", "--port", "0", "--num-cpus", "1", "--object-store-memory", str(300 << 20))
+        out = cli("start", "--head", "--port", "0", "--num-cpus", "1", "--object-store-memory", str(900 << 20))
         address = out.split("started at ")[1].split()[0]
         token_file = out.split("token file: ")[1].split()[0]
         cli("start", "--address", address, "--token-file", token_file, "--num-cpus", "2",
-            "--resources", '{"b_only": 4}', "--object-store-memory", str(800 << 20))
+            "--resources", '{"b_only": 4}', "--object-store-memory", str(900 << 20))
         cli("start", "--address", address, "--token-file", token_file, "--num-cpus", "2",
-            "--resources", '{"c_only": 4}', "--object-store-memory", str(800 << 20))
+            "--resources", '{"c_only": 4}', "--object-store-memory", str(900 << 20))
         yield env, address
     finally:
         subprocess.run([sys.executable, "-m", "manta.cli", "stop"], env=env, capture_output=True, timeout=60)
@@ -81,14 +81,14 @@ def test_busy_node_spills_work_to_others(cluster):
     """)
 
 
-def test_large_object_made_on_one_node_is_read_on_two_others(cluster):
+def test_500mb_object_made_on_one_node_is_read_on_two_others(cluster):
     env, address = cluster
     # A driver on the head's node (with "auto" it would use the newest node, C).
     out = run_driver(env, address=address, body="""
         @manta.remote(resources={"b_only": 1})
         def make():
             rng = np.random.default_rng(7)
-            return rng.integers(0, 255, size=200 << 20, dtype=np.uint8)
+            return rng.integers(0, 255, size=500 << 20, dtype=np.uint8)
 
         @manta.remote
         def digest(a):
