@@ -10,6 +10,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from manta._private import services
+from manta._private.ids import BinaryID
 from manta._private.runtime import context
 from manta._private.runtime.context import current_task
 
@@ -411,26 +412,13 @@ class RuntimeContext:
         }
 
 
-class _HexId:
-    __slots__ = ("_b",)
+class _HexId(BinaryID):
+    """Ids from get_runtime_context(); Ray's print as bare hex."""
 
-    def __init__(self, b: bytes) -> None:
-        self._b = b
-
-    def hex(self) -> str:
-        return self._b.hex()
-
-    def binary(self) -> bytes:
-        return self._b
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _HexId) and other._b == self._b
-
-    def __hash__(self) -> int:
-        return hash(self._b)
+    __slots__ = ()
 
     def __repr__(self) -> str:
-        return self._b.hex()
+        return self._id.hex()
 
 
 def get_runtime_context() -> RuntimeContext:

@@ -7,6 +7,7 @@ import inspect
 from typing import Any
 
 from manta import exceptions as exc
+from manta._private.ids import ActorID
 from manta._private.protocol import messages as m
 from manta._private.runtime import context
 from manta._private.runtime.context import current_task
@@ -389,28 +390,6 @@ class ActorClass(_Remotable):
         return ActorHandle(
             reply.actor_id, self.__name__, self._methods, max_task_retries, rt, releasable
         )
-
-
-class ActorID:
-    __slots__ = ("_id",)
-
-    def __init__(self, b: bytes) -> None:
-        self._id = b
-
-    def hex(self) -> str:
-        return self._id.hex()
-
-    def binary(self) -> bytes:
-        return self._id
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, ActorID) and other._id == self._id
-
-    def __hash__(self) -> int:
-        return hash(self._id)
-
-    def __repr__(self) -> str:
-        return f"ActorID({self._id.hex()})"
 
 
 class ActorHandle:

@@ -6,31 +6,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from manta._private.ids import PlacementGroupID
 from manta._private.protocol import messages as m
 from manta._private.runtime.context import current_task
 from manta._private.scheduling.bundles import STRATEGIES
-
-
-class PlacementGroupID:
-    __slots__ = ("_id",)
-
-    def __init__(self, b: bytes) -> None:
-        self._id = b
-
-    def hex(self) -> str:
-        return self._id.hex()
-
-    def binary(self) -> bytes:
-        return self._id
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, PlacementGroupID) and other._id == self._id
-
-    def __hash__(self) -> int:
-        return hash(self._id)
-
-    def __repr__(self) -> str:
-        return f"PlacementGroupID({self._id.hex()})"
 
 
 class PlacementGroup:
