@@ -42,6 +42,7 @@ class ActorEntry:
     state: str = PENDING
     address: str = ""
     worker_id: bytes = b""
+    node_id: bytes = b""
     epoch: int = 0
     restarts: int = 0
     death_cause: str = ""

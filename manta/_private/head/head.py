@@ -71,13 +71,48 @@ class Head:
         self._view_scheduled = False
         self._spread_turn = 0
         self.pgs: dict[bytes, PGEntry] = {}
+        self.conns: set[Connection] = set()
+        self.last_seen: dict[bytes, float] = {}
+        # A node silent this long is dead (the agents beat every HEARTBEAT_S).
+        self.node_timeout = float(os.environ.get("MANTA_NODE_TIMEOUT_S", "10"))
         self._spread_turn = 0
 
     async def start(self) -> None:
         for address in self.listen:
-            server, bound = await serve(address, self.token, self.handle, on_close=self.on_close)
+            server, bound = await serve(
+                address, self.token, self.handle, on_close=self.on_close, on_connect=self.conns.add
+            )
             self.servers.append(server)
             self.addresses.append(bound)
+        asyncio.get_running_loop().create_task(self._watch_nodes())
+
+    async def _watch_nodes(self) -> None:
+        """Declares dead the nodes whose heartbeats stopped (crash, hang, partition)."""
+        loop = asyncio.get_running_loop()
+        while not self.stopping.is_set():
+            await asyncio.sleep(min(0.25, self.node_timeout / 4))
+            now = loop.time()
+            for nid, node in list(self.nodes.items()):
+                if node.info.alive and now - self.last_seen.get(nid, now) > self.node_timeout:
+                    self._node_dead(nid, f"no heartbeat for {self.node_timeout:g} s")
+
+    def _node_dead(self, node_id: bytes, reason: str) -> None:
+        node = self.nodes.get(node_id)
+        if node is None or not node.info.alive:
+            return
+        log.warning("node %s is dead: %s", node_id.hex(), reason)
+        node.info.alive = False
+        # A frozen agent that wakes up finds its connection gone and stops;
+        # restarted, it joins as a new node.
+        node.conn.abort(f"node declared dead: {reason}")
+        self._broadcast_view()
+        died = m.NodeDied(node_id=node_id, reason=reason)
+        for conn in list(self.conns):
+            if not conn.closed and conn is not node.conn:
+                conn.send(died)
+        for entry in list(self.actors.values()):
+            if entry.node_id == node_id and entry.worker_id and entry.state != DEAD:
+                self._worker_exited(entry.worker_id, f"its node died ({reason})", -1)
 
     # -- messages ---------------------------------------------------------
 
@@ -139,6 +174,7 @@ class Head:
             conn.reply(msg, m.DriverRegistered(rid=0, job_id=job_id, namespace=namespace))
         elif t is m.RegisterNode:
             self.nodes[msg.node.node_id] = Node(msg.node, conn)
+            self.last_seen[msg.node.node_id] = asyncio.get_running_loop().time()
             conn.peer = ("node", msg.node.node_id)
             conn.reply(msg, m.Ack(rid=0))
             self._broadcast_view()
@@ -149,6 +185,7 @@ class Head:
         elif t is m.NodeResources:
             node = self.nodes.get(msg.node_id)
             if node is not None:
+                self.last_seen[msg.node_id] = asyncio.get_running_loop().time()
                 node.info.available = msg.available
                 node.info.pending = msg.pending
                 if msg.total:
@@ -295,6 +332,7 @@ class Head:
             epoch=entry.epoch, death_cause=entry.death_cause, class_name=spec.class_name,
             fn_id=spec.creation.fn_id, is_async=spec.creation.is_async_actor,
             max_concurrency=spec.creation.max_concurrency,
+            node_id=entry.node_id,
         )
 
     def _notify(self, entry: ActorEntry) -> None:
@@ -392,6 +430,7 @@ class Head:
             node.conn.send(m.ReturnLease(lease_id=reply.lease_id, kill=True))
             return
         entry.worker_id = reply.worker_id
+        entry.node_id = reply.node_id
         self.actor_by_worker[reply.worker_id] = entry.actor_id
         spec = entry.spec
         creation = spec.creation
@@ -465,6 +504,7 @@ class Head:
     # -- connections ------------------------------------------------------
 
     def on_close(self, conn: Connection) -> None:
+        self.conns.discard(conn)
         peer = conn.peer
         if not peer:
             return
@@ -483,10 +523,7 @@ class Head:
                 log.info("embedded driver gone; stopping the cluster")
                 self.stopping.set()
         elif kind == "node":
-            node = self.nodes.get(ident)
-            if node is not None:
-                node.info.alive = False
-                self._broadcast_view()
+            self._node_dead(ident, "its agent disconnected")
 
     async def stop(self) -> None:
         waits = []

@@ -144,6 +144,14 @@ class NodeAgent:
         else:
             raise RuntimeError(f"cannot reach the head at {self.head_address}")
         await self.head.request(m.RegisterNode(rid=0, node=self.node_info()))
+        asyncio.get_running_loop().create_task(self._heartbeat())
+
+    async def _heartbeat(self) -> None:
+        """A resource report every HEARTBEAT_S, changed or not: the head's sign of life."""
+        interval = float(os.environ.get("MANTA_HEARTBEAT_S", "0.5"))
+        while not self.stopping.is_set():
+            await asyncio.sleep(interval)
+            self._report_resources()
 
     def node_info(self) -> m.NodeInfo:
         return m.NodeInfo(
@@ -339,6 +347,13 @@ class NodeAgent:
                 if committed:
                     self.leases.remove_resources(names)
                 self._run(self.leases.unreserve(need))
+        elif t is m.NodeDied:
+            # Stop spilling to it before the next view arrives; drop transfers from it.
+            dead = self.view.pop(msg.node_id, None)
+            if dead is not None:
+                peer = self.peers.pop(dead.address, None)
+                if peer is not None:
+                    peer.abort(f"node {msg.node_id.hex()} died: {msg.reason}")
         elif t is m.ClusterView:
             self.view = {
                 n.node_id: NodeView(n.node_id, n.address, to_units(n.resources), to_units(n.available))

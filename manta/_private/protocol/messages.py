@@ -221,6 +221,7 @@ class ActorState(Msg):
     fn_id: bytes
     is_async: bool = False
     max_concurrency: int = 1
+    node_id: bytes = b""
 
 
 class KillActor(Msg):
@@ -321,6 +322,13 @@ class CancelBundles(Msg):
     """Head -> agent: give back a group's bundles, prepared or committed."""
 
     pg_id: bytes
+
+
+class NodeDied(Msg):
+    """Head -> everyone: a node stopped answering (or its agent went away)."""
+
+    node_id: bytes
+    reason: str
 
 
 class WorkerExited(Msg):
@@ -568,6 +576,7 @@ Message = (
     | StoreSeal
     | StorePin
     | StorePinned
+    | NodeDied
     | CreatePlacementGroup
     | PlacementGroupState
     | PlacementGroupList

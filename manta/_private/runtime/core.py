@@ -44,6 +44,7 @@ from manta._private.runtime.serialization import (
 from manta._private.transport.connection import (
     Connection,
     ConnectionLost,
+    PeerNodeDied,
     RemoteError,
     connect,
     new_event_loop,
@@ -231,6 +232,9 @@ class CoreRuntime:
         self.cluster_resources: dict[str, float] = {}
         self._log_conns: dict[str, Connection] = {}
         self._node_addresses: dict[bytes, str] = {}
+        # Which node each worker address we talk to is on (leases, actors).
+        self._peer_nodes: dict[str, bytes] = {}
+        self._dead_nodes: set[bytes] = set()
 
     # -- life cycle -------------------------------------------------------
 
@@ -1112,6 +1116,9 @@ class CoreRuntime:
         )
 
     def _on_lease(self, ks: _KeyState, reply: Any, agent: Connection) -> None:
+        if isinstance(reply, m.LeaseSpill) and reply.node_id in self._dead_nodes:
+            self._ask_agent(ks, agent, spilled=True)  # named a node we know is gone
+            return
         if isinstance(reply, m.LeaseSpill):
             # Our node is busy or lacks the resources: ask the node it named.
             def on_conn(conn: Any) -> None:
@@ -1121,6 +1128,10 @@ class CoreRuntime:
                     self._ask_agent(ks, conn, spilled=True)
 
             self._with_peer(reply.address, on_conn)
+            return
+        if isinstance(reply, ConnectionLost) and agent is not self.agent and self.agent is not None:
+            # The other node went away while we waited: ask our own agent again.
+            self._ask_agent(ks, self.agent, spilled=False)
             return
         ks.requests -= 1
         if isinstance(reply, BaseException):
@@ -1132,6 +1143,7 @@ class CoreRuntime:
         lease = _Lease(
             reply.lease_id, reply.worker_id, reply.address, gpu_ids=list(reply.gpu_ids), agent=agent
         )
+        self._peer_nodes[reply.address] = reply.node_id
         if not ks.queue:
             # Asked for during a burst that is over: hand it straight back so
             # other owners' work is not held up behind an idle lease.
@@ -1175,15 +1187,15 @@ class CoreRuntime:
                 task.spec.attempt += 1
                 ks.queue.appendleft(task)
             else:
-                self._fail_task(
-                    task,
-                    serialize_error(
-                        exc.WorkerCrashedError(
-                            f"The worker running {task.spec.name}() died unexpectedly "
-                            f"({reply}); no retries left (max_retries)."
-                        )
-                    ).to_bytes(),
+                lost: BaseException = (
+                    exc.NodeDiedError(f"{task.spec.name}() was running on a node that died ({reply}); no retries left (max_retries).")
+                    if isinstance(reply, PeerNodeDied)
+                    else exc.WorkerCrashedError(
+                        f"The worker running {task.spec.name}() died unexpectedly "
+                        f"({reply}); no retries left (max_retries)."
+                    )
                 )
+                self._fail_task(task, serialize_error(lost).to_bytes())
             self._pump(ks)
             return
         lease.idle_since = time.monotonic()
@@ -1448,6 +1460,8 @@ class CoreRuntime:
             return
         client.epoch = reply.epoch
         client.address = reply.address
+        if reply.node_id:
+            self._peer_nodes[reply.address] = reply.node_id
         client.connecting = True
 
         def on_conn(conn: Any) -> None:
@@ -1570,8 +1584,24 @@ class CoreRuntime:
         elif t is m.LogLines:
             if self.on_log is not None:
                 self.on_log(msg)
+        elif t is m.NodeDied:
+            self._node_died(msg.node_id, msg.reason)
         else:
             log.warning("unexpected %s from %s", t.__name__, conn.name)
+
+    def _node_died(self, node_id: bytes, reason: str) -> None:
+        """Drops every connection into a dead node: its tasks fail over as if
+        their workers had crashed (retried elsewhere, within their budgets)."""
+        self._dead_nodes.add(node_id)
+        err = PeerNodeDied(f"node {node_id.hex()} died: {reason}")
+        dead = {a for a, n in self._peer_nodes.items() if n == node_id}
+        agent = self._node_addresses.get(node_id)
+        if agent is not None:
+            dead.add(agent)
+        for address in dead:
+            conn = self._peers.get(address)
+            if conn is not None:
+                conn.abort(str(err), err)
 
     def _serve_get(self, conn: Connection, msg: m.GetObject) -> None:
         oid = msg.object_id

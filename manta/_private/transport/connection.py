@@ -57,6 +57,10 @@ class ConnectionLost(ConnectionError):
     """The peer went away before answering."""
 
 
+class PeerNodeDied(ConnectionLost):
+    """The head declared the peer's node dead."""
+
+
 class AuthRejected(ConnectionLost):
     """The peer hung up on our proof: it does not share our cluster token."""
 
@@ -294,12 +298,13 @@ class Connection(asyncio.Protocol):
 
     # -- closing ----------------------------------------------------------
 
-    def abort(self, reason: str) -> None:
+    def abort(self, reason: str, error: ConnectionLost | None = None) -> None:
+        """Drops the connection; waiting requests fail with `error` if given."""
         if not self.closed:
             log.warning("closing connection %s: %s", self.name, reason)
         if self.transport is not None:
             self.transport.abort()
-        self._closed(ConnectionLost(reason))
+        self._closed(error or ConnectionLost(reason))
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:
@@ -316,6 +321,8 @@ class Connection(asyncio.Protocol):
                 f"{self.name or 'the peer'} refused the connection during authentication: "
                 f"wrong cluster token"
             )
+        elif isinstance(exc, PeerNodeDied):
+            err = exc
         else:
             err = ConnectionLost(f"connection to {self.name or 'peer'} lost: {exc or 'closed'}")
         if not self.ready.done():
