@@ -298,3 +298,31 @@ def test_output_printed_just_before_exit_is_not_lost():
         assert f"line {i} from a task" in out.stdout
         assert f"line {i} from an actor" in out.stdout
     assert "(shout pid=" in out.stdout and "(Speaker pid=" in out.stdout
+
+
+def test_driver_blocked_in_get_gets_a_clear_error_when_the_head_dies():
+    script = textwrap.dedent(
+        """
+        import os, signal, time, manta
+        manta.init(num_cpus=1)
+
+        @manta.remote(max_retries=0)
+        def forever():
+            time.sleep(600)
+
+        ref = forever.remote()
+        from manta._private import api
+        head = api._session.cluster.procs[0]
+        start = time.time()
+        os.kill(head.pid, signal.SIGKILL)
+        try:
+            manta.get(ref)
+        except manta.exceptions.RaySystemError as e:
+            print("RAISED", round(time.time() - start, 1), e, flush=True)
+        manta.shutdown()
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert "RAISED" in out.stdout, out.stdout + out.stderr
+    assert "lost the connection to the cluster's head" in out.stdout
+    assert float(out.stdout.split("RAISED ")[1].split()[0]) < 10

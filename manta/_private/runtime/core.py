@@ -155,7 +155,7 @@ class _ActorClient:
 class _Waiter:
     """Counts objects becoming ready; wakes one blocked thread at `needed`."""
 
-    __slots__ = ("count", "needed", "event")
+    __slots__ = ("count", "needed", "event", "__weakref__")
 
     def __init__(self, needed: int) -> None:
         self.count = 0
@@ -235,6 +235,9 @@ class CoreRuntime:
         # Which node each worker address we talk to is on (leases, actors).
         self._peer_nodes: dict[str, bytes] = {}
         self._dead_nodes: set[bytes] = set()
+        # Set when the head or agent connection drops: blocking calls raise it.
+        self.control_lost = ""
+        self._waiters: weakref.WeakSet[_Waiter] = weakref.WeakSet()
 
     # -- life cycle -------------------------------------------------------
 
@@ -303,7 +306,14 @@ class CoreRuntime:
         if not self.is_driver:
             # A worker without its agent or head has nothing left to do.
             os._exit(1)
-        log.error("lost the connection to the %s", conn.name)
+        self.control_lost = (
+            f"lost the connection to the cluster's {conn.name}: the cluster stopped or "
+            f"crashed; call manta.shutdown() and init() again"
+        )
+        log.error("%s", self.control_lost)
+        # Nothing blocked in get()/wait() may hang: wake them all to raise.
+        for waiter in list(self._waiters):
+            waiter.event.set()
 
     def shutdown(self) -> None:
         if self.closing:
@@ -627,7 +637,10 @@ class CoreRuntime:
 
     def _wait_ready(self, refs: list[ObjectRef], needed: int, timeout: float | None) -> list[bool]:
         """Blocks until `needed` of `refs` are ready; returns readiness flags."""
+        if self.control_lost:
+            raise exc.RaySystemError(self.control_lost)
         waiter = _Waiter(0)
+        self._waiters.add(waiter)
         fetch: list[ObjectRef] = []
         ready = 0
         with self.lock:
@@ -662,6 +675,9 @@ class CoreRuntime:
             finally:
                 if blocked:
                     self._post(self._send_agent, m.WorkerUnblocked(worker_id=self.worker_id))
+        self._waiters.discard(waiter)
+        if self.control_lost:
+            raise exc.RaySystemError(self.control_lost)
         with self.lock:
             return [self._is_ready(r._id) for r in refs]
 
