@@ -237,15 +237,17 @@ def test_object_too_large_for_store_raises_with_sizes(cluster):
     assert manta.get(manta.put(1)) == 1  # the store still serves
 
 
-def test_full_store_raises_then_recovers_when_refs_drop(cluster):
+def test_full_store_raises_only_when_everything_is_in_use(cluster):
     manta = cluster
     np = pytest.importorskip("numpy")
     held = [manta.put(np.zeros(20 * 1024 * 1024, dtype=np.uint8)) for _ in range(3)]
+    views = [manta.get(r) for r in held]  # being read: cannot be spilled
     with pytest.raises(manta.exceptions.ObjectStoreFullError, match="full"):
         manta.put(np.zeros(20 * 1024 * 1024, dtype=np.uint8))
-    del held
+    del views  # unread objects may go to disk to make room
     ref = manta.put(np.ones(20 * 1024 * 1024, dtype=np.uint8))
     assert int(manta.get(ref).sum()) == 20 * 1024 * 1024
+    assert all(int(manta.get(r).sum()) == 0 for r in held)
 
 
 def test_get_of_stored_array_is_a_zero_copy_view(cluster):
@@ -326,3 +328,39 @@ def test_driver_blocked_in_get_gets_a_clear_error_when_the_head_dies():
     assert "RAISED" in out.stdout, out.stdout + out.stderr
     assert "lost the connection to the cluster's head" in out.stdout
     assert float(out.stdout.split("RAISED ")[1].split()[0]) < 10
+
+
+def test_objects_spill_to_disk_and_come_back(tmp_path):
+    import hashlib
+
+    import manta
+
+    np = pytest.importorskip("numpy")
+    manta.init(num_cpus=1, object_store_memory=256 * 1024 * 1024)
+    try:
+        from manta._private.runtime import context
+
+        spill_dir = os.path.join(context.require().session.session_dir, "spill")
+        refs, sums = [], []
+        for i in range(150):
+            a = np.random.default_rng(i).integers(0, 255, size=10 * 1024 * 1024, dtype=np.uint8)
+            sums.append(hashlib.sha256(a).hexdigest())
+            refs.append(manta.put(a))
+        spilled = len(os.listdir(spill_dir))
+        assert spilled >= 150 - 25  # at most ~25 fit in memory at once
+        for i in range(0, 150, 7):
+            assert hashlib.sha256(manta.get(refs[i])).hexdigest() == sums[i]
+
+        @manta.remote
+        def digest(x):
+            return hashlib.sha256(x).hexdigest()
+
+        assert manta.get(digest.remote(refs[3])) == sums[3]
+        print(f"\nspilling: {spilled} of 150 x 10 MB objects on disk with a 256 MB store")
+        del refs
+        deadline = time.monotonic() + 10
+        while os.listdir(spill_dir) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert os.listdir(spill_dir) == []
+    finally:
+        manta.shutdown()

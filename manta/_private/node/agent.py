@@ -19,7 +19,7 @@ from typing import Any
 
 from manta._private.node.zygote import ForkServer
 from manta._private.objectstore.region import Region
-from manta._private.objectstore.store import StoredObject, StoreError, StoreTable
+from manta._private.objectstore.store import StoredObject, StoreError, StoreFull, StoreTable
 from manta._private.protocol import messages as m
 from manta._private.scheduling import leases as lt
 from manta._private.scheduling.bundles import bundle_resources
@@ -36,6 +36,10 @@ PULL_WINDOW = 4
 
 class ObjectLostError(Exception):
     kind = "ObjectLostError"
+
+
+class OutOfDisk(StoreError):
+    kind = "OutOfDiskError"
 
 
 def _bundle_names(pg_id: bytes, bundles: list[tuple[int, dict[str, float]]]) -> dict[str, float]:
@@ -79,6 +83,7 @@ class NodeAgent:
         prestart: int = 0,
         fork_server: ForkServer | None = None,
         node_ip: str = "",
+        spill_dir: str = "",
     ) -> None:
         self.session_dir = session_dir
         self.head_address = head_address
@@ -94,6 +99,7 @@ class NodeAgent:
         num_cpus = int(resources.get("CPU", 1))
         self.leases = lt.LeaseTable(to_units(resources), max_idle_workers=max(num_cpus, 2) + 2)
         self.store = StoreTable(store_capacity)
+        self.spill_dir = spill_dir or os.path.join(session_dir, "spill")
         self.region = Region.create(store_capacity, "manta-store")
         self.head: Connection | None = None
         self.server: asyncio.AbstractServer | None = None
@@ -305,7 +311,7 @@ class NodeAgent:
             self._run(self.leases.return_lease(msg.lease_id, msg.kill))
         elif t is m.StoreCreate:
             try:
-                offset = self.store.create(msg.object_id, msg.size, id(conn))
+                offset = self._create(msg.object_id, msg.size, id(conn))
             except StoreError as e:
                 conn.reply_error(msg, e)
                 return
@@ -365,7 +371,8 @@ class NodeAgent:
                 self.store.unpin(oid, id(conn))
         elif t is m.StoreFree:
             for oid in msg.object_ids:
-                self.store.free(oid)
+                if self.store.free(oid):
+                    self._remove_spill_file(oid)
         elif t is m.WorkerBlocked:
             self._run(self.leases.blocked(msg.worker_id))
         elif t is m.WorkerUnblocked:
@@ -469,7 +476,7 @@ class NodeAgent:
         info = await peer.request(m.StorePin(rid=0, object_id=oid))
         started = time.monotonic()
         try:
-            offset = self.store.create(oid, info.size, "pull")
+            offset = self._create(oid, info.size, "pull")
             try:
                 pos = 0
                 inflight: list[tuple[int, asyncio.Future[Any]]] = []
@@ -521,7 +528,60 @@ class NodeAgent:
             key = self.pool_keys.pop(msg.worker_id, ())
             self._run(self.leases.worker_started(msg.worker_id, key))
 
+    # -- spilling ----------------------------------------------------------
+
+    def _create(self, oid: bytes, size: int, creator: Any) -> int:
+        """Allocates, spilling the oldest unread objects to disk while the store is full."""
+        while True:
+            try:
+                return self.store.create(oid, size, creator)
+            except StoreFull:
+                victim = self.store.spill_victim()
+                if victim is None:
+                    raise
+                self._spill_object(*victim)
+
+    def _spill_path(self, oid: bytes) -> str:
+        return os.path.join(self.spill_dir, oid.hex())
+
+    def _spill_object(self, oid: bytes, obj: StoredObject) -> None:
+        os.makedirs(self.spill_dir, mode=0o700, exist_ok=True)
+        path = self._spill_path(oid)
+        try:
+            with open(path, "wb") as f:
+                f.write(self.region.view[obj.offset : obj.offset + obj.size])
+        except OSError as e:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+            raise OutOfDisk(
+                f"object store is full and spilling {obj.size} bytes to {self.spill_dir} failed: {e}"
+            ) from None
+        self.store.spilled_out(oid)
+
+    def _restore(self, oid: bytes) -> None:
+        size = self.store.spilled[oid]
+        offset = self._create(oid, size, "restore")
+        with open(self._spill_path(oid), "rb") as f:
+            f.readinto(self.region.view[offset : offset + size])
+        self.store.restored(oid)
+        self._remove_spill_file(oid)
+
+    def _remove_spill_file(self, oid: bytes) -> None:
+        try:
+            os.unlink(self._spill_path(oid))
+        except OSError:
+            pass
+
     def _pin(self, conn: Connection, msg: m.StorePin) -> None:
+        if msg.object_id in self.store.spilled:
+            try:
+                self._restore(msg.object_id)
+            except (StoreError, OSError) as e:
+                conn.send(m.ErrorReply(rid=msg.rid, kind=getattr(e, "kind", "ObjectLostError"), message=str(e)))
+                return
+
         def answer(obj: StoredObject | None) -> None:
             if obj is None:
                 conn.send(m.ErrorReply(rid=msg.rid, kind="ObjectLostError", message=msg.object_id.hex()))

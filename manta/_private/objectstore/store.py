@@ -25,6 +25,10 @@ class ObjectExists(StoreError):
     kind = "RaySystemError"
 
 
+class StoreFull(StoreError):
+    """No room now; spilling unpinned objects to disk may make some."""
+
+
 @dataclass(eq=False, slots=True)
 class StoredObject:
     offset: int
@@ -45,6 +49,8 @@ class StoreTable:
         # after their readers are done (a second reader on this node needs no
         # second transfer) until space is needed.
         self.copies: collections.OrderedDict[bytes, None] = collections.OrderedDict()
+        # Objects moved to disk to make room: id -> size.
+        self.spilled: dict[bytes, int] = {}
 
     @property
     def capacity(self) -> int:
@@ -69,12 +75,32 @@ class StoreTable:
                 break
             except OutOfSpace as e:
                 if not self._evict_one_copy():
-                    raise StoreError(
+                    raise StoreFull(
                         f"object store is full: cannot store {size} bytes (capacity "
                         f"{e.capacity}, in use {e.used}, largest free block {e.largest_free})"
                     ) from None
         self.objects[object_id] = StoredObject(offset, size, creator)
         return offset
+
+    # -- spilling: the agent writes the bytes, the table keeps the books ----
+
+    def spill_victim(self) -> tuple[bytes, StoredObject] | None:
+        """The oldest sealed object nobody is reading, that its owner still holds."""
+        for oid, obj in self.objects.items():
+            if obj.sealed and not obj.freed and obj.pins <= 0 and oid not in self.copies:
+                return oid, obj
+        return None
+
+    def spilled_out(self, object_id: bytes) -> None:
+        obj = self.objects.pop(object_id)
+        self.allocator.free(obj.offset)
+        self.spilled[object_id] = obj.size
+
+    def restored(self, object_id: bytes) -> None:
+        """Bytes written back at the object's new offset: readable again."""
+        self.spilled.pop(object_id, None)
+        obj = self.objects[object_id]
+        obj.sealed = True
 
     def mark_copy(self, object_id: bytes) -> None:
         """The object is a copy pulled from another node: evictable when unpinned."""
@@ -130,12 +156,16 @@ class StoreTable:
             obj.pins -= 1
             self._maybe_release(object_id, obj)
 
-    def free(self, object_id: bytes) -> None:
+    def free(self, object_id: bytes) -> bool:
+        """The owner is done with it; True if it was on disk (delete the file)."""
+        if self.spilled.pop(object_id, None) is not None:
+            return True
         obj = self.objects.get(object_id)
         if obj is None:
-            return
+            return False
         obj.freed = True
         self._maybe_release(object_id, obj)
+        return False
 
     def client_gone(self, client: Hashable) -> list[Callable[[StoredObject | None], None]]:
         pins = self.client_pins.pop(client, None)
