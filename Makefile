@@ -22,6 +22,7 @@ demo: $(STAMP)
 
 test: $(TEST_STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m mypy manta --ignore-missing-imports
 	$(PY) -m pytest tests -q -p no:cacheprovider
 
 unit: $(TEST_STAMP)
@@ -32,6 +33,7 @@ cluster: $(TEST_STAMP)
 
 lint: $(TEST_STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m mypy manta --ignore-missing-imports
 
 bench: $(STAMP)
 	$(PY) benchmarks/microbench.py $(BENCH_ARGS)

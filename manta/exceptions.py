@@ -63,7 +63,7 @@ class RayTaskError(RayError):
             return self
         try:
             cls = _dual_class(cause_cls)
-            err = cls.__new__(cls)
+            err: RayTaskError = cls.__new__(cls)  # type: ignore[call-overload]
             # Keep the cause's own attributes (args, custom fields) visible.
             err.__dict__.update(getattr(cause, "__dict__", {}))
             err.args = cause.args

@@ -238,7 +238,7 @@ class NodeAgent:
     def _run(self, commands: list[lt.Command]) -> None:
         for c in commands:
             if isinstance(c, lt.Grant):
-                pending = self.pending_leases.pop(c.request_id, None)  # type: ignore[arg-type]
+                pending = self.pending_leases.pop(c.request_id, None)  # type: ignore[call-overload]
                 if pending is None or pending.conn.closed:
                     self._run(self.leases.return_lease(c.lease_id))
                     continue
@@ -264,7 +264,7 @@ class NodeAgent:
                     except ProcessLookupError:
                         pass
             elif isinstance(c, lt.Reject):
-                pending = self.pending_leases.pop(c.request_id, None)  # type: ignore[arg-type]
+                pending = self.pending_leases.pop(c.request_id, None)  # type: ignore[call-overload]
                 if pending is not None:
                     pending.conn.send(m.ErrorReply(rid=pending.msg.rid, kind="TaskUnschedulableError", message=c.reason))
         self._report_resources()

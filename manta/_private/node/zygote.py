@@ -159,7 +159,8 @@ def _fork_worker(session: object, req: dict[str, object], out: int, worker_main:
         os.dup2(devnull, 0)
         os.dup2(2, 1)
         os.close(devnull)
-        os.environ.update(req.get("env") or {})  # type: ignore[arg-type]
+        env: dict[str, str] = req.get("env") or {}  # type: ignore[assignment]
+        os.environ.update(env)
         try:
             worker_main(session, worker_id)  # type: ignore[operator]
         finally:

@@ -26,6 +26,7 @@ import traceback
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from manta import exceptions as exc
@@ -379,11 +380,9 @@ class CoreRuntime:
                 if self.agent is not None:
                     self.agent.send(m.StoreFree(object_ids=ids))
                 continue
-            self._with_node(node_id, lambda conn, ids=ids: conn.send(m.StoreFree(object_ids=ids)))
+            self._with_node(node_id, partial(_send_to, m.StoreFree(object_ids=ids)))
         for owner, ids in ends.items():
-            self._with_peer(owner, lambda conn, ids=ids: conn.send(
-                m.RemoveBorrow(object_ids=ids, borrower=self.address)
-            ) if isinstance(conn, Connection) else None)
+            self._with_peer(owner, partial(_send_to, m.RemoveBorrow(object_ids=ids, borrower=self.address)))
 
     # -- ids --------------------------------------------------------------
 
@@ -740,7 +739,7 @@ class CoreRuntime:
             if item is None or item[1] or item[2]:
                 out.append(self._materialize(r))  # stored, failed or freed: the slow path
             else:
-                out.append(loads(item[0])[0])
+                out.append(loads(item[0])[0])  # type: ignore[arg-type]  # inline: data is set
         return out
 
     def _materialize(self, ref: ObjectRef) -> Any:
@@ -1137,13 +1136,13 @@ class CoreRuntime:
             return
         if isinstance(reply, m.LeaseSpill):
             # Our node is busy or lacks the resources: ask the node it named.
-            def on_conn(conn: Any) -> None:
+            def on_spill_conn(conn: Any) -> None:
                 if isinstance(conn, BaseException):
                     self._ask_agent(ks, agent, spilled=True)  # stay here after all
                 else:
                     self._ask_agent(ks, conn, spilled=True)
 
-            self._with_peer(reply.address, on_conn)
+            self._with_peer(reply.address, on_spill_conn)
             return
         if isinstance(reply, ConnectionLost) and agent is not self.agent and self.agent is not None:
             # The other node went away while we waited: ask our own agent again.
@@ -1238,7 +1237,7 @@ class CoreRuntime:
         if task.retry_exceptions is True:
             return True
         cause = getattr(err, "cause", err)
-        return isinstance(cause, task.retry_exceptions)
+        return bool(task.retry_exceptions) and isinstance(cause, task.retry_exceptions)  # type: ignore[arg-type]
 
     def _complete_task(self, task: _Task, reply: m.TaskDone) -> None:
         if task.done:
@@ -1448,7 +1447,7 @@ class CoreRuntime:
             client.inflight[task.spec.task_id] = task
             conn.request_cb(
                 m.PushTask(rid=0, spec=task.spec),
-                lambda r, task=task, epoch=client.epoch: self._on_actor_reply(client, task, r, epoch),
+                partial(self._on_actor_reply_to, client, task, client.epoch),
             )
         if not client.queue:
             with client.lock:
@@ -1490,6 +1489,9 @@ class CoreRuntime:
             self._actor_flush(client)
 
         self._with_peer(reply.address, on_conn)
+
+    def _on_actor_reply_to(self, client: _ActorClient, task: _Task, epoch: int, reply: Any) -> None:
+        self._on_actor_reply(client, task, reply, epoch)
 
     def _on_actor_reply(self, client: _ActorClient, task: _Task, reply: Any, epoch: int) -> None:
         client.inflight.pop(task.spec.task_id, None)
@@ -1658,6 +1660,12 @@ class CoreRuntime:
         if not driver:
             return
         self._with_peer(driver, lambda c: c.send(msg) if isinstance(c, Connection) else None)
+
+
+def _send_to(msg: Any, conn: Any) -> None:
+    """A `_with_peer` callback that sends `msg` if the peer was reached."""
+    if isinstance(conn, Connection):
+        conn.send(msg)
 
 
 class _RefStub:

@@ -43,12 +43,12 @@ def plan(
         out: list[bytes] = []
         used: set[bytes] = set()
         for b in bundles:
-            nid = next((n for n in order if n not in used and fits(b, free[n])), None)
-            if nid is None:
+            found = next((n for n in order if n not in used and fits(b, free[n])), None)
+            if found is None:
                 return None
-            used.add(nid)
-            subtract(free[nid], b)
-            out.append(nid)
+            used.add(found)
+            subtract(free[found], b)
+            out.append(found)
         return out
     return _greedy(bundles, order, free, prefer_same=False)
 
