@@ -8,7 +8,7 @@ import tempfile
 import textwrap
 
 import pytest
-from tests_support import BACKEND
+from tests_support import BACKEND, manta_cli
 
 pytestmark = [
     pytest.mark.skipif(BACKEND != "manta", reason="starts manta nodes with manta's CLI"),
@@ -23,10 +23,7 @@ def cluster():
     env.pop("MANTA_TOKEN", None)
 
     def cli(*args):
-        out = subprocess.run([sys.executable, "-m", "manta.cli", *args], env=env,
-                             capture_output=True, text=True, timeout=90)
-        assert out.returncode == 0, out.stdout + out.stderr
-        return out.stdout
+        return manta_cli(env, *args)
 
     try:
         out = cli("start", "--head", "--port", "0", "--num-cpus", "1", "--object-store-memory", str(900 << 20))

@@ -10,7 +10,7 @@ import textwrap
 import time
 
 import pytest
-from tests_support import BACKEND
+from tests_support import BACKEND, manta_cli
 
 pytestmark = [
     pytest.mark.skipif(BACKEND != "manta", reason="freezes manta's own node processes"),
@@ -38,10 +38,7 @@ def test_frozen_node_is_declared_dead_and_its_work_moves():
     env.pop("MANTA_TOKEN", None)
 
     def cli(*args):
-        out = subprocess.run([sys.executable, "-m", "manta.cli", *args], env=env,
-                             capture_output=True, text=True, timeout=90)
-        assert out.returncode == 0, out.stdout + out.stderr
-        return out.stdout
+        return manta_cli(env, *args)
 
     frozen: set[int] = set()
     proc = None
