@@ -263,10 +263,6 @@ class NodeAgent:
                         os.kill(pid, signal.SIGKILL)
                     except ProcessLookupError:
                         pass
-            elif isinstance(c, lt.Reject):
-                pending = self.pending_leases.pop(c.request_id, None)  # type: ignore[call-overload]
-                if pending is not None:
-                    pending.conn.send(m.ErrorReply(rid=pending.msg.rid, kind="TaskUnschedulableError", message=c.reason))
         self._report_resources()
 
     def _report_resources(self) -> None:

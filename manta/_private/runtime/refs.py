@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 PENDING = 0
 READY = 1
@@ -239,7 +238,3 @@ class ReferenceTable:
                 except Exception:
                     pass
         return out
-
-    def stats(self) -> dict[str, Any]:
-        owned = sum(1 for e in self.entries.values() if e.owned)
-        return {"entries": len(self.entries), "owned": owned, "borrowed": len(self.entries) - owned}

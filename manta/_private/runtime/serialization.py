@@ -82,10 +82,6 @@ class SerializedValue:
             dest[off : off + b.nbytes] = b
 
 
-def _ref_collector() -> list[Any] | None:
-    return getattr(_local, "refs", None)
-
-
 def note_ref(ref: Any) -> None:
     """Called by ObjectRef.__reduce__: records a ref being serialized."""
     refs = getattr(_local, "refs", None)

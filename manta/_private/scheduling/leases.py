@@ -39,13 +39,7 @@ class StopWorker:
     worker_id: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Reject:
-    request_id: Hashable
-    reason: str
-
-
-Command = Grant | StartWorker | StopWorker | Reject
+Command = Grant | StartWorker | StopWorker
 
 
 @dataclass(eq=False, slots=True)
@@ -219,9 +213,6 @@ class LeaseTable:
             key = tuple(sorted(req.resources.items()))
             counts[key] = counts.get(key, 0) + 1
         return [({k: v / UNIT for k, v in key}, n) for key, n in counts.items()]
-
-    def infeasible(self, req: Request) -> bool:
-        return not fits(req.resources, self.total)
 
     def validate(self) -> None:
         used: ResourceSet = {}
