@@ -27,12 +27,6 @@ class ObjectRef:
         if rt is None:
             return
         try:
-            # Inlined fast path (see _rebuild_ref): the object stays alive.
-            with rt.lock:
-                e = rt.refs.entries.get(self._id)
-                if e is not None and (e.local > 1 or e.pins or e.borrowers):
-                    e.local -= 1
-                    return
             rt.ref_deleted(self._id)
         except Exception:  # interpreter shutdown
             pass
