@@ -520,6 +520,9 @@ class CancelTask(Msg):
 class GetObject(Msg):
     rid: int
     object_id: bytes
+    # Set by a reader whose copy's node is gone: the owner rebuilds the
+    # object (or says why it cannot) before it answers.
+    lost_node: bytes = b""
 
 
 class ObjectValue(Msg):

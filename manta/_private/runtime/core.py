@@ -61,6 +61,10 @@ LEASE_IDLE_S = 0.02
 MAX_LEASE_REQUESTS = 16
 # How long a worker waits in get() before it lends its CPU to other tasks.
 BLOCK_GRACE_S = 0.05
+# Lineage kept for rebuilding lost objects (Ray's max_lineage_bytes).
+MAX_LINEAGE_BYTES = 1 << 30
+# How many times a reader follows a lost object to its rebuilt copy.
+MAX_RELOCATIONS = 8
 
 _ERROR_TYPES: dict[str, type[BaseException]] = {
     name: obj
@@ -109,6 +113,12 @@ class _Task:
     done: bool = False
     lease: _Lease | None = None
     key: Any = None
+    # Lineage: a finished task kept so its stored outputs can be rebuilt if
+    # their node dies. `live` are its returns still referenced; its argument
+    # pins are held until the last of them goes.
+    live: set[bytes] | None = None
+    lineage_size: int = 0
+    args_released: bool = False
 
 
 @dataclass(eq=False)
@@ -239,6 +249,12 @@ class CoreRuntime:
         # Set when the head or agent connection drops: blocking calls raise it.
         self.control_lost = ""
         self._waiters: weakref.WeakSet[_Waiter] = weakref.WeakSet()
+        # Finished tasks whose stored outputs may need rebuilding, oldest first.
+        self._lineage: collections.OrderedDict[bytes, _Task] = collections.OrderedDict()
+        self._lineage_by_return: dict[bytes, _Task] = {}
+        self._lineage_evicted: set[bytes] = set()
+        self._lineage_bytes = 0
+        self.max_lineage_bytes = int(os.environ.get("MANTA_MAX_LINEAGE_BYTES", MAX_LINEAGE_BYTES))
 
     # -- life cycle -------------------------------------------------------
 
@@ -375,7 +391,16 @@ class CoreRuntime:
                 ends.setdefault(c.owner, []).append(c.object_id)
             elif isinstance(c, FreeStored):
                 frees.setdefault(c.node_id or self.node_id, []).append(c.object_id)
+                self._lineage_evicted.discard(c.object_id)
+                task = self._lineage_by_return.pop(c.object_id, None)
+                if task is not None and task.live is not None:
+                    task.live.discard(c.object_id)
+                    if not task.live:
+                        # Handled by this same loop, further on.
+                        commands.extend(self._drop_lineage(task))
         for node_id, ids in frees.items():
+            if node_id in self._dead_nodes:
+                continue  # its store is gone with it
             if node_id == self.node_id:
                 if self.agent is not None:
                     self.agent.send(m.StoreFree(object_ids=ids))
@@ -590,7 +615,7 @@ class CoreRuntime:
             )
         return ids
 
-    def _ensure_fetch(self, ref: ObjectRef) -> None:
+    def _ensure_fetch(self, ref: ObjectRef, lost_node: bytes = b"") -> None:
         """I/O thread: ask the owner of a borrowed ref for its value."""
         with self.lock:
             e = self.refs.get(ref._id)
@@ -603,7 +628,10 @@ class CoreRuntime:
             if isinstance(conn, BaseException):
                 self._fetched(oid, None, exc.OwnerDiedError(oid.hex(), owner))
                 return
-            conn.request_cb(m.GetObject(rid=0, object_id=oid), lambda r: self._fetched(oid, r, None))
+            conn.request_cb(
+                m.GetObject(rid=0, object_id=oid, lost_node=lost_node),
+                lambda r: self._fetched(oid, r, None),
+            )
 
         self._with_peer(owner, on_conn)
 
@@ -613,7 +641,10 @@ class CoreRuntime:
             if isinstance(error, exc.ObjectLostError):
                 error = type(error)(oid.hex())
         elif isinstance(reply, ConnectionLost):
-            error = exc.OwnerDiedError(oid.hex(), "")
+            with self.lock:
+                e = self.refs.get(oid)
+                owner = e.owner if e is not None else ""
+            error = exc.OwnerDiedError(oid.hex(), owner)
         if error is not None:
             self._set_ready(oid, serialize_error(error).to_bytes(), is_error=True)
         else:
@@ -748,9 +779,26 @@ class CoreRuntime:
             if e is None:
                 raise exc.ReferenceCountingAssertionError(ref.hex(), ref._owner)
             data, in_store, is_error, node_id = e.data, e.in_store, e.is_error, e.node_id
-        if in_store:
-            value, is_error = self._read_store(ref._id, node_id)
+        for _ in range(MAX_RELOCATIONS):
+            if not in_store:
+                break
+            try:
+                value, is_error = self._read_store(ref._id, node_id)
+                break
+            except exc.ObjectLostError:
+                # The node holding it died: the owner rebuilds it (or says
+                # why it cannot), and we read wherever it is now.
+                self._relocate(ref, node_id)
+                with self.lock:
+                    e = self.refs.get(ref._id)
+                    if e is None:
+                        raise exc.ReferenceCountingAssertionError(ref.hex(), ref._owner) from None
+                    data, in_store, is_error, node_id = e.data, e.in_store, e.is_error, e.node_id
         else:
+            raise exc.ObjectReconstructionFailedError(
+                ref.hex(), ref._owner, f"its copy was lost {MAX_RELOCATIONS} times while being read"
+            )
+        if not in_store:
             assert data is not None
             value, is_error = deserialize(data)
         if is_error:
@@ -761,6 +809,8 @@ class CoreRuntime:
 
     def _read_store(self, oid: bytes, node_id: bytes = b"") -> tuple[Any, bool]:
         assert self.region is not None
+        if node_id in self._dead_nodes:
+            raise exc.ObjectLostError(oid.hex(), "", f"node {node_id.hex()} died")
         if node_id and node_id != self.node_id:
             # Stored on another node: our agent copies it here first.
             msg: Any = m.StorePull(rid=0, object_id=oid, source=self.agent_address_of(node_id))
@@ -1266,6 +1316,8 @@ class CoreRuntime:
                 for w in waiters:
                     w()
                 self._run_commands(cmds)
+            if task.spec.actor_id is None and any(r.in_store for r in reply.returns):
+                self._keep_lineage(task, reply)
         self._finish_task(task)
 
     def _fail_cancelled(self, task: _Task) -> None:
@@ -1282,11 +1334,154 @@ class CoreRuntime:
     def _finish_task(self, task: _Task) -> None:
         for rid in task.return_ids:
             self._tasks_by_return.pop(rid, None)
+        if task.live is not None:
+            if any(self._lineage_by_return.get(rid) is task for rid in task.return_ids):
+                return  # the lineage holds the argument pins
+            cmds = self._drop_lineage(task)  # a rebuild that failed
+        else:
+            cmds = self._unpin_args(task)
+        self._run_commands(cmds)
+
+    def _unpin_args(self, task: _Task) -> list[Any]:
+        if task.args_released:
+            return []
+        task.args_released = True
         cmds: list[Any] = []
         with self.lock:
             for oid in task.pinned:
                 cmds += self.refs.unpin(oid)
+        return cmds
+
+    # -- lineage ----------------------------------------------------------
+
+    def _keep_lineage(self, task: _Task, reply: m.TaskDone) -> None:
+        """Keeps a finished task while its stored outputs live, to rebuild them.
+
+        Inline outputs live in this process and die with it; stored ones live
+        on a node that may die first. The task's arguments stay pinned, so a
+        rebuild can run it again (recursively, if they were lost too).
+        """
+        if task.args_released:
+            return
+        with self.lock:
+            live = {r.object_id for r in reply.returns if r.in_store and r.object_id in self.refs.entries}
+        if not live:
+            return
+        for rid in live:
+            self._lineage_by_return[rid] = task
+        if task.live is not None:
+            task.live = live  # a rebuild finished
+            return
+        task.live = live
+        task.lineage_size = 256 + len(task.spec.name) + sum(len(a.data or b"") + 64 for a in task.spec.args)
+        self._lineage[task.spec.task_id] = task
+        self._lineage_bytes += task.lineage_size
+        while self._lineage_bytes > self.max_lineage_bytes and len(self._lineage) > 1:
+            _, old = next(iter(self._lineage.items()))
+            for rid in old.live or ():
+                self._lineage_evicted.add(rid)
+            self._run_commands(self._drop_lineage(old))
+
+    def _drop_lineage(self, task: _Task) -> list[Any]:
+        """Forgets a task's lineage; returns the commands its argument unpins give."""
+        if self._lineage.pop(task.spec.task_id, None) is not None:
+            self._lineage_bytes -= task.lineage_size
+        for rid in task.return_ids:
+            if self._lineage_by_return.get(rid) is task:
+                del self._lineage_by_return[rid]
+        task.live = None
+        return self._unpin_args(task)
+
+    def _recover(self, oid: bytes, lost_node: bytes) -> None:
+        """I/O thread, owner: the stored copy of `oid` on `lost_node` is gone.
+
+        Reruns the task that made it (within its retry budget), or records
+        why it cannot be rebuilt: readers get that error instead of hanging.
+        """
+        with self.lock:
+            e = self.refs.get(oid)
+            if e is None or not e.owned or not e.state or not e.in_store or (lost_node and e.node_id != lost_node):
+                return  # freed, already being rebuilt, or already moved
+        task = self._lineage_by_return.get(oid)
+        node = (lost_node or e.node_id).hex()
+        err: BaseException | None = None
+        if task is None:
+            if oid in self._lineage_evicted:
+                err = exc.ObjectReconstructionFailedLineageEvictedError(
+                    oid.hex(), self.address,
+                    f"its node {node} died and the lineage to rebuild it was evicted "
+                    f"(lineage past MANTA_MAX_LINEAGE_BYTES={self.max_lineage_bytes})",
+                )
+            else:
+                err = exc.ObjectLostError(
+                    oid.hex(), self.address,
+                    f"its only copy was on node {node}, which died; objects made by put() "
+                    f"or by actor calls cannot be rebuilt from lineage",
+                )
+        elif task.retries_left == 0:
+            err = exc.ObjectReconstructionFailedMaxAttemptsExceededError(
+                oid.hex(), self.address,
+                f"its node {node} died and {task.spec.name}() that made it has no retries "
+                f"left (max_retries) to run again",
+            )
+        if err is not None:
+            self._set_ready(oid, serialize_error(err).to_bytes(), is_error=True)
+            return
+        assert task is not None
+        log.info("rebuilding %s from lineage: running %s() again", oid.hex(), task.spec.name)
+        if task.retries_left > 0:
+            task.retries_left -= 1
+        task.spec.attempt += 1
+        cmds: list[Any] = []
+        with self.lock:
+            for rid in task.return_ids:
+                r = self.refs.get(rid)
+                if r is None or not r.state:
+                    continue
+                if r.in_store and r.node_id != e.node_id:
+                    cmds.append(FreeStored(rid, r.node_id))  # a surviving copy; replaced
+                for cid, _ in r.contained:
+                    cmds += self.refs.unpin(cid)
+                r.contained = []
+                r.state = 0
+                r.data = None
+                r.in_store = False
+                r.is_error = False
+                self.refs.pending.add(rid)
+                self._lineage_by_return.pop(rid, None)
         self._run_commands(cmds)
+        task.done = False
+        task.resolved = False
+        self._submit_io(task)
+
+    def _relocate(self, ref: ObjectRef, lost_node: bytes) -> None:
+        """Any thread but I/O: our copy of `ref` was on a node that is gone.
+        Waits until its owner has rebuilt it elsewhere or recorded an error."""
+        with self.lock:
+            e = self.refs.get(ref._id)
+            if e is None:
+                return
+            owned = e.owned
+            if not owned and e.state and e.node_id == lost_node:
+                e.state = 0
+                e.fetching = False
+                self.refs.pending.add(ref._id)
+        if owned:
+            # Wait until the I/O thread has marked it pending, or the wait
+            # below could return at once on the stale copy.
+            marked = threading.Event()
+
+            def recover() -> None:
+                try:
+                    self._recover(ref._id, lost_node)
+                finally:
+                    marked.set()
+
+            self._post(recover)
+            marked.wait()
+        else:
+            self._post(self._ensure_fetch, ref, lost_node)
+        self._wait_ready([ref], 1, None)
 
     def _return_lease(self, lease: _Lease, kill: bool = False) -> None:
         agent = lease.agent or self.agent
@@ -1644,6 +1839,8 @@ class CoreRuntime:
             else:
                 self._post(answer)
 
+        if msg.lost_node:
+            self._recover(oid, msg.lost_node)
         with self.lock:
             e = self.refs.get(oid)
             if e is None:
