@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.test-installed
 
-.PHONY: demo test unit cluster lint bench clean
+.PHONY: demo test unit cluster lint bench clean redis-server
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,15 @@ $(TEST_STAMP): $(STAMP)
 demo: $(STAMP)
 	$(PY) examples/quickstart.py
 
-test: $(TEST_STAMP)
+# The head-restart tests run a real redis-server (Debian's package).
+redis-server:
+	@command -v redis-server >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO="sudo -n"; fi; \
+	  echo "installing redis-server (Debian package) for the head-restart tests"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null \
+	  || echo "could not install redis-server: the head-restart tests will fail until it is installed"; }
+
+test: $(TEST_STAMP) redis-server
 	$(PY) -m ruff check .
 	$(PY) -m mypy manta --ignore-missing-imports
 	$(PY) -m pytest tests -q -p no:cacheprovider

@@ -35,7 +35,7 @@ _EXPORTS = {
     "remote": "manta._private.remote",
     "ObjectRef": "manta._private.runtime.object_ref",
 }
-_SUBMODULES = {"exceptions", "util"}
+_SUBMODULES = {"exceptions", "experimental", "util"}
 
 __all__ = [
     "ActorClass",

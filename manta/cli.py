@@ -58,10 +58,12 @@ def main() -> None:
 @click.option("--resources", default=None, help="Custom resources as JSON.")
 @click.option("--object-store-memory", type=int, default=None, help="Store size in bytes.")
 @click.option("--token-file", default=None, help="File holding the cluster token (or set MANTA_TOKEN).")
+@click.option("--storage", default="", help="Head only: keep the cluster state in Redis "
+              "(redis://HOST:PORT[/DB]), so a restarted head carries on.")
 @click.option("--block", is_flag=True, help="Stay in the foreground; Ctrl-C stops the node.")
 def start(head: bool, address: str | None, port: int, host: str, num_cpus: float | None,
           num_gpus: float | None, resources: str | None, object_store_memory: int | None,
-          token_file: str | None, block: bool) -> None:
+          token_file: str | None, storage: str, block: bool) -> None:
     """Start a head node (--head), or join this machine to a cluster (--address)."""
     from manta._private import cluster
 
@@ -74,8 +76,16 @@ def start(head: bool, address: str | None, port: int, host: str, num_cpus: float
             num_cpus=num_cpus, num_gpus=num_gpus, resources=_resources(resources),
             object_store_memory=object_store_memory,
         )
+        if storage and not head:
+            _fail("--storage is for the head (start --head --storage redis://...)", 2)
         if head:
-            rec = cluster.start_head(host=host, port=port, token=token, **common)
+            rec = cluster.start_head(host=host, port=port, token=token, storage=storage, **common)
+            if rec.restarts:
+                out.print(f"manta head restarted at {rec.public_address} in its old session "
+                          f"(its node was still running); state comes back from {storage}")
+                if block:
+                    _block(rec)
+                return
             out.print(f"manta head started at {rec.public_address}")
             out.print(f"  token file: {rec.token_file}  (mode 0600; other nodes need this token)")
             out.print(f"  join a node:      manta start --address {rec.public_address} --token-file <copy of the token file>")

@@ -38,6 +38,8 @@ class NodeRecord:
     head_local: str = ""  # the head's unix socket, on the head's machine
     created: float = 0.0
     node_ip: str = ""  # this node's address: every process here listens on it
+    storage: str = ""  # the head's storage URL ("" = in memory)
+    restarts: int = 0  # times its head was restarted in this session
 
     @property
     def public_address(self) -> str:
@@ -104,9 +106,9 @@ def token_from_env_or_file(token_file: str | None) -> bytes | None:
     return None
 
 
-def _wait_ready(fds: dict[int, str], procs: list, session_dir: str) -> dict[str, str]:
+def _wait_ready(fds: dict[int, str], procs: list, session_dir: str, keep_session: bool = False) -> dict[str, str]:
     try:
-        return services._await_ready(fds, procs, session_dir, 60)
+        return services._await_ready(fds, procs, session_dir, 60, keep_session)
     except RuntimeError as e:
         text = str(e)
         if "wrong cluster token" in text or "authentication" in text:
@@ -126,7 +128,14 @@ def start_head(
     resources: dict[str, float] | None,
     object_store_memory: int | None,
     token: bytes | None,
+    storage: str = "",
 ) -> NodeRecord:
+    """Starts a head and its node; with `storage`, first looks for a head of
+    this address that died while its node lives on, and restarts just it."""
+    if storage and port:
+        prior = _dead_head(normalize_address(f"{host}:{port}"))
+        if prior is not None:
+            return _restart_head(prior, storage, token)
     session_dir = services.new_session_dir()
     token_file = services.write_token(session_dir, token or os.urandom(32))
     res, store = services.node_resources(
@@ -135,7 +144,7 @@ def start_head(
     head_local = f"unix:{session_dir}/head.sock"
     head, head_fd = services._spawn(
         ["head", "--session-dir", session_dir, "--token-file", token_file,
-         "--listen", head_local, "--listen", f"tcp:{host}:{port}"],
+         "--listen", head_local, "--listen", f"tcp:{host}:{port}", "--storage", storage],
         session_dir, "head.log", detached=True,
     )
     ip = _ip_of(host)
@@ -147,8 +156,39 @@ def start_head(
     tcp = next(a for a in ready["head"].split()[1:] if a.startswith("tcp:"))
     rec = NodeRecord(
         session_dir, "head", tcp, f"unix:{session_dir}/agent.sock", token_file,
-        [head.pid, agent.pid], head_local, time.time(), ip,
+        [head.pid, agent.pid], head_local, time.time(), ip, storage,
     )
+    write_record(rec)
+    return rec
+
+
+def _dead_head(address: str) -> NodeRecord | None:
+    """This machine's head record at `address` whose head died but whose agent lives."""
+    for rec in load_records():
+        if rec.role == "head" and rec.head_address == address and rec.pids:
+            head_pid, others = rec.pids[0], rec.pids[1:]
+            if not _owned_by(head_pid, rec.session_dir) and any(_owned_by(p, rec.session_dir) for p in others):
+                return rec
+    return None
+
+
+def _restart_head(rec: NodeRecord, storage: str, token: bytes | None) -> NodeRecord:
+    if token is not None and token != services.read_token(rec.token_file):
+        raise ClusterError(
+            f"the head at {rec.public_address} is being restarted in its old session, whose "
+            f"token differs from the one given: leave out --token-file/MANTA_TOKEN"
+        )
+    head, head_fd = services._spawn(
+        ["head", "--session-dir", rec.session_dir, "--token-file", rec.token_file,
+         "--listen", rec.head_local, "--listen", rec.head_address, "--storage", storage],
+        rec.session_dir, "head.log", detached=True,
+    )
+    ready = _wait_ready({head_fd: "head"}, [head], rec.session_dir, keep_session=True)
+    tcp = next(a for a in ready["head"].split()[1:] if a.startswith("tcp:"))
+    rec.pids[0] = head.pid
+    rec.head_address = tcp
+    rec.storage = storage
+    rec.restarts += 1
     write_record(rec)
     return rec
 

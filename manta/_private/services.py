@@ -154,7 +154,10 @@ def _spawn(
     return proc, r
 
 
-def _await_ready(fds: dict[int, str], procs: list[subprocess.Popen[bytes]], session_dir: str, timeout: float) -> dict[str, str]:
+def _await_ready(
+    fds: dict[int, str], procs: list[subprocess.Popen[bytes]], session_dir: str, timeout: float,
+    keep_session: bool = False,
+) -> dict[str, str]:
     deadline = time.monotonic() + timeout
     out: dict[str, str] = {}
     bufs = {fd: b"" for fd in fds}
@@ -188,7 +191,8 @@ def _await_ready(fds: dict[int, str], procs: list[subprocess.Popen[bytes]], sess
                     logs += f"\n--- {name}.log ---\n" + f.read()[-3000:]
             except OSError:
                 pass
-        shutil.rmtree(session_dir, ignore_errors=True)
+        if not keep_session:
+            shutil.rmtree(session_dir, ignore_errors=True)
         raise RuntimeError(f"manta failed to start the {', '.join(bad)}:{logs}")
     return out
 
@@ -297,6 +301,7 @@ def _main(argv: list[str] | None = None) -> None:
     parser.add_argument("--object-store-memory", type=int, default=0)
     parser.add_argument("--prestart", type=int, default=0)
     parser.add_argument("--node-ip", default="")
+    parser.add_argument("--storage", default="")
     parser.add_argument("--ready-fd", type=int, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -317,9 +322,19 @@ def _main(argv: list[str] | None = None) -> None:
     asyncio.set_event_loop(loop)
     if args.role == "head":
         from manta._private.head.head import Head, run_head
+        from manta._private.head.storage import StorageError, open_storage
 
-        head = Head(token=token, addresses=args.listen, embedded=args.embedded)
-        loop.run_until_complete(run_head(head, args.ready_fd))
+        try:
+            storage = open_storage(args.storage)
+        except StorageError as e:
+            logging.getLogger("manta.head").error("%s", e)
+            sys.exit(1)
+        head = Head(token=token, addresses=args.listen, embedded=args.embedded, storage=storage)
+        try:
+            loop.run_until_complete(run_head(head, args.ready_fd))
+        except StorageError as e:
+            logging.getLogger("manta.head").error("%s", e)
+            sys.exit(1)
         if args.embedded:
             shutil.rmtree(args.session_dir, ignore_errors=True)
     else:

@@ -14,6 +14,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -100,9 +101,9 @@ class LocalCluster:
         (new,) = set(os.listdir(self.root)) - before
         return os.path.join(self.root, new)
 
-    def start_head(self, *args: str) -> Node:
+    def start_head(self, *args: str, port: int = 0) -> Node:
         before = set(os.listdir(self.root))
-        out = self.cli("start", "--head", "--port", "0", *args)
+        out = self.cli("start", "--head", "--port", str(port), *args)
         self.address = out.split("started at ")[1].split()[0]
         self.token_file = out.split("token file: ")[1].split()[0]
         node = Node(self._new_session(before))
@@ -115,6 +116,10 @@ class LocalCluster:
         node = Node(self._new_session(before))
         self.nodes.append(node)
         return node
+
+    def head_pid(self) -> int:
+        with open(os.path.join(self.nodes[0].session_dir, "cluster.json")) as f:
+            return json.load(f)["pids"][0]
 
     def all_pids(self) -> set[int]:
         pids: set[int] = set()
@@ -230,3 +235,44 @@ def read_json_line(proc: subprocess.Popen, prefix: str, timeout: float) -> dict:
             return json.loads(line[len(prefix) + 1:])
     proc.kill()
     raise AssertionError(f"no {prefix} line from the driver; stdout:\n{''.join(lines)}\nstderr:\n{proc.stderr.read()}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    """A real redis-server on a free loopback port, in a temp dir; stopped by PID."""
+
+    def __enter__(self) -> RedisServer:
+        binary = shutil.which("redis-server")
+        assert binary, "redis-server is not installed: .ci/run installs it (apt-get install redis-server)"
+        self.dir = tempfile.mkdtemp(prefix="redis")
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", self.dir, "--protected-mode", "yes"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            raise AssertionError("redis-server did not start")
+        self.url = f"redis://127.0.0.1:{self.port}"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -12,10 +12,12 @@ import itertools
 import logging
 import os
 import signal
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from manta._private.control.actors import DEAD, PENDING, RESTARTING, ActorEntry
+from manta._private.control.actors import ALIVE, DEAD, PENDING, RESTARTING, ActorEntry
+from manta._private.head.storage import ActorRecord, MemoryStorage, PGRecord, Storage, decode, encode
 from manta._private.protocol import messages as m
 from manta._private.scheduling.bundles import plan
 from manta._private.scheduling.resources import to_units
@@ -29,8 +31,13 @@ class Job:
     job_id: int
     namespace: str
     pid: int
-    conn: Connection
+    conn: Connection | None  # None: restored from storage, its driver not back yet
     alive: bool = True
+    start_time: float = 0.0
+    end_time: float = 0.0
+
+    def info(self) -> m.JobInfo:
+        return m.JobInfo(self.job_id, self.namespace, self.pid, self.alive, self.start_time, self.end_time)
 
 
 PG_PENDING, PG_CREATED, PG_REMOVED = "PENDING", "CREATED", "REMOVED"
@@ -49,12 +56,37 @@ class PGEntry:
 @dataclass(eq=False)
 class Node:
     info: m.NodeInfo
-    conn: Connection
+    conn: Connection | None  # None: restored from storage, not re-registered yet
+
+    @property
+    def connected(self) -> bool:
+        return self.conn is not None and not self.conn.closed
+
+    def send(self, msg: Any) -> None:
+        if self.conn is not None and not self.conn.closed:
+            self.conn.send(msg)
+
+    def request(self, msg: Any) -> asyncio.Future[Any]:
+        if self.conn is None:
+            fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            fut.set_exception(ConnectionLost("the node has not re-registered"))
+            return fut
+        return self.conn.request(msg)
+
+    def request_cb(self, msg: Any, callback: Any) -> None:
+        if self.conn is None:
+            callback(ConnectionLost("the node has not re-registered"))
+        else:
+            self.conn.request_cb(msg, callback)
 
 
 class Head:
-    def __init__(self, *, token: bytes, addresses: list[str], embedded: bool) -> None:
+    def __init__(
+        self, *, token: bytes, addresses: list[str], embedded: bool, storage: Storage | None = None
+    ) -> None:
         self.token = token
+        self.storage = storage or MemoryStorage()
+        self.kv: dict[tuple[str, bytes], bytes] = {}
         self.listen = addresses
         self.addresses: list[str] = []
         self.embedded = embedded
@@ -75,10 +107,14 @@ class Head:
         self.last_seen: dict[bytes, float] = {}
         # A node silent this long is dead (the agents beat every HEARTBEAT_S).
         self.node_timeout = float(os.environ.get("MANTA_NODE_TIMEOUT_S", "10"))
-        self._spread_turn = 0
 
     async def start(self) -> None:
+        self.storage.check_token(self.token)
+        self._restore()
         for address in self.listen:
+            kind, _, path = address.partition(":")
+            if kind == "unix" and os.path.exists(path):
+                os.unlink(path)  # left by a head that was killed
             server, bound = await serve(
                 address, self.token, self.handle, on_close=self.on_close, on_connect=self.conns.add
             )
@@ -102,9 +138,11 @@ class Head:
             return
         log.warning("node %s is dead: %s", node_id.hex(), reason)
         node.info.alive = False
+        self._save_node(node)
         # A frozen agent that wakes up finds its connection gone and stops;
         # restarted, it joins as a new node.
-        node.conn.abort(f"node declared dead: {reason}")
+        if node.conn is not None:
+            node.conn.abort(f"node declared dead: {reason}")
         self._broadcast_view()
         died = m.NodeDied(node_id=node_id, reason=reason)
         for conn in list(self.conns):
@@ -125,7 +163,9 @@ class Head:
             else:
                 conn.reply(msg, m.FunctionBlob(rid=0, blob=blob))
         elif t is m.PutFunction:
-            self.functions[msg.fn_id] = msg.blob
+            if msg.fn_id not in self.functions:
+                self.functions[msg.fn_id] = msg.blob
+                self.storage.put("functions", msg.fn_id, msg.blob)
             conn.reply(msg, m.Ack(rid=0))
         elif t is m.WaitActor:
             entry = self.actors.get(msg.actor_id)
@@ -167,21 +207,9 @@ class Head:
                     "The actor was terminated because all references to it went out of scope.",
                 )
         elif t is m.RegisterDriver:
-            job_id = next(self._job_ids)
-            namespace = msg.namespace or f"anonymous-{os.urandom(8).hex()}"
-            self.jobs[job_id] = Job(job_id, namespace, msg.pid, conn)
-            conn.peer = ("driver", job_id)
-            conn.reply(msg, m.DriverRegistered(rid=0, job_id=job_id, namespace=namespace))
+            self._register_driver(conn, msg)
         elif t is m.RegisterNode:
-            self.nodes[msg.node.node_id] = Node(msg.node, conn)
-            self.last_seen[msg.node.node_id] = asyncio.get_running_loop().time()
-            conn.peer = ("node", msg.node.node_id)
-            conn.reply(msg, m.Ack(rid=0))
-            self._broadcast_view()
-            for entry in self.actors.values():
-                if entry.state in (PENDING, RESTARTING) and not entry.worker_id:
-                    self._schedule_actor(entry)
-            self._place_pending_pgs()
+            self._register_node(conn, msg)
         elif t is m.NodeResources:
             node = self.nodes.get(msg.node_id)
             if node is not None:
@@ -216,6 +244,10 @@ class Head:
                 return
             self._remove_pg(pg, "removed by remove_placement_group()")
             conn.reply(msg, m.Ack(rid=0))
+        elif t in (m.KvPut, m.KvGet, m.KvDel, m.KvList):
+            conn.reply(msg, self._kv(msg))
+        elif t is m.GetJobs:
+            conn.reply(msg, m.JobList(rid=0, jobs=[j.info() for j in self.jobs.values()]))
         elif t is m.GetPlacementGroups:
             groups = [
                 self._pg_state(pg) for pg in self.pgs.values()
@@ -226,10 +258,158 @@ class Head:
         else:
             log.warning("unexpected %s", t.__name__)
 
+    # -- registration -----------------------------------------------------
+
+    def _register_driver(self, conn: Connection, msg: m.RegisterDriver) -> None:
+        job = self.jobs.get(msg.job_id) if msg.job_id else None
+        if job is None:
+            job_id = msg.job_id or next(self._job_ids)
+            namespace = msg.namespace or f"anonymous-{os.urandom(8).hex()}"
+            job = self.jobs[job_id] = Job(job_id, namespace, msg.pid, conn, start_time=time.time())
+        else:
+            log.info("the driver of job %d is back", job.job_id)
+            job.conn = conn
+            job.alive = True
+        conn.peer = ("driver", job.job_id)
+        self._save_job(job)
+        conn.reply(msg, m.DriverRegistered(
+            rid=0, job_id=job.job_id, namespace=job.namespace, persistent=self.storage.persistent,
+        ))
+
+    def _register_node(self, conn: Connection, msg: m.RegisterNode) -> None:
+        nid = msg.node.node_id
+        known = self.nodes.get(nid)
+        if known is not None and not known.info.alive:
+            # Declared dead already: its work has moved. It must join anew.
+            conn.reply_error(msg, RuntimeError(
+                "this node was declared dead while the head could not reach it; restart it to join again"
+            ))
+            return
+        self.nodes[nid] = node = Node(msg.node, conn)
+        self.last_seen[nid] = asyncio.get_running_loop().time()
+        conn.peer = ("node", nid)
+        self._save_node(node)
+        conn.reply(msg, m.NodeRegistered(rid=0, persistent=self.storage.persistent))
+        if known is not None:
+            self._reconcile_node(node, msg)
+        self._broadcast_view()
+        for entry in list(self.actors.values()):
+            if entry.state in (PENDING, RESTARTING) and not entry.worker_id:
+                self._schedule_actor(entry)
+        self._place_pending_pgs()
+
+    def _reconcile_node(self, node: Node, msg: m.RegisterNode) -> None:
+        """A node is back after a head restart: match what it runs to what we know."""
+        nid = node.info.node_id
+        reported = dict(msg.actor_workers)
+        for entry in list(self.actors.values()):
+            if entry.node_id == nid and entry.state == ALIVE and entry.worker_id not in reported:
+                self._worker_exited(entry.worker_id, "its worker was gone when the head restarted", -1)
+        for worker_id, actor_id in reported.items():
+            known = self.actors.get(actor_id)
+            if known is None or known.state != ALIVE or known.worker_id != worker_id:
+                # A creation the old head never saw finish: start it over.
+                node.send(m.KillWorker(worker_id=worker_id, force=True))
+        for pg_id in msg.bundles:
+            pg = self.pgs.get(pg_id)
+            if pg is None or pg.state != PG_CREATED or nid not in pg.nodes:
+                node.send(m.CancelBundles(pg_id=pg_id))
+
+    # -- persistence ------------------------------------------------------
+
+    def _restore(self) -> None:
+        """Loads what a previous head on this storage left (nothing, in memory)."""
+        tables = self.storage.load()
+        if not any(tables.values()):
+            return
+        now = asyncio.get_running_loop().time()
+        self.functions.update(tables["functions"])
+        for data in tables["jobs"].values():
+            info = decode(m.JobInfo, data)
+            self.jobs[info.job_id] = Job(
+                info.job_id, info.namespace, info.driver_pid, None, info.alive, info.start_time, info.end_time
+            )
+        self._job_ids = itertools.count(max(self.jobs, default=0) + 1)
+        for data in tables["nodes"].values():
+            node_info = decode(m.NodeInfo, data)
+            self.nodes[node_info.node_id] = Node(node_info, None)
+            # Declared dead unless it re-registers within the node timeout.
+            self.last_seen[node_info.node_id] = now
+        for data in tables["actors"].values():
+            rec = decode(ActorRecord, data)
+            entry = ActorEntry(
+                rec.spec, rec.state, rec.address, rec.worker_id, rec.node_id, rec.epoch,
+                rec.restarts, rec.death_cause, rec.no_restart,
+            )
+            if entry.state in (PENDING, RESTARTING):
+                entry.worker_id = b""  # any creation in flight is started over
+            elif entry.state == ALIVE:
+                self.actor_by_worker[entry.worker_id] = entry.actor_id
+            self.actors[entry.actor_id] = entry
+            if entry.state != DEAD and entry.spec.name:
+                self.named[(entry.spec.namespace, entry.spec.name)] = entry.actor_id
+        for data in tables["pgs"].values():
+            rec_pg = decode(PGRecord, data)
+            self.pgs[rec_pg.spec.pg_id] = PGEntry(rec_pg.spec, rec_pg.state, rec_pg.nodes, error=rec_pg.error)
+        for key, value in tables["kv"].items():
+            ns, _, k = key.partition(b"\0")
+            self.kv[(ns.decode(), k)] = value
+        log.info(
+            "restored from %s: %d jobs, %d nodes, %d actors, %d placement groups, %d KV entries",
+            self.storage.description, len(self.jobs), len(self.nodes), len(self.actors),
+            len(self.pgs), len(self.kv),
+        )
+        # Drivers that do not come back within the node timeout have exited.
+        asyncio.get_running_loop().call_later(self.node_timeout, self._reap_absent_jobs)
+
+    def _reap_absent_jobs(self) -> None:
+        for job in list(self.jobs.values()):
+            if job.alive and job.conn is None:
+                self._job_exited(job)
+
+    def _save_job(self, job: Job) -> None:
+        self.storage.put("jobs", str(job.job_id).encode(), encode(job.info()))
+
+    def _save_node(self, node: Node) -> None:
+        self.storage.put("nodes", node.info.node_id, encode(node.info))
+
+    def _save_actor(self, e: ActorEntry) -> None:
+        rec = ActorRecord(e.spec, e.state, e.address, e.worker_id, e.node_id, e.epoch, e.restarts,
+                          e.death_cause, e.no_restart)
+        self.storage.put("actors", e.actor_id, encode(rec))
+
+    def _save_pg(self, pg: PGEntry) -> None:
+        self.storage.put("pgs", pg.spec.pg_id, encode(PGRecord(pg.spec, pg.state, pg.nodes, pg.error)))
+
+    def _kv(self, msg: Any) -> m.KvValue:
+        ns = msg.namespace
+        if type(msg) is m.KvGet:
+            return m.KvValue(rid=0, value=self.kv.get((ns, msg.key)))
+        if type(msg) is m.KvPut:
+            existed = (ns, msg.key) in self.kv
+            if msg.overwrite or not existed:
+                self.kv[(ns, msg.key)] = msg.value
+                self.storage.put("kv", ns.encode() + b"\0" + msg.key, msg.value)
+            return m.KvValue(rid=0, count=int(existed))
+        if type(msg) is m.KvDel:
+            if msg.by_prefix:
+                gone = [k for (n, k) in self.kv if n == ns and k.startswith(msg.key)]
+            else:
+                gone = [msg.key] if (ns, msg.key) in self.kv else []
+            for k in gone:
+                del self.kv[(ns, k)]
+                self.storage.delete("kv", ns.encode() + b"\0" + k)
+            return m.KvValue(rid=0, count=len(gone))
+        keys = [k for (n, k) in self.kv if n == ns and k.startswith(msg.prefix)]
+        return m.KvValue(rid=0, keys=keys)
+
     # -- placement groups -------------------------------------------------
 
     def _create_pg(self, conn: Connection, msg: m.CreatePlacementGroup) -> None:
         spec = msg.spec
+        if spec.pg_id in self.pgs:
+            conn.reply(msg, m.Ack(rid=0))  # sent again after a head restart
+            return
         try:
             bundles = [to_units(b) for b in spec.bundles]
             plan(bundles, spec.strategy, [])  # validates the strategy
@@ -242,7 +422,8 @@ class Head:
         ):
             conn.reply_error(msg, ValueError(f"a placement group named {spec.name!r} already exists"))
             return
-        self.pgs[spec.pg_id] = PGEntry(spec)
+        self.pgs[spec.pg_id] = pg = PGEntry(spec)
+        self._save_pg(pg)
         conn.reply(msg, m.Ack(rid=0))
         self._place_pending_pgs()
 
@@ -250,6 +431,7 @@ class Head:
         return m.PlacementGroupState(rid=0, spec=pg.spec, state=pg.state, nodes=pg.nodes, error=pg.error)
 
     def _notify_pg(self, pg: PGEntry) -> None:
+        self._save_pg(pg)
         for conn, msg in pg.waiters:
             if not conn.closed:
                 conn.reply(msg, self._pg_state(pg))
@@ -261,7 +443,7 @@ class Head:
                 self._place_pg(pg)
 
     def _place_pg(self, pg: PGEntry) -> None:
-        alive = [(nid, n) for nid, n in self.nodes.items() if n.info.alive and not n.conn.closed]
+        alive = [(nid, n) for nid, n in self.nodes.items() if n.info.alive and n.connected]
         bundles = [to_units(b) for b in pg.spec.bundles]
         assignment = plan(bundles, pg.spec.strategy, [(nid, to_units(n.info.available)) for nid, n in alive])
         if assignment is None:
@@ -274,24 +456,24 @@ class Head:
         async def reserve() -> None:
             # Two phases: every node sets its bundles aside, or none keeps any.
             results = await asyncio.gather(
-                *(self.nodes[nid].conn.request(m.PrepareBundles(rid=0, pg_id=pg.spec.pg_id, bundles=b))
+                *(self.nodes[nid].request(m.PrepareBundles(rid=0, pg_id=pg.spec.pg_id, bundles=b))
                   for nid, b in by_node.items()),
                 return_exceptions=True,
             )
             ok = [nid for nid, r in zip(by_node, results) if not isinstance(r, BaseException)]
             if len(ok) != len(by_node) or pg.state != PG_PENDING:
                 for nid in ok:
-                    self.nodes[nid].conn.send(m.CancelBundles(pg_id=pg.spec.pg_id))
+                    self.nodes[nid].send(m.CancelBundles(pg_id=pg.spec.pg_id))
                 pg.placing = False
                 return
             commits = await asyncio.gather(
-                *(self.nodes[nid].conn.request(m.CommitBundles(rid=0, pg_id=pg.spec.pg_id)) for nid in by_node),
+                *(self.nodes[nid].request(m.CommitBundles(rid=0, pg_id=pg.spec.pg_id)) for nid in by_node),
                 return_exceptions=True,
             )
             pg.placing = False
             if any(isinstance(r, BaseException) for r in commits) or pg.state != PG_PENDING:
                 for nid in by_node:
-                    self.nodes[nid].conn.send(m.CancelBundles(pg_id=pg.spec.pg_id))
+                    self.nodes[nid].send(m.CancelBundles(pg_id=pg.spec.pg_id))
                 return
             pg.state = PG_CREATED
             pg.nodes = list(assignment)
@@ -306,8 +488,8 @@ class Head:
         pg.error = why
         for nid in set(pg.nodes) or set(self.nodes):
             node = self.nodes.get(nid)
-            if node is not None and not node.conn.closed:
-                node.conn.send(m.CancelBundles(pg_id=pg.spec.pg_id))
+            if node is not None:
+                node.send(m.CancelBundles(pg_id=pg.spec.pg_id))
         self._notify_pg(pg)
 
     def _broadcast_view(self) -> None:
@@ -320,8 +502,8 @@ class Head:
             self._view_scheduled = False
             view = m.ClusterView(nodes=[n.info for n in self.nodes.values() if n.info.alive])
             for n in self.nodes.values():
-                if n.info.alive and not n.conn.closed:
-                    n.conn.send(view)
+                if n.info.alive:
+                    n.send(view)
 
         asyncio.get_running_loop().call_later(0.02, send)
 
@@ -336,6 +518,7 @@ class Head:
         )
 
     def _notify(self, entry: ActorEntry) -> None:
+        self._save_actor(entry)
         keep = []
         for conn, msg in entry.waiters:
             if conn.closed:
@@ -350,6 +533,13 @@ class Head:
 
     def _create_actor(self, conn: Connection, msg: m.CreateActor) -> None:
         spec = msg.spec
+        if spec.actor_id in self.actors:
+            # Sent again after a head restart: it was registered already.
+            conn.reply(msg, m.ActorRegistered(
+                rid=0, actor_id=spec.actor_id, existing=False, class_name=spec.class_name,
+                creation_fn_id=spec.creation.fn_id,
+            ))
+            return
         if spec.name:
             key = (spec.namespace, spec.name)
             existing_id = self.named.get(key)
@@ -370,6 +560,7 @@ class Head:
             self.named[key] = spec.actor_id
         entry = ActorEntry(spec)
         self.actors[spec.actor_id] = entry
+        self._save_actor(entry)
         conn.reply(msg, m.ActorRegistered(
             rid=0, actor_id=spec.actor_id, existing=False, class_name=spec.class_name,
             creation_fn_id=spec.creation.fn_id,
@@ -381,7 +572,7 @@ class Head:
         else one that has them at all (the lease waits there), in join order."""
         need = entry.spec.creation.resources
         p = entry.spec.creation.placement
-        alive = [n for n in self.nodes.values() if n.info.alive and not n.conn.closed]
+        alive = [n for n in self.nodes.values() if n.info.alive and n.connected]
         if p.kind == "NODE_AFFINITY":
             target = self.nodes.get(p.node_id)
             if target is not None and target in alive and (_fits(need, target.info.resources) or not p.soft):
@@ -412,7 +603,7 @@ class Head:
             return  # scheduled when a node registers
         spec = entry.spec
         env = dict(spec.creation.env_vars)
-        node.conn.request_cb(
+        node.request_cb(
             m.RequestLease(
                 rid=0, job_id=spec.job_id, resources=spec.creation.resources, env_vars=env,
                 for_actor=True, actor_id=spec.actor_id,
@@ -427,7 +618,7 @@ class Head:
                 self._notify(entry)
             return
         if entry.state == DEAD:
-            node.conn.send(m.ReturnLease(lease_id=reply.lease_id, kill=True))
+            node.send(m.ReturnLease(lease_id=reply.lease_id, kill=True))
             return
         entry.worker_id = reply.worker_id
         entry.node_id = reply.node_id
@@ -474,7 +665,7 @@ class Head:
             entry.no_restart = True
         if entry.worker_id:
             for node in self.nodes.values():
-                node.conn.send(m.KillWorker(worker_id=entry.worker_id, force=True))
+                node.send(m.KillWorker(worker_id=entry.worker_id, force=True))
             entry.death_cause = cause
         else:
             entry.kill(cause)
@@ -511,29 +702,40 @@ class Head:
         kind, ident = peer
         if kind == "driver":
             job = self.jobs.get(ident)
-            if job is not None:
-                job.alive = False
-                for entry in list(self.actors.values()):
-                    if entry.spec.job_id == ident and not entry.spec.detached:
-                        self._kill_actor(entry, True, "The actor's job (driver) exited.")
-                for pg in list(self.pgs.values()):
-                    if pg.spec.job_id == ident and not pg.spec.detached:
-                        self._remove_pg(pg, "its job (driver) exited")
+            if job is not None and job.conn is conn:
+                self._job_exited(job)
             if self.embedded and not any(j.alive for j in self.jobs.values()):
                 log.info("embedded driver gone; stopping the cluster")
                 self.stopping.set()
         elif kind == "node":
-            self._node_dead(ident, "its agent disconnected")
+            node = self.nodes.get(ident)
+            if node is not None and node.conn is conn:
+                self._node_dead(ident, "its agent disconnected")
+
+    def _job_exited(self, job: Job) -> None:
+        job.alive = False
+        job.conn = None
+        job.end_time = time.time()
+        self._save_job(job)
+        for entry in list(self.actors.values()):
+            if entry.spec.job_id == job.job_id and not entry.spec.detached:
+                self._kill_actor(entry, True, "The actor's job (driver) exited.")
+        for pg in list(self.pgs.values()):
+            if pg.spec.job_id == job.job_id and not pg.spec.detached:
+                self._remove_pg(pg, "its job (driver) exited")
 
     async def stop(self) -> None:
         waits = []
         for node in self.nodes.values():
-            if not node.conn.closed:
-                waits.append(node.conn.request(m.ShutdownCluster(rid=0)))
+            if node.connected:
+                waits.append(node.request(m.ShutdownCluster(rid=0)))
         if waits:
             await asyncio.wait([asyncio.ensure_future(w) for w in waits], timeout=2)
         for server in self.servers:
             server.close()
+        # A deliberate stop ends the cluster: a later head starts afresh.
+        self.storage.clear()
+        self.storage.close()
         for address in self.addresses:
             kind, _, path = address.partition(":")
             if kind == "unix":

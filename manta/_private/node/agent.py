@@ -25,7 +25,8 @@ from manta._private.scheduling import leases as lt
 from manta._private.scheduling.bundles import bundle_resources
 from manta._private.scheduling.policy import NodeView, Unschedulable, place
 from manta._private.scheduling.resources import to_float, to_units
-from manta._private.transport.connection import AuthRejected, Connection, connect, serve
+from manta._private.transport.connection import AuthRejected, Connection, RemoteError, connect, serve
+from manta._private.transport.link import HeadLink, head_grace
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,12 @@ class NodeAgent:
         self.store = StoreTable(store_capacity)
         self.spill_dir = spill_dir or os.path.join(session_dir, "spill")
         self.region = Region.create(store_capacity, "manta-store")
-        self.head: Connection | None = None
+        self.head = HeadLink(
+            head_address, token, self.handle, on_gone=self._head_gone, reregister=self._reregister,
+            grace=head_grace(),
+        )
+        # Workers that host actors: worker id -> actor id (told to a restarted head).
+        self.actor_workers: dict[bytes, bytes] = {}
         self.server: asyncio.AbstractServer | None = None
         self.tcp_server: asyncio.AbstractServer | None = None
         self.zygote = fork_server or ForkServer(os.path.join(session_dir, "logs", "workers.log"))
@@ -137,10 +143,7 @@ class NodeAgent:
         await self._start_zygote()
         for _ in range(60):
             try:
-                self.head = await connect(
-                    self.head_address, self.token, self.handle, name="head",
-                    on_close=self._head_lost,
-                )
+                await self.head.connect()
                 break
             except AuthRejected:
                 log.error("authentication failed: wrong cluster token for the head at %s", self.head_address)
@@ -149,8 +152,21 @@ class NodeAgent:
                 await asyncio.sleep(0.05)
         else:
             raise RuntimeError(f"cannot reach the head at {self.head_address}")
-        await self.head.request(m.RegisterNode(rid=0, node=self.node_info()))
+        reply = await self.head.request(m.RegisterNode(rid=0, node=self.node_info()))
+        self.head.persistent = reply.persistent
         asyncio.get_running_loop().create_task(self._heartbeat())
+
+    async def _reregister(self, conn: Connection) -> None:
+        """Tells a restarted head who we are and what we run."""
+        msg = m.RegisterNode(
+            rid=0, node=self.node_info(), actor_workers=list(self.actor_workers.items()),
+            bundles=list(self.bundles),
+        )
+        try:
+            await conn.request(msg)
+        except RemoteError as e:
+            self._head_gone(f"the restarted head refused this node: {e.message}")
+            raise
 
     async def _heartbeat(self) -> None:
         """A resource report every HEARTBEAT_S, changed or not: the head's sign of life."""
@@ -208,9 +224,9 @@ class NodeAgent:
         self.pool_keys[worker_id] = pool_key
         self.zygote.send({"worker_id": worker_id.hex(), "env": dict(pool_key)})
 
-    def _head_lost(self, conn: Connection) -> None:
+    def _head_gone(self, why: str) -> None:
         if not self.stopping.is_set():
-            log.error("lost the head; stopping the node")
+            log.error("%s; stopping this node", why)
             self.stopping.set()
 
     async def stop(self) -> None:
@@ -245,6 +261,8 @@ class NodeAgent:
                 conn = self.worker_conns.get(c.worker_id)
                 client = conn.peer if conn is not None else None
                 self.lease_owner_conn[c.lease_id] = pending.conn
+                if pending.msg.for_actor:
+                    self.actor_workers[c.worker_id] = pending.msg.actor_id
                 pending.conn.reply(
                     pending.msg,
                     m.LeaseGranted(
@@ -266,13 +284,13 @@ class NodeAgent:
         self._report_resources()
 
     def _report_resources(self) -> None:
-        if self._report_scheduled or self.head is None:
+        if self._report_scheduled or not self.head.up:
             return
         self._report_scheduled = True
 
         def send() -> None:
             self._report_scheduled = False
-            if self.head is not None:
+            if self.head.up:
                 self.head.send(
                     m.NodeResources(
                         node_id=self.node_id,
@@ -515,7 +533,7 @@ class NodeAgent:
             msg,
             m.ClientRegistered(
                 rid=0, node_id=self.node_id, store_pid=os.getpid(), store_fd=self.region.fd,
-                store_capacity=self.store.capacity,
+                store_capacity=self.store.capacity, head_persistent=self.head.persistent,
             ),
         )
         if msg.kind == "worker":
@@ -604,6 +622,7 @@ class NodeAgent:
     def _worker_gone(self, worker_id: bytes, reason: str, code: int | None) -> None:
         pid = self.worker_pids.pop(worker_id, None)
         conn = self.worker_conns.pop(worker_id, None)
+        self.actor_workers.pop(worker_id, None)
         if pid is None and conn is None:
             return
         if pid is not None and code is None:
@@ -613,8 +632,7 @@ class NodeAgent:
             except ProcessLookupError:
                 pass
         self._run(self.leases.worker_died(worker_id))
-        if self.head is not None:
-            self.head.send(m.WorkerExited(worker_id=worker_id, pid=pid or 0, exit_code=code or 0, reason=reason))
+        self.head.send(m.WorkerExited(worker_id=worker_id, pid=pid or 0, exit_code=code or 0, reason=reason))
 
 
 async def run_agent(agent: NodeAgent, ready_fd: int | None) -> None:

@@ -152,17 +152,87 @@ class RegisterDriver(Msg):
     namespace: str
     pid: int
     env_vars: dict[str, str]
+    # Non-zero when a driver comes back to a restarted head: its job so far.
+    job_id: int = 0
 
 
 class DriverRegistered(Msg):
     rid: int
     job_id: int
     namespace: str
+    # The head keeps its state in external storage: if it goes away, wait
+    # for it to come back (for a while) instead of giving up at once.
+    persistent: bool = False
 
 
 class RegisterNode(Msg):
     rid: int
     node: NodeInfo
+    # Sent again to a restarted head: the actors' workers this node runs
+    # (worker id, actor id) and the placement groups whose bundles it holds.
+    actor_workers: list[tuple[bytes, bytes]] = []
+    bundles: list[bytes] = []
+
+
+class NodeRegistered(Msg):
+    rid: int
+    persistent: bool = False
+
+
+# --- the head's key-value store (ray.experimental.internal_kv) -------------
+
+
+class KvPut(Msg):
+    rid: int
+    namespace: str
+    key: bytes
+    value: bytes
+    overwrite: bool = True
+
+
+class KvGet(Msg):
+    rid: int
+    namespace: str
+    key: bytes
+
+
+class KvDel(Msg):
+    rid: int
+    namespace: str
+    key: bytes
+    by_prefix: bool = False
+
+
+class KvList(Msg):
+    rid: int
+    namespace: str
+    prefix: bytes
+
+
+class KvValue(Msg):
+    rid: int
+    value: bytes | None = None
+    # KvPut: whether the key existed; KvDel: how many keys went.
+    count: int = 0
+    keys: list[bytes] = []
+
+
+class GetJobs(Msg):
+    rid: int
+
+
+class JobInfo(msgspec.Struct, array_like=True):
+    job_id: int
+    namespace: str
+    driver_pid: int
+    alive: bool
+    start_time: float = 0.0
+    end_time: float = 0.0
+
+
+class JobList(Msg):
+    rid: int
+    jobs: list[JobInfo]
 
 
 class PutFunction(Msg):
@@ -362,6 +432,7 @@ class ClientRegistered(Msg):
     store_pid: int
     store_fd: int
     store_capacity: int
+    head_persistent: bool = False
 
 
 class RequestLease(Msg):
@@ -551,6 +622,14 @@ Message = (
     | RegisterDriver
     | DriverRegistered
     | RegisterNode
+    | NodeRegistered
+    | KvPut
+    | KvGet
+    | KvDel
+    | KvList
+    | KvValue
+    | GetJobs
+    | JobList
     | PutFunction
     | GetFunction
     | FunctionBlob

@@ -51,6 +51,7 @@ from manta._private.transport.connection import (
     new_event_loop,
     serve,
 )
+from manta._private.transport.link import HeadLink, head_grace
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +222,7 @@ class CoreRuntime:
         self._counter = itertools.count(1)
         self.loop = new_event_loop()
         self._thread: threading.Thread | None = None
-        self.head: Connection | None = None
+        self.head: HeadLink | None = None
         self.agent: Connection | None = None
         self._server: asyncio.AbstractServer | None = None
         self.region: Region | None = None
@@ -278,13 +279,11 @@ class CoreRuntime:
             self.address, self.session.token, self._handle, on_close=self._on_peer_closed
         )
         self.refs.me = self.address
-        self.head = await connect(
-            self.session.head_address,
-            self.session.token,
-            self._handle,
-            name="head",
-            on_close=self._on_control_lost,
+        self.head = HeadLink(
+            self.session.head_address, self.session.token, self._handle, on_gone=self._control_gone,
+            reregister=self._reregister_driver if self.is_driver else None, grace=head_grace(),
         )
+        await self.head.connect()
         self.agent = await connect(
             self.session.agent_address,
             self.session.token,
@@ -301,6 +300,7 @@ class CoreRuntime:
             self.job_id = reply.job_id
             self.namespace = reply.namespace
             self.driver_address = self.address
+            self.head.persistent = reply.persistent
         reply = await self.agent.request(
             m.RegisterClient(
                 rid=0,
@@ -313,20 +313,30 @@ class CoreRuntime:
         )
         self.node_id = reply.node_id
         self.store_capacity = reply.store_capacity
+        if not self.is_driver:
+            self.head.persistent = reply.head_persistent
         self.region = Region.attach(reply.store_pid, reply.store_fd, reply.store_capacity)
         info = await self.agent.request(m.GetResources(rid=0))
         self.cluster_resources = dict(info.total)
 
+    async def _reregister_driver(self, conn: Connection) -> None:
+        """Tells a restarted head that this driver's job goes on."""
+        await conn.request(
+            m.RegisterDriver(
+                rid=0, namespace=self.namespace, pid=os.getpid(), env_vars=self.env_vars, job_id=self.job_id
+            )
+        )
+
     def _on_control_lost(self, conn: Connection) -> None:
+        self._control_gone(f"lost the connection to the cluster's {conn.name}: the cluster stopped or crashed")
+
+    def _control_gone(self, why: str) -> None:
         if self.closing:
             return
         if not self.is_driver:
             # A worker without its agent or head has nothing left to do.
             os._exit(1)
-        self.control_lost = (
-            f"lost the connection to the cluster's {conn.name}: the cluster stopped or "
-            f"crashed; call manta.shutdown() and init() again"
-        )
+        self.control_lost = f"{why}; call manta.shutdown() and init() again"
         log.error("%s", self.control_lost)
         # Nothing blocked in get()/wait() may hang: wake them all to raise.
         for waiter in list(self._waiters):
@@ -529,7 +539,7 @@ class CoreRuntime:
         self.run(self._await_request(self.head, m.PutFunction(rid=0, fn_id=fn_id, blob=blob)))
         self._exported.add(fn_id)
 
-    async def _await_request(self, conn: Connection | None, msg: Any) -> Any:
+    async def _await_request(self, conn: Connection | HeadLink | None, msg: Any) -> Any:
         if conn is None:
             raise ConnectionLost("not connected")
         try:
