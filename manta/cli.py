@@ -42,6 +42,22 @@ def _resources(text: str | None) -> dict[str, float] | None:
     return value  # type: ignore[no-any-return]
 
 
+def _node_config(system_config: str | None, spill_dir: str | None) -> Any:
+    import os
+
+    from manta._private.config import NodeConfig
+
+    parsed = None
+    if system_config:
+        try:
+            parsed = json.loads(system_config)
+        except ValueError as e:
+            _fail(f"--system-config must be a JSON object: {e}", 2)
+    if spill_dir:
+        spill_dir = os.path.abspath(spill_dir)
+    return NodeConfig.from_system_config(parsed, spill_dir)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="manta", prog_name="manta")
 def main() -> None:
@@ -60,10 +76,15 @@ def main() -> None:
 @click.option("--token-file", default=None, help="File holding the cluster token (or set MANTA_TOKEN).")
 @click.option("--storage", default="", help="Head only: keep the cluster state in Redis "
               "(redis://HOST:PORT[/DB]), so a restarted head carries on.")
+@click.option("--object-spilling-directory", default=None, help="Where objects spill when the store "
+              "fills (default: the node's session directory).")
+@click.option("--system-config", default=None, help="Ray-style tunables as JSON, e.g. "
+              "'{\"object_spilling_threshold\": 0.8, \"memory_usage_threshold\": 0.95}'.")
 @click.option("--block", is_flag=True, help="Stay in the foreground; Ctrl-C stops the node.")
 def start(head: bool, address: str | None, port: int, host: str, num_cpus: float | None,
           num_gpus: float | None, resources: str | None, object_store_memory: int | None,
-          token_file: str | None, storage: str, block: bool) -> None:
+          token_file: str | None, storage: str, object_spilling_directory: str | None,
+          system_config: str | None, block: bool) -> None:
     """Start a head node (--head), or join this machine to a cluster (--address)."""
     from manta._private import cluster
 
@@ -75,6 +96,7 @@ def start(head: bool, address: str | None, port: int, host: str, num_cpus: float
         common: dict[str, Any] = dict(
             num_cpus=num_cpus, num_gpus=num_gpus, resources=_resources(resources),
             object_store_memory=object_store_memory,
+            config=_node_config(system_config, object_spilling_directory),
         )
         if storage and not head:
             _fail("--storage is for the head (start --head --storage redis://...)", 2)

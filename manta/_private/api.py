@@ -10,6 +10,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from manta._private import services
+from manta._private.config import NodeConfig
 from manta._private.ids import BinaryID
 from manta._private.runtime import context
 from manta._private.runtime.context import current_task
@@ -97,6 +98,7 @@ def init(
                 if not isinstance(k, str) or not isinstance(v, str):
                     raise TypeError(f"runtime_env env_vars must map str to str, got {k!r}: {v!r}")
                 env_vars[k] = v
+        config = NodeConfig.from_system_config(kwargs.get("_system_config"))
         address = address or os.environ.get("MANTA_ADDRESS") or None
         cluster: services.LocalCluster | None = None
         if address not in (None, "local"):
@@ -107,6 +109,7 @@ def init(
                 num_gpus=num_gpus,
                 resources=resources,
                 object_store_memory=object_store_memory,
+                config=config,
             )
             from manta._private.runtime.core import SessionInfo
 
@@ -121,6 +124,8 @@ def init(
 
         rt = CoreRuntime(session, is_driver=True, worker_id=os.urandom(16), namespace=namespace or "")
         rt.env_vars = env_vars
+        if "max_lineage_bytes" in (kwargs.get("_system_config") or {}):
+            rt.max_lineage_bytes = config.max_lineage_bytes
         if log_to_driver:
             rt.on_log = _print_log
         try:

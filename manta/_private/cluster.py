@@ -19,6 +19,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from manta._private import services
+from manta._private.config import NodeConfig
 
 RECORD = "cluster.json"
 
@@ -129,6 +130,7 @@ def start_head(
     object_store_memory: int | None,
     token: bytes | None,
     storage: str = "",
+    config: NodeConfig | None = None,
 ) -> NodeRecord:
     """Starts a head and its node; with `storage`, first looks for a head of
     this address that died while its node lives on, and restarts just it."""
@@ -149,7 +151,7 @@ def start_head(
     )
     ip = _ip_of(host)
     agent, agent_fd = services._spawn(
-        _agent_args(session_dir, token_file, head_local, res, store, ip),
+        _agent_args(session_dir, token_file, head_local, res, store, ip, config),
         session_dir, "agent.log", detached=True,
     )
     ready = _wait_ready({head_fd: "head", agent_fd: "agent"}, [head, agent], session_dir)
@@ -202,6 +204,7 @@ def join(
     object_store_memory: int | None,
     token: bytes,
     host: str = "127.0.0.1",
+    config: NodeConfig | None = None,
 ) -> NodeRecord:
     head_address = normalize_address(address)
     session_dir = services.new_session_dir()
@@ -211,7 +214,7 @@ def join(
     )
     ip = _ip_of(host)
     agent, agent_fd = services._spawn(
-        _agent_args(session_dir, token_file, head_address, res, store, ip),
+        _agent_args(session_dir, token_file, head_address, res, store, ip, config),
         session_dir, "agent.log", detached=True,
     )
     try:
@@ -228,13 +231,15 @@ def join(
 
 
 def _agent_args(
-    session_dir: str, token_file: str, head: str, res: dict[str, float], store: int, node_ip: str
+    session_dir: str, token_file: str, head: str, res: dict[str, float], store: int, node_ip: str,
+    config: NodeConfig | None,
 ) -> list[str]:
     return [
         "agent", "--session-dir", session_dir, "--token-file", token_file,
         "--head", head, "--listen", f"unix:{session_dir}/agent.sock",
         "--resources", json.dumps(res), "--object-store-memory", str(store),
         "--prestart", str(min(int(res["CPU"]), 2)), "--node-ip", node_ip,
+        "--config", (config or NodeConfig()).to_json(),
     ]
 
 

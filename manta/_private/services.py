@@ -24,6 +24,8 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
+from manta._private.config import NodeConfig
+
 PR_SET_PDEATHSIG = 1
 
 
@@ -257,6 +259,7 @@ def spawn_local_cluster(
     num_gpus: float | None,
     resources: dict[str, float] | None,
     object_store_memory: int | None,
+    config: NodeConfig | None = None,
 ) -> PendingCluster:
     res, store = node_resources(num_cpus, num_gpus, resources, object_store_memory, head=True)
     session_dir = new_session_dir()
@@ -273,7 +276,7 @@ def spawn_local_cluster(
         ["agent", "--session-dir", session_dir, "--token-file", token_file,
          "--head", head_address, "--listen", agent_address,
          "--resources", json.dumps(res), "--object-store-memory", str(store),
-         "--prestart", str(min(int(res["CPU"]), 2))],
+         "--prestart", str(min(int(res["CPU"]), 2)), "--config", (config or NodeConfig()).to_json()],
         session_dir, "agent.log",
     )
     return PendingCluster(
@@ -302,6 +305,7 @@ def _main(argv: list[str] | None = None) -> None:
     parser.add_argument("--prestart", type=int, default=0)
     parser.add_argument("--node-ip", default="")
     parser.add_argument("--storage", default="")
+    parser.add_argument("--config", default="")
     parser.add_argument("--ready-fd", type=int, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -351,6 +355,7 @@ def _main(argv: list[str] | None = None) -> None:
             prestart=args.prestart,
             fork_server=fork_server,
             node_ip=args.node_ip,
+            config=NodeConfig.from_json(args.config),
         )
         loop.run_until_complete(run_agent(agent, args.ready_fd))
 

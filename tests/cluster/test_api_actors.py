@@ -582,6 +582,39 @@ def test_kill_with_no_restart_false_restarts_actor(ray_start, counter_cls, wait_
         ray.get(c.incr.remote(), timeout=30)
 
 
+def test_call_in_flight_when_a_restartable_actor_dies_is_unavailable(ray_start):
+    ray = ray_start
+    import os
+    import signal
+    import time
+
+    @ray.remote(max_restarts=1)
+    class Sleeper:
+        def pid(self):
+            return os.getpid()
+
+        def slow(self):
+            time.sleep(5)
+            return 1
+
+    a = Sleeper.remote()
+    pid = ray.get(a.pid.remote())
+    ref = a.slow.remote()
+    time.sleep(0.5)
+    os.kill(pid, signal.SIGKILL)
+    # Coming back, not dead: the call may or may not have run.
+    with pytest.raises(ray.exceptions.ActorUnavailableError):
+        ray.get(ref, timeout=30)
+    pid2 = ray.get(a.pid.remote(), timeout=30)
+    assert pid2 != pid  # restarted
+    # Out of restarts now: dead for good.
+    ref = a.slow.remote()
+    time.sleep(0.5)
+    os.kill(pid2, signal.SIGKILL)
+    with pytest.raises(ray.exceptions.ActorDiedError):
+        ray.get(ref, timeout=30)
+
+
 def test_killed_named_actor_frees_its_name(ray_start, counter_cls, wait_for):
     ray = ray_start
     name = _unique("killed")

@@ -4,6 +4,7 @@ These are about manta's own promises (no leaks, token on every connection),
 so they do not run against Ray.
 """
 
+import json
 import os
 import signal
 import socket
@@ -336,11 +337,11 @@ def test_objects_spill_to_disk_and_come_back(tmp_path):
     import manta
 
     np = pytest.importorskip("numpy")
-    manta.init(num_cpus=1, object_store_memory=256 * 1024 * 1024)
+    spill_dir = str(tmp_path / "spilled")
+    config = {"type": "filesystem", "params": {"directory_path": spill_dir}}
+    manta.init(num_cpus=1, object_store_memory=256 * 1024 * 1024,
+               _system_config={"object_spilling_config": json.dumps(config)})
     try:
-        from manta._private.runtime import context
-
-        spill_dir = os.path.join(context.require().session.session_dir, "spill")
         refs, sums = [], []
         for i in range(150):
             a = np.random.default_rng(i).integers(0, 255, size=10 * 1024 * 1024, dtype=np.uint8)
@@ -362,5 +363,49 @@ def test_objects_spill_to_disk_and_come_back(tmp_path):
         while os.listdir(spill_dir) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert os.listdir(spill_dir) == []
+    finally:
+        manta.shutdown()
+
+
+def test_store_spills_past_its_threshold_before_it_is_full(tmp_path):
+    import manta
+
+    np = pytest.importorskip("numpy")
+    spill_dir = str(tmp_path / "spilled")
+    config = {"type": "filesystem", "params": {"directory_path": spill_dir}}
+    manta.init(num_cpus=1, object_store_memory=100 * 1024 * 1024,
+               _system_config={"object_spilling_config": json.dumps(config), "object_spilling_threshold": 0.5})
+    try:
+        refs = [manta.put(np.full(10 * 1024 * 1024, i, dtype=np.uint8)) for i in range(8)]
+        # 80 MB fit in the store, but past 50 MB the oldest go to disk.
+        assert 2 <= len(os.listdir(spill_dir)) <= 4, os.listdir(spill_dir)
+        assert [int(manta.get(r)[0]) for r in refs] == list(range(8))
+    finally:
+        manta.shutdown()
+
+
+def test_full_disk_gives_out_of_disk_error_and_the_store_keeps_serving(tmp_path):
+    import shutil
+
+    import manta
+
+    np = pytest.importorskip("numpy")
+    disk = shutil.disk_usage(tmp_path)
+    # Any spill would take this disk past the limit: as if it were full.
+    limit = max(0.01, disk.used / disk.total)
+    config = {"type": "filesystem", "params": {"directory_path": str(tmp_path / "spilled")}}
+    manta.init(num_cpus=1, object_store_memory=64 * 1024 * 1024,
+               _system_config={"object_spilling_config": json.dumps(config), "local_fs_capacity_threshold": limit})
+    try:
+        held = []
+        with pytest.raises(manta.exceptions.OutOfDiskError, match="local_fs_capacity_threshold"):
+            for _ in range(20):
+                held.append(manta.put(np.zeros(10 * 1024 * 1024, dtype=np.uint8)))
+        assert len(held) >= 4  # what fit in memory is all there
+        assert all(int(manta.get(r).sum()) == 0 for r in held)
+        assert manta.get(manta.put("small")) == "small"
+        del held
+        ref = manta.put(np.ones(10 * 1024 * 1024, dtype=np.uint8))  # room again once freed
+        assert int(manta.get(ref).sum()) == 10 * 1024 * 1024
     finally:
         manta.shutdown()

@@ -81,6 +81,15 @@ class ActorEntry:
             self.move(DEAD)
             self.death_cause = cause
 
+    def restartable(self) -> bool:
+        """Whether the actor is, or would be, brought back after its worker dies."""
+        if self.state == DEAD or self.no_restart:
+            return False
+        if self.state in (PENDING, RESTARTING):
+            return True
+        limit = self.spec.max_restarts
+        return limit < 0 or self.restarts < limit
+
     def answers(self, known_epoch: int) -> bool:
         """Whether a WaitActor with this epoch can be answered now."""
         return self.state == DEAD or (self.state == ALIVE and self.epoch > known_epoch)

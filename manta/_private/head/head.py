@@ -174,7 +174,7 @@ class Head:
                     rid=0, actor_id=msg.actor_id, state=DEAD, address="", epoch=0,
                     death_cause="The actor does not exist.", class_name="", fn_id=b"",
                 ))
-            elif entry.answers(msg.known_epoch):
+            elif msg.now or entry.answers(msg.known_epoch):
                 conn.reply(msg, self._state(entry))
             else:
                 entry.waiters.append((conn, msg))
@@ -514,7 +514,7 @@ class Head:
             epoch=entry.epoch, death_cause=entry.death_cause, class_name=spec.class_name,
             fn_id=spec.creation.fn_id, is_async=spec.creation.is_async_actor,
             max_concurrency=spec.creation.max_concurrency,
-            node_id=entry.node_id,
+            node_id=entry.node_id, restartable=entry.restartable(),
         )
 
     def _notify(self, entry: ActorEntry) -> None:
@@ -606,7 +606,7 @@ class Head:
         node.request_cb(
             m.RequestLease(
                 rid=0, job_id=spec.job_id, resources=spec.creation.resources, env_vars=env,
-                for_actor=True, actor_id=spec.actor_id,
+                for_actor=True, actor_id=spec.actor_id, retriable=spec.max_restarts != 0,
             ),
             lambda r: self._on_actor_lease(entry, node, r),
         )

@@ -12,11 +12,14 @@ import asyncio
 import json
 import logging
 import os
+import shutil
 import signal
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from manta._private.config import NodeConfig
+from manta._private.node.memory import Candidate, memory_usage, pick_victim
 from manta._private.node.zygote import ForkServer
 from manta._private.objectstore.region import Region
 from manta._private.objectstore.store import StoredObject, StoreError, StoreFull, StoreTable
@@ -70,6 +73,15 @@ class PendingLease:
     msg: m.RequestLease
 
 
+@dataclass(eq=False)
+class GrantedLease:
+    worker_id: bytes
+    owner: Connection
+    retriable: bool
+    for_actor: bool
+    granted: float
+
+
 class NodeAgent:
     def __init__(
         self,
@@ -84,8 +96,9 @@ class NodeAgent:
         prestart: int = 0,
         fork_server: ForkServer | None = None,
         node_ip: str = "",
-        spill_dir: str = "",
+        config: NodeConfig | None = None,
     ) -> None:
+        self.config = config or NodeConfig()
         self.session_dir = session_dir
         self.head_address = head_address
         self.token = token
@@ -100,7 +113,7 @@ class NodeAgent:
         num_cpus = int(resources.get("CPU", 1))
         self.leases = lt.LeaseTable(to_units(resources), max_idle_workers=max(num_cpus, 2) + 2)
         self.store = StoreTable(store_capacity)
-        self.spill_dir = spill_dir or os.path.join(session_dir, "spill")
+        self.spill_dir = self.config.spill_dir or os.path.join(session_dir, "spill")
         self.region = Region.create(store_capacity, "manta-store")
         self.head = HeadLink(
             head_address, token, self.handle, on_gone=self._head_gone, reregister=self._reregister,
@@ -108,6 +121,10 @@ class NodeAgent:
         )
         # Workers that host actors: worker id -> actor id (told to a restarted head).
         self.actor_workers: dict[bytes, bytes] = {}
+        self.granted: dict[int, GrantedLease] = {}
+        # Workers the memory monitor killed, and why (their exit reason).
+        self.oom_killed: dict[bytes, str] = {}
+        self.oom_kills = 0
         self.server: asyncio.AbstractServer | None = None
         self.tcp_server: asyncio.AbstractServer | None = None
         self.zygote = fork_server or ForkServer(os.path.join(session_dir, "logs", "workers.log"))
@@ -155,6 +172,43 @@ class NodeAgent:
         reply = await self.head.request(m.RegisterNode(rid=0, node=self.node_info()))
         self.head.persistent = reply.persistent
         asyncio.get_running_loop().create_task(self._heartbeat())
+        if self.config.memory_threshold < 1.0:
+            asyncio.get_running_loop().create_task(self._memory_monitor())
+
+    async def _memory_monitor(self) -> None:
+        """Kills a worker when node memory passes the threshold, before the
+        kernel's OOM killer takes something that matters more."""
+        interval = self.config.memory_monitor_ms / 1000
+        threshold = self.config.memory_threshold
+        pending_kill: tuple[bytes, float] | None = None
+        while not self.stopping.is_set():
+            await asyncio.sleep(interval)
+            used, total = memory_usage()
+            if used <= threshold * total:
+                continue
+            now = time.monotonic()
+            if pending_kill is not None and pending_kill[0] in self.worker_pids and now - pending_kill[1] < 5:
+                continue  # the last one is still dying: its memory is not free yet
+            busy = [(lid, g) for lid, g in self.granted.items() if g.worker_id in self.worker_pids]
+            victim = pick_victim([Candidate(g.worker_id, g.retriable, g.granted) for _, g in busy])
+            if victim is None:
+                continue
+            lease_id, lease = next((lid, g) for lid, g in busy if g.worker_id == victim.worker_id)
+            reason = (
+                f"the memory monitor killed its worker: node memory use {used / 2**30:.1f} of "
+                f"{total / 2**30:.1f} GiB ({used / total:.0%}) passed the threshold "
+                f"memory_usage_threshold={threshold:g}"
+            )
+            log.warning("%s (lease %d, %s)", reason, lease_id, "retriable" if lease.retriable else "not retriable")
+            self.oom_killed[victim.worker_id] = reason
+            self.oom_kills += 1
+            if not lease.for_actor and not lease.owner.closed:
+                lease.owner.send(m.LeaseKilled(lease_id=lease_id, reason=reason))
+            pending_kill = (victim.worker_id, now)
+            try:
+                os.kill(self.worker_pids[victim.worker_id], signal.SIGKILL)
+            except (KeyError, ProcessLookupError):
+                pass
 
     async def _reregister(self, conn: Connection) -> None:
         """Tells a restarted head who we are and what we run."""
@@ -261,6 +315,9 @@ class NodeAgent:
                 conn = self.worker_conns.get(c.worker_id)
                 client = conn.peer if conn is not None else None
                 self.lease_owner_conn[c.lease_id] = pending.conn
+                self.granted[c.lease_id] = GrantedLease(
+                    c.worker_id, pending.conn, pending.msg.retriable, pending.msg.for_actor, time.monotonic()
+                )
                 if pending.msg.for_actor:
                     self.actor_workers[c.worker_id] = pending.msg.actor_id
                 pending.conn.reply(
@@ -322,6 +379,7 @@ class NodeAgent:
             self._run(self.leases.request(req))
         elif t is m.ReturnLease:
             self.lease_owner_conn.pop(msg.lease_id, None)
+            self.granted.pop(msg.lease_id, None)
             self._run(self.leases.return_lease(msg.lease_id, msg.kill))
         elif t is m.StoreCreate:
             try:
@@ -333,6 +391,7 @@ class NodeAgent:
         elif t is m.StoreSeal:
             for w in self.store.seal(msg.object_id):
                 w(self.store.objects.get(msg.object_id))
+            self._spill_past_threshold()
         elif t is m.StorePin:
             self._pin(conn, msg)
         elif t is m.StorePull:
@@ -555,11 +614,35 @@ class NodeAgent:
                     raise
                 self._spill_object(*victim)
 
+    def _spill_past_threshold(self) -> None:
+        """Spills the oldest objects once the store is fuller than the threshold,
+        so that new objects find room without waiting for a disk write."""
+        limit = self.config.spill_threshold * self.store.capacity
+        while self.store.used > limit:
+            victim = self.store.spill_victim()
+            if victim is None:
+                return
+            try:
+                self._spill_object(*victim)
+            except OutOfDisk as e:
+                log.warning("%s", e)
+                return
+
     def _spill_path(self, oid: bytes) -> str:
         return os.path.join(self.spill_dir, oid.hex())
 
     def _spill_object(self, oid: bytes, obj: StoredObject) -> None:
-        os.makedirs(self.spill_dir, mode=0o700, exist_ok=True)
+        try:
+            os.makedirs(self.spill_dir, mode=0o700, exist_ok=True)
+            disk = shutil.disk_usage(self.spill_dir)
+        except OSError as e:
+            raise OutOfDisk(f"object store is full and the spill directory {self.spill_dir} is unusable: {e}") from None
+        if disk.used + obj.size > self.config.disk_threshold * disk.total:
+            raise OutOfDisk(
+                f"object store is full and spilling {obj.size} bytes would fill the disk holding "
+                f"{self.spill_dir} past local_fs_capacity_threshold={self.config.disk_threshold:g} "
+                f"({disk.used / disk.total:.0%} used of {disk.total / 2**30:.1f} GiB)"
+            )
         path = self._spill_path(oid)
         try:
             with open(path, "wb") as f:
@@ -607,6 +690,8 @@ class NodeAgent:
             answer(obj)
 
     def on_close(self, conn: Connection) -> None:
+        for lid in [lid for lid, g in self.granted.items() if g.owner is conn]:
+            del self.granted[lid]
         if self.infeasible:
             self.infeasible = [(c, r) for c, r in self.infeasible if c is not conn]
         for w in self.store.client_gone(id(conn)):
@@ -623,6 +708,9 @@ class NodeAgent:
         pid = self.worker_pids.pop(worker_id, None)
         conn = self.worker_conns.pop(worker_id, None)
         self.actor_workers.pop(worker_id, None)
+        reason = self.oom_killed.pop(worker_id, reason)
+        for lid in [lid for lid, g in self.granted.items() if g.worker_id == worker_id]:
+            del self.granted[lid]
         if pid is None and conn is None:
             return
         if pid is not None and code is None:

@@ -278,6 +278,8 @@ class WaitActor(Msg):
     rid: int
     actor_id: bytes
     known_epoch: int
+    # Answer at once, whatever the state.
+    now: bool = False
 
 
 class ActorState(Msg):
@@ -292,6 +294,8 @@ class ActorState(Msg):
     is_async: bool = False
     max_concurrency: int = 1
     node_id: bytes = b""
+    # Not dead for good: it is (or will be) restarted.
+    restartable: bool = False
 
 
 class KillActor(Msg):
@@ -442,6 +446,9 @@ class RequestLease(Msg):
     env_vars: dict[str, str]
     for_actor: bool = False
     actor_id: bytes = b""
+    # Whether its work is retried if the worker dies: the memory monitor
+    # kills retriable work first.
+    retriable: bool = True
     # Already redirected once: grant or queue here, never redirect again.
     spilled: bool = False
     placement: Placement = msgspec.field(default_factory=Placement)
@@ -474,6 +481,14 @@ class LeaseGranted(Msg):
 class ReturnLease(Msg):
     lease_id: int
     kill: bool = False
+
+
+class LeaseKilled(Msg):
+    """Agent -> lease owner: the lease's worker is being killed, and why
+    (the memory monitor): its task fails with OutOfMemoryError, not a crash."""
+
+    lease_id: int
+    reason: str
 
 
 class WorkerBlocked(Msg):
@@ -650,6 +665,7 @@ Message = (
     | RequestLease
     | LeaseGranted
     | ReturnLease
+    | LeaseKilled
     | WorkerBlocked
     | WorkerUnblocked
     | KillWorker

@@ -139,6 +139,7 @@ class _KeyState:
     resources: dict[str, float]
     env_vars: dict[str, str]
     placement: m.Placement
+    retriable: bool = True
     queue: collections.deque[_Task] = field(default_factory=collections.deque)
     idle: list[_Lease] = field(default_factory=list)
     busy: set[_Lease] = field(default_factory=set)
@@ -250,6 +251,8 @@ class CoreRuntime:
         # Set when the head or agent connection drops: blocking calls raise it.
         self.control_lost = ""
         self._waiters: weakref.WeakSet[_Waiter] = weakref.WeakSet()
+        # Why an agent killed a lease's worker, by (agent connection, lease id).
+        self._lease_kills: dict[tuple[int, int], str] = {}
         # Finished tasks whose stored outputs may need rebuilding, oldest first.
         self._lineage: collections.OrderedDict[bytes, _Task] = collections.OrderedDict()
         self._lineage_by_return: dict[bytes, _Task] = {}
@@ -1123,6 +1126,7 @@ class CoreRuntime:
             tuple(sorted(spec.resources.items())),
             tuple(sorted(spec.env_vars.items())),
             (p.kind, p.node_id, p.soft),
+            task.retries_left != 0,
         )
 
     def _enqueue(self, task: _Task) -> None:
@@ -1132,7 +1136,9 @@ class CoreRuntime:
         key = self._key_for(task)
         ks = self._keys.get(key)
         if ks is None:
-            ks = self._keys[key] = _KeyState(task.spec.resources, task.spec.env_vars, task.spec.placement)
+            ks = self._keys[key] = _KeyState(
+                task.spec.resources, task.spec.env_vars, task.spec.placement, task.retries_left != 0
+            )
             self._warn_if_infeasible(task.spec.resources, task.spec.name)
         task.key = key
         ks.queue.append(task)
@@ -1185,7 +1191,7 @@ class CoreRuntime:
         agent.request_cb(
             m.RequestLease(
                 rid=0, job_id=self.job_id, resources=ks.resources, env_vars=ks.env_vars,
-                spilled=spilled, placement=ks.placement,
+                spilled=spilled, placement=ks.placement, retriable=ks.retriable,
             ),
             lambda reply: self._on_lease(ks, reply, agent),
         )
@@ -1261,16 +1267,11 @@ class CoreRuntime:
                 task.retries_left -= 1
                 task.spec.attempt += 1
                 ks.queue.appendleft(task)
+                self.loop.call_later(1.0, self._lease_kills.pop, _lease_key(lease, self.agent), None)
             else:
-                lost: BaseException = (
-                    exc.NodeDiedError(f"{task.spec.name}() was running on a node that died ({reply}); no retries left (max_retries).")
-                    if isinstance(reply, PeerNodeDied)
-                    else exc.WorkerCrashedError(
-                        f"The worker running {task.spec.name}() died unexpectedly "
-                        f"({reply}); no retries left (max_retries)."
-                    )
-                )
-                self._fail_task(task, serialize_error(lost).to_bytes())
+                # The agent's word on why it killed the worker may trail the
+                # broken connection by a moment: give it that moment.
+                self.loop.call_later(0.1, self._fail_lost_task, task, lease, reply)
             self._pump(ks)
             return
         lease.idle_since = time.monotonic()
@@ -1284,6 +1285,24 @@ class CoreRuntime:
         self._pump(ks)
         if not ks.queue:
             self._schedule_sweep()
+
+    def _fail_lost_task(self, task: _Task, lease: _Lease, reply: BaseException) -> None:
+        name = task.spec.name
+        lost: BaseException
+        killed_because = self._lease_kills.pop(_lease_key(lease, self.agent), "")
+        if killed_because:
+            lost = exc.OutOfMemoryError(
+                f"Task {name}() was killed because its node ran low on memory: {killed_because}. "
+                f"No retries left (max_retries). Use less memory per task, or fewer tasks at once "
+                f"(more num_cpus or a memory resource per task)."
+            )
+        elif isinstance(reply, PeerNodeDied):
+            lost = exc.NodeDiedError(f"{name}() was running on a node that died ({reply}); no retries left (max_retries).")
+        else:
+            lost = exc.WorkerCrashedError(
+                f"The worker running {name}() died unexpectedly ({reply}); no retries left (max_retries)."
+            )
+        self._fail_task(task, serialize_error(lost).to_bytes())
 
     def _should_retry_error(self, task: _Task, error: bytes) -> bool:
         if task.retries_left == 0 or task.cancelled or not task.retry_exceptions:
@@ -1715,23 +1734,49 @@ class CoreRuntime:
                 ordered = sorted(client.queue, key=lambda t: t.spec.task_id[8:])
                 client.queue = collections.deque(ordered)
             else:
-                self._fail_task(
-                    task,
-                    serialize_error(
-                        exc.ActorDiedError(
-                            error_msg=(
-                                f"The actor died while running {task.spec.name}() "
-                                f"({reply}). Check the actor's log for the cause."
-                            ),
-                            actor_id=client.actor_id.hex(),
-                        )
-                    ).to_bytes(),
-                )
+                self._fail_actor_call(client, task, reply, epoch)
             self._actor_flush(client)
             self._maybe_release_idle(client)
             return
         self._complete_task(task, reply)
         self._maybe_release_idle(client)
+
+    def _fail_actor_call(self, client: _ActorClient, task: _Task, reply: BaseException, epoch: int) -> None:
+        """An in-flight call lost its actor and may not be retried: asks the head
+        whether the actor is coming back (ActorUnavailableError, as in Ray) or
+        is dead for good (ActorDiedError, with the head's cause)."""
+        assert self.head is not None
+        aid = client.actor_id
+
+        def fail(state: Any) -> None:
+            if isinstance(state, BaseException) or state.state == "DEAD":
+                cause = "" if isinstance(state, BaseException) else state.death_cause
+                err: BaseException = exc.ActorDiedError(
+                    error_msg=(
+                        f"The actor died while running {task.spec.name}(): "
+                        f"{cause or reply}. Check the actor's log for the cause."
+                    ),
+                    actor_id=aid.hex(),
+                )
+            else:
+                err = exc.ActorUnavailableError(
+                    error_msg=(
+                        f"The actor {aid.hex()} is unavailable: its worker died while running "
+                        f"{task.spec.name}() ({reply}) and it is being restarted. The task may or "
+                        f"may not have been executed on the actor."
+                    ),
+                    actor_id=aid.hex(),
+                )
+            self._fail_task(task, serialize_error(err).to_bytes())
+
+        def on_now(state: Any) -> None:
+            if isinstance(state, BaseException) or state.restartable or state.state == "DEAD":
+                fail(state)
+            else:
+                # The head has not seen the worker go yet: wait for its verdict.
+                self.head.request_cb(m.WaitActor(rid=0, actor_id=aid, known_epoch=epoch), fail)  # type: ignore[union-attr]
+
+        self.head.request_cb(m.WaitActor(rid=0, actor_id=aid, known_epoch=epoch, now=True), on_now)
 
     def actor_handle_added(self, actor_id: bytes) -> None:
         with self.lock:
@@ -1809,6 +1854,8 @@ class CoreRuntime:
                 self.on_log(msg)
         elif t is m.NodeDied:
             self._node_died(msg.node_id, msg.reason)
+        elif t is m.LeaseKilled:
+            self._lease_kills[(id(conn), msg.lease_id)] = msg.reason
         else:
             log.warning("unexpected %s from %s", t.__name__, conn.name)
 
@@ -1867,6 +1914,10 @@ class CoreRuntime:
         if not driver:
             return
         self._with_peer(driver, lambda c: c.send(msg) if isinstance(c, Connection) else None)
+
+
+def _lease_key(lease: _Lease, local_agent: Connection | None) -> tuple[int, int]:
+    return id(lease.agent or local_agent), lease.lease_id
 
 
 def _send_to(msg: Any, conn: Any) -> None:
