@@ -409,3 +409,41 @@ def test_full_disk_gives_out_of_disk_error_and_the_store_keeps_serving(tmp_path)
         assert int(manta.get(ref).sum()) == 10 * 1024 * 1024
     finally:
         manta.shutdown()
+
+
+def test_objects_borrowed_by_a_dead_worker_are_freed(tmp_path):
+    import shutil
+
+    import manta
+
+    np = pytest.importorskip("numpy")
+    disk = shutil.disk_usage(tmp_path)
+    # No spilling: a leaked 40 MB object would leave no room for the next one.
+    config = {"type": "filesystem", "params": {"directory_path": str(tmp_path / "spilled")}}
+    manta.init(num_cpus=1, object_store_memory=64 * 1024 * 1024,
+               _system_config={"object_spilling_config": json.dumps(config),
+                               "local_fs_capacity_threshold": max(0.01, disk.used / disk.total)})
+    try:
+        @manta.remote
+        class Keeper:
+            def keep(self, refs):
+                self.refs = refs
+                return len(refs)
+
+        for _ in range(3):
+            k = Keeper.remote()
+            ref = manta.put(np.zeros(40 * 1024 * 1024, dtype=np.uint8))
+            assert manta.get(k.keep.remote([ref])) == 1  # the actor borrows it
+            manta.kill(k)
+            del ref, k  # the borrower is dead and the owner let go: freed
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    probe = manta.put(np.zeros(40 * 1024 * 1024, dtype=np.uint8))
+                    break
+                except (manta.exceptions.OutOfDiskError, manta.exceptions.ObjectStoreFullError):
+                    assert time.monotonic() < deadline, "the dead borrower's object was never freed"
+                    time.sleep(0.1)
+            del probe
+    finally:
+        manta.shutdown()

@@ -533,6 +533,17 @@ class CoreRuntime:
         for addr, c in list(self._peers.items()):
             if c is conn:
                 del self._peers[addr]
+                if not self.closing:
+                    # The process there is gone (or its node is): whatever it
+                    # borrowed from us it holds no longer.
+                    with self.lock:
+                        cmds = self.refs.remove_borrower_everywhere(addr)
+                    self._run_commands(cmds)
+
+    def watch_borrower(self, address: str) -> None:
+        """I/O thread: keeps a connection to a borrower, whose closing tells us it died."""
+        if address != self.address:
+            self._with_peer(address, _ignore)
 
     # -- functions --------------------------------------------------------
 
@@ -1840,6 +1851,7 @@ class CoreRuntime:
                 conn.reply_error(msg, exc.ReferenceCountingAssertionError(bad[0].hex()))
             else:
                 conn.reply(msg, m.Ack(rid=0))
+                self.watch_borrower(msg.borrower)
         elif t is m.RemoveBorrow:
             cmds = []
             with self.lock:
@@ -1918,6 +1930,10 @@ class CoreRuntime:
 
 def _lease_key(lease: _Lease, local_agent: Connection | None) -> tuple[int, int]:
     return id(lease.agent or local_agent), lease.lease_id
+
+
+def _ignore(_: Any) -> None:
+    pass
 
 
 def _send_to(msg: Any, conn: Any) -> None:

@@ -322,6 +322,7 @@ class Executor:
                 if r._owner == rt.address:
                     with rt.lock:
                         rt.refs.add_borrower(r._id, spec.owner)
+                    rt._post(rt.watch_borrower, spec.owner)
                 elif r._owner != spec.owner:
                     borrow_for_caller.setdefault(r._owner, []).append(r._id)
             if sv.size <= INLINE_MAX:
