@@ -125,7 +125,7 @@ def init(
         rt = CoreRuntime(session, is_driver=True, worker_id=os.urandom(16), namespace=namespace or "")
         rt.env_vars = env_vars
         if "max_lineage_bytes" in (kwargs.get("_system_config") or {}):
-            rt.max_lineage_bytes = config.max_lineage_bytes
+            rt._lineage.max_bytes = config.max_lineage_bytes
         if log_to_driver:
             rt.on_log = _print_log
         try:

@@ -153,6 +153,9 @@ class LocalCluster:
                 proc.kill()
             proc.wait()
         self.all_pids()
+        if os.environ.get("MANTA_KEEP_CHAOS"):  # for a post-mortem: the logs
+            shutil.copytree(self.root, f"{os.environ['MANTA_KEEP_CHAOS']}/{os.path.basename(self.root)}",
+                            ignore=shutil.ignore_patterns("*.sock", "spill"), dirs_exist_ok=True)
         subprocess.run([sys.executable, "-m", "manta.cli", "stop"], env=self.env, capture_output=True, timeout=60)
         deadline = time.time() + 10
         leaked = [p for p in self.seen_pids if psutil.pid_exists(p)]

@@ -156,3 +156,51 @@ def test_lineage_past_its_budget_gives_a_clear_error():
         assert rebuilt == list(range(len(evicted), 20)), outcome
         print(f"\nlineage budget 2000 bytes: {len(rebuilt)} newest outputs rebuilt, "
               f"{len(evicted)} oldest raise ObjectReconstructionFailedLineageEvictedError")
+
+
+def test_bundles_on_a_dead_node_are_placed_again_and_their_actor_follows():
+    with LocalCluster("chaos-p", MANTA_NODE_TIMEOUT_S="3") as cluster:
+        cluster.start_head("--num-cpus", "2")
+        doomed = cluster.add_node("--num-cpus", "2", "--resources", '{"doomed": 1}')
+        proc = cluster.driver("""
+            import json, time
+            from manta.util.placement_group import placement_group, placement_group_table
+            from manta.util.scheduling_strategies import PlacementGroupSchedulingStrategy as InGroup
+
+            b = next(n["NodeID"] for n in manta.nodes() if "doomed" in n["Resources"])
+            pg = placement_group([{"CPU": 2}, {"CPU": 2}], strategy="STRICT_SPREAD")
+            manta.get(pg.ready(), timeout=30)
+
+            @manta.remote(num_cpus=1)
+            def where():
+                return manta.get_runtime_context().get_node_id()
+
+            @manta.remote(num_cpus=1, max_restarts=1, max_task_retries=2)
+            class Member:
+                def where(self):
+                    return manta.get_runtime_context().get_node_id()
+
+            on = [InGroup(pg, placement_group_bundle_index=i) for i in range(2)]
+            lost = next(i for i in range(2) if manta.get(where.options(scheduling_strategy=on[i]).remote()) == b)
+            m = Member.options(scheduling_strategy=on[lost]).remote()
+            assert manta.get(m.where.remote()) == b
+            print("KILL {}", flush=True)
+            assert input() == "killed"
+            start = time.time()
+            first = manta.get(m.where.remote(), timeout=60)  # restarted in the bundle's new place
+            again = manta.get(where.options(scheduling_strategy=on[lost]).remote(), timeout=60)
+            state = placement_group_table()[pg.id.hex()]["state"]
+            print("DONE", json.dumps({"moved": first != b and again != b, "state": state,
+                                      "took": time.time() - start}), flush=True)
+            manta.shutdown()
+        """, stdin=__import__("subprocess").PIPE)
+        read_json_line(proc, "KILL", 90)
+        cluster.kill_node(doomed)
+        cluster.add_node("--num-cpus", "2")  # STRICT_SPREAD needs a third node for the lost bundle
+        proc.stdin.write("killed\n")
+        proc.stdin.flush()
+        done = read_json_line(proc, "DONE", 120)
+        assert proc.wait(timeout=30) == 0, proc.stderr.read()
+        assert done["moved"] and done["state"] == "CREATED", done
+        print(f"\nplacement group: the bundle on the killed node was placed on a new node and its "
+              f"actor restarted there, {done['took']:.1f} s after the new node joined")

@@ -44,6 +44,14 @@ def test_redirected_request_is_never_redirected_again():
     assert place(to_units({"CPU": 1}), local, others, may_spill=False) == LOCAL
 
 
+def test_redirected_request_this_node_can_never_run_waits_for_the_cluster_to_change():
+    # Sent here on a stale view (the node that had the resource died).
+    local = node("a", {"CPU": 2})
+    others = {b"b": node("b", {"CPU": 2, "bundle": 1})}
+    d = place(to_units({"bundle": 1}), local, others, may_spill=False)
+    assert d.node is None and d.infeasible
+
+
 def test_hard_affinity_goes_to_its_node_even_when_busy():
     local = node("a", {"CPU": 2})
     others = {b"b": node("b", {"CPU": 2}, {"CPU": 0})}

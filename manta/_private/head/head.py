@@ -41,6 +41,8 @@ class Job:
 
 
 PG_PENDING, PG_CREATED, PG_REMOVED = "PENDING", "CREATED", "REMOVED"
+# Some bundles were on a node that died: placed again, elsewhere.
+PG_RESCHEDULING = "RESCHEDULING"
 
 
 @dataclass(eq=False)
@@ -143,6 +145,11 @@ class Head:
         # restarted, it joins as a new node.
         if node.conn is not None:
             node.conn.abort(f"node declared dead: {reason}")
+        for pg in self.pgs.values():
+            if pg.state == PG_CREATED and node_id in pg.nodes:
+                pg.state = PG_RESCHEDULING
+                self._save_pg(pg)
+        self._place_pending_pgs()
         self._broadcast_view()
         died = m.NodeDied(node_id=node_id, reason=reason)
         for conn in list(self.conns):
@@ -216,10 +223,13 @@ class Head:
                 self.last_seen[msg.node_id] = asyncio.get_running_loop().time()
                 node.info.available = msg.available
                 node.info.pending = msg.pending
+                grew = bool(msg.total) and msg.total != node.info.resources
                 if msg.total:
                     node.info.resources = msg.total
                 self._broadcast_view()
                 self._place_pending_pgs()
+                if grew:
+                    self._schedule_pending_actors()  # e.g. bundles placed again here
         elif t is m.WorkerExited:
             self._worker_exited(msg.worker_id, msg.reason, msg.exit_code)
         elif t is m.GetClusterInfo:
@@ -233,7 +243,7 @@ class Head:
             pg = self.pgs.get(msg.pg_id)
             if pg is None:
                 conn.reply_error(msg, ValueError(f"placement group {msg.pg_id.hex()} does not exist"))
-            elif pg.state != PG_PENDING:
+            elif pg.state not in (PG_PENDING, PG_RESCHEDULING):
                 conn.reply(msg, self._pg_state(pg))
             else:
                 pg.waiters.append((conn, msg))
@@ -293,10 +303,13 @@ class Head:
         if known is not None:
             self._reconcile_node(node, msg)
         self._broadcast_view()
+        self._schedule_pending_actors()
+        self._place_pending_pgs()
+
+    def _schedule_pending_actors(self) -> None:
         for entry in list(self.actors.values()):
             if entry.state in (PENDING, RESTARTING) and not entry.worker_id:
                 self._schedule_actor(entry)
-        self._place_pending_pgs()
 
     def _reconcile_node(self, node: Node, msg: m.RegisterNode) -> None:
         """A node is back after a head restart: match what it runs to what we know."""
@@ -439,45 +452,65 @@ class Head:
 
     def _place_pending_pgs(self) -> None:
         for pg in self.pgs.values():
-            if pg.state == PG_PENDING and not pg.placing:
+            if pg.state in (PG_PENDING, PG_RESCHEDULING) and not pg.placing:
                 self._place_pg(pg)
 
     def _place_pg(self, pg: PGEntry) -> None:
-        alive = [(nid, n) for nid, n in self.nodes.items() if n.info.alive and n.connected]
-        bundles = [to_units(b) for b in pg.spec.bundles]
-        assignment = plan(bundles, pg.spec.strategy, [(nid, to_units(n.info.available)) for nid, n in alive])
+        """Places a new group's bundles, or a rescheduled group's lost ones."""
+        alive = {nid: n for nid, n in self.nodes.items() if n.info.alive and n.connected}
+        if pg.state == PG_RESCHEDULING:
+            todo = [i for i, nid in enumerate(pg.nodes) if nid not in alive]
+            kept = {nid for nid in pg.nodes if nid in alive}
+        else:
+            todo, kept = list(range(len(pg.spec.bundles))), set()
+        # STRICT_SPREAD: a lost bundle may not join a node that holds another.
+        candidates = [
+            (nid, to_units(n.info.available)) for nid, n in alive.items()
+            if not (pg.spec.strategy == "STRICT_SPREAD" and nid in kept)
+        ]
+        assignment = plan([to_units(pg.spec.bundles[i]) for i in todo], pg.spec.strategy, candidates)
         if assignment is None:
             return  # tried again whenever resources change
         pg.placing = True
+        state = pg.state
+        pg_id = pg.spec.pg_id
         by_node: dict[bytes, list[tuple[int, dict[str, float]]]] = {}
-        for i, nid in enumerate(assignment):
+        for i, nid in zip(todo, assignment):
             by_node.setdefault(nid, []).append((i, pg.spec.bundles[i]))
+
+        def cancel(nids: Any) -> None:
+            for nid in nids:
+                self.nodes[nid].send(m.CancelBundles(pg_id=pg_id, indices=todo))
 
         async def reserve() -> None:
             # Two phases: every node sets its bundles aside, or none keeps any.
             results = await asyncio.gather(
-                *(self.nodes[nid].request(m.PrepareBundles(rid=0, pg_id=pg.spec.pg_id, bundles=b))
+                *(self.nodes[nid].request(m.PrepareBundles(rid=0, pg_id=pg_id, bundles=b))
                   for nid, b in by_node.items()),
                 return_exceptions=True,
             )
             ok = [nid for nid, r in zip(by_node, results) if not isinstance(r, BaseException)]
-            if len(ok) != len(by_node) or pg.state != PG_PENDING:
-                for nid in ok:
-                    self.nodes[nid].send(m.CancelBundles(pg_id=pg.spec.pg_id))
+            if len(ok) != len(by_node) or pg.state != state:
+                cancel(ok)
                 pg.placing = False
                 return
             commits = await asyncio.gather(
-                *(self.nodes[nid].request(m.CommitBundles(rid=0, pg_id=pg.spec.pg_id)) for nid in by_node),
+                *(self.nodes[nid].request(m.CommitBundles(rid=0, pg_id=pg_id)) for nid in by_node),
                 return_exceptions=True,
             )
             pg.placing = False
-            if any(isinstance(r, BaseException) for r in commits) or pg.state != PG_PENDING:
-                for nid in by_node:
-                    self.nodes[nid].send(m.CancelBundles(pg_id=pg.spec.pg_id))
+            if any(isinstance(r, BaseException) for r in commits) or pg.state != state:
+                cancel(by_node)
                 return
+            nodes = list(pg.nodes) or [b""] * len(pg.spec.bundles)
+            for i, nid in zip(todo, assignment):
+                nodes[i] = nid
+            pg.nodes = nodes
             pg.state = PG_CREATED
-            pg.nodes = list(assignment)
             self._notify_pg(pg)
+            if state == PG_RESCHEDULING:
+                log.info("placement group %s: %d lost bundles placed again", pg_id.hex(), len(todo))
+                self._schedule_pending_actors()
 
         asyncio.get_running_loop().create_task(reserve())
 

@@ -74,6 +74,16 @@ class PendingLease:
 
 
 @dataclass(eq=False)
+class BundleHold:
+    """Bundles of one placement group set aside here in one reservation."""
+
+    need: dict[str, int]  # the node's own resources they take
+    names: dict[str, int]  # the bundle resources they become once committed
+    indices: list[int]
+    committed: bool = False
+
+
+@dataclass(eq=False)
 class GrantedLease:
     worker_id: bytes
     owner: Connection
@@ -136,9 +146,8 @@ class NodeAgent:
         self.stopping = asyncio.Event()
         self.view: dict[bytes, NodeView] = {}
         self._spread_turn = 0
-        # Placement group bundles held here: pg id -> (reserved base resources,
-        # the bundle resources they become, committed?).
-        self.bundles: dict[bytes, tuple[dict[str, int], dict[str, int], bool]] = {}
+        # Placement group bundles held here, by group.
+        self.bundles: dict[bytes, list[BundleHold]] = {}
         # Lease requests no node can serve yet, re-examined when the cluster changes.
         self.infeasible: list[tuple[Connection, m.RequestLease]] = []
         self.pulls: dict[bytes, asyncio.Task[None]] = {}
@@ -403,29 +412,35 @@ class NodeAgent:
             for _, bundle in msg.bundles:
                 for k, v in to_units(bundle).items():
                     need[k] = need.get(k, 0) + v
-            if msg.pg_id in self.bundles or not self.leases.reserve(need):
+            holds = self.bundles.setdefault(msg.pg_id, [])
+            indices = {i for i, _ in msg.bundles}
+            if any(indices & set(h.indices) for h in holds) or not self.leases.reserve(need):
                 conn.reply_error(msg, RuntimeError("resources are not free on this node any more"))
                 return
-            self.bundles[msg.pg_id] = (need, to_units(_bundle_names(msg.pg_id, msg.bundles)), False)
+            names = to_units(_bundle_names(msg.pg_id, msg.bundles))
+            holds.append(BundleHold(need, names, sorted(indices)))
             conn.reply(msg, m.Ack(rid=0))
             self._report_resources()
         elif t is m.CommitBundles:
-            held = self.bundles.get(msg.pg_id)
-            if held is None:
+            prepared = [h for h in self.bundles.get(msg.pg_id, []) if not h.committed]
+            if not prepared:
                 conn.reply_error(msg, RuntimeError("no prepared bundles for this group"))
                 return
-            need, names, _ = held
-            self.bundles[msg.pg_id] = (need, names, True)
-            self._run(self.leases.add_resources(names))
+            for h in prepared:
+                h.committed = True
+                self._run(self.leases.add_resources(h.names))
             conn.reply(msg, m.Ack(rid=0))
             self._retry_infeasible()
         elif t is m.CancelBundles:
-            held = self.bundles.pop(msg.pg_id, None)
-            if held is not None:
-                need, names, committed = held
-                if committed:
-                    self.leases.remove_resources(names)
-                self._run(self.leases.unreserve(need))
+            holds = self.bundles.get(msg.pg_id, [])
+            gone = [h for h in holds if not msg.indices or set(h.indices) <= set(msg.indices)]
+            for h in gone:
+                holds.remove(h)
+                if h.committed:
+                    self.leases.remove_resources(h.names)
+                self._run(self.leases.unreserve(h.need))
+            if not holds:
+                self.bundles.pop(msg.pg_id, None)
         elif t is m.NodeDied:
             # Stop spilling to it before the next view arrives; drop transfers from it.
             dead = self.view.pop(msg.node_id, None)
@@ -483,6 +498,8 @@ class NodeAgent:
         waiting, self.infeasible = self.infeasible, []
         for conn, msg in waiting:
             if not conn.closed:
+                # The cluster changed since it was sent here: it may move on.
+                msg.spilled = False
                 self.handle(conn, msg)
 
     def _spill(self, conn: Connection, msg: m.RequestLease) -> bool:

@@ -393,9 +393,11 @@ class CommitBundles(Msg):
 
 
 class CancelBundles(Msg):
-    """Head -> agent: give back a group's bundles, prepared or committed."""
+    """Head -> agent: give back a group's bundles, prepared or committed
+    (those with these indices, or all of them)."""
 
     pg_id: bytes
+    indices: list[int] = []
 
 
 class NodeDied(Msg):

@@ -33,6 +33,7 @@ from manta import exceptions as exc
 from manta._private.objectstore.region import Region
 from manta._private.protocol import messages as m
 from manta._private.runtime.context import current_task
+from manta._private.runtime.lineage import LineageTable
 from manta._private.runtime.object_ref import ObjectRef
 from manta._private.runtime.refs import EndBorrow, FreeStored, ReferenceTable
 from manta._private.runtime.serialization import (
@@ -114,11 +115,8 @@ class _Task:
     done: bool = False
     lease: _Lease | None = None
     key: Any = None
-    # Lineage: a finished task kept so its stored outputs can be rebuilt if
-    # their node dies. `live` are its returns still referenced; its argument
-    # pins are held until the last of them goes.
-    live: set[bytes] | None = None
-    lineage_size: int = 0
+    # Its argument pins are gone: set once, by the task's end or (if its
+    # stored outputs are kept rebuildable) by the end of its lineage.
     args_released: bool = False
 
 
@@ -253,12 +251,8 @@ class CoreRuntime:
         self._waiters: weakref.WeakSet[_Waiter] = weakref.WeakSet()
         # Why an agent killed a lease's worker, by (agent connection, lease id).
         self._lease_kills: dict[tuple[int, int], str] = {}
-        # Finished tasks whose stored outputs may need rebuilding, oldest first.
-        self._lineage: collections.OrderedDict[bytes, _Task] = collections.OrderedDict()
-        self._lineage_by_return: dict[bytes, _Task] = {}
-        self._lineage_evicted: set[bytes] = set()
-        self._lineage_bytes = 0
-        self.max_lineage_bytes = int(os.environ.get("MANTA_MAX_LINEAGE_BYTES", MAX_LINEAGE_BYTES))
+        # Finished tasks whose stored outputs may need rebuilding (I/O thread).
+        self._lineage = LineageTable(int(os.environ.get("MANTA_MAX_LINEAGE_BYTES", MAX_LINEAGE_BYTES)))
 
     # -- life cycle -------------------------------------------------------
 
@@ -404,13 +398,10 @@ class CoreRuntime:
                 ends.setdefault(c.owner, []).append(c.object_id)
             elif isinstance(c, FreeStored):
                 frees.setdefault(c.node_id or self.node_id, []).append(c.object_id)
-                self._lineage_evicted.discard(c.object_id)
-                task = self._lineage_by_return.pop(c.object_id, None)
-                if task is not None and task.live is not None:
-                    task.live.discard(c.object_id)
-                    if not task.live:
-                        # Handled by this same loop, further on.
-                        commands.extend(self._drop_lineage(task))
+                done = self._lineage.released(c.object_id)
+                if done is not None:
+                    # Handled by this same loop, further on.
+                    commands.extend(self._unpin_args(done))
         for node_id, ids in frees.items():
             if node_id in self._dead_nodes:
                 continue  # its store is gone with it
@@ -1374,13 +1365,12 @@ class CoreRuntime:
     def _finish_task(self, task: _Task) -> None:
         for rid in task.return_ids:
             self._tasks_by_return.pop(rid, None)
-        if task.live is not None:
-            if any(self._lineage_by_return.get(rid) is task for rid in task.return_ids):
+        task_id = task.spec.task_id
+        if task_id in self._lineage:
+            if self._lineage.backs_outputs(task_id):
                 return  # the lineage holds the argument pins
-            cmds = self._drop_lineage(task)  # a rebuild that failed
-        else:
-            cmds = self._unpin_args(task)
-        self._run_commands(cmds)
+            self._lineage.drop(task_id)  # a rebuild that failed, or whose outputs went
+        self._run_commands(self._unpin_args(task))
 
     def _unpin_args(self, task: _Task) -> list[Any]:
         if task.args_released:
@@ -1405,32 +1395,9 @@ class CoreRuntime:
             return
         with self.lock:
             live = {r.object_id for r in reply.returns if r.in_store and r.object_id in self.refs.entries}
-        if not live:
-            return
-        for rid in live:
-            self._lineage_by_return[rid] = task
-        if task.live is not None:
-            task.live = live  # a rebuild finished
-            return
-        task.live = live
-        task.lineage_size = 256 + len(task.spec.name) + sum(len(a.data or b"") + 64 for a in task.spec.args)
-        self._lineage[task.spec.task_id] = task
-        self._lineage_bytes += task.lineage_size
-        while self._lineage_bytes > self.max_lineage_bytes and len(self._lineage) > 1:
-            _, old = next(iter(self._lineage.items()))
-            for rid in old.live or ():
-                self._lineage_evicted.add(rid)
-            self._run_commands(self._drop_lineage(old))
-
-    def _drop_lineage(self, task: _Task) -> list[Any]:
-        """Forgets a task's lineage; returns the commands its argument unpins give."""
-        if self._lineage.pop(task.spec.task_id, None) is not None:
-            self._lineage_bytes -= task.lineage_size
-        for rid in task.return_ids:
-            if self._lineage_by_return.get(rid) is task:
-                del self._lineage_by_return[rid]
-        task.live = None
-        return self._unpin_args(task)
+        size = 256 + len(task.spec.name) + sum(len(a.data or b"") + 64 for a in task.spec.args)
+        for old in self._lineage.keep(task.spec.task_id, task, live, size):
+            self._run_commands(self._unpin_args(old))
 
     def _recover(self, oid: bytes, lost_node: bytes) -> None:
         """I/O thread, owner: the stored copy of `oid` on `lost_node` is gone.
@@ -1442,15 +1409,15 @@ class CoreRuntime:
             e = self.refs.get(oid)
             if e is None or not e.owned or not e.state or not e.in_store or (lost_node and e.node_id != lost_node):
                 return  # freed, already being rebuilt, or already moved
-        task = self._lineage_by_return.get(oid)
+        task = self._lineage.task_of(oid)
         node = (lost_node or e.node_id).hex()
         err: BaseException | None = None
         if task is None:
-            if oid in self._lineage_evicted:
+            if self._lineage.was_evicted(oid):
                 err = exc.ObjectReconstructionFailedLineageEvictedError(
                     oid.hex(), self.address,
                     f"its node {node} died and the lineage to rebuild it was evicted "
-                    f"(lineage past MANTA_MAX_LINEAGE_BYTES={self.max_lineage_bytes})",
+                    f"(lineage past max_lineage_bytes={self._lineage.max_bytes})",
                 )
             else:
                 err = exc.ObjectLostError(
@@ -1488,7 +1455,7 @@ class CoreRuntime:
                 r.in_store = False
                 r.is_error = False
                 self.refs.pending.add(rid)
-                self._lineage_by_return.pop(rid, None)
+        self._lineage.rebuilding(task.spec.task_id)
         self._run_commands(cmds)
         task.done = False
         task.resolved = False

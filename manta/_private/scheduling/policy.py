@@ -71,8 +71,12 @@ def place(
             pick = free[turn % len(free)]
             return LOCAL if pick.node_id == local.node_id else Decision(pick)
         return Decision(None, True)
-    if fits(need, local.available) or not may_spill:
-        return LOCAL if fits(need, local.total) or not may_spill else Decision(None, True)
+    if not may_spill:
+        # Sent here by another node: stay, unless this node can never run it
+        # (its view was stale); then wait until the cluster changes.
+        return LOCAL if fits(need, local.total) else Decision(None, True)
+    if fits(need, local.available):
+        return LOCAL
     peers = [n for n in others.values() if n.node_id != local.node_id]
     free = [n for n in peers if fits(need, n.available)]
     if free:
