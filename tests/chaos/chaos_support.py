@@ -138,6 +138,17 @@ class LocalCluster:
                 pass
         return len(pids)
 
+    def kill_when_asked(self, proc: subprocess.Popen, node: Node, then=None) -> int:
+        """Waits for the driver's `KILL {}` line, SIGKILLs `node`, runs `then()`,
+        and tells the driver `killed`. Returns how many processes died."""
+        read_json_line(proc, "KILL", 90)
+        killed = self.kill_node(node)
+        if then is not None:
+            then()
+        proc.stdin.write("killed\n")
+        proc.stdin.flush()
+        return killed
+
     def driver(self, body: str, **popen: object) -> subprocess.Popen:
         """Starts a driver running `body` against this cluster (stdout/stderr piped)."""
         script = f"import manta\nmanta.init(address={self.address!r})\n" + textwrap.dedent(body)

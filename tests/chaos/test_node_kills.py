@@ -2,6 +2,7 @@
 
 import collections
 import os
+import subprocess
 import time
 
 import pytest
@@ -91,15 +92,17 @@ def test_node_killed_with_outputs_lineage_rebuilds_them():
         log = os.path.join(cluster.root, "runs.log")
         cluster.start_head("--num-cpus", "2")
         doomed = cluster.add_node("--num-cpus", "2", "--resources", '{"doomed": 1}')
-        proc = cluster.driver(DRIVER.format(log=log), stdin=__import__("subprocess").PIPE)
-        read_json_line(proc, "KILL", 90)
-        before = collections.Counter(open(log).read().split("\n"))
-        killed = cluster.kill_node(doomed)
-        killed_at = time.time()
-        proc.stdin.write("killed\n")
-        proc.stdin.flush()
+        proc = cluster.driver(DRIVER.format(log=log), stdin=subprocess.PIPE)
+        before: collections.Counter = collections.Counter()
+        killed_at = []
+
+        def after_kill():
+            killed_at.append(time.time())
+            before.update(open(log).read().split("\n"))
+
+        killed = cluster.kill_when_asked(proc, doomed, then=after_kill)
         done = read_json_line(proc, "DONE", 180)
-        recovered = time.time() - killed_at
+        recovered = time.time() - killed_at[0]
         assert proc.wait(timeout=30) == 0, proc.stderr.read()
         runs = collections.Counter(open(log).read().split("\n"))
         assert all(before[f"produce {i}"] == 1 for i in range(12)), before
@@ -142,11 +145,8 @@ def test_lineage_past_its_budget_gives_a_clear_error():
                     outcome.append(type(e).__name__)
             print("DONE", json.dumps(outcome), flush=True)
             manta.shutdown()
-        """, stdin=__import__("subprocess").PIPE)
-        read_json_line(proc, "KILL", 90)
-        cluster.kill_node(doomed)
-        proc.stdin.write("killed\n")
-        proc.stdin.flush()
+        """, stdin=subprocess.PIPE)
+        cluster.kill_when_asked(proc, doomed)
         outcome = read_json_line(proc, "DONE", 120)
         assert proc.wait(timeout=30) == 0, proc.stderr.read()
         evicted = [o for o in outcome if o == "ObjectReconstructionFailedLineageEvictedError"]
@@ -193,12 +193,9 @@ def test_bundles_on_a_dead_node_are_placed_again_and_their_actor_follows():
             print("DONE", json.dumps({"moved": first != b and again != b, "state": state,
                                       "took": time.time() - start}), flush=True)
             manta.shutdown()
-        """, stdin=__import__("subprocess").PIPE)
-        read_json_line(proc, "KILL", 90)
-        cluster.kill_node(doomed)
-        cluster.add_node("--num-cpus", "2")  # STRICT_SPREAD needs a third node for the lost bundle
-        proc.stdin.write("killed\n")
-        proc.stdin.flush()
+        """, stdin=subprocess.PIPE)
+        # STRICT_SPREAD needs a third node for the lost bundle.
+        cluster.kill_when_asked(proc, doomed, then=lambda: cluster.add_node("--num-cpus", "2"))
         done = read_json_line(proc, "DONE", 120)
         assert proc.wait(timeout=30) == 0, proc.stderr.read()
         assert done["moved"] and done["state"] == "CREATED", done
