@@ -447,3 +447,31 @@ def test_objects_borrowed_by_a_dead_worker_are_freed(tmp_path):
             del probe
     finally:
         manta.shutdown()
+
+
+def test_on_one_node_a_task_output_does_not_keep_its_arguments_alive(tmp_path):
+    """Lineage (to rebuild outputs lost with another node) is not kept for
+    outputs in the owner's own node, so arguments are freed as usual."""
+    import shutil
+
+    import manta
+
+    np = pytest.importorskip("numpy")
+    disk = shutil.disk_usage(tmp_path)
+    config = {"type": "filesystem", "params": {"directory_path": str(tmp_path / "spilled")}}
+    manta.init(num_cpus=1, object_store_memory=64 * 1024 * 1024,
+               _system_config={"object_spilling_config": json.dumps(config),
+                               "local_fs_capacity_threshold": max(0.01, disk.used / disk.total)})
+    try:
+        @manta.remote
+        def head_of(a):
+            return a[: 1024 * 1024].copy()  # 1 MB: stored, not inline
+
+        x = manta.put(np.zeros(40 * 1024 * 1024, dtype=np.uint8))
+        y = head_of.remote(x)
+        assert manta.get(y).shape == (1024 * 1024,)
+        del x  # y lives on; x must not
+        z = manta.put(np.zeros(40 * 1024 * 1024, dtype=np.uint8))
+        assert int(manta.get(z).sum()) == 0 and manta.get(y).shape == (1024 * 1024,)
+    finally:
+        manta.shutdown()

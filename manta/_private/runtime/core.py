@@ -1347,7 +1347,7 @@ class CoreRuntime:
                 for w in waiters:
                     w()
                 self._run_commands(cmds)
-            if task.spec.actor_id is None and any(r.in_store for r in reply.returns):
+            if task.spec.actor_id is None and any(r.in_store and r.node_id != self.node_id for r in reply.returns):
                 self._keep_lineage(task, reply)
         self._finish_task(task)
 
@@ -1387,14 +1387,18 @@ class CoreRuntime:
     def _keep_lineage(self, task: _Task, reply: m.TaskDone) -> None:
         """Keeps a finished task while its stored outputs live, to rebuild them.
 
-        Inline outputs live in this process and die with it; stored ones live
-        on a node that may die first. The task's arguments stay pinned, so a
-        rebuild can run it again (recursively, if they were lost too).
+        Inline outputs live in this process and die with it, and so do those
+        in this node's store; those stored on another node may outlive it.
+        The task's arguments stay pinned, so a rebuild can run it again
+        (recursively, if they were lost too).
         """
         if task.args_released:
             return
         with self.lock:
-            live = {r.object_id for r in reply.returns if r.in_store and r.object_id in self.refs.entries}
+            live = {
+                r.object_id for r in reply.returns
+                if r.in_store and r.node_id != self.node_id and r.object_id in self.refs.entries
+            }
         size = 256 + len(task.spec.name) + sum(len(a.data or b"") + 64 for a in task.spec.args)
         for old in self._lineage.keep(task.spec.task_id, task, live, size):
             self._run_commands(self._unpin_args(old))
