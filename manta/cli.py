@@ -191,7 +191,8 @@ def status(address: str | None) -> None:
     except (OSError, ConnectionLost) as e:
         _fail(f"cannot reach the head at {rec.public_address}: {e}")
     out = _console()
-    out.print(f"cluster at {rec.public_address}")
+    out.print(f"cluster at {rec.public_address}: head state {info.storage}, "
+              f"{info.running_jobs} running job{'s' if info.running_jobs != 1 else ''}")
     nodes = Table("node", "state", "address", "resources", box=None, pad_edge=False)
     total: dict[str, float] = {}
     avail: dict[str, float] = {}

@@ -120,6 +120,8 @@ def test_head_killed_and_restarted_on_redis_brings_everything_back():
         out = cluster.cli("start", "--head", "--port", str(port), "--storage", redis.url)
         assert "restarted" in out, out
         back_at = time.time()
+        status = cluster.cli("status")
+        assert f"head state redis at 127.0.0.1:{redis.port}" in status, status
         proc.stdin.write("restarted\n")
         proc.stdin.flush()
         done = read_json_line(proc, "DONE", 150)

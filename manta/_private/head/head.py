@@ -233,7 +233,10 @@ class Head:
         elif t is m.WorkerExited:
             self._worker_exited(msg.worker_id, msg.reason, msg.exit_code)
         elif t is m.GetClusterInfo:
-            conn.reply(msg, m.ClusterInfo(rid=0, nodes=[n.info for n in self.nodes.values()]))
+            conn.reply(msg, m.ClusterInfo(
+                rid=0, nodes=[n.info for n in self.nodes.values()], storage=self.storage.description,
+                running_jobs=sum(j.alive for j in self.jobs.values()),
+            ))
         elif t is m.ShutdownCluster:
             conn.reply(msg, m.Ack(rid=0))
             self.stopping.set()

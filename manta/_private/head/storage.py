@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import urllib.parse
 from typing import Any
 
 import msgspec
@@ -101,7 +102,10 @@ class RedisStorage(Storage):
             import redis
         except ImportError:
             raise StorageError("--storage redis://... needs the redis package: pip install redis") from None
-        self.description = f"redis at {url.split('@')[-1]}"
+        where = urllib.parse.urlsplit(url)
+        db = where.path if where.path not in ("", "/") and where.netloc else ""
+        # Never the password: this text is shown by `manta status` and logged.
+        self.description = f"redis at {where.netloc.rpartition('@')[2] or where.path}{db}"
         self.prefix = prefix
         try:
             self.client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)

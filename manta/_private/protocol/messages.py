@@ -317,6 +317,9 @@ class GetClusterInfo(Msg):
 class ClusterInfo(Msg):
     rid: int
     nodes: list[NodeInfo]
+    # Where the head keeps its state ("in memory", "redis at HOST:PORT").
+    storage: str = ""
+    running_jobs: int = 0
 
 
 class NodeResources(Msg):
