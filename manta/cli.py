@@ -26,7 +26,9 @@ def _console(stderr: bool = False) -> Any:
 
 
 def _fail(message: str, code: int = 1) -> None:
-    _console(stderr=True).print(f"[bold red]manta:[/] {message}")
+    from rich.markup import escape
+
+    _console(stderr=True).print(f"[bold red]manta:[/] {escape(message)}")
     sys.exit(code)
 
 

@@ -134,6 +134,8 @@ def start_head(
 ) -> NodeRecord:
     """Starts a head and its node; with `storage`, first looks for a head of
     this address that died while its node lives on, and restarts just it."""
+    if storage:
+        _check_storage(storage)
     if storage and port:
         prior = _dead_head(normalize_address(f"{host}:{port}"))
         if prior is not None:
@@ -162,6 +164,16 @@ def start_head(
     )
     write_record(rec)
     return rec
+
+
+def _check_storage(url: str) -> None:
+    """Fails fast, with the reason, on a storage URL the head could not use."""
+    from manta._private.head.storage import StorageError, open_storage
+
+    try:
+        open_storage(url).close()
+    except StorageError as e:
+        raise ClusterError(str(e)) from None
 
 
 def _dead_head(address: str) -> NodeRecord | None:

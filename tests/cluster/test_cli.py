@@ -161,3 +161,14 @@ def test_status_shows_pending_demands_and_the_driver_warns(env):
         proc.kill()
         _, err = proc.communicate(timeout=30)
     assert "no node in the cluster has" in err
+
+
+def test_bad_storage_and_tunables_are_refused_before_anything_starts(env):
+    bad = manta(env, "start", "--head", "--port", "0", "--storage", "foo://x", check=False)
+    assert bad.returncode == 1 and "unknown storage 'foo://x'" in bad.stderr
+    down = manta(env, "start", "--head", "--port", "0", "--storage", "redis://127.0.0.1:1", check=False)
+    assert down.returncode == 1 and "cannot use the storage" in down.stderr
+    wrong = manta(env, "start", "--head", "--port", "0", "--system-config", '{"memory_usage_threshold": 3}',
+                  check=False)
+    assert wrong.returncode == 2 and "memory_usage_threshold" in wrong.stderr
+    assert _pids(env["MANTA_TMPDIR"]) == []  # nothing was left running
