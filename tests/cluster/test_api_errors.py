@@ -542,6 +542,27 @@ def test_cancel_force_kills_worker_process(ray_start, tmp_path, wait_for):
     wait_for(process_gone, timeout=30, message="worker process to exit")
 
 
+def test_force_cancelled_task_is_never_retried(ray_start, tmp_path, wait_for):
+    ray = ray_start
+    runs = str(tmp_path / "runs")
+
+    @ray.remote(max_retries=3)
+    def stuck():
+        with open(runs, "a") as fh:
+            fh.write("run\n")
+        time.sleep(45)
+        return "not cancelled"
+
+    ref = stuck.remote()
+    wait_for(lambda: os.path.exists(runs), timeout=30, message="task start")
+    ray.cancel(ref, force=True)
+    with pytest.raises(ray.exceptions.TaskCancelledError):
+        ray.get(ref, timeout=30)
+    time.sleep(1.5)  # a retry, if there were one, would have started by now
+    with open(runs) as fh:
+        assert fh.read().count("run") == 1
+
+
 def test_cancel_pending_task_raises_task_cancelled_error(ray_start_2cpu, gate_helpers, tmp_path):
     ray = ray_start_2cpu
     block_until, touch = gate_helpers
