@@ -19,6 +19,39 @@ def test_frames_split_and_joined_arbitrarily():
         assert dec.buffered == 0
 
 
+def test_large_frames_among_small_ones_survive_any_split():
+    big = bytes(range(256)) * (FrameDecoder.BIG // 256 + 7)  # past the own-buffer size
+    payloads = [b"a", big, b"bc", big[::-1], b""]
+    stream = b"".join(encode_frame(p) for p in payloads)
+    for step in (1000, 65536, FrameDecoder.BIG - 3, len(stream)):
+        dec = FrameDecoder(1 << 24)
+        out = []
+        for i in range(0, len(stream), step):
+            out += dec.feed(stream[i : i + step])
+        assert [bytes(f) for f in out] == payloads
+        assert dec.buffered == 0
+
+
+def test_large_frame_buffers_are_reused_only_once_nothing_holds_them():
+    dec = FrameDecoder(1 << 24)
+    stream = encode_frame(b"x" * FrameDecoder.BIG)
+
+    def one_frame():
+        (frame,) = dec.feed(stream[:100]) + dec.feed(stream[100:])
+        return frame
+
+    first = one_frame()
+    view = memoryview(first)  # e.g. a decoded message's data
+    second = one_frame()
+    assert second is not first  # still in use: never overwritten
+    del view, second
+    third = one_frame()
+    assert third is first or bytes(third) == b"x" * FrameDecoder.BIG
+    del first
+    ids = {id(one_frame()) for _ in range(5)}
+    assert len(ids) <= 2  # with nothing held, buffers come back
+
+
 def test_oversized_frame_is_rejected_before_buffering():
     dec = FrameDecoder(100)
     with pytest.raises(FrameTooLarge) as info:
@@ -90,3 +123,10 @@ def test_handshake_rejects_non_handshake_messages():
         s.receive(m.encode(m.Ack(rid=1)))
     with pytest.raises(AuthFailed):
         s.receive(b"garbage")
+
+
+def test_a_chunk_sent_as_prefix_and_raw_bytes_decodes_as_a_store_chunk():
+    data = bytes(range(256)) * 1000
+    msg = m.decode(m.chunk_prefix(42, len(data)) + data)
+    assert isinstance(msg, m.StoreChunk) and msg.rid == 42 and bytes(msg.data) == data
+    assert m.decode(m.chunk_prefix(1, 0)).data == b""

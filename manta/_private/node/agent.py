@@ -601,7 +601,7 @@ class NodeAgent:
             conn.reply_error(msg, _lost(msg.object_id, "not pinned by the reader"))
             return
         start = obj.offset + msg.offset
-        conn.reply(msg, m.StoreChunk(rid=0, data=bytes(self.region.view[start : start + msg.length])))
+        conn.send_chunk(msg.rid, self.region.view[start : start + msg.length])
 
     def _register(self, conn: Connection, msg: m.RegisterClient) -> None:
         conn.peer = Client(msg.kind, msg.worker_id, msg.job_id, msg.pid, msg.address)

@@ -29,6 +29,8 @@ from manta._private.protocol.handshake import (
 log = logging.getLogger(__name__)
 
 MAX_FRAME = 1 << 31
+# Writes holding a payload this large skip joining everything into one buffer.
+BIG_WRITE = 256 * 1024
 
 # Answers to a request: matched to the waiting future by `rid`.
 REPLY_TYPES = (
@@ -109,6 +111,7 @@ class Connection(asyncio.Protocol):
         self._wlock = threading.Lock()
         self._fd = -1
         self._flush_scheduled = False
+        self._out_big = False
         self._loop = asyncio.get_running_loop()
         # Free-form state for the service that owns this connection.
         self.peer: Any = None
@@ -135,7 +138,7 @@ class Connection(asyncio.Protocol):
             if self.closed:
                 return
             if not self.ready.done():
-                self._handshake(frame)
+                self._handshake(bytes(frame))  # tiny: handshake frames are capped
                 continue
             try:
                 msg = m.decode(frame)
@@ -185,6 +188,8 @@ class Connection(asyncio.Protocol):
         with self._wlock:
             self._out.append(HEADER.pack(len(payload)))
             self._out.append(payload)
+            if len(payload) >= BIG_WRITE:
+                self._out_big = True
             if not self._flush_scheduled:
                 self._flush_scheduled = True
                 self._loop.call_soon(self._flush)
@@ -196,8 +201,29 @@ class Connection(asyncio.Protocol):
                 return
             out = self._out
             self._out = []
-            if out:
+            if self._out_big:
+                # Large payloads (object chunks) go out as they are, gathered
+                # by the kernel, instead of being copied into one more buffer.
+                self._out_big = False
+                self.transport.writelines(out)
+            elif out:
                 self.transport.write(b"".join(out))
+
+    def send_chunk(self, rid: int, data: memoryview) -> None:
+        """Answers a StoreReadChunk with `data` written straight from the store.
+
+        The bytes must stay as they are until written: the reader pins the
+        object for the whole transfer. Loop thread only.
+        """
+        if self.closed:
+            return
+        prefix = m.chunk_prefix(rid, len(data))
+        with self._wlock:
+            self._out += (HEADER.pack(len(prefix) + len(data)), prefix, data)  # type: ignore[arg-type]
+            self._out_big = True
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                self._loop.call_soon(self._flush)
 
     def send_threadsafe(self, msg: Any) -> None:
         """Sends from any thread, writing straight to the socket when nothing is queued.
