@@ -42,7 +42,9 @@ class FrameDecoder:
 
     # Frames at least this large, not yet whole, get a buffer of their own.
     BIG = 256 * 1024
+    # Kept for reuse: a few chunk-sized buffers, not a one-off huge frame.
     SPARES = 4
+    SPARE_MAX = 8 << 20
 
     def __init__(self, max_frame: int) -> None:
         self._buf = bytearray()
@@ -67,9 +69,10 @@ class FrameDecoder:
                 return frames
             frames.append(big)
             self._big = None
-            self._spares.append(big)
-            if len(self._spares) > self.SPARES:
-                del self._spares[0]
+            if len(big) <= self.SPARE_MAX:
+                self._spares.append(big)
+                if len(self._spares) > self.SPARES:
+                    del self._spares[0]
             view = view[take:]
             if not view:
                 return frames
