@@ -153,7 +153,7 @@ def start_head(
     )
     ip = _ip_of(host)
     agent, agent_fd = services._spawn(
-        _agent_args(session_dir, token_file, head_local, res, store, ip, config),
+        services.agent_args(session_dir, token_file, head_local, res, store, ip, config),
         session_dir, "agent.log", detached=True,
     )
     ready = _wait_ready({head_fd: "head", agent_fd: "agent"}, [head, agent], session_dir)
@@ -226,7 +226,7 @@ def join(
     )
     ip = _ip_of(host)
     agent, agent_fd = services._spawn(
-        _agent_args(session_dir, token_file, head_address, res, store, ip, config),
+        services.agent_args(session_dir, token_file, head_address, res, store, ip, config),
         session_dir, "agent.log", detached=True,
     )
     try:
@@ -240,19 +240,6 @@ def join(
     )
     write_record(rec)
     return rec
-
-
-def _agent_args(
-    session_dir: str, token_file: str, head: str, res: dict[str, float], store: int, node_ip: str,
-    config: NodeConfig | None,
-) -> list[str]:
-    return [
-        "agent", "--session-dir", session_dir, "--token-file", token_file,
-        "--head", head, "--listen", f"unix:{session_dir}/agent.sock",
-        "--resources", json.dumps(res), "--object-store-memory", str(store),
-        "--prestart", str(min(int(res["CPU"]), 2)), "--node-ip", node_ip,
-        "--config", (config or NodeConfig()).to_json(),
-    ]
 
 
 def _ip_of(host: str) -> str:

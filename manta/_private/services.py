@@ -253,6 +253,20 @@ def node_resources(
     return res, store
 
 
+def agent_args(
+    session_dir: str, token_file: str, head: str, res: dict[str, float], store: int, node_ip: str,
+    config: NodeConfig | None,
+) -> list[str]:
+    """The command line of a node agent listening at <session>/agent.sock."""
+    return [
+        "agent", "--session-dir", session_dir, "--token-file", token_file,
+        "--head", head, "--listen", f"unix:{session_dir}/agent.sock",
+        "--resources", json.dumps(res), "--object-store-memory", str(store),
+        "--prestart", str(min(int(res["CPU"]), 2)), "--node-ip", node_ip,
+        "--config", (config or NodeConfig()).to_json(),
+    ]
+
+
 def spawn_local_cluster(
     *,
     num_cpus: float | None,
@@ -273,11 +287,7 @@ def spawn_local_cluster(
         session_dir, "head.log",
     )
     agent, agent_fd = _spawn(
-        ["agent", "--session-dir", session_dir, "--token-file", token_file,
-         "--head", head_address, "--listen", agent_address,
-         "--resources", json.dumps(res), "--object-store-memory", str(store),
-         "--prestart", str(min(int(res["CPU"]), 2)), "--config", (config or NodeConfig()).to_json()],
-        session_dir, "agent.log",
+        agent_args(session_dir, token_file, head_address, res, store, "", config), session_dir, "agent.log",
     )
     return PendingCluster(
         session_dir, token, head_address, agent_address, res, [head, agent],

@@ -121,6 +121,12 @@ class LocalCluster:
         with open(os.path.join(self.nodes[0].session_dir, "cluster.json")) as f:
             return json.load(f)["pids"][0]
 
+    def start_with_doomed_node(self) -> Node:
+        """A head node and a second node, both of 2 CPUs; the second carries the
+        resource "doomed" so drivers can find it. Returns the second."""
+        self.start_head("--num-cpus", "2")
+        return self.add_node("--num-cpus", "2", "--resources", '{"doomed": 1}')
+
     def all_pids(self) -> set[int]:
         pids: set[int] = set()
         for n in self.nodes:

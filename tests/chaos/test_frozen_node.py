@@ -13,8 +13,7 @@ def test_frozen_node_is_declared_dead_and_its_work_moves():
     with LocalCluster("chaos-f", MANTA_NODE_TIMEOUT_S="2", MANTA_HEARTBEAT_S="0.2") as cluster:
         frozen: set[int] = set()
         try:
-            cluster.start_head("--num-cpus", "2")
-            b_node = cluster.add_node("--num-cpus", "2", "--resources", '{"doomed": 1}')
+            b_node = cluster.start_with_doomed_node()
             proc = cluster.driver("""
                 import json, time
                 from manta.util.scheduling_strategies import NodeAffinitySchedulingStrategy as Affinity

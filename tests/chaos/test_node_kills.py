@@ -90,8 +90,7 @@ manta.shutdown()
 def test_node_killed_with_outputs_lineage_rebuilds_them():
     with LocalCluster("chaos-n") as cluster:
         log = os.path.join(cluster.root, "runs.log")
-        cluster.start_head("--num-cpus", "2")
-        doomed = cluster.add_node("--num-cpus", "2", "--resources", '{"doomed": 1}')
+        doomed = cluster.start_with_doomed_node()
         proc = cluster.driver(DRIVER.format(log=log), stdin=subprocess.PIPE)
         before: collections.Counter = collections.Counter()
         killed_at = []
@@ -121,8 +120,7 @@ def test_node_killed_with_outputs_lineage_rebuilds_them():
 
 def test_lineage_past_its_budget_gives_a_clear_error():
     with LocalCluster("chaos-l", MANTA_MAX_LINEAGE_BYTES="2000") as cluster:
-        cluster.start_head("--num-cpus", "2")
-        doomed = cluster.add_node("--num-cpus", "2", "--resources", '{"doomed": 1}')
+        doomed = cluster.start_with_doomed_node()
         proc = cluster.driver("""
             import json
             import numpy as np
@@ -162,8 +160,7 @@ def test_lineage_past_its_budget_gives_a_clear_error():
 
 def test_bundles_on_a_dead_node_are_placed_again_and_their_actor_follows():
     with LocalCluster("chaos-p", MANTA_NODE_TIMEOUT_S="3") as cluster:
-        cluster.start_head("--num-cpus", "2")
-        doomed = cluster.add_node("--num-cpus", "2", "--resources", '{"doomed": 1}')
+        doomed = cluster.start_with_doomed_node()
         proc = cluster.driver("""
             import json, time
             from manta.util.placement_group import placement_group, placement_group_table

@@ -384,18 +384,24 @@ def test_store_spills_past_its_threshold_before_it_is_full(tmp_path):
         manta.shutdown()
 
 
-def test_full_disk_gives_out_of_disk_error_and_the_store_keeps_serving(tmp_path):
+def _init_with_a_full_disk(tmp_path):
+    """A 64 MB store whose spills would all take the disk past its limit:
+    as if the disk were full, so nothing can leave the store."""
     import shutil
 
     import manta
 
-    np = pytest.importorskip("numpy")
     disk = shutil.disk_usage(tmp_path)
-    # Any spill would take this disk past the limit: as if it were full.
-    limit = max(0.01, disk.used / disk.total)
     config = {"type": "filesystem", "params": {"directory_path": str(tmp_path / "spilled")}}
     manta.init(num_cpus=1, object_store_memory=64 * 1024 * 1024,
-               _system_config={"object_spilling_config": json.dumps(config), "local_fs_capacity_threshold": limit})
+               _system_config={"object_spilling_config": json.dumps(config),
+                               "local_fs_capacity_threshold": max(0.01, disk.used / disk.total)})
+    return manta
+
+
+def test_full_disk_gives_out_of_disk_error_and_the_store_keeps_serving(tmp_path):
+    np = pytest.importorskip("numpy")
+    manta = _init_with_a_full_disk(tmp_path)
     try:
         held = []
         with pytest.raises(manta.exceptions.OutOfDiskError, match="local_fs_capacity_threshold"):
@@ -412,17 +418,9 @@ def test_full_disk_gives_out_of_disk_error_and_the_store_keeps_serving(tmp_path)
 
 
 def test_objects_borrowed_by_a_dead_worker_are_freed(tmp_path):
-    import shutil
-
-    import manta
-
     np = pytest.importorskip("numpy")
-    disk = shutil.disk_usage(tmp_path)
     # No spilling: a leaked 40 MB object would leave no room for the next one.
-    config = {"type": "filesystem", "params": {"directory_path": str(tmp_path / "spilled")}}
-    manta.init(num_cpus=1, object_store_memory=64 * 1024 * 1024,
-               _system_config={"object_spilling_config": json.dumps(config),
-                               "local_fs_capacity_threshold": max(0.01, disk.used / disk.total)})
+    manta = _init_with_a_full_disk(tmp_path)
     try:
         @manta.remote
         class Keeper:
@@ -452,16 +450,8 @@ def test_objects_borrowed_by_a_dead_worker_are_freed(tmp_path):
 def test_on_one_node_a_task_output_does_not_keep_its_arguments_alive(tmp_path):
     """Lineage (to rebuild outputs lost with another node) is not kept for
     outputs in the owner's own node, so arguments are freed as usual."""
-    import shutil
-
-    import manta
-
     np = pytest.importorskip("numpy")
-    disk = shutil.disk_usage(tmp_path)
-    config = {"type": "filesystem", "params": {"directory_path": str(tmp_path / "spilled")}}
-    manta.init(num_cpus=1, object_store_memory=64 * 1024 * 1024,
-               _system_config={"object_spilling_config": json.dumps(config),
-                               "local_fs_capacity_threshold": max(0.01, disk.used / disk.total)})
+    manta = _init_with_a_full_disk(tmp_path)
     try:
         @manta.remote
         def head_of(a):

@@ -405,7 +405,7 @@ class Head:
             existed = (ns, msg.key) in self.kv
             if msg.overwrite or not existed:
                 self.kv[(ns, msg.key)] = msg.value
-                self.storage.put("kv", ns.encode() + b"\0" + msg.key, msg.value)
+                self.storage.put("kv", _kv_key(ns, msg.key), msg.value)
             return m.KvValue(rid=0, count=int(existed))
         if type(msg) is m.KvDel:
             if msg.by_prefix:
@@ -414,7 +414,7 @@ class Head:
                 gone = [msg.key] if (ns, msg.key) in self.kv else []
             for k in gone:
                 del self.kv[(ns, k)]
-                self.storage.delete("kv", ns.encode() + b"\0" + k)
+                self.storage.delete("kv", _kv_key(ns, k))
             return m.KvValue(rid=0, count=len(gone))
         keys = [k for (n, k) in self.kv if n == ns and k.startswith(msg.prefix)]
         return m.KvValue(rid=0, keys=keys)
@@ -779,6 +779,11 @@ class Head:
                     os.unlink(path)
                 except OSError:
                     pass
+
+
+def _kv_key(namespace: str, key: bytes) -> bytes:
+    """A KV entry's key in storage: its namespace, a NUL, the key (split back in _restore)."""
+    return namespace.encode() + b"\0" + key
 
 
 def _fits(need: dict[str, float], have: dict[str, float]) -> bool:

@@ -134,7 +134,6 @@ class NodeAgent:
         self.granted: dict[int, GrantedLease] = {}
         # Workers the memory monitor killed, and why (their exit reason).
         self.oom_killed: dict[bytes, str] = {}
-        self.oom_kills = 0
         self.server: asyncio.AbstractServer | None = None
         self.tcp_server: asyncio.AbstractServer | None = None
         self.zygote = fork_server or ForkServer(os.path.join(session_dir, "logs", "workers.log"))
@@ -142,7 +141,6 @@ class NodeAgent:
         self.worker_pids: dict[bytes, int] = {}
         self.worker_conns: dict[bytes, Connection] = {}
         self.pool_keys: dict[bytes, lt.PoolKey] = {}
-        self.lease_owner_conn: dict[int, Connection] = {}
         self.stopping = asyncio.Event()
         self.view: dict[bytes, NodeView] = {}
         self._spread_turn = 0
@@ -198,11 +196,11 @@ class NodeAgent:
             now = time.monotonic()
             if pending_kill is not None and pending_kill[0] in self.worker_pids and now - pending_kill[1] < 5:
                 continue  # the last one is still dying: its memory is not free yet
-            busy = [(lid, g) for lid, g in self.granted.items() if g.worker_id in self.worker_pids]
-            victim = pick_victim([Candidate(g.worker_id, g.retriable, g.granted) for _, g in busy])
+            busy = {g.worker_id: (lid, g) for lid, g in self.granted.items() if g.worker_id in self.worker_pids}
+            victim = pick_victim([Candidate(w, g.retriable, g.granted) for w, (_, g) in busy.items()])
             if victim is None:
                 continue
-            lease_id, lease = next((lid, g) for lid, g in busy if g.worker_id == victim.worker_id)
+            lease_id, lease = busy[victim.worker_id]
             reason = (
                 f"the memory monitor killed its worker: node memory use {used / 2**30:.1f} of "
                 f"{total / 2**30:.1f} GiB ({used / total:.0%}) passed the threshold "
@@ -210,7 +208,6 @@ class NodeAgent:
             )
             log.warning("%s (lease %d, %s)", reason, lease_id, "retriable" if lease.retriable else "not retriable")
             self.oom_killed[victim.worker_id] = reason
-            self.oom_kills += 1
             if not lease.for_actor and not lease.owner.closed:
                 lease.owner.send(m.LeaseKilled(lease_id=lease_id, reason=reason))
             pending_kill = (victim.worker_id, now)
@@ -323,7 +320,6 @@ class NodeAgent:
                     continue
                 conn = self.worker_conns.get(c.worker_id)
                 client = conn.peer if conn is not None else None
-                self.lease_owner_conn[c.lease_id] = pending.conn
                 self.granted[c.lease_id] = GrantedLease(
                     c.worker_id, pending.conn, pending.msg.retriable, pending.msg.for_actor, time.monotonic()
                 )
@@ -387,7 +383,6 @@ class NodeAgent:
             req = lt.Request(rid, id(conn), units, tuple(sorted(msg.env_vars.items())), msg.for_actor)
             self._run(self.leases.request(req))
         elif t is m.ReturnLease:
-            self.lease_owner_conn.pop(msg.lease_id, None)
             self.granted.pop(msg.lease_id, None)
             self._run(self.leases.return_lease(msg.lease_id, msg.kill))
         elif t is m.StoreCreate:
@@ -412,13 +407,13 @@ class NodeAgent:
             for _, bundle in msg.bundles:
                 for k, v in to_units(bundle).items():
                     need[k] = need.get(k, 0) + v
-            holds = self.bundles.setdefault(msg.pg_id, [])
             indices = {i for i, _ in msg.bundles}
-            if any(indices & set(h.indices) for h in holds) or not self.leases.reserve(need):
+            held = self.bundles.get(msg.pg_id, [])
+            if any(indices & set(h.indices) for h in held) or not self.leases.reserve(need):
                 conn.reply_error(msg, RuntimeError("resources are not free on this node any more"))
                 return
             names = to_units(_bundle_names(msg.pg_id, msg.bundles))
-            holds.append(BundleHold(need, names, sorted(indices)))
+            self.bundles.setdefault(msg.pg_id, []).append(BundleHold(need, names, sorted(indices)))
             conn.reply(msg, m.Ack(rid=0))
             self._report_resources()
         elif t is m.CommitBundles:

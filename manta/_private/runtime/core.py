@@ -30,6 +30,7 @@ from functools import partial
 from typing import Any
 
 from manta import exceptions as exc
+from manta._private.config import NodeConfig
 from manta._private.objectstore.region import Region
 from manta._private.protocol import messages as m
 from manta._private.runtime.context import current_task
@@ -63,8 +64,6 @@ LEASE_IDLE_S = 0.02
 MAX_LEASE_REQUESTS = 16
 # How long a worker waits in get() before it lends its CPU to other tasks.
 BLOCK_GRACE_S = 0.05
-# Lineage kept for rebuilding lost objects (Ray's max_lineage_bytes).
-MAX_LINEAGE_BYTES = 1 << 30
 # How many times a reader follows a lost object to its rebuilt copy.
 MAX_RELOCATIONS = 8
 
@@ -252,7 +251,9 @@ class CoreRuntime:
         # Why an agent killed a lease's worker, by (agent connection, lease id).
         self._lease_kills: dict[tuple[int, int], str] = {}
         # Finished tasks whose stored outputs may need rebuilding (I/O thread).
-        self._lineage = LineageTable(int(os.environ.get("MANTA_MAX_LINEAGE_BYTES", MAX_LINEAGE_BYTES)))
+        self._lineage = LineageTable(
+            int(os.environ.get("MANTA_MAX_LINEAGE_BYTES", NodeConfig.max_lineage_bytes))
+        )
 
     # -- life cycle -------------------------------------------------------
 

@@ -106,7 +106,7 @@ class Connection(asyncio.Protocol):
         self._proof_sent = False
         self._rids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Any] | Callable[[Any], None]] = {}
-        self._out: list[bytes] = []
+        self._out: list[bytes | memoryview] = []
         # Guards _out and socket writes: other threads may send (send_threadsafe).
         self._wlock = threading.Lock()
         self._fd = -1
@@ -185,11 +185,13 @@ class Connection(asyncio.Protocol):
         if self.closed:
             return
         payload = m.encode(msg)
+        self._queue((HEADER.pack(len(payload)), payload), len(payload) >= BIG_WRITE)
+
+    def _queue(self, parts: tuple[bytes | memoryview, ...], big: bool) -> None:
+        """Loop thread: adds a frame's parts to the next write."""
         with self._wlock:
-            self._out.append(HEADER.pack(len(payload)))
-            self._out.append(payload)
-            if len(payload) >= BIG_WRITE:
-                self._out_big = True
+            self._out += parts
+            self._out_big = self._out_big or big
             if not self._flush_scheduled:
                 self._flush_scheduled = True
                 self._loop.call_soon(self._flush)
@@ -218,12 +220,7 @@ class Connection(asyncio.Protocol):
         if self.closed:
             return
         prefix = m.chunk_prefix(rid, len(data))
-        with self._wlock:
-            self._out += (HEADER.pack(len(prefix) + len(data)), prefix, data)  # type: ignore[arg-type]
-            self._out_big = True
-            if not self._flush_scheduled:
-                self._flush_scheduled = True
-                self._loop.call_soon(self._flush)
+        self._queue((HEADER.pack(len(prefix) + len(data)), prefix, data), True)
 
     def send_threadsafe(self, msg: Any) -> None:
         """Sends from any thread, writing straight to the socket when nothing is queued.

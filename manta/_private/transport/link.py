@@ -54,15 +54,10 @@ class HeadLink:
         self.conn: Connection | None = None
         self.persistent = False
         self.gone = False
-        self.outages = 0
         self._redialing = False
         self._keys = itertools.count(1)
         self._pending: dict[int, tuple[Any, Callable[[Any], None]]] = {}
         self._queued: list[Any] = []
-
-    @property
-    def closed(self) -> bool:
-        return self.gone
 
     @property
     def up(self) -> bool:
@@ -129,7 +124,6 @@ class HeadLink:
             return
         if not self._redialing:
             self._redialing = True
-            self.outages += 1
             log.warning("lost the head at %s; waiting up to %g s for it to come back", self.address, self.grace)
             asyncio.get_running_loop().create_task(self._redial())
 
