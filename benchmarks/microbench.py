@@ -12,9 +12,16 @@ each round) so slow drift of the machine hits both sides equally.
 Usage::
 
     python benchmarks/microbench.py --ray-python /work/rayenv/bin/python
+    python benchmarks/microbench.py --baseline-root /tmp/manta-base   # this checkout against another
     python benchmarks/microbench.py --quick --only single_client_tasks_sync
     python benchmarks/microbench.py --backends ray --python /work/rayenv/bin/python \\
         --ray-python /work/rayenv/bin/python --json ray.json
+
+``--baseline-root DIR`` adds a third side, ``base``: manta imported from another
+checkout (``git worktree add /tmp/manta-base HEAD~1``), with ``--baseline-python``
+if it needs an interpreter of its own.  Its column is compared with this
+checkout's, so a change to the runtime is measured against the code before it
+in one alternating run.
 
 The harness needs only the standard library; cases that move arrays import
 numpy inside the child.  The same file is the child: ``--child CASE``.
@@ -41,7 +48,9 @@ from typing import Any
 # stdout (backend logs, worker prints forwarded to the driver) is ignored.
 RESULT_PREFIX = "@@MICROBENCH_RESULT@@ "
 REPO_ROOT = Path(__file__).resolve().parent.parent
-BACKENDS = ("manta", "ray")
+BACKENDS = ("manta", "ray", "base")
+# The module each side imports: "base" is manta from another checkout.
+MODULES = {"manta": "manta", "ray": "ray", "base": "manta"}
 NUM_CPUS = 2
 BATCH = 1000  # Tasks / actor calls submitted before one ray.get, as in Ray.
 LARGE_BYTES = 100 * 1024 * 1024  # The "large object" used by the GB/s cases.
@@ -527,6 +536,12 @@ def _emit(values: dict[str, float]) -> None:
 
 def run_child(case_name: str, backend: str, s: Settings) -> int:
     case = _find_case(case_name)
+    root = os.environ.get("MICROBENCH_ROOT")
+    if root:
+        # A side compared with another checkout must really run that checkout's code.
+        where = importlib.import_module(backend).__file__ or ""
+        if not os.path.realpath(where).startswith(os.path.realpath(root) + os.sep):
+            raise SystemExit(f"{backend} was imported from {where}, not from {root}")
     if case.raw_fn is not None:
         values = case.raw_fn(backend, s)
         if values:
@@ -572,25 +587,28 @@ def _kill_tree(pid: int) -> None:
             pass
 
 
-def _child_env(backend: str) -> dict[str, str]:
+def _child_env(root: str | None) -> dict[str, str]:
     env = dict(os.environ)
-    if backend == "manta":
-        # Make the repo's package importable without installing it.
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    if root:
+        # The checkout's package comes first on the path, ahead of any installed manta.
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+        env["MICROBENCH_ROOT"] = root
     # No telemetry attempts from Ray children (there is no network anyway).
     env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
 
-def run_one(python: str, backend: str, case: Case, quick: bool, timeout: float) -> RunResult:
+def run_one(
+    python: str, side: str, case: Case, quick: bool, timeout: float, root: str | None = None
+) -> RunResult:
     cmd = [
         python,
         str(Path(__file__).resolve()),
         "--child",
         case.name,
         "--backend",
-        backend,
+        MODULES[side],
     ]
     if quick:
         cmd.append("--quick")
@@ -599,7 +617,7 @@ def run_one(python: str, backend: str, case: Case, quick: bool, timeout: float) 
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
-        env=_child_env(backend),
+        env=_child_env(root),
         text=True,
         errors="replace",
     )
@@ -632,18 +650,17 @@ def _fmt(value: float | None) -> str:
     return f"{value:.3f}"
 
 
-def _ratio(metric: Metric, manta: float | None, ray: float | None) -> float | None:
-    """>1 always means manta is better."""
-    if manta is None or ray is None or manta <= 0 or ray <= 0:
+def _ratio(metric: Metric, manta: float | None, other: float | None) -> float | None:
+    """>1 always means this checkout's manta is better."""
+    if manta is None or other is None or manta <= 0 or other <= 0:
         return None
-    return manta / ray if metric.higher_is_better else ray / manta
+    return manta / other if metric.higher_is_better else other / manta
 
 
 def print_table(cases: list[Case], backends: list[str], medians: dict[str, dict[str, float]]) -> None:
     headers = ["metric", "unit", *backends]
-    show_ratio = set(backends) == set(BACKENDS)
-    if show_ratio:
-        headers.append("manta/ray")
+    against = [b for b in backends if b != "manta"] if "manta" in backends else []
+    headers += [f"manta/{b}" for b in against]
     rows: list[list[str]] = []
     for case in cases:
         for metric in case.metrics:
@@ -653,8 +670,8 @@ def print_table(cases: list[Case], backends: list[str], medians: dict[str, dict[
                 metric.unit + ("" if metric.higher_is_better else " (lower)"),
             ]
             row += [_fmt(vals[b]) for b in backends]
-            if show_ratio:
-                r = _ratio(metric, vals.get("manta"), vals.get("ray"))
+            for other in against:
+                r = _ratio(metric, vals.get("manta"), vals.get(other))
                 row.append("-" if r is None else f"{r:.2f}x")
             rows.append(row)
     widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
@@ -675,7 +692,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--python", default=sys.executable, help="interpreter for manta")
     parser.add_argument("--ray-python", help="interpreter with ray installed (enables ray)")
-    parser.add_argument("--backends", default="manta,ray", help="comma list: manta,ray")
+    parser.add_argument("--baseline-root", help="another manta checkout to compare with (side 'base')")
+    parser.add_argument("--baseline-python", help="interpreter for the baseline (default: --python)")
+    parser.add_argument("--backends", default="manta,ray,base", help="comma list: manta,ray,base")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", help="comma list of case names (aliases accepted)")
     parser.add_argument("--quick", action="store_true", help="shorter measurement windows")
@@ -694,9 +713,12 @@ def main(argv: list[str] | None = None) -> int:
         if b not in BACKENDS:
             parser.error(f"unknown backend {b!r}")
     if "ray" in backends and not args.ray_python:
-        print("note: no --ray-python given, running manta only", file=sys.stderr)
+        print("note: no --ray-python given, running without ray", file=sys.stderr)
         backends.remove("ray")
-    pythons = {"manta": args.python, "ray": args.ray_python or ""}
+    if "base" in backends and not args.baseline_root:
+        backends.remove("base")
+    pythons = {"manta": args.python, "ray": args.ray_python or "", "base": args.baseline_python or args.python}
+    roots = {"manta": str(REPO_ROOT), "ray": None, "base": args.baseline_root}
     cases = [_find_case(n) for n in args.only.split(",")] if args.only else list(CASES)
 
     # results[backend][metric] -> one value per successful round
@@ -708,7 +730,7 @@ def main(argv: list[str] | None = None) -> int:
             order = backends if rnd % 2 == 0 else list(reversed(backends))
             for backend in order:
                 t0 = time.monotonic()
-                res = run_one(pythons[backend], backend, case, args.quick, args.timeout)
+                res = run_one(pythons[backend], backend, case, args.quick, args.timeout, roots[backend])
                 took = time.monotonic() - t0
                 if res.values is None:
                     errors.append(
@@ -744,6 +766,7 @@ def main(argv: list[str] | None = None) -> int:
                 "rounds": args.rounds,
                 "quick": args.quick,
                 "pythons": pythons,
+                "roots": roots,
             },
             "metrics": {
                 m.name: {"unit": m.unit, "higher_is_better": m.higher_is_better}
