@@ -7,6 +7,7 @@ import inspect
 from typing import Any
 
 from manta import exceptions as exc
+from manta._private import session
 from manta._private.ids import ActorID
 from manta._private.protocol import messages as m
 from manta._private.runtime import context
@@ -177,16 +178,6 @@ class _Exported:
         return self._fn_id
 
 
-def _auto_init() -> Any:
-    rt = context.current()
-    if rt is None:
-        from manta._private import api
-
-        api.init()
-        rt = context.require()
-    return rt
-
-
 class _OptionsWrapper:
     def __init__(self, target: Any, options: dict[str, Any]) -> None:
         self._target = target
@@ -248,7 +239,7 @@ class RemoteFunction(_Remotable):
         return f"remote function {self._name}"
 
     def _remote(self, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]) -> Any:
-        rt = _auto_init()
+        rt = session.runtime()
         num_returns = options.get("num_returns", 1)
         if not isinstance(num_returns, int):
             raise ValueError(f"num_returns={num_returns!r} is not supported yet; use an integer")
@@ -334,7 +325,7 @@ class ActorClass(_Remotable):
         return f"actor class {self.__name__}"
 
     def _remote(self, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]) -> ActorHandle:
-        rt = _auto_init()
+        rt = session.runtime()
         name = options.get("name") or ""
         if name and not isinstance(name, str):
             raise TypeError(f"actor name must be a string, got {type(name).__name__}")

@@ -1,19 +1,20 @@
 """Starting and stopping the head and node agent processes.
 
-`start_local_cluster` is what `manta.init()` with no address does: a
+`spawn_local_cluster` is what `manta.init()` with no address does: a
 session directory (mode 0700) with the token file (0600), then a head and a
 node agent as child processes that report readiness over a pipe. The head
 stops the cluster by itself when its embedding driver disconnects, so a
 driver killed with SIGKILL leaves nothing behind.
+
+Processes are started by module name (`python -m manta._private.head.main`),
+so this library never imports the services it starts.
 """
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import hashlib
 import json
-import logging
 import os
 import select
 import shutil
@@ -130,6 +131,10 @@ def _die_with_parent() -> None:
         pass
 
 
+# The entry point of each service, run as `python -m MODULE`.
+SERVICE_MAINS = {"head": "manta._private.head.main", "agent": "manta._private.node.main"}
+
+
 def _spawn(
     args: list[str], session_dir: str, log_name: str, detached: bool = False
 ) -> tuple[subprocess.Popen[bytes], int]:
@@ -142,7 +147,7 @@ def _spawn(
     log = open(os.path.join(session_dir, "logs", log_name), "ab")
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-c", "from manta._private.services import _main; _main()", *args, "--ready-fd", str(w)],
+            [sys.executable, "-m", SERVICE_MAINS[args[0]], *args[1:], "--ready-fd", str(w)],
             pass_fds=(w,),
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -295,80 +300,3 @@ def spawn_local_cluster(
     )
 
 
-def start_local_cluster(**kwargs: object) -> LocalCluster:
-    return spawn_local_cluster(**kwargs).wait_ready()  # type: ignore[arg-type]
-
-
-# -- process entry points ------------------------------------------------------
-
-
-def _main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="manta-service")
-    parser.add_argument("role", choices=["head", "agent"])
-    parser.add_argument("--session-dir", required=True)
-    parser.add_argument("--token-file", required=True)
-    parser.add_argument("--listen", action="append", default=[])
-    parser.add_argument("--head", default="")
-    parser.add_argument("--embedded", action="store_true")
-    parser.add_argument("--resources", default="{}")
-    parser.add_argument("--object-store-memory", type=int, default=0)
-    parser.add_argument("--prestart", type=int, default=0)
-    parser.add_argument("--node-ip", default="")
-    parser.add_argument("--storage", default="")
-    parser.add_argument("--config", default="")
-    parser.add_argument("--ready-fd", type=int, default=None)
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format=f"%(asctime)s {args.role} %(levelname)s %(name)s: %(message)s"
-    )
-    fork_server = None
-    if args.role == "agent":
-        # First thing: the fork server's imports then overlap the agent's own.
-        from manta._private.node.zygote import ForkServer
-
-        fork_server = ForkServer(os.path.join(args.session_dir, "logs", "workers.log"))
-    import asyncio
-
-    from manta._private.transport.connection import new_event_loop
-
-    token = read_token(args.token_file)
-    loop = new_event_loop()
-    asyncio.set_event_loop(loop)
-    if args.role == "head":
-        from manta._private.head.head import Head, run_head
-        from manta._private.head.storage import StorageError, open_storage
-
-        try:
-            storage = open_storage(args.storage)
-        except StorageError as e:
-            logging.getLogger("manta.head").error("%s", e)
-            sys.exit(1)
-        head = Head(token=token, addresses=args.listen, embedded=args.embedded, storage=storage)
-        try:
-            loop.run_until_complete(run_head(head, args.ready_fd))
-        except StorageError as e:
-            logging.getLogger("manta.head").error("%s", e)
-            sys.exit(1)
-        if args.embedded:
-            shutil.rmtree(args.session_dir, ignore_errors=True)
-    else:
-        from manta._private.node.agent import NodeAgent, run_agent
-
-        agent = NodeAgent(
-            session_dir=args.session_dir,
-            head_address=args.head,
-            token=token,
-            node_id=os.urandom(16),
-            resources=json.loads(args.resources),
-            store_capacity=args.object_store_memory or default_store_size(),
-            address=args.listen[0],
-            prestart=args.prestart,
-            fork_server=fork_server,
-            node_ip=args.node_ip,
-            config=NodeConfig.from_json(args.config),
-        )
-        loop.run_until_complete(run_agent(agent, args.ready_fd))
-
-
-if __name__ == "__main__":
-    _main()

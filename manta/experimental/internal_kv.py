@@ -20,10 +20,10 @@ def _bytes(value: str | bytes, what: str) -> bytes:
 
 
 def _ask(msg: Any) -> m.KvValue:
-    from manta._private.api import _runtime
+    from manta._private.session import runtime as _runtime
 
     rt = _runtime()
-    return rt.run(rt._await_request(rt.head, msg))  # type: ignore[no-any-return]
+    return rt.call_head(msg)  # type: ignore[no-any-return]
 
 
 def _ns(namespace: str | bytes | None) -> str:

@@ -6,46 +6,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from manta._private.ids import PlacementGroupID
 from manta._private.protocol import messages as m
 from manta._private.runtime.context import current_task
+from manta._private.runtime.placement_group import PlacementGroup
 from manta._private.scheduling.bundles import STRATEGIES
-
-
-class PlacementGroup:
-    def __init__(self, pg_id: bytes, bundles: list[dict[str, float]], strategy: str = "PACK") -> None:
-        self.id = PlacementGroupID(pg_id)
-        self.bundle_specs = bundles
-        self.strategy = strategy
-
-    @property
-    def bundle_count(self) -> int:
-        return len(self.bundle_specs)
-
-    def ready(self) -> Any:
-        """An ObjectRef that becomes ready once every bundle is reserved."""
-        from manta._private.api import _runtime
-
-        return _runtime().placement_group_ready(self)
-
-    def wait(self, timeout_seconds: float | None = 30) -> bool:
-        from manta._private.api import _runtime
-
-        rt = _runtime()
-        ready, _ = rt.wait([self.ready()], 1, timeout_seconds, True)
-        return bool(ready)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, PlacementGroup) and other.id == self.id
-
-    def __hash__(self) -> int:
-        return hash(self.id)
-
-    def __repr__(self) -> str:
-        return f"PlacementGroup(id={self.id.hex()}, bundles={self.bundle_specs}, strategy={self.strategy})"
-
-    def __reduce__(self) -> Any:
-        return (PlacementGroup, (self.id._id, self.bundle_specs, self.strategy))
+from manta._private.session import runtime as _runtime
 
 
 def _check_bundles(bundles: Any) -> list[dict[str, float]]:
@@ -74,8 +39,6 @@ def placement_group(
     _soft_target_node_id: str | None = None,
     bundle_label_selector: Any = None,
 ) -> PlacementGroup:
-    from manta._private.api import _runtime
-
     clean = _check_bundles(bundles)
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
@@ -86,26 +49,20 @@ def placement_group(
         pg_id=os.urandom(18), bundles=clean, strategy=strategy, name=name or "",
         namespace=rt.namespace, job_id=rt.job_id, detached=lifetime == "detached",
     )
-    rt.run(rt._await_request(rt.head, m.CreatePlacementGroup(rid=0, spec=spec)))
+    rt.call_head(m.CreatePlacementGroup(rid=0, spec=spec))
     return PlacementGroup(spec.pg_id, clean, strategy)
 
 
 def remove_placement_group(placement_group: PlacementGroup) -> None:
-    from manta._private.api import _runtime
-
     if not isinstance(placement_group, PlacementGroup):
         raise TypeError(f"remove_placement_group() expects a PlacementGroup, got {type(placement_group).__name__}")
     rt = _runtime()
-    rt.run(rt._await_request(rt.head, m.RemovePlacementGroup(rid=0, pg_id=placement_group.id._id)))
+    rt.call_head(m.RemovePlacementGroup(rid=0, pg_id=placement_group.id._id))
 
 
 def get_placement_group(placement_group_name: str) -> PlacementGroup:
-    from manta._private.api import _runtime
-
     rt = _runtime()
-    reply = rt.run(rt._await_request(
-        rt.head, m.GetPlacementGroups(rid=0, name=placement_group_name, namespace=rt.namespace)
-    ))
+    reply = rt.call_head(m.GetPlacementGroups(rid=0, name=placement_group_name, namespace=rt.namespace))
     if not reply.groups:
         raise ValueError(f"Failed to look up placement group with name: {placement_group_name}")
     spec = reply.groups[0].spec
@@ -113,10 +70,8 @@ def get_placement_group(placement_group_name: str) -> PlacementGroup:
 
 
 def placement_group_table(placement_group: PlacementGroup | None = None) -> dict[str, Any]:
-    from manta._private.api import _runtime
-
     rt = _runtime()
-    reply = rt.run(rt._await_request(rt.head, m.GetPlacementGroups(rid=0)))
+    reply = rt.call_head(m.GetPlacementGroups(rid=0))
     table = {}
     for g in reply.groups:
         table[g.spec.pg_id.hex()] = {

@@ -19,10 +19,10 @@ class JobState:
 
 def list_jobs() -> list[JobState]:
     """Every job (driver) the cluster has seen, oldest first."""
-    from manta._private.api import _runtime
+    from manta._private.session import runtime as _runtime
 
     rt = _runtime()
-    reply = rt.run(rt._await_request(rt.head, m.GetJobs(rid=0)))
+    reply = rt.call_head(m.GetJobs(rid=0))
     return [
         JobState(
             job_id=j.job_id.to_bytes(4, "little").hex(), status="RUNNING" if j.alive else "FINISHED", namespace=j.namespace,

@@ -155,9 +155,9 @@ def test_session_files_are_private_and_listeners_local(cluster):
     assert stat.S_IMODE(os.stat(os.path.join(s.session_dir, "token")).st_mode) == 0o600
     for name in ("head.sock", "agent.sock"):
         assert stat.S_IMODE(os.stat(os.path.join(s.session_dir, name)).st_mode) == 0o600
-    from manta._private import api
+    from manta._private import session
 
-    assert api._session.cluster.head_tcp.startswith("tcp:127.0.0.1:")
+    assert session.current().cluster.head_tcp.startswith("tcp:127.0.0.1:")
 
 
 def _raw_unix(path):
@@ -216,10 +216,10 @@ def test_peer_without_token_is_disconnected_and_nothing_is_unpickled(cluster, tm
 def test_wrong_token_is_refused_over_tcp(cluster):
     import asyncio
 
-    from manta._private import api
+    from manta._private import session
     from manta._private.transport.connection import ConnectionLost, connect
 
-    address = api._session.cluster.head_tcp
+    address = session.current().cluster.head_tcp
 
     async def attempt(token):
         conn = await connect(address, token, lambda c, m: None, timeout=5)
@@ -314,8 +314,8 @@ def test_driver_blocked_in_get_gets_a_clear_error_when_the_head_dies():
             time.sleep(600)
 
         ref = forever.remote()
-        from manta._private import api
-        head = api._session.cluster.procs[0]
+        from manta._private import session
+        head = session.current().cluster.procs[0]
         start = time.time()
         os.kill(head.pid, signal.SIGKILL)
         try:

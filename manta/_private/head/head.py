@@ -679,7 +679,7 @@ class Head:
             if done.error is not None:
                 self.actor_by_worker.pop(worker_id, None)
                 entry.no_restart = True
-                entry.kill(_creation_error_text(done.error, spec.class_name))
+                entry.kill(_creation_error_text(done, spec.class_name))
                 self._notify(entry)
                 return
             entry.created(address, worker_id)
@@ -790,14 +790,8 @@ def _fits(need: dict[str, float], have: dict[str, float]) -> bool:
     return all(have.get(k, 0.0) + 1e-9 >= v for k, v in need.items())
 
 
-def _creation_error_text(error: bytes, class_name: str) -> str:
-    from manta._private.runtime.serialization import deserialize
-
-    try:
-        err, _ = deserialize(error)
-        text = str(err)
-    except Exception as e:  # the head may lack the user's modules
-        text = f"(error not readable by the head: {e})"
+def _creation_error_text(done: m.TaskDone, class_name: str) -> str:
+    text = done.error_text or "(the worker sent no description of the error)"
     return f"The actor {class_name} died because of an error raised in its creation task: {text}"
 
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from manta._private.config import NodeConfig
+from manta._private.node.forkserver import ForkServer
 from manta._private.node.memory import Candidate, memory_usage, pick_victim
-from manta._private.node.zygote import ForkServer
 from manta._private.objectstore.region import Region
 from manta._private.objectstore.store import StoredObject, StoreError, StoreFull, StoreTable
 from manta._private.protocol import messages as m

@@ -1,80 +1,18 @@
-"""The fork server: a process with manta's imports loaded that forks workers.
+"""Entry point of the fork server: a process with manta's imports loaded that forks workers.
 
-Forking a warm process costs ~10 ms where a fresh interpreter costs 40-140
-ms. The agent talks to it over its stdin/stdout, one JSON line each way:
-
-    agent -> zygote   {"worker_id": hex, "env": {...}}
-    zygote -> agent   {"started": hex, "pid": N}  |  {"exited": N, "code": C}
-
-Workers die with the zygote (PR_SET_PDEATHSIG), and the zygote dies with
-the agent, so no worker outlives its node.
+Spawned by `forkserver.ForkServer` in the agent; see that module for the
+pipe protocol.
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import select
 import signal
 import sys
 
-PR_SET_PDEATHSIG = 1
-
-
-class ForkServer:
-    """The agent's handle on its fork server process.
-
-    Spawned first thing in the agent process, so the server's imports
-    overlap the agent's own start-up; configured once the agent knows its
-    address.
-    """
-
-    def __init__(self, log_path: str) -> None:
-        import subprocess
-
-        env = dict(os.environ)
-        # One BLAS/OpenMP thread per worker unless the user asked otherwise:
-        # N workers each spinning N threads would oversubscribe the cores.
-        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-            env.setdefault(var, "1")
-        with open(log_path, "ab") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "manta._private.node.zygote"],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, env=env,
-            )
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self._in = self.proc.stdin.fileno()
-        self.stdout = self.proc.stdout
-
-    def send(self, record: dict[str, object]) -> None:
-        try:
-            _emit(self._in, record)
-        except (BrokenPipeError, OSError):
-            pass  # the server is gone; the agent notices through its output closing
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-
-
-def die_with_parent(sig: int = signal.SIGKILL) -> None:
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
-    except Exception:
-        pass
-
-
-def _emit(out: int, record: dict[str, object]) -> None:
-    data = (json.dumps(record) + "\n").encode()
-    while data:
-        try:
-            n = os.write(out, data)
-        except InterruptedError:
-            continue
-        data = data[n:]
+from manta._private.node.forkserver import _emit, die_with_parent
 
 
 def main() -> None:

@@ -600,6 +600,9 @@ class TaskDone(Msg):
     error: bytes | None = None
     # Refs this worker still borrows after the task (registered with owners).
     borrowed: list[bytes] = []
+    # The error as text, for the head: a failed actor constructor's cause,
+    # which the head reports without unpickling anything a worker sent.
+    error_text: str = ""
 
 
 class CancelTask(Msg):

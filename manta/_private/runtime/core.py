@@ -553,6 +553,14 @@ class CoreRuntime:
         except RemoteError as e:
             raise error_from_remote(e) from None
 
+    def call_head(self, msg: Any) -> Any:
+        """Any thread but I/O: asks the head, raising the public error it answers with."""
+        return self.run(self._await_request(self.head, msg))
+
+    def call_agent(self, msg: Any) -> Any:
+        """Any thread but I/O: asks this node's agent, raising the public error it answers with."""
+        return self.run(self._await_request(self.agent, msg))
+
     def load_function(self, fn_id: bytes) -> Any:
         fn = self._functions.get(fn_id)
         if fn is None:

@@ -22,6 +22,7 @@ from manta import exceptions as exc
 from manta._private.protocol import messages as m
 from manta._private.runtime.context import TaskContext, current_task
 from manta._private.runtime.core import INLINE_MAX, CoreRuntime, format_task_error
+from manta._private.runtime.placement_group import PlacementGroup
 from manta._private.runtime.serialization import deserialize, serialize_error
 from manta._private.transport.connection import Connection
 
@@ -164,7 +165,10 @@ class Executor:
         err = format_task_error(spec.name, e)
         if spec.actor_id is not None:
             err.actor_id = spec.actor_id.hex()
-        return m.TaskDone(rid=0, task_id=spec.task_id, returns=[], error=serialize_error(err).to_bytes())
+        return m.TaskDone(
+            rid=0, task_id=spec.task_id, returns=[], error=serialize_error(err).to_bytes(),
+            error_text=str(err) if spec.actor_creation else "",
+        )
 
     def _run(self, spec: m.TaskSpec) -> m.TaskDone:
         try:
@@ -416,8 +420,6 @@ class TaskStream(io.TextIOBase):
 def _captured_group(spec: m.TaskSpec) -> Any:
     if not spec.capture_pg:
         return None
-    from manta.util.placement_group import PlacementGroup
-
     return PlacementGroup(spec.capture_pg, [{}] * spec.capture_pg_bundles)
 
 

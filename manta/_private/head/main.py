@@ -1,0 +1,51 @@
+"""Entry point of the head process: `python -m manta._private.head.main ...`.
+
+Started by `services` by module name; reports READY and its bound addresses
+on `--ready-fd`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import shutil
+import sys
+
+from manta._private.head.head import Head, run_head
+from manta._private.head.storage import StorageError, open_storage
+from manta._private.services import read_token
+from manta._private.transport.connection import new_event_loop
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="manta-head")
+    parser.add_argument("--session-dir", required=True)
+    parser.add_argument("--token-file", required=True)
+    parser.add_argument("--listen", action="append", default=[])
+    parser.add_argument("--embedded", action="store_true")
+    parser.add_argument("--storage", default="")
+    parser.add_argument("--ready-fd", type=int, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s head %(levelname)s %(name)s: %(message)s")
+    log = logging.getLogger("manta.head")
+    token = read_token(args.token_file)
+    loop = new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        storage = open_storage(args.storage)
+    except StorageError as e:
+        log.error("%s", e)
+        sys.exit(1)
+    head = Head(token=token, addresses=args.listen, embedded=args.embedded, storage=storage)
+    try:
+        loop.run_until_complete(run_head(head, args.ready_fd))
+    except StorageError as e:
+        log.error("%s", e)
+        sys.exit(1)
+    if args.embedded:
+        shutil.rmtree(args.session_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

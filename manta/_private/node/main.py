@@ -1,0 +1,61 @@
+"""Entry point of a node agent process: `python -m manta._private.node.main ...`.
+
+Started by `services` by module name; reports READY and its address on
+`--ready-fd`. The fork server is spawned before anything heavy is imported,
+so its own imports overlap the agent's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+
+from manta._private.node.forkserver import ForkServer
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="manta-agent")
+    parser.add_argument("--session-dir", required=True)
+    parser.add_argument("--token-file", required=True)
+    parser.add_argument("--listen", action="append", default=[])
+    parser.add_argument("--head", default="")
+    parser.add_argument("--resources", default="{}")
+    parser.add_argument("--object-store-memory", type=int, default=0)
+    parser.add_argument("--prestart", type=int, default=0)
+    parser.add_argument("--node-ip", default="")
+    parser.add_argument("--config", default="")
+    parser.add_argument("--ready-fd", type=int, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s agent %(levelname)s %(name)s: %(message)s")
+    fork_server = ForkServer(os.path.join(args.session_dir, "logs", "workers.log"))
+
+    import asyncio
+
+    from manta._private.config import NodeConfig
+    from manta._private.node.agent import NodeAgent, run_agent
+    from manta._private.services import default_store_size, read_token
+    from manta._private.transport.connection import new_event_loop
+
+    token = read_token(args.token_file)
+    loop = new_event_loop()
+    asyncio.set_event_loop(loop)
+    agent = NodeAgent(
+        session_dir=args.session_dir,
+        head_address=args.head,
+        token=token,
+        node_id=os.urandom(16),
+        resources=json.loads(args.resources),
+        store_capacity=args.object_store_memory or default_store_size(),
+        address=args.listen[0],
+        prestart=args.prestart,
+        fork_server=fork_server,
+        node_ip=args.node_ip,
+        config=NodeConfig.from_json(args.config),
+    )
+    loop.run_until_complete(run_agent(agent, args.ready_fd))
+
+
+if __name__ == "__main__":
+    main()
