@@ -12,6 +12,7 @@ so this library never imports the services it starts.
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import hashlib
 import json
@@ -129,6 +130,16 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     except Exception:
         pass
+
+
+def service_arguments(prog: str) -> argparse.ArgumentParser:
+    """The command line every service main takes; each adds its own options."""
+    parser = argparse.ArgumentParser(prog=prog)
+    parser.add_argument("--session-dir", required=True)
+    parser.add_argument("--token-file", required=True)
+    parser.add_argument("--listen", action="append", default=[])
+    parser.add_argument("--ready-fd", type=int, default=None)
+    return parser
 
 
 # The entry point of each service, run as `python -m MODULE`.

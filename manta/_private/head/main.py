@@ -6,7 +6,6 @@ on `--ready-fd`.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import shutil
@@ -14,18 +13,14 @@ import sys
 
 from manta._private.head.head import Head, run_head
 from manta._private.head.storage import StorageError, open_storage
-from manta._private.services import read_token
+from manta._private.services import read_token, service_arguments
 from manta._private.transport.connection import new_event_loop
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="manta-head")
-    parser.add_argument("--session-dir", required=True)
-    parser.add_argument("--token-file", required=True)
-    parser.add_argument("--listen", action="append", default=[])
+    parser = service_arguments("manta-head")
     parser.add_argument("--embedded", action="store_true")
     parser.add_argument("--storage", default="")
-    parser.add_argument("--ready-fd", type=int, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s head %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("manta.head")

@@ -7,26 +7,22 @@ so its own imports overlap the agent's.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 
 from manta._private.node.forkserver import ForkServer
+from manta._private.services import service_arguments
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="manta-agent")
-    parser.add_argument("--session-dir", required=True)
-    parser.add_argument("--token-file", required=True)
-    parser.add_argument("--listen", action="append", default=[])
+    parser = service_arguments("manta-agent")
     parser.add_argument("--head", default="")
     parser.add_argument("--resources", default="{}")
     parser.add_argument("--object-store-memory", type=int, default=0)
     parser.add_argument("--prestart", type=int, default=0)
     parser.add_argument("--node-ip", default="")
     parser.add_argument("--config", default="")
-    parser.add_argument("--ready-fd", type=int, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s agent %(levelname)s %(name)s: %(message)s")
     fork_server = ForkServer(os.path.join(args.session_dir, "logs", "workers.log"))
