@@ -47,7 +47,7 @@ def _resources(text: str | None) -> dict[str, float] | None:
 def _node_config(system_config: str | None, spill_dir: str | None) -> Any:
     import os
 
-    from manta._private.config import NodeConfig
+    from manta._private.config import Config
 
     parsed = None
     if system_config:
@@ -57,7 +57,7 @@ def _node_config(system_config: str | None, spill_dir: str | None) -> Any:
             _fail(f"--system-config must be a JSON object: {e}", 2)
     if spill_dir:
         spill_dir = os.path.abspath(spill_dir)
-    return NodeConfig.from_system_config(parsed, spill_dir)
+    return Config.build(parsed, os.environ, spill_dir)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -184,7 +184,7 @@ def status(address: str | None) -> None:
     async def query() -> Any:
         conn = await connect(rec.head_address, token, lambda c, msg: None, timeout=5)
         try:
-            return await conn.request(m.GetClusterInfo(rid=0))
+            return await conn.request(m.GetClusterInfo())
         finally:
             conn.close()
 

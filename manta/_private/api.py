@@ -9,6 +9,8 @@ from __future__ import annotations
 import socket
 from typing import TYPE_CHECKING, Any
 
+from msgspec.structs import replace
+
 from manta._private import session
 from manta._private.ids import BinaryID
 from manta._private.runtime import context
@@ -73,13 +75,13 @@ def _nodes_info() -> list[m.NodeInfo]:
     from manta._private.protocol import messages as m
 
     rt = _runtime()
-    reply = rt.call_head(m.GetClusterInfo(rid=0))
-    local = rt.call_agent(m.GetResources(rid=0))
-    nodes = list(reply.nodes)
-    for n in nodes:
-        if n.node_id == rt.node_id:
-            n.available = dict(local.available)
-    return nodes
+    reply = rt.call_head(m.GetClusterInfo())
+    local = rt.call_agent(m.GetResources())
+    # This node's own count is fresher than the head's last report of it.
+    return [
+        replace(n, available=dict(local.available)) if n.node_id == rt.node_id else n
+        for n in reply.nodes
+    ]
 
 
 def cluster_resources() -> dict[str, float]:

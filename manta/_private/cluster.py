@@ -19,7 +19,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from manta._private import services
-from manta._private.config import NodeConfig
+from manta._private.config import Config
 
 RECORD = "cluster.json"
 
@@ -130,7 +130,7 @@ def start_head(
     object_store_memory: int | None,
     token: bytes | None,
     storage: str = "",
-    config: NodeConfig | None = None,
+    config: Config = Config(),
 ) -> NodeRecord:
     """Starts a head and its node; with `storage`, first looks for a head of
     this address that died while its node lives on, and restarts just it."""
@@ -139,7 +139,7 @@ def start_head(
     if storage and port:
         prior = _dead_head(normalize_address(f"{host}:{port}"))
         if prior is not None:
-            return _restart_head(prior, storage, token)
+            return _restart_head(prior, storage, token, config)
     session_dir = services.new_session_dir()
     token_file = services.write_token(session_dir, token or os.urandom(32))
     res, store = services.node_resources(
@@ -148,7 +148,8 @@ def start_head(
     head_local = f"unix:{session_dir}/head.sock"
     head, head_fd = services._spawn(
         ["head", "--session-dir", session_dir, "--token-file", token_file,
-         "--listen", head_local, "--listen", f"tcp:{host}:{port}", "--storage", storage],
+         "--listen", head_local, "--listen", f"tcp:{host}:{port}", "--storage", storage,
+         "--config", config.to_json()],
         session_dir, "head.log", detached=True,
     )
     ip = _ip_of(host)
@@ -186,7 +187,7 @@ def _dead_head(address: str) -> NodeRecord | None:
     return None
 
 
-def _restart_head(rec: NodeRecord, storage: str, token: bytes | None) -> NodeRecord:
+def _restart_head(rec: NodeRecord, storage: str, token: bytes | None, config: Config) -> NodeRecord:
     if token is not None and token != services.read_token(rec.token_file):
         raise ClusterError(
             f"the head at {rec.public_address} is being restarted in its old session, whose "
@@ -194,7 +195,8 @@ def _restart_head(rec: NodeRecord, storage: str, token: bytes | None) -> NodeRec
         )
     head, head_fd = services._spawn(
         ["head", "--session-dir", rec.session_dir, "--token-file", rec.token_file,
-         "--listen", rec.head_local, "--listen", rec.head_address, "--storage", storage],
+         "--listen", rec.head_local, "--listen", rec.head_address, "--storage", storage,
+         "--config", config.to_json()],
         rec.session_dir, "head.log", detached=True,
     )
     ready = _wait_ready({head_fd: "head"}, [head], rec.session_dir, keep_session=True)
@@ -216,7 +218,7 @@ def join(
     object_store_memory: int | None,
     token: bytes,
     host: str = "127.0.0.1",
-    config: NodeConfig | None = None,
+    config: Config = Config(),
 ) -> NodeRecord:
     head_address = normalize_address(address)
     session_dir = services.new_session_dir()

@@ -1,9 +1,17 @@
-"""A node's tunables, from Ray's `_system_config` keys and `manta start` flags.
+"""The one set of tunables, built once per cluster and passed down.
 
-    init(_system_config={...})            a local cluster's node
+`Config.build` reads the defaults, then the environment, then Ray's
+`_system_config` keys (the last one given wins):
+
+    init(_system_config={...})            a local cluster
     manta start ... --system-config JSON  a long-lived node
     manta start ... --object-spilling-directory DIR
+    MANTA_NODE_TIMEOUT_S, MANTA_HEARTBEAT_S, MANTA_HEAD_RECONNECT_S,
+    MANTA_MAX_LINEAGE_BYTES                environment of the starting process
 
+The process that starts a cluster (a driver's `init()`, `manta start`)
+builds it; the head and agents get it on their command line, workers from
+their fork server. Nothing reads the environment for these afterwards.
 Keys manta does not use are reported once and ignored, so Ray programs that
 pass other tunables still run.
 """
@@ -12,8 +20,10 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
 from typing import Any
+
+import msgspec
 
 # Ray's names for what manta reads, and the field each one sets.
 _KEYS = {
@@ -23,10 +33,16 @@ _KEYS = {
     "memory_monitor_refresh_ms": "memory_monitor_ms",
     "max_lineage_bytes": "max_lineage_bytes",
 }
+# Environment variables, and the field each one sets.
+_ENV = {
+    "MANTA_NODE_TIMEOUT_S": "node_timeout_s",
+    "MANTA_HEARTBEAT_S": "heartbeat_s",
+    "MANTA_HEAD_RECONNECT_S": "head_reconnect_s",
+    "MANTA_MAX_LINEAGE_BYTES": "max_lineage_bytes",
+}
 
 
-@dataclass
-class NodeConfig:
+class Config(msgspec.Struct, frozen=True, kw_only=True):
     # Where objects spill when the store passes `spill_threshold` ("" = <session>/spill).
     spill_dir: str = ""
     spill_threshold: float = 0.8
@@ -35,45 +51,64 @@ class NodeConfig:
     # The memory monitor kills workers above this fraction of node memory (1.0: off).
     memory_threshold: float = 0.95
     memory_monitor_ms: int = 250
-    # Lineage a driver keeps to rebuild lost objects.
+    # Lineage an owner keeps to rebuild lost objects.
     max_lineage_bytes: int = 1 << 30
+    # The head declares a node dead after this long without a heartbeat.
+    node_timeout_s: float = 10.0
+    # How often agents report to the head, changed or not.
+    heartbeat_s: float = 0.5
+    # How long nodes, drivers and workers wait for a persistent head to come back.
+    head_reconnect_s: float = 60.0
 
     @classmethod
-    def from_system_config(cls, system_config: dict[str, Any] | None, spill_dir: str | None = None) -> NodeConfig:
-        cfg = cls()
+    def build(
+        cls,
+        system_config: dict[str, Any] | None = None,
+        environ: Mapping[str, str] | None = None,
+        spill_dir: str | None = None,
+    ) -> Config:
         if system_config is not None and not isinstance(system_config, dict):
             raise TypeError(f"_system_config must be a dict, got {type(system_config).__name__}")
+        fields: dict[str, Any] = {}
+        for var, field in _ENV.items():
+            text = (environ or {}).get(var)
+            if text:
+                try:
+                    fields[field] = _checked(field, var, float(text))
+                except ValueError as e:
+                    raise ValueError(f"environment variable {var}={text!r}: {e}") from None
         ignored = []
         for key, value in (system_config or {}).items():
             if key == "object_spilling_config":
-                cfg.spill_dir = _spill_directory(value)
+                fields["spill_dir"] = _spill_directory(value)
             elif key in _KEYS:
-                cfg._set(_KEYS[key], key, value)
+                fields[_KEYS[key]] = _checked(_KEYS[key], f"_system_config[{key!r}]", value)
             else:
                 ignored.append(key)
         if ignored:
             print(f"manta: warning: ignoring _system_config keys manta does not use: {', '.join(sorted(ignored))}",
                   file=sys.stderr)
         if spill_dir:
-            cfg.spill_dir = spill_dir
-        return cfg
-
-    def _set(self, field: str, key: str, value: Any) -> None:
-        kind = type(getattr(self, field))
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"_system_config[{key!r}] must be a number, got {value!r}")
-        if kind is float and not 0.0 < value <= 1.0:
-            raise ValueError(f"_system_config[{key!r}] must be a fraction in (0, 1], got {value!r}")
-        if kind is int and value <= 0:
-            raise ValueError(f"_system_config[{key!r}] must be positive, got {value!r}")
-        setattr(self, field, kind(value))
+            fields["spill_dir"] = spill_dir
+        return cls(**fields)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self))
+        return msgspec.json.encode(self).decode()
 
     @classmethod
-    def from_json(cls, text: str) -> NodeConfig:
-        return cls(**json.loads(text)) if text else cls()
+    def from_json(cls, text: str) -> Config:
+        return msgspec.json.decode(text, type=cls) if text else cls()
+
+
+def _checked(field: str, what: str, value: Any) -> Any:
+    kind = type(getattr(Config(), field))
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{what} must be a number, got {value!r}")
+    if field.endswith("_threshold") and not 0.0 < value <= 1.0:
+        raise ValueError(f"{what} must be a fraction in (0, 1], got {value!r}")
+    if value <= 0:
+        raise ValueError(f"{what} must be positive, got {value!r}")
+    return kind(value)
 
 
 def _spill_directory(value: Any) -> str:

@@ -71,14 +71,14 @@ def placement_of(options: dict[str, Any]) -> m.Placement:
     if strategy is None or strategy == "DEFAULT":
         return m.Placement()
     if strategy == "SPREAD":
-        return m.Placement(kind="SPREAD")
+        return m.Placement(kind=m.PlacementKind.SPREAD)
     node_id = getattr(strategy, "node_id", None)
     if isinstance(node_id, str):
         try:
             raw = bytes.fromhex(node_id)
         except ValueError:
             raise ValueError(f"NodeAffinitySchedulingStrategy: node_id {node_id!r} is not a hex node id") from None
-        return m.Placement(kind="NODE_AFFINITY", node_id=raw, soft=bool(getattr(strategy, "soft", False)))
+        return m.Placement(kind=m.PlacementKind.NODE_AFFINITY, node_id=raw, soft=bool(getattr(strategy, "soft", False)))
     # Placement group strategies are accepted; bundles come with placement groups.
     return m.Placement()
 
@@ -343,6 +343,7 @@ class ActorClass(_Remotable):
         # An actor holds no CPU while it lives unless it asks for one (as in Ray).
         resources = in_placement_group(options, resource_request(options, 0))
         fn_id = self._exported.fn_id(rt)
+        capture_pg, capture_bundles = captured_group(options)
         spec_args, kwnames, pinned = rt.prepare_args(args, kwargs, f"{self.__name__}.__init__")
         actor_id = rt.new_task_id()
         creation = m.TaskSpec(
@@ -363,8 +364,9 @@ class ActorClass(_Remotable):
             namespace=namespace,
             driver=rt.driver_address,
             placement=placement_of(options),
+            capture_pg=capture_pg,
+            capture_pg_bundles=capture_bundles,
         )
-        creation.capture_pg, creation.capture_pg_bundles = captured_group(options)
         spec = m.ActorSpec(
             actor_id=actor_id,
             job_id=rt.job_id,

@@ -26,7 +26,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-from manta._private.config import NodeConfig
+from manta._private.config import Config
 
 PR_SET_PDEATHSIG = 1
 
@@ -271,7 +271,7 @@ def node_resources(
 
 def agent_args(
     session_dir: str, token_file: str, head: str, res: dict[str, float], store: int, node_ip: str,
-    config: NodeConfig | None,
+    config: Config,
 ) -> list[str]:
     """The command line of a node agent listening at <session>/agent.sock."""
     return [
@@ -279,7 +279,7 @@ def agent_args(
         "--head", head, "--listen", f"unix:{session_dir}/agent.sock",
         "--resources", json.dumps(res), "--object-store-memory", str(store),
         "--prestart", str(min(int(res["CPU"]), 2)), "--node-ip", node_ip,
-        "--config", (config or NodeConfig()).to_json(),
+        "--config", config.to_json(),
     ]
 
 
@@ -289,7 +289,7 @@ def spawn_local_cluster(
     num_gpus: float | None,
     resources: dict[str, float] | None,
     object_store_memory: int | None,
-    config: NodeConfig | None = None,
+    config: Config,
 ) -> PendingCluster:
     res, store = node_resources(num_cpus, num_gpus, resources, object_store_memory, head=True)
     session_dir = new_session_dir()
@@ -299,7 +299,7 @@ def spawn_local_cluster(
     agent_address = f"unix:{session_dir}/agent.sock"
     head, head_fd = _spawn(
         ["head", "--session-dir", session_dir, "--token-file", token_file, "--embedded",
-         "--listen", head_address, "--listen", "tcp:127.0.0.1:0"],
+         "--listen", head_address, "--listen", "tcp:127.0.0.1:0", "--config", config.to_json()],
         session_dir, "head.log",
     )
     agent, agent_fd = _spawn(

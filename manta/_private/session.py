@@ -16,7 +16,8 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from manta._private import services
-from manta._private.config import NodeConfig
+from manta._private.config import Config
+from manta._private.protocol import messages as m
 from manta._private.runtime import context
 
 if TYPE_CHECKING:
@@ -109,7 +110,7 @@ def init(
                 if not isinstance(k, str) or not isinstance(v, str):
                     raise TypeError(f"runtime_env env_vars must map str to str, got {k!r}: {v!r}")
                 env_vars[k] = v
-        config = NodeConfig.from_system_config(kwargs.get("_system_config"))
+        config = Config.build(kwargs.get("_system_config"), os.environ)
         address = address or os.environ.get("MANTA_ADDRESS") or None
         cluster: services.LocalCluster | None = None
         if address not in (None, "local"):
@@ -122,10 +123,8 @@ def init(
                 object_store_memory=object_store_memory,
                 config=config,
             )
-            from manta._private.runtime.core import SessionInfo
-
             cluster = pending.wait_ready()
-            session = SessionInfo(
+            session = m.SessionInfo(
                 session_dir=cluster.session_dir,
                 head_address=cluster.head_address,
                 agent_address=cluster.agent_address,
@@ -133,10 +132,8 @@ def init(
             )
         from manta._private.runtime.core import CoreRuntime
 
-        rt = CoreRuntime(session, is_driver=True, worker_id=os.urandom(16), namespace=namespace or "")
+        rt = CoreRuntime(session, config, is_driver=True, worker_id=os.urandom(16), namespace=namespace or "")
         rt.env_vars = env_vars
-        if "max_lineage_bytes" in (kwargs.get("_system_config") or {}):
-            rt._lineage.max_bytes = config.max_lineage_bytes
         if log_to_driver:
             rt.on_log = _print_log
         try:
@@ -161,7 +158,6 @@ def _connect_existing(
 ) -> Any:
     """The session of this machine's node of the cluster at `address` ('auto' for the newest)."""
     from manta._private import cluster
-    from manta._private.runtime.core import SessionInfo
 
     given = {k: v for k, v in dict(num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
                                    object_store_memory=object_store_memory).items() if v is not None}
@@ -176,7 +172,7 @@ def _connect_existing(
     except cluster.ClusterError as e:
         raise ConnectionError(str(e)) from None
     assert token is not None
-    return SessionInfo(
+    return m.SessionInfo(
         session_dir=rec.session_dir,
         head_address=rec.head_local or rec.head_address,
         agent_address=rec.agent_address,

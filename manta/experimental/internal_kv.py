@@ -43,13 +43,13 @@ def _internal_kv_put(
 ) -> bool:
     """Stores `value`; returns True if the key already existed (and was kept
     unless `overwrite`)."""
-    reply = _ask(m.KvPut(rid=0, namespace=_ns(namespace), key=_bytes(key, "key"),
+    reply = _ask(m.KvPut(namespace=_ns(namespace), key=_bytes(key, "key"),
                          value=_bytes(value, "value"), overwrite=overwrite))
     return bool(reply.count)
 
 
 def _internal_kv_get(key: str | bytes, *, namespace: str | bytes | None = None) -> bytes | None:
-    return _ask(m.KvGet(rid=0, namespace=_ns(namespace), key=_bytes(key, "key"))).value
+    return _ask(m.KvGet(namespace=_ns(namespace), key=_bytes(key, "key"))).value
 
 
 def _internal_kv_exists(key: str | bytes, *, namespace: str | bytes | None = None) -> bool:
@@ -60,9 +60,9 @@ def _internal_kv_del(
     key: str | bytes, *, del_by_prefix: bool = False, namespace: str | bytes | None = None
 ) -> int:
     """Deletes the key (or every key starting with it); returns how many went."""
-    reply = _ask(m.KvDel(rid=0, namespace=_ns(namespace), key=_bytes(key, "key"), by_prefix=del_by_prefix))
+    reply = _ask(m.KvDel(namespace=_ns(namespace), key=_bytes(key, "key"), by_prefix=del_by_prefix))
     return reply.count
 
 
 def _internal_kv_list(prefix: str | bytes, *, namespace: str | bytes | None = None) -> list[bytes]:
-    return _ask(m.KvList(rid=0, namespace=_ns(namespace), prefix=_bytes(prefix, "prefix"))).keys
+    return _ask(m.KvList(namespace=_ns(namespace), prefix=_bytes(prefix, "prefix"))).keys

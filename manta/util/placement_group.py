@@ -49,7 +49,7 @@ def placement_group(
         pg_id=os.urandom(18), bundles=clean, strategy=strategy, name=name or "",
         namespace=rt.namespace, job_id=rt.job_id, detached=lifetime == "detached",
     )
-    rt.call_head(m.CreatePlacementGroup(rid=0, spec=spec))
+    rt.call_head(m.CreatePlacementGroup(spec=spec))
     return PlacementGroup(spec.pg_id, clean, strategy)
 
 
@@ -57,12 +57,12 @@ def remove_placement_group(placement_group: PlacementGroup) -> None:
     if not isinstance(placement_group, PlacementGroup):
         raise TypeError(f"remove_placement_group() expects a PlacementGroup, got {type(placement_group).__name__}")
     rt = _runtime()
-    rt.call_head(m.RemovePlacementGroup(rid=0, pg_id=placement_group.id._id))
+    rt.call_head(m.RemovePlacementGroup(pg_id=placement_group.id._id))
 
 
 def get_placement_group(placement_group_name: str) -> PlacementGroup:
     rt = _runtime()
-    reply = rt.call_head(m.GetPlacementGroups(rid=0, name=placement_group_name, namespace=rt.namespace))
+    reply = rt.call_head(m.GetPlacementGroups(name=placement_group_name, namespace=rt.namespace))
     if not reply.groups:
         raise ValueError(f"Failed to look up placement group with name: {placement_group_name}")
     spec = reply.groups[0].spec
@@ -71,7 +71,7 @@ def get_placement_group(placement_group_name: str) -> PlacementGroup:
 
 def placement_group_table(placement_group: PlacementGroup | None = None) -> dict[str, Any]:
     rt = _runtime()
-    reply = rt.call_head(m.GetPlacementGroups(rid=0))
+    reply = rt.call_head(m.GetPlacementGroups())
     table = {}
     for g in reply.groups:
         table[g.spec.pg_id.hex()] = {

@@ -22,7 +22,7 @@ def list_jobs() -> list[JobState]:
     from manta._private.session import runtime as _runtime
 
     rt = _runtime()
-    reply = rt.call_head(m.GetJobs(rid=0))
+    reply = rt.call_head(m.GetJobs())
     return [
         JobState(
             job_id=j.job_id.to_bytes(4, "little").hex(), status="RUNNING" if j.alive else "FINISHED", namespace=j.namespace,

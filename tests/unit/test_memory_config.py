@@ -2,7 +2,7 @@
 
 import pytest
 
-from manta._private.config import NodeConfig
+from manta._private.config import Config
 from manta._private.node.memory import Candidate, memory_usage, pick_victim
 
 
@@ -23,7 +23,7 @@ def test_memory_usage_reads_this_machine():
 
 
 def test_system_config_keys_map_to_node_tunables():
-    cfg = NodeConfig.from_system_config({
+    cfg = Config.build({
         "object_spilling_config": '{"type": "filesystem", "params": {"directory_path": "/data/spill"}}',
         "object_spilling_threshold": 0.5,
         "memory_usage_threshold": 0.9,
@@ -31,17 +31,17 @@ def test_system_config_keys_map_to_node_tunables():
     })
     assert (cfg.spill_dir, cfg.spill_threshold, cfg.memory_threshold, cfg.max_lineage_bytes) == (
         "/data/spill", 0.5, 0.9, 1000)
-    assert NodeConfig.from_json(cfg.to_json()) == cfg
+    assert Config.from_json(cfg.to_json()) == cfg
     # The flag wins over the config key.
-    assert NodeConfig.from_system_config({}, "/flag/dir").spill_dir == "/flag/dir"
+    assert Config.build({}, spill_dir="/flag/dir").spill_dir == "/flag/dir"
 
 
 def test_bad_system_config_values_are_named(capsys):
     with pytest.raises(ValueError, match="object_spilling_threshold"):
-        NodeConfig.from_system_config({"object_spilling_threshold": 2})
+        Config.build({"object_spilling_threshold": 2})
     with pytest.raises(ValueError, match="memory_usage_threshold"):
-        NodeConfig.from_system_config({"memory_usage_threshold": "high"})
+        Config.build({"memory_usage_threshold": "high"})
     with pytest.raises(ValueError, match="object_spilling_config"):
-        NodeConfig.from_system_config({"object_spilling_config": '{"type": "smart_open"}'})
-    NodeConfig.from_system_config({"some_ray_only_key": 1})
+        Config.build({"object_spilling_config": '{"type": "smart_open"}'})
+    Config.build({"some_ray_only_key": 1})
     assert "some_ray_only_key" in capsys.readouterr().err

@@ -1,3 +1,4 @@
+from manta._private.protocol.messages import PlacementKind
 from manta._private.scheduling.policy import LOCAL, NodeView, place
 from manta._private.scheduling.resources import to_units
 
@@ -55,7 +56,7 @@ def test_redirected_request_this_node_can_never_run_waits_for_the_cluster_to_cha
 def test_hard_affinity_goes_to_its_node_even_when_busy():
     local = node("a", {"CPU": 2})
     others = {b"b": node("b", {"CPU": 2}, {"CPU": 0})}
-    d = place(to_units({"CPU": 1}), local, others, kind="NODE_AFFINITY", target=b"b")
+    d = place(to_units({"CPU": 1}), local, others, kind=PlacementKind.NODE_AFFINITY, target=b"b")
     assert d.node is not None and d.node.node_id == b"b"
 
 
@@ -65,11 +66,11 @@ def test_hard_affinity_to_a_missing_node_is_unschedulable():
     from manta._private.scheduling.policy import Unschedulable
 
     with pytest.raises(Unschedulable):
-        place(to_units({"CPU": 1}), node("a", {"CPU": 2}), {}, kind="NODE_AFFINITY", target=b"zz")
+        place(to_units({"CPU": 1}), node("a", {"CPU": 2}), {}, kind=PlacementKind.NODE_AFFINITY, target=b"zz")
 
 
 def test_soft_affinity_to_a_missing_node_falls_back():
-    d = place(to_units({"CPU": 1}), node("a", {"CPU": 2}), {}, kind="NODE_AFFINITY", target=b"zz", soft=True)
+    d = place(to_units({"CPU": 1}), node("a", {"CPU": 2}), {}, kind=PlacementKind.NODE_AFFINITY, target=b"zz", soft=True)
     assert d == LOCAL
 
 
@@ -78,6 +79,6 @@ def test_spread_takes_turns_over_nodes():
     others = {b"b": node("b", {"CPU": 2}), b"c": node("c", {"CPU": 2})}
     picks = []
     for turn in range(6):
-        d = place(to_units({"CPU": 1}), local, others, kind="SPREAD", turn=turn)
+        d = place(to_units({"CPU": 1}), local, others, kind=PlacementKind.SPREAD, turn=turn)
         picks.append(b"a" if d.node is None else d.node.node_id)
     assert picks == [b"a", b"b", b"c", b"a", b"b", b"c"]

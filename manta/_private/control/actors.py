@@ -15,10 +15,10 @@ from typing import Any
 
 from manta._private.protocol import messages as m
 
-PENDING = "PENDING"
-ALIVE = "ALIVE"
-RESTARTING = "RESTARTING"
-DEAD = "DEAD"
+PENDING = m.ActorStatus.PENDING
+ALIVE = m.ActorStatus.ALIVE
+RESTARTING = m.ActorStatus.RESTARTING
+DEAD = m.ActorStatus.DEAD
 
 _TRANSITIONS = {
     (PENDING, ALIVE),
@@ -39,7 +39,7 @@ class IllegalTransition(Exception):
 @dataclass(eq=False)
 class ActorEntry:
     spec: m.ActorSpec
-    state: str = PENDING
+    state: m.ActorStatus = PENDING
     address: str = ""
     worker_id: bytes = b""
     node_id: bytes = b""
@@ -53,7 +53,7 @@ class ActorEntry:
     def actor_id(self) -> bytes:
         return self.spec.actor_id
 
-    def move(self, new: str) -> None:
+    def move(self, new: m.ActorStatus) -> None:
         if (self.state, new) not in _TRANSITIONS:
             raise IllegalTransition(f"actor {self.actor_id.hex()}: {self.state} -> {new}")
         self.state = new

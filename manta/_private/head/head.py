@@ -16,6 +16,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from msgspec.structs import replace
+
+from manta._private.config import Config
 from manta._private.control.actors import ALIVE, DEAD, PENDING, RESTARTING, ActorEntry
 from manta._private.head.storage import ActorRecord, MemoryStorage, PGRecord, Storage, decode, encode
 from manta._private.protocol import messages as m
@@ -40,15 +43,14 @@ class Job:
         return m.JobInfo(self.job_id, self.namespace, self.pid, self.alive, self.start_time, self.end_time)
 
 
-PG_PENDING, PG_CREATED, PG_REMOVED = "PENDING", "CREATED", "REMOVED"
-# Some bundles were on a node that died: placed again, elsewhere.
-PG_RESCHEDULING = "RESCHEDULING"
+PG_PENDING, PG_CREATED, PG_REMOVED = m.PGStatus.PENDING, m.PGStatus.CREATED, m.PGStatus.REMOVED
+PG_RESCHEDULING = m.PGStatus.RESCHEDULING
 
 
 @dataclass(eq=False)
 class PGEntry:
     spec: m.PlacementGroupSpec
-    state: str = PG_PENDING
+    state: m.PGStatus = PG_PENDING
     nodes: list[bytes] = field(default_factory=list)
     waiters: list[Any] = field(default_factory=list)
     placing: bool = False
@@ -57,8 +59,23 @@ class PGEntry:
 
 @dataclass(eq=False)
 class Node:
-    info: m.NodeInfo
+    node_id: bytes
+    address: str
+    resources: dict[str, float]
+    available: dict[str, float]
+    store_capacity: int
     conn: Connection | None  # None: restored from storage, not re-registered yet
+    alive: bool = True
+    pending: list[tuple[dict[str, float], int]] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, info: m.NodeInfo, conn: Connection | None) -> Node:
+        return cls(info.node_id, info.address, dict(info.resources), dict(info.available),
+                   info.store_capacity, conn, info.alive, list(info.pending))
+
+    def info(self) -> m.NodeInfo:
+        return m.NodeInfo(self.node_id, self.address, self.alive, self.resources, self.available,
+                          self.store_capacity, self.pending)
 
     @property
     def connected(self) -> bool:
@@ -84,8 +101,10 @@ class Node:
 
 class Head:
     def __init__(
-        self, *, token: bytes, addresses: list[str], embedded: bool, storage: Storage | None = None
+        self, *, token: bytes, addresses: list[str], embedded: bool, storage: Storage | None = None,
+        config: Config | None = None,
     ) -> None:
+        self.config = config or Config()
         self.token = token
         self.storage = storage or MemoryStorage()
         self.kv: dict[tuple[str, bytes], bytes] = {}
@@ -107,8 +126,8 @@ class Head:
         self.pgs: dict[bytes, PGEntry] = {}
         self.conns: set[Connection] = set()
         self.last_seen: dict[bytes, float] = {}
-        # A node silent this long is dead (the agents beat every HEARTBEAT_S).
-        self.node_timeout = float(os.environ.get("MANTA_NODE_TIMEOUT_S", "10"))
+        # A node silent this long is dead (the agents beat every config.heartbeat_s).
+        self.node_timeout = self.config.node_timeout_s
 
     async def start(self) -> None:
         self.storage.check_token(self.token)
@@ -131,15 +150,15 @@ class Head:
             await asyncio.sleep(min(0.25, self.node_timeout / 4))
             now = loop.time()
             for nid, node in list(self.nodes.items()):
-                if node.info.alive and now - self.last_seen.get(nid, now) > self.node_timeout:
+                if node.alive and now - self.last_seen.get(nid, now) > self.node_timeout:
                     self._node_dead(nid, f"no heartbeat for {self.node_timeout:g} s")
 
     def _node_dead(self, node_id: bytes, reason: str) -> None:
         node = self.nodes.get(node_id)
-        if node is None or not node.info.alive:
+        if node is None or not node.alive:
             return
         log.warning("node %s is dead: %s", node_id.hex(), reason)
-        node.info.alive = False
+        node.alive = False
         self._save_node(node)
         # A frozen agent that wakes up finds its connection gone and stops;
         # restarted, it joins as a new node.
@@ -166,19 +185,19 @@ class Head:
         if t is m.GetFunction:
             blob = self.functions.get(msg.fn_id)
             if blob is None:
-                conn.reply_error(msg, KeyError(f"function {msg.fn_id.hex()} was never exported"))
+                conn.reply_error(msg, m.ErrorKind.KEY, f"function {msg.fn_id.hex()} was never exported")
             else:
-                conn.reply(msg, m.FunctionBlob(rid=0, blob=blob))
+                conn.reply(msg, m.FunctionBlob(blob=blob))
         elif t is m.PutFunction:
             if msg.fn_id not in self.functions:
                 self.functions[msg.fn_id] = msg.blob
                 self.storage.put("functions", msg.fn_id, msg.blob)
-            conn.reply(msg, m.Ack(rid=0))
+            conn.reply(msg, m.Ack())
         elif t is m.WaitActor:
             entry = self.actors.get(msg.actor_id)
             if entry is None:
                 conn.reply(msg, m.ActorState(
-                    rid=0, actor_id=msg.actor_id, state=DEAD, address="", epoch=0,
+                    actor_id=msg.actor_id, state=DEAD, address="", epoch=0,
                     death_cause="The actor does not exist.", class_name="", fn_id=b"",
                 ))
             elif msg.now or entry.answers(msg.known_epoch):
@@ -191,21 +210,22 @@ class Head:
             aid = self.named.get((msg.namespace, msg.name))
             entry = self.actors.get(aid) if aid else None
             if entry is None or entry.state == DEAD:
-                conn.reply_error(msg, ValueError(
+                conn.reply_error(
+                    msg, m.ErrorKind.VALUE,
                     f"Failed to look up actor with name '{msg.name}' in namespace "
                     f"'{msg.namespace}'. This could be because 1. You are trying to look up a "
                     f"named actor you didn't create. 2. The named actor died. 3. You did not "
-                    f"use a namespace matching the namespace of the actor."
-                ))
+                    f"use a namespace matching the namespace of the actor.",
+                )
             else:
                 conn.reply(msg, self._state(entry))
         elif t is m.KillActor:
             entry = self.actors.get(msg.actor_id)
             if entry is None:
-                conn.reply_error(msg, ValueError(f"actor {msg.actor_id.hex()} does not exist"))
+                conn.reply_error(msg, m.ErrorKind.VALUE, f"actor {msg.actor_id.hex()} does not exist")
                 return
             self._kill_actor(entry, msg.no_restart, "The actor was killed by ray.kill().")
-            conn.reply(msg, m.Ack(rid=0))
+            conn.reply(msg, m.Ack())
         elif t is m.ReleaseActor:
             entry = self.actors.get(msg.actor_id)
             if entry is not None and not entry.spec.detached and not entry.spec.name:
@@ -221,11 +241,11 @@ class Head:
             node = self.nodes.get(msg.node_id)
             if node is not None:
                 self.last_seen[msg.node_id] = asyncio.get_running_loop().time()
-                node.info.available = msg.available
-                node.info.pending = msg.pending
-                grew = bool(msg.total) and msg.total != node.info.resources
+                node.available = msg.available
+                node.pending = msg.pending
+                grew = bool(msg.total) and msg.total != node.resources
                 if msg.total:
-                    node.info.resources = msg.total
+                    node.resources = msg.total
                 self._broadcast_view()
                 self._place_pending_pgs()
                 if grew:
@@ -234,18 +254,18 @@ class Head:
             self._worker_exited(msg.worker_id, msg.reason, msg.exit_code)
         elif t is m.GetClusterInfo:
             conn.reply(msg, m.ClusterInfo(
-                rid=0, nodes=[n.info for n in self.nodes.values()], storage=self.storage.description,
+                nodes=[n.info() for n in self.nodes.values()], storage=self.storage.description,
                 running_jobs=sum(j.alive for j in self.jobs.values()),
             ))
         elif t is m.ShutdownCluster:
-            conn.reply(msg, m.Ack(rid=0))
+            conn.reply(msg, m.Ack())
             self.stopping.set()
         elif t is m.CreatePlacementGroup:
             self._create_pg(conn, msg)
         elif t is m.WaitPlacementGroup:
             pg = self.pgs.get(msg.pg_id)
             if pg is None:
-                conn.reply_error(msg, ValueError(f"placement group {msg.pg_id.hex()} does not exist"))
+                conn.reply_error(msg, m.ErrorKind.VALUE, f"placement group {msg.pg_id.hex()} does not exist")
             elif pg.state not in (PG_PENDING, PG_RESCHEDULING):
                 conn.reply(msg, self._pg_state(pg))
             else:
@@ -253,21 +273,21 @@ class Head:
         elif t is m.RemovePlacementGroup:
             pg = self.pgs.get(msg.pg_id)
             if pg is None:
-                conn.reply_error(msg, ValueError(f"placement group {msg.pg_id.hex()} does not exist"))
+                conn.reply_error(msg, m.ErrorKind.VALUE, f"placement group {msg.pg_id.hex()} does not exist")
                 return
             self._remove_pg(pg, "removed by remove_placement_group()")
-            conn.reply(msg, m.Ack(rid=0))
+            conn.reply(msg, m.Ack())
         elif t in (m.KvPut, m.KvGet, m.KvDel, m.KvList):
             conn.reply(msg, self._kv(msg))
         elif t is m.GetJobs:
-            conn.reply(msg, m.JobList(rid=0, jobs=[j.info() for j in self.jobs.values()]))
+            conn.reply(msg, m.JobList(jobs=[j.info() for j in self.jobs.values()]))
         elif t is m.GetPlacementGroups:
             groups = [
                 self._pg_state(pg) for pg in self.pgs.values()
                 if not msg.name or (pg.spec.name == msg.name and pg.spec.namespace == msg.namespace
                                     and pg.state != PG_REMOVED)
             ]
-            conn.reply(msg, m.PlacementGroupList(rid=0, groups=groups))
+            conn.reply(msg, m.PlacementGroupList(groups=groups))
         else:
             log.warning("unexpected %s", t.__name__)
 
@@ -286,23 +306,24 @@ class Head:
         conn.peer = ("driver", job.job_id)
         self._save_job(job)
         conn.reply(msg, m.DriverRegistered(
-            rid=0, job_id=job.job_id, namespace=job.namespace, persistent=self.storage.persistent,
+            job_id=job.job_id, namespace=job.namespace, persistent=self.storage.persistent,
         ))
 
     def _register_node(self, conn: Connection, msg: m.RegisterNode) -> None:
         nid = msg.node.node_id
         known = self.nodes.get(nid)
-        if known is not None and not known.info.alive:
+        if known is not None and not known.alive:
             # Declared dead already: its work has moved. It must join anew.
-            conn.reply_error(msg, RuntimeError(
-                "this node was declared dead while the head could not reach it; restart it to join again"
-            ))
+            conn.reply_error(
+                msg, m.ErrorKind.RUNTIME,
+                "this node was declared dead while the head could not reach it; restart it to join again",
+            )
             return
-        self.nodes[nid] = node = Node(msg.node, conn)
+        self.nodes[nid] = node = Node.of(msg.node, conn)
         self.last_seen[nid] = asyncio.get_running_loop().time()
         conn.peer = ("node", nid)
         self._save_node(node)
-        conn.reply(msg, m.NodeRegistered(rid=0, persistent=self.storage.persistent))
+        conn.reply(msg, m.NodeRegistered(persistent=self.storage.persistent))
         if known is not None:
             self._reconcile_node(node, msg)
         self._broadcast_view()
@@ -316,7 +337,7 @@ class Head:
 
     def _reconcile_node(self, node: Node, msg: m.RegisterNode) -> None:
         """A node is back after a head restart: match what it runs to what we know."""
-        nid = node.info.node_id
+        nid = node.node_id
         reported = dict(msg.actor_workers)
         for entry in list(self.actors.values()):
             if entry.node_id == nid and entry.state == ALIVE and entry.worker_id not in reported:
@@ -348,7 +369,7 @@ class Head:
         self._job_ids = itertools.count(max(self.jobs, default=0) + 1)
         for data in tables["nodes"].values():
             node_info = decode(m.NodeInfo, data)
-            self.nodes[node_info.node_id] = Node(node_info, None)
+            self.nodes[node_info.node_id] = Node.of(node_info, None)
             # Declared dead unless it re-registers within the node timeout.
             self.last_seen[node_info.node_id] = now
         for data in tables["actors"].values():
@@ -387,7 +408,7 @@ class Head:
         self.storage.put("jobs", str(job.job_id).encode(), encode(job.info()))
 
     def _save_node(self, node: Node) -> None:
-        self.storage.put("nodes", node.info.node_id, encode(node.info))
+        self.storage.put("nodes", node.node_id, encode(node.info()))
 
     def _save_actor(self, e: ActorEntry) -> None:
         rec = ActorRecord(e.spec, e.state, e.address, e.worker_id, e.node_id, e.epoch, e.restarts,
@@ -400,13 +421,13 @@ class Head:
     def _kv(self, msg: Any) -> m.KvValue:
         ns = msg.namespace
         if type(msg) is m.KvGet:
-            return m.KvValue(rid=0, value=self.kv.get((ns, msg.key)))
+            return m.KvValue(value=self.kv.get((ns, msg.key)))
         if type(msg) is m.KvPut:
             existed = (ns, msg.key) in self.kv
             if msg.overwrite or not existed:
                 self.kv[(ns, msg.key)] = msg.value
                 self.storage.put("kv", _kv_key(ns, msg.key), msg.value)
-            return m.KvValue(rid=0, count=int(existed))
+            return m.KvValue(count=int(existed))
         if type(msg) is m.KvDel:
             if msg.by_prefix:
                 gone = [k for (n, k) in self.kv if n == ns and k.startswith(msg.key)]
@@ -415,36 +436,36 @@ class Head:
             for k in gone:
                 del self.kv[(ns, k)]
                 self.storage.delete("kv", _kv_key(ns, k))
-            return m.KvValue(rid=0, count=len(gone))
+            return m.KvValue(count=len(gone))
         keys = [k for (n, k) in self.kv if n == ns and k.startswith(msg.prefix)]
-        return m.KvValue(rid=0, keys=keys)
+        return m.KvValue(keys=keys)
 
     # -- placement groups -------------------------------------------------
 
     def _create_pg(self, conn: Connection, msg: m.CreatePlacementGroup) -> None:
         spec = msg.spec
         if spec.pg_id in self.pgs:
-            conn.reply(msg, m.Ack(rid=0))  # sent again after a head restart
+            conn.reply(msg, m.Ack())  # sent again after a head restart
             return
         try:
             bundles = [to_units(b) for b in spec.bundles]
             plan(bundles, spec.strategy, [])  # validates the strategy
         except ValueError as e:
-            conn.reply_error(msg, e)
+            conn.reply_error(msg, m.ErrorKind.VALUE, str(e))
             return
         if spec.name and any(
             pg.spec.name == spec.name and pg.spec.namespace == spec.namespace and pg.state != PG_REMOVED
             for pg in self.pgs.values()
         ):
-            conn.reply_error(msg, ValueError(f"a placement group named {spec.name!r} already exists"))
+            conn.reply_error(msg, m.ErrorKind.VALUE, f"a placement group named {spec.name!r} already exists")
             return
         self.pgs[spec.pg_id] = pg = PGEntry(spec)
         self._save_pg(pg)
-        conn.reply(msg, m.Ack(rid=0))
+        conn.reply(msg, m.Ack())
         self._place_pending_pgs()
 
     def _pg_state(self, pg: PGEntry) -> m.PlacementGroupState:
-        return m.PlacementGroupState(rid=0, spec=pg.spec, state=pg.state, nodes=pg.nodes, error=pg.error)
+        return m.PlacementGroupState(spec=pg.spec, state=pg.state, nodes=pg.nodes, error=pg.error)
 
     def _notify_pg(self, pg: PGEntry) -> None:
         self._save_pg(pg)
@@ -460,7 +481,7 @@ class Head:
 
     def _place_pg(self, pg: PGEntry) -> None:
         """Places a new group's bundles, or a rescheduled group's lost ones."""
-        alive = {nid: n for nid, n in self.nodes.items() if n.info.alive and n.connected}
+        alive = {nid: n for nid, n in self.nodes.items() if n.alive and n.connected}
         if pg.state == PG_RESCHEDULING:
             todo = [i for i, nid in enumerate(pg.nodes) if nid not in alive]
             kept = {nid for nid in pg.nodes if nid in alive}
@@ -468,7 +489,7 @@ class Head:
             todo, kept = list(range(len(pg.spec.bundles))), set()
         # STRICT_SPREAD: a lost bundle may not join a node that holds another.
         candidates = [
-            (nid, to_units(n.info.available)) for nid, n in alive.items()
+            (nid, to_units(n.available)) for nid, n in alive.items()
             if not (pg.spec.strategy == "STRICT_SPREAD" and nid in kept)
         ]
         assignment = plan([to_units(pg.spec.bundles[i]) for i in todo], pg.spec.strategy, candidates)
@@ -488,7 +509,7 @@ class Head:
         async def reserve() -> None:
             # Two phases: every node sets its bundles aside, or none keeps any.
             results = await asyncio.gather(
-                *(self.nodes[nid].request(m.PrepareBundles(rid=0, pg_id=pg_id, bundles=b))
+                *(self.nodes[nid].request(m.PrepareBundles(pg_id=pg_id, bundles=b))
                   for nid, b in by_node.items()),
                 return_exceptions=True,
             )
@@ -498,7 +519,7 @@ class Head:
                 pg.placing = False
                 return
             commits = await asyncio.gather(
-                *(self.nodes[nid].request(m.CommitBundles(rid=0, pg_id=pg_id)) for nid in by_node),
+                *(self.nodes[nid].request(m.CommitBundles(pg_id=pg_id)) for nid in by_node),
                 return_exceptions=True,
             )
             pg.placing = False
@@ -536,9 +557,9 @@ class Head:
 
         def send() -> None:
             self._view_scheduled = False
-            view = m.ClusterView(nodes=[n.info for n in self.nodes.values() if n.info.alive])
+            view = m.ClusterView(nodes=[n.info() for n in self.nodes.values() if n.alive])
             for n in self.nodes.values():
-                if n.info.alive:
+                if n.alive:
                     n.send(view)
 
         asyncio.get_running_loop().call_later(0.02, send)
@@ -546,7 +567,7 @@ class Head:
     def _state(self, entry: ActorEntry) -> m.ActorState:
         spec = entry.spec
         return m.ActorState(
-            rid=0, actor_id=entry.actor_id, state=entry.state, address=entry.address,
+            actor_id=entry.actor_id, state=entry.state, address=entry.address,
             epoch=entry.epoch, death_cause=entry.death_cause, class_name=spec.class_name,
             fn_id=spec.creation.fn_id, is_async=spec.creation.is_async_actor,
             max_concurrency=spec.creation.max_concurrency,
@@ -572,7 +593,7 @@ class Head:
         if spec.actor_id in self.actors:
             # Sent again after a head restart: it was registered already.
             conn.reply(msg, m.ActorRegistered(
-                rid=0, actor_id=spec.actor_id, existing=False, class_name=spec.class_name,
+                actor_id=spec.actor_id, existing=False, class_name=spec.class_name,
                 creation_fn_id=spec.creation.fn_id,
             ))
             return
@@ -583,22 +604,23 @@ class Head:
             if existing is not None and existing.state != DEAD:
                 if spec.get_if_exists:
                     conn.reply(msg, m.ActorRegistered(
-                        rid=0, actor_id=existing.actor_id, existing=True,
+                        actor_id=existing.actor_id, existing=True,
                         class_name=existing.spec.class_name, creation_fn_id=existing.spec.creation.fn_id,
                     ))
                     return
-                conn.reply_error(msg, ValueError(
+                conn.reply_error(
+                    msg, m.ErrorKind.VALUE,
                     f"The name {spec.name} (namespace={spec.namespace}) is already taken. "
                     f"Please use a different name or get the existing actor using "
-                    f"ray.get_actor('{spec.name}', namespace='{spec.namespace}')"
-                ))
+                    f"ray.get_actor('{spec.name}', namespace='{spec.namespace}')",
+                )
                 return
             self.named[key] = spec.actor_id
         entry = ActorEntry(spec)
         self.actors[spec.actor_id] = entry
         self._save_actor(entry)
         conn.reply(msg, m.ActorRegistered(
-            rid=0, actor_id=spec.actor_id, existing=False, class_name=spec.class_name,
+            actor_id=spec.actor_id, existing=False, class_name=spec.class_name,
             creation_fn_id=spec.creation.fn_id,
         ))
         self._schedule_actor(entry)
@@ -608,18 +630,18 @@ class Head:
         else one that has them at all (the lease waits there), in join order."""
         need = entry.spec.creation.resources
         p = entry.spec.creation.placement
-        alive = [n for n in self.nodes.values() if n.info.alive and n.connected]
-        if p.kind == "NODE_AFFINITY":
+        alive = [n for n in self.nodes.values() if n.alive and n.connected]
+        if p.kind is m.PlacementKind.NODE_AFFINITY:
             target = self.nodes.get(p.node_id)
-            if target is not None and target in alive and (_fits(need, target.info.resources) or not p.soft):
+            if target is not None and target in alive and (_fits(need, target.resources) or not p.soft):
                 return target
             if not p.soft:
                 entry.kill(f"The actor cannot be scheduled: node {p.node_id.hex()} is not alive (hard node affinity).")
                 self._notify(entry)
                 return None
-        fitting = [n for n in alive if _fits(need, n.info.resources)]
-        free = [n for n in fitting if _fits(need, n.info.available)]
-        if p.kind == "SPREAD" and (free or fitting):
+        fitting = [n for n in alive if _fits(need, n.resources)]
+        free = [n for n in fitting if _fits(need, n.available)]
+        if p.kind is m.PlacementKind.SPREAD and (free or fitting):
             # Round robin over the nodes that can hold it.
             choices = free or fitting
             self._spread_turn += 1
@@ -641,7 +663,7 @@ class Head:
         env = dict(spec.creation.env_vars)
         node.request_cb(
             m.RequestLease(
-                rid=0, job_id=spec.job_id, resources=spec.creation.resources, env_vars=env,
+                job_id=spec.job_id, resources=spec.creation.resources, env_vars=env,
                 for_actor=True, actor_id=spec.actor_id, retriable=spec.max_restarts != 0,
             ),
             lambda r: self._on_actor_lease(entry, node, r),
@@ -660,16 +682,14 @@ class Head:
         entry.node_id = reply.node_id
         self.actor_by_worker[reply.worker_id] = entry.actor_id
         spec = entry.spec
-        creation = spec.creation
-        creation.restart_count = entry.restarts
-        creation.gpu_ids = list(reply.gpu_ids)
+        creation = replace(spec.creation, restart_count=entry.restarts, gpu_ids=list(reply.gpu_ids))
         address = reply.address
         worker_id = reply.worker_id
 
         async def create() -> None:
             try:
                 conn = await self._peer(address)
-                done = await conn.request(m.PushTask(rid=0, spec=creation))
+                done = await conn.request(m.PushTask(spec=creation))
             except (ConnectionLost, OSError) as e:
                 # The worker died during creation; WorkerExited decides what next.
                 log.info("actor %s creation interrupted: %s", entry.actor_id.hex(), e)
@@ -764,7 +784,7 @@ class Head:
         waits = []
         for node in self.nodes.values():
             if node.connected:
-                waits.append(node.request(m.ShutdownCluster(rid=0)))
+                waits.append(node.request(m.ShutdownCluster()))
         if waits:
             await asyncio.wait([asyncio.ensure_future(w) for w in waits], timeout=2)
         for server in self.servers:

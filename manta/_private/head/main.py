@@ -11,6 +11,7 @@ import logging
 import shutil
 import sys
 
+from manta._private.config import Config
 from manta._private.head.head import Head, run_head
 from manta._private.head.storage import StorageError, open_storage
 from manta._private.services import read_token, service_arguments
@@ -21,6 +22,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = service_arguments("manta-head")
     parser.add_argument("--embedded", action="store_true")
     parser.add_argument("--storage", default="")
+    parser.add_argument("--config", default="")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s head %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("manta.head")
@@ -32,7 +34,10 @@ def main(argv: list[str] | None = None) -> None:
     except StorageError as e:
         log.error("%s", e)
         sys.exit(1)
-    head = Head(token=token, addresses=args.listen, embedded=args.embedded, storage=storage)
+    head = Head(
+        token=token, addresses=args.listen, embedded=args.embedded, storage=storage,
+        config=Config.from_json(args.config),
+    )
     try:
         loop.run_until_complete(run_head(head, args.ready_fd))
     except StorageError as e:

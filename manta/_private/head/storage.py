@@ -32,9 +32,9 @@ log = logging.getLogger(__name__)
 TABLES = ("meta", "functions", "jobs", "actors", "pgs", "nodes", "kv")
 
 
-class ActorRecord(msgspec.Struct, array_like=True):
+class ActorRecord(msgspec.Struct, array_like=True, frozen=True):
     spec: m.ActorSpec
-    state: str
+    state: m.ActorStatus
     address: str
     worker_id: bytes
     node_id: bytes
@@ -44,9 +44,9 @@ class ActorRecord(msgspec.Struct, array_like=True):
     no_restart: bool
 
 
-class PGRecord(msgspec.Struct, array_like=True):
+class PGRecord(msgspec.Struct, array_like=True, frozen=True):
     spec: m.PlacementGroupSpec
-    state: str
+    state: m.PGStatus
     nodes: list[bytes]
     error: str
 

@@ -9,7 +9,6 @@ through the sans-IO tables; this class only does the I/O they ask for.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import shutil
@@ -18,18 +17,21 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from manta._private.config import NodeConfig
+from msgspec.structs import replace
+
+from manta._private.config import Config
 from manta._private.node.forkserver import ForkServer
 from manta._private.node.memory import Candidate, memory_usage, pick_victim
 from manta._private.objectstore.region import Region
-from manta._private.objectstore.store import StoredObject, StoreError, StoreFull, StoreTable
+from manta._private.objectstore.store import ObjectExists, StoredObject, StoreError, StoreFull, StoreTable
 from manta._private.protocol import messages as m
+from manta._private.protocol.framing import HEADER
 from manta._private.scheduling import leases as lt
 from manta._private.scheduling.bundles import bundle_resources
 from manta._private.scheduling.policy import NodeView, Unschedulable, place
 from manta._private.scheduling.resources import to_float, to_units
 from manta._private.transport.connection import AuthRejected, Connection, RemoteError, connect, serve
-from manta._private.transport.link import HeadLink, head_grace
+from manta._private.transport.link import HeadLink
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +41,22 @@ PULL_WINDOW = 4
 
 
 class ObjectLostError(Exception):
-    kind = "ObjectLostError"
+    """An object cannot be read here (its copy, or the node holding it, is gone)."""
 
 
 class OutOfDisk(StoreError):
-    kind = "OutOfDiskError"
+    """The store is full and spilling would fill the disk."""
+
+
+def _error_kind(e: BaseException) -> m.ErrorKind:
+    """What a reader is told about a store failure."""
+    if isinstance(e, OutOfDisk):
+        return m.ErrorKind.OUT_OF_DISK
+    if isinstance(e, ObjectExists):
+        return m.ErrorKind.SYSTEM
+    if isinstance(e, StoreError):
+        return m.ErrorKind.STORE_FULL
+    return m.ErrorKind.OBJECT_LOST
 
 
 def _bundle_names(pg_id: bytes, bundles: list[tuple[int, dict[str, float]]]) -> dict[str, float]:
@@ -60,7 +73,7 @@ def _lost(oid: bytes, why: object) -> ObjectLostError:
 
 @dataclass(eq=False)
 class Client:
-    kind: str
+    kind: m.ClientKind
     worker_id: bytes
     job_id: int
     pid: int
@@ -106,9 +119,9 @@ class NodeAgent:
         prestart: int = 0,
         fork_server: ForkServer | None = None,
         node_ip: str = "",
-        config: NodeConfig | None = None,
+        config: Config | None = None,
     ) -> None:
-        self.config = config or NodeConfig()
+        self.config = config or Config()
         self.session_dir = session_dir
         self.head_address = head_address
         self.token = token
@@ -127,7 +140,7 @@ class NodeAgent:
         self.region = Region.create(store_capacity, "manta-store")
         self.head = HeadLink(
             head_address, token, self.handle, on_gone=self._head_gone, reregister=self._reregister,
-            grace=head_grace(),
+            grace=self.config.head_reconnect_s,
         )
         # Workers that host actors: worker id -> actor id (told to a restarted head).
         self.actor_workers: dict[bytes, bytes] = {}
@@ -176,7 +189,7 @@ class NodeAgent:
                 await asyncio.sleep(0.05)
         else:
             raise RuntimeError(f"cannot reach the head at {self.head_address}")
-        reply = await self.head.request(m.RegisterNode(rid=0, node=self.node_info()))
+        reply = await self.head.request(m.RegisterNode(node=self.node_info()))
         self.head.persistent = reply.persistent
         asyncio.get_running_loop().create_task(self._heartbeat())
         if self.config.memory_threshold < 1.0:
@@ -219,7 +232,7 @@ class NodeAgent:
     async def _reregister(self, conn: Connection) -> None:
         """Tells a restarted head who we are and what we run."""
         msg = m.RegisterNode(
-            rid=0, node=self.node_info(), actor_workers=list(self.actor_workers.items()),
+            node=self.node_info(), actor_workers=list(self.actor_workers.items()),
             bundles=list(self.bundles),
         )
         try:
@@ -229,8 +242,8 @@ class NodeAgent:
             raise
 
     async def _heartbeat(self) -> None:
-        """A resource report every HEARTBEAT_S, changed or not: the head's sign of life."""
-        interval = float(os.environ.get("MANTA_HEARTBEAT_S", "0.5"))
+        """A resource report every config.heartbeat_s, changed or not: the head's sign of life."""
+        interval = self.config.heartbeat_s
         while not self.stopping.is_set():
             await asyncio.sleep(interval)
             self._report_resources()
@@ -246,17 +259,11 @@ class NodeAgent:
         )
 
     async def _start_zygote(self) -> None:
-        self.zygote.send(
-            {
-                "session_dir": self.session_dir,
-                "head_address": self.head_address,
-                "agent_address": self.address,
-                "token": self.token.hex(),
-                "node_id": self.node_id.hex(),
-                "node_ip": self.node_ip,
-                "prestart": self.prestart,
-            }
+        session = m.SessionInfo(
+            session_dir=self.session_dir, head_address=self.head_address, agent_address=self.address,
+            token=self.token, node_id=self.node_id, node_ip=self.node_ip,
         )
+        self.zygote.send(m.ForkConfig(session=session, config=self.config, prestart=self.prestart))
         asyncio.get_running_loop().create_task(self._read_zygote())
 
     async def _read_zygote(self) -> None:
@@ -264,17 +271,19 @@ class NodeAgent:
         reader = asyncio.StreamReader()
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), self.zygote.stdout)
         while True:
-            line = await reader.readline()
-            if not line:
+            try:
+                (size,) = HEADER.unpack(await reader.readexactly(HEADER.size))
+                rec = m.decode_fork(await reader.readexactly(size))
+            except (asyncio.IncompleteReadError, *m.DecodeError) as e:
+                if not isinstance(e, asyncio.IncompleteReadError):
+                    log.error("fork server sent a malformed message: %s", e)
                 break
-            rec = json.loads(line)
-            if "started" in rec:
-                self.worker_pids[bytes.fromhex(rec["started"])] = rec["pid"]
-            elif "exited" in rec:
-                pid = rec["exited"]
+            if isinstance(rec, m.WorkerForked):
+                self.worker_pids[rec.worker_id] = rec.pid
+            elif isinstance(rec, m.WorkerReaped):
                 for wid, p in list(self.worker_pids.items()):
-                    if p == pid:
-                        self._worker_gone(wid, f"worker process {pid} exited with code {rec['code']}", rec["code"])
+                    if p == rec.pid:
+                        self._worker_gone(wid, f"worker process {rec.pid} exited with code {rec.code}", rec.code)
         if not self.stopping.is_set():
             log.error("fork server exited; stopping the node")
             self.stopping.set()
@@ -282,7 +291,7 @@ class NodeAgent:
     def _start_worker(self, pool_key: lt.PoolKey) -> None:
         worker_id = os.urandom(16)
         self.pool_keys[worker_id] = pool_key
-        self.zygote.send({"worker_id": worker_id.hex(), "env": dict(pool_key)})
+        self.zygote.send(m.ForkWorker(worker_id=worker_id, env=dict(pool_key)))
 
     def _head_gone(self, why: str) -> None:
         if not self.stopping.is_set():
@@ -328,7 +337,7 @@ class NodeAgent:
                 pending.conn.reply(
                     pending.msg,
                     m.LeaseGranted(
-                        rid=0, lease_id=c.lease_id, worker_id=c.worker_id,
+                        lease_id=c.lease_id, worker_id=c.worker_id,
                         address=client.address if client else "",
                         pid=client.pid if client else 0, node_id=self.node_id,
                         gpu_ids=list(c.gpu_ids),
@@ -378,7 +387,7 @@ class NodeAgent:
                 units = to_units(msg.resources)
             except ValueError as e:
                 self.pending_leases.pop(rid)
-                conn.reply_error(msg, e)
+                conn.reply_error(msg, m.ErrorKind.VALUE, str(e))
                 return
             req = lt.Request(rid, id(conn), units, tuple(sorted(msg.env_vars.items())), msg.for_actor)
             self._run(self.leases.request(req))
@@ -389,9 +398,9 @@ class NodeAgent:
             try:
                 offset = self._create(msg.object_id, msg.size, id(conn))
             except StoreError as e:
-                conn.reply_error(msg, e)
+                conn.reply_error(msg, _error_kind(e), str(e))
                 return
-            conn.reply(msg, m.StoreCreated(rid=0, offset=offset))
+            conn.reply(msg, m.StoreCreated(offset=offset))
         elif t is m.StoreSeal:
             for w in self.store.seal(msg.object_id):
                 w(self.store.objects.get(msg.object_id))
@@ -410,21 +419,21 @@ class NodeAgent:
             indices = {i for i, _ in msg.bundles}
             held = self.bundles.get(msg.pg_id, [])
             if any(indices & set(h.indices) for h in held) or not self.leases.reserve(need):
-                conn.reply_error(msg, RuntimeError("resources are not free on this node any more"))
+                conn.reply_error(msg, m.ErrorKind.RUNTIME, "resources are not free on this node any more")
                 return
             names = to_units(_bundle_names(msg.pg_id, msg.bundles))
             self.bundles.setdefault(msg.pg_id, []).append(BundleHold(need, names, sorted(indices)))
-            conn.reply(msg, m.Ack(rid=0))
+            conn.reply(msg, m.Ack())
             self._report_resources()
         elif t is m.CommitBundles:
             prepared = [h for h in self.bundles.get(msg.pg_id, []) if not h.committed]
             if not prepared:
-                conn.reply_error(msg, RuntimeError("no prepared bundles for this group"))
+                conn.reply_error(msg, m.ErrorKind.RUNTIME, "no prepared bundles for this group")
                 return
             for h in prepared:
                 h.committed = True
                 self._run(self.leases.add_resources(h.names))
-            conn.reply(msg, m.Ack(rid=0))
+            conn.reply(msg, m.Ack())
             self._retry_infeasible()
         elif t is m.CancelBundles:
             holds = self.bundles.get(msg.pg_id, [])
@@ -465,7 +474,7 @@ class NodeAgent:
         elif t is m.GetResources:
             conn.reply(
                 msg,
-                m.Resources(rid=0, total=self.resources, available=to_float(self.leases.available)),
+                m.Resources(total=self.resources, available=to_float(self.leases.available)),
             )
         elif t is m.KillWorker:
             pid = self.worker_pids.get(msg.worker_id)
@@ -475,7 +484,7 @@ class NodeAgent:
                 except ProcessLookupError:
                     pass
         elif t is m.ShutdownCluster:
-            conn.reply(msg, m.Ack(rid=0))
+            conn.reply(msg, m.Ack())
             self.stopping.set()
         else:
             log.warning("unexpected %s", t.__name__)
@@ -494,8 +503,7 @@ class NodeAgent:
         for conn, msg in waiting:
             if not conn.closed:
                 # The cluster changed since it was sent here: it may move on.
-                msg.spilled = False
-                self.handle(conn, msg)
+                self.handle(conn, replace(msg, spilled=False))
 
     def _spill(self, conn: Connection, msg: m.RequestLease) -> bool:
         """Redirects the request to another node if policy says so; True if it
@@ -508,7 +516,7 @@ class NodeAgent:
             return False
         local = NodeView(self.node_id, self.public_address, self.leases.total, self.leases.available)
         p = msg.placement
-        if p.kind == "SPREAD":
+        if p.kind is m.PlacementKind.SPREAD:
             self._spread_turn += 1
         try:
             decision = place(
@@ -516,7 +524,7 @@ class NodeAgent:
                 kind=p.kind, target=p.node_id, soft=p.soft, turn=self._spread_turn,
             )
         except Unschedulable as e:
-            conn.send(m.ErrorReply(rid=msg.rid, kind="TaskUnschedulableError", message=str(e)))
+            conn.reply_error(msg, m.ErrorKind.UNSCHEDULABLE, str(e))
             return True
         if decision.node is None:
             if decision.infeasible:
@@ -527,7 +535,7 @@ class NodeAgent:
                 self._report_resources()
                 return True
             return False
-        conn.reply(msg, m.LeaseSpill(rid=0, node_id=decision.node.node_id, address=decision.node.address))
+        conn.reply(msg, m.LeaseSpill(node_id=decision.node.node_id, address=decision.node.address))
         return True
 
     # -- transfers between nodes ------------------------------------------
@@ -549,16 +557,16 @@ class NodeAgent:
                     pending.add_done_callback(lambda _: self.pulls.pop(oid, None))
                 await asyncio.shield(pending)
         except Exception as e:  # noqa: BLE001 - reported to the reader
-            conn.reply_error(msg, e if isinstance(e, StoreError) else _lost(oid, e))
+            conn.reply_error(msg, _error_kind(e), str(e if isinstance(e, StoreError) else _lost(oid, e)))
             return
-        self._pin(conn, m.StorePin(rid=msg.rid, object_id=oid))
+        self._pin(conn, m.StorePin(object_id=oid, rid=msg.rid))
 
     async def _transfer(self, oid: bytes, source: str) -> None:
         peer = self.peers.get(source)
         if peer is None or peer.closed:
             peer = await connect(source, self.token, self.handle, name=source, timeout=10)
             self.peers[source] = peer
-        info = await peer.request(m.StorePin(rid=0, object_id=oid))
+        info = await peer.request(m.StorePin(object_id=oid))
         started = time.monotonic()
         try:
             offset = self._create(oid, info.size, "pull")
@@ -568,7 +576,7 @@ class NodeAgent:
                 while pos < info.size or inflight:
                     while pos < info.size and len(inflight) < PULL_WINDOW:
                         n = min(CHUNK, info.size - pos)
-                        inflight.append((pos, peer.request(m.StoreReadChunk(rid=0, object_id=oid, offset=pos, length=n))))
+                        inflight.append((pos, peer.request(m.StoreReadChunk(object_id=oid, offset=pos, length=n))))
                         pos += n
                     at, fut = inflight.pop(0)
                     chunk = (await fut).data
@@ -593,7 +601,7 @@ class NodeAgent:
         obj = self.store.objects.get(msg.object_id)
         pins = self.store.client_pins.get(id(conn))
         if obj is None or not pins or not pins.get(msg.object_id) or msg.offset < 0 or msg.offset + msg.length > obj.size:
-            conn.reply_error(msg, _lost(msg.object_id, "not pinned by the reader"))
+            conn.reply_error(msg, m.ErrorKind.OBJECT_LOST, str(_lost(msg.object_id, "not pinned by the reader")))
             return
         start = obj.offset + msg.offset
         conn.send_chunk(msg.rid, self.region.view[start : start + msg.length])
@@ -603,11 +611,11 @@ class NodeAgent:
         conn.reply(
             msg,
             m.ClientRegistered(
-                rid=0, node_id=self.node_id, store_pid=os.getpid(), store_fd=self.region.fd,
+                node_id=self.node_id, store_pid=os.getpid(), store_fd=self.region.fd,
                 store_capacity=self.store.capacity, head_persistent=self.head.persistent,
             ),
         )
-        if msg.kind == "worker":
+        if msg.kind is m.ClientKind.WORKER:
             self.worker_conns[msg.worker_id] = conn
             self.worker_pids[msg.worker_id] = msg.pid
             key = self.pool_keys.pop(msg.worker_id, ())
@@ -688,14 +696,14 @@ class NodeAgent:
             try:
                 self._restore(msg.object_id)
             except (StoreError, OSError) as e:
-                conn.send(m.ErrorReply(rid=msg.rid, kind=getattr(e, "kind", "ObjectLostError"), message=str(e)))
+                conn.reply_error(msg, _error_kind(e), str(e))
                 return
 
         def answer(obj: StoredObject | None) -> None:
             if obj is None:
-                conn.send(m.ErrorReply(rid=msg.rid, kind="ObjectLostError", message=msg.object_id.hex()))
+                conn.reply_error(msg, m.ErrorKind.OBJECT_LOST, msg.object_id.hex())
             else:
-                conn.send(m.StorePinned(rid=msg.rid, offset=obj.offset, size=obj.size))
+                conn.reply(msg, m.StorePinned(offset=obj.offset, size=obj.size))
 
         obj = self.store.pin(msg.object_id, id(conn), answer)
         if obj is not None:
@@ -713,7 +721,7 @@ class NodeAgent:
             if p.conn is conn:
                 del self.pending_leases[rid]
         self._run(self.leases.owner_gone(id(conn)))
-        if client is not None and client.kind == "worker":
+        if client is not None and client.kind is m.ClientKind.WORKER:
             self._worker_gone(client.worker_id, "the worker's connection closed", None)
 
     def _worker_gone(self, worker_id: bytes, reason: str, code: int | None) -> None:

@@ -2,10 +2,11 @@
 
 Forking a warm process costs ~10 ms where a fresh interpreter costs 40-140
 ms, so workers are forked by a process with manta's imports loaded. The
-agent talks to it over its stdin/stdout, one JSON line each way:
+agent talks to it over its stdin and stdout in length-prefixed frames of
+typed messages (`messages.ForkMessage`):
 
-    agent -> zygote   {"worker_id": hex, "env": {...}}
-    zygote -> agent   {"started": hex, "pid": N}  |  {"exited": N, "code": C}
+    agent -> zygote   ForkConfig (once, first), then ForkWorker per worker
+    zygote -> agent   WorkerForked(worker_id, pid) | WorkerReaped(pid, code)
 
 Workers die with the zygote (PR_SET_PDEATHSIG), and the zygote dies with
 the agent, so no worker outlives its node.
@@ -14,10 +15,14 @@ the agent, so no worker outlives its node.
 from __future__ import annotations
 
 import ctypes
-import json
 import os
 import signal
+import subprocess
 import sys
+from typing import Any
+
+from manta._private.protocol import messages as m
+from manta._private.protocol.framing import encode_frame
 
 PR_SET_PDEATHSIG = 1
 # Started by module name, so the agent never imports the worker runtime.
@@ -33,8 +38,6 @@ class ForkServer:
     """
 
     def __init__(self, log_path: str) -> None:
-        import subprocess
-
         env = dict(os.environ)
         # One BLAS/OpenMP thread per worker unless the user asked otherwise:
         # N workers each spinning N threads would oversubscribe the cores.
@@ -49,9 +52,9 @@ class ForkServer:
         self._in = self.proc.stdin.fileno()
         self.stdout = self.proc.stdout
 
-    def send(self, record: dict[str, object]) -> None:
+    def send(self, msg: m.ForkConfig | m.ForkWorker) -> None:
         try:
-            _emit(self._in, record)
+            write_message(self._in, msg)
         except (BrokenPipeError, OSError):
             pass  # the server is gone; the agent notices through its output closing
 
@@ -69,11 +72,12 @@ def die_with_parent(sig: int = signal.SIGKILL) -> None:
         pass
 
 
-def _emit(out: int, record: dict[str, object]) -> None:
-    data = (json.dumps(record) + "\n").encode()
+def write_message(fd: int, msg: Any) -> None:
+    """Writes one framed message to a pipe, whole (it may take several writes)."""
+    data = memoryview(encode_frame(m.encode(msg)))
     while data:
         try:
-            n = os.write(out, data)
+            n = os.write(fd, data)
         except InterruptedError:
             continue
         data = data[n:]

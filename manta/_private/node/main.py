@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import asyncio
 
-    from manta._private.config import NodeConfig
+    from manta._private.config import Config
     from manta._private.node.agent import NodeAgent, run_agent
     from manta._private.services import default_store_size, read_token
     from manta._private.transport.connection import new_event_loop
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
         prestart=args.prestart,
         fork_server=fork_server,
         node_ip=args.node_ip,
-        config=NodeConfig.from_json(args.config),
+        config=Config.from_json(args.config),
     )
     loop.run_until_complete(run_agent(agent, args.ready_fd))
 

@@ -6,13 +6,20 @@ pipe protocol.
 
 from __future__ import annotations
 
-import json
 import os
 import select
 import signal
 import sys
+from collections.abc import Callable
 
-from manta._private.node.forkserver import _emit, die_with_parent
+from manta._private.node.forkserver import die_with_parent, write_message
+from manta._private.protocol import messages as m
+from manta._private.protocol.framing import FrameDecoder
+
+# Frames from the agent are small: a config, then a worker id and environment each.
+MAX_FRAME = 1 << 20
+
+WorkerMain = Callable[[m.SessionInfo, m.Config, bytes], None]
 
 
 def main() -> None:
@@ -20,26 +27,19 @@ def main() -> None:
     if os.getppid() == 1:
         sys.exit(0)
     inp = sys.stdin.fileno()
-    buf = b""
-    while b"\n" not in buf:
+    decoder = FrameDecoder(MAX_FRAME)
+    frames: list[bytes | bytearray] = []
+    while not frames:
         chunk = os.read(inp, 65536)
         if not chunk:
             sys.exit(0)
-        buf += chunk
-    line, buf = buf.split(b"\n", 1)
-    config = json.loads(line)
+        frames = decoder.feed(chunk)
+    first = m.decode_fork(frames.pop(0))
+    if not isinstance(first, m.ForkConfig):
+        raise SystemExit(f"fork server: expected ForkConfig first, got {type(first).__name__}")
     # Loaded once here, shared copy-on-write by every forked worker.
-    from manta._private.runtime.core import SessionInfo
     from manta._private.runtime.worker_main import worker_main
 
-    session = SessionInfo(
-        session_dir=config["session_dir"],
-        head_address=config["head_address"],
-        agent_address=config["agent_address"],
-        token=bytes.fromhex(config["token"]),
-        node_id=bytes.fromhex(config["node_id"]),
-        node_ip=config.get("node_ip", ""),
-    )
     out = sys.stdout.fileno()
 
     def reap(signum: int, frame: object) -> None:
@@ -50,19 +50,21 @@ def main() -> None:
                 return
             if pid == 0:
                 return
-            _emit(out, {"exited": pid, "code": os.waitstatus_to_exitcode(status)})
+            write_message(out, m.WorkerReaped(pid=pid, code=os.waitstatus_to_exitcode(status)))
 
     signal.signal(signal.SIGCHLD, reap)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Prestarted workers are forked as soon as the imports are done, before
     # the agent even asks, so the first task rarely waits for a worker.
-    for _ in range(int(config.get("prestart", 0))):
-        _fork_worker(session, {"worker_id": os.urandom(16).hex(), "env": {}}, out, worker_main)
+    for _ in range(first.prestart):
+        _fork_worker(first, m.ForkWorker(worker_id=os.urandom(16)), out, worker_main)
     warm = False
     while True:
-        while b"\n" in buf:
-            line, buf = buf.split(b"\n", 1)
-            _fork_worker(session, json.loads(line), out, worker_main)
+        for frame in frames:
+            req = m.decode_fork(frame)
+            if isinstance(req, m.ForkWorker):
+                _fork_worker(first, req, out, worker_main)
+        frames = []
         if not warm and not select.select([inp], [], [], 0)[0]:
             # Idle: load what most workers will import, so later forks get it
             # for free. The first workers were forked before this, to start fast.
@@ -74,7 +76,7 @@ def main() -> None:
             continue
         if not chunk:
             break
-        buf += chunk
+        frames = decoder.feed(chunk)
     # The agent is gone; workers follow through their parent-death signal.
     sys.exit(0)
 
@@ -86,8 +88,7 @@ def _warm_imports() -> None:
         pass
 
 
-def _fork_worker(session: object, req: dict[str, object], out: int, worker_main: object) -> None:
-    worker_id = bytes.fromhex(str(req["worker_id"]))
+def _fork_worker(config: m.ForkConfig, req: m.ForkWorker, out: int, worker_main: WorkerMain) -> None:
     pid = os.fork()
     if pid == 0:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -97,13 +98,12 @@ def _fork_worker(session: object, req: dict[str, object], out: int, worker_main:
         os.dup2(devnull, 0)
         os.dup2(2, 1)
         os.close(devnull)
-        env: dict[str, str] = req.get("env") or {}  # type: ignore[assignment]
-        os.environ.update(env)
+        os.environ.update(req.env)
         try:
-            worker_main(session, worker_id)  # type: ignore[operator]
+            worker_main(config.session, config.config, req.worker_id)
         finally:
             os._exit(0)
-    _emit(out, {"started": req["worker_id"], "pid": pid})
+    write_message(out, m.WorkerForked(worker_id=req.worker_id, pid=pid))
 
 
 if __name__ == "__main__":

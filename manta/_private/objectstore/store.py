@@ -18,11 +18,11 @@ from manta._private.objectstore.allocator import Allocator, OutOfSpace
 
 
 class StoreError(Exception):
-    kind = "ObjectStoreFullError"
+    """The store cannot hold an object (the requester sees ObjectStoreFullError)."""
 
 
 class ObjectExists(StoreError):
-    kind = "RaySystemError"
+    """An object was created twice: a bug of the creator."""
 
 
 class StoreFull(StoreError):

@@ -9,33 +9,93 @@ User payloads (functions, arguments, results) travel as opaque `bytes`
 fields and are unpickled only by the runtime, after the peer authenticated.
 
 Requests that expect an answer carry `rid` (request id, unique per
-connection and direction); the answer carries the same `rid`.
+connection and direction); the answer carries the same `rid`. The
+connection sets it (`request` and `reply` copy the message with it), so code
+builds messages without one.
+
+Messages are frozen: a message is made once and never changed. States and
+kinds are enums, checked when a message is decoded.
 """
 
 from __future__ import annotations
 
+import enum
 from typing import Any
 
 import msgspec
 
+from manta._private.config import Config
 
-class Msg(msgspec.Struct, array_like=True, tag=True, omit_defaults=False):
+
+class Msg(msgspec.Struct, array_like=True, tag=True, omit_defaults=False, frozen=True):
     pass
+
+
+class Record(msgspec.Struct, array_like=True, frozen=True):
+    """A value carried inside messages (not sent on its own)."""
+
+
+# --- enums ------------------------------------------------------------------
+
+
+class ErrorKind(enum.StrEnum):
+    """Why a request failed; each names the exception the requester raises.
+
+    User errors never travel as a kind: they are pickled payloads (a task's
+    `TaskDone.error`, an object whose `ObjectValue.is_error`), decoded only
+    by the job's own processes.
+    """
+
+    VALUE = "ValueError"
+    KEY = "KeyError"
+    RUNTIME = "RuntimeError"
+    SYSTEM = "RaySystemError"
+    OBJECT_LOST = "ObjectLostError"
+    STORE_FULL = "ObjectStoreFullError"
+    OUT_OF_DISK = "OutOfDiskError"
+    UNSCHEDULABLE = "TaskUnschedulableError"
+    FREED = "ReferenceCountingAssertionError"
+
+
+class PlacementKind(enum.StrEnum):
+    DEFAULT = "DEFAULT"  # Ray's hybrid policy
+    SPREAD = "SPREAD"
+    NODE_AFFINITY = "NODE_AFFINITY"
+
+
+class ActorStatus(enum.StrEnum):
+    PENDING = "PENDING"
+    ALIVE = "ALIVE"
+    RESTARTING = "RESTARTING"
+    DEAD = "DEAD"
+
+
+class PGStatus(enum.StrEnum):
+    PENDING = "PENDING"
+    CREATED = "CREATED"
+    # Some bundles were on a node that died: they are being placed again.
+    RESCHEDULING = "RESCHEDULING"
+    REMOVED = "REMOVED"
+
+
+class ClientKind(enum.StrEnum):
+    DRIVER = "driver"
+    WORKER = "worker"
 
 
 # --- handshake -------------------------------------------------------------
 
 
-class Challenge(Msg):
+class Challenge(Msg, frozen=True):
     nonce: bytes
 
 
-class Proof(Msg):
+class Proof(Msg, frozen=True):
     nonce: bytes
     mac: bytes
 
 
-class Welcome(Msg):
+class Welcome(Msg, frozen=True):
     mac: bytes
 
 
@@ -45,22 +105,22 @@ HandshakeMsg = Challenge | Proof | Welcome
 # --- generic answers -------------------------------------------------------
 
 
-class Ack(Msg):
-    rid: int
+class Ack(Msg, frozen=True):
+    rid: int = 0
 
 
-class ErrorReply(Msg):
-    """A request failed; `kind` names a public exception class."""
+class ErrorReply(Msg, frozen=True):
+    """A request failed: what kind of failure, and what the requester is told."""
 
-    rid: int
-    kind: str
+    kind: ErrorKind
     message: str
+    rid: int = 0
 
 
 # --- shared records --------------------------------------------------------
 
 
-class Arg(msgspec.Struct, array_like=True):
+class Arg(Record, frozen=True):
     """A task argument: a serialized value, or a reference passed by value."""
 
     data: bytes | None = None
@@ -71,15 +131,15 @@ class Arg(msgspec.Struct, array_like=True):
     node_id: bytes = b""
 
 
-class Placement(msgspec.Struct, array_like=True):
+class Placement(Record, frozen=True):
     """A scheduling strategy: DEFAULT (hybrid), SPREAD, or NODE_AFFINITY to `node_id`."""
 
-    kind: str = "DEFAULT"
+    kind: PlacementKind = PlacementKind.DEFAULT
     node_id: bytes = b""
     soft: bool = False
 
 
-class TaskSpec(msgspec.Struct, array_like=True):
+class TaskSpec(Record, frozen=True):
     task_id: bytes
     job_id: int
     name: str
@@ -109,7 +169,7 @@ class TaskSpec(msgspec.Struct, array_like=True):
     capture_pg_bundles: int = 0
 
 
-class ReturnObject(msgspec.Struct, array_like=True):
+class ReturnObject(Record, frozen=True):
     """A task result: inline bytes, or sealed in the store of `node_id`."""
 
     object_id: bytes
@@ -120,7 +180,7 @@ class ReturnObject(msgspec.Struct, array_like=True):
     contained: list[tuple[bytes, str]] = []
 
 
-class NodeInfo(msgspec.Struct, array_like=True):
+class NodeInfo(Record, frozen=True):
     node_id: bytes
     address: str
     alive: bool
@@ -131,7 +191,7 @@ class NodeInfo(msgspec.Struct, array_like=True):
     pending: list[tuple[dict[str, float], int]] = []
 
 
-class ActorSpec(msgspec.Struct, array_like=True):
+class ActorSpec(Record, frozen=True):
     actor_id: bytes
     job_id: int
     class_name: str
@@ -147,81 +207,81 @@ class ActorSpec(msgspec.Struct, array_like=True):
 # --- head requests ---------------------------------------------------------
 
 
-class RegisterDriver(Msg):
-    rid: int
+class RegisterDriver(Msg, frozen=True):
     namespace: str
     pid: int
     env_vars: dict[str, str]
     # Non-zero when a driver comes back to a restarted head: its job so far.
     job_id: int = 0
+    rid: int = 0
 
 
-class DriverRegistered(Msg):
-    rid: int
+class DriverRegistered(Msg, frozen=True):
     job_id: int
     namespace: str
     # The head keeps its state in external storage: if it goes away, wait
     # for it to come back (for a while) instead of giving up at once.
     persistent: bool = False
+    rid: int = 0
 
 
-class RegisterNode(Msg):
-    rid: int
+class RegisterNode(Msg, frozen=True):
     node: NodeInfo
     # Sent again to a restarted head: the actors' workers this node runs
     # (worker id, actor id) and the placement groups whose bundles it holds.
     actor_workers: list[tuple[bytes, bytes]] = []
     bundles: list[bytes] = []
+    rid: int = 0
 
 
-class NodeRegistered(Msg):
-    rid: int
+class NodeRegistered(Msg, frozen=True):
     persistent: bool = False
+    rid: int = 0
 
 
 # --- the head's key-value store (ray.experimental.internal_kv) -------------
 
 
-class KvPut(Msg):
-    rid: int
+class KvPut(Msg, frozen=True):
     namespace: str
     key: bytes
     value: bytes
     overwrite: bool = True
+    rid: int = 0
 
 
-class KvGet(Msg):
-    rid: int
+class KvGet(Msg, frozen=True):
     namespace: str
     key: bytes
+    rid: int = 0
 
 
-class KvDel(Msg):
-    rid: int
+class KvDel(Msg, frozen=True):
     namespace: str
     key: bytes
     by_prefix: bool = False
+    rid: int = 0
 
 
-class KvList(Msg):
-    rid: int
+class KvList(Msg, frozen=True):
     namespace: str
     prefix: bytes
+    rid: int = 0
 
 
-class KvValue(Msg):
-    rid: int
+class KvValue(Msg, frozen=True):
     value: bytes | None = None
     # KvPut: whether the key existed; KvDel: how many keys went.
     count: int = 0
     keys: list[bytes] = []
+    rid: int = 0
 
 
-class GetJobs(Msg):
-    rid: int
+class GetJobs(Msg, frozen=True):
+    rid: int = 0
 
 
-class JobInfo(msgspec.Struct, array_like=True):
+class JobInfo(Record, frozen=True):
     job_id: int
     namespace: str
     driver_pid: int
@@ -230,62 +290,61 @@ class JobInfo(msgspec.Struct, array_like=True):
     end_time: float = 0.0
 
 
-class JobList(Msg):
-    rid: int
+class JobList(Msg, frozen=True):
     jobs: list[JobInfo]
+    rid: int = 0
 
 
-class PutFunction(Msg):
-    rid: int
+class PutFunction(Msg, frozen=True):
     fn_id: bytes
     blob: bytes
+    rid: int = 0
 
 
-class GetFunction(Msg):
-    rid: int
+class GetFunction(Msg, frozen=True):
     fn_id: bytes
+    rid: int = 0
 
 
-class FunctionBlob(Msg):
-    rid: int
+class FunctionBlob(Msg, frozen=True):
     blob: bytes
+    rid: int = 0
 
 
-class CreateActor(Msg):
-    rid: int
+class CreateActor(Msg, frozen=True):
     spec: ActorSpec
+    rid: int = 0
 
 
-class ActorRegistered(Msg):
+class ActorRegistered(Msg, frozen=True):
     """The actor exists (maybe still starting); `existing` for get_if_exists."""
 
-    rid: int
     actor_id: bytes
     existing: bool
     class_name: str
     creation_fn_id: bytes
+    rid: int = 0
 
 
-class GetNamedActor(Msg):
-    rid: int
+class GetNamedActor(Msg, frozen=True):
     name: str
     namespace: str
+    rid: int = 0
 
 
-class WaitActor(Msg):
+class WaitActor(Msg, frozen=True):
     """Answered once the actor is ALIVE at an epoch above `known_epoch`, or DEAD."""
 
-    rid: int
     actor_id: bytes
     known_epoch: int
     # Answer at once, whatever the state.
     now: bool = False
+    rid: int = 0
 
 
-class ActorState(Msg):
-    rid: int
+class ActorState(Msg, frozen=True):
     actor_id: bytes
-    state: str  # PENDING | ALIVE | RESTARTING | DEAD
+    state: ActorStatus
     address: str
     epoch: int
     death_cause: str
@@ -296,33 +355,34 @@ class ActorState(Msg):
     node_id: bytes = b""
     # Not dead for good: it is (or will be) restarted.
     restartable: bool = False
+    rid: int = 0
 
 
-class KillActor(Msg):
-    rid: int
+class KillActor(Msg, frozen=True):
     actor_id: bytes
     no_restart: bool
+    rid: int = 0
 
 
-class ReleaseActor(Msg):
+class ReleaseActor(Msg, frozen=True):
     """The creator dropped its last handle to a never-shared actor."""
 
     actor_id: bytes
 
 
-class GetClusterInfo(Msg):
-    rid: int
+class GetClusterInfo(Msg, frozen=True):
+    rid: int = 0
 
 
-class ClusterInfo(Msg):
-    rid: int
+class ClusterInfo(Msg, frozen=True):
     nodes: list[NodeInfo]
     # Where the head keeps its state ("in memory", "redis at HOST:PORT").
     storage: str = ""
     running_jobs: int = 0
+    rid: int = 0
 
 
-class NodeResources(Msg):
+class NodeResources(Msg, frozen=True):
     """Agent -> head: the node's current free resources."""
 
     node_id: bytes
@@ -332,7 +392,7 @@ class NodeResources(Msg):
     total: dict[str, float] = {}
 
 
-class PlacementGroupSpec(msgspec.Struct, array_like=True):
+class PlacementGroupSpec(Record, frozen=True):
     pg_id: bytes
     bundles: list[dict[str, float]]
     strategy: str
@@ -342,60 +402,60 @@ class PlacementGroupSpec(msgspec.Struct, array_like=True):
     detached: bool = False
 
 
-class CreatePlacementGroup(Msg):
-    rid: int
+class CreatePlacementGroup(Msg, frozen=True):
     spec: PlacementGroupSpec
+    rid: int = 0
 
 
-class PlacementGroupState(Msg):
-    rid: int
+class PlacementGroupState(Msg, frozen=True):
     spec: PlacementGroupSpec
-    state: str  # PENDING | CREATED | REMOVED
+    state: PGStatus
     nodes: list[bytes]
     error: str = ""
+    rid: int = 0
 
 
-class PlacementGroupList(Msg):
-    rid: int
+class PlacementGroupList(Msg, frozen=True):
     groups: list[PlacementGroupState]
+    rid: int = 0
 
 
-class WaitPlacementGroup(Msg):
+class WaitPlacementGroup(Msg, frozen=True):
     """Answered when the group is CREATED or REMOVED."""
 
-    rid: int
     pg_id: bytes
+    rid: int = 0
 
 
-class RemovePlacementGroup(Msg):
-    rid: int
+class RemovePlacementGroup(Msg, frozen=True):
     pg_id: bytes
+    rid: int = 0
 
 
-class GetPlacementGroups(Msg):
+class GetPlacementGroups(Msg, frozen=True):
     """All groups, or those named `name` in `namespace`."""
 
-    rid: int
     name: str = ""
     namespace: str = ""
+    rid: int = 0
 
 
-class PrepareBundles(Msg):
+class PrepareBundles(Msg, frozen=True):
     """Head -> agent: set aside these bundles' resources (phase one)."""
 
-    rid: int
     pg_id: bytes
     bundles: list[tuple[int, dict[str, float]]]
+    rid: int = 0
 
 
-class CommitBundles(Msg):
+class CommitBundles(Msg, frozen=True):
     """Head -> agent: make prepared bundles usable (phase two)."""
 
-    rid: int
     pg_id: bytes
+    rid: int = 0
 
 
-class CancelBundles(Msg):
+class CancelBundles(Msg, frozen=True):
     """Head -> agent: give back a group's bundles, prepared or committed
     (those with these indices, or all of them)."""
 
@@ -403,14 +463,14 @@ class CancelBundles(Msg):
     indices: list[int] = []
 
 
-class NodeDied(Msg):
+class NodeDied(Msg, frozen=True):
     """Head -> everyone: a node stopped answering (or its agent went away)."""
 
     node_id: bytes
     reason: str
 
 
-class WorkerExited(Msg):
+class WorkerExited(Msg, frozen=True):
     """Agent -> head: a worker process ended."""
 
     worker_id: bytes
@@ -419,33 +479,32 @@ class WorkerExited(Msg):
     reason: str
 
 
-class ShutdownCluster(Msg):
-    rid: int
+class ShutdownCluster(Msg, frozen=True):
+    rid: int = 0
 
 
 # --- agent requests --------------------------------------------------------
 
 
-class RegisterClient(Msg):
-    rid: int
-    kind: str  # driver | worker | head
+class RegisterClient(Msg, frozen=True):
+    kind: ClientKind
     worker_id: bytes
     job_id: int
     pid: int
     address: str
+    rid: int = 0
 
 
-class ClientRegistered(Msg):
-    rid: int
+class ClientRegistered(Msg, frozen=True):
     node_id: bytes
     store_pid: int
     store_fd: int
     store_capacity: int
     head_persistent: bool = False
+    rid: int = 0
 
 
-class RequestLease(Msg):
-    rid: int
+class RequestLease(Msg, frozen=True):
     job_id: int
     resources: dict[str, float]
     env_vars: dict[str, str]
@@ -457,38 +516,39 @@ class RequestLease(Msg):
     # Already redirected once: grant or queue here, never redirect again.
     spilled: bool = False
     placement: Placement = msgspec.field(default_factory=Placement)
+    rid: int = 0
 
 
-class LeaseSpill(Msg):
+class LeaseSpill(Msg, frozen=True):
     """Answer to RequestLease: ask the agent of another node instead."""
 
-    rid: int
     node_id: bytes
     address: str
+    rid: int = 0
 
 
-class ClusterView(Msg):
+class ClusterView(Msg, frozen=True):
     """Head -> agents: every node's totals and free resources, for spillback."""
 
     nodes: list[NodeInfo]
 
 
-class LeaseGranted(Msg):
-    rid: int
+class LeaseGranted(Msg, frozen=True):
     lease_id: int
     worker_id: bytes
     address: str
     pid: int
     node_id: bytes
     gpu_ids: list[int] = []
+    rid: int = 0
 
 
-class ReturnLease(Msg):
+class ReturnLease(Msg, frozen=True):
     lease_id: int
     kill: bool = False
 
 
-class LeaseKilled(Msg):
+class LeaseKilled(Msg, frozen=True):
     """Agent -> lease owner: the lease's worker is being killed, and why
     (the memory monitor): its task fails with OutOfMemoryError, not a crash."""
 
@@ -496,104 +556,105 @@ class LeaseKilled(Msg):
     reason: str
 
 
-class WorkerBlocked(Msg):
+class WorkerBlocked(Msg, frozen=True):
     worker_id: bytes
 
 
-class WorkerUnblocked(Msg):
+class WorkerUnblocked(Msg, frozen=True):
     worker_id: bytes
 
 
-class KillWorker(Msg):
+class KillWorker(Msg, frozen=True):
     worker_id: bytes
     force: bool
 
 
-class StoreCreate(Msg):
-    rid: int
+class StoreCreate(Msg, frozen=True):
     object_id: bytes
     size: int
+    rid: int = 0
 
 
-class StoreCreated(Msg):
-    rid: int
+class StoreCreated(Msg, frozen=True):
     offset: int
+    rid: int = 0
 
 
-class StoreSeal(Msg):
+class StoreSeal(Msg, frozen=True):
     object_id: bytes
 
 
-class StorePin(Msg):
-    rid: int
+class StorePin(Msg, frozen=True):
     object_id: bytes
+    rid: int = 0
 
 
-class StorePinned(Msg):
-    rid: int
+class StorePinned(Msg, frozen=True):
     offset: int
     size: int
+    rid: int = 0
 
 
-class StorePull(Msg):
+class StorePull(Msg, frozen=True):
     """Reader -> its agent: copy an object from another node's store, then pin it."""
 
-    rid: int
     object_id: bytes
     source: str
+    rid: int = 0
 
 
-class StoreReadChunk(Msg):
+class StoreReadChunk(Msg, frozen=True):
     """Agent -> agent: bytes of a pinned object."""
 
-    rid: int
     object_id: bytes
     offset: int
     length: int
+    rid: int = 0
 
 
-class StoreChunk(Msg):
+class StoreChunk(Msg, frozen=True):
+    # Sent only by `Connection.send_chunk`, which knows the request's rid;
+    # `data` is last so that its bytes can follow an encoded prefix.
     rid: int
     # Decoded as a view into the received frame, encoded from a view of the
     # store: a chunk is copied once on each side, not three times.
     data: memoryview
 
 
-class StoreUnpin(Msg):
+class StoreUnpin(Msg, frozen=True):
     object_ids: list[bytes]
 
 
-class StoreFree(Msg):
+class StoreFree(Msg, frozen=True):
     object_ids: list[bytes]
 
 
-class LogLines(Msg):
+class LogLines(Msg, frozen=True):
     job_id: int
     prefix: str
     is_err: bool
     text: str
 
 
-class GetResources(Msg):
-    rid: int
+class GetResources(Msg, frozen=True):
+    rid: int = 0
 
 
-class Resources(Msg):
-    rid: int
+class Resources(Msg, frozen=True):
     total: dict[str, float]
     available: dict[str, float]
+    rid: int = 0
 
 
 # --- owner <-> worker ------------------------------------------------------
 
 
-class PushTask(Msg):
-    rid: int
+class PushTask(Msg, frozen=True):
     spec: TaskSpec
+    rid: int = 0
 
 
-class TaskDone(Msg):
-    rid: int
+class TaskDone(Msg, frozen=True):
     task_id: bytes
     returns: list[ReturnObject]
     # Serialized exception when the task (or actor constructor) raised.
@@ -603,9 +664,10 @@ class TaskDone(Msg):
     # The error as text, for the head: a failed actor constructor's cause,
     # which the head reports without unpickling anything a worker sent.
     error_text: str = ""
+    rid: int = 0
 
 
-class CancelTask(Msg):
+class CancelTask(Msg, frozen=True):
     task_id: bytes
     force: bool
 
@@ -613,32 +675,74 @@ class CancelTask(Msg):
 # --- borrower <-> owner ----------------------------------------------------
 
 
-class GetObject(Msg):
-    rid: int
+class GetObject(Msg, frozen=True):
     object_id: bytes
     # Set by a reader whose copy's node is gone: the owner rebuilds the
     # object (or says why it cannot) before it answers.
     lost_node: bytes = b""
+    rid: int = 0
 
 
-class ObjectValue(Msg):
-    rid: int
+class ObjectValue(Msg, frozen=True):
     object_id: bytes
     data: bytes | None
     in_store: bool
     is_error: bool
     node_id: bytes
+    rid: int = 0
 
 
-class AddBorrow(Msg):
-    rid: int
+class AddBorrow(Msg, frozen=True):
+    object_ids: list[bytes]
+    borrower: str
+    rid: int = 0
+
+
+class RemoveBorrow(Msg, frozen=True):
     object_ids: list[bytes]
     borrower: str
 
 
-class RemoveBorrow(Msg):
-    object_ids: list[bytes]
-    borrower: str
+# --- agent <-> fork server (its stdin and stdout, not a connection) --------
+
+
+class SessionInfo(Record, frozen=True):
+    """Where a node's processes find their cluster."""
+
+    session_dir: str
+    head_address: str
+    agent_address: str
+    token: bytes
+    node_id: bytes = b""
+    # Set on nodes of a multi-machine cluster: listen on TCP at this IP, so
+    # processes on other machines can reach this one.
+    node_ip: str = ""
+
+
+class ForkConfig(Msg, frozen=True):
+    """Agent -> fork server, first: what every worker it forks is told."""
+
+    session: SessionInfo
+    config: Config
+    prestart: int = 0
+
+
+class ForkWorker(Msg, frozen=True):
+    worker_id: bytes
+    env: dict[str, str] = {}
+
+
+class WorkerForked(Msg, frozen=True):
+    worker_id: bytes
+    pid: int
+
+
+class WorkerReaped(Msg, frozen=True):
+    pid: int
+    code: int
+
+
+ForkMessage = ForkConfig | ForkWorker | WorkerForked | WorkerReaped
 
 
 Message = (
@@ -716,6 +820,7 @@ Message = (
 _encoder = msgspec.msgpack.Encoder()
 _decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(Message)
 _hs_decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(HandshakeMsg)
+_fork_decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(ForkMessage)
 
 encode = _encoder.encode
 
@@ -739,6 +844,10 @@ def decode(payload: bytes | bytearray) -> Message:
 
 def decode_handshake(payload: bytes) -> HandshakeMsg:
     return _hs_decoder.decode(payload)  # type: ignore[no-any-return]
+
+
+def decode_fork(payload: bytes | bytearray) -> ForkMessage:
+    return _fork_decoder.decode(payload)  # type: ignore[no-any-return]
 
 
 DecodeError = (msgspec.DecodeError, msgspec.ValidationError)

@@ -22,18 +22,20 @@ import os
 import sys
 import threading
 import time
-import traceback
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from msgspec.structs import replace
+
 from manta import exceptions as exc
-from manta._private.config import NodeConfig
+from manta._private.config import Config
 from manta._private.objectstore.region import Region
 from manta._private.protocol import messages as m
 from manta._private.runtime.context import current_task
+from manta._private.runtime.errors import error_from_remote
 from manta._private.runtime.lineage import LineageTable
 from manta._private.runtime.object_ref import ObjectRef
 from manta._private.runtime.refs import EndBorrow, FreeStored, ReferenceTable
@@ -53,7 +55,7 @@ from manta._private.transport.connection import (
     new_event_loop,
     serve,
 )
-from manta._private.transport.link import HeadLink, head_grace
+from manta._private.transport.link import HeadLink
 
 log = logging.getLogger(__name__)
 
@@ -67,36 +69,7 @@ BLOCK_GRACE_S = 0.05
 # How many times a reader follows a lost object to its rebuilt copy.
 MAX_RELOCATIONS = 8
 
-_ERROR_TYPES: dict[str, type[BaseException]] = {
-    name: obj
-    for name, obj in vars(exc).items()
-    if isinstance(obj, type) and issubclass(obj, BaseException)
-}
-
-
-def error_from_remote(e: RemoteError) -> BaseException:
-    cls = _ERROR_TYPES.get(e.kind)
-    if cls is None:
-        builtin = __builtins__.get(e.kind) if isinstance(__builtins__, dict) else getattr(
-            __builtins__, e.kind, None
-        )
-        cls = builtin if isinstance(builtin, type) and issubclass(builtin, Exception) else exc.RaySystemError
-    try:
-        return cls(e.message)
-    except Exception:
-        return exc.RaySystemError(f"{e.kind}: {e.message}")
-
-
-@dataclass
-class SessionInfo:
-    session_dir: str
-    head_address: str
-    agent_address: str
-    token: bytes
-    node_id: bytes = b""
-    # Set on nodes of a multi-machine cluster: listen on TCP at this IP, so
-    # processes on other machines can reach this one.
-    node_ip: str = ""
+SessionInfo = m.SessionInfo
 
 
 @dataclass(eq=False)
@@ -196,6 +169,7 @@ class CoreRuntime:
     def __init__(
         self,
         session: SessionInfo,
+        config: Config,
         *,
         is_driver: bool,
         worker_id: bytes,
@@ -203,6 +177,7 @@ class CoreRuntime:
         namespace: str = "",
     ) -> None:
         self.session = session
+        self.config = config
         self.is_driver = is_driver
         self.worker_id = worker_id
         self.job_id = job_id
@@ -251,9 +226,7 @@ class CoreRuntime:
         # Why an agent killed a lease's worker, by (agent connection, lease id).
         self._lease_kills: dict[tuple[int, int], str] = {}
         # Finished tasks whose stored outputs may need rebuilding (I/O thread).
-        self._lineage = LineageTable(
-            int(os.environ.get("MANTA_MAX_LINEAGE_BYTES", NodeConfig.max_lineage_bytes))
-        )
+        self._lineage = LineageTable(config.max_lineage_bytes)
 
     # -- life cycle -------------------------------------------------------
 
@@ -279,7 +252,8 @@ class CoreRuntime:
         self.refs.me = self.address
         self.head = HeadLink(
             self.session.head_address, self.session.token, self._handle, on_gone=self._control_gone,
-            reregister=self._reregister_driver if self.is_driver else None, grace=head_grace(),
+            reregister=self._reregister_driver if self.is_driver else None,
+            grace=self.config.head_reconnect_s,
         )
         await self.head.connect()
         self.agent = await connect(
@@ -292,7 +266,7 @@ class CoreRuntime:
         if self.is_driver:
             reply = await self.head.request(
                 m.RegisterDriver(
-                    rid=0, namespace=self.namespace, pid=os.getpid(), env_vars=self.env_vars
+                    namespace=self.namespace, pid=os.getpid(), env_vars=self.env_vars
                 )
             )
             self.job_id = reply.job_id
@@ -301,8 +275,7 @@ class CoreRuntime:
             self.head.persistent = reply.persistent
         reply = await self.agent.request(
             m.RegisterClient(
-                rid=0,
-                kind="driver" if self.is_driver else "worker",
+                kind=m.ClientKind.DRIVER if self.is_driver else m.ClientKind.WORKER,
                 worker_id=self.worker_id,
                 job_id=self.job_id,
                 pid=os.getpid(),
@@ -314,14 +287,14 @@ class CoreRuntime:
         if not self.is_driver:
             self.head.persistent = reply.head_persistent
         self.region = Region.attach(reply.store_pid, reply.store_fd, reply.store_capacity)
-        info = await self.agent.request(m.GetResources(rid=0))
+        info = await self.agent.request(m.GetResources())
         self.cluster_resources = dict(info.total)
 
     async def _reregister_driver(self, conn: Connection) -> None:
         """Tells a restarted head that this driver's job goes on."""
         await conn.request(
             m.RegisterDriver(
-                rid=0, namespace=self.namespace, pid=os.getpid(), env_vars=self.env_vars, job_id=self.job_id
+                namespace=self.namespace, pid=os.getpid(), env_vars=self.env_vars, job_id=self.job_id
             )
         )
 
@@ -474,7 +447,7 @@ class CoreRuntime:
                 conn = await self._peer(owner)
                 futs.append(
                     conn.request(
-                        m.AddBorrow(rid=0, object_ids=ids, borrower=borrower or self.address)
+                        m.AddBorrow(object_ids=ids, borrower=borrower or self.address)
                     )
                 )
             await asyncio.gather(*futs, return_exceptions=True)
@@ -542,7 +515,7 @@ class CoreRuntime:
     def export_function(self, fn_id: bytes, blob: bytes) -> None:
         if fn_id in self._exported:
             return
-        self.run(self._await_request(self.head, m.PutFunction(rid=0, fn_id=fn_id, blob=blob)))
+        self.run(self._await_request(self.head, m.PutFunction(fn_id=fn_id, blob=blob)))
         self._exported.add(fn_id)
 
     async def _await_request(self, conn: Connection | HeadLink | None, msg: Any) -> Any:
@@ -566,7 +539,7 @@ class CoreRuntime:
         if fn is None:
             import pickle
 
-            reply = self.run(self._await_request(self.head, m.GetFunction(rid=0, fn_id=fn_id)))
+            reply = self.run(self._await_request(self.head, m.GetFunction(fn_id=fn_id)))
             fn = pickle.loads(reply.blob)
             self._functions[fn_id] = fn
         return fn
@@ -609,7 +582,7 @@ class CoreRuntime:
         assert self.region is not None
         try:
             reply = self.run(
-                self._await_request(self.agent, m.StoreCreate(rid=0, object_id=oid, size=sv.size))
+                self._await_request(self.agent, m.StoreCreate(object_id=oid, size=sv.size))
             )
         except exc.ObjectStoreFullError:
             raise
@@ -653,7 +626,7 @@ class CoreRuntime:
                 self._fetched(oid, None, exc.OwnerDiedError(oid.hex(), owner))
                 return
             conn.request_cb(
-                m.GetObject(rid=0, object_id=oid, lost_node=lost_node),
+                m.GetObject(object_id=oid, lost_node=lost_node),
                 lambda r: self._fetched(oid, r, None),
             )
 
@@ -837,9 +810,9 @@ class CoreRuntime:
             raise exc.ObjectLostError(oid.hex(), "", f"node {node_id.hex()} died")
         if node_id and node_id != self.node_id:
             # Stored on another node: our agent copies it here first.
-            msg: Any = m.StorePull(rid=0, object_id=oid, source=self.agent_address_of(node_id))
+            msg: Any = m.StorePull(object_id=oid, source=self.agent_address_of(node_id))
         else:
-            msg = m.StorePin(rid=0, object_id=oid)
+            msg = m.StorePin(object_id=oid)
         try:
             reply = self.run(self._await_request(self.agent, msg))
         except exc.ObjectLostError as e:
@@ -861,7 +834,7 @@ class CoreRuntime:
             if node_id in self._node_addresses:
                 self._with_node(node_id, cb)
 
-        self.head.request_cb(m.GetClusterInfo(rid=0), on_info)
+        self.head.request_cb(m.GetClusterInfo(), on_info)
 
     def placement_group_ready(self, pg: Any) -> ObjectRef:
         """An owned ref set once the head reports the group created (or removed)."""
@@ -881,7 +854,7 @@ class CoreRuntime:
 
         def ask() -> None:
             assert self.head is not None
-            self.head.request_cb(m.WaitPlacementGroup(rid=0, pg_id=pg.id.binary()), on_state)
+            self.head.request_cb(m.WaitPlacementGroup(pg_id=pg.id.binary()), on_state)
 
         self._post(ask)
         return ObjectRef(oid, self.address, self)
@@ -889,7 +862,7 @@ class CoreRuntime:
     def agent_address_of(self, node_id: bytes) -> str:
         address = self._node_addresses.get(node_id)
         if address is None:
-            reply = self.run(self._await_request(self.head, m.GetClusterInfo(rid=0)))
+            reply = self.run(self._await_request(self.head, m.GetClusterInfo()))
             self._node_addresses.update({n.node_id: n.address for n in reply.nodes})
             address = self._node_addresses.get(node_id)
             if address is None:
@@ -1013,6 +986,8 @@ class CoreRuntime:
         actor_id: bytes | None = None,
         method: str | None = None,
         retries: int = 0,
+        placement: m.Placement | None = None,
+        capture: tuple[bytes, int] = (b"", 0),
     ) -> tuple[_Task, list[ObjectRef]]:
         """Serializes arguments and registers the return objects this process now owns."""
         spec_args, kwnames, pinned = self.prepare_args(args, kwargs, name)
@@ -1038,6 +1013,9 @@ class CoreRuntime:
             env_vars=env_vars or {},
             namespace=self.namespace,
             driver=self.driver_address,
+            placement=placement or m.Placement(),
+            capture_pg=capture[0],
+            capture_pg_bundles=capture[1],
         )
         task = _Task(spec, return_ids, pinned, retries_left=retries)
         return task, [ObjectRef(rid, self.address, self) for rid in return_ids]
@@ -1060,10 +1038,8 @@ class CoreRuntime:
         task, refs = self._new_task(
             name, args, kwargs, num_returns,
             fn_id=fn_id, resources=resources, env_vars=env_vars, retries=max_retries,
+            placement=placement or m.Placement(), capture=capture,
         )
-        if placement is not None:
-            task.spec.placement = placement
-        task.spec.capture_pg, task.spec.capture_pg_bundles = capture
         task.retry_exceptions = retry_exceptions
         self._post(self._submit_io, task)
         return refs
@@ -1178,7 +1154,7 @@ class CoreRuntime:
                     file=sys.stderr,
                 )
 
-        self.head.request_cb(m.GetClusterInfo(rid=0), on_info)
+        self.head.request_cb(m.GetClusterInfo(), on_info)
 
     def _pump(self, ks: _KeyState) -> None:
         while ks.queue and ks.idle:
@@ -1201,7 +1177,7 @@ class CoreRuntime:
     def _ask_agent(self, ks: _KeyState, agent: Connection, spilled: bool) -> None:
         agent.request_cb(
             m.RequestLease(
-                rid=0, job_id=self.job_id, resources=ks.resources, env_vars=ks.env_vars,
+                job_id=self.job_id, resources=ks.resources, env_vars=ks.env_vars,
                 spilled=spilled, placement=ks.placement, retriable=ks.retriable,
             ),
             lambda reply: self._on_lease(ks, reply, agent),
@@ -1258,11 +1234,12 @@ class CoreRuntime:
     def _dispatch(self, ks: _KeyState, lease: _Lease, task: _Task) -> None:
         lease.task = task
         task.lease = lease
-        task.spec.gpu_ids = lease.gpu_ids
+        if lease.gpu_ids or task.spec.gpu_ids:
+            task.spec = replace(task.spec, gpu_ids=lease.gpu_ids)
         ks.busy.add(lease)
         assert lease.conn is not None
         lease.conn.request_cb(
-            m.PushTask(rid=0, spec=task.spec), lambda r: self._on_task_reply(ks, lease, task, r)
+            m.PushTask(spec=task.spec), lambda r: self._on_task_reply(ks, lease, task, r)
         )
 
     def _on_task_reply(self, ks: _KeyState, lease: _Lease, task: _Task, reply: Any) -> None:
@@ -1276,7 +1253,7 @@ class CoreRuntime:
                 self._fail_cancelled(task)
             elif task.retries_left != 0:
                 task.retries_left -= 1
-                task.spec.attempt += 1
+                task.spec = replace(task.spec, attempt=task.spec.attempt + 1)
                 ks.queue.appendleft(task)
                 self.loop.call_later(1.0, self._lease_kills.pop, _lease_key(lease, self.agent), None)
             else:
@@ -1289,7 +1266,7 @@ class CoreRuntime:
         ks.idle.append(lease)
         if reply.error is not None and self._should_retry_error(task, reply.error):
             task.retries_left -= 1
-            task.spec.attempt += 1
+            task.spec = replace(task.spec, attempt=task.spec.attempt + 1)
             ks.queue.appendleft(task)
         else:
             self._complete_task(task, reply)
@@ -1451,7 +1428,7 @@ class CoreRuntime:
         log.info("rebuilding %s from lineage: running %s() again", oid.hex(), task.spec.name)
         if task.retries_left > 0:
             task.retries_left -= 1
-        task.spec.attempt += 1
+        task.spec = replace(task.spec, attempt=task.spec.attempt + 1)
         cmds: list[Any] = []
         with self.lock:
             for rid in task.return_ids:
@@ -1563,7 +1540,7 @@ class CoreRuntime:
     # -- actors -----------------------------------------------------------
 
     def create_actor(self, spec: m.ActorSpec, pinned: list[bytes]) -> m.ActorRegistered:
-        reply = self.run(self._await_request(self.head, m.CreateActor(rid=0, spec=spec)))
+        reply = self.run(self._await_request(self.head, m.CreateActor(spec=spec)))
         client = _ActorClient(spec.actor_id)
         if not reply.existing:
             # Creation arguments stay pinned until the actor has started or died.
@@ -1586,7 +1563,7 @@ class CoreRuntime:
 
     def _watch_creation(self, actor_id: bytes, release: Callable[[Any], None]) -> None:
         assert self.head is not None
-        self.head.request_cb(m.WaitActor(rid=0, actor_id=actor_id, known_epoch=0), release)
+        self.head.request_cb(m.WaitActor(actor_id=actor_id, known_epoch=0), release)
 
     def _actor_client(self, actor_id: bytes) -> _ActorClient:
         # Any thread: setdefault is atomic, so both threads see one client.
@@ -1623,7 +1600,7 @@ class CoreRuntime:
                 client.inflight[task_id] = task
                 epoch = client.epoch
                 if conn.request_cb_threadsafe(
-                    m.PushTask(rid=0, spec=spec),
+                    m.PushTask(spec=spec),
                     lambda r: self._on_actor_reply(client, task, r, epoch),
                 ):
                     return refs
@@ -1661,7 +1638,7 @@ class CoreRuntime:
                 continue
             client.inflight[task.spec.task_id] = task
             conn.request_cb(
-                m.PushTask(rid=0, spec=task.spec),
+                m.PushTask(spec=task.spec),
                 partial(self._on_actor_reply_to, client, task, client.epoch),
             )
         if not client.queue:
@@ -1674,7 +1651,7 @@ class CoreRuntime:
         client.waiting = True
         assert self.head is not None
         self.head.request_cb(
-            m.WaitActor(rid=0, actor_id=client.actor_id, known_epoch=client.epoch),
+            m.WaitActor(actor_id=client.actor_id, known_epoch=client.epoch),
             lambda r: self._on_actor_state(client, r),
         )
 
@@ -1719,7 +1696,7 @@ class CoreRuntime:
                 self._fail_cancelled(task)
             elif task.retries_left != 0:
                 task.retries_left -= 1
-                task.spec.attempt += 1
+                task.spec = replace(task.spec, attempt=task.spec.attempt + 1)
                 # Keep submission order among the calls being retried.
                 client.queue.appendleft(task)
                 ordered = sorted(client.queue, key=lambda t: t.spec.task_id[8:])
@@ -1765,9 +1742,9 @@ class CoreRuntime:
                 fail(state)
             else:
                 # The head has not seen the worker go yet: wait for its verdict.
-                self.head.request_cb(m.WaitActor(rid=0, actor_id=aid, known_epoch=epoch), fail)  # type: ignore[union-attr]
+                self.head.request_cb(m.WaitActor(actor_id=aid, known_epoch=epoch), fail)  # type: ignore[union-attr]
 
-        self.head.request_cb(m.WaitActor(rid=0, actor_id=aid, known_epoch=epoch, now=True), on_now)
+        self.head.request_cb(m.WaitActor(actor_id=aid, known_epoch=epoch, now=True), on_now)
 
     def actor_handle_added(self, actor_id: bytes) -> None:
         with self.lock:
@@ -1803,11 +1780,11 @@ class CoreRuntime:
                 self._release_actor(client.actor_id)
 
     def kill_actor(self, actor_id: bytes, no_restart: bool) -> None:
-        self.run(self._await_request(self.head, m.KillActor(rid=0, actor_id=actor_id, no_restart=no_restart)))
+        self.run(self._await_request(self.head, m.KillActor(actor_id=actor_id, no_restart=no_restart)))
 
     def get_named_actor(self, name: str, namespace: str) -> m.ActorState:
         return self.run(  # type: ignore[no-any-return]
-            self._await_request(self.head, m.GetNamedActor(rid=0, name=name, namespace=namespace))
+            self._await_request(self.head, m.GetNamedActor(name=name, namespace=namespace))
         )
 
     # -- incoming messages ------------------------------------------------
@@ -1816,7 +1793,7 @@ class CoreRuntime:
         t = type(msg)
         if t is m.PushTask:
             if self.executor is None:
-                conn.reply_error(msg, exc.RaySystemError("this process does not run tasks"))
+                conn.reply_error(msg, m.ErrorKind.SYSTEM, "this process does not run tasks")
                 return
             self.executor.on_push(conn, msg)
         elif t is m.GetObject:
@@ -1828,9 +1805,9 @@ class CoreRuntime:
                     if not self.refs.add_borrower(oid, msg.borrower):
                         bad.append(oid)
             if bad:
-                conn.reply_error(msg, exc.ReferenceCountingAssertionError(bad[0].hex()))
+                conn.reply_error(msg, m.ErrorKind.FREED, bad[0].hex())
             else:
-                conn.reply(msg, m.Ack(rid=0))
+                conn.reply(msg, m.Ack())
                 self.watch_borrower(msg.borrower)
         elif t is m.RemoveBorrow:
             cmds = []
@@ -1872,12 +1849,12 @@ class CoreRuntime:
             with self.lock:
                 e = self.refs.get(oid)
                 if e is None:
-                    conn.reply_error(msg, exc.ReferenceCountingAssertionError(oid.hex()))
+                    conn.reply_error(msg, m.ErrorKind.FREED, oid.hex())
                     return
                 conn.reply(
                     msg,
                     m.ObjectValue(
-                        rid=0, object_id=oid, data=e.data, in_store=e.in_store,
+                        object_id=oid, data=e.data, in_store=e.in_store,
                         is_error=e.is_error, node_id=e.node_id,
                     ),
                 )
@@ -1893,7 +1870,7 @@ class CoreRuntime:
         with self.lock:
             e = self.refs.get(oid)
             if e is None:
-                conn.reply_error(msg, exc.ReferenceCountingAssertionError(oid.hex()))
+                conn.reply_error(msg, m.ErrorKind.FREED, oid.hex())
                 return
             pending = self.refs.add_waiter(oid, on_ready)
         if not pending:
@@ -1930,8 +1907,3 @@ class _RefStub:
     def __init__(self, oid: bytes, owner: str) -> None:
         self._id = oid
         self._owner = owner
-
-
-def format_task_error(name: str, e: BaseException) -> exc.RayTaskError:
-    tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
-    return exc.RayTaskError(name, tb, e, pid=os.getpid())

@@ -21,7 +21,8 @@ from typing import Any
 from manta import exceptions as exc
 from manta._private.protocol import messages as m
 from manta._private.runtime.context import TaskContext, current_task
-from manta._private.runtime.core import INLINE_MAX, CoreRuntime, format_task_error
+from manta._private.runtime.core import INLINE_MAX, CoreRuntime
+from manta._private.runtime.errors import format_task_error
 from manta._private.runtime.placement_group import PlacementGroup
 from manta._private.runtime.serialization import deserialize, serialize_error
 from manta._private.transport.connection import Connection
@@ -145,7 +146,7 @@ class Executor:
                 if on_main:
                     self.main_ctx = None
         except exc.TaskCancelledError as e:
-            reply = m.TaskDone(rid=0, task_id=spec.task_id, returns=[], error=serialize_error(e).to_bytes())
+            reply = m.TaskDone(task_id=spec.task_id, returns=[], error=serialize_error(e).to_bytes())
         except KeyboardInterrupt as e:
             reply = self._error_reply(spec, e)
         finally:
@@ -166,7 +167,7 @@ class Executor:
         if spec.actor_id is not None:
             err.actor_id = spec.actor_id.hex()
         return m.TaskDone(
-            rid=0, task_id=spec.task_id, returns=[], error=serialize_error(err).to_bytes(),
+            task_id=spec.task_id, returns=[], error=serialize_error(err).to_bytes(),
             error_text=str(err) if spec.actor_creation else "",
         )
 
@@ -256,7 +257,7 @@ class Executor:
                 except Exception as e:
                     reply = self._error_reply(spec, e)
         except exc.TaskCancelledError as e:
-            reply = m.TaskDone(rid=0, task_id=spec.task_id, returns=[], error=serialize_error(e).to_bytes())
+            reply = m.TaskDone(task_id=spec.task_id, returns=[], error=serialize_error(e).to_bytes())
         finally:
             self.async_tasks.pop(spec.task_id, None)
             self.running.pop(spec.task_id, None)
@@ -347,7 +348,7 @@ class Executor:
         # Refs this task keeps (e.g. stored on an actor) must be known to their
         # owners before the caller drops its argument pins.
         rt.register_borrows()
-        return m.TaskDone(rid=0, task_id=spec.task_id, returns=returns)
+        return m.TaskDone(task_id=spec.task_id, returns=returns)
 
     def _register_for(self, by_owner: dict[str, list[bytes]], borrower: str) -> None:
         rt = self.rt
@@ -355,7 +356,7 @@ class Executor:
         async def go() -> None:
             for owner, ids in by_owner.items():
                 conn = await rt._peer(owner)
-                await conn.request(m.AddBorrow(rid=0, object_ids=ids, borrower=borrower))
+                await conn.request(m.AddBorrow(object_ids=ids, borrower=borrower))
 
         try:
             rt.run(go())

@@ -6,16 +6,18 @@ import logging
 import signal
 import sys
 
+from manta._private.config import Config
+from manta._private.protocol import messages as m
 from manta._private.runtime import context
-from manta._private.runtime.core import CoreRuntime, SessionInfo
+from manta._private.runtime.core import CoreRuntime
 from manta._private.runtime.executor import Executor, install_streams
 
 
-def worker_main(session: SessionInfo, worker_id: bytes) -> None:
+def worker_main(session: m.SessionInfo, config: Config, worker_id: bytes) -> None:
     logging.basicConfig(
         level=logging.WARNING, stream=sys.stderr, format=f"worker {worker_id.hex()[:8]} %(levelname)s %(name)s: %(message)s"
     )
-    rt = CoreRuntime(session, is_driver=False, worker_id=worker_id)
+    rt = CoreRuntime(session, config, is_driver=False, worker_id=worker_id)
     executor = Executor(rt)
     rt.executor = executor
     context.install(rt)

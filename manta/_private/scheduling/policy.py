@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from manta._private.protocol.messages import PlacementKind
 from manta._private.scheduling.resources import ResourceSet, fits
 
 
@@ -43,7 +44,7 @@ def place(
     others: Mapping[bytes, NodeView],
     *,
     may_spill: bool = True,
-    kind: str = "DEFAULT",
+    kind: PlacementKind = PlacementKind.DEFAULT,
     target: bytes = b"",
     soft: bool = False,
     turn: int = 0,
@@ -52,7 +53,7 @@ def place(
 
     `turn` is a counter the caller advances per SPREAD request (round robin).
     """
-    if kind == "NODE_AFFINITY":
+    if kind is PlacementKind.NODE_AFFINITY:
         if target == local.node_id:
             if fits(need, local.total) or not soft:
                 return LOCAL
@@ -63,7 +64,7 @@ def place(
         elif not soft:
             raise Unschedulable(f"node {target.hex()} is not in the cluster (hard node affinity)")
         # Soft affinity that cannot be met: the default policy decides.
-    if kind == "SPREAD" and may_spill:
+    if kind is PlacementKind.SPREAD and may_spill:
         nodes = sorted([local, *(n for n in others.values() if n.node_id != local.node_id)],
                        key=lambda n: n.node_id)
         free = [n for n in nodes if fits(need, n.available)] or [n for n in nodes if fits(need, n.total)]

@@ -17,6 +17,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from msgspec.structs import replace
+
 from manta._private.protocol import messages as m
 from manta._private.protocol.framing import HEADER, FrameDecoder, FrameTooLarge
 from manta._private.protocol.handshake import (
@@ -73,7 +75,7 @@ class AuthRejected(ConnectionLost):
 class RemoteError(Exception):
     """The peer answered a request with an error."""
 
-    def __init__(self, kind: str, message: str) -> None:
+    def __init__(self, kind: m.ErrorKind, message: str) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
@@ -257,9 +259,8 @@ class Connection(asyncio.Protocol):
             fut.set_exception(ConnectionLost(f"connection to {self.name} is closed"))
             return fut
         rid = next(self._rids)
-        msg.rid = rid
         self._pending[rid] = fut
-        self.send(msg)
+        self.send(replace(msg, rid=rid))
         return fut
 
     def request_cb(self, msg: Any, callback: Callable[[Any], None]) -> None:
@@ -268,17 +269,14 @@ class Connection(asyncio.Protocol):
             callback(ConnectionLost(f"connection to {self.name} is closed"))
             return
         rid = next(self._rids)
-        msg.rid = rid
         self._pending[rid] = callback
-        self.send(msg)
+        self.send(replace(msg, rid=rid))
 
     def reply(self, request: Any, msg: Any) -> None:
-        msg.rid = request.rid
-        self.send(msg)
+        self.send(replace(msg, rid=request.rid))
 
     def reply_threadsafe(self, request: Any, msg: Any) -> None:
-        msg.rid = request.rid
-        self.send_threadsafe(msg)
+        self.send_threadsafe(replace(msg, rid=request.rid))
 
     def request_cb_threadsafe(self, msg: Any, callback: Callable[[Any], None]) -> bool:
         """`request_cb` from any thread; the callback runs on the loop thread.
@@ -288,16 +286,14 @@ class Connection(asyncio.Protocol):
         if self.closed:
             return False
         rid = next(self._rids)
-        msg.rid = rid
         self._pending[rid] = callback
         if self.closed and self._pending.pop(rid, None) is not None:
             return False  # closed meanwhile, and _closed() will not call us
-        self.send_threadsafe(msg)
+        self.send_threadsafe(replace(msg, rid=rid))
         return True
 
-    def reply_error(self, request: Any, exc: BaseException) -> None:
-        kind = getattr(exc, "kind", None) or type(exc).__name__
-        self.send(m.ErrorReply(rid=request.rid, kind=kind, message=str(exc)))
+    def reply_error(self, request: Any, kind: m.ErrorKind, message: str) -> None:
+        self.send(m.ErrorReply(kind=kind, message=message, rid=request.rid))
 
     # -- receiving --------------------------------------------------------
 

@@ -18,18 +18,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from manta._private.transport.connection import AuthRejected, Connection, ConnectionLost, Handler, connect
 
 log = logging.getLogger(__name__)
-
-
-def head_grace() -> float:
-    """How long nodes, drivers and workers wait for a persistent head to come back."""
-    return float(os.environ.get("MANTA_HEAD_RECONNECT_S", "60"))
 
 
 class HeadLink:
@@ -41,7 +35,7 @@ class HeadLink:
         *,
         on_gone: Callable[[str], None],
         reregister: Callable[[Connection], Awaitable[None]] | None = None,
-        grace: float = 60.0,
+        grace: float,
         name: str = "head",
     ) -> None:
         self.address = address
