@@ -618,6 +618,8 @@ def run_one(
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
         env=_child_env(root),
+        # `python -c` children put the working directory first on their path.
+        cwd=root or None,
         text=True,
         errors="replace",
     )

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from msgspec.structs import replace
 
-from manta._private import session
+from manta._private import ids, session
 from manta._private.ids import BinaryID
 from manta._private.runtime import context
 from manta._private.runtime.context import current_task
@@ -135,11 +135,11 @@ class RuntimeContext:
         self._rt = rt
 
     def get_job_id(self) -> str:
-        return self._rt.job_id.to_bytes(4, "little").hex()
+        return ids.job_hex(self._rt.job_id)
 
     @property
     def job_id(self) -> Any:
-        return _HexId(self._rt.job_id.to_bytes(4, "little"))
+        return _HexId(bytes.fromhex(ids.job_hex(self._rt.job_id)))
 
     def get_node_id(self) -> str:
         return self._rt.node_id.hex()

@@ -1,6 +1,22 @@
-"""Binary ids shown as hex: actor, placement group, job, node and task ids."""
+"""Ids: how they are laid out, made and shown.
+
+    task id     16 bytes: a random 8-byte prefix per process, then an 8-byte
+                little-endian counter
+    object id   20 bytes: the task id that made it, then a 4-byte
+                little-endian index: 1..N for a task's returns, 0 for an
+                object with no task (put, a placement group's ready ref)
+    actor id    a task id (the actor's own, not its creation task's)
+    job id      an int, shown as 4 little-endian bytes in hex (as Ray does)
+    node, worker id   16 random bytes; placement group id  18 random bytes
+"""
 
 from __future__ import annotations
+
+import itertools
+import os
+
+TASK_ID_SIZE = 16
+INDEX_SIZE = 4
 
 
 class BinaryID:
@@ -31,3 +47,45 @@ class ActorID(BinaryID):
 
 class PlacementGroupID(BinaryID):
     __slots__ = ()
+
+
+class TaskIds:
+    """This process's task ids: unique across the cluster without asking anyone."""
+
+    __slots__ = ("_prefix", "_counter")
+
+    def __init__(self) -> None:
+        self._prefix = os.urandom(TASK_ID_SIZE // 2)
+        self._counter = itertools.count(1)
+
+    def next(self) -> bytes:
+        return self._prefix + next(self._counter).to_bytes(TASK_ID_SIZE // 2, "little")
+
+
+def object_id(task_id: bytes, index: int) -> bytes:
+    return task_id + index.to_bytes(INDEX_SIZE, "little")
+
+
+def return_ids(task_id: bytes, n: int) -> list[bytes]:
+    """The ids of a task's `n` return values."""
+    return [task_id + i.to_bytes(INDEX_SIZE, "little") for i in range(1, n + 1)]
+
+
+def task_of(object_id: bytes) -> bytes:
+    return object_id[:TASK_ID_SIZE]
+
+
+def job_hex(job_id: int) -> str:
+    return job_id.to_bytes(4, "little").hex()
+
+
+def new_node_id() -> bytes:
+    return os.urandom(16)
+
+
+def new_worker_id() -> bytes:
+    return os.urandom(16)
+
+
+def new_placement_group_id() -> bytes:
+    return os.urandom(18)

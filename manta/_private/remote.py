@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+from dataclasses import dataclass
 from typing import Any
 
 from manta import exceptions as exc
@@ -83,11 +84,12 @@ def placement_of(options: dict[str, Any]) -> m.Placement:
     return m.Placement()
 
 
-def in_placement_group(options: dict[str, Any], resources: dict[str, float]) -> dict[str, float]:
-    """Resources renamed onto a placement group's bundle, when the options name one."""
+def in_placement_group(options: dict[str, Any], resources: dict[str, float], inherit: bool = True) -> dict[str, float]:
+    """Resources renamed onto a placement group's bundle, when the options name
+    one (or, if `inherit`, when the current task's group captures its children)."""
     strategy = options.get("scheduling_strategy")
     pg = getattr(strategy, "placement_group", None) or options.get("placement_group")
-    if pg is None and strategy is None:
+    if pg is None and strategy is None and inherit:
         # Inside a task whose group captures its children.
         ctx = current_task.get()
         pg = ctx.placement_group if ctx is not None else None
@@ -110,7 +112,7 @@ def in_placement_group(options: dict[str, Any], resources: dict[str, float]) -> 
     return renamed
 
 
-def captured_group(options: dict[str, Any]) -> tuple[bytes, int]:
+def captured_group(options: dict[str, Any], inherit: bool = True) -> tuple[bytes, int]:
     """(group id, bundle count) if children of this task stay in its group."""
     strategy = options.get("scheduling_strategy")
     pg = getattr(strategy, "placement_group", None) or options.get("placement_group")
@@ -118,7 +120,7 @@ def captured_group(options: dict[str, Any]) -> tuple[bytes, int]:
     if capture is None:
         capture = options.get("placement_group_capture_child_tasks")
     if pg is None or pg == "default" or not capture:
-        ctx = current_task.get()
+        ctx = current_task.get() if inherit else None
         inherited = ctx.placement_group if ctx is not None and strategy is None else None
         if inherited is not None:
             return inherited.id.binary(), inherited.bundle_count
@@ -140,8 +142,8 @@ def resource_request(options: dict[str, Any], default_cpus: float) -> dict[str, 
     return {k: v for k, v in out.items() if v}
 
 
-def env_vars_of(rt: Any, options: dict[str, Any]) -> dict[str, str]:
-    env = dict(rt.env_vars)
+def runtime_env_vars(options: dict[str, Any]) -> dict[str, str]:
+    """The env_vars of the options' runtime_env, checked."""
     runtime_env = options.get("runtime_env") or {}
     if not isinstance(runtime_env, dict):
         raise TypeError(f"runtime_env must be a dict, got {type(runtime_env).__name__}")
@@ -149,8 +151,11 @@ def env_vars_of(rt: Any, options: dict[str, Any]) -> dict[str, str]:
     for k, v in extra.items():
         if not isinstance(k, str) or not isinstance(v, str):
             raise TypeError(f"runtime_env env_vars must map str to str, got {k!r}: {v!r}")
-    env.update(extra)
-    return env
+    return dict(extra)
+
+
+def env_vars_of(rt: Any, options: dict[str, Any]) -> dict[str, str]:
+    return {**rt.env_vars, **runtime_env_vars(options)}
 
 
 class _Exported:
@@ -178,13 +183,59 @@ class _Exported:
         return self._fn_id
 
 
+@dataclass(frozen=True, slots=True)
+class _TaskPlan:
+    """What a remote function's options say about every call, worked out once."""
+
+    name: str
+    num_returns: int
+    max_retries: int
+    retry_exceptions: bool | tuple[type, ...]
+    resources: dict[str, float]
+    placement: m.Placement
+    capture: tuple[bytes, int]
+    # The options name a placement group or strategy: the call never takes
+    # the group of the task it is made from.
+    own_strategy: bool
+    # runtime_env env_vars of the options, added to the job's.
+    env_vars: dict[str, str]
+
+
+def _task_plan(options: dict[str, Any], default_name: str) -> _TaskPlan:
+    num_returns = options.get("num_returns", 1)
+    if not isinstance(num_returns, int):
+        raise ValueError(f"num_returns={num_returns!r} is not supported yet; use an integer")
+    retry = options.get("retry_exceptions", False)
+    if isinstance(retry, list):
+        retry = tuple(retry)
+    own = options.get("scheduling_strategy") is not None or options.get("placement_group") is not None
+    return _TaskPlan(
+        name=options.get("name") or default_name,
+        num_returns=num_returns,
+        max_retries=options.get("max_retries", DEFAULT_MAX_RETRIES),
+        retry_exceptions=retry,
+        resources=in_placement_group(options, resource_request(options, 1), inherit=False),
+        placement=placement_of(options),
+        capture=captured_group(options, inherit=False),
+        own_strategy=own,
+        env_vars=runtime_env_vars(options),
+    )
+
+
 class _OptionsWrapper:
     def __init__(self, target: Any, options: dict[str, Any]) -> None:
         self._target = target
         self._options = options
+        self._plan: _TaskPlan | None = None
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
-        return self._target._remote(args, kwargs, self._options)
+        target = self._target
+        if isinstance(target, RemoteFunction):
+            plan = self._plan
+            if plan is None:
+                plan = self._plan = _task_plan(self._options, target._name)
+            return target._call(args, kwargs, self._options, plan)
+        return target._remote(args, kwargs, self._options)
 
     def options(self, **options: Any) -> _OptionsWrapper:
         return self._target.options(**{**self._options, **options})
@@ -228,6 +279,7 @@ class RemoteFunction(_Remotable):
         self.__module__ = getattr(function, "__module__", None)  # type: ignore[assignment]
         self.__qualname__ = getattr(function, "__qualname__", self._name)
         self.__wrapped__ = function
+        self._plan: _TaskPlan | None = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(
@@ -238,31 +290,44 @@ class RemoteFunction(_Remotable):
     def _what(self) -> str:
         return f"remote function {self._name}"
 
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        plan = self._plan
+        if plan is None:
+            plan = self._plan = _task_plan(self._options, self._name)
+        return self._call(args, kwargs, self._options, plan)
+
     def _remote(self, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]) -> Any:
-        rt = session.runtime()
-        num_returns = options.get("num_returns", 1)
-        if not isinstance(num_returns, int):
-            raise ValueError(f"num_returns={num_returns!r} is not supported yet; use an integer")
-        max_retries = options.get("max_retries", DEFAULT_MAX_RETRIES)
-        retry = options.get("retry_exceptions", False)
-        if isinstance(retry, list):
-            retry = tuple(retry)
+        return self._call(args, kwargs, options, _task_plan(options, self._name))
+
+    def _call(self, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any], plan: _TaskPlan) -> Any:
+        rt = context._runtime or session.runtime()
+        resources, capture = plan.resources, plan.capture
+        if not plan.own_strategy:
+            ctx = current_task.get()
+            if ctx is not None and ctx.placement_group is not None:
+                # Inside a task whose group captures its children.
+                resources = in_placement_group(options, resource_request(options, 1))
+                capture = captured_group(options)
+        env = rt.env_vars
+        if plan.env_vars:
+            env = {**env, **plan.env_vars}
         refs = rt.submit_task(
             fn_id=self._exported.fn_id(rt),
-            name=options.get("name") or self._name,
+            name=plan.name,
             args=args,
             kwargs=kwargs,
-            num_returns=num_returns,
-            resources=in_placement_group(options, resource_request(options, 1)),
-            placement=placement_of(options),
-            capture=captured_group(options),
-            max_retries=max_retries,
-            retry_exceptions=retry,
-            env_vars=env_vars_of(rt, options),
+            num_returns=plan.num_returns,
+            resources=resources,
+            placement=plan.placement,
+            capture=capture,
+            max_retries=plan.max_retries,
+            retry_exceptions=plan.retry_exceptions,
+            env_vars=env,
         )
-        if num_returns == 1:
+        n = plan.num_returns
+        if n == 1:
             return refs[0]
-        if num_returns == 0:
+        if n == 0:
             return None
         return refs
 
@@ -345,9 +410,9 @@ class ActorClass(_Remotable):
         fn_id = self._exported.fn_id(rt)
         capture_pg, capture_bundles = captured_group(options)
         spec_args, kwnames, pinned = rt.prepare_args(args, kwargs, f"{self.__name__}.__init__")
-        actor_id = rt.new_task_id()
+        actor_id = rt.ids.next()
         creation = m.TaskSpec(
-            task_id=rt.new_task_id(),
+            task_id=rt.ids.next(),
             job_id=rt.job_id,
             name=f"{self.__name__}.__init__",
             fn_id=fn_id,

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from manta._private import services
 from manta._private.config import Config
+from manta._private.ids import new_worker_id
 from manta._private.protocol import messages as m
 from manta._private.runtime import context
 
@@ -132,10 +133,10 @@ def init(
             )
         from manta._private.runtime.core import CoreRuntime
 
-        rt = CoreRuntime(session, config, is_driver=True, worker_id=os.urandom(16), namespace=namespace or "")
-        rt.env_vars = env_vars
-        if log_to_driver:
-            rt.on_log = _print_log
+        rt = CoreRuntime(
+            session, config, is_driver=True, worker_id=new_worker_id(), namespace=namespace or "",
+            env_vars=env_vars, on_log=_print_log if log_to_driver else None,
+        )
         try:
             rt.start()
         except BaseException:

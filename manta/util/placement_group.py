@@ -3,9 +3,9 @@ atomically, then run tasks and actors inside them."""
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
+from manta._private import ids
 from manta._private.protocol import messages as m
 from manta._private.runtime.context import current_task
 from manta._private.runtime.placement_group import PlacementGroup
@@ -46,7 +46,7 @@ def placement_group(
         raise ValueError(f"lifetime must be None or 'detached', got {lifetime!r}")
     rt = _runtime()
     spec = m.PlacementGroupSpec(
-        pg_id=os.urandom(18), bundles=clean, strategy=strategy, name=name or "",
+        pg_id=ids.new_placement_group_id(), bundles=clean, strategy=strategy, name=name or "",
         namespace=rt.namespace, job_id=rt.job_id, detached=lifetime == "detached",
     )
     rt.call_head(m.CreatePlacementGroup(spec=spec))

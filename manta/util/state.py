@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from manta._private import ids
 from manta._private.protocol import messages as m
 
 
@@ -25,7 +26,7 @@ def list_jobs() -> list[JobState]:
     reply = rt.call_head(m.GetJobs())
     return [
         JobState(
-            job_id=j.job_id.to_bytes(4, "little").hex(), status="RUNNING" if j.alive else "FINISHED", namespace=j.namespace,
+            job_id=ids.job_hex(j.job_id), status="RUNNING" if j.alive else "FINISHED", namespace=j.namespace,
             driver_pid=j.driver_pid, start_time=j.start_time, end_time=j.end_time,
         )
         for j in sorted(reply.jobs, key=lambda j: j.job_id)

@@ -19,6 +19,7 @@ from typing import Any
 
 from msgspec.structs import replace
 
+from manta._private import ids
 from manta._private.config import Config
 from manta._private.node.forkserver import ForkServer
 from manta._private.node.memory import Candidate, memory_usage, pick_victim
@@ -289,7 +290,7 @@ class NodeAgent:
             self.stopping.set()
 
     def _start_worker(self, pool_key: lt.PoolKey) -> None:
-        worker_id = os.urandom(16)
+        worker_id = ids.new_worker_id()
         self.pool_keys[worker_id] = pool_key
         self.zygote.send(m.ForkWorker(worker_id=worker_id, env=dict(pool_key)))
 

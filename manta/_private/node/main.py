@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     import asyncio
 
     from manta._private.config import Config
+    from manta._private.ids import new_node_id
     from manta._private.node.agent import NodeAgent, run_agent
     from manta._private.services import default_store_size, read_token
     from manta._private.transport.connection import new_event_loop
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
         session_dir=args.session_dir,
         head_address=args.head,
         token=token,
-        node_id=os.urandom(16),
+        node_id=new_node_id(),
         resources=json.loads(args.resources),
         store_capacity=args.object_store_memory or default_store_size(),
         address=args.listen[0],

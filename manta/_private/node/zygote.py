@@ -12,6 +12,7 @@ import signal
 import sys
 from collections.abc import Callable
 
+from manta._private.ids import new_worker_id
 from manta._private.node.forkserver import die_with_parent, write_message
 from manta._private.protocol import messages as m
 from manta._private.protocol.framing import FrameDecoder
@@ -57,7 +58,7 @@ def main() -> None:
     # Prestarted workers are forked as soon as the imports are done, before
     # the agent even asks, so the first task rarely waits for a worker.
     for _ in range(first.prestart):
-        _fork_worker(first, m.ForkWorker(worker_id=os.urandom(16)), out, worker_main)
+        _fork_worker(first, m.ForkWorker(worker_id=new_worker_id()), out, worker_main)
     warm = False
     while True:
         for frame in frames:

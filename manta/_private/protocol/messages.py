@@ -9,9 +9,10 @@ User payloads (functions, arguments, results) travel as opaque `bytes`
 fields and are unpickled only by the runtime, after the peer authenticated.
 
 Requests that expect an answer carry `rid` (request id, unique per
-connection and direction); the answer carries the same `rid`. The
-connection sets it (`request` and `reply` copy the message with it), so code
-builds messages without one.
+connection and direction); the answer carries the same `rid`. Code builds
+messages without one: `rid` is every message's last field, so its default 0
+is the encoding's last byte, and the connection writes the real id in its
+place (`encode_with_rid`) instead of copying the frozen message.
 
 Messages are frozen: a message is made once and never changed. States and
 kinds are enums, checked when a message is decoded.
@@ -20,11 +21,13 @@ kinds are enums, checked when a message is decoded.
 from __future__ import annotations
 
 import enum
+import struct
 from typing import Any
 
 import msgspec
 
 from manta._private.config import Config
+from manta._private.protocol.framing import HEADER
 
 
 class Msg(msgspec.Struct, array_like=True, tag=True, omit_defaults=False, frozen=True):
@@ -670,6 +673,8 @@ class TaskDone(Msg, frozen=True):
 class CancelTask(Msg, frozen=True):
     task_id: bytes
     force: bool
+    # Cancel the tasks it submitted too (Ray's `cancel(recursive=True)`).
+    recursive: bool = False
 
 
 # --- borrower <-> owner ----------------------------------------------------
@@ -822,7 +827,45 @@ _decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(Message)
 _hs_decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(HandshakeMsg)
 _fork_decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(ForkMessage)
 
-encode = _encoder.encode
+encode = _encode = _encoder.encode
+
+
+_SMALL_UINTS = [bytes((i,)) for i in range(0x80)]
+
+
+def _uint(n: int) -> bytes:
+    """msgpack's encoding of a non-negative int."""
+    if n < 0x80:
+        return _SMALL_UINTS[n]
+    if n < 0x100:
+        return b"\xcc" + n.to_bytes(1, "big")
+    if n < 0x10000:
+        return b"\xcd" + n.to_bytes(2, "big")
+    if n < 0x100000000:
+        return b"\xce" + n.to_bytes(4, "big")
+    return b"\xcf" + n.to_bytes(8, "big")
+
+
+_pack_header = HEADER.pack
+_U32 = struct.Struct(">BI")  # msgpack's uint32: 0xce, then the number
+
+
+def frame(msg: Msg, rid: int = 0) -> bytes:
+    """The frame of `msg` (built with rid 0), as request or answer `rid` if given.
+
+    With a rid, the payload's last byte (the encoded 0) gives way to the
+    rid's own encoding: the frozen message is not copied to change it.
+    (Frames this large are copied once more; object data travels in
+    StoreChunk frames, sent by `Connection.send_chunk` without a copy.)
+    """
+    payload = _encode(msg)
+    if rid:
+        if payload[-1]:
+            raise ValueError(f"{type(msg).__name__} must be built without a rid (the connection sets it)")
+        payload = payload[:-1] + (
+            _SMALL_UINTS[rid] if rid < 0x80 else _U32.pack(0xCE, rid) if rid < 0x100000000 else _uint(rid)
+        )
+    return _pack_header(len(payload)) + payload
 
 
 def chunk_prefix(rid: int, size: int) -> bytes:

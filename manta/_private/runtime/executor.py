@@ -9,6 +9,7 @@ coroutines on their own event loop, bounded by `max_concurrency`.
 from __future__ import annotations
 
 import asyncio
+import enum
 import inspect
 import io
 import os
@@ -16,16 +17,31 @@ import queue
 import signal
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from manta import exceptions as exc
+from manta._private import ids
 from manta._private.protocol import messages as m
+from manta._private.runtime import story
 from manta._private.runtime.context import TaskContext, current_task
-from manta._private.runtime.core import INLINE_MAX, CoreRuntime
 from manta._private.runtime.errors import format_task_error
+from manta._private.runtime.objects import INLINE_MAX
 from manta._private.runtime.placement_group import PlacementGroup
 from manta._private.runtime.serialization import deserialize, serialize_error
+from manta._private.runtime.story import Rec
 from manta._private.transport.connection import Connection
+
+if TYPE_CHECKING:
+    from manta._private.runtime.core import CoreRuntime
+
+
+class Mode(enum.Enum):
+    """What this worker runs, and so how it takes calls."""
+
+    TASKS = "tasks"  # plain tasks, one at a time on the main thread
+    ACTOR = "actor"  # a sync actor: its calls on the main thread, in order
+    THREADED = "threaded"  # an actor with max_concurrency > 1: a pool of threads
+    ASYNC = "async"  # an async actor: coroutines on its own event loop
 
 
 class Executor:
@@ -36,7 +52,7 @@ class Executor:
         self.actor: Any = None
         self.actor_id: bytes | None = None
         self.actor_class_name = ""
-        self.mode = "task"  # task | actor | threaded | async
+        self.mode = Mode.TASKS
         self.aloop: asyncio.AbstractEventLoop | None = None
         self.sem: asyncio.Semaphore | None = None
         self.running: dict[bytes, TaskContext] = {}
@@ -52,17 +68,21 @@ class Executor:
 
     def on_push(self, conn: Connection, msg: m.PushTask) -> None:
         spec = msg.spec
-        if spec.actor_creation or spec.actor_id is None or self.mode == "actor":
+        if spec.actor_creation or spec.actor_id is None or self.mode is Mode.ACTOR:
             self.queue.put((conn, msg))
-        elif self.mode == "threaded":
+        elif self.mode is Mode.THREADED:
             self.threaded_queue.put((conn, msg))
-        elif self.mode == "async":
+        elif self.mode is Mode.ASYNC:
             assert self.aloop is not None
             asyncio.run_coroutine_threadsafe(self._execute_async(conn, msg), self.aloop)
         else:
             self.queue.put((conn, msg))
 
-    def cancel(self, task_id: bytes, force: bool) -> None:
+    def cancel(self, task_id: bytes, force: bool, recursive: bool) -> None:
+        """I/O thread: the owner cancels a task sent here (and, if `recursive`,
+        the tasks it submitted)."""
+        if recursive:
+            self.rt.tasks.cancel_children(task_id, force)
         if force:
             os._exit(1)
         self.cancelled.add(task_id)
@@ -97,29 +117,26 @@ class Executor:
     def _context(self, spec: m.TaskSpec, conn: Connection | None = None) -> TaskContext:
         is_method = spec.actor_id is not None and not spec.actor_creation
         from_driver = not spec.actor_creation and spec.driver and spec.owner == spec.driver
+        # Positional, in TaskContext's field order: keywords would cost a dict per task.
         return TaskContext(
-            task_id=spec.task_id,
-            name=spec.name,
-            actor_id=spec.actor_id,
-            resources=dict(self.actor_resources) if is_method else dict(spec.resources),
-            attempt=spec.attempt,
-            restart_count=self.restart_count,
-            thread_ident=threading.get_ident(),
-            label=self.actor_class_name if is_method and self.actor_class_name else spec.name,
-            driver=spec.driver,
-            job_id=spec.job_id,
-            gpu_ids=list(self.actor_gpu_ids) if is_method else list(spec.gpu_ids),
-            log_conn=conn if from_driver else None,
-            placement_group=self.actor_group if is_method else _captured_group(spec),
+            spec.task_id,
+            spec.name,
+            spec.actor_id,
+            dict(self.actor_resources) if is_method else dict(spec.resources),
+            spec.attempt,
+            self.restart_count,
+            False,  # cancel_requested
+            threading.get_ident(),
+            self.actor_class_name if is_method and self.actor_class_name else spec.name,
+            spec.driver,
+            spec.job_id,
+            list(self.actor_gpu_ids) if is_method else list(spec.gpu_ids),
+            conn if from_driver else None,
+            self.actor_group if is_method else _captured_group(spec),
         )
 
     def _adopt_job(self, spec: m.TaskSpec) -> None:
-        rt = self.rt
-        rt.job_id = spec.job_id
-        rt.namespace = spec.namespace
-        rt.driver_address = spec.driver
-        # Tasks and actors started from here inherit this one's environment, as in Ray.
-        rt.env_vars = dict(spec.env_vars)
+        self.rt.adopt_job(spec)
         if spec.env_vars:
             os.environ.update(spec.env_vars)
         if spec.gpu_ids or spec.resources.get("GPU"):
@@ -133,6 +150,9 @@ class Executor:
         self._adopt_job(spec)
         ctx = self._context(spec, conn)
         token = current_task.set(ctx)
+        log = self.rt.log
+        sid = log.stimulus()
+        log.append(Rec(spec.task_id, story.RUNNING, sid, log.clock(), spec.attempt))
         self.running[spec.task_id] = ctx
         on_main = threading.current_thread() is threading.main_thread()
         if on_main:
@@ -154,10 +174,11 @@ class Executor:
             self.cancelled.discard(spec.task_id)
             current_task.reset(token)
         _flush_streams()
+        log.append(Rec(spec.task_id, story.FAILED if reply.error is not None else story.FINISHED, sid, log.clock()))
         conn.reply_threadsafe(msg, reply)
         if spec.actor_creation and reply.error is not None:
             # A failed constructor ends the worker, as in Ray.
-            self.rt._post(self._exit_soon)
+            self.rt.post(self._exit_soon)
 
     def _exit_soon(self) -> None:
         self.rt.loop.call_later(0.2, os._exit, 0)
@@ -206,7 +227,7 @@ class Executor:
 
     def _set_actor_mode(self, spec: m.TaskSpec) -> None:
         if spec.is_async_actor:
-            self.mode = "async"
+            self.mode = Mode.ASYNC
             self.aloop = asyncio.new_event_loop()
             ready = threading.Event()
 
@@ -219,14 +240,14 @@ class Executor:
             threading.Thread(target=run, name="manta-actor-loop", daemon=True).start()
             ready.wait()
         elif spec.max_concurrency > 1:
-            self.mode = "threaded"
+            self.mode = Mode.THREADED
             # Plain threads on one queue: no Future per call, unlike an executor.
             for i in range(spec.max_concurrency):
                 threading.Thread(
                     target=self._drain, args=(self.threaded_queue,), name=f"manta-actor-{i}", daemon=True
                 ).start()
         else:
-            self.mode = "actor"
+            self.mode = Mode.ACTOR
 
     async def _execute_async(self, conn: Connection, msg: m.PushTask) -> None:
         spec = msg.spec
@@ -316,7 +337,7 @@ class Executor:
         returns = []
         borrow_for_caller: dict[str, list[bytes]] = {}
         for i, value in enumerate(values, start=1):
-            oid = spec.task_id + i.to_bytes(4, "little")
+            oid = ids.object_id(spec.task_id, i)
             try:
                 sv = rt.serialize_value(value, f"the return value of {spec.name}()")
             except Exception as e:
@@ -327,7 +348,7 @@ class Executor:
                 if r._owner == rt.address:
                     with rt.lock:
                         rt.refs.add_borrower(r._id, spec.owner)
-                    rt._post(rt.watch_borrower, spec.owner)
+                    rt.post(rt.references.watch_borrower, spec.owner)
                 elif r._owner != spec.owner:
                     borrow_for_caller.setdefault(r._owner, []).append(r._id)
             if sv.size <= INLINE_MAX:
@@ -347,21 +368,11 @@ class Executor:
             self._register_for(borrow_for_caller, spec.owner)
         # Refs this task keeps (e.g. stored on an actor) must be known to their
         # owners before the caller drops its argument pins.
-        rt.register_borrows()
+        rt.references.register_borrows()
         return m.TaskDone(task_id=spec.task_id, returns=returns)
 
     def _register_for(self, by_owner: dict[str, list[bytes]], borrower: str) -> None:
-        rt = self.rt
-
-        async def go() -> None:
-            for owner, ids in by_owner.items():
-                conn = await rt._peer(owner)
-                await conn.request(m.AddBorrow(object_ids=ids, borrower=borrower))
-
-        try:
-            rt.run(go())
-        except Exception:
-            pass
+        self.rt.run(self.rt.references.tell_owners(by_owner, borrower))
 
 
 # -- output -------------------------------------------------------------------
@@ -408,7 +419,7 @@ class TaskStream(io.TextIOBase):
         if ctx is not None and ctx.log_conn is not None:
             ctx.log_conn.send_threadsafe(msg)
         else:
-            self.rt._post(self.rt.send_log, driver, msg)
+            self.rt.post(self.rt.send_log, driver, msg)
 
     def isatty(self) -> bool:
         return False

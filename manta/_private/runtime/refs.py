@@ -96,6 +96,14 @@ class ReferenceTable:
     def __len__(self) -> int:
         return len(self.entries)
 
+    def validate(self) -> None:
+        for oid, e in self.entries.items():
+            assert e.alive() or e.waiters, f"{oid.hex()} kept with nothing holding it"
+            assert (oid in self.pending) == (e.state == PENDING), f"{oid.hex()} pending set out of step"
+            assert e.local >= 0 and e.pins >= 0, f"{oid.hex()} negative count"
+            assert not e.borrowers or e.owned, f"{oid.hex()} borrowed entry with borrowers"
+        assert self.pending <= set(self.entries), "pending ids without entries"
+
     def get(self, object_id: bytes) -> Entry | None:
         return self.entries.get(object_id)
 
@@ -203,6 +211,24 @@ class ReferenceTable:
         waiters = e.waiters or []
         e.waiters = None
         return waiters, []
+
+    def reset(self, object_id: bytes) -> list[Command]:
+        """The value is gone (its copy was lost): the entry waits for a new one.
+        Returns what releasing the refs it contained takes."""
+        e = self.entries.get(object_id)
+        if e is None:
+            return []
+        out: list[Command] = []
+        for cid, _ in e.contained:
+            out += self.unpin(cid)
+        e.contained = []
+        e.state = PENDING
+        e.data = None
+        e.in_store = False
+        e.is_error = False
+        e.fetching = False
+        self.pending.add(object_id)
+        return out
 
     def add_waiter(self, object_id: bytes, waiter: Callable[[], None]) -> bool:
         """Registers `waiter` unless the object is already ready (returns False)."""

@@ -26,6 +26,7 @@ import cloudpickle
 from manta._private.objectstore.allocator import align_up
 
 MAGIC = 0x4D4E5431  # "MNT1"
+_loads = pickle.loads
 FLAG_ERROR = 1
 _HEAD = struct.Struct("<IIIQ")
 _BUF = struct.Struct("<QQ")
@@ -35,6 +36,7 @@ _BUF = struct.Struct("<QQ")
 _PLAIN = frozenset({int, float, str, bytes, bool, type(None)})
 
 _local = threading.local()
+_NO_OFFSETS: list[int] = []
 
 
 class SerializedValue:
@@ -51,6 +53,10 @@ class SerializedValue:
         self.buffers = buffers
         self.contained = contained
         self.flags = flags
+        if not buffers:  # most values: no out-of-band buffers to lay out
+            self._offsets = _NO_OFFSETS
+            self.size = _HEAD.size + len(pickled)
+            return
         header = _HEAD.size + _BUF.size * len(buffers)
         pos = header + len(pickled)
         offsets = []
@@ -62,13 +68,14 @@ class SerializedValue:
         self.size = pos
 
     def _header(self) -> bytes:
-        parts = [_HEAD.pack(MAGIC, self.flags, len(self.buffers), len(self.pickled))]
-        parts.extend(_BUF.pack(o, b.nbytes) for o, b in zip(self._offsets, self.buffers))
-        return b"".join(parts)
+        head = _HEAD.pack(MAGIC, self.flags, len(self.buffers), len(self.pickled))
+        if not self.buffers:
+            return head
+        return head + b"".join(_BUF.pack(o, b.nbytes) for o, b in zip(self._offsets, self.buffers))
 
     def to_bytes(self) -> bytes:
         if not self.buffers:
-            return self._header() + self.pickled
+            return _HEAD.pack(MAGIC, self.flags, 0, len(self.pickled)) + self.pickled
         out = bytearray(self.size)
         self.write_into(memoryview(out))
         return bytes(out)
@@ -126,10 +133,14 @@ def deserialize(
     on_buffer: Callable[[memoryview], memoryview] | None = None,
 ) -> tuple[Any, bool]:
     """Returns (value, is_error). Buffers are views into `data`, not copies."""
-    view = data if isinstance(data, memoryview) else memoryview(data)
-    magic, flags, nbuf, plen = _HEAD.unpack_from(view, 0)
+    magic, flags, nbuf, plen = _HEAD.unpack_from(data, 0)
     if magic != MAGIC:
         raise ValueError("corrupt object: bad magic")
+    if not nbuf and plen < 4096 and on_buffer is None:
+        # Most values: one small pickle right after the header (slicing copies
+        # it, which for a small one is cheaper than making a view).
+        return _loads(data[_HEAD.size : _HEAD.size + plen]), bool(flags & FLAG_ERROR)
+    view = data if isinstance(data, memoryview) else memoryview(data)
     pos = _HEAD.size
     bufs = []
     for _ in range(nbuf):
@@ -138,7 +149,7 @@ def deserialize(
         b = view[off : off + length]
         bufs.append(on_buffer(b) if on_buffer is not None else b)
     pickled = view[pos : pos + plen]
-    value = pickle.loads(pickled, buffers=bufs) if bufs else pickle.loads(pickled)
+    value = _loads(pickled, buffers=bufs) if bufs else _loads(pickled)
     return value, bool(flags & FLAG_ERROR)
 
 

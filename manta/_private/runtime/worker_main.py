@@ -10,7 +10,7 @@ from manta._private.config import Config
 from manta._private.protocol import messages as m
 from manta._private.runtime import context
 from manta._private.runtime.core import CoreRuntime
-from manta._private.runtime.executor import Executor, install_streams
+from manta._private.runtime.executor import install_streams
 
 
 def worker_main(session: m.SessionInfo, config: Config, worker_id: bytes) -> None:
@@ -18,8 +18,8 @@ def worker_main(session: m.SessionInfo, config: Config, worker_id: bytes) -> Non
         level=logging.WARNING, stream=sys.stderr, format=f"worker {worker_id.hex()[:8]} %(levelname)s %(name)s: %(message)s"
     )
     rt = CoreRuntime(session, config, is_driver=False, worker_id=worker_id)
-    executor = Executor(rt)
-    rt.executor = executor
+    executor = rt.executor
+    assert executor is not None
     context.install(rt)
     signal.signal(signal.SIGINT, executor.on_sigint)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -17,8 +17,6 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from msgspec.structs import replace
-
 from manta._private.protocol import messages as m
 from manta._private.protocol.framing import HEADER, FrameDecoder, FrameTooLarge
 from manta._private.protocol.handshake import (
@@ -31,8 +29,9 @@ from manta._private.protocol.handshake import (
 log = logging.getLogger(__name__)
 
 MAX_FRAME = 1 << 31
-# Writes holding a payload this large skip joining everything into one buffer.
-BIG_WRITE = 256 * 1024
+# Frames this large go out as they are, gathered by the kernel, instead of
+# being joined with others into one more buffer.
+BIG_FRAME = 256 * 1024
 
 # Answers to a request: matched to the waiting future by `rid`.
 REPLY_TYPES = (
@@ -179,15 +178,16 @@ class Connection(asyncio.Protocol):
             with self._wlock:
                 self.transport.write(HEADER.pack(len(payload)) + payload)
 
-    def send(self, msg: Any) -> None:
-        """Queues `msg`; everything queued in one loop iteration goes out in one write.
+    def send(self, msg: Any, rid: int = 0) -> None:
+        """Queues `msg` (as answer or request `rid`, if given); everything
+        queued in one loop iteration goes out in one write.
 
         Loop thread only; other threads use `send_threadsafe`.
         """
         if self.closed:
             return
-        payload = m.encode(msg)
-        self._queue((HEADER.pack(len(payload)), payload), len(payload) >= BIG_WRITE)
+        frame = m.frame(msg, rid)
+        self._queue((frame,), len(frame) >= BIG_FRAME)
 
     def _queue(self, parts: tuple[bytes | memoryview, ...], big: bool) -> None:
         """Loop thread: adds a frame's parts to the next write."""
@@ -224,7 +224,7 @@ class Connection(asyncio.Protocol):
         prefix = m.chunk_prefix(rid, len(data))
         self._queue((HEADER.pack(len(prefix) + len(data)), prefix, data), True)
 
-    def send_threadsafe(self, msg: Any) -> None:
+    def send_threadsafe(self, msg: Any, rid: int = 0) -> None:
         """Sends from any thread, writing straight to the socket when nothing is queued.
 
         Skipping the hop to the I/O thread saves two thread wake-ups per
@@ -233,8 +233,7 @@ class Connection(asyncio.Protocol):
         """
         if self.closed:
             return
-        payload = m.encode(msg)
-        frame = HEADER.pack(len(payload)) + payload
+        frame = m.frame(msg, rid)
         with self._wlock:
             transport = self.transport
             if transport is None or self.closed:
@@ -260,7 +259,7 @@ class Connection(asyncio.Protocol):
             return fut
         rid = next(self._rids)
         self._pending[rid] = fut
-        self.send(replace(msg, rid=rid))
+        self.send(msg, rid)
         return fut
 
     def request_cb(self, msg: Any, callback: Callable[[Any], None]) -> None:
@@ -270,13 +269,13 @@ class Connection(asyncio.Protocol):
             return
         rid = next(self._rids)
         self._pending[rid] = callback
-        self.send(replace(msg, rid=rid))
+        self.send(msg, rid)
 
     def reply(self, request: Any, msg: Any) -> None:
-        self.send(replace(msg, rid=request.rid))
+        self.send(msg, request.rid)
 
     def reply_threadsafe(self, request: Any, msg: Any) -> None:
-        self.send_threadsafe(replace(msg, rid=request.rid))
+        self.send_threadsafe(msg, request.rid)
 
     def request_cb_threadsafe(self, msg: Any, callback: Callable[[Any], None]) -> bool:
         """`request_cb` from any thread; the callback runs on the loop thread.
@@ -289,7 +288,7 @@ class Connection(asyncio.Protocol):
         self._pending[rid] = callback
         if self.closed and self._pending.pop(rid, None) is not None:
             return False  # closed meanwhile, and _closed() will not call us
-        self.send_threadsafe(replace(msg, rid=rid))
+        self.send_threadsafe(msg, rid)
         return True
 
     def reply_error(self, request: Any, kind: m.ErrorKind, message: str) -> None:

@@ -1,0 +1,509 @@
+"""Objects: put, get and wait, the store, and answering borrowers.
+
+The hot paths of the API live here, each in one call frame from the user's
+call (the runtime binds these methods as its own). Small values travel
+inline and live in the owner's reference table; larger ones are written
+once into the node's shared-memory store and read back as zero-copy views.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import ctypes
+import logging
+import threading
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from manta import exceptions as exc
+from manta._private import ids
+from manta._private.protocol import messages as m
+from manta._private.runtime.context import current_task
+from manta._private.runtime.errors import error_from_remote
+from manta._private.runtime.object_ref import ObjectRef
+from manta._private.runtime.serialization import (
+    SerializedValue,
+    describe_unpicklable,
+    deserialize,
+    serialize,
+    serialize_error,
+)
+from manta._private.transport.connection import Connection, ConnectionLost, RemoteError
+
+if TYPE_CHECKING:
+    from manta._private.runtime.core import CoreRuntime
+    from manta._private.runtime.placement_group import PlacementGroup
+
+log = logging.getLogger(__name__)
+
+# Values up to this size travel inside messages; larger ones go to the store.
+INLINE_MAX = 100 * 1024
+# How long a worker waits in get() before it lends its CPU to other tasks.
+BLOCK_GRACE_S = 0.05
+# How many times a reader follows a lost object to its rebuilt copy.
+MAX_RELOCATIONS = 8
+
+
+class Waiter:
+    """Counts objects becoming ready; wakes one blocked thread at `needed`."""
+
+    __slots__ = ("count", "needed", "event", "__weakref__")
+
+    def __init__(self, needed: int) -> None:
+        self.count = 0
+        self.needed = needed
+        self.event = threading.Event()
+
+    def __call__(self) -> None:
+        self.count += 1
+        if self.count >= self.needed:
+            self.event.set()
+
+
+class RefStub:
+    """Enough of an ObjectRef for `ensure_fetch`, without counting a reference."""
+
+    __slots__ = ("_id", "_owner")
+
+    def __init__(self, oid: bytes, owner: str) -> None:
+        self._id = oid
+        self._owner = owner
+
+
+class Objects:
+    def __init__(self, rt: CoreRuntime) -> None:
+        self.rt = rt
+        self.refs = rt.refs
+        self.lock = rt.lock
+        # Threads blocked in get()/wait(): woken to raise if the cluster goes.
+        self.waiters: weakref.WeakSet[Waiter] = weakref.WeakSet()
+
+    # -- put --------------------------------------------------------------
+
+    def serialize_value(self, value: Any, what: str) -> SerializedValue:
+        try:
+            return serialize(value)
+        except Exception as e:
+            raise exc.RaySerializationError(
+                f"Could not serialize {what}: {describe_unpicklable(value, e)}"
+            ) from e
+
+    def put(self, value: Any) -> ObjectRef:
+        if isinstance(value, ObjectRef):
+            raise TypeError(
+                "Calling put() on an ObjectRef is not allowed; pass the ref itself or "
+                "put the value it refers to."
+            )
+        sv = self.serialize_value(value, f"the object passed to put() ({type(value).__name__})")
+        oid = ids.object_id(self.rt.ids.next(), 0)
+        self.store_owned(oid, sv, local=1)
+        return ObjectRef(oid, self.rt.address, self.rt)
+
+    def store_owned(self, oid: bytes, sv: SerializedValue, local: int) -> None:
+        """Records a value this process owns: inline, or written to the store."""
+        contained = [(r._id, r._owner) for r in sv.contained]
+        if sv.size <= INLINE_MAX:
+            data = sv.to_bytes()
+            with self.lock:
+                self.refs.add_owned(oid, local=local)
+                self.refs.set_ready(oid, data, contained=contained)
+        else:
+            self.write_store(oid, sv)
+            with self.lock:
+                self.refs.add_owned(oid, local=local)
+                self.refs.set_ready(oid, None, in_store=True, node_id=self.rt.node_id, contained=contained)
+
+    def write_store(self, oid: bytes, sv: SerializedValue) -> None:
+        rt = self.rt
+        assert rt.region is not None
+        reply = rt.call_agent(m.StoreCreate(object_id=oid, size=sv.size))
+        sv.write_into(rt.region.view[reply.offset : reply.offset + sv.size])
+        rt.post(rt.send_agent, m.StoreSeal(object_id=oid))
+
+    def store_unpin(self, object_id: bytes) -> None:
+        self.rt.send_agent(m.StoreUnpin(object_ids=[object_id]))
+
+    def pinned_view(self, object_id: bytes, offset: int, size: int) -> memoryview:
+        """A read-only view of stored bytes that unpins the object when it dies.
+
+        numpy keeps the *exporter* of a buffer alive, not the memoryview it was
+        handed, so the exporter must be a per-read object: a ctypes array over
+        the mapped region. When the last array viewing it is gone, the object
+        is unpinned in the store and its bytes may be reused.
+        """
+        rt = self.rt
+        assert rt.region is not None
+        exporter = (ctypes.c_char * size).from_buffer(rt.region.mmap, offset)
+        weakref.finalize(exporter, rt.post, self.store_unpin, object_id)
+        return memoryview(exporter).cast("B").toreadonly()
+
+    # -- get / wait -------------------------------------------------------
+
+    @staticmethod
+    def check_refs(refs: Any, what: str) -> list[bytes]:
+        """Ids of `refs`, raising TypeError unless every element is an ObjectRef."""
+        # One pass that both filters and collects: the cheapest check in Python.
+        found = [r._id for r in refs if type(r) is ObjectRef]
+        if len(found) != len(refs):
+            bad = next(r for r in refs if type(r) is not ObjectRef)
+            raise TypeError(
+                f"{what} expected an ObjectRef or a list of ObjectRefs, got a list "
+                f"containing {type(bad).__name__}"
+            )
+        return found
+
+    def get(self, refs: Any, timeout: float | None = None) -> Any:
+        single = isinstance(refs, ObjectRef)
+        if single:
+            lst = [refs]
+        elif isinstance(refs, (list, tuple)):
+            self.check_refs(refs, "get()")
+            lst = refs if isinstance(refs, list) else list(refs)
+        else:
+            raise exc.ObjectRefTypeError(
+                f"get() expected an ObjectRef or a list of ObjectRefs, got {type(refs).__name__}"
+            )
+        if timeout is not None and timeout < 0:
+            raise ValueError("timeout must be non-negative")
+        if not self._all_ready(lst):
+            flags = self.wait_ready(lst, len(lst), timeout)
+            if not all(flags):
+                raise exc.GetTimeoutError(
+                    f"Get timed out: {flags.count(False)} of {len(lst)} objects not ready "
+                    f"after {timeout} s."
+                )
+        values = self._materialize_all(lst)
+        if self.rt.references.unregistered and current_task.get() is None:
+            self.rt.references.register_borrows()
+        return values[0] if single else values
+
+    def wait(
+        self,
+        refs: list[ObjectRef],
+        num_returns: int = 1,
+        timeout: float | None = None,
+        fetch_local: bool = True,
+    ) -> tuple[list[ObjectRef], list[ObjectRef]]:
+        if isinstance(refs, ObjectRef) or not isinstance(refs, (list, tuple)):
+            raise TypeError(
+                f"wait() expected a list of ObjectRefs, got {type(refs).__name__}"
+            )
+        lst = refs if isinstance(refs, list) else list(refs)
+        if not lst:
+            return [], []
+        # One pass checks types, collects ids and detects duplicates.
+        unique = {r._id for r in lst if type(r) is ObjectRef}
+        if len(unique) != len(lst):
+            self.check_refs(lst, "wait()")  # raises for a non-ObjectRef
+            raise ValueError("wait() requires a list of unique ObjectRefs")
+        if num_returns <= 0:
+            raise ValueError(f"num_returns must be positive, got {num_returns}")
+        if num_returns > len(lst):
+            raise ValueError(
+                f"num_returns ({num_returns}) cannot exceed the number of refs ({len(lst)})"
+            )
+        if timeout is not None and timeout < 0:
+            raise ValueError("timeout must be non-negative")
+        if self.refs.pending.isdisjoint(unique):
+            # Everything is ready already (the common case in a tight loop).
+            return lst[:num_returns], lst[num_returns:]
+        flags = self.wait_ready(lst, num_returns, timeout)
+        ready: list[ObjectRef] = []
+        not_ready: list[ObjectRef] = []
+        for r, ok in zip(lst, flags):
+            if ok and len(ready) < num_returns:
+                ready.append(r)
+            else:
+                not_ready.append(r)
+        return ready, not_ready
+
+    def wait_ready(self, refs: list[ObjectRef], needed: int, timeout: float | None) -> list[bool]:
+        """Blocks until `needed` of `refs` are ready; returns readiness flags."""
+        rt = self.rt
+        if rt.control_lost:
+            raise exc.RaySystemError(rt.control_lost)
+        waiter = Waiter(0)
+        self.waiters.add(waiter)
+        fetch: list[ObjectRef] = []
+        ready = 0
+        with self.lock:
+            seen: set[bytes] = set()
+            for r in refs:
+                e = self.refs.get(r._id)
+                if e is None:
+                    ready += 1  # freed/unknown: reported as an error when read
+                    continue
+                if e.state:
+                    ready += 1
+                elif r._id not in seen:
+                    seen.add(r._id)
+                    e.waiters = e.waiters or []
+                    e.waiters.append(waiter)
+                    if not e.owned and not e.fetching:
+                        fetch.append(r)
+            waiter.count = ready
+            waiter.needed = needed
+            if ready >= needed:
+                waiter.event.set()
+        for r in fetch:
+            rt.post(self.ensure_fetch, r)
+        # A short wait keeps the CPU (as Ray's timing effectively does); a
+        # longer one lends it back so nested tasks cannot deadlock the node.
+        grace = BLOCK_GRACE_S if timeout is None else min(timeout, BLOCK_GRACE_S)
+        if not waiter.event.wait(grace):
+            remaining = None if timeout is None else max(0.0, timeout - grace)
+            blocked = self._notify_blocked()
+            try:
+                waiter.event.wait(remaining)
+            finally:
+                if blocked:
+                    rt.post(rt.send_agent, m.WorkerUnblocked(worker_id=rt.worker_id))
+        self.waiters.discard(waiter)
+        if rt.control_lost:
+            raise exc.RaySystemError(rt.control_lost)
+        with self.lock:
+            return [self._is_ready(r._id) for r in refs]
+
+    def wake_all(self) -> None:
+        """Nothing blocked in get()/wait() may hang once the cluster is gone."""
+        for waiter in list(self.waiters):
+            waiter.event.set()
+
+    def _all_ready(self, refs: list[ObjectRef]) -> bool:
+        pending = self.refs.pending
+        if len(refs) == 1:
+            return refs[0]._id not in pending
+        return not pending or pending.isdisjoint([r._id for r in refs])
+
+    def _is_ready(self, oid: bytes) -> bool:
+        e = self.refs.get(oid)
+        return e is None or bool(e.state)
+
+    def _notify_blocked(self) -> bool:
+        """A worker running a plain task gives its CPU back while it waits."""
+        rt = self.rt
+        if rt.is_driver or rt.executor is None:
+            return False
+        ctx = current_task.get()
+        if ctx is None or ctx.actor_id is not None:
+            return False
+        rt.post(rt.send_agent, m.WorkerBlocked(worker_id=rt.worker_id))
+        return True
+
+    def _materialize_all(self, refs: list[ObjectRef]) -> list[Any]:
+        # One lock round for the whole list; values are decoded outside it.
+        entries = self.refs.entries
+        with self.lock:
+            snap = []
+            for r in refs:
+                e = entries.get(r._id)
+                snap.append(None if e is None else (e.data, e.in_store, e.is_error))
+        out = []
+        loads = deserialize
+        for r, item in zip(refs, snap):
+            if item is None or item[1] or item[2]:
+                out.append(self.materialize(r))  # stored, failed or freed: the slow path
+            else:
+                out.append(loads(item[0])[0])  # type: ignore[arg-type]  # inline: data is set
+        return out
+
+    def materialize(self, ref: ObjectRef) -> Any:
+        with self.lock:
+            e = self.refs.get(ref._id)
+            if e is None:
+                raise exc.ReferenceCountingAssertionError(ref.hex(), ref._owner)
+            data, in_store, is_error, node_id = e.data, e.in_store, e.is_error, e.node_id
+        for _ in range(MAX_RELOCATIONS):
+            if not in_store:
+                break
+            try:
+                value, is_error = self._read_store(ref._id, node_id)
+                break
+            except exc.ObjectLostError:
+                # The node holding it died: the owner rebuilds it (or says
+                # why it cannot), and we read wherever it is now.
+                self.rt.recovery.relocate(ref, node_id)
+                with self.lock:
+                    e = self.refs.get(ref._id)
+                    if e is None:
+                        raise exc.ReferenceCountingAssertionError(ref.hex(), ref._owner) from None
+                    data, in_store, is_error, node_id = e.data, e.in_store, e.is_error, e.node_id
+        else:
+            raise exc.ObjectReconstructionFailedError(
+                ref.hex(), ref._owner, f"its copy was lost {MAX_RELOCATIONS} times while being read"
+            )
+        if not in_store:
+            assert data is not None
+            value, is_error = deserialize(data)
+        if is_error:
+            if isinstance(value, exc.RayTaskError):
+                raise value.as_instanceof_cause()
+            raise value
+        return value
+
+    def _read_store(self, oid: bytes, node_id: bytes = b"") -> tuple[Any, bool]:
+        rt = self.rt
+        if node_id in rt.peers.dead_nodes:
+            raise exc.ObjectLostError(oid.hex(), "", f"node {node_id.hex()} died")
+        if node_id and node_id != rt.node_id:
+            # Stored on another node: our agent copies it here first.
+            msg: Any = m.StorePull(object_id=oid, source=self._agent_address_of(node_id))
+        else:
+            msg = m.StorePin(object_id=oid)
+        try:
+            reply = rt.call_agent(msg)
+        except exc.ObjectLostError as e:
+            raise exc.ObjectLostError(oid.hex(), "", str(e)) from None
+        return deserialize(self.pinned_view(oid, reply.offset, reply.size))
+
+    def _agent_address_of(self, node_id: bytes) -> str:
+        peers = self.rt.peers
+        address = peers.node_addresses.get(node_id)
+        if address is None:
+            peers_info = self.rt.call_head(m.GetClusterInfo())
+            self.rt.post(peers.learn_nodes, peers_info.nodes)
+            address = {n.node_id: n.address for n in peers_info.nodes}.get(node_id)
+            if address is None:
+                raise exc.ObjectLostError("", "", f"node {node_id.hex()} is not in the cluster")
+        return address
+
+    # -- fetching borrowed values (I/O thread) ------------------------------
+
+    def ensure_fetch(self, ref: ObjectRef | RefStub, lost_node: bytes = b"") -> None:
+        """Asks the owner of a borrowed ref for its value."""
+        with self.lock:
+            e = self.refs.get(ref._id)
+            if e is None or e.owned or e.state or e.fetching:
+                return
+            e.fetching = True
+        oid, owner = ref._id, ref._owner
+
+        def on_conn(conn: Any) -> None:
+            if isinstance(conn, BaseException):
+                self.fetched(oid, None, exc.OwnerDiedError(oid.hex(), owner))
+                return
+            conn.request_cb(
+                m.GetObject(object_id=oid, lost_node=lost_node),
+                lambda r: self.fetched(oid, r, None),
+            )
+
+        self.rt.peers.with_peer(owner, on_conn)
+
+    def fetched(self, oid: bytes, reply: Any, error: BaseException | None) -> None:
+        if isinstance(reply, RemoteError):
+            error = error_from_remote(reply)
+            if isinstance(error, exc.ObjectLostError):
+                error = type(error)(oid.hex())
+        elif isinstance(reply, ConnectionLost):
+            with self.lock:
+                e = self.refs.get(oid)
+                owner = e.owner if e is not None else ""
+            error = exc.OwnerDiedError(oid.hex(), owner)
+        if error is not None:
+            self.set_ready(oid, serialize_error(error).to_bytes(), is_error=True)
+        else:
+            self.set_ready(
+                oid, reply.data, in_store=reply.in_store, node_id=reply.node_id, is_error=reply.is_error,
+            )
+
+    def set_ready(self, oid: bytes, data: bytes | None, **kw: Any) -> None:
+        with self.lock:
+            waiters, cmds = self.refs.set_ready(oid, data, **kw)
+        for w in waiters:
+            try:
+                w()
+            except Exception:
+                log.exception("waiter failed")
+        if cmds:
+            self.rt.references.run_commands(cmds)
+
+    # -- futures ----------------------------------------------------------
+
+    def future_for(self, ref: ObjectRef) -> concurrent.futures.Future[Any]:
+        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+        def complete() -> None:
+            if fut.done():
+                return
+            try:
+                fut.set_result(self.materialize(ref))
+            except BaseException as e:  # noqa: BLE001 - delivered to the future
+                fut.set_exception(e)
+
+        def on_ready() -> None:
+            # Reading from the store needs the I/O thread: never block it.
+            threading.Thread(target=complete, daemon=True).start() if self._needs_io(ref) else complete()
+
+        with self.lock:
+            pending = self.refs.add_waiter(ref._id, on_ready)
+            e = self.refs.get(ref._id)
+            need_fetch = pending and e is not None and not e.owned
+        if need_fetch:
+            self.rt.post(self.ensure_fetch, ref)
+        if not pending:
+            on_ready()
+        return fut
+
+    def _needs_io(self, ref: ObjectRef) -> bool:
+        e = self.refs.get(ref._id)
+        return e is not None and e.in_store
+
+    async def await_ref(self, ref: ObjectRef) -> Any:
+        return await asyncio.wrap_future(self.future_for(ref))
+
+    def placement_group_ready(self, pg: PlacementGroup) -> ObjectRef:
+        """An owned ref set once the head reports the group created (or removed)."""
+        rt = self.rt
+        oid = ids.object_id(rt.ids.next(), 0)
+        with self.lock:
+            self.refs.add_owned(oid)
+
+        def on_state(reply: Any) -> None:
+            if isinstance(reply, BaseException):
+                err: BaseException = error_from_remote(reply) if isinstance(reply, RemoteError) else reply
+            elif reply.state is m.PGStatus.CREATED:
+                self.set_ready(oid, serialize(pg).to_bytes())
+                return
+            else:
+                err = exc.RaySystemError(f"placement group {pg.id.hex()} was removed: {reply.error}")
+            self.set_ready(oid, serialize_error(err).to_bytes(), is_error=True)
+
+        rt.post(rt.ask_head, m.WaitPlacementGroup(pg_id=pg.id.binary()), on_state)
+        return ObjectRef(oid, rt.address, rt)
+
+    # -- answering borrowers (I/O thread) -----------------------------------
+
+    def serve_get(self, conn: Connection, msg: m.GetObject) -> None:
+        oid = msg.object_id
+        rt = self.rt
+
+        def answer() -> None:
+            with self.lock:
+                e = self.refs.get(oid)
+                if e is None:
+                    conn.reply_error(msg, m.ErrorKind.FREED, oid.hex())
+                    return
+                conn.reply(
+                    msg,
+                    m.ObjectValue(
+                        object_id=oid, data=e.data, in_store=e.in_store, is_error=e.is_error, node_id=e.node_id,
+                    ),
+                )
+
+        def on_ready() -> None:
+            if rt.io.on_loop():
+                answer()
+            else:
+                rt.post(answer)
+
+        if msg.lost_node:
+            rt.recovery.recover(oid, msg.lost_node)
+        with self.lock:
+            e = self.refs.get(oid)
+            if e is None:
+                conn.reply_error(msg, m.ErrorKind.FREED, oid.hex())
+                return
+            pending = self.refs.add_waiter(oid, on_ready)
+        if not pending:
+            answer()

@@ -1,0 +1,74 @@
+"""Messages that arrive at a driver or worker, and which room handles each.
+
+Every connection of the runtime (its listener, the head, the agent, peers
+it dialled) delivers here, on the I/O thread. Answers to its own requests
+never come here: the connection matches those to the waiting callback.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from manta._private.protocol import messages as m
+from manta._private.transport.connection import Connection
+
+if TYPE_CHECKING:
+    from manta._private.runtime.core import CoreRuntime
+
+log = logging.getLogger(__name__)
+
+
+class Inbound:
+    def __init__(self, rt: CoreRuntime) -> None:
+        self.rt = rt
+        self._handlers: dict[type, Callable[[Connection, Any], None]] = {
+            m.PushTask: self._push_task,
+            m.GetObject: lambda conn, msg: rt.objects.serve_get(conn, msg),
+            m.AddBorrow: self._add_borrow,
+            m.RemoveBorrow: lambda conn, msg: rt.references.remove_borrower(msg),
+            m.CancelTask: self._cancel_task,
+            m.LogLines: self._log_lines,
+            m.NodeDied: self._node_died,
+            m.LeaseKilled: lambda conn, msg: rt.tasks.lease_killed(conn, msg),
+        }
+
+    def handle(self, conn: Connection, msg: Any) -> None:
+        if type(msg) is m.PushTask:  # by far the most common, in a worker
+            executor = self.rt.executor
+            if executor is not None:
+                executor.on_push(conn, msg)
+                return
+        handler = self._handlers.get(type(msg))
+        if handler is None:
+            log.warning("unexpected %s from %s", type(msg).__name__, conn.name)
+            return
+        handler(conn, msg)
+
+    def _push_task(self, conn: Connection, msg: m.PushTask) -> None:
+        executor = self.rt.executor
+        if executor is None:
+            conn.reply_error(msg, m.ErrorKind.SYSTEM, "this process does not run tasks")
+            return
+        executor.on_push(conn, msg)
+
+    def _add_borrow(self, conn: Connection, msg: m.AddBorrow) -> None:
+        freed = self.rt.references.add_borrower(msg)
+        if freed is not None:
+            conn.reply_error(msg, m.ErrorKind.FREED, freed.hex())
+        else:
+            conn.reply(msg, m.Ack())
+
+    def _cancel_task(self, conn: Connection, msg: m.CancelTask) -> None:
+        executor = self.rt.executor
+        if executor is not None:
+            executor.cancel(msg.task_id, msg.force, msg.recursive)
+
+    def _log_lines(self, conn: Connection, msg: m.LogLines) -> None:
+        if self.rt.on_log is not None:
+            self.rt.on_log(msg)
+
+    def _node_died(self, conn: Connection, msg: m.NodeDied) -> None:
+        self.rt.tasks.node_died(msg.node_id)
+        self.rt.peers.node_died(msg.node_id, msg.reason)

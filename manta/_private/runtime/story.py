@@ -1,0 +1,106 @@
+"""What happened to each task, as this process saw it: a bounded log.
+
+Every process appends a record at each step of its tasks (submitted, lease
+requested, granted on node N, pushed to worker W, running, finished,
+failed, retried, cancelled). Records made while handling one event share a
+stimulus id, so "why did this happen" is answered by the event's other
+records. `story(task_id)` returns a task's records, oldest first.
+
+A record is a tuple appended to a deque: cheap enough to stay on. Details
+are kept raw (ids as bytes) and formatted only when a story is read. The
+hot paths call `append(Rec(task_id, STEP, stimulus, clock(), detail))` and
+`stimulus()` directly: C calls only, no Python frame.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from manta._private.clock import Clock, monotonic
+
+# About 5 records a task: the last few thousand tasks' stories.
+DEFAULT_RECORDS = 20_000
+
+
+class Step(enum.StrEnum):
+    SUBMITTED = "submitted"
+    LEASE_REQUESTED = "lease requested"
+    GRANTED = "granted"
+    PUSHED = "pushed"
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"
+    RETRIED = "retried"
+    CANCELLED = "cancelled"
+
+
+# What records hold: the steps' plain strings. An enum member costs a
+# lookup through EnumType.__getattr__ on every use, and a tuple holding one
+# stays tracked by the garbage collector; a tuple of strings, bytes and
+# numbers is untracked at its first collection.
+SUBMITTED = Step.SUBMITTED.value
+LEASE_REQUESTED = Step.LEASE_REQUESTED.value
+GRANTED = Step.GRANTED.value
+PUSHED = Step.PUSHED.value
+RUNNING = Step.RUNNING.value
+FINISHED = Step.FINISHED.value
+FAILED = Step.FAILED.value
+RETRIED = Step.RETRIED.value
+CANCELLED = Step.CANCELLED.value
+
+
+class Rec(msgspec.Struct, array_like=True, gc=False):
+    """One record as kept. Made in C and never tracked by the garbage
+    collector (it holds only bytes, strings and numbers, or a tuple of them),
+    so thousands a second cost no collections."""
+
+    task_id: bytes
+    step: str
+    stimulus: int
+    time: float
+    detail: Any = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StoryRecord:
+    task_id: str
+    step: Step
+    stimulus_id: int
+    time: float
+    detail: str
+
+
+class TaskLog:
+    def __init__(self, clock: Clock = monotonic, maxlen: int = DEFAULT_RECORDS) -> None:
+        self.clock = clock
+        self._records: collections.deque[Rec] = collections.deque(maxlen=maxlen)
+        # A fresh id for one incoming event (any thread: count() is atomic).
+        self.stimulus = itertools.count(1).__next__
+        self.append = self._records.append
+
+    def record(self, task_id: bytes, step: str, stimulus: int, detail: Any = "") -> None:
+        self._records.append(Rec(task_id, step, stimulus, self.clock(), detail))
+
+    def story(self, task_id: bytes) -> list[StoryRecord]:
+        return [
+            StoryRecord(r.task_id.hex(), Step(r.step), r.stimulus, r.time, _text(r.detail))
+            for r in list(self._records)
+            if r.task_id == task_id
+        ]
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+
+def _text(detail: Any) -> str:
+    if isinstance(detail, bytes):
+        return detail.hex()
+    if isinstance(detail, tuple):
+        return " ".join(_text(d) for d in detail)
+    return str(detail)
