@@ -90,6 +90,15 @@ class ActorEntry:
         limit = self.spec.max_restarts
         return limit < 0 or self.restarts < limit
 
+    def validate(self) -> None:
+        assert self.state in m.ActorStatus, self.state
+        if self.state is ALIVE:
+            assert self.address and self.worker_id and self.epoch > 0, "alive without a worker"
+        if self.state is DEAD:
+            assert self.death_cause, "dead without a cause"
+        limit = self.spec.max_restarts
+        assert limit < 0 or self.restarts <= limit, f"{self.restarts} restarts past max_restarts={limit}"
+
     def answers(self, known_epoch: int) -> bool:
         """Whether a WaitActor with this epoch can be answered now."""
         return self.state == DEAD or (self.state == ALIVE and self.epoch > known_epoch)

@@ -186,6 +186,21 @@ class StoreTable:
                 self._maybe_release(oid, obj)
         return waiters
 
+    def validate(self) -> None:
+        self.allocator.validate()
+        assert self.allocator.used >= sum(o.size for o in self.objects.values()), "objects larger than their blocks"
+        pins: collections.Counter[bytes] = collections.Counter()
+        for counts in self.client_pins.values():
+            for oid, n in counts.items():
+                assert n > 0, f"{oid.hex()}: a zero pin kept"
+                pins[oid] += n
+        for oid, obj in self.objects.items():
+            assert obj.pins >= pins[oid], f"{oid.hex()}: {obj.pins} pins, clients hold {pins[oid]}"
+            assert not (obj.freed and obj.pins <= 0), f"{oid.hex()}: freed and unpinned but kept"
+            assert not (obj.sealed and obj.seal_waiters), f"{oid.hex()}: sealed with readers still waiting"
+        assert set(self.copies) <= set(self.objects), "a copy that is not stored"
+        assert not set(self.spilled) & set(self.objects), "an object both on disk and in memory"
+
     def _maybe_release(self, object_id: bytes, obj: StoredObject) -> None:
         if obj.freed and obj.pins <= 0:
             del self.objects[object_id]

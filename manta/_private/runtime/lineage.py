@@ -94,6 +94,15 @@ class LineageTable:
         rec = self._tasks.get(task_id)
         return None if rec is None else self._drop(rec)
 
+    def validate(self) -> None:
+        assert self.bytes == sum(r.size for r in self._tasks.values()), "byte count out of step"
+        for oid, rec in self._by_output.items():
+            assert self._tasks.get(rec.task_id) is rec, f"{oid.hex()} backed by a dropped task"
+            assert oid in rec.live, f"{oid.hex()} indexed but not live"
+        for rec in self._tasks.values():
+            for oid in rec.live:
+                assert self._by_output.get(oid) is rec, f"{oid.hex()} live but not indexed"
+
     def _drop(self, rec: _Record) -> Any:
         del self._tasks[rec.task_id]
         self.bytes -= rec.size

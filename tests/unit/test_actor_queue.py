@@ -1,0 +1,187 @@
+"""One caller's queue of calls to an actor: exact commands, no processes."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from manta import exceptions as exc
+from manta._private import ids
+from manta._private.protocol import messages as m
+from manta._private.runtime import actor_queue as aq
+from manta._private.runtime.story import Step, TaskLog
+from manta._private.runtime.tasks import Task
+
+_ids = ids.TaskIds()
+ACTOR = b"a" * 16
+
+
+def call(retries=0, resolved=True):
+    tid = _ids.next()
+    spec = m.TaskSpec(
+        task_id=tid, job_id=1, name="A.f", fn_id=b"", args=[], kwarg_names=[], num_returns=1,
+        owner="unix:/me", resources={}, actor_id=ACTOR, method="f",
+    )
+    t = Task(tid, spec, ids.return_ids(tid, 1), [], retries)
+    t.resolved = resolved
+    return t
+
+
+def alive(epoch, address="unix:/actor"):
+    return m.ActorState(
+        actor_id=ACTOR, state=m.ActorStatus.ALIVE, address=address, epoch=epoch, death_cause="",
+        class_name="A", fn_id=b"", node_id=b"n",
+    )
+
+
+def dead(cause="killed"):
+    return m.ActorState(
+        actor_id=ACTOR, state=m.ActorStatus.DEAD, address="", epoch=0, death_cause=cause,
+        class_name="A", fn_id=b"",
+    )
+
+
+@pytest.fixture
+def queue(clock):
+    return aq.ActorQueue(ACTOR, TaskLog(clock))
+
+
+def connect(queue, epoch=1):
+    assert queue.located(alive(epoch)) == [aq.Connect("unix:/actor", b"n")]
+    return queue.connected()
+
+
+def test_the_first_call_locates_the_actor_and_goes_once_connected(queue):
+    t = call()
+    assert queue.submit(t) == [aq.Locate(0)]
+    assert connect(queue) == [aq.Push(t, 1)]
+    steps = [r.step for r in queue.log.story(t.task_id)]
+    assert steps == [Step.SUBMITTED, Step.PUSHED]
+
+
+def test_calls_on_a_live_link_go_straight_out_in_order(queue):
+    queue.submit(call())
+    connect(queue)
+    calls = [call() for _ in range(3)]
+    assert [queue.submit(t) for t in calls] == [[aq.Push(t, 1)] for t in calls]
+    assert [t.seq for t in calls] == [2, 3, 4]
+    assert queue.idle() is False
+
+
+def test_a_call_waits_for_its_arguments_and_holds_back_later_ones(queue):
+    queue.submit(call())
+    connect(queue)
+    waiting, later = call(resolved=False), call()
+    assert queue.submit(waiting) == []
+    assert queue.submit(later) == []  # order: it may not overtake
+    waiting.resolved = True
+    assert queue.resolved(waiting) == [aq.Push(waiting, 1), aq.Push(later, 1)]
+
+
+def test_a_call_whose_argument_failed_leaves_the_queue(queue):
+    queue.submit(call())
+    connect(queue)
+    failed, later = call(resolved=False), call()
+    queue.submit(failed)
+    queue.submit(later)
+    failed.done = True  # the runtime failed it with its argument's error
+    assert queue.resolved(failed) == [aq.Push(later, 1)]
+
+
+def test_a_reply_finishes_the_call(queue):
+    t = call()
+    queue.submit(t)
+    connect(queue)
+    assert queue.replied(t, errored=False) is False
+    assert queue.idle()
+
+
+def test_a_dead_actor_fails_queued_and_new_calls(queue):
+    t = call()
+    queue.submit(t)
+    (fail,) = queue.located(dead("out of restarts"))
+    assert fail.task is t and isinstance(fail.error, exc.ActorDiedError)
+    assert "out of restarts" in str(fail.error)
+    (fail,) = queue.submit(call())
+    assert isinstance(fail.error, exc.ActorDiedError)
+
+
+def test_an_unreachable_address_means_asking_the_head_again(queue):
+    queue.submit(call())
+    queue.located(alive(1))
+    assert queue.connect_failed() == [aq.Locate(1)]
+
+
+def test_a_lost_call_with_retries_runs_again_at_the_next_epoch(queue):
+    t = call(retries=-1)
+    queue.submit(t)
+    connect(queue)
+    assert queue.lost(t, ConnectionError("eof"), link_broken=True) == [aq.Locate(1)]
+    assert connect(queue, epoch=2) == [aq.Push(t, 2)]
+    assert t.spec.attempt == 1
+
+
+def test_a_lost_call_without_retries_asks_the_head_what_became_of_the_actor(queue):
+    t = call()
+    queue.submit(t)
+    connect(queue)
+    err = ConnectionError("eof")
+    assert queue.lost(t, err, link_broken=True) == [aq.AskFate(t, 1, err)]
+
+
+def test_fate_is_unavailable_while_restarting_and_died_when_dead(queue):
+    t = call()
+    assert isinstance(aq.fate_error(t, ACTOR, ConnectionError("x"), alive(2)), exc.ActorUnavailableError)
+    died = aq.fate_error(t, ACTOR, ConnectionError("x"), dead("oom"))
+    assert isinstance(died, exc.ActorDiedError) and "oom" in str(died)
+
+
+def test_300_calls_lost_to_restarts_still_run_in_submission_order(queue):
+    """Retried calls go back in submission order however their losses arrive
+    (the old runtime sorted them by a little-endian counter: call 256 went
+    before call 1)."""
+    calls = [call(retries=-1) for _ in range(300)]
+    queue.submit(calls[0])
+    pushed = [c.task for c in connect(queue)]
+    for t in calls[1:]:
+        pushed += [c.task for c in queue.submit(t)]
+    assert pushed == calls
+    rng = random.Random(7)
+    epoch = 1
+    for _ in range(3):  # the actor restarts three times, losing everything in flight
+        inflight = [t for t, _ in queue.inflight.values()]
+        rng.shuffle(inflight)
+        for i, t in enumerate(inflight):
+            cmds = queue.lost(t, ConnectionError("restart"), link_broken=True)
+            assert cmds == ([aq.Locate(epoch)] if i == 0 else [])
+        epoch += 1
+        pushed = [c.task for c in connect(queue, epoch)]
+        assert pushed == calls
+    for t in calls:
+        queue.replied(t, errored=False)
+    assert queue.idle()
+
+
+def test_cancel_removes_a_queued_call_and_asks_the_actor_about_a_running_one(queue):
+    running, queued = call(), call(resolved=False)
+    queue.submit(running)
+    connect(queue)
+    queue.submit(queued)
+    (fail,) = queue.cancel(queued, recursive=True)
+    assert isinstance(fail.error, exc.TaskCancelledError)
+    assert queue.cancel(running, recursive=False) == [aq.SendCancel(running, False)]
+
+
+def test_release_waits_until_no_call_needs_the_actor(queue):
+    t = call()
+    queue.submit(t)
+    connect(queue)
+    assert queue.release() == []
+    assert queue.replied(t, errored=False) is True
+    assert queue.release() == [aq.Release()]
+
+
+def test_an_impossible_transition_is_a_bug(queue):
+    with pytest.raises(aq.IllegalTransition):
+        queue.connected()

@@ -1,0 +1,231 @@
+"""The owner's lease client: exact commands for each event, no processes."""
+
+from __future__ import annotations
+
+import pytest
+
+from manta import exceptions as exc
+from manta._private import ids
+from manta._private.protocol import messages as m
+from manta._private.runtime import leasing as lc
+from manta._private.runtime.story import Step, TaskLog
+from manta._private.runtime.tasks import Task
+
+_ids = ids.TaskIds()
+
+
+def make_task(resources=None, retries=0, retry_exceptions=False, placement=None, name="f"):
+    tid = _ids.next()
+    spec = m.TaskSpec(
+        task_id=tid, job_id=1, name=name, fn_id=b"f", args=[], kwarg_names=[], num_returns=1,
+        owner="unix:/me", resources=resources if resources is not None else {"CPU": 1.0},
+        placement=placement or m.Placement(),
+    )
+    t = Task(tid, spec, ids.return_ids(tid, 1), [], retries, retry_exceptions)
+    t.resolved = True
+    return t
+
+
+def grant(lease_id, worker=b"w", node=b"n1", address="unix:/w"):
+    return m.LeaseGranted(lease_id=lease_id, worker_id=worker, address=address, pid=1, node_id=node)
+
+
+def done(task, error=None):
+    return m.TaskDone(task_id=task.task_id, returns=[], error=error)
+
+
+@pytest.fixture
+def client(clock):
+    return lc.LeaseClient(clock, TaskLog(clock), retry_error=lambda task, err: err == b"retry-me")
+
+
+def leased(client, task, lease_id=1, **kw):
+    """Submits `task` and gives it a connected lease; returns the lease."""
+    (_, req) = client.submit(task)
+    (connect,) = client.lease_granted(req.shape, lc.LOCAL, grant(lease_id, **kw))
+    assert client.worker_connected(connect.lease) == [lc.PushTask(connect.lease, task)]
+    return connect.lease
+
+
+def test_first_task_asks_for_a_lease_and_runs_once_it_is_granted(client):
+    t = make_task()
+    cmds = client.submit(t)
+    shape = t.shape
+    assert cmds == [lc.NewShape(shape, "f"), lc.RequestLease(shape, lc.LOCAL, False, lc.LOCAL)]
+    (connect,) = client.lease_granted(shape, lc.LOCAL, grant(7))
+    assert connect == lc.ConnectWorker(connect.lease) and connect.lease.lease_id == 7
+    assert client.worker_connected(connect.lease) == [lc.PushTask(connect.lease, t)]
+    steps = [r.step for r in client.log.story(t.task_id)]
+    assert steps == [Step.LEASE_REQUESTED, Step.GRANTED, Step.PUSHED]
+
+
+def test_a_finished_lease_takes_the_next_task_of_its_shape(client, clock):
+    a, b = make_task(), make_task()
+    lease = leased(client, a)
+    reply = done(a)
+    assert client.task_replied(lease, a, reply) == [lc.Finish(a, reply), lc.WakeAt(clock.now + lc.IDLE_S)]
+    # The same shape again: the idle lease runs it, no new request.
+    assert client.submit(b) == [lc.PushTask(lease, b)]
+
+
+def test_an_idle_lease_goes_back_after_the_idle_time(client, clock):
+    a = make_task()
+    lease = leased(client, a)
+    client.task_replied(lease, a, done(a))
+    clock.advance(lc.IDLE_S / 2)
+    assert client.tick() == [lc.WakeAt(lease.idle_since + lc.IDLE_S)]
+    clock.advance(lc.IDLE_S / 2)
+    assert client.tick() == [lc.ReturnLease(lease)]
+    assert client.tick() == []
+
+
+def test_a_lease_granted_after_the_burst_goes_straight_back(client):
+    a = make_task()
+    lease = leased(client, a)
+    b = make_task()
+    (req,) = client.submit(b)  # a is still running: b asks for a second lease
+    client.task_replied(lease, a, done(a))  # ...and takes a's lease meanwhile
+    (back,) = client.lease_granted(req.shape, lc.LOCAL, grant(2))
+    assert back == lc.ReturnLease(back.lease) and back.lease.lease_id == 2
+
+
+def test_another_shape_wanting_resources_takes_back_idle_leases_at_once(client):
+    x = make_task({"CPU": 1.0, "x": 1.0})
+    lease = leased(client, x)
+    client.task_replied(lease, x, done(x))
+    cpu = make_task({"CPU": 1.0})
+    cmds = client.submit(cpu)
+    assert cmds == [lc.NewShape(cpu.shape, "f"), lc.ReturnLease(lease), lc.RequestLease(cpu.shape, lc.LOCAL, False, lc.LOCAL)]
+
+
+def test_idle_leases_of_shapes_with_other_resources_are_kept(client):
+    gpu = make_task({"GPU": 1.0})
+    lease = leased(client, gpu)
+    client.task_replied(lease, gpu, done(gpu))
+    other = make_task({"custom": 1.0})
+    assert lc.ReturnLease(lease) not in client.submit(other)
+
+
+def test_a_redirect_asks_the_named_node_and_stays_if_it_cannot_be_reached(client):
+    t = make_task()
+    (_, req) = client.submit(t)
+    assert client.lease_redirected(req.shape, lc.LOCAL, b"n2", "tcp:10.0.0.2:1") == [
+        lc.RequestLease(req.shape, "tcp:10.0.0.2:1", True, lc.LOCAL)
+    ]
+    assert client.redirect_unreachable(req.shape, lc.LOCAL) == [lc.RequestLease(req.shape, lc.LOCAL, True, lc.LOCAL)]
+    client.node_died(b"n3")
+    assert client.lease_redirected(req.shape, lc.LOCAL, b"n3", "tcp:10.0.0.3:1") == [
+        lc.RequestLease(req.shape, lc.LOCAL, True, lc.LOCAL)
+    ]
+
+
+def test_a_remote_agent_lost_mid_request_means_asking_ours_again(client):
+    t = make_task()
+    (_, req) = client.submit(t)
+    lost = ConnectionError("gone")
+    assert client.lease_failed(req.shape, "tcp:10.0.0.2:1", lost, lost=True) == [
+        lc.RequestLease(req.shape, lc.LOCAL, False, lc.LOCAL)
+    ]
+
+
+def test_a_refused_lease_fails_every_queued_task_of_the_shape(client):
+    a, b = make_task(), make_task()
+    (_, req) = client.submit(a)
+    client.submit(b)
+    err = exc.TaskUnschedulableError("no such node")
+    assert client.lease_failed(req.shape, lc.LOCAL, err, lost=False) == [lc.Fail(a, err), lc.Fail(b, err)]
+
+
+def test_a_dead_worker_means_a_retry_while_retries_last(client):
+    t = make_task(retries=1)
+    lease = leased(client, t)
+    cmds = client.worker_lost(lease, t, ConnectionError("eof"), node_died=False)
+    assert cmds == [lc.ReturnLease(lease, kill=True), lc.RequestLease(t.shape, lc.LOCAL, False, lc.LOCAL)]
+    assert (t.retries_left, t.spec.attempt) == (0, 1)
+    assert Step.RETRIED in [r.step for r in client.log.story(t.task_id)]
+
+
+def test_unlimited_retries_stay_unlimited(client):
+    t = make_task(retries=-1)
+    for i in range(3):
+        lease = leased(client, t, lease_id=10 + i) if i == 0 else lease
+        client.worker_lost(lease, t, ConnectionError("eof"), node_died=False)
+        (connect,) = client.lease_granted(t.shape, lc.LOCAL, grant(20 + i))
+        client.worker_connected(connect.lease)
+        lease = connect.lease
+    assert (t.retries_left, t.spec.attempt) == (-1, 3)
+
+
+def test_a_lost_task_without_retries_waits_for_the_agents_word_then_crashes(client, clock):
+    t = make_task()
+    lease = leased(client, t)
+    assert client.worker_lost(lease, t, ConnectionError("eof"), node_died=False) == [
+        lc.ReturnLease(lease, kill=True), lc.WakeAt(clock.now + lc.VERDICT_S)
+    ]
+    clock.advance(lc.VERDICT_S)
+    (fail,) = client.tick()
+    assert fail.task is t and isinstance(fail.error, exc.WorkerCrashedError)
+
+
+def test_the_memory_monitors_word_makes_it_an_out_of_memory_error(client):
+    t = make_task()
+    lease = leased(client, t)
+    client.worker_lost(lease, t, ConnectionError("eof"), node_died=False)
+    (fail,) = client.lease_killed(lc.LOCAL, lease.lease_id, "node memory 97%")
+    assert isinstance(fail.error, exc.OutOfMemoryError) and "node memory 97%" in str(fail.error)
+    assert client.tick() == []  # nothing left to decide
+
+
+def test_a_kill_note_that_arrives_first_is_kept_for_the_loss(client, clock):
+    t = make_task()
+    lease = leased(client, t)
+    assert client.lease_killed(lc.LOCAL, lease.lease_id, "oom") == [lc.WakeAt(clock.now + lc.KILL_NOTE_S)]
+    (_, fail) = client.worker_lost(lease, t, ConnectionError("eof"), node_died=False)
+    assert isinstance(fail.error, exc.OutOfMemoryError)
+
+
+def test_kill_notes_expire(client, clock):
+    client.lease_killed(lc.LOCAL, 99, "oom")
+    clock.advance(lc.KILL_NOTE_S)
+    assert client.tick() == [] and client.kill_notes == {}
+
+
+def test_a_task_on_a_dead_node_fails_with_node_died(client, clock):
+    t = make_task()
+    lease = leased(client, t)
+    client.worker_lost(lease, t, ConnectionError("node gone"), node_died=True)
+    clock.advance(lc.VERDICT_S)
+    (fail,) = client.tick()
+    assert isinstance(fail.error, exc.NodeDiedError)
+
+
+def test_retry_exceptions_retry_only_the_errors_they_name(client):
+    t = make_task(retries=2, retry_exceptions=True)
+    lease = leased(client, t)
+    assert client.task_replied(lease, t, done(t, b"retry-me")) == [lc.PushTask(lease, t)]
+    assert t.retries_left == 1
+    other = done(t, b"some other error")
+    cmds = client.task_replied(lease, t, other)
+    assert cmds[0] == lc.Finish(t, other)
+
+
+def test_cancelling_a_queued_task_fails_it_and_a_running_one_is_told(client):
+    a, b = make_task(), make_task()
+    lease = leased(client, a)
+    client.submit(b)
+    b.cancelled = True
+    (fail,) = client.cancel(b, force=False, recursive=True)
+    assert fail.task is b and isinstance(fail.error, exc.TaskCancelledError)
+    a.cancelled = True
+    assert client.cancel(a, force=True, recursive=False) == [lc.CancelRunning(lease, a, True, False)]
+
+
+def test_a_task_cancelled_before_it_was_resolved_fails_when_submitted(client):
+    t = make_task()
+    t.cancelled = True
+    (fail,) = client.submit(t)
+    assert isinstance(fail.error, exc.TaskCancelledError)
+
+
+def test_the_fixture_validates_every_table(validate_tables, client):
+    assert client in validate_tables
