@@ -147,8 +147,8 @@ def test_a_dead_worker_means_a_retry_while_retries_last(client):
 
 def test_unlimited_retries_stay_unlimited(client):
     t = make_task(retries=-1)
+    lease = leased(client, t, lease_id=10)
     for i in range(3):
-        lease = leased(client, t, lease_id=10 + i) if i == 0 else lease
         client.worker_lost(lease, t, ConnectionError("eof"), node_died=False)
         (connect,) = client.lease_granted(t.shape, lc.LOCAL, grant(20 + i))
         client.worker_connected(connect.lease)
