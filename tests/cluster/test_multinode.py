@@ -173,6 +173,29 @@ def test_spread_and_node_affinity(cluster):
     """)
 
 
+def test_spread_right_after_pinned_tasks_uses_every_node(cluster):
+    # The pinned tasks' leases are idle when the SPREAD tasks come: they must
+    # go back at once, or they hold the other nodes' CPUs and every SPREAD
+    # task lands on one node.
+    env, _ = cluster
+    run_driver(env, """
+        import time
+        from manta.util.scheduling_strategies import NodeAffinitySchedulingStrategy as Affinity
+
+        nodes = [n["NodeID"] for n in manta.nodes() if n["Alive"]]
+
+        @manta.remote
+        def where(t):
+            time.sleep(t)
+            return manta.get_runtime_context().get_node_id()
+
+        for _ in range(3):
+            manta.get([where.options(scheduling_strategy=Affinity(n, soft=False)).remote(0) for n in nodes])
+            spread = manta.get([where.options(scheduling_strategy="SPREAD").remote(0.05) for _ in range(12)])
+            assert set(spread) == set(nodes), spread
+    """)
+
+
 def test_placement_groups_across_nodes(cluster):
     env, _ = cluster
     run_driver(env, """
