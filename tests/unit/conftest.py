@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from manta._private.control.actors import ActorEntry
+from manta._private.control.placement_groups import PGEntry
 from manta._private.objectstore.allocator import Allocator
 from manta._private.objectstore.store import StoreTable
 from manta._private.runtime.actor_queue import ActorQueue
@@ -21,7 +22,8 @@ from manta._private.runtime.refs import ReferenceTable
 from manta._private.scheduling.leases import LeaseTable
 
 SANS_IO_TABLES: list[type] = [
-    ActorEntry, ActorQueue, Allocator, LeaseClient, LeaseTable, LineageTable, ReferenceTable, StoreTable,
+    ActorEntry, ActorQueue, Allocator, LeaseClient, LeaseTable, LineageTable, PGEntry, ReferenceTable,
+    StoreTable,
 ]
 
 

@@ -19,10 +19,13 @@ from typing import Any
 from msgspec.structs import replace
 
 from manta._private.config import Config
+from manta._private.control import placement_groups as pgs
 from manta._private.control.actors import ALIVE, DEAD, PENDING, RESTARTING, ActorEntry
+from manta._private.control.placement_groups import PGEntry
 from manta._private.head.storage import ActorRecord, MemoryStorage, PGRecord, Storage, decode, encode
 from manta._private.protocol import messages as m
 from manta._private.scheduling.bundles import plan
+from manta._private.scheduling.policy import NodeView, Unschedulable, choose_node
 from manta._private.scheduling.resources import to_units
 from manta._private.transport.connection import Connection, ConnectionLost, connect, serve
 
@@ -41,20 +44,6 @@ class Job:
 
     def info(self) -> m.JobInfo:
         return m.JobInfo(self.job_id, self.namespace, self.pid, self.alive, self.start_time, self.end_time)
-
-
-PG_PENDING, PG_CREATED, PG_REMOVED = m.PGStatus.PENDING, m.PGStatus.CREATED, m.PGStatus.REMOVED
-PG_RESCHEDULING = m.PGStatus.RESCHEDULING
-
-
-@dataclass(eq=False)
-class PGEntry:
-    spec: m.PlacementGroupSpec
-    state: m.PGStatus = PG_PENDING
-    nodes: list[bytes] = field(default_factory=list)
-    waiters: list[Any] = field(default_factory=list)
-    placing: bool = False
-    error: str = ""
 
 
 @dataclass(eq=False)
@@ -165,8 +154,7 @@ class Head:
         if node.conn is not None:
             node.conn.abort(f"node declared dead: {reason}")
         for pg in self.pgs.values():
-            if pg.state == PG_CREATED and node_id in pg.nodes:
-                pg.state = PG_RESCHEDULING
+            if pg.node_died(node_id):
                 self._save_pg(pg)
         self._place_pending_pgs()
         self._broadcast_view()
@@ -266,7 +254,7 @@ class Head:
             pg = self.pgs.get(msg.pg_id)
             if pg is None:
                 conn.reply_error(msg, m.ErrorKind.VALUE, f"placement group {msg.pg_id.hex()} does not exist")
-            elif pg.state not in (PG_PENDING, PG_RESCHEDULING):
+            elif pg.answers():
                 conn.reply(msg, self._pg_state(pg))
             else:
                 pg.waiters.append((conn, msg))
@@ -285,7 +273,7 @@ class Head:
             groups = [
                 self._pg_state(pg) for pg in self.pgs.values()
                 if not msg.name or (pg.spec.name == msg.name and pg.spec.namespace == msg.namespace
-                                    and pg.state != PG_REMOVED)
+                                    and pg.state is not pgs.REMOVED)
             ]
             conn.reply(msg, m.PlacementGroupList(groups=groups))
         else:
@@ -349,7 +337,7 @@ class Head:
                 node.send(m.KillWorker(worker_id=worker_id, force=True))
         for pg_id in msg.bundles:
             pg = self.pgs.get(pg_id)
-            if pg is None or pg.state != PG_CREATED or nid not in pg.nodes:
+            if pg is None or pg.state is not pgs.CREATED or nid not in pg.nodes:
                 node.send(m.CancelBundles(pg_id=pg_id))
 
     # -- persistence ------------------------------------------------------
@@ -454,7 +442,7 @@ class Head:
             conn.reply_error(msg, m.ErrorKind.VALUE, str(e))
             return
         if spec.name and any(
-            pg.spec.name == spec.name and pg.spec.namespace == spec.namespace and pg.state != PG_REMOVED
+            pg.spec.name == spec.name and pg.spec.namespace == spec.namespace and pg.state is not pgs.REMOVED
             for pg in self.pgs.values()
         ):
             conn.reply_error(msg, m.ErrorKind.VALUE, f"a placement group named {spec.name!r} already exists")
@@ -476,35 +464,23 @@ class Head:
 
     def _place_pending_pgs(self) -> None:
         for pg in self.pgs.values():
-            if pg.state in (PG_PENDING, PG_RESCHEDULING) and not pg.placing:
+            if pg.needs_placement():
                 self._place_pg(pg)
 
     def _place_pg(self, pg: PGEntry) -> None:
-        """Places a new group's bundles, or a rescheduled group's lost ones."""
-        alive = {nid: n for nid, n in self.nodes.items() if n.alive and n.connected}
-        if pg.state == PG_RESCHEDULING:
-            todo = [i for i, nid in enumerate(pg.nodes) if nid not in alive]
-            kept = {nid for nid in pg.nodes if nid in alive}
-        else:
-            todo, kept = list(range(len(pg.spec.bundles))), set()
-        # STRICT_SPREAD: a lost bundle may not join a node that holds another.
-        candidates = [
-            (nid, to_units(n.available)) for nid, n in alive.items()
-            if not (pg.spec.strategy == "STRICT_SPREAD" and nid in kept)
-        ]
-        assignment = plan([to_units(pg.spec.bundles[i]) for i in todo], pg.spec.strategy, candidates)
-        if assignment is None:
+        """Places a new group's bundles, or a rescheduled group's lost ones:
+        `pg.plan` decides where, this carries out the two phases."""
+        alive = {nid: to_units(n.available) for nid, n in self.nodes.items() if n.alive and n.connected}
+        p = pg.plan(alive)
+        if p is None:
             return  # tried again whenever resources change
-        pg.placing = True
-        state = pg.state
         pg_id = pg.spec.pg_id
-        by_node: dict[bytes, list[tuple[int, dict[str, float]]]] = {}
-        for i, nid in zip(todo, assignment):
-            by_node.setdefault(nid, []).append((i, pg.spec.bundles[i]))
+        by_node = p.by_node(pg.spec.bundles)
+        rescheduled = pg.state is pgs.RESCHEDULING
 
         def cancel(nids: Any) -> None:
             for nid in nids:
-                self.nodes[nid].send(m.CancelBundles(pg_id=pg_id, indices=todo))
+                self.nodes[nid].send(m.CancelBundles(pg_id=pg_id, indices=p.indices))
 
         async def reserve() -> None:
             # Two phases: every node sets its bundles aside, or none keeps any.
@@ -514,35 +490,35 @@ class Head:
                 return_exceptions=True,
             )
             ok = [nid for nid, r in zip(by_node, results) if not isinstance(r, BaseException)]
-            if len(ok) != len(by_node) or pg.state != state:
+            if len(ok) != len(by_node) or pg.generation != p.generation:
                 cancel(ok)
-                pg.placing = False
+                self._placement_failed(pg, p)
                 return
             commits = await asyncio.gather(
                 *(self.nodes[nid].request(m.CommitBundles(pg_id=pg_id)) for nid in by_node),
                 return_exceptions=True,
             )
-            pg.placing = False
-            if any(isinstance(r, BaseException) for r in commits) or pg.state != state:
+            if any(isinstance(r, BaseException) for r in commits) or not pg.placed(p):
                 cancel(by_node)
+                self._placement_failed(pg, p)
                 return
-            nodes = list(pg.nodes) or [b""] * len(pg.spec.bundles)
-            for i, nid in zip(todo, assignment):
-                nodes[i] = nid
-            pg.nodes = nodes
-            pg.state = PG_CREATED
             self._notify_pg(pg)
-            if state == PG_RESCHEDULING:
-                log.info("placement group %s: %d lost bundles placed again", pg_id.hex(), len(todo))
+            if rescheduled:
+                log.info("placement group %s: %d lost bundles placed again", pg_id.hex(), len(p.indices))
                 self._schedule_pending_actors()
 
         asyncio.get_running_loop().create_task(reserve())
 
+    def _placement_failed(self, pg: PGEntry, p: pgs.Plan) -> None:
+        pg.placement_failed()
+        if pg.generation != p.generation:
+            # The group changed meanwhile (a node died): place it anew now.
+            # A node that refused is tried again when resources change.
+            self._place_pending_pgs()
+
     def _remove_pg(self, pg: PGEntry, why: str) -> None:
-        if pg.state == PG_REMOVED:
+        if not pg.remove(why):
             return
-        pg.state = PG_REMOVED
-        pg.error = why
         for nid in set(pg.nodes) or set(self.nodes):
             node = self.nodes.get(nid)
             if node is not None:
@@ -626,34 +602,30 @@ class Head:
         self._schedule_actor(entry)
 
     def _pick_node(self, entry: ActorEntry) -> Node | None:
-        """A node that can hold the actor: one with the resources free now if any,
-        else one that has them at all (the lease waits there), in join order."""
-        need = entry.spec.creation.resources
-        p = entry.spec.creation.placement
-        alive = [n for n in self.nodes.values() if n.alive and n.connected]
-        if p.kind is m.PlacementKind.NODE_AFFINITY:
-            target = self.nodes.get(p.node_id)
-            if target is not None and target in alive and (_fits(need, target.resources) or not p.soft):
-                return target
-            if not p.soft:
-                entry.kill(f"The actor cannot be scheduled: node {p.node_id.hex()} is not alive (hard node affinity).")
-                self._notify(entry)
-                return None
-        fitting = [n for n in alive if _fits(need, n.resources)]
-        free = [n for n in fitting if _fits(need, n.available)]
-        if p.kind is m.PlacementKind.SPREAD and (free or fitting):
-            # Round robin over the nodes that can hold it.
-            choices = free or fitting
+        """A node that can hold the actor (`policy.choose_node`), or None."""
+        creation = entry.spec.creation
+        need = to_units(creation.resources)
+        p = creation.placement
+        alive = [
+            NodeView(n.node_id, n.address, to_units(n.resources), to_units(n.available))
+            for n in self.nodes.values() if n.alive and n.connected
+        ]
+        if p.kind is m.PlacementKind.SPREAD:
             self._spread_turn += 1
-            return choices[self._spread_turn % len(choices)]
-        if free or fitting:
-            return (free or fitting)[0]
-        if alive:
-            log.warning(
-                "actor %s needs %s, which no node has; it stays pending until one joins",
-                entry.spec.class_name, need,
-            )
-        return None
+        try:
+            view = choose_node(need, alive, kind=p.kind, target=p.node_id, soft=p.soft, turn=self._spread_turn)
+        except Unschedulable as e:
+            entry.kill(f"The actor cannot be scheduled: {e}.")
+            self._notify(entry)
+            return None
+        if view is None:
+            if alive:
+                log.warning(
+                    "actor %s needs %s, which no node has; it stays pending until one joins",
+                    entry.spec.class_name, creation.resources,
+                )
+            return None
+        return self.nodes[view.node_id]
 
     def _schedule_actor(self, entry: ActorEntry) -> None:
         node = self._pick_node(entry)
@@ -804,10 +776,6 @@ class Head:
 def _kv_key(namespace: str, key: bytes) -> bytes:
     """A KV entry's key in storage: its namespace, a NUL, the key (split back in _restore)."""
     return namespace.encode() + b"\0" + key
-
-
-def _fits(need: dict[str, float], have: dict[str, float]) -> bool:
-    return all(have.get(k, 0.0) + 1e-9 >= v for k, v in need.items())
 
 
 def _creation_error_text(done: m.TaskDone, class_name: str) -> str:

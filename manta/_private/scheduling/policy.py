@@ -6,11 +6,16 @@ another node that has them free (most free CPU first, so load spreads);
 when none has, wait locally if the local node could ever run it, else go to
 a node that could. A request nobody can ever satisfy waits locally, and the
 caller is told why.
+
+SPREAD takes every node that can run the work in turn; NODE_AFFINITY goes
+to its node (or, if soft and it cannot, falls back to the default). The
+agents use `place` (which knows its own node), the head `choose_node` for
+actors; both share `spread`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from manta._private.protocol.messages import PlacementKind
@@ -67,11 +72,10 @@ def place(
     if kind is PlacementKind.SPREAD and may_spill:
         nodes = sorted([local, *(n for n in others.values() if n.node_id != local.node_id)],
                        key=lambda n: n.node_id)
-        free = [n for n in nodes if fits(need, n.available)] or [n for n in nodes if fits(need, n.total)]
-        if free:
-            pick = free[turn % len(free)]
-            return LOCAL if pick.node_id == local.node_id else Decision(pick)
-        return Decision(None, True)
+        pick = spread(need, nodes, turn)
+        if pick is None:
+            return Decision(None, True)
+        return LOCAL if pick.node_id == local.node_id else Decision(pick)
     if not may_spill:
         # Sent here by another node: stay, unless this node can never run it
         # (its view was stale); then wait until the cluster changes.
@@ -88,3 +92,43 @@ def place(
     if able:
         return Decision(max(able, key=lambda n: (n.available.get("CPU", 0), n.node_id)))
     return Decision(None, True)
+
+
+def spread(need: ResourceSet, nodes: Sequence[NodeView], turn: int) -> NodeView | None:
+    """Round robin over every node that can run it at all; None if none can.
+
+    Not only over the nodes that look free: what one node knows of the
+    others' free resources trails by a report, so a burst right after
+    other work ended would all go to whichever nodes looked free then.
+    """
+    choices = [n for n in nodes if fits(need, n.total)]
+    return choices[turn % len(choices)] if choices else None
+
+
+def choose_node(
+    need: ResourceSet,
+    nodes: Sequence[NodeView],
+    *,
+    kind: PlacementKind = PlacementKind.DEFAULT,
+    target: bytes = b"",
+    soft: bool = False,
+    turn: int = 0,
+) -> NodeView | None:
+    """Where the head places an actor among the live `nodes` (in join order).
+
+    There is no local node here: DEFAULT takes the first node with the
+    resources free, else the first that has them at all (the lease waits
+    there); None if no node has them. Raises Unschedulable for hard
+    affinity to a node that is not alive.
+    """
+    if kind is PlacementKind.NODE_AFFINITY:
+        node = next((n for n in nodes if n.node_id == target), None)
+        if node is not None and (fits(need, node.total) or not soft):
+            return node
+        if not soft:
+            raise Unschedulable(f"node {target.hex()} is not alive (hard node affinity)")
+    if kind is PlacementKind.SPREAD:
+        return spread(need, nodes, turn)
+    return next((n for n in nodes if fits(need, n.available)), None) or next(
+        (n for n in nodes if fits(need, n.total)), None
+    )
