@@ -18,9 +18,11 @@ from typing import Any
 
 from msgspec.structs import replace
 
+from manta._private.clock import Clock, monotonic
 from manta._private.config import Config
 from manta._private.control import placement_groups as pgs
 from manta._private.control.actors import ALIVE, DEAD, PENDING, RESTARTING, ActorEntry
+from manta._private.control.liveness import NodeLiveness
 from manta._private.control.placement_groups import PGEntry
 from manta._private.head.storage import ActorRecord, MemoryStorage, PGRecord, Storage, decode, encode
 from manta._private.protocol import messages as m
@@ -92,6 +94,7 @@ class Head:
     def __init__(
         self, *, token: bytes, addresses: list[str], embedded: bool, storage: Storage | None = None,
         config: Config | None = None,
+        clock: Clock = monotonic,
     ) -> None:
         self.config = config or Config()
         self.token = token
@@ -114,9 +117,9 @@ class Head:
         self._spread_turn = 0
         self.pgs: dict[bytes, PGEntry] = {}
         self.conns: set[Connection] = set()
-        self.last_seen: dict[bytes, float] = {}
+        self.clock = clock
         # A node silent this long is dead (the agents beat every config.heartbeat_s).
-        self.node_timeout = self.config.node_timeout_s
+        self.liveness = NodeLiveness(self.config.node_timeout_s)
 
     async def start(self) -> None:
         self.storage.check_token(self.token)
@@ -134,19 +137,20 @@ class Head:
 
     async def _watch_nodes(self) -> None:
         """Declares dead the nodes whose heartbeats stopped (crash, hang, partition)."""
-        loop = asyncio.get_running_loop()
+        liveness = self.liveness
         while not self.stopping.is_set():
-            await asyncio.sleep(min(0.25, self.node_timeout / 4))
-            now = loop.time()
-            for nid, node in list(self.nodes.items()):
-                if node.alive and now - self.last_seen.get(nid, now) > self.node_timeout:
-                    self._node_dead(nid, f"no heartbeat for {self.node_timeout:g} s")
+            await asyncio.sleep(liveness.check_every())
+            for nid in liveness.expired(self.clock()):
+                node = self.nodes.get(nid)
+                if node is not None and node.alive:
+                    self._node_dead(nid, f"no heartbeat for {liveness.timeout:g} s")
 
     def _node_dead(self, node_id: bytes, reason: str) -> None:
         node = self.nodes.get(node_id)
         if node is None or not node.alive:
             return
         log.warning("node %s is dead: %s", node_id.hex(), reason)
+        self.liveness.forget(node_id)
         node.alive = False
         self._save_node(node)
         # A frozen agent that wakes up finds its connection gone and stops;
@@ -228,7 +232,7 @@ class Head:
         elif t is m.NodeResources:
             node = self.nodes.get(msg.node_id)
             if node is not None:
-                self.last_seen[msg.node_id] = asyncio.get_running_loop().time()
+                self.liveness.beat(msg.node_id, self.clock())
                 node.available = msg.available
                 node.pending = msg.pending
                 grew = bool(msg.total) and msg.total != node.resources
@@ -308,7 +312,7 @@ class Head:
             )
             return
         self.nodes[nid] = node = Node.of(msg.node, conn)
-        self.last_seen[nid] = asyncio.get_running_loop().time()
+        self.liveness.beat(nid, self.clock())
         conn.peer = ("node", nid)
         self._save_node(node)
         conn.reply(msg, m.NodeRegistered(persistent=self.storage.persistent))
@@ -347,7 +351,7 @@ class Head:
         tables = self.storage.load()
         if not any(tables.values()):
             return
-        now = asyncio.get_running_loop().time()
+        now = self.clock()
         self.functions.update(tables["functions"])
         for data in tables["jobs"].values():
             info = decode(m.JobInfo, data)
@@ -359,7 +363,7 @@ class Head:
             node_info = decode(m.NodeInfo, data)
             self.nodes[node_info.node_id] = Node.of(node_info, None)
             # Declared dead unless it re-registers within the node timeout.
-            self.last_seen[node_info.node_id] = now
+            self.liveness.beat(node_info.node_id, now)
         for data in tables["actors"].values():
             rec = decode(ActorRecord, data)
             entry = ActorEntry(
@@ -385,7 +389,7 @@ class Head:
             len(self.pgs), len(self.kv),
         )
         # Drivers that do not come back within the node timeout have exited.
-        asyncio.get_running_loop().call_later(self.node_timeout, self._reap_absent_jobs)
+        asyncio.get_running_loop().call_later(self.liveness.timeout, self._reap_absent_jobs)
 
     def _reap_absent_jobs(self) -> None:
         for job in list(self.jobs.values()):

@@ -20,9 +20,11 @@ from typing import Any
 from msgspec.structs import replace
 
 from manta._private import ids
+from manta._private.clock import Clock, monotonic
 from manta._private.config import Config
 from manta._private.node.forkserver import ForkServer
-from manta._private.node.memory import Candidate, memory_usage, pick_victim
+from manta._private.node.memory import Candidate, MemoryMonitor, memory_usage
+from manta._private.node.reporting import ReportSchedule
 from manta._private.objectstore.region import Region
 from manta._private.objectstore.store import ObjectExists, StoredObject, StoreError, StoreFull, StoreTable
 from manta._private.protocol import messages as m
@@ -121,8 +123,10 @@ class NodeAgent:
         fork_server: ForkServer | None = None,
         node_ip: str = "",
         config: Config | None = None,
+        clock: Clock = monotonic,
     ) -> None:
         self.config = config or Config()
+        self.clock = clock
         self.session_dir = session_dir
         self.head_address = head_address
         self.token = token
@@ -165,7 +169,8 @@ class NodeAgent:
         self.pulls: dict[bytes, asyncio.Task[None]] = {}
         self.peers: dict[str, Connection] = {}
         self._req_ids = 0
-        self._report_scheduled = False
+        self.reports = ReportSchedule(self.config.heartbeat_s)
+        self._report_timer: asyncio.TimerHandle | None = None
 
     # -- start / stop -----------------------------------------------------
 
@@ -192,41 +197,33 @@ class NodeAgent:
             raise RuntimeError(f"cannot reach the head at {self.head_address}")
         reply = await self.head.request(m.RegisterNode(node=self.node_info()))
         self.head.persistent = reply.persistent
-        asyncio.get_running_loop().create_task(self._heartbeat())
+        self._schedule_report()
         if self.config.memory_threshold < 1.0:
             asyncio.get_running_loop().create_task(self._memory_monitor())
 
     async def _memory_monitor(self) -> None:
-        """Kills a worker when node memory passes the threshold, before the
-        kernel's OOM killer takes something that matters more."""
+        """Kills a worker when node memory passes the threshold (`MemoryMonitor`
+        decides), before the kernel's OOM killer takes something that matters more."""
         interval = self.config.memory_monitor_ms / 1000
-        threshold = self.config.memory_threshold
-        pending_kill: tuple[bytes, float] | None = None
+        monitor = MemoryMonitor(self.config.memory_threshold)
         while not self.stopping.is_set():
             await asyncio.sleep(interval)
             used, total = memory_usage()
-            if used <= threshold * total:
-                continue
-            now = time.monotonic()
-            if pending_kill is not None and pending_kill[0] in self.worker_pids and now - pending_kill[1] < 5:
-                continue  # the last one is still dying: its memory is not free yet
             busy = {g.worker_id: (lid, g) for lid, g in self.granted.items() if g.worker_id in self.worker_pids}
-            victim = pick_victim([Candidate(w, g.retriable, g.granted) for w, (_, g) in busy.items()])
-            if victim is None:
-                continue
-            lease_id, lease = busy[victim.worker_id]
-            reason = (
-                f"the memory monitor killed its worker: node memory use {used / 2**30:.1f} of "
-                f"{total / 2**30:.1f} GiB ({used / total:.0%}) passed the threshold "
-                f"memory_usage_threshold={threshold:g}"
+            kill = monitor.check(
+                self.clock(), used, total,
+                lambda: [Candidate(w, g.retriable, g.granted) for w, (_, g) in busy.items()],
+                self.worker_pids,
             )
-            log.warning("%s (lease %d, %s)", reason, lease_id, "retriable" if lease.retriable else "not retriable")
-            self.oom_killed[victim.worker_id] = reason
+            if kill is None:
+                continue
+            lease_id, lease = busy[kill.worker_id]
+            log.warning("%s (lease %d, %s)", kill.reason, lease_id, "retriable" if lease.retriable else "not retriable")
+            self.oom_killed[kill.worker_id] = kill.reason
             if not lease.for_actor and not lease.owner.closed:
-                lease.owner.send(m.LeaseKilled(lease_id=lease_id, reason=reason))
-            pending_kill = (victim.worker_id, now)
+                lease.owner.send(m.LeaseKilled(lease_id=lease_id, reason=kill.reason))
             try:
-                os.kill(self.worker_pids[victim.worker_id], signal.SIGKILL)
+                os.kill(self.worker_pids[kill.worker_id], signal.SIGKILL)
             except (KeyError, ProcessLookupError):
                 pass
 
@@ -241,13 +238,6 @@ class NodeAgent:
         except RemoteError as e:
             self._head_gone(f"the restarted head refused this node: {e.message}")
             raise
-
-    async def _heartbeat(self) -> None:
-        """A resource report every config.heartbeat_s, changed or not: the head's sign of life."""
-        interval = self.config.heartbeat_s
-        while not self.stopping.is_set():
-            await asyncio.sleep(interval)
-            self._report_resources()
 
     def node_info(self) -> m.NodeInfo:
         return m.NodeInfo(
@@ -331,7 +321,7 @@ class NodeAgent:
                 conn = self.worker_conns.get(c.worker_id)
                 client = conn.peer if conn is not None else None
                 self.granted[c.lease_id] = GrantedLease(
-                    c.worker_id, pending.conn, pending.msg.retriable, pending.msg.for_actor, time.monotonic()
+                    c.worker_id, pending.conn, pending.msg.retriable, pending.msg.for_actor, self.clock()
                 )
                 if pending.msg.for_actor:
                     self.actor_workers[c.worker_id] = pending.msg.actor_id
@@ -356,12 +346,24 @@ class NodeAgent:
         self._report_resources()
 
     def _report_resources(self) -> None:
-        if self._report_scheduled or not self.head.up:
-            return
-        self._report_scheduled = True
+        """Something changed: the head hears of it soon (`ReportSchedule`)."""
+        if self.reports.changed(self.clock()):
+            self._schedule_report()
 
-        def send() -> None:
-            self._report_scheduled = False
+    def _schedule_report(self) -> None:
+        if self._report_timer is not None:
+            self._report_timer.cancel()
+        delay = max(0.0, self.reports.next_at() - self.clock())
+        self._report_timer = asyncio.get_running_loop().call_later(delay, self._send_report)
+
+    def _send_report(self) -> None:
+        """Reports when due: after changes, and every heartbeat_s regardless,
+        which is the head's sign that this node lives."""
+        self._report_timer = None
+        if self.stopping.is_set():
+            return
+        now = self.clock()
+        if self.reports.due(now):
             if self.head.up:
                 self.head.send(
                     m.NodeResources(
@@ -371,8 +373,8 @@ class NodeAgent:
                         total=to_float(self.leases.total),
                     )
                 )
-
-        asyncio.get_running_loop().call_later(0.05, send)
+            self.reports.sent(now)
+        self._schedule_report()
 
     # -- messages ---------------------------------------------------------
 
