@@ -1,8 +1,10 @@
-"""Cluster state, listed from the head (a start on Ray's `ray.util.state`)."""
+"""Cluster state, listed from the head (a start on Ray's `ray.util.state`),
+and what this process saw of each of its tasks (`task_story`, beyond Ray)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from manta._private import ids
 from manta._private.protocol import messages as m
@@ -31,3 +33,27 @@ def list_jobs() -> list[JobState]:
         )
         for j in sorted(reply.jobs, key=lambda j: j.job_id)
     ]
+
+
+def task_story(task: Any) -> list[Any]:
+    """What this process recorded of a task, oldest first: each step
+    (submitted, lease requested, granted on a node, pushed to a worker,
+    running, finished, failed, retried, cancelled) with the stimulus id of
+    the event that caused it, its time and a detail.
+
+    `task` is an ObjectRef the task returns, or the task id (hex or bytes).
+    The owner records submission and results; the worker that ran the task
+    records its running it. The log keeps the last several thousand tasks.
+    """
+    from manta._private.runtime.object_ref import ObjectRef
+    from manta._private.session import runtime as _runtime
+
+    if isinstance(task, ObjectRef):
+        task_id = task.task_id()
+    elif isinstance(task, str):
+        task_id = bytes.fromhex(task)
+    elif isinstance(task, bytes):
+        task_id = task
+    else:
+        raise TypeError(f"task_story() takes an ObjectRef or a task id, got {type(task).__name__}")
+    return _runtime().story(task_id)

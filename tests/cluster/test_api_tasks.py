@@ -464,3 +464,44 @@ def test_alternating_resource_shapes_cost_at_most_twice_one_shape(ray_clean):
     alternating = latency([f, with_x])
     print(f"same shape {same * 1e3:.2f} ms, alternating {alternating * 1e3:.2f} ms")
     assert alternating <= 2 * same, (alternating, same)
+
+
+def test_task_story_tells_what_happened_to_a_task(ray_start, backend_name, tmp_path):
+    """Beyond Ray: each process keeps a bounded log of its tasks' steps."""
+    if backend_name == "ray":
+        pytest.skip("beyond Ray: manta.util.state.task_story")
+    ray = ray_start
+    import os
+
+    from manta.util.state import task_story
+
+    marker = tmp_path / "crashed"
+
+    @ray.remote(max_retries=1)
+    def crash_once(path):
+        if not os.path.exists(path):
+            open(path, "w").close()
+            os._exit(1)
+        return "ok"
+
+    ref = crash_once.remote(str(marker))
+    assert ray.get(ref) == "ok"
+    story = task_story(ref)
+    steps = [r.step for r in story]
+    assert steps[0] == "submitted" and steps[-1] == "finished"
+    assert "retried" in steps and steps.count("pushed") == 2
+    assert all(r.task_id == ref.task_id().hex() for r in story)
+    times = [r.time for r in story]
+    assert times == sorted(times)
+    retried = story[steps.index("retried")]
+    assert "its worker died" in retried.detail
+
+    @ray.remote
+    def my_story():
+        ctx = ray.get_runtime_context()
+        return [r.step for r in task_story(ctx.get_task_id())]
+
+    # The worker records its own part: it is running the task right now.
+    assert ray.get(my_story.remote()) == ["running"]
+    with pytest.raises(TypeError):
+        task_story(42)
