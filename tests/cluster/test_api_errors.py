@@ -508,6 +508,44 @@ def test_cancel_running_task_raises_task_cancelled_error(ray_start, tmp_path, wa
         ray.get(ref, timeout=30)
 
 
+@pytest.mark.parametrize("recursive", [True, False])
+def test_cancel_recursive_cancels_the_tasks_a_task_submitted(ray_start, tmp_path, wait_for, recursive):
+    ray = ray_start
+    started = str(tmp_path / "child-started")
+    child_cancelled = str(tmp_path / "child-cancelled")
+    release = str(tmp_path / "release")
+
+    @ray.remote
+    def child():
+        open(started, "w").close()
+        try:
+            deadline = time.monotonic() + 45
+            while time.monotonic() < deadline and not os.path.exists(release):
+                time.sleep(0.05)
+        except BaseException:
+            open(child_cancelled, "w").close()
+            raise
+        return "child done"
+
+    @ray.remote
+    def parent():
+        c = child.remote()
+        open(str(tmp_path / "child-ref"), "w").write(c.hex())
+        return ray.get(c)
+
+    ref = parent.remote()
+    wait_for(lambda: os.path.exists(started), timeout=30, message="the child to start")
+    ray.cancel(ref, recursive=recursive)
+    with pytest.raises(ray.exceptions.TaskCancelledError):
+        ray.get(ref, timeout=30)
+    if recursive:
+        wait_for(lambda: os.path.exists(child_cancelled), timeout=30, message="the child to be cancelled")
+    else:
+        # Left alone, the child runs to its end once released.
+        open(release, "w").close()
+        assert not os.path.exists(child_cancelled)
+
+
 def test_cancel_force_kills_worker_process(ray_start, tmp_path, wait_for):
     ray = ray_start
     pid_file = str(tmp_path / "pid")
