@@ -54,6 +54,12 @@ keeper = manta.get_actor("keeper", namespace="chaos")
 manta.get([square.remote(1), echo.echo.remote(1)])
 done = {"tasks": 0, "calls": 0, "wrong": 0}
 stop = threading.Event()
+progress = threading.Condition()
+
+def rounds_after(n, count, timeout=60):
+    # Until the workload has done `count` more rounds than at `n` tasks.
+    with progress:
+        progress.wait_for(lambda: done["tasks"] >= n + 20 * count, timeout)
 
 def work():
     i = 0
@@ -63,13 +69,15 @@ def work():
         calls = [echo.echo.remote(j) for j in range(i, i + 20)]
         ok = manta.get(refs, timeout=120) == [j * j for j in range(i, i + 20)]
         ok = ok and manta.get(calls, timeout=120) == list(range(i, i + 20))
-        done["wrong"] += not ok
-        done["tasks"] += 20
-        done["calls"] += 20
+        with progress:
+            done["wrong"] += not ok
+            done["tasks"] += 20
+            done["calls"] += 20
+            progress.notify_all()
 
 t = threading.Thread(target=work)
 t.start()
-time.sleep(1)
+rounds_after(0, 3)
 print("RUNNING {}", flush=True)
 assert sys.stdin.readline().strip() == "killed"
 at_kill = dict(done)
@@ -90,7 +98,7 @@ nodes = sorted(n["NodeID"] for n in manta.nodes() if n["Alive"])
 fresh = Echo.remote()
 assert manta.get(fresh.echo.remote(42), timeout=60) == 42
 answered = time.time() - restarted
-time.sleep(1)
+rounds_after(done["tasks"], 3)  # and the workload carries on
 stop.set()
 t.join(timeout=120)
 print("DONE", json.dumps({"during": during, "total": done, "jobs": jobs, "nodes": nodes,
@@ -116,7 +124,8 @@ def test_head_killed_and_restarted_on_redis_brings_everything_back():
         killed_at = time.time()
         proc.stdin.write("killed\n")
         proc.stdin.flush()
-        time.sleep(2)  # an outage the workload has to ride out
+        # An outage the workload has to ride out: restart once both nodes noticed it.
+        wait_for_logs(cluster, "lost the head at", timeout=30)
         out = cluster.cli("start", "--head", "--port", str(port), "--storage", redis.url)
         assert "restarted" in out, out
         back_at = time.time()
@@ -170,6 +179,17 @@ def test_without_redis_a_dead_head_ends_nodes_and_drivers_with_a_clear_message()
         assert "kept its state in memory" in log and "stopping this node" in log, log[-2000:]
         print(f"\nhead killed without Redis: driver told in {float(line.split()[1]):.1f} s, "
               f"the other node's processes gone in {exited:.1f} s")
+
+
+def wait_for_logs(cluster, text, timeout):
+    """Until every node's agent log says `text` (or the deadline passes)."""
+    deadline = time.time() + timeout
+    logs = [os.path.join(n.session_dir, "logs", "agent.log") for n in cluster.nodes]
+    while time.time() < deadline:
+        if all(text in open(path).read() for path in logs):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"not every agent logged {text!r} within {timeout} s")
 
 
 def _alive(pid):

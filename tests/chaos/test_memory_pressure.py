@@ -36,8 +36,11 @@ def retriable_hog(marker):
     return hog()
 
 @manta.remote(max_retries=0)
-def bystander():
-    time.sleep(3)
+def bystander(release):
+    # Running (and newer than the hog) until the driver has seen the hog re-run.
+    deadline = time.time() + 60
+    while not os.path.exists(release) and time.time() < deadline:
+        time.sleep(0.02)
     return "untouched"
 
 @manta.remote(max_retries=0)
@@ -51,9 +54,12 @@ class Hoarder:
 
 start = time.time()
 first = retriable_hog.remote({marker!r})
-time.sleep(0.3)
-later = bystander.remote()  # newer, but not retriable: spared
+deadline = time.time() + 60
+while not os.path.exists({marker!r}) and time.time() < deadline:
+    time.sleep(0.01)  # the hog has started
+later = bystander.remote({release!r})  # newer, but not retriable: spared
 assert manta.get(first, timeout=60) == "ran again"
+open({release!r}, "w").close()
 assert manta.get(later, timeout=60) == "untouched"
 print("RETRIED", round(time.time() - start, 1), flush=True)
 try:
@@ -76,7 +82,8 @@ def test_memory_monitor_kills_retriable_work_first_and_reports_oom(tmp_path):
     threshold = (used + (3 << 29)) / total
     if threshold > 0.9:
         pytest.skip(f"this machine is already {used / total:.0%} full")
-    script = DRIVER.format(threshold=round(threshold, 4), marker=str(tmp_path / "attempted"))
+    script = DRIVER.format(threshold=round(threshold, 4), marker=str(tmp_path / "attempted"),
+                           release=str(tmp_path / "release"))
     out = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True, timeout=150)
     lines = out.stdout.splitlines()
     assert out.returncode == 0 and len(lines) == 3, out.stdout + out.stderr[-3000:]

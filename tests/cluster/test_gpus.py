@@ -17,15 +17,20 @@ def ray():
         mod.shutdown()
 
 
-def test_tasks_get_distinct_gpu_ids_and_cuda_visible_devices(ray):
+def test_tasks_get_distinct_gpu_ids_and_cuda_visible_devices(ray, tmp_path):
     @ray.remote(num_gpus=1)
-    def which():
+    def which(me, other):
         import time
 
-        time.sleep(0.5)  # overlap, so both GPUs are in use at once
+        # Both running at once, so both GPUs are in use: each waits for the other.
+        open(me, "w").close()
+        deadline = time.monotonic() + 30
+        while not os.path.exists(other) and time.monotonic() < deadline:
+            time.sleep(0.01)
         return ray.get_gpu_ids(), os.environ.get("CUDA_VISIBLE_DEVICES")
 
-    results = ray.get([which.remote(), which.remote()])
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    results = ray.get([which.remote(a, b), which.remote(b, a)])
     ids = sorted(tuple(r[0]) for r in results)
     assert [tuple(map(int, i)) for i in ids] == [(0,), (1,)]
     for gpu_ids, visible in results:

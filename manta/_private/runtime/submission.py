@@ -300,6 +300,9 @@ class Submitter:
             cmds = self.leases.lease_granted(shape, agent, reply)
         elif t is m.LeaseSpill:
             # Our node is busy or lacks the resources: ask the node it named.
+            # Known as that node's, its connection goes down if the node dies,
+            # and the requests waiting there come back here.
+            self.rt.peers.peer_nodes[reply.address] = reply.node_id
             cmds = self.leases.lease_redirected(shape, agent, reply.node_id, reply.address)
         elif isinstance(reply, RemoteError):
             cmds = self.leases.lease_failed(shape, agent, error_from_remote(reply), lost=False)
