@@ -18,7 +18,7 @@ import socket
 import time
 from dataclasses import asdict, dataclass, field
 
-from manta._private import services
+from manta._private import ids, services
 from manta._private.config import Config
 
 RECORD = "cluster.json"
@@ -141,7 +141,7 @@ def start_head(
         if prior is not None:
             return _restart_head(prior, storage, token, config)
     session_dir = services.new_session_dir()
-    token_file = services.write_token(session_dir, token or os.urandom(32))
+    token_file = services.write_token(session_dir, token or ids.new_token())
     res, store = services.node_resources(
         num_cpus, num_gpus, resources, object_store_memory, head=True, ip=_ip_of(host)
     )

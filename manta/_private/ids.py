@@ -89,3 +89,8 @@ def new_worker_id() -> bytes:
 
 def new_placement_group_id() -> bytes:
     return os.urandom(18)
+
+
+def new_token() -> bytes:
+    """A cluster token: 32 random bytes."""
+    return os.urandom(32)

@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 
 from manta._private.config import Config
+from manta._private.ids import new_token
 
 PR_SET_PDEATHSIG = 1
 
@@ -293,7 +294,7 @@ def spawn_local_cluster(
 ) -> PendingCluster:
     res, store = node_resources(num_cpus, num_gpus, resources, object_store_memory, head=True)
     session_dir = new_session_dir()
-    token = os.urandom(32)
+    token = new_token()
     token_file = write_token(session_dir, token)
     head_address = f"unix:{session_dir}/head.sock"
     agent_address = f"unix:{session_dir}/agent.sock"

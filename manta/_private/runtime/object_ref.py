@@ -6,6 +6,7 @@ import concurrent.futures
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
+from manta._private.ids import task_of
 from manta._private.runtime import context
 from manta._private.runtime.serialization import note_ref
 
@@ -38,7 +39,7 @@ class ObjectRef:
         return self._id.hex()
 
     def task_id(self) -> bytes:
-        return self._id[:16]
+        return task_of(self._id)
 
     def owner_address(self) -> str:
         return self._owner
