@@ -45,3 +45,14 @@ def test_bad_system_config_values_are_named(capsys):
         Config.build({"object_spilling_config": '{"type": "smart_open"}'})
     Config.build({"some_ray_only_key": 1})
     assert "some_ray_only_key" in capsys.readouterr().err
+
+
+def test_environment_and_system_config_build_one_config():
+    env = {"MANTA_NODE_TIMEOUT_S": "3", "MANTA_HEARTBEAT_S": "0.2", "MANTA_MAX_LINEAGE_BYTES": "5000"}
+    cfg = Config.build({"max_lineage_bytes": 7000}, env)
+    # The system config wins over the environment, which wins over defaults.
+    assert (cfg.node_timeout_s, cfg.heartbeat_s, cfg.max_lineage_bytes, cfg.head_reconnect_s) == (3.0, 0.2, 7000, 60.0)
+    with pytest.raises(ValueError, match="MANTA_HEARTBEAT_S"):
+        Config.build(None, {"MANTA_HEARTBEAT_S": "soon"})
+    with pytest.raises(AttributeError):
+        cfg.heartbeat_s = 1.0  # type: ignore[misc]

@@ -130,3 +130,40 @@ def test_a_chunk_sent_as_prefix_and_raw_bytes_decodes_as_a_store_chunk():
     msg = m.decode(m.chunk_prefix(42, len(data)) + data)
     assert isinstance(msg, m.StoreChunk) and msg.rid == 42 and bytes(msg.data) == data
     assert m.decode(m.chunk_prefix(1, 0)).data == b""
+
+
+@pytest.mark.parametrize("rid", [1, 127, 128, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**40])
+def test_the_rid_is_written_into_a_frozen_message_without_copying_it(rid):
+    msg = m.GetObject(object_id=b"x" * 20, lost_node=b"")
+    (payload,) = FrameDecoder(1 << 20).feed(m.frame(msg, rid))
+    got = m.decode(payload)
+    assert got.rid == rid and got.object_id == msg.object_id
+    assert msg.rid == 0  # unchanged
+
+
+def test_a_message_built_with_a_rid_cannot_be_sent_as_a_request():
+    with pytest.raises(ValueError, match="without a rid"):
+        m.frame(m.Ack(rid=5), 9)
+
+
+def test_messages_are_frozen():
+    msg = m.Ack()
+    with pytest.raises(AttributeError):
+        msg.rid = 3  # type: ignore[misc]
+
+
+def test_error_kinds_and_states_are_checked_when_decoded():
+    good = m.encode(m.ErrorReply(kind=m.ErrorKind.VALUE, message="no"))
+    assert m.decode(good).kind is m.ErrorKind.VALUE
+    bad = good.replace(b"ValueError", b"SystemExit")
+    with pytest.raises(m.DecodeError):
+        m.decode(bad)
+
+
+def test_fork_server_messages_round_trip():
+    cfg = m.ForkConfig(
+        session=m.SessionInfo(session_dir="/s", head_address="unix:/h", agent_address="unix:/a", token=b"t"),
+        config=m.Config(heartbeat_s=0.2), prestart=2,
+    )
+    (payload,) = FrameDecoder(1 << 20).feed(m.frame(cfg))
+    assert m.decode_fork(payload) == cfg

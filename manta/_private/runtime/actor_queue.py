@@ -13,9 +13,10 @@ what happens to calls whose worker died: retried in submission order while
        |                   +--dead / not found--> DEAD                     |
        +-------------------- the connection broke -------------------------+
 
-The runtime holds the queue's lock around every call and carries out the
-commands it returns: a user thread submitting a call, or the I/O thread
-reporting an answer, both drive the same queue, one at a time.
+The runtime holds the queue's lock around every call but `replied` (see
+there) and carries out the commands it returns: a user thread submitting a
+call, or the I/O thread reporting what happened, drive the same queue, one
+at a time.
 """
 
 from __future__ import annotations
@@ -187,7 +188,12 @@ class ActorQueue:
 
     def replied(self, task: Task, errored: bool) -> bool:
         """The call was answered (its result, or its own error): the caller
-        delivers it. Returns whether the actor is now to be released."""
+        delivers it. Returns whether the actor is now to be released.
+
+        The one event that may come without the lock: it removes only this
+        call's own in-flight entry (one dict operation), and the release flag
+        it reads is set only once no handle is left to submit a call with.
+        """
         self.inflight.pop(task.seq, None)
         log = self.log
         log.append(Rec(task.task_id, story.FAILED if errored else story.FINISHED, log.stimulus(), log.clock()))

@@ -108,18 +108,24 @@ class ActorCalls:
         client = self.clients.get(actor_id) or self.client(actor_id)
         if threading.get_ident() != rt.io.ident:
             with client.lock:
-                if task.resolved and not client.posted and client.conn is not None and client.queue.idle():
-                    # Fast path for a caller waiting on each call: straight from
-                    # this thread to the actor's socket. With calls in flight the
-                    # I/O thread's batched writes are cheaper (a socket write
-                    # that wakes the peer costs ~30 us here).
-                    client.queue.submit(task)  # a Push of this task
-                    if not client.conn.request_cb_threadsafe(
-                        m.PushTask(spec=task.spec), partial(self._on_reply, client, task)
-                    ):
-                        rt.post(self._on_reply, client, task, ConnectionLost("the actor's connection closed"))
-                    return refs
-                client.posted += 1
+                conn = client.conn
+                direct = task.resolved and not client.posted and conn is not None and client.queue.idle()
+                if direct:
+                    client.queue.submit(task)  # a Push of this task, now in flight
+                else:
+                    client.posted += 1
+            if direct:
+                # Fast path for a caller waiting on each call: straight from
+                # this thread to the actor's socket (with calls in flight the
+                # I/O thread's batched writes are cheaper: a socket write that
+                # wakes the peer costs ~30 us here). Written outside the lock,
+                # so that the answer, which may come back at once, never waits
+                # for it; a later call sees this one in flight and goes
+                # through the I/O thread, behind it.
+                assert conn is not None
+                if not conn.request_cb_threadsafe(m.PushTask(spec=task.spec), partial(self._on_reply, client, task)):
+                    rt.post(self._on_reply, client, task, ConnectionLost("the actor's connection closed"))
+                return refs
             rt.post(self._submit_io, client, task, True)
             return refs
         self._submit_io(client, task, False)
@@ -170,10 +176,10 @@ class ActorCalls:
 
     def _on_reply(self, client: ActorClient, task: Task, reply: Any) -> None:
         if type(reply) is m.TaskDone:
-            # The common case, kept short: only the queue's bookkeeping needs
-            # the lock; the result is delivered after it is released.
-            with client.lock:
-                release = client.queue.replied(task, reply.error is not None)
+            # The common case, without the lock (see ActorQueue.replied): a
+            # caller submitting its next call must not wait for this one's
+            # answer, nor this answer for the caller's submission.
+            release = client.queue.replied(task, reply.error is not None)
             self.rt.tasks.complete(task, reply)
             if release:
                 self._release(client, aq.Release())
