@@ -17,6 +17,9 @@ import os
 
 TASK_ID_SIZE = 16
 INDEX_SIZE = 4
+_COUNTER_SIZE = TASK_ID_SIZE // 2
+# Most tasks return one value: its index, encoded once.
+_FIRST_INDEX = (1).to_bytes(INDEX_SIZE, "little")
 
 
 class BinaryID:
@@ -59,7 +62,7 @@ class TaskIds:
         self._counter = itertools.count(1)
 
     def next(self) -> bytes:
-        return self._prefix + next(self._counter).to_bytes(TASK_ID_SIZE // 2, "little")
+        return self._prefix + next(self._counter).to_bytes(_COUNTER_SIZE, "little")
 
 
 def object_id(task_id: bytes, index: int) -> bytes:
@@ -68,6 +71,8 @@ def object_id(task_id: bytes, index: int) -> bytes:
 
 def return_ids(task_id: bytes, n: int) -> list[bytes]:
     """The ids of a task's `n` return values."""
+    if n == 1:
+        return [task_id + _FIRST_INDEX]
     return [task_id + i.to_bytes(INDEX_SIZE, "little") for i in range(1, n + 1)]
 
 

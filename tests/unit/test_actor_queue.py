@@ -69,6 +69,23 @@ def test_calls_on_a_live_link_go_straight_out_in_order(queue):
     assert queue.idle() is False
 
 
+def test_try_push_sends_a_call_only_when_nothing_is_ahead_of_it(queue):
+    first = call()
+    assert queue.try_push(first) is False  # not connected yet: nothing changes
+    assert first.seq == 0 and not queue.busy()
+    queue.submit(first)
+    connect(queue)
+    assert queue.try_push(second := call()) is False  # the first is in flight
+    queue.replied(first, errored=False)
+    assert queue.try_push(second) is True
+    assert second.seq == 2 and queue.inflight == {2: (second, 1)}
+    # One record, read back as both steps at one stimulus.
+    story = queue.log.story(second.task_id)
+    assert [r.step for r in story] == [Step.SUBMITTED, Step.PUSHED]
+    assert story[0].stimulus_id == story[1].stimulus_id
+    assert story[0].detail == ACTOR.hex() and story[1].detail == "1"
+
+
 def test_a_call_waits_for_its_arguments_and_holds_back_later_ones(queue):
     queue.submit(call())
     connect(queue)

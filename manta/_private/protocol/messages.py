@@ -21,10 +21,10 @@ kinds are enums, checked when a message is decoded.
 from __future__ import annotations
 
 import enum
-import struct
 from typing import Any
 
 import msgspec
+from msgspec.structs import replace as _replace
 
 from manta._private.config import Config
 from manta._private.protocol.framing import HEADER
@@ -830,41 +830,22 @@ _fork_decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(ForkMessag
 encode = _encode = _encoder.encode
 
 
-_SMALL_UINTS = [bytes((i,)) for i in range(0x80)]
-
-
-def _uint(n: int) -> bytes:
-    """msgpack's encoding of a non-negative int."""
-    if n < 0x80:
-        return _SMALL_UINTS[n]
-    if n < 0x100:
-        return b"\xcc" + n.to_bytes(1, "big")
-    if n < 0x10000:
-        return b"\xcd" + n.to_bytes(2, "big")
-    if n < 0x100000000:
-        return b"\xce" + n.to_bytes(4, "big")
-    return b"\xcf" + n.to_bytes(8, "big")
-
-
 _pack_header = HEADER.pack
-_U32 = struct.Struct(">BI")  # msgpack's uint32: 0xce, then the number
 
 
 def frame(msg: Msg, rid: int = 0) -> bytes:
     """The frame of `msg` (built with rid 0), as request or answer `rid` if given.
 
-    With a rid, the payload's last byte (the encoded 0) gives way to the
-    rid's own encoding: the frozen message is not copied to change it.
-    (Frames this large are copied once more; object data travels in
-    StoreChunk frames, sent by `Connection.send_chunk` without a copy.)
+    With a rid, a shallow copy of the frozen message carries it (made in C,
+    cheaper than patching the encoded bytes). Frames this large are copied
+    once more; object data travels in StoreChunk frames, sent by
+    `Connection.send_chunk` without a copy.
     """
-    payload = _encode(msg)
     if rid:
-        if payload[-1]:
+        if msg.rid:  # type: ignore[attr-defined]  # every message with a rid ends with it
             raise ValueError(f"{type(msg).__name__} must be built without a rid (the connection sets it)")
-        payload = payload[:-1] + (
-            _SMALL_UINTS[rid] if rid < 0x80 else _U32.pack(0xCE, rid) if rid < 0x100000000 else _uint(rid)
-        )
+        msg = _replace(msg, rid=rid)
+    payload = _encode(msg)
     return _pack_header(len(payload)) + payload
 
 

@@ -109,10 +109,8 @@ class ActorCalls:
         if threading.get_ident() != rt.io.ident:
             with client.lock:
                 conn = client.conn
-                direct = task.resolved and not client.posted and conn is not None and client.queue.idle()
-                if direct:
-                    client.queue.submit(task)  # a Push of this task, now in flight
-                else:
+                direct = task.resolved and not client.posted and conn is not None and client.queue.try_push(task)
+                if not direct:
                     client.posted += 1
             if direct:
                 # Fast path for a caller waiting on each call: straight from

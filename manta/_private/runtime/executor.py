@@ -174,8 +174,9 @@ class Executor:
             self.cancelled.discard(spec.task_id)
             current_task.reset(token)
         _flush_streams()
-        log.append(Rec(spec.task_id, story.FAILED if reply.error is not None else story.FINISHED, sid, log.clock()))
         conn.reply_threadsafe(msg, reply)
+        # Recorded once the answer is on its way: off the caller's wait.
+        log.append(Rec(spec.task_id, story.FAILED if reply.error is not None else story.FINISHED, sid, log.clock()))
         if spec.actor_creation and reply.error is not None:
             # A failed constructor ends the worker, as in Ray.
             self.rt.post(self._exit_soon)
