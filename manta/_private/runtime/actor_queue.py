@@ -152,21 +152,23 @@ class ActorQueue:
         self._flush(out, sid)
         return out
 
-    def try_push(self, task: Task) -> bool:
+    def try_push(self, task: Task) -> Rec | None:
         """A new call with its arguments ready, if it can go straight out:
         connected, with nothing queued or in flight. Then it is in flight
-        (at `self.epoch`) and True is returned; otherwise nothing changes and
-        the caller submits it the usual way. The hot path, kept to a few
-        steps: the same state as `submit` would leave, in one record."""
+        (at `self.epoch`) and its story record is returned, for the caller
+        to append once the call is written: off the wait for its answer
+        (the record's time is taken now, so the story stays in order).
+        Otherwise nothing changes, None is returned and the caller submits
+        it the usual way. The hot path, kept to a few steps: the state
+        `submit` would leave, in one record."""
         if self.link is not Link.CONNECTED or self.pending or self.inflight:
-            return False
+            return None
         seq = self._next_seq = self._next_seq + 1
         task.seq = seq
         epoch = self.epoch
         self.inflight[seq] = (task, epoch)
         log = self.log
-        log.append(Rec(task.task_id, story.SUBMITTED_PUSHED, log.stimulus(), log.clock(), (self.actor_id, epoch)))
-        return True
+        return Rec(task.task_id, story.SUBMITTED_PUSHED, log.stimulus(), log.clock(), (self.actor_id, epoch))
 
     def resolved(self, task: Task) -> list[Command]:
         out: list[Command] = []

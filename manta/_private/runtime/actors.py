@@ -109,10 +109,12 @@ class ActorCalls:
         if threading.get_ident() != rt.io.ident:
             with client.lock:
                 conn = client.conn
-                direct = task.resolved and not client.posted and conn is not None and client.queue.try_push(task)
-                if not direct:
+                pushed = None
+                if task.resolved and not client.posted and conn is not None:
+                    pushed = client.queue.try_push(task)
+                if pushed is None:
                     client.posted += 1
-            if direct:
+            if pushed is not None:
                 # Fast path for a caller waiting on each call: straight from
                 # this thread to the actor's socket (with calls in flight the
                 # I/O thread's batched writes are cheaper: a socket write that
@@ -123,6 +125,7 @@ class ActorCalls:
                 assert conn is not None
                 if not conn.request_cb_threadsafe(m.PushTask(spec=task.spec), partial(self._on_reply, client, task)):
                     rt.post(self._on_reply, client, task, ConnectionLost("the actor's connection closed"))
+                rt.log.append(pushed)
                 return refs
             rt.post(self._submit_io, client, task, True)
             return refs

@@ -93,9 +93,10 @@ class TaskLog:
 
     def story(self, task_id: bytes) -> list[StoryRecord]:
         out: list[StoryRecord] = []
-        for r in list(self._records):
-            if r.task_id != task_id:
-                continue
+        # By time: a record may be appended just after a later one (a direct
+        # actor call's, appended once written, and its answer's).
+        mine = sorted((r for r in list(self._records) if r.task_id == task_id), key=_time)
+        for r in mine:
             if r.step == SUBMITTED_PUSHED:
                 submitted, pushed = r.detail
                 out.append(StoryRecord(task_id.hex(), Step.SUBMITTED, r.stimulus, r.time, _text(submitted)))
@@ -106,6 +107,10 @@ class TaskLog:
 
     def __len__(self) -> int:
         return len(self._records)
+
+
+def _time(r: Rec) -> float:
+    return r.time
 
 
 def _text(detail: Any) -> str:
