@@ -54,6 +54,9 @@ class TaskContext:
     log_conn: Any = None
     # The placement group children of this task run in (capture_child_tasks).
     placement_group: Any = None
+    # When it started running (the process's log clock): its story's
+    # "running" step, recorded with its end in one record.
+    started: float = 0.0
 
 
 current_task: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar(

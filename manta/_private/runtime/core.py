@@ -305,5 +305,9 @@ class CoreRuntime:
     # -- the story ----------------------------------------------------------
 
     def story(self, task_id: bytes) -> list[StoryRecord]:
-        """What this process recorded of a task, oldest first."""
-        return self.log.story(task_id)
+        """What this process recorded of a task, oldest first (a task
+        running here now ends with its "running" step)."""
+        records = self.log.story(task_id)
+        if self.executor is not None:
+            records += self.executor.story_of_running(task_id)
+        return records

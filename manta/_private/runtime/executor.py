@@ -151,8 +151,7 @@ class Executor:
         ctx = self._context(spec, conn)
         token = current_task.set(ctx)
         log = self.rt.log
-        sid = log.stimulus()
-        log.append(Rec(spec.task_id, story.RUNNING, sid, log.clock(), spec.attempt))
+        ctx.started = log.clock()
         self.running[spec.task_id] = ctx
         on_main = threading.current_thread() is threading.main_thread()
         if on_main:
@@ -175,8 +174,7 @@ class Executor:
             current_task.reset(token)
         _flush_streams()
         conn.reply_threadsafe(msg, reply)
-        # Recorded once the answer is on its way: off the caller's wait.
-        log.append(Rec(spec.task_id, story.FAILED if reply.error is not None else story.FINISHED, sid, log.clock()))
+        self._record_run(ctx, reply)
         if spec.actor_creation and reply.error is not None:
             # A failed constructor ends the worker, as in Ray.
             self.rt.post(self._exit_soon)
@@ -254,6 +252,7 @@ class Executor:
         spec = msg.spec
         ctx = self._context(spec, conn)
         token = current_task.set(ctx)
+        ctx.started = self.rt.log.clock()
         self.running[spec.task_id] = ctx
         assert self.sem is not None
         try:
@@ -287,6 +286,20 @@ class Executor:
             current_task.reset(token)
         _flush_streams()
         conn.reply_threadsafe(msg, reply)
+        self._record_run(ctx, reply)
+
+    def _record_run(self, ctx: TaskContext, reply: m.TaskDone) -> None:
+        """The run's story, in one record made once the answer is on its way:
+        off the caller's wait. While it runs, `story_of_running` tells."""
+        log = self.rt.log
+        step = story.RAN_FAILED if reply.error is not None else story.RAN_FINISHED
+        log.append(Rec(ctx.task_id, step, log.stimulus(), log.clock(), (ctx.attempt, ctx.started)))
+
+    def story_of_running(self, task_id: bytes) -> list[story.StoryRecord]:
+        ctx = self.running.get(task_id)
+        if ctx is None:
+            return []
+        return [story.StoryRecord(task_id.hex(), story.Step.RUNNING, 0, ctx.started, str(ctx.attempt))]
 
     # -- arguments and results --------------------------------------------
 

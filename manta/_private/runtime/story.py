@@ -61,6 +61,13 @@ CANCELLED = Step.CANCELLED.value
 # submitted, the common case): half the cost on the hot path; read back as
 # both steps, with the same stimulus and time.
 SUBMITTED_PUSHED = "submitted+pushed"
+# A worker's run of a task, recorded once its answer is sent (detail: the
+# attempt and the time it started); a task still running is read from the
+# executor instead.
+RAN_FINISHED = "running+finished"
+RAN_FAILED = "running+failed"
+_PAIRS = {SUBMITTED_PUSHED: (Step.SUBMITTED, Step.PUSHED), RAN_FINISHED: (Step.RUNNING, Step.FINISHED),
+          RAN_FAILED: (Step.RUNNING, Step.FAILED)}
 
 
 class Rec(msgspec.Struct, array_like=True, gc=False):
@@ -100,13 +107,19 @@ class TaskLog:
         # By time: a record may be appended just after a later one (a direct
         # actor call's, appended once written, and its answer's).
         mine = sorted((r for r in list(self._records) if r.task_id == task_id), key=_time)
+        tid = task_id.hex()
         for r in mine:
-            if r.step == SUBMITTED_PUSHED:
-                submitted, pushed = r.detail
-                out.append(StoryRecord(task_id.hex(), Step.SUBMITTED, r.stimulus, r.time, _text(submitted)))
-                out.append(StoryRecord(task_id.hex(), Step.PUSHED, r.stimulus, r.time, _text(pushed)))
+            pair = _PAIRS.get(r.step)
+            if pair is None:
+                out.append(StoryRecord(tid, Step(r.step), r.stimulus, r.time, _text(r.detail)))
+            elif r.step == SUBMITTED_PUSHED:
+                actor_id, epoch = r.detail
+                out.append(StoryRecord(tid, pair[0], r.stimulus, r.time, _text(actor_id)))
+                out.append(StoryRecord(tid, pair[1], r.stimulus, r.time, _text(epoch)))
             else:
-                out.append(StoryRecord(task_id.hex(), Step(r.step), r.stimulus, r.time, _text(r.detail)))
+                attempt, started = r.detail
+                out.append(StoryRecord(tid, pair[0], r.stimulus, started, _text(attempt)))
+                out.append(StoryRecord(tid, pair[1], r.stimulus, r.time, ""))
         return out
 
     def __len__(self) -> int:
