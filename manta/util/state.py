@@ -43,7 +43,7 @@ def task_story(task: Any) -> list[Any]:
 
     `task` is an ObjectRef the task returns, or the task id (hex or bytes).
     The owner records submission and results; the worker that ran the task
-    records its running it. The log keeps about the last thousand tasks.
+    records its running it. The log keeps about the last few hundred tasks.
     """
     from manta._private.runtime.object_ref import ObjectRef
     from manta._private.session import runtime as _runtime
