@@ -42,8 +42,9 @@ def task_story(task: Any) -> list[Any]:
     the event that caused it, its time and a detail.
 
     `task` is an ObjectRef the task returns, or the task id (hex or bytes).
-    The owner records submission and results; the worker that ran the task
-    records its running it. The log keeps about the last few hundred tasks.
+    The owner records submission and results; the worker running a task
+    shows it running while it runs, and records a run that failed. The log
+    keeps about the last thousand tasks.
     """
     from manta._private.runtime.object_ref import ObjectRef
     from manta._private.session import runtime as _runtime

@@ -289,11 +289,14 @@ class Executor:
         self._record_run(ctx, reply)
 
     def _record_run(self, ctx: TaskContext, reply: m.TaskDone) -> None:
-        """The run's story, in one record made once the answer is on its way:
-        off the caller's wait. While it runs, `story_of_running` tells."""
+        """A failed run's story, in one record made once the answer is on its
+        way. A run that succeeded leaves none here: its owner records the
+        result, and a record per run in the worker measured ~4% on sync
+        actor calls. While a task runs, `story_of_running` tells."""
+        if reply.error is None:
+            return
         log = self.rt.log
-        step = story.RAN_FAILED if reply.error is not None else story.RAN_FINISHED
-        log.append(Rec(ctx.task_id, step, log.stimulus(), log.clock(), (ctx.attempt, ctx.started)))
+        log.append(Rec(ctx.task_id, story.RAN_FAILED, log.stimulus(), log.clock(), (ctx.attempt, ctx.started)))
 
     def story_of_running(self, task_id: bytes) -> list[story.StoryRecord]:
         ctx = self.running.get(task_id)
