@@ -35,7 +35,9 @@ _EXPORTS = {
     "remote": "manta._private.remote",
     "ObjectRef": "manta._private.runtime.object_ref",
 }
-_SUBMODULES = {"exceptions", "experimental", "util"}
+_SUBMODULES = {
+    "actor", "cloudpickle", "exceptions", "experimental", "job_config", "remote_function", "types", "util",
+}
 
 __all__ = [
     "ActorClass",

@@ -363,11 +363,26 @@ def _method_table(cls: type) -> tuple[dict[str, int], bool]:
         methods[name] = opts.get("num_returns", 1)
         if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
             is_async = True
+    # Every actor has these (the executor answers them): ready, and a
+    # graceful end after the calls before it.
+    methods.setdefault("__ray_ready__", 1)
+    methods.setdefault("__ray_terminate__", 1)
     return methods, is_async
+
+
+class ActorClassInheritanceException(TypeError):
+    """A class tried to inherit from an actor class."""
 
 
 class ActorClass(_Remotable):
     _valid = ACTOR_OPTIONS
+
+    def __mro_entries__(self, bases: tuple[Any, ...]) -> tuple[type, ...]:
+        # `class B(A)` with A an actor class: refuse clearly, as Ray does.
+        raise ActorClassInheritanceException(
+            f"Inheriting from actor classes is not currently supported. Inherit from "
+            f"{self.__name__}'s plain class instead and make the subclass an actor with @remote."
+        )
 
     def __init__(self, cls: type, options: dict[str, Any]) -> None:
         check_options(options, ACTOR_OPTIONS, f"actor class {cls.__name__}")

@@ -1,6 +1,7 @@
 """Public utilities (Ray's `ray.util`)."""
 
 from manta.util import scheduling_strategies
+from manta.util.actor_pool import ActorPool
 from manta.util.placement_group import (
     PlacementGroup,
     get_current_placement_group,
@@ -11,6 +12,7 @@ from manta.util.placement_group import (
 )
 
 __all__ = [
+    "ActorPool",
     "PlacementGroup",
     "get_current_placement_group",
     "get_placement_group",

@@ -20,6 +20,81 @@ class JobState:
     end_time: float
 
 
+@dataclass
+class ActorState:
+    """An actor, with Ray's state-API field names."""
+
+    actor_id: str
+    class_name: str
+    state: str  # PENDING_CREATION | ALIVE | RESTARTING | DEAD
+    job_id: str
+    name: str
+    ray_namespace: str
+    node_id: str
+    pid: int
+    death_cause: str | None
+    is_detached: bool
+    num_restarts: int
+    required_resources: dict[str, float]
+
+    def __getitem__(self, key: str) -> Any:
+        return getattr(self, key)
+
+
+# Ray's names of actor states.
+_ACTOR_STATES = {"PENDING": "PENDING_CREATION", "ALIVE": "ALIVE", "RESTARTING": "RESTARTING", "DEAD": "DEAD"}
+_OPS = {
+    "=": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+}
+
+
+def _matches(record: Any, filters: list[tuple[str, str, Any]] | None) -> bool:
+    for key, op, value in filters or []:
+        if op not in _OPS:
+            raise ValueError(f"Unsupported filter predicate {op!r}: use one of {', '.join(_OPS)}")
+        if not hasattr(record, key):
+            raise ValueError(f"{key!r} is not a field that can be filtered on")
+        # As Ray compares: by text, without regard to case (filters often
+        # come from a command line).
+        if not _OPS[op](str(getattr(record, key)).lower(), str(value).lower()):
+            return False
+    return True
+
+
+def _actor_state(a: m.ActorInfo) -> ActorState:
+    return ActorState(
+        actor_id=a.actor_id.hex(), class_name=a.class_name, state=_ACTOR_STATES[a.state.value],
+        job_id=ids.job_hex(a.job_id), name=a.name, ray_namespace=a.namespace, node_id=a.node_id.hex(),
+        pid=a.pid, death_cause=a.death_cause or None, is_detached=a.detached, num_restarts=a.restarts,
+        required_resources=dict(a.resources),
+    )
+
+
+def list_actors(
+    address: str | None = None,
+    filters: list[tuple[str, str, Any]] | None = None,
+    limit: int = 100,
+    timeout: int = 30,
+    detail: bool = False,
+    raise_on_missing_output: bool = True,
+    _explain: bool = False,
+) -> list[ActorState]:
+    """The cluster's actors (alive and dead), as Ray's `list_actors`:
+    `filters` are (field, "=" or "!=", value); at most `limit` are returned."""
+    from manta._private.session import runtime as _runtime
+
+    reply = _runtime().call_head(m.ListActors())
+    out = [s for s in map(_actor_state, reply.actors) if _matches(s, filters)]
+    return out[:limit]
+
+
+def get_actor(id: str, address: str | None = None, timeout: int = 30, _explain: bool = False) -> ActorState | None:
+    """The actor with this id (hex), or None."""
+    found = list_actors(filters=[("actor_id", "=", id)], limit=1)
+    return found[0] if found else None
+
+
 def list_jobs() -> list[JobState]:
     """Every job (driver) the cluster has seen, oldest first."""
     from manta._private.session import runtime as _runtime

@@ -47,6 +47,9 @@ class ActorEntry:
     restarts: int = 0
     death_cause: str = ""
     no_restart: bool = False
+    # The worker process running it now (0 while none does; not kept across
+    # a head restart).
+    pid: int = 0
     waiters: list[Any] = field(default_factory=list)
 
     @property

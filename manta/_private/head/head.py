@@ -218,6 +218,13 @@ class Head:
                 return
             self._kill_actor(entry, msg.no_restart, "The actor was killed by ray.kill().")
             conn.reply(msg, m.Ack())
+        elif t is m.ActorExiting:
+            entry = self.actors.get(msg.actor_id)
+            if entry is not None and entry.state != DEAD:
+                # Dies when its worker exits (WorkerExited), with this cause.
+                entry.no_restart = True
+                entry.death_cause = msg.cause
+            conn.reply(msg, m.Ack())
         elif t is m.ReleaseActor:
             entry = self.actors.get(msg.actor_id)
             if entry is not None and not entry.spec.detached and not entry.spec.name:
@@ -271,6 +278,8 @@ class Head:
             conn.reply(msg, m.Ack())
         elif t in (m.KvPut, m.KvGet, m.KvDel, m.KvList):
             conn.reply(msg, self._kv(msg))
+        elif t is m.ListActors:
+            conn.reply(msg, m.ActorList(actors=[self._actor_info(e) for e in self.actors.values()]))
         elif t is m.GetJobs:
             conn.reply(msg, m.JobList(jobs=[j.info() for j in self.jobs.values()]))
         elif t is m.GetPlacementGroups:
@@ -367,8 +376,8 @@ class Head:
         for data in tables["actors"].values():
             rec = decode(ActorRecord, data)
             entry = ActorEntry(
-                rec.spec, rec.state, rec.address, rec.worker_id, rec.node_id, rec.epoch,
-                rec.restarts, rec.death_cause, rec.no_restart,
+                rec.spec, state=rec.state, address=rec.address, worker_id=rec.worker_id, node_id=rec.node_id,
+                epoch=rec.epoch, restarts=rec.restarts, death_cause=rec.death_cause, no_restart=rec.no_restart,
             )
             if entry.state in (PENDING, RESTARTING):
                 entry.worker_id = b""  # any creation in flight is started over
@@ -554,6 +563,15 @@ class Head:
             node_id=entry.node_id, restartable=entry.restartable(),
         )
 
+    def _actor_info(self, entry: ActorEntry) -> m.ActorInfo:
+        spec = entry.spec
+        return m.ActorInfo(
+            actor_id=entry.actor_id, class_name=spec.class_name, state=entry.state, job_id=spec.job_id,
+            name=spec.name, namespace=spec.namespace, node_id=entry.node_id,
+            pid=entry.pid if entry.state is m.ActorStatus.ALIVE else 0, death_cause=entry.death_cause,
+            detached=spec.detached, restarts=entry.restarts, resources=dict(spec.creation.resources),
+        )
+
     def _notify(self, entry: ActorEntry) -> None:
         self._save_actor(entry)
         keep = []
@@ -656,6 +674,7 @@ class Head:
             return
         entry.worker_id = reply.worker_id
         entry.node_id = reply.node_id
+        entry.pid = reply.pid
         self.actor_by_worker[reply.worker_id] = entry.actor_id
         spec = entry.spec
         creation = replace(spec.creation, restart_count=entry.restarts, gpu_ids=list(reply.gpu_ids))

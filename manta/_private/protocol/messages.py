@@ -361,9 +361,44 @@ class ActorState(Msg, frozen=True):
     rid: int = 0
 
 
+class ListActors(Msg, frozen=True):
+    rid: int = 0
+
+
+class ActorInfo(Record, frozen=True):
+    """An actor as the state API lists it."""
+
+    actor_id: bytes
+    class_name: str
+    state: ActorStatus
+    job_id: int
+    name: str
+    namespace: str
+    node_id: bytes
+    pid: int
+    death_cause: str
+    detached: bool
+    restarts: int
+    resources: dict[str, float]
+
+
+class ActorList(Msg, frozen=True):
+    actors: list[ActorInfo]
+    rid: int = 0
+
+
 class KillActor(Msg, frozen=True):
     actor_id: bytes
     no_restart: bool
+    rid: int = 0
+
+
+class ActorExiting(Msg, frozen=True):
+    """An actor's worker is ending it on purpose (exit_actor, __ray_terminate__):
+    the actor is not to be restarted, and dies of `cause` once its worker exits."""
+
+    actor_id: bytes
+    cause: str
     rid: int = 0
 
 
@@ -773,7 +808,10 @@ Message = (
     | WaitActor
     | ActorState
     | KillActor
+    | ListActors
+    | ActorList
     | ReleaseActor
+    | ActorExiting
     | GetClusterInfo
     | ClusterInfo
     | NodeResources

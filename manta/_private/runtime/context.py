@@ -59,6 +59,12 @@ class TaskContext:
     started: float = 0.0
 
 
+class ExitActor(BaseException):
+    """Raised in an actor's method to end the actor on purpose (exit_actor(),
+    __ray_terminate__): a BaseException, so `except Exception` in user code
+    does not stop it. The message is the actor's cause of death."""
+
+
 current_task: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar(
     "manta_current_task", default=None
 )

@@ -12,6 +12,7 @@ import asyncio
 import enum
 import inspect
 import io
+import logging
 import os
 import queue
 import signal
@@ -23,7 +24,7 @@ from manta import exceptions as exc
 from manta._private import ids
 from manta._private.protocol import messages as m
 from manta._private.runtime import story
-from manta._private.runtime.context import TaskContext, current_task
+from manta._private.runtime.context import ExitActor, TaskContext, current_task
 from manta._private.runtime.errors import format_task_error
 from manta._private.runtime.objects import INLINE_MAX
 from manta._private.runtime.placement_group import PlacementGroup
@@ -34,6 +35,8 @@ from manta._private.transport.connection import Connection
 if TYPE_CHECKING:
     from manta._private.runtime.core import CoreRuntime
 
+
+logger = logging.getLogger(__name__)
 
 class Mode(enum.Enum):
     """What this worker runs, and so how it takes calls."""
@@ -63,6 +66,8 @@ class Executor:
         self.actor_gpu_ids: list[int] = []
         self.actor_resources: dict[str, float] = {}
         self.actor_group: Any = None
+        # exit_actor() was called: no more calls run, and main_loop returns.
+        self.exiting = False
 
     # -- dispatch (I/O thread) --------------------------------------------
 
@@ -110,7 +115,7 @@ class Executor:
     def _drain(self, q: queue.SimpleQueue[tuple[Connection, m.PushTask] | None]) -> None:
         while True:
             item = q.get()
-            if item is None:
+            if item is None or self.exiting:
                 return
             self.execute(*item)
 
@@ -168,6 +173,10 @@ class Executor:
             reply = m.TaskDone(task_id=spec.task_id, returns=[], error=serialize_error(e).to_bytes())
         except KeyboardInterrupt as e:
             reply = self._error_reply(spec, e)
+        except ExitActor as e:
+            # No answer: the call's caller learns the actor died, of this cause.
+            self._end_actor(str(e))
+            return
         finally:
             self.running.pop(spec.task_id, None)
             self.cancelled.discard(spec.task_id)
@@ -178,6 +187,30 @@ class Executor:
         if spec.actor_creation and reply.error is not None:
             # A failed constructor ends the worker, as in Ray.
             self.rt.post(self._exit_soon)
+
+    def _builtin_method(self, name: str) -> Any:
+        """The methods every actor has (as in Ray)."""
+        if name == "__ray_ready__":
+            return lambda: True
+        if name == "__ray_terminate__":
+            def terminate() -> None:
+                raise ExitActor("The actor was terminated by __ray_terminate__().")
+            return terminate
+        return getattr(self.actor, name)  # raises AttributeError
+
+    def _end_actor(self, cause: str) -> None:
+        """Ends this actor on purpose: the head marks it not to be restarted,
+        calls not started are dropped (their callers learn the actor died),
+        and the process exits through its atexit handlers."""
+        if self.exiting:
+            return
+        self.exiting = True
+        assert self.actor_id is not None
+        try:
+            self.rt.call_head(m.ActorExiting(actor_id=self.actor_id, cause=cause))
+        except Exception:
+            logger.warning("could not tell the head this actor is exiting", exc_info=True)
+        self.queue.put(None)  # ends main_loop, wherever calls run
 
     def _exit_soon(self) -> None:
         self.rt.loop.call_later(0.2, os._exit, 0)
@@ -211,7 +244,7 @@ class Executor:
                 self._set_actor_mode(spec)
                 result: Any = None
             elif spec.method is not None:
-                method = getattr(self.actor, spec.method)
+                method = getattr(self.actor, spec.method, None) or self._builtin_method(spec.method)
                 result = method(*args, **kwargs)
                 if inspect.iscoroutine(result):
                     result = asyncio.run(result)
@@ -279,6 +312,9 @@ class Executor:
                     reply = self._error_reply(spec, e)
         except exc.TaskCancelledError as e:
             reply = m.TaskDone(task_id=spec.task_id, returns=[], error=serialize_error(e).to_bytes())
+        except ExitActor as e:
+            self._end_actor(str(e))
+            return
         finally:
             self.async_tasks.pop(spec.task_id, None)
             self.running.pop(spec.task_id, None)

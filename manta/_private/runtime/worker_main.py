@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import signal
 import sys
@@ -26,3 +27,7 @@ def worker_main(session: m.SessionInfo, config: Config, worker_id: bytes) -> Non
     rt.start()
     install_streams(rt)
     executor.main_loop()
+    # main_loop returns only when the actor ended itself (exit_actor): exit
+    # as Python would, atexit handlers included (the fork server's child
+    # ends with os._exit, which runs none).
+    atexit._run_exitfuncs()

@@ -44,6 +44,7 @@ REPLY_TYPES = (
     m.FunctionBlob,
     m.ActorRegistered,
     m.ActorState,
+    m.ActorList,
     m.ClusterInfo,
     m.ClientRegistered,
     m.LeaseGranted,

@@ -1,0 +1,181 @@
+"""Ray's util layer and the names Ray programs import: ray.actor (exit_actor,
+__ray_terminate__, __ray_ready__), ActorPool, util.queue,
+util.multiprocessing, the actor state API.
+
+Runs against manta (default) or Ray (MANTA_TEST_BACKEND=ray); see conftest.py.
+"""
+
+import importlib
+import os
+
+import pytest
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def _sub(ray, name):
+    return importlib.import_module(f"{ray.__name__}.{name}")
+
+
+def test_exit_actor_ends_the_actor_through_its_atexit_handlers(ray_start, tmp_path, wait_for):
+    ray = ray_start
+    marker = str(tmp_path / "atexit")
+    backend = ray.__name__
+
+    @ray.remote(max_restarts=3)
+    class A:
+        def __init__(self, path):
+            import atexit
+
+            atexit.register(lambda: open(path, "w").write("bye"))
+
+        def pid(self):
+            return os.getpid()
+
+        def leave(self):
+            import importlib
+
+            importlib.import_module(f"{backend}.actor").exit_actor()
+
+    a = A.remote(marker)
+    ray.get(a.pid.remote())
+    with pytest.raises(ray.exceptions.RayActorError):
+        ray.get(a.leave.remote())
+    wait_for(lambda: os.path.exists(marker))
+    assert open(marker).read() == "bye"
+    # On purpose: not restarted, despite max_restarts.
+    with pytest.raises(ray.exceptions.RayActorError):
+        ray.get(a.pid.remote(), timeout=20)
+    with pytest.raises(TypeError, match="non-actor"):
+        _sub(ray, "actor").exit_actor()
+
+
+def test_ray_terminate_runs_after_earlier_calls_and_ready_answers(ray_start):
+    ray = ray_start
+
+    @ray.remote
+    class A:
+        def __init__(self):
+            self.n = 0
+
+        def incr(self):
+            self.n += 1
+            return self.n
+
+    a = A.remote()
+    assert ray.get(a.__ray_ready__.remote()) is True
+    refs = [a.incr.remote() for _ in range(5)]
+    ray.wait([a.__ray_terminate__.remote()])
+    assert ray.get(refs) == [1, 2, 3, 4, 5]
+    with pytest.raises(ray.exceptions.RayActorError):
+        ray.get(a.incr.remote(), timeout=20)
+
+
+def test_inheriting_from_an_actor_class_is_refused(ray_start):
+    ray = ray_start
+
+    @ray.remote
+    class Base:
+        pass
+
+    with pytest.raises(_sub(ray, "actor").ActorClassInheritanceException, match="not currently supported"):
+
+        class Derived(Base):  # noqa: F841
+            pass
+
+
+def test_actor_pool_map_and_unordered(ray_start):
+    ray = ray_start
+    ActorPool = _sub(ray, "util").ActorPool
+
+    @ray.remote
+    class Doubler:
+        def double(self, v):
+            return 2 * v
+
+    pool = ActorPool([Doubler.remote() for _ in range(2)])
+    assert list(pool.map(lambda a, v: a.double.remote(v), range(6))) == [0, 2, 4, 6, 8, 10]
+    assert sorted(pool.map_unordered(lambda a, v: a.double.remote(v), range(6))) == [0, 2, 4, 6, 8, 10]
+    pool.submit(lambda a, v: a.double.remote(v), 21)
+    assert pool.get_next(timeout=20) == 42
+    assert pool.has_free() and not pool.has_next()
+
+
+def test_queue_put_get_batch_and_limits(ray_start):
+    ray = ray_start
+    q_mod = _sub(ray, "util.queue")
+    q = q_mod.Queue(2)
+    q.put(1)
+    q.put_nowait(2)
+    assert q.full() and q.qsize() == 2
+    with pytest.raises(q_mod.Full):
+        q.put(3, timeout=0.1)
+    with pytest.raises(q_mod.Full):
+        q.put_nowait_batch([3])
+    assert q.get_nowait_batch(2) == [1, 2]
+    with pytest.raises(q_mod.Empty):
+        q.get(timeout=0.1)
+    with pytest.raises(ValueError):
+        q.get(timeout=-1)
+
+    @ray.remote
+    def producer(queue):
+        queue.put("from a task")
+
+    ray.get(producer.remote(q))
+    assert q.get(timeout=20) == "from a task"
+    q.shutdown()
+
+
+def test_multiprocessing_pool(ray_start, tmp_path):
+    ray = ray_start
+    mp = _sub(ray, "util.multiprocessing")
+
+    def init(d):
+        open(os.path.join(d, str(os.getpid())), "w").close()
+
+    pool = mp.Pool(processes=2, initializer=init, initargs=(str(tmp_path),))
+    assert len(os.listdir(tmp_path)) == 2
+    assert pool.map(lambda x: x * x, range(20)) == [x * x for x in range(20)]
+    assert pool.starmap(lambda a, b: a + b, [(1, 2), (3, 4)]) == [3, 7]
+    assert pool.apply(lambda a, b=0: a - b, (5,), {"b": 2}) == 3
+
+    def fail(x):
+        if x == 3:
+            raise KeyError("three")
+        return x
+
+    results = list(pool.imap(fail, range(5)))
+    assert results[:3] == [0, 1, 2] and results[4] == 4
+    assert isinstance(results[3], mp.PoolTaskError) and isinstance(results[3].underlying, KeyError)
+    with pytest.raises(KeyError):
+        pool.map(fail, range(5))
+    r = pool.map_async(fail, range(3))
+    r.wait(timeout=20)
+    assert r.ready() and r.successful() and r.get() == [0, 1, 2]
+    pool.close()
+    pool.join()
+    with pytest.raises(ValueError):
+        pool.map(fail, range(2))
+
+
+def test_list_actors_and_get_actor(ray_start, wait_for):
+    ray = ray_start
+    state = _sub(ray, "util.state")
+
+    @ray.remote
+    class Named:
+        def pid(self):
+            return os.getpid()
+
+    a = Named.options(name="listed-actor").remote()
+    pid = ray.get(a.pid.remote())
+    aid = a._actor_id.hex()
+    mine = state.list_actors(filters=[("actor_id", "=", aid)])
+    assert len(mine) == 1
+    rec = mine[0]
+    assert (rec.class_name, rec.state, rec.name, rec.pid) == ("Named", "ALIVE", "listed-actor", pid)
+    ray.kill(a)
+    wait_for(lambda: state.get_actor(id=aid).state == "DEAD")
+    alive = state.list_actors(filters=[("state", "=", "ALIVE")])
+    assert all(r.actor_id != aid for r in alive)
