@@ -457,6 +457,7 @@ class ActorClass(_Remotable):
             detached=detached,
             max_restarts=max_restarts,
             get_if_exists=bool(options.get("get_if_exists")),
+            qualname=self.__qualname__,
         )
         reply = rt.create_actor(spec, pinned)
         releasable = not name and not detached and not reply.existing

@@ -566,7 +566,8 @@ class Head:
     def _actor_info(self, entry: ActorEntry) -> m.ActorInfo:
         spec = entry.spec
         return m.ActorInfo(
-            actor_id=entry.actor_id, class_name=spec.class_name, state=entry.state, job_id=spec.job_id,
+            actor_id=entry.actor_id, class_name=spec.qualname or spec.class_name, state=entry.state,
+            job_id=spec.job_id,
             name=spec.name, namespace=spec.namespace, node_id=entry.node_id,
             pid=entry.pid if entry.state is m.ActorStatus.ALIVE else 0, death_cause=entry.death_cause,
             detached=spec.detached, restarts=entry.restarts, resources=dict(spec.creation.resources),

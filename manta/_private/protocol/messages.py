@@ -205,6 +205,8 @@ class ActorSpec(Record, frozen=True):
     max_restarts: int = 0
     get_if_exists: bool = False
     owner_pid: int = 0
+    # The class's __qualname__: the state API's class_name, as in Ray.
+    qualname: str = ""
 
 
 # --- head requests ---------------------------------------------------------
