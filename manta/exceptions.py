@@ -13,6 +13,20 @@ class RaySystemError(RayError):
     pass
 
 
+class AuthenticationError(RayError):
+    """A connection's credential was missing or wrong. manta always checks
+    one (there is no mode without it)."""
+
+    _DOC = "https://docs.ray.io/en/latest/ray-security/token-auth.html"
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        super().__init__(
+            f"{message}. The cluster's token is in its session directory, or set MANTA_TOKEN "
+            f"(token authentication, as Ray's: {self._DOC})."
+        )
+
+
 class RayTaskError(RayError):
     """A task or actor method raised.
 

@@ -10,6 +10,7 @@ from typing import Any
 from manta import exceptions as exc
 from manta._private import session
 from manta._private.ids import ActorID
+from manta._private.options import validate as validate_options
 from manta._private.protocol import messages as m
 from manta._private.runtime import context
 from manta._private.runtime.context import current_task
@@ -19,7 +20,7 @@ COMMON_OPTIONS = {
     "num_cpus", "num_gpus", "resources", "memory", "object_store_memory", "accelerator_type",
     "runtime_env", "scheduling_strategy", "placement_group", "placement_group_bundle_index",
     "placement_group_capture_child_tasks", "label_selector", "enable_task_events", "_metadata",
-    "_labels", "name",
+    "_labels", "name", "fallback_strategy",
 }
 TASK_OPTIONS = COMMON_OPTIONS | {
     "num_returns", "max_retries", "retry_exceptions", "max_calls",
@@ -32,6 +33,9 @@ METHOD_OPTIONS = {"num_returns", "concurrency_group", "max_task_retries", "retry
                   "enable_task_events", "_generator_backpressure_num_objects"}
 
 DEFAULT_MAX_RETRIES = 3
+# A function or class pickled larger than this is refused (Ray's threshold:
+# every worker that runs it loads it whole).
+FUNCTION_SIZE_LIMIT = 10**8
 
 
 def check_options(options: dict[str, Any], valid: set[str], what: str) -> None:
@@ -41,10 +45,7 @@ def check_options(options: dict[str, Any], valid: set[str], what: str) -> None:
             f"Invalid option keyword {', '.join(map(repr, bad))} for {what}. "
             f"Valid ones are: {', '.join(sorted(k for k in valid if not k.startswith('_')))}."
         )
-    for key in ("num_cpus", "num_gpus", "memory"):
-        v = options.get(key)
-        if v is not None and (not isinstance(v, (int, float)) or v < 0):
-            raise ValueError(f"{key} must be a non-negative number, got {v!r}")
+    validate_options(options)
     nr = options.get("num_returns")
     if nr is not None and nr != "streaming" and nr != "dynamic" and (not isinstance(nr, int) or nr < 0):
         raise ValueError(f"num_returns must be a non-negative integer, got {nr!r}")
@@ -177,10 +178,92 @@ class _Exported:
                     f"Functions and classes are pickled with cloudpickle; check what they "
                     f"capture (locks, sockets, open files cannot be pickled)."
                 ) from e
+            if len(self._blob) > FUNCTION_SIZE_LIMIT:
+                size, self._blob = len(self._blob), None
+                raise ValueError(
+                    f"The {self._what} is too large ({size / 2**20:.1f} MiB > the limit of "
+                    f"{FUNCTION_SIZE_LIMIT / 2**20:.1f} MiB). Check that it does not capture a large "
+                    f"array or other object from its scope: put that in the object store (put()) and "
+                    f"pass the ref instead."
+                )
             self._fn_id = hashlib.blake2b(self._blob, digest_size=16).digest()
         assert self._fn_id is not None
         rt.export_function(self._fn_id, self._blob)
         return self._fn_id
+
+
+class Signature:
+    """A function's parameters, checked against a call's arguments. The
+    common shape (positional parameters only, called positionally) is two
+    comparisons; anything else goes through `inspect.Signature.bind`."""
+
+    __slots__ = ("_sig", "_least", "_most", "_what")
+
+    def __init__(self, sig: inspect.Signature | None, what: str) -> None:
+        self._sig = sig
+        self._what = what
+        self._least = self._most = -1
+        if sig is not None:
+            params = list(sig.parameters.values())
+            if all(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params):
+                self._most = len(params)
+                self._least = sum(1 for p in params if p.default is p.empty)
+
+    @classmethod
+    def of(cls, fn: Any, what: str) -> Signature:
+        try:
+            return cls(inspect.signature(fn), what)
+        except (TypeError, ValueError):  # a builtin without one: not checked
+            return cls(None, what)
+
+    @classmethod
+    def of_method(cls, actor_cls: type, name: str) -> Signature:
+        fn = getattr(actor_cls, name, None)
+        what = f"{actor_cls.__name__}.{name}()"
+        if fn is None or (name == "__init__" and fn is object.__init__):
+            return cls(inspect.Signature([]), what) if fn is not None else cls(None, what)
+        raw = inspect.getattr_static(actor_cls, name, None)
+        try:
+            sig = inspect.signature(fn)
+        except (TypeError, ValueError):
+            return cls(None, what)
+        if not isinstance(raw, (staticmethod, classmethod)):
+            params = list(sig.parameters.values())[1:]  # self
+            sig = sig.replace(parameters=params)
+        return cls(sig, what)
+
+    def __reduce__(self) -> Any:
+        # Travels with actor handles: names, kinds and whether each has a
+        # default (its value need not be picklable, and binding ignores it).
+        shape = None
+        if self._sig is not None:
+            shape = [(p.name, int(p.kind), p.default is not p.empty) for p in self._sig.parameters.values()]
+        return (_rebuild_signature, (shape, self._what))
+
+    def check(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if not kwargs and self._least <= len(args) <= self._most:
+            return
+        if self._sig is None:
+            return
+        try:
+            self._sig.bind(*args, **kwargs)
+        except TypeError as e:
+            raise TypeError(f"{self._what}: {e}") from None
+
+
+_P = inspect.Parameter
+_KINDS = {int(k): k for k in (_P.POSITIONAL_ONLY, _P.POSITIONAL_OR_KEYWORD, _P.VAR_POSITIONAL, _P.KEYWORD_ONLY,
+                              _P.VAR_KEYWORD)}
+
+
+def _rebuild_signature(shape: list[tuple[str, int, bool]] | None, what: str) -> Signature:
+    if shape is None:
+        return Signature(None, what)
+    params = [
+        inspect.Parameter(name, _KINDS[kind], default=None if has_default else inspect.Parameter.empty)
+        for name, kind, has_default in shape
+    ]
+    return Signature(inspect.Signature(params), what)
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,7 +318,7 @@ class _OptionsWrapper:
             if plan is None:
                 plan = self._plan = _task_plan(self._options, target._name)
             return target._call(args, kwargs, self._options, plan)
-        return target._remote(args, kwargs, self._options)
+        return target._submit_with(tuple(args), kwargs, self._options)
 
     def options(self, **options: Any) -> _OptionsWrapper:
         return self._target.options(**{**self._options, **options})
@@ -256,9 +339,15 @@ class _Remotable:
         return _OptionsWrapper(self, merged)
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
-        return self._remote(args, kwargs, self._options)
+        return self._submit_with(args, kwargs, self._options)
 
-    def _remote(self, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]) -> Any:
+    def _remote(self, args: Any = None, kwargs: dict[str, Any] | None = None, **options: Any) -> Any:
+        """Ray's `_remote(args=..., kwargs=..., **options)`: `.options(**options).remote(*args, **kwargs)`."""
+        merged = {**self._options, **options}
+        check_options(merged, self._valid, self._what())
+        return self._submit_with(tuple(args or ()), dict(kwargs or {}), merged)
+
+    def _submit_with(self, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]) -> Any:
         raise NotImplementedError
 
     def bind(self, *args: Any, **kwargs: Any) -> Any:
@@ -280,6 +369,7 @@ class RemoteFunction(_Remotable):
         self.__qualname__ = getattr(function, "__qualname__", self._name)
         self.__wrapped__ = function
         self._plan: _TaskPlan | None = None
+        self._signature = Signature.of(function, f"{self._name}()")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(
@@ -296,10 +386,11 @@ class RemoteFunction(_Remotable):
             plan = self._plan = _task_plan(self._options, self._name)
         return self._call(args, kwargs, self._options, plan)
 
-    def _remote(self, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]) -> Any:
+    def _submit_with(self, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]) -> Any:
         return self._call(args, kwargs, options, _task_plan(options, self._name))
 
     def _call(self, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any], plan: _TaskPlan) -> Any:
+        self._signature.check(args, kwargs)
         rt = context._runtime or session.runtime()
         resources, capture = plan.resources, plan.capture
         if not plan.own_strategy:
@@ -388,8 +479,10 @@ class ActorClass(_Remotable):
         check_options(options, ACTOR_OPTIONS, f"actor class {cls.__name__}")
         self._cls = cls
         self._options = options
-        self._exported = _Exported(cls, f"actor class {cls.__name__}")
+        self._exported = _Exported(cls, f"actor {cls.__name__}")
         self._methods, self._is_async = _method_table(cls)
+        # Arguments are bound at .remote(), as Ray does: a wrong call fails there.
+        self._signatures = {name: Signature.of_method(cls, name) for name in [*self._methods, "__init__"]}
         self.__name__ = cls.__name__
         self.__qualname__ = cls.__qualname__
         self.__doc__ = cls.__doc__
@@ -404,7 +497,8 @@ class ActorClass(_Remotable):
     def _what(self) -> str:
         return f"actor class {self.__name__}"
 
-    def _remote(self, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]) -> ActorHandle:
+    def _submit_with(self, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]) -> ActorHandle:
+        self._signatures["__init__"].check(args, kwargs)
         rt = session.runtime()
         name = options.get("name") or ""
         if name and not isinstance(name, str):
@@ -462,7 +556,7 @@ class ActorClass(_Remotable):
         reply = rt.create_actor(spec, pinned)
         releasable = not name and not detached and not reply.existing
         return ActorHandle(
-            reply.actor_id, self.__name__, self._methods, max_task_retries, rt, releasable
+            reply.actor_id, self.__name__, self._methods, max_task_retries, rt, releasable, self._signatures
         )
 
 
@@ -475,8 +569,12 @@ class ActorHandle:
         max_task_retries: int,
         rt: Any,
         releasable: bool = False,
+        signatures: dict[str, Signature] | None = None,
     ) -> None:
         self._actor_id = ActorID(actor_id)
+        # The methods' parameters, where the class is known here (a handle
+        # that came from elsewhere leaves the check to the actor).
+        self._signatures = signatures or {}
         self._class_name = class_name
         self._methods = methods
         self._max_task_retries = max_task_retries
@@ -513,14 +611,17 @@ class ActorHandle:
         self._rt.shared_actors.add(self._actor_id._id)
         return (
             _rebuild_handle,
-            (self._actor_id._id, self._class_name, self._methods, self._max_task_retries),
+            (self._actor_id._id, self._class_name, self._methods, self._max_task_retries, self._signatures),
         )
 
 
-def _rebuild_handle(actor_id: bytes, class_name: str, methods: dict[str, int], retries: int) -> ActorHandle:
+def _rebuild_handle(
+    actor_id: bytes, class_name: str, methods: dict[str, int], retries: int,
+    signatures: dict[str, Signature] | None = None,
+) -> ActorHandle:
     rt = context.require()
     rt.shared_actors.add(actor_id)
-    return ActorHandle(actor_id, class_name, methods, retries, rt, False)
+    return ActorHandle(actor_id, class_name, methods, retries, rt, False, signatures)
 
 
 class ActorMethod:
@@ -547,6 +648,9 @@ class ActorMethod:
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         h = self._handle
+        sig = h._signatures.get(self._name)
+        if sig is not None:
+            sig.check(args, kwargs)
         rt = h._rt
         num_returns = self._num_returns
         retries = self._options.get("max_task_retries", h._max_task_retries)
@@ -559,6 +663,11 @@ class ActorMethod:
         if num_returns == 0:
             return None
         return refs
+
+    def _remote(self, args: Any = None, kwargs: dict[str, Any] | None = None, **options: Any) -> Any:
+        """Ray's `_remote(args=..., kwargs=..., **options)` on a method."""
+        target = self.options(**options) if options else self
+        return target.remote(*(args or ()), **(kwargs or {}))
 
     def bind(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError("DAG building (bind) is not supported by manta yet")
@@ -574,7 +683,8 @@ def remote(*args: Any, **kwargs: Any) -> Any:
     """`@remote` or `@remote(**options)` on a function or class."""
     if len(args) == 1 and not kwargs and (inspect.isfunction(args[0]) or inspect.isclass(args[0]) or callable(args[0])):
         return _make(args[0], {})
-    if args:
+    if args or not kwargs:
+        # `@remote()` included: Ray refuses it too.
         raise TypeError(
             "@remote takes either a function/class or keyword options, e.g. @remote(num_cpus=2)"
         )

@@ -39,7 +39,7 @@ ENTRY_POINTS = {
     "manta._private.runtime.worker_main",
 }
 COMPONENT_PREFIXES = [
-    ("driver", ("manta._private.session", "manta._private.api", "manta._private.remote")),
+    ("driver", ("manta._private.session", "manta._private.api", "manta._private.remote", "manta._private.options")),
     ("launch", ("manta._private.services", "manta._private.cluster")),
     ("runtime", ("manta._private.runtime",)),
     ("head", ("manta._private.head",)),

@@ -255,6 +255,12 @@ class Executor:
             raise
         except Exception as e:
             return self._error_reply(spec, e)
+        except (SystemExit, KeyboardInterrupt, ExitActor):
+            raise
+        except BaseException as e:
+            # Another BaseException (a test framework's failure, say) is the
+            # task's error too: the worker goes on serving.
+            return self._error_reply(spec, e)
         return self._pack(spec, result)
 
     def _set_actor_mode(self, spec: m.TaskSpec) -> None:
