@@ -36,7 +36,8 @@ _EXPORTS = {
     "ObjectRef": "manta._private.runtime.object_ref",
 }
 _SUBMODULES = {
-    "actor", "cloudpickle", "exceptions", "experimental", "job_config", "remote_function", "types", "util",
+    "actor", "cloudpickle", "exceptions", "experimental", "job_config", "remote_function", "runtime_env", "types",
+    "util",
 }
 
 __all__ = [

@@ -44,6 +44,33 @@ def _resources(text: str | None) -> dict[str, float] | None:
     return value  # type: ignore[no-any-return]
 
 
+def _labels(text: str | None) -> dict[str, str]:
+    """Ray's --labels: key=value pairs separated by commas, or a JSON object."""
+    from manta._private.options import check_label_selector
+
+    if not text:
+        return {}
+    if text.lstrip().startswith("{"):
+        try:
+            labels = json.loads(text)
+        except ValueError as e:
+            _fail(f"--labels must be key=value,... or a JSON object: {e}", 2)
+    else:
+        labels = {}
+        for pair in text.split(","):
+            key, sep, value = pair.partition("=")
+            if not sep:
+                _fail(f"--labels: {pair!r} is not key=value", 2)
+            labels[key.strip()] = value.strip()
+    if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+        _fail("--labels must map names to string values", 2)
+    try:
+        check_label_selector(labels)  # the same rules for keys and values
+    except (TypeError, ValueError) as e:
+        _fail(f"--labels: {e}", 2)
+    return labels
+
+
 def _node_config(system_config: str | None, spill_dir: str | None) -> Any:
     import os
 
@@ -83,22 +110,40 @@ def main() -> None:
 @click.option("--system-config", default=None, help="Ray-style tunables as JSON, e.g. "
               "'{\"object_spilling_threshold\": 0.8, \"memory_usage_threshold\": 0.95}'.")
 @click.option("--block", is_flag=True, help="Stay in the foreground; Ctrl-C stops the node.")
+@click.option("--labels", default=None, help="This node's labels: key=value,key2=value2 (or a JSON object).")
+@click.option("--include-dashboard", default=None, help="Accepted for Ray's command line (no dashboard yet).")
+@click.option("--dashboard-port", default=None, help="Accepted for Ray's command line (no dashboard yet).")
+@click.option("--dashboard-host", default=None, help="Accepted for Ray's command line (no dashboard yet).")
+@click.option("--min-worker-port", default=None, help="Accepted for Ray's command line (workers use Unix "
+              "sockets, or a free port, here).")
+@click.option("--max-worker-port", default=None, help="Accepted for Ray's command line (see --min-worker-port).")
 def start(head: bool, address: str | None, port: int, host: str, num_cpus: float | None,
           num_gpus: float | None, resources: str | None, object_store_memory: int | None,
           token_file: str | None, storage: str, object_spilling_directory: str | None,
-          system_config: str | None, block: bool) -> None:
+          system_config: str | None, block: bool, labels: str | None, include_dashboard: str | None,
+          dashboard_port: str | None, dashboard_host: str | None, min_worker_port: str | None,
+          max_worker_port: str | None) -> None:
     """Start a head node (--head), or join this machine to a cluster (--address)."""
+    from msgspec.structs import replace
+
     from manta._private import cluster
 
     if head == bool(address):
         _fail("give exactly one of --head or --address HOST:PORT", 2)
     out = _console()
+    ignored = [flag for flag, value in (
+        ("--include-dashboard", include_dashboard), ("--dashboard-port", dashboard_port),
+        ("--dashboard-host", dashboard_host), ("--min-worker-port", min_worker_port),
+        ("--max-worker-port", max_worker_port),
+    ) if value is not None and not (flag == "--include-dashboard" and value.lower() in ("false", "0"))]
+    if ignored:
+        out.print(f"manta: {', '.join(ignored)}: nothing to do here yet (no dashboard; workers need no port range)")
     try:
         token = cluster.token_from_env_or_file(token_file)
         common: dict[str, Any] = dict(
             num_cpus=num_cpus, num_gpus=num_gpus, resources=_resources(resources),
             object_store_memory=object_store_memory,
-            config=_node_config(system_config, object_spilling_directory),
+            config=replace(_node_config(system_config, object_spilling_directory), labels=_labels(labels)),
         )
         if storage and not head:
             _fail("--storage is for the head (start --head --storage redis://...)", 2)

@@ -118,6 +118,7 @@ def nodes() -> list[dict[str, Any]]:
                 "Resources": dict(n.resources) if n.alive else {},
                 "Address": n.address,
                 "ObjectStoreCapacity": n.store_capacity,
+                "Labels": dict(n.labels),
             }
         )
     return out
@@ -143,6 +144,11 @@ class RuntimeContext:
 
     def get_node_id(self) -> str:
         return self._rt.node_id.hex()
+
+    def get_node_labels(self) -> dict[str, str]:
+        """The labels of the node this process runs on (manta start --labels)."""
+        node_id = self._rt.node_id
+        return next((dict(n.labels) for n in _nodes_info() if n.node_id == node_id), {})
 
     @property
     def node_id(self) -> Any:

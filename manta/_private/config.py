@@ -42,6 +42,11 @@ _ENV = {
 }
 
 
+# Set in workers' environment when the user set OMP_NUM_THREADS themselves
+# (then it is left alone; otherwise each task gets its CPUs, as in Ray).
+OMP_FROM_USER = "MANTA_OMP_FROM_USER"
+
+
 class Config(msgspec.Struct, frozen=True, kw_only=True):
     # Where objects spill when the store passes `spill_threshold` ("" = <session>/spill).
     spill_dir: str = ""
@@ -59,6 +64,9 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     heartbeat_s: float = 0.5
     # How long nodes, drivers and workers wait for a persistent head to come back.
     head_reconnect_s: float = 60.0
+    # This node's labels (manta start --labels): shown in nodes() and the
+    # runtime context.
+    labels: dict[str, str] = msgspec.field(default_factory=dict)
 
     @classmethod
     def build(

@@ -457,6 +457,7 @@ def _method_table(cls: type) -> tuple[dict[str, int], bool]:
     # Every actor has these (the executor answers them): ready, and a
     # graceful end after the calls before it.
     methods.setdefault("__ray_ready__", 1)
+    methods.setdefault("__ray_call__", 1)
     methods.setdefault("__ray_terminate__", 1)
     return methods, is_async
 
@@ -493,6 +494,18 @@ class ActorClass(_Remotable):
             f"Actors cannot be instantiated directly. Instead of '{self.__name__}()', "
             f"use '{self.__name__}.remote()'."
         )
+
+    def __getattr__(self, name: str) -> Any:
+        # The class's own attributes (constants, static and class methods)
+        # read through the actor class, as in Ray.
+        cls = self.__dict__.get("_cls")
+        if cls is None or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(cls, name)
+
+    def __dir__(self) -> list[str]:
+        methods = [n for n in self.__dict__.get("_methods", {}) if not n.startswith("__ray_")]
+        return sorted(set(super().__dir__()) | set(methods))
 
     def _what(self) -> str:
         return f"actor class {self.__name__}"
@@ -540,6 +553,7 @@ class ActorClass(_Remotable):
             placement=placement_of(options),
             capture_pg=capture_pg,
             capture_pg_bundles=capture_bundles,
+            code_path=rt.code_path,
         )
         spec = m.ActorSpec(
             actor_id=actor_id,
@@ -598,6 +612,10 @@ class ActorHandle:
 
     def __repr__(self) -> str:
         return f"Actor({self._class_name}, {self._actor_id.hex()})"
+
+    def __dir__(self) -> list[str]:
+        # Only its methods (and __init__), as Ray's handles: what completes.
+        return sorted(set(self.__dict__.get("_methods", {})) | {"__init__"})
 
     def __hash__(self) -> int:
         return hash(self._actor_id)

@@ -103,6 +103,11 @@ def init(
             raise TypeError(f"init() got unexpected keyword arguments: {', '.join(sorted(unknown))}")
         if resources is not None and not isinstance(resources, dict):
             raise TypeError(f"resources must be a dict, got {type(resources).__name__}")
+        job_config = kwargs.get("job_config")
+        if job_config is not None:
+            # The job's settings, where init's own arguments leave them open.
+            namespace = namespace or job_config.ray_namespace
+            runtime_env = runtime_env or job_config.runtime_env or None
         env_vars: dict[str, str] = {}
         if runtime_env:
             if not isinstance(runtime_env, dict):
@@ -111,6 +116,7 @@ def init(
                 if not isinstance(k, str) or not isinstance(v, str):
                     raise TypeError(f"runtime_env env_vars must map str to str, got {k!r}: {v!r}")
                 env_vars[k] = v
+        code_path = _code_path(job_config)
         config = Config.build(kwargs.get("_system_config"), os.environ)
         address = address or os.environ.get("MANTA_ADDRESS") or None
         cluster: services.LocalCluster | None = None
@@ -135,7 +141,7 @@ def init(
 
         rt = CoreRuntime(
             session, config, is_driver=True, worker_id=new_worker_id(), namespace=namespace or "",
-            env_vars=env_vars, on_log=_print_log if log_to_driver else None,
+            env_vars=env_vars, on_log=_print_log if log_to_driver else None, code_path=code_path,
         )
         try:
             rt.start()
@@ -148,6 +154,16 @@ def init(
         _session = _Session(rt, cluster)
         atexit.register(shutdown)
         return _info()
+
+
+def _code_path(job_config: Any) -> list[str]:
+    """Where workers find the job's code, as Ray arranges it: the
+    JobConfig's code_search_path, then the driver script's directory."""
+    paths = [os.path.abspath(p) for p in getattr(job_config, "code_search_path", None) or []]
+    script = getattr(sys.modules.get("__main__"), "__file__", None)
+    if script:
+        paths.append(os.path.dirname(os.path.abspath(script)))
+    return list(dict.fromkeys(paths))
 
 
 def _connect_existing(
@@ -166,6 +182,17 @@ def _connect_existing(
         raise ValueError(
             f"When connecting to an existing cluster, {', '.join(sorted(given))} must not be "
             f"given: the cluster's nodes already have their resources."
+        )
+    if address.startswith("unix:") and address.endswith("/head.sock"):
+        # What init() returned as "address" for a cluster it started here:
+        # its session directory holds the head's and agent's sockets and the token.
+        session_dir = os.path.dirname(address[len("unix:"):])
+        token_file = os.path.join(session_dir, "token")
+        if not os.path.exists(token_file):
+            raise ConnectionError(f"no manta cluster at {address}: {session_dir} has no token")
+        return m.SessionInfo(
+            session_dir=session_dir, head_address=address, agent_address=f"unix:{session_dir}/agent.sock",
+            token=services.parse_token(open(token_file).read()),
         )
     try:
         rec = cluster.find_local_node(address)

@@ -2,6 +2,7 @@
 
 from manta.util import scheduling_strategies
 from manta.util.actor_pool import ActorPool
+from manta.util.names import get_node_ip_address, list_named_actors
 from manta.util.placement_group import (
     PlacementGroup,
     get_current_placement_group,
@@ -13,6 +14,8 @@ from manta.util.placement_group import (
 
 __all__ = [
     "ActorPool",
+    "get_node_ip_address",
+    "list_named_actors",
     "PlacementGroup",
     "get_current_placement_group",
     "get_placement_group",

@@ -181,3 +181,134 @@ def test_list_actors_and_get_actor(ray_start, wait_for):
     wait_for(lambda: state.get_actor(id=aid).state == "DEAD")
     alive = state.list_actors(filters=[("state", "=", "ALIVE")])
     assert all(r.actor_id != aid for r in alive)
+
+
+def test_workers_find_the_driver_scripts_directory_and_code_search_path(ray, backend_name, tmp_path):
+    import subprocess
+    import sys
+
+    here = tmp_path / "driver dir"
+    lib = tmp_path / "lib"
+    here.mkdir()
+    lib.mkdir()
+    (here / "beside_driver.py").write_text("VALUE = 'beside'\n")
+    (lib / "on_search_path.py").write_text("VALUE = 'searched'\n")
+    (here / "drv.py").write_text(
+        f"import {backend_name} as ray\n"
+        f"from {backend_name}.job_config import JobConfig\n"
+        "@ray.remote\n"
+        "def f():\n"
+        "    import beside_driver, on_search_path\n"
+        "    return beside_driver.VALUE, on_search_path.VALUE\n"
+        # Ray imports the driver's module from the code search path: guard it.
+        "if __name__ == '__main__':\n"
+        f"    ray.init(num_cpus=1, job_config=JobConfig(code_search_path=[{str(lib)!r}], ray_namespace='jobns'))\n"
+        "    print(ray.get(f.remote()), ray.get_runtime_context().namespace)\n"
+        "    ray.shutdown()\n"
+    )
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=repo)
+    out = subprocess.run(
+        [sys.executable, str(here / "drv.py")], capture_output=True, text=True, timeout=120, env=env, cwd="/"
+    )
+    assert out.returncode == 0, out.stderr
+    assert "('beside', 'searched') jobns" in out.stdout
+
+
+def test_omp_num_threads_follows_the_tasks_cpus_unless_set(ray_start):
+    ray = ray_start
+    if "OMP_NUM_THREADS" in os.environ:
+        pytest.skip("OMP_NUM_THREADS is set in this environment: workers keep it")
+    RuntimeEnv = _sub(ray, "runtime_env").RuntimeEnv
+
+    @ray.remote
+    def f():
+        return os.environ.get("OMP_NUM_THREADS")
+
+    @ray.remote
+    class A:
+        def f(self):
+            return os.environ.get("OMP_NUM_THREADS")
+
+    assert ray.get(f.options(num_cpus=2).remote()) == "2"
+    assert ray.get(f.remote()) == "1"
+    assert ray.get(f.options(num_cpus=0.25).remote()) == "1"
+    assert ray.get(f.options(runtime_env=RuntimeEnv(env_vars={"OMP_NUM_THREADS": "3"})).remote()) == "3"
+    assert ray.get(A.remote().f.remote()) == "1"
+    assert ray.get(A.options(num_cpus=2).remote().f.remote()) == "2"
+
+
+def test_list_named_actors_and_node_ip(ray_start):
+    ray = ray_start
+    util = _sub(ray, "util")
+
+    @ray.remote
+    class N:
+        def ok(self):
+            return True
+
+    a = N.options(name="named-one").remote()
+    b = N.options(name="named-elsewhere", namespace="other-ns").remote()
+    ray.get([a.ok.remote(), b.ok.remote()])
+    assert "named-one" in util.list_named_actors()
+    assert "named-elsewhere" not in util.list_named_actors()
+    everywhere = util.list_named_actors(all_namespaces=True)
+    assert {"name": "named-elsewhere", "namespace": "other-ns"} in everywhere
+    ray.kill(a)
+    ray.kill(b)
+    assert util.get_node_ip_address().count(".") == 3
+
+
+def test_actor_class_attributes_ray_call_and_dir(ray_start):
+    ray = ray_start
+
+    @ray.remote
+    class Foo:
+        K = 5
+
+        def __init__(self, x=1):
+            self.x = x
+
+        @classmethod
+        def make(cls, x):
+            return cls(x)
+
+        def method_one(self):
+            return Foo.K
+
+    assert Foo.K == 5 and Foo.make(3).x == 3  # read through the actor class
+    f = Foo.remote(4)
+    assert ray.get(f.method_one.remote()) == 5
+    assert ray.get(f.__ray_call__.remote(lambda self, y: self.x + y, y=2)) == 6
+    assert "method_one" in dir(f) and {"__ray_ready__", "__ray_terminate__", "__ray_call__"} <= set(dir(f))
+    assert {"options", "remote", "bind", "method_one"} <= set(dir(Foo))
+
+
+def test_a_second_driver_joins_by_the_address_init_returned(ray_clean, backend_name):
+    import subprocess
+    import sys
+
+    ray = ray_clean
+    info = ray.init(num_cpus=1, namespace="shared-ns")
+    try:
+
+        @ray.remote
+        class N:
+            def hi(self):
+                return "hi"
+
+        n = N.options(name="shared", lifetime="detached").remote()
+        ray.get(n.hi.remote())
+        repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        drv = (
+            f"import {backend_name} as ray\n"
+            f"ray.init(address={info['address']!r}, namespace='shared-ns')\n"
+            "print('got', ray.get(ray.get_actor('shared').hi.remote()))\n"
+            "ray.shutdown()\n"
+        )
+        out = subprocess.run([sys.executable, "-c", drv], capture_output=True, text=True, timeout=120,
+                             env=dict(os.environ, PYTHONPATH=repo))
+        assert "got hi" in out.stdout, out.stderr
+        ray.kill(n)
+    finally:
+        ray.shutdown()

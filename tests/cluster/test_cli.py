@@ -172,3 +172,30 @@ def test_bad_storage_and_tunables_are_refused_before_anything_starts(env):
                   check=False)
     assert wrong.returncode == 2 and "memory_usage_threshold" in wrong.stderr
     assert _pids(env["MANTA_TMPDIR"]) == []  # nothing was left running
+
+
+def test_ray_start_flags_labels_and_dashboard_options(env):
+    # Ray's flags that scripts pass: labels are kept and shown; the
+    # dashboard and worker-port flags are accepted with a one-line notice.
+    address, token_file = _head(env, "--num-cpus", "1", "--labels", "zone=a,peer_node=n1",
+                                "--include-dashboard=True", "--dashboard-port", "8265")
+    out = manta(env, "start", "--address", address, "--token-file", token_file, "--num-cpus", "1",
+                "--labels", '{"zone": "b"}', "--min-worker-port", "10002", "--max-worker-port", "10100")
+    assert "nothing to do here yet" in out.stdout
+    driver = textwrap.dedent(
+        f"""
+        import manta
+        manta.init(address="{address}")
+        print(sorted(n["Labels"].get("zone", "") for n in manta.nodes() if n["Alive"]))
+        @manta.remote(num_cpus=1)
+        def where():
+            return manta.get_runtime_context().get_node_labels().get("zone")
+        seen = set(manta.get([where.remote() for _ in range(8)]))
+        print("labels seen by tasks:", bool(seen) and seen <= {{"a", "b"}})
+        manta.shutdown()
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", driver], env=env, capture_output=True, text=True, timeout=90)
+    assert "['a', 'b']" in out.stdout and "labels seen by tasks: True" in out.stdout, out.stdout + out.stderr
+    bad = manta(env, "start", "--head", "--port", "0", "--labels", "bad key!=x", check=False)
+    assert bad.returncode == 2 and "--labels" in bad.stderr + bad.stdout

@@ -54,3 +54,17 @@ def test_fractional_gpu_actors_share_one_device(ray):
     a, b = Half.remote(), Half.remote()
     ia, ib = ray.get([a.ids.remote(), b.ids.remote()])
     assert len(ia) == 1 and ia == ib
+
+
+def test_gpu_work_gets_workers_of_its_own(ray):
+    @ray.remote(num_gpus=1)
+    def gpu():
+        return os.getpid()
+
+    @ray.remote
+    def cpu():
+        return os.getpid()
+
+    cpu_pids = set(ray.get([cpu.remote() for _ in range(4)]))
+    gpu_pids = set(ray.get([gpu.remote() for _ in range(4)]))
+    assert not cpu_pids & gpu_pids

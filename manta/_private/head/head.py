@@ -58,15 +58,16 @@ class Node:
     conn: Connection | None  # None: restored from storage, not re-registered yet
     alive: bool = True
     pending: list[tuple[dict[str, float], int]] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def of(cls, info: m.NodeInfo, conn: Connection | None) -> Node:
         return cls(info.node_id, info.address, dict(info.resources), dict(info.available),
-                   info.store_capacity, conn, info.alive, list(info.pending))
+                   info.store_capacity, conn, info.alive, list(info.pending), dict(info.labels))
 
     def info(self) -> m.NodeInfo:
         return m.NodeInfo(self.node_id, self.address, self.alive, self.resources, self.available,
-                          self.store_capacity, self.pending)
+                          self.store_capacity, self.pending, self.labels)
 
     @property
     def connected(self) -> bool:

@@ -43,6 +43,9 @@ CHUNK = 4 << 20
 PULL_WINDOW = 4
 
 
+# In the environment of workers kept for GPU work.
+GPU_WORKER = "MANTA_GPU_WORKER"
+
 class ObjectLostError(Exception):
     """An object cannot be read here (its copy, or the node holding it, is gone)."""
 
@@ -247,6 +250,7 @@ class NodeAgent:
             resources=self.resources,
             available=to_float(self.leases.available),
             store_capacity=self.store.capacity,
+            labels=dict(self.config.labels),
         )
 
     async def _start_zygote(self) -> None:
@@ -392,7 +396,12 @@ class NodeAgent:
                 self.pending_leases.pop(rid)
                 conn.reply_error(msg, m.ErrorKind.VALUE, str(e))
                 return
-            req = lt.Request(rid, id(conn), units, tuple(sorted(msg.env_vars.items())), msg.for_actor)
+            env = msg.env_vars
+            if msg.resources.get("GPU"):
+                # GPU work gets workers of its own (as in Ray): a CUDA context
+                # and its device memory stay out of CPU tasks' workers.
+                env = {**env, GPU_WORKER: "1"}
+            req = lt.Request(rid, id(conn), units, tuple(sorted(env.items())), msg.for_actor)
             self._run(self.leases.request(req))
         elif t is m.ReturnLease:
             self.granted.pop(msg.lease_id, None)

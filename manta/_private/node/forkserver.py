@@ -21,6 +21,7 @@ import subprocess
 import sys
 from typing import Any
 
+from manta._private.config import OMP_FROM_USER
 from manta._private.protocol import messages as m
 from manta._private.protocol.framing import encode_frame
 
@@ -41,6 +42,10 @@ class ForkServer:
         env = dict(os.environ)
         # One BLAS/OpenMP thread per worker unless the user asked otherwise:
         # N workers each spinning N threads would oversubscribe the cores.
+        # Workers then set OMP_NUM_THREADS to each task's CPUs, unless the
+        # user had set it (OMP_FROM_USER tells them).
+        if "OMP_NUM_THREADS" in env:
+            env[OMP_FROM_USER] = "1"
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             env.setdefault(var, "1")
         with open(log_path, "ab") as err:

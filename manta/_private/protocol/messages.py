@@ -170,6 +170,9 @@ class TaskSpec(Record, frozen=True):
     # placement_group_capture_child_tasks: children run in this group too.
     capture_pg: bytes = b""
     capture_pg_bundles: int = 0
+    # Directories the job's code is found in (the driver script's, and
+    # JobConfig.code_search_path): put on sys.path of workers running it.
+    code_path: list[str] = []
 
 
 class ReturnObject(Record, frozen=True):
@@ -192,6 +195,7 @@ class NodeInfo(Record, frozen=True):
     store_capacity: int
     # Resource shapes of lease requests waiting on this node, with counts.
     pending: list[tuple[dict[str, float], int]] = []
+    labels: dict[str, str] = {}
 
 
 class ActorSpec(Record, frozen=True):

@@ -70,6 +70,7 @@ class CoreRuntime:
         env_vars: dict[str, str] | None = None,
         on_log: Callable[[m.LogLines], None] | None = None,
         clock: Clock = monotonic,
+        code_path: list[str] | None = None,
     ) -> None:
         self.session = session
         self.config = config
@@ -82,6 +83,7 @@ class CoreRuntime:
         self.namespace = namespace
         self.driver_address = ""
         self.env_vars: dict[str, str] = dict(env_vars or {})
+        self.code_path: list[str] = list(code_path or [])
         self.node_id = session.node_id
         if session.node_ip:
             self.address = f"tcp:{session.node_ip}:0"  # the port is known once bound
@@ -247,6 +249,7 @@ class CoreRuntime:
         self.namespace = spec.namespace
         self.driver_address = spec.driver
         self.env_vars = dict(spec.env_vars)
+        self.code_path = spec.code_path
 
     # -- the head and the agent -----------------------------------------------
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from manta import exceptions as exc
 from manta._private import ids
+from manta._private.config import OMP_FROM_USER
 from manta._private.protocol import messages as m
 from manta._private.runtime import story
 from manta._private.runtime.context import ExitActor, TaskContext, current_task
@@ -68,6 +69,12 @@ class Executor:
         self.actor_group: Any = None
         # exit_actor() was called: no more calls run, and main_loop returns.
         self.exiting = False
+        # The code directories last put on sys.path.
+        self.code_path: list[str] = []
+        # OMP_NUM_THREADS follows each task's CPUs (as in Ray), unless the
+        # node's environment set it.
+        self.omp_fixed = os.environ.get(OMP_FROM_USER) == "1"
+        self.omp = ""
 
     # -- dispatch (I/O thread) --------------------------------------------
 
@@ -142,13 +149,29 @@ class Executor:
 
     def _adopt_job(self, spec: m.TaskSpec) -> None:
         self.rt.adopt_job(spec)
+        if spec.code_path and spec.code_path != self.code_path:
+            # The job's code directories, ahead of the rest, once per change.
+            self.code_path = spec.code_path
+            sys.path[:0] = [p for p in spec.code_path if p not in sys.path]
         if spec.env_vars:
             os.environ.update(spec.env_vars)
+        if not self.omp_fixed:
+            self._set_omp(spec)
         if spec.gpu_ids or spec.resources.get("GPU"):
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, spec.gpu_ids))
         elif spec.actor_id is None or spec.actor_creation:
             # A task that asked for no GPU must not see one a previous task had.
             os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+
+    def _set_omp(self, spec: m.TaskSpec) -> None:
+        omp = spec.env_vars.get("OMP_NUM_THREADS")
+        if omp is None:
+            is_method = spec.actor_id is not None and not spec.actor_creation
+            cpus = (self.actor_resources if is_method else spec.resources).get("CPU") or 1
+            omp = str(max(1, int(cpus)))
+        if omp != self.omp:
+            self.omp = omp
+            os.environ["OMP_NUM_THREADS"] = omp
 
     def execute(self, conn: Connection, msg: m.PushTask) -> None:
         spec = msg.spec
@@ -192,6 +215,9 @@ class Executor:
         """The methods every actor has (as in Ray)."""
         if name == "__ray_ready__":
             return lambda: True
+        if name == "__ray_call__":
+            # Any function, run on the actor: fn(actor, *args, **kwargs).
+            return lambda fn, *args, **kwargs: fn(self.actor, *args, **kwargs)
         if name == "__ray_terminate__":
             def terminate() -> None:
                 raise ExitActor("The actor was terminated by __ray_terminate__().")

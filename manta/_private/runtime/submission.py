@@ -153,6 +153,7 @@ class Submitter:
             placement=placement or _DEFAULT_PLACEMENT,
             capture_pg=capture[0],
             capture_pg_bundles=capture[1],
+            code_path=rt.code_path,
         )
         # Positional: a dataclass called with keywords builds a dict for them.
         task = Task(task_id, spec, return_ids, pinned, retries, retry_exceptions)
