@@ -443,6 +443,18 @@ def method(*args: Any, **kwargs: Any) -> Any:
     return decorate
 
 
+def _method_options(cls: type) -> dict[str, dict[str, Any]]:
+    """Each method's retry options from @method (max_task_retries, retry_exceptions)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, fn in inspect.getmembers(cls, callable):
+        opts = getattr(fn, "__manta_method_options__", None)
+        if opts:
+            kept = {k: v for k, v in opts.items() if k in ("max_task_retries", "retry_exceptions")}
+            if kept:
+                out[name] = kept
+    return out
+
+
 def _method_table(cls: type) -> tuple[dict[str, int], bool]:
     methods: dict[str, int] = {}
     is_async = False
@@ -482,6 +494,7 @@ class ActorClass(_Remotable):
         self._options = options
         self._exported = _Exported(cls, f"actor {cls.__name__}")
         self._methods, self._is_async = _method_table(cls)
+        self._method_opts = _method_options(cls)
         # Arguments are bound at .remote(), as Ray does: a wrong call fails there.
         self._signatures = {name: Signature.of_method(cls, name) for name in [*self._methods, "__init__"]}
         self.__name__ = cls.__name__
@@ -570,7 +583,8 @@ class ActorClass(_Remotable):
         reply = rt.create_actor(spec, pinned)
         releasable = not name and not detached and not reply.existing
         return ActorHandle(
-            reply.actor_id, self.__name__, self._methods, max_task_retries, rt, releasable, self._signatures
+            reply.actor_id, self.__name__, self._methods, max_task_retries, rt, releasable, self._signatures,
+            self._method_opts,
         )
 
 
@@ -584,8 +598,11 @@ class ActorHandle:
         rt: Any,
         releasable: bool = False,
         signatures: dict[str, Signature] | None = None,
+        method_opts: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         self._actor_id = ActorID(actor_id)
+        # Per-method options from @method (retries), where the class was seen.
+        self._method_opts = method_opts or {}
         # The methods' parameters, where the class is known here (a handle
         # that came from elsewhere leaves the check to the actor).
         self._signatures = signatures or {}
@@ -608,7 +625,7 @@ class ActorHandle:
             raise AttributeError(
                 f"'{self.__dict__.get('_class_name', 'Actor')}' actor has no method '{name}'"
             )
-        return ActorMethod(self, name, methods[name])
+        return ActorMethod(self, name, methods[name], self.__dict__.get("_method_opts", {}).get(name))
 
     def __repr__(self) -> str:
         return f"Actor({self._class_name}, {self._actor_id.hex()})"
@@ -629,17 +646,19 @@ class ActorHandle:
         self._rt.shared_actors.add(self._actor_id._id)
         return (
             _rebuild_handle,
-            (self._actor_id._id, self._class_name, self._methods, self._max_task_retries, self._signatures),
+            (self._actor_id._id, self._class_name, self._methods, self._max_task_retries, self._signatures,
+             self._method_opts),
         )
 
 
 def _rebuild_handle(
     actor_id: bytes, class_name: str, methods: dict[str, int], retries: int,
     signatures: dict[str, Signature] | None = None,
+    method_opts: dict[str, dict[str, Any]] | None = None,
 ) -> ActorHandle:
     rt = context.require()
     rt.shared_actors.add(actor_id)
-    return ActorHandle(actor_id, class_name, methods, retries, rt, False, signatures)
+    return ActorHandle(actor_id, class_name, methods, retries, rt, False, signatures, method_opts)
 
 
 class ActorMethod:
@@ -671,10 +690,14 @@ class ActorMethod:
             sig.check(args, kwargs)
         rt = h._rt
         num_returns = self._num_returns
-        retries = self._options.get("max_task_retries", h._max_task_retries)
+        options = self._options
+        retries = options.get("max_task_retries", h._max_task_retries)
+        retry_on = options.get("retry_exceptions", False)
+        if isinstance(retry_on, list):
+            retry_on = tuple(retry_on)
         refs = rt.submit_actor_task(
             h._actor_id._id, self._name, args, kwargs, num_returns, retries,
-            f"{h._class_name}.{self._name}",
+            f"{h._class_name}.{self._name}", retry_on,
         )
         if num_returns == 1:
             return refs[0]

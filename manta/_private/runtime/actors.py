@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 from manta._private.protocol import messages as m
 from manta._private.runtime import actor_queue as aq
+from manta._private.runtime import story
 from manta._private.runtime.object_ref import ObjectRef
 from manta._private.runtime.serialization import serialize_error
+from manta._private.runtime.submission import should_retry
 from manta._private.runtime.tasks import Task
 from manta._private.transport.connection import Connection, ConnectionLost
 
@@ -96,10 +98,12 @@ class ActorCalls:
         num_returns: int,
         max_task_retries: int,
         name: str,
+        retry_exceptions: bool | tuple[type, ...] = False,
     ) -> list[ObjectRef]:
         rt = self.rt
         task, refs = rt.tasks.new_task(
             name, args, kwargs, num_returns, actor_id=actor_id, method=method, retries=max_task_retries,
+            retry_exceptions=retry_exceptions,
         )
         for rid in task.return_ids:
             rt.tasks.by_return[rid] = task
@@ -181,6 +185,8 @@ class ActorCalls:
             # caller submitting its next call must not wait for this one's
             # answer, nor this answer for the caller's submission.
             release = client.queue.replied(task, reply.error is not None)
+            if reply.error is not None and self._retry_on_error(client, task, reply.error):
+                return
             self.rt.tasks.complete(task, reply)
             if release:
                 self._release(client, aq.Release())
@@ -191,6 +197,19 @@ class ActorCalls:
                 client.conn = None
             self._execute(client, client.queue.lost(task, reply, broken or client.conn is None))
         self._deliver(client)
+
+    def _retry_on_error(self, client: ActorClient, task: Task, error: bytes) -> bool:
+        """I/O thread: the call raised. One of its retry_exceptions, with
+        retries left: it is sent again (after the calls already sent), from
+        the same budget as retries after actor restarts."""
+        if task.retries_left == 0 or task.cancelled or not task.retry_exceptions:
+            return False
+        if not should_retry(task, error):
+            return False
+        task.next_attempt()
+        self.rt.log.record(task.task_id, story.RETRIED, self.rt.log.stimulus(), "it raised one of its retry_exceptions")
+        self._submit_io(client, task, False)
+        return True
 
     def cancel(self, task: Task, recursive: bool) -> None:
         """I/O thread: `task` is an actor call being cancelled."""

@@ -18,7 +18,7 @@ import queue
 import signal
 import sys
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from manta import exceptions as exc
 from manta._private import ids
@@ -200,6 +200,8 @@ class Executor:
             # No answer: the call's caller learns the actor died, of this cause.
             self._end_actor(str(e))
             return
+        except SystemExit as e:
+            self._exit_now(e)
         finally:
             self.running.pop(spec.task_id, None)
             self.cancelled.discard(spec.task_id)
@@ -237,6 +239,13 @@ class Executor:
         except Exception:
             logger.warning("could not tell the head this actor is exiting", exc_info=True)
         self.queue.put(None)  # ends main_loop, wherever calls run
+
+    def _exit_now(self, e: SystemExit) -> NoReturn:
+        """sys.exit() in a task or actor method ends the worker, whichever
+        thread ran it (as in Ray): its callers see it die, and an actor is
+        restarted if it may be."""
+        _flush_streams()
+        os._exit(e.code if isinstance(e.code, int) else 1)
 
     def _exit_soon(self) -> None:
         self.rt.loop.call_later(0.2, os._exit, 0)
@@ -347,6 +356,8 @@ class Executor:
         except ExitActor as e:
             self._end_actor(str(e))
             return
+        except SystemExit as e:
+            self._exit_now(e)
         finally:
             self.async_tasks.pop(spec.task_id, None)
             self.running.pop(spec.task_id, None)

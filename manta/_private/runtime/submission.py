@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 _DEFAULT_PLACEMENT = m.Placement()
 
 
-def _retry_error(task: Task, error: bytes) -> bool:
+def should_retry(task: Task, error: bytes) -> bool:
     """Whether a task's error is one it asked to be retried on (retry_exceptions)."""
     try:
         err, _ = deserialize(error)
@@ -59,7 +59,7 @@ class Submitter:
         self.rt = rt
         self.refs = rt.refs
         self.lock = rt.lock
-        self.leases = lc.LeaseClient(rt.clock, rt.log, _retry_error)
+        self.leases = lc.LeaseClient(rt.clock, rt.log, should_retry)
         # Unfinished tasks (plain and actor calls) by return id: for cancel().
         self.by_return: dict[bytes, Task] = {}
         # Unfinished tasks submitted by each task running here (guarded by the lock).
