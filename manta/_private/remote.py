@@ -686,15 +686,19 @@ class ActorMethod:
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         h = self._handle
         sig = h._signatures.get(self._name)
-        if sig is not None:
+        # The common shape checked inline (Signature.check's first test).
+        if sig is not None and (kwargs or not sig._least <= len(args) <= sig._most):
             sig.check(args, kwargs)
         rt = h._rt
         num_returns = self._num_returns
         options = self._options
-        retries = options.get("max_task_retries", h._max_task_retries)
-        retry_on = options.get("retry_exceptions", False)
-        if isinstance(retry_on, list):
-            retry_on = tuple(retry_on)
+        if options:
+            retries = options.get("max_task_retries", h._max_task_retries)
+            retry_on = options.get("retry_exceptions", False)
+            if isinstance(retry_on, list):
+                retry_on = tuple(retry_on)
+        else:
+            retries, retry_on = h._max_task_retries, False
         refs = rt.submit_actor_task(
             h._actor_id._id, self._name, args, kwargs, num_returns, retries,
             f"{h._class_name}.{self._name}", retry_on,

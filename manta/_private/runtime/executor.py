@@ -155,8 +155,8 @@ class Executor:
             sys.path[:0] = [p for p in spec.code_path if p not in sys.path]
         if spec.env_vars:
             os.environ.update(spec.env_vars)
-        if not self.omp_fixed:
-            self._set_omp(spec)
+        if not self.omp_fixed and (spec.actor_id is None or spec.actor_creation):
+            self._set_omp(spec)  # an actor's calls keep what its creation set
         if spec.gpu_ids or spec.resources.get("GPU"):
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, spec.gpu_ids))
         elif spec.actor_id is None or spec.actor_creation:
@@ -166,9 +166,7 @@ class Executor:
     def _set_omp(self, spec: m.TaskSpec) -> None:
         omp = spec.env_vars.get("OMP_NUM_THREADS")
         if omp is None:
-            is_method = spec.actor_id is not None and not spec.actor_creation
-            cpus = (self.actor_resources if is_method else spec.resources).get("CPU") or 1
-            omp = str(max(1, int(cpus)))
+            omp = str(max(1, int(spec.resources.get("CPU") or 1)))
         if omp != self.omp:
             self.omp = omp
             os.environ["OMP_NUM_THREADS"] = omp
