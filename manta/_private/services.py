@@ -164,7 +164,11 @@ def _spawn(
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
-            start_new_session=True,  # a Ctrl-C at the terminal is the driver's alone
+            # Embedded: a Ctrl-C at the terminal is the driver's alone. Detached
+            # (`manta start`): in the starting command's process group, as
+            # `ray start` leaves its daemons, so whoever started that command
+            # can end the whole node by its group (test harnesses do).
+            start_new_session=not detached,
             preexec_fn=None if detached else _die_with_parent,
         )
     finally:

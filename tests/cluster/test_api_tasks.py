@@ -460,10 +460,16 @@ def test_alternating_resource_shapes_cost_at_most_twice_one_shape(ray_clean):
         return statistics.median(times[4:])
 
     latency([f, with_x])  # warm both shapes up
-    same = latency([f])
-    alternating = latency([f, with_x])
-    print(f"same shape {same * 1e3:.2f} ms, alternating {alternating * 1e3:.2f} ms")
-    assert alternating <= 2 * same, (alternating, same)
+    # Sub-millisecond medians on a shared machine: the best of three paired
+    # measurements (the old runtime was ~80x here, so this still catches it).
+    tries = []
+    for _ in range(3):
+        same = latency([f])
+        alternating = latency([f, with_x])
+        tries.append((alternating / same, alternating, same))
+        print(f"same shape {same * 1e3:.2f} ms, alternating {alternating * 1e3:.2f} ms")
+    ratio, alternating, same = min(tries)
+    assert ratio <= 2, (alternating, same)
 
 
 def test_task_story_tells_what_happened_to_a_task(ray_start, backend_name, tmp_path):
