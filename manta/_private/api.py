@@ -210,7 +210,7 @@ class RuntimeContext:
             raise RuntimeError("current_actor is only available inside an actor")
         from manta._private.remote import _method_table
 
-        methods, _ = _method_table(type(ex.actor))
+        methods, _, _ = _method_table(type(ex.actor))
         return ActorHandle(ex.actor_id, ex.actor_class_name, methods, 0, self._rt, False)
 
     @property

@@ -45,14 +45,10 @@ def check_options(options: dict[str, Any], valid: set[str], what: str) -> None:
             f"Invalid option keyword {', '.join(map(repr, bad))} for {what}. "
             f"Valid ones are: {', '.join(sorted(k for k in valid if not k.startswith('_')))}."
         )
+    # Types and values first (num_returns, resources a dict, ...), in Ray's words.
     validate_options(options)
-    nr = options.get("num_returns")
-    if nr is not None and nr != "streaming" and nr != "dynamic" and (not isinstance(nr, int) or nr < 0):
-        raise ValueError(f"num_returns must be a non-negative integer, got {nr!r}")
     res = options.get("resources")
     if res is not None:
-        if not isinstance(res, dict):
-            raise TypeError(f"resources must be a dict, got {type(res).__name__}")
         for k in ("CPU", "GPU"):
             if k in res:
                 raise ValueError(
@@ -443,20 +439,11 @@ def method(*args: Any, **kwargs: Any) -> Any:
     return decorate
 
 
-def _method_options(cls: type) -> dict[str, dict[str, Any]]:
-    """Each method's retry options from @method (max_task_retries, retry_exceptions)."""
-    out: dict[str, dict[str, Any]] = {}
-    for name, fn in inspect.getmembers(cls, callable):
-        opts = getattr(fn, "__manta_method_options__", None)
-        if opts:
-            kept = {k: v for k, v in opts.items() if k in ("max_task_retries", "retry_exceptions")}
-            if kept:
-                out[name] = kept
-    return out
-
-
-def _method_table(cls: type) -> tuple[dict[str, int], bool]:
+def _method_table(cls: type) -> tuple[dict[str, int], bool, dict[str, dict[str, Any]]]:
+    """Each method's num_returns, whether any is async, and each method's
+    retry options from @method (max_task_retries, retry_exceptions)."""
     methods: dict[str, int] = {}
+    retry_opts: dict[str, dict[str, Any]] = {}
     is_async = False
     for name, member in inspect.getmembers(cls):
         fn = member
@@ -464,6 +451,9 @@ def _method_table(cls: type) -> tuple[dict[str, int], bool]:
             continue
         opts = getattr(fn, "__manta_method_options__", {})
         methods[name] = opts.get("num_returns", 1)
+        kept = {k: v for k, v in opts.items() if k in ("max_task_retries", "retry_exceptions")}
+        if kept:
+            retry_opts[name] = kept
         if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
             is_async = True
     # Every actor has these (the executor answers them): ready, and a
@@ -471,7 +461,7 @@ def _method_table(cls: type) -> tuple[dict[str, int], bool]:
     methods.setdefault("__ray_ready__", 1)
     methods.setdefault("__ray_call__", 1)
     methods.setdefault("__ray_terminate__", 1)
-    return methods, is_async
+    return methods, is_async, retry_opts
 
 
 class ActorClassInheritanceException(TypeError):
@@ -493,8 +483,7 @@ class ActorClass(_Remotable):
         self._cls = cls
         self._options = options
         self._exported = _Exported(cls, f"actor {cls.__name__}")
-        self._methods, self._is_async = _method_table(cls)
-        self._method_opts = _method_options(cls)
+        self._methods, self._is_async, self._method_opts = _method_table(cls)
         # Arguments are bound at .remote(), as Ray does: a wrong call fails there.
         self._signatures = {name: Signature.of_method(cls, name) for name in [*self._methods, "__init__"]}
         self.__name__ = cls.__name__
@@ -720,7 +709,7 @@ class ActorMethod:
 
 def handle_from_state(rt: Any, state: m.ActorState) -> ActorHandle:
     cls = rt.load_function(state.fn_id)
-    methods, _ = _method_table(cls)
+    methods, _, _ = _method_table(cls)
     return ActorHandle(state.actor_id, state.class_name, methods, 0, rt, False)
 
 

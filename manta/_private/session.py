@@ -192,7 +192,7 @@ def _connect_existing(
             raise ConnectionError(f"no manta cluster at {address}: {session_dir} has no token")
         return m.SessionInfo(
             session_dir=session_dir, head_address=address, agent_address=f"unix:{session_dir}/agent.sock",
-            token=services.parse_token(open(token_file).read()),
+            token=services.read_token(token_file),
         )
     try:
         rec = cluster.find_local_node(address)

@@ -46,6 +46,7 @@ PULL_WINDOW = 4
 # In the environment of workers kept for GPU work.
 GPU_WORKER = "MANTA_GPU_WORKER"
 
+
 class ObjectLostError(Exception):
     """An object cannot be read here (its copy, or the node holding it, is gone)."""
 

@@ -132,17 +132,15 @@ class ActorQueue:
 
     def submit(self, task: Task) -> list[Command]:
         """A new call; `task.resolved` says whether its arguments are ready."""
-        seq = self._next_seq = self._next_seq + 1
-        task.seq = seq
-        log = self.log
-        sid = log.stimulus()
         link = self.link
+        log = self.log
         if task.resolved and link is Link.CONNECTED and not self.pending:
             # The common case: straight to the actor.
-            epoch = self.epoch
-            self.inflight[seq] = (task, epoch)
-            log.append(Rec(task.task_id, story.SUBMITTED_PUSHED, sid, log.clock(), (self.actor_id, epoch)))
-            return [Push(task, epoch)]
+            log.append(self._in_flight_now(task))
+            return [Push(task, self.epoch)]
+        seq = self._next_seq = self._next_seq + 1
+        task.seq = seq
+        sid = log.stimulus()
         log.append(Rec(task.task_id, story.SUBMITTED, sid, log.clock(), self.actor_id))
         out: list[Command] = []
         if link is Link.DEAD:
@@ -163,6 +161,11 @@ class ActorQueue:
         `submit` would leave, in one record."""
         if self.link is not Link.CONNECTED or self.pending or self.inflight:
             return None
+        return self._in_flight_now(task)
+
+    def _in_flight_now(self, task: Task) -> Rec:
+        """Puts a new call in flight at the current epoch; returns its one
+        record (submitted and pushed at once)."""
         seq = self._next_seq = self._next_seq + 1
         task.seq = seq
         epoch = self.epoch

@@ -202,9 +202,7 @@ class ActorCalls:
         """I/O thread: the call raised. One of its retry_exceptions, with
         retries left: it is sent again (after the calls already sent), from
         the same budget as retries after actor restarts."""
-        if task.retries_left == 0 or task.cancelled or not task.retry_exceptions:
-            return False
-        if not should_retry(task, error):
+        if not (task.may_retry_on_error() and should_retry(task, error)):
             return False
         task.next_attempt()
         self.rt.log.record(task.task_id, story.RETRIED, self.rt.log.stimulus(), "it raised one of its retry_exceptions")

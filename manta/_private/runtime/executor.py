@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+
 class Mode(enum.Enum):
     """What this worker runs, and so how it takes calls."""
 

@@ -281,10 +281,7 @@ class LeaseClient:
         if reply.error is None:
             self.log.append(Rec(task.task_id, story.FINISHED, sid, now))
             out.append(Finish(task, reply))
-        elif (
-            task.retries_left != 0 and not task.cancelled and task.retry_exceptions
-            and self.retry_error(task, reply.error)
-        ):
+        elif task.may_retry_on_error() and self.retry_error(task, reply.error):
             task.next_attempt()
             shape.queue.appendleft(task)
             self.log.record(task.task_id, story.RETRIED, sid, "it raised one of its retry_exceptions")

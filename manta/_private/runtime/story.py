@@ -18,6 +18,7 @@ import collections
 import enum
 import itertools
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 import msgspec
@@ -62,7 +63,6 @@ SUBMITTED_PUSHED = "submitted+pushed"
 # the attempt and the time it started); a task still running is read from
 # the executor instead.
 RAN_FAILED = "running+failed"
-_PAIRS = {SUBMITTED_PUSHED: (Step.SUBMITTED, Step.PUSHED), RAN_FAILED: (Step.RUNNING, Step.FAILED)}
 
 
 class Rec(msgspec.Struct, array_like=True, gc=False):
@@ -101,28 +101,23 @@ class TaskLog:
         out: list[StoryRecord] = []
         # By time: a record may be appended just after a later one (a direct
         # actor call's, appended once written, and its answer's).
-        mine = sorted((r for r in list(self._records) if r.task_id == task_id), key=_time)
+        mine = sorted((r for r in list(self._records) if r.task_id == task_id), key=attrgetter("time"))
         tid = task_id.hex()
         for r in mine:
-            pair = _PAIRS.get(r.step)
-            if pair is None:
-                out.append(StoryRecord(tid, Step(r.step), r.stimulus, r.time, _text(r.detail)))
-            elif r.step == SUBMITTED_PUSHED:
+            if r.step == SUBMITTED_PUSHED:
                 actor_id, epoch = r.detail
-                out.append(StoryRecord(tid, pair[0], r.stimulus, r.time, _text(actor_id)))
-                out.append(StoryRecord(tid, pair[1], r.stimulus, r.time, _text(epoch)))
-            else:
+                out.append(StoryRecord(tid, Step.SUBMITTED, r.stimulus, r.time, _text(actor_id)))
+                out.append(StoryRecord(tid, Step.PUSHED, r.stimulus, r.time, _text(epoch)))
+            elif r.step == RAN_FAILED:
                 attempt, started = r.detail
-                out.append(StoryRecord(tid, pair[0], r.stimulus, started, _text(attempt)))
-                out.append(StoryRecord(tid, pair[1], r.stimulus, r.time, ""))
+                out.append(StoryRecord(tid, Step.RUNNING, r.stimulus, started, _text(attempt)))
+                out.append(StoryRecord(tid, Step.FAILED, r.stimulus, r.time, ""))
+            else:
+                out.append(StoryRecord(tid, Step(r.step), r.stimulus, r.time, _text(r.detail)))
         return out
 
     def __len__(self) -> int:
         return len(self._records)
-
-
-def _time(r: Rec) -> float:
-    return r.time
 
 
 def _text(detail: Any) -> str:

@@ -35,6 +35,12 @@ class Task:
     # stored outputs are kept rebuildable) by the end of its lineage.
     args_released: bool = False
 
+    def may_retry_on_error(self) -> bool:
+        """Whether its own error may send it again: retries left, not
+        cancelled, and retry_exceptions asked for (which errors: see
+        `submission.should_retry`)."""
+        return self.retries_left != 0 and not self.cancelled and bool(self.retry_exceptions)
+
     def next_attempt(self) -> None:
         """Runs again: one retry fewer (unless unlimited), the attempt counted."""
         if self.retries_left > 0:
