@@ -6,15 +6,18 @@ auto-initializes; they are re-exported here for `manta/__init__.py`.
 
 from __future__ import annotations
 
+import os
 import socket
+import warnings
 from typing import TYPE_CHECKING, Any
 
 from msgspec.structs import replace
 
 from manta._private import ids, session
-from manta._private.ids import BinaryID
+from manta._private.ids import BinaryID, PlacementGroupID
 from manta._private.runtime import context
 from manta._private.runtime.context import current_task
+from manta._private.scheduling.bundles import group_of
 
 if TYPE_CHECKING:
     from manta._private.protocol import messages as m
@@ -140,7 +143,13 @@ class RuntimeContext:
 
     @property
     def job_id(self) -> Any:
+        _deprecated("job_id", "get_job_id()")
         return _HexId(bytes.fromhex(ids.job_hex(self._rt.job_id)))
+
+    def get_session_name(self) -> str:
+        """The cluster session's name (its session directory's), the same in
+        every process of the cluster."""
+        return os.path.basename(self._rt.session.session_dir.rstrip("/"))
 
     def get_node_id(self) -> str:
         return self._rt.node_id.hex()
@@ -152,6 +161,7 @@ class RuntimeContext:
 
     @property
     def node_id(self) -> Any:
+        _deprecated("node_id", "get_node_id()")
         return _HexId(self._rt.node_id)
 
     def get_worker_id(self) -> str:
@@ -163,8 +173,46 @@ class RuntimeContext:
 
     @property
     def task_id(self) -> Any:
+        _deprecated("task_id", "get_task_id()")
         ctx = current_task.get()
         return _HexId(ctx.task_id) if ctx is not None else None
+
+    def get_task_name(self) -> str | None:
+        """The running task's name: its options(name=), else the function's
+        name, or "Class.method" for an actor call. None in a driver."""
+        ctx = current_task.get()
+        return ctx.name if ctx is not None else None
+
+    def get_task_function_name(self) -> str | None:
+        """The running task's function, with its module (as Ray names it:
+        "module.function", "module.Class.method"; an async actor's method by
+        its qualified name). None in a driver."""
+        ctx = current_task.get()
+        ex = self._rt.executor
+        if ctx is None or ctx.spec is None or ex is None:
+            return None
+        spec = ctx.spec
+        if spec.method is not None and ex.actor is not None:
+            cls = type(ex.actor)
+            if ex.is_async_actor():
+                fn = getattr(cls, spec.method, None)
+                return f"{cls.__module__}.{getattr(fn, '__qualname__', spec.method)}"
+            return f"{cls.__module__}.{cls.__name__}.{spec.method}"
+        fn = self._rt.load_function(spec.fn_id)
+        return f"{getattr(fn, '__module__', '')}.{getattr(fn, '__name__', spec.name)}"
+
+    def is_canceled(self) -> bool:
+        """Whether the running task or actor call was cancelled (ray.cancel).
+        A sync or threaded actor's call is not interrupted: it can check this
+        and stop early. Not in an async actor, whose calls are cancelled as
+        asyncio tasks (as in Ray)."""
+        ctx = current_task.get()
+        if ctx is None:
+            raise RuntimeError("is_canceled() can only be called inside a task or an actor method")
+        ex = self._rt.executor
+        if ex is not None and ex.is_async_actor():
+            raise RuntimeError("This method is not supported in an async actor.")
+        return ctx.cancel_requested
 
     def get_actor_id(self) -> str | None:
         ex = self._rt.executor
@@ -174,11 +222,16 @@ class RuntimeContext:
 
     @property
     def actor_id(self) -> Any:
+        _deprecated("actor_id", "get_actor_id()")
         aid = self.get_actor_id()
         return _HexId(bytes.fromhex(aid)) if aid else None
 
     def get_actor_name(self) -> str | None:
-        return None
+        """The current actor's name ("" if it has none); None outside an actor."""
+        ex = self._rt.executor
+        if ex is None or ex.actor_id is None:
+            return None
+        return ex.actor_name  # type: ignore[no-any-return]
 
     @property
     def namespace(self) -> str:
@@ -199,7 +252,20 @@ class RuntimeContext:
         return bool(ex is not None and ex.restart_count > 0)
 
     def get_placement_group_id(self) -> str | None:
-        return None
+        """The placement group the current task or actor runs in, or None."""
+        ctx = current_task.get()
+        if ctx is None:
+            return None
+        if ctx.placement_group is not None:
+            return ctx.placement_group.id.hex()  # type: ignore[no-any-return]
+        pg_id = group_of(ctx.resources)
+        return pg_id.hex() if pg_id else None
+
+    @property
+    def current_placement_group_id(self) -> Any:
+        _deprecated("current_placement_group_id", "get_placement_group_id()")
+        pg = self.get_placement_group_id()
+        return PlacementGroupID(bytes.fromhex(pg)) if pg else None
 
     @property
     def current_actor(self) -> Any:
@@ -218,13 +284,24 @@ class RuntimeContext:
         return {"env_vars": dict(self._rt.env_vars)} if self._rt.env_vars else {}
 
     def get(self) -> dict[str, Any]:
-        return {
-            "job_id": self.job_id,
-            "node_id": self.node_id,
+        """job_id, node_id and namespace; task_id in a task; actor_id in an actor."""
+        rt = self._rt
+        out: dict[str, Any] = {
+            "job_id": _HexId(bytes.fromhex(ids.job_hex(rt.job_id))),
+            "node_id": _HexId(rt.node_id),
             "namespace": self.namespace,
-            "task_id": self.task_id,
-            "actor_id": self.actor_id,
         }
+        ctx = current_task.get()
+        if ctx is not None:
+            out["task_id"] = _HexId(ctx.task_id)
+        aid = self.get_actor_id()
+        if aid:
+            out["actor_id"] = _HexId(bytes.fromhex(aid))
+        return out
+
+
+def _deprecated(name: str, instead: str) -> None:
+    warnings.warn(f"{name} is deprecated. Use {instead} instead.", DeprecationWarning, stacklevel=3)
 
 
 class _HexId(BinaryID):

@@ -96,6 +96,9 @@ def normalize_address(address: str) -> str:
 
 
 def token_from_env_or_file(token_file: str | None) -> bytes | None:
+    """The token given: MANTA_TOKEN, else --token-file, else Ray's token
+    authentication variables (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH), so scripts
+    written for `ray start` with a token join the same way."""
     env = os.environ.get("MANTA_TOKEN")
     if env:
         return services.parse_token(env)
@@ -104,6 +107,15 @@ def token_from_env_or_file(token_file: str | None) -> bytes | None:
             return services.read_token(token_file)
         except OSError as e:
             raise ClusterError(f"cannot read the token file {token_file}: {e}") from None
+    ray_env = os.environ.get("RAY_AUTH_TOKEN")
+    if ray_env:
+        return services.parse_token(ray_env)
+    ray_file = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    if ray_file:
+        try:
+            return services.read_token(ray_file)
+        except OSError as e:
+            raise ClusterError(f"cannot read the token file RAY_AUTH_TOKEN_PATH={ray_file}: {e}") from None
     return None
 
 

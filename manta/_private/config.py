@@ -32,6 +32,8 @@ _KEYS = {
     "memory_usage_threshold": "memory_threshold",
     "memory_monitor_refresh_ms": "memory_monitor_ms",
     "max_lineage_bytes": "max_lineage_bytes",
+    "task_events_report_interval_ms": "task_events_ms",
+    "task_events_max_num_task_in_gcs": "max_task_states",
 }
 # Environment variables, and the field each one sets.
 _ENV = {
@@ -64,6 +66,12 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     heartbeat_s: float = 0.5
     # How long nodes, drivers and workers wait for a persistent head to come back.
     head_reconnect_s: float = 60.0
+    # How often each process sends its new task records to the head (Ray: 1 s;
+    # shorter here, so the state API shows a running task sooner: a batch
+    # costs per record, not per send).
+    task_events_ms: int = 200
+    # The head keeps the states of this many tasks, dropping the oldest.
+    max_task_states: int = 100_000
     # This node's labels (manta start --labels): shown in nodes() and the
     # runtime context.
     labels: dict[str, str] = msgspec.field(default_factory=dict)

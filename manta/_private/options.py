@@ -134,3 +134,28 @@ def _check_fallback(strategy: Any) -> None:
         if bad:
             raise ValueError(f"Unsupported fallback_strategy option(s) {sorted(bad)}: only 'label_selector'")
         check_label_selector(option["label_selector"])
+
+
+
+def concurrency_groups(value: Any) -> dict[str, int]:
+    """Ray's `concurrency_groups` option, {name: max_concurrency} or a list
+    of (name, max_concurrency), as a dict. Sizes are checked where the actor
+    starts (check_group_sizes), as in Ray."""
+    if not value:
+        return {}
+    items = value.items() if isinstance(value, dict) else value
+    out: dict[str, int] = {}
+    for item in items:
+        try:
+            name, size = item
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"concurrency_groups takes {{name: max_concurrency}} or [(name, max_concurrency)], got {value!r}"
+            ) from None
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"a concurrency group's name must be a non-empty string, got {name!r}")
+        if isinstance(size, bool) or not isinstance(size, int):
+            raise TypeError(f"concurrency group {name!r}: max_concurrency must be an int, got {type(size).__name__}")
+        out[name] = size
+    return out
+

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import sys
 from dataclasses import dataclass
 from typing import Any
 
 from manta import exceptions as exc
 from manta._private import session
 from manta._private.ids import ActorID
+from manta._private.options import concurrency_groups
 from manta._private.options import validate as validate_options
 from manta._private.protocol import messages as m
 from manta._private.runtime import context
@@ -441,7 +443,8 @@ def method(*args: Any, **kwargs: Any) -> Any:
 
 def _method_table(cls: type) -> tuple[dict[str, int], bool, dict[str, dict[str, Any]]]:
     """Each method's num_returns, whether any is async, and each method's
-    retry options from @method (max_task_retries, retry_exceptions)."""
+    options from @method that its calls carry (max_task_retries,
+    retry_exceptions, concurrency_group)."""
     methods: dict[str, int] = {}
     retry_opts: dict[str, dict[str, Any]] = {}
     is_async = False
@@ -451,7 +454,7 @@ def _method_table(cls: type) -> tuple[dict[str, int], bool, dict[str, dict[str, 
             continue
         opts = getattr(fn, "__manta_method_options__", {})
         methods[name] = opts.get("num_returns", 1)
-        kept = {k: v for k, v in opts.items() if k in ("max_task_retries", "retry_exceptions")}
+        kept = {k: v for k, v in opts.items() if k in ("max_task_retries", "retry_exceptions", "concurrency_group")}
         if kept:
             retry_opts[name] = kept
         if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
@@ -527,6 +530,20 @@ class ActorClass(_Remotable):
             max_concurrency = 1000 if self._is_async else 1
         if not isinstance(max_concurrency, int) or max_concurrency < 1:
             raise ValueError(f"max_concurrency must be a positive integer, got {max_concurrency!r}")
+        groups = concurrency_groups(options.get("concurrency_groups"))
+        if any(size <= 0 for size in groups.values()):
+            # As in Ray, the actor fails as it starts, and says why there; the
+            # driver is told here too, as its program goes on.
+            print(f"manta: actor {self.__name__}: max_concurrency must be greater than 0 in every "
+                  f"concurrency group, got {groups}", file=sys.stderr)
+        out_of_order = options.get("allow_out_of_order_execution")
+        concurrent = self._is_async or max_concurrency > 1
+        if out_of_order is False and concurrent:
+            raise ValueError(
+                f"actor {self.__name__}: allow_out_of_order_execution=False is not possible for an "
+                f"{'async' if self._is_async else 'threaded (max_concurrency > 1)'} actor, whose calls "
+                f"run concurrently and so in any order"
+            )
         max_restarts = options.get("max_restarts", 0)
         max_task_retries = options.get("max_task_retries", 0)
         # An actor holds no CPU while it lives unless it asks for one (as in Ray).
@@ -547,7 +564,9 @@ class ActorClass(_Remotable):
             resources=resources,
             actor_id=actor_id,
             actor_creation=True,
+            actor_name=name or "",
             max_concurrency=max_concurrency,
+            concurrency_groups=groups,
             is_async_actor=self._is_async,
             env_vars=env_vars_of(rt, options),
             namespace=namespace,
@@ -568,6 +587,7 @@ class ActorClass(_Remotable):
             max_restarts=max_restarts,
             get_if_exists=bool(options.get("get_if_exists")),
             qualname=self.__qualname__,
+            out_of_order=bool(out_of_order) or concurrent,
         )
         reply = rt.create_actor(spec, pinned)
         releasable = not name and not detached and not reply.existing
@@ -686,11 +706,12 @@ class ActorMethod:
             retry_on = options.get("retry_exceptions", False)
             if isinstance(retry_on, list):
                 retry_on = tuple(retry_on)
+            group = options.get("concurrency_group") or ""
         else:
-            retries, retry_on = h._max_task_retries, False
+            retries, retry_on, group = h._max_task_retries, False, ""
         refs = rt.submit_actor_task(
             h._actor_id._id, self._name, args, kwargs, num_returns, retries,
-            f"{h._class_name}.{self._name}", retry_on,
+            f"{h._class_name}.{self._name}", retry_on, group,
         )
         if num_returns == 1:
             return refs[0]

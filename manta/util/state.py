@@ -3,6 +3,7 @@ and what this process saw of each of its tasks (`task_story`, beyond Ray)."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,6 +109,80 @@ def list_jobs() -> list[JobState]:
         )
         for j in sorted(reply.jobs, key=lambda j: j.job_id)
     ]
+
+
+@dataclass
+class TaskState:
+    """A task (its latest attempt), with Ray's state-API field names."""
+
+    task_id: str
+    attempt_number: int
+    name: str
+    state: str
+    job_id: str
+    actor_id: str | None
+    type: str
+    func_or_class_name: str
+    parent_task_id: str | None
+    node_id: str | None
+    worker_id: str | None
+    worker_pid: int | None
+    error_type: str | None
+    error_message: str | None
+    language: str
+    required_resources: dict[str, float]
+    placement_group_id: str | None
+    creation_time_ms: int | None
+    start_time_ms: int | None
+    end_time_ms: int | None
+
+    def __getitem__(self, key: str) -> Any:
+        return getattr(self, key)
+
+
+def list_tasks(
+    address: str | None = None,
+    filters: list[tuple[str, str, Any]] | None = None,
+    limit: int = 100,
+    timeout: int = 30,
+    detail: bool = False,
+    raise_on_missing_output: bool = True,
+    _explain: bool = False,
+) -> list[TaskState]:
+    """The cluster's tasks and actor calls, as Ray's `list_tasks`: their
+    latest attempt's state (PENDING_NODE_ASSIGNMENT, SUBMITTED_TO_WORKER,
+    PENDING_ACTOR_TASK_ORDERING_OR_CONCURRENCY, RUNNING, FINISHED, FAILED,
+    ...), oldest first. `filters` are (field, "=" or "!=", value).
+
+    Processes send their task records in batches (every
+    task_events_report_interval_ms, 200 by default), so a state shows that
+    much later. The head keeps the last 100,000 tasks
+    (task_events_max_num_task_in_gcs); a warning says when some were dropped."""
+    from manta._private.session import runtime as _runtime
+
+    wanted = [(str(k), str(op), str(v)) for k, op, v in _filter_triples(filters)]
+    reply = _runtime().call_head(m.ListTasks(filters=wanted, limit=limit))
+    if reply.dropped and raise_on_missing_output:
+        warnings.warn(
+            f"{reply.dropped} tasks were dropped from the head's task store (it keeps the latest "
+            "task_events_max_num_task_in_gcs): the list may miss some", stacklevel=2,
+        )
+    return [TaskState(**t) for t in reply.tasks]
+
+
+def get_task(id: str, address: str | None = None, timeout: int = 30, _explain: bool = False) -> TaskState | None:
+    """The task with this id (hex), or None."""
+    found = list_tasks(filters=[("task_id", "=", id)], limit=1)
+    return found[0] if found else None
+
+
+def _filter_triples(filters: Any) -> list[tuple[Any, Any, Any]]:
+    out = []
+    for f in filters or []:
+        if not isinstance(f, (tuple, list)) or len(f) != 3:
+            raise ValueError(f"a filter is (key, predicate, value), got {f!r}")
+        out.append(tuple(f))
+    return out
 
 
 def task_story(task: Any) -> list[Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
+from msgspec.structs import replace as msgspec_replace
 
 from manta import exceptions as exc
 from manta._private import ids
@@ -204,3 +205,59 @@ def test_release_waits_until_no_call_needs_the_actor(queue):
 def test_an_impossible_transition_is_a_bug(queue):
     with pytest.raises(aq.IllegalTransition):
         queue.connected()
+
+
+def test_a_call_that_could_not_be_written_waits_for_the_restarted_actor_without_a_retry(queue):
+    """The actor's worker died while nothing was in flight: the next call
+    finds the link closed and is never sent. It cannot have run, so it goes
+    to the actor's next incarnation even with no retries."""
+    queue.submit(first := call())
+    connect(queue)
+    queue.replied(first, errored=False)
+    t = call(retries=0)
+    assert queue.submit(t) == [aq.Push(t, 1)]
+    assert queue.unsent(t) == [aq.Locate(1)]
+    assert t.retries_left == 0 and t.spec.attempt == 0 and list(queue.pending) == [t]
+    assert queue.located(alive(2)) == [aq.Connect("unix:/actor", b"n")]
+    assert queue.connected() == [aq.Push(t, 2)]
+
+
+def test_a_cancelled_call_that_could_not_be_written_fails_as_cancelled(queue):
+    queue.submit(first := call())
+    connect(queue)
+    queue.replied(first, errored=False)
+    t = call()
+    queue.submit(t)
+    t.cancelled = True
+    out = queue.unsent(t)
+    assert [type(c) for c in out] == [aq.Fail]  # and no need to find the actor
+    assert isinstance(out[0].error, exc.TaskCancelledError)
+
+
+def grouped(group, resolved=True):
+    t = call(resolved=resolved)
+    t.spec = m.TaskSpec(**{**{f: getattr(t.spec, f) for f in t.spec.__struct_fields__}, "concurrency_group": group})
+    return t
+
+
+def test_a_waiting_call_holds_back_only_its_own_concurrency_group(queue):
+    queue.submit(call())
+    connect(queue)
+    waiting, same, other = grouped("a", resolved=False), grouped("a"), grouped("b")
+    assert queue.submit(waiting) == []
+    assert queue.submit(same) == []
+    assert queue.submit(other) == [aq.Push(other, 1)]
+    assert list(queue.pending) == [waiting, same]
+    waiting.resolved = True
+    assert queue.resolved(waiting) == [aq.Push(waiting, 1), aq.Push(same, 1)]
+
+
+def test_an_out_of_order_actor_takes_any_ready_call(clock):
+    queue = aq.ActorQueue(ACTOR, TaskLog(clock))
+    queue.submit(first := call())
+    assert queue.located(msgspec_replace(alive(1), out_of_order=True)) == [aq.Connect("unix:/actor", b"n")]
+    assert queue.connected() == [aq.Push(first, 1)]
+    waiting, ready = call(resolved=False), call()
+    assert queue.submit(waiting) == []
+    assert queue.submit(ready) == [aq.Push(ready, 1)]
+    assert list(queue.pending) == [waiting]

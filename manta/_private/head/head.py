@@ -21,9 +21,11 @@ from msgspec.structs import replace
 from manta._private.clock import Clock, monotonic
 from manta._private.config import Config
 from manta._private.control import placement_groups as pgs
+from manta._private.control import task_states as ts
 from manta._private.control.actors import ALIVE, DEAD, PENDING, RESTARTING, ActorEntry
 from manta._private.control.liveness import NodeLiveness
 from manta._private.control.placement_groups import PGEntry
+from manta._private.control.task_states import TaskStates
 from manta._private.head.storage import ActorRecord, MemoryStorage, PGRecord, Storage, decode, encode
 from manta._private.protocol import messages as m
 from manta._private.scheduling.bundles import plan
@@ -121,6 +123,8 @@ class Head:
         self.clock = clock
         # A node silent this long is dead (the agents beat every config.heartbeat_s).
         self.liveness = NodeLiveness(self.config.node_timeout_s)
+        # What every process sent of its tasks: the state API's list_tasks.
+        self.task_states = TaskStates(self.config.max_task_states)
 
     async def start(self) -> None:
         self.storage.check_token(self.token)
@@ -175,7 +179,16 @@ class Head:
 
     def handle(self, conn: Connection, msg: Any) -> None:
         t = type(msg)
-        if t is m.GetFunction:
+        if t is m.TaskEvents:
+            self.task_states.add(msg)
+        elif t is m.ListTasks:
+            try:
+                tasks, total = self.task_states.query(msg.filters, msg.limit)
+            except ValueError as e:
+                conn.reply_error(msg, m.ErrorKind.VALUE, str(e))
+                return
+            conn.reply(msg, m.TaskList(tasks=tasks, total=total, dropped=self.task_states.dropped))
+        elif t is m.GetFunction:
             blob = self.functions.get(msg.fn_id)
             if blob is None:
                 conn.reply_error(msg, m.ErrorKind.KEY, f"function {msg.fn_id.hex()} was never exported")
@@ -561,7 +574,7 @@ class Head:
             epoch=entry.epoch, death_cause=entry.death_cause, class_name=spec.class_name,
             fn_id=spec.creation.fn_id, is_async=spec.creation.is_async_actor,
             max_concurrency=spec.creation.max_concurrency,
-            node_id=entry.node_id, restartable=entry.restartable(),
+            node_id=entry.node_id, restartable=entry.restartable(), out_of_order=spec.out_of_order,
         )
 
     def _actor_info(self, entry: ActorEntry) -> m.ActorInfo:
@@ -619,6 +632,7 @@ class Head:
         entry = ActorEntry(spec)
         self.actors[spec.actor_id] = entry
         self._save_actor(entry)
+        self._creation_state(entry, ts.PENDING_NODE_ASSIGNMENT)
         conn.reply(msg, m.ActorRegistered(
             actor_id=spec.actor_id, existing=False, class_name=spec.class_name,
             creation_fn_id=spec.creation.fn_id,
@@ -698,11 +712,18 @@ class Head:
                 entry.no_restart = True
                 entry.kill(_creation_error_text(done, spec.class_name))
                 self._notify(entry)
+                self._creation_state(entry, ts.FAILED)
                 return
+            self._creation_state(entry, ts.FINISHED)
             entry.created(address, worker_id)
             self._notify(entry)
 
         asyncio.get_running_loop().create_task(create())
+
+    def _creation_state(self, entry: ActorEntry, state: str) -> None:
+        """The state API's record of an actor's creation task, which the head runs."""
+        c = entry.spec.creation
+        self.task_states.record(c.task_id, c.name, ts.ACTOR_CREATION_TASK, c.job_id, c.actor_id, state, time.time())
 
     async def _peer(self, address: str) -> Connection:
         conn = self.peers.get(address)

@@ -21,7 +21,7 @@ kinds are enums, checked when a message is decoded.
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import Any, Union
 
 import msgspec
 from msgspec.structs import replace as _replace
@@ -157,7 +157,13 @@ class TaskSpec(Record, frozen=True):
     actor_id: bytes | None = None
     method: str | None = None
     actor_creation: bool = False
+    # An actor's name (options(name=)), for its runtime context.
+    actor_name: str = ""
     max_concurrency: int = 1
+    # A call: the concurrency group it runs in ("" for its method's own, or
+    # the default). A creation: the actor's groups and their sizes.
+    concurrency_group: str = ""
+    concurrency_groups: dict[str, int] = {}
     is_async_actor: bool = False
     restart_count: int = 0
     env_vars: dict[str, str] = {}
@@ -211,6 +217,10 @@ class ActorSpec(Record, frozen=True):
     owner_pid: int = 0
     # The class's __qualname__: the state API's class_name, as in Ray.
     qualname: str = ""
+    # Its calls may run in any order (async and threaded actors, or
+    # allow_out_of_order_execution): a call need not wait behind one whose
+    # arguments are not ready.
+    out_of_order: bool = False
 
 
 # --- head requests ---------------------------------------------------------
@@ -364,6 +374,7 @@ class ActorState(Msg, frozen=True):
     node_id: bytes = b""
     # Not dead for good: it is (or will be) restarted.
     restartable: bool = False
+    out_of_order: bool = False
     rid: int = 0
 
 
@@ -390,6 +401,63 @@ class ActorInfo(Record, frozen=True):
 
 class ActorList(Msg, frozen=True):
     actors: list[ActorInfo]
+    rid: int = 0
+
+
+# --- task states: every process -> head, batched; the state API reads them --
+
+
+class TaskRecord(msgspec.Struct, array_like=True, gc=False):
+    """One step of a task as a process's task log keeps it (see
+    runtime/story.py), sent to the head as it is. Made in C and never tracked
+    by the garbage collector: it holds only bytes, strings and numbers."""
+
+    task_id: bytes
+    step: str
+    stimulus: int
+    time: float
+    detail: Any = ""
+
+
+class RunningTask(Record, frozen=True):
+    """A task a worker is running now."""
+
+    task_id: bytes
+    attempt: int
+    name: str
+    job_id: int
+    actor_id: bytes | None
+    actor_creation: bool
+    started: float
+
+
+class TaskEvents(Msg, frozen=True):
+    """A process's task records since its last batch (times on its own
+    monotonic clock, `wall` ahead of it), and, from a worker, what it runs."""
+
+    records: list[TaskRecord]
+    running: list[RunningTask]
+    wall: float
+    node_id: bytes
+    worker_id: bytes
+    pid: int
+    # Records this process's log let go before they could be sent.
+    lost: int = 0
+
+
+class ListTasks(Msg, frozen=True):
+    # (field, "=" or "!=", value), applied on the head.
+    filters: list[tuple[str, str, str]] = []
+    limit: int = 100
+    rid: int = 0
+
+
+class TaskList(Msg, frozen=True):
+    # Ray's field names and values, one dict a task.
+    tasks: list[dict[str, Any]]
+    total: int
+    # Tasks the head's bounded store, or a process's log, let go of.
+    dropped: int
     rid: int = 0
 
 
@@ -791,80 +859,16 @@ class WorkerReaped(Msg, frozen=True):
 ForkMessage = ForkConfig | ForkWorker | WorkerForked | WorkerReaped
 
 
-Message = (
-    Ack
-    | ErrorReply
-    | RegisterDriver
-    | DriverRegistered
-    | RegisterNode
-    | NodeRegistered
-    | KvPut
-    | KvGet
-    | KvDel
-    | KvList
-    | KvValue
-    | GetJobs
-    | JobList
-    | PutFunction
-    | GetFunction
-    | FunctionBlob
-    | CreateActor
-    | ActorRegistered
-    | GetNamedActor
-    | WaitActor
-    | ActorState
-    | KillActor
-    | ListActors
-    | ActorList
-    | ReleaseActor
-    | ActorExiting
-    | GetClusterInfo
-    | ClusterInfo
-    | NodeResources
-    | WorkerExited
-    | ShutdownCluster
-    | RegisterClient
-    | ClientRegistered
-    | RequestLease
-    | LeaseGranted
-    | ReturnLease
-    | LeaseKilled
-    | WorkerBlocked
-    | WorkerUnblocked
-    | KillWorker
-    | StoreCreate
-    | StoreCreated
-    | StoreSeal
-    | StorePin
-    | StorePinned
-    | NodeDied
-    | CreatePlacementGroup
-    | PlacementGroupState
-    | PlacementGroupList
-    | WaitPlacementGroup
-    | RemovePlacementGroup
-    | GetPlacementGroups
-    | PrepareBundles
-    | CommitBundles
-    | CancelBundles
-    | StorePull
-    | StoreReadChunk
-    | StoreChunk
-    | LeaseSpill
-    | ClusterView
-    | StoreUnpin
-    | StoreFree
-    | LogLines
-    | GetResources
-    | Resources
-    | PushTask
-    | TaskDone
-    | CancelTask
-    | GetObject
-    | ObjectValue
-    | AddBorrow
-    | RemoveBorrow
-)
+def _wire_union() -> Any:
+    """Every message a connection carries: each Msg defined here but the
+    handshake's and the fork server's, which have decoders of their own.
+    Built from the classes, so a new message needs no second entry."""
+    apart = set(HandshakeMsg.__args__) | set(ForkMessage.__args__)
+    kinds = tuple(k for k in Msg.__subclasses__() if k not in apart)
+    return Union[kinds]  # noqa: UP007 (a Union built at run time)
+
+
+Message = _wire_union()
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(Message)
@@ -906,7 +910,7 @@ def chunk_prefix(rid: int, size: int) -> bytes:
     return empty[:-2] + b"\xc6" + size.to_bytes(4, "big")
 
 
-def decode(payload: bytes | bytearray) -> Message:
+def decode(payload: bytes | bytearray) -> Msg:
     return _decoder.decode(payload)  # type: ignore[no-any-return]
 
 

@@ -127,6 +127,8 @@ class ActorQueue:
         self.inflight: dict[int, tuple[Task, int]] = {}
         self._next_seq = 0
         self.release_when_idle = False
+        # Its calls may run in any order (the head says, once it is located).
+        self.out_of_order = False
 
     # -- events -----------------------------------------------------------
 
@@ -141,7 +143,8 @@ class ActorQueue:
         seq = self._next_seq = self._next_seq + 1
         task.seq = seq
         sid = log.stimulus()
-        log.append(Rec(task.task_id, story.SUBMITTED, sid, log.clock(), self.actor_id))
+        spec = task.spec
+        log.append(Rec(task.task_id, story.SUBMITTED, sid, log.clock(), (self.actor_id, spec.name, spec.job_id)))
         out: list[Command] = []
         if link is Link.DEAD:
             self._fail(task, self._died(), out, sid)
@@ -171,7 +174,11 @@ class ActorQueue:
         epoch = self.epoch
         self.inflight[seq] = (task, epoch)
         log = self.log
-        return Rec(task.task_id, story.SUBMITTED_PUSHED, log.stimulus(), log.clock(), (self.actor_id, epoch))
+        spec = task.spec
+        return Rec(
+            task.task_id, story.SUBMITTED_PUSHED, log.stimulus(), log.clock(),
+            (self.actor_id, epoch, spec.name, spec.job_id),
+        )
 
     def resolved(self, task: Task) -> list[Command]:
         out: list[Command] = []
@@ -191,6 +198,7 @@ class ActorQueue:
             self._move(Link.CONNECTING)
             self.epoch = state.epoch
             self.address = state.address
+            self.out_of_order = state.out_of_order
             out.append(Connect(state.address, state.node_id))
             return out
         self._flush(out, sid)
@@ -239,6 +247,23 @@ class ActorQueue:
             self.log.record(task.task_id, story.RETRIED, sid, f"its actor's worker died: {error}")
         else:
             out.append(AskFate(task, epoch, error))
+        self._flush(out, sid)
+        self._maybe_release(out)
+        return out
+
+    def unsent(self, task: Task) -> list[Command]:
+        """The call never left: its link had closed (the actor's worker died
+        while nothing was in flight). It cannot have run, so it waits for the
+        actor again at no cost to its retries, as in Ray."""
+        out: list[Command] = []
+        sid = self.log.stimulus()
+        self.inflight.pop(task.seq, None)
+        if self.link is Link.CONNECTED:
+            self._move(Link.UNKNOWN)
+        if task.cancelled:
+            self._fail(task, exc.TaskCancelledError(task.task_id.hex()), out, sid, story.CANCELLED)
+        else:
+            bisect.insort(self.pending, task, key=_by_seq)
         self._flush(out, sid)
         self._maybe_release(out)
         return out
@@ -309,6 +334,25 @@ class ActorQueue:
             task = pending.popleft()
             if not task.done:
                 self._push(task, out, sid)
+        if pending:
+            self._flush_past_waiting(out, sid)
+
+    def _flush_past_waiting(self, out: list[Command], sid: int) -> None:
+        """Calls that need not wait behind the first one still waiting for its
+        arguments: any, on an actor that runs calls out of order; otherwise
+        those of other concurrency groups, which keep their own order."""
+        keep: collections.deque[Task] = collections.deque()
+        waiting_groups: set[str] = set()
+        for task in self.pending:
+            group = task.spec.concurrency_group
+            if task.done:
+                continue
+            if task.resolved and (self.out_of_order or group not in waiting_groups):
+                self._push(task, out, sid)
+            else:
+                waiting_groups.add(group)
+                keep.append(task)
+        self.pending = keep
 
     def _push(self, task: Task, out: list[Command], sid: int) -> None:
         self.inflight[task.seq] = (task, self.epoch)

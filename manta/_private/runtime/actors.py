@@ -23,7 +23,7 @@ from manta._private.runtime.object_ref import ObjectRef
 from manta._private.runtime.serialization import serialize_error
 from manta._private.runtime.submission import should_retry
 from manta._private.runtime.tasks import Task
-from manta._private.transport.connection import Connection, ConnectionLost
+from manta._private.transport.connection import Connection
 
 if TYPE_CHECKING:
     from manta._private.runtime.core import CoreRuntime
@@ -99,11 +99,12 @@ class ActorCalls:
         max_task_retries: int,
         name: str,
         retry_exceptions: bool | tuple[type, ...] = False,
+        concurrency_group: str = "",
     ) -> list[ObjectRef]:
         rt = self.rt
         task, refs = rt.tasks.new_task(
             name, args, kwargs, num_returns, actor_id=actor_id, method=method, retries=max_task_retries,
-            retry_exceptions=retry_exceptions,
+            retry_exceptions=retry_exceptions, concurrency_group=concurrency_group,
         )
         for rid in task.return_ids:
             rt.tasks.by_return[rid] = task
@@ -128,7 +129,7 @@ class ActorCalls:
                 # through the I/O thread, behind it.
                 assert conn is not None
                 if not conn.request_cb_threadsafe(m.PushTask(spec=task.spec), partial(self._on_reply, client, task)):
-                    rt.post(self._on_reply, client, task, ConnectionLost("the actor's connection closed"))
+                    rt.post(self._unsent, client, task)
                 rt.log.append(pushed)
                 return refs
             rt.post(self._submit_io, client, task, True)
@@ -245,14 +246,18 @@ class ActorCalls:
     def _push(self, client: ActorClient, c: aq.Push) -> None:
         task = c.task
         conn = client.conn
-        if conn is None:
-            self._on_reply_locked(client, task, ConnectionLost("the actor's connection closed"))
+        if conn is None or conn.closed:
+            client.conn = None
+            self._execute(client, client.queue.unsent(task))
             return
         conn.request_cb(m.PushTask(spec=task.spec), partial(self._on_reply, client, task))
 
-    def _on_reply_locked(self, client: ActorClient, task: Task, reply: BaseException) -> None:
-        client.conn = None
-        self._execute(client, client.queue.lost(task, reply, True))
+    def _unsent(self, client: ActorClient, task: Task) -> None:
+        """I/O thread: a call a user thread could not write (the link had closed)."""
+        with client.lock:
+            client.conn = None
+            self._execute(client, client.queue.unsent(task))
+        self._deliver(client)
 
     def _send_cancel(self, client: ActorClient, c: aq.SendCancel) -> None:
         if client.conn is not None:

@@ -54,6 +54,9 @@ class TaskContext:
     log_conn: Any = None
     # The placement group children of this task run in (capture_child_tasks).
     placement_group: Any = None
+    actor_creation: bool = False
+    # The task as sent (its function, for get_task_function_name()).
+    spec: Any = None
     # When it started running (the process's log clock): its story's
     # "running" step, recorded with its end in one record.
     started: float = 0.0

@@ -15,6 +15,7 @@ Each of those is a room of its own:
     recovery    rebuilding lost objects from lineage
     server      messages arriving from peers
     executor    running tasks, in a worker
+    task_events the task log's new records to the head, in batches
 
 Threads: the user's thread(s) call the public API; one I/O thread runs an
 asyncio loop with every connection. The reference table is guarded by one
@@ -50,6 +51,7 @@ from manta._private.runtime.refs import ReferenceTable
 from manta._private.runtime.server import Inbound
 from manta._private.runtime.story import StoryRecord, TaskLog
 from manta._private.runtime.submission import Submitter
+from manta._private.runtime.task_events import TaskReporter
 from manta._private.transport.connection import Connection, ConnectionLost, RemoteError, connect, serve
 from manta._private.transport.link import HeadLink
 
@@ -121,6 +123,7 @@ class CoreRuntime:
         self.tasks = Submitter(self)
         self.actors = ActorCalls(self)
         self.executor: Executor | None = None if is_driver else Executor(self)
+        self.task_events = TaskReporter(self, config.task_events_ms / 1000)
         # The API, bound to the rooms' own methods.
         self.get = self.objects.get
         self.put = self.objects.put
@@ -187,6 +190,7 @@ class CoreRuntime:
         self.region = Region.attach(reply.store_pid, reply.store_fd, reply.store_capacity)
         info = await self.agent.request(m.GetResources())
         self.cluster_resources = dict(info.total)
+        self.task_events.start()
 
     async def _reregister_driver(self, conn: Connection) -> None:
         """Tells a restarted head that this driver's job goes on."""
@@ -216,6 +220,11 @@ class CoreRuntime:
         self.closing = True
 
         async def close() -> None:
+            # What this process did last reaches the state API too.
+            self.task_events.stop()
+            batch = self.task_events.batch()
+            if batch is not None:
+                self.send_head(batch)
             self.peers.close()
             if self.head is not None:
                 self.head.close()

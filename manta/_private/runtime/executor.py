@@ -25,6 +25,7 @@ from manta._private import ids
 from manta._private.config import OMP_FROM_USER
 from manta._private.protocol import messages as m
 from manta._private.runtime import story
+from manta._private.runtime.concurrency import Lanes, check_group_sizes, method_groups, start_loop
 from manta._private.runtime.context import ExitActor, TaskContext, current_task
 from manta._private.runtime.errors import format_task_error
 from manta._private.runtime.objects import INLINE_MAX
@@ -57,10 +58,15 @@ class Executor:
         self.actor: Any = None
         self.actor_id: bytes | None = None
         self.actor_class_name = ""
+        self.actor_name = ""
         self.mode = Mode.TASKS
+        # An actor's concurrency groups other than the default (None: not an actor).
+        self.lanes: Lanes | None = None
         self.aloop: asyncio.AbstractEventLoop | None = None
         self.sem: asyncio.Semaphore | None = None
         self.running: dict[bytes, TaskContext] = {}
+        # The actor's methods by name, bound (see _method).
+        self._methods: dict[str, Any] = {}
         self.cancelled: set[bytes] = set()
         self.async_tasks: dict[bytes, asyncio.Task[Any]] = {}
         self.main_ctx: TaskContext | None = None
@@ -81,13 +87,27 @@ class Executor:
 
     def on_push(self, conn: Connection, msg: m.PushTask) -> None:
         spec = msg.spec
-        if spec.actor_creation or spec.actor_id is None or self.mode is Mode.ACTOR:
+        if spec.actor_creation or spec.actor_id is None:
             self.queue.put((conn, msg))
-        elif self.mode is Mode.THREADED:
+            return
+        if self.lanes is not None and (spec.concurrency_group or self.lanes.by_method):
+            try:
+                lane = self.lanes.lane_of(spec.concurrency_group, spec.method)
+            except ValueError as e:
+                conn.reply(msg, self._error_reply(spec, e))
+                return
+            if lane is not None:
+                if lane.loop is not None:
+                    asyncio.run_coroutine_threadsafe(self._execute_async(conn, msg, lane.sem), lane.loop)
+                else:
+                    assert lane.queue is not None
+                    lane.queue.put((conn, msg))
+                return
+        if self.mode is Mode.THREADED:
             self.threaded_queue.put((conn, msg))
         elif self.mode is Mode.ASYNC:
             assert self.aloop is not None
-            asyncio.run_coroutine_threadsafe(self._execute_async(conn, msg), self.aloop)
+            asyncio.run_coroutine_threadsafe(self._execute_async(conn, msg, self.sem), self.aloop)
         else:
             self.queue.put((conn, msg))
 
@@ -104,16 +124,22 @@ class Executor:
             return
         ctx.cancel_requested = True
         t = self.async_tasks.get(task_id)
-        if t is not None and self.aloop is not None:
-            self.aloop.call_soon_threadsafe(t.cancel)
-        elif ctx.thread_ident == threading.main_thread().ident:
-            # Interrupts the main thread even inside time.sleep or a blocking get.
+        if t is not None:
+            t.get_loop().call_soon_threadsafe(t.cancel)
+        elif ctx.actor_id is None and ctx.thread_ident == threading.main_thread().ident:
+            # A task is interrupted (KeyboardInterrupt), even inside time.sleep
+            # or a blocking get. An actor's call is not, as in Ray: its state
+            # would be left half-changed. It can ask is_canceled(), and its
+            # caller gets TaskCancelledError whatever it returns.
             os.kill(os.getpid(), signal.SIGINT)
+
+    def is_async_actor(self) -> bool:
+        return self.mode is Mode.ASYNC
 
     def on_sigint(self, signum: int, frame: Any) -> None:
         ctx = self.main_ctx
         if ctx is not None and ctx.cancel_requested:
-            raise exc.TaskCancelledError(ctx.task_id.hex())
+            raise KeyboardInterrupt
 
     # -- main thread ------------------------------------------------------
 
@@ -146,6 +172,8 @@ class Executor:
             list(self.actor_gpu_ids) if is_method else list(spec.gpu_ids),
             conn if from_driver else None,
             self.actor_group if is_method else _captured_group(spec),
+            spec.actor_creation,
+            spec,
         )
 
     def _adopt_job(self, spec: m.TaskSpec) -> None:
@@ -188,13 +216,16 @@ class Executor:
                 if spec.task_id in self.cancelled:
                     raise exc.TaskCancelledError(spec.task_id.hex())
                 reply = self._run(spec)
+                if ctx.cancel_requested and spec.actor_id is not None and not spec.actor_creation:
+                    raise exc.TaskCancelledError(spec.task_id.hex())
             finally:
                 if on_main:
                     self.main_ctx = None
-        except exc.TaskCancelledError as e:
-            reply = m.TaskDone(task_id=spec.task_id, returns=[], error=serialize_error(e).to_bytes())
+        except exc.TaskCancelledError:
+            reply = _cancelled(spec)
         except KeyboardInterrupt as e:
-            reply = self._error_reply(spec, e)
+            # Cancelled, unless the task caught the interrupt and returned.
+            reply = _cancelled(spec) if ctx.cancel_requested else self._error_reply(spec, e)
         except ExitActor as e:
             # No answer: the call's caller learns the actor died, of this cause.
             self._end_actor(str(e))
@@ -211,6 +242,20 @@ class Executor:
         if spec.actor_creation and reply.error is not None:
             # A failed constructor ends the worker, as in Ray.
             self.rt.post(self._exit_soon)
+
+    def _method(self, name: str) -> Any:
+        """The actor's method `name`, bound, as its class defines it (an
+        instance attribute of the same name does not hide it, as in Ray), or
+        a method every actor has. Kept for the next call."""
+        cls = type(self.actor)
+        try:
+            attr = inspect.getattr_static(cls, name)
+        except AttributeError:
+            method = self._builtin_method(name)
+        else:
+            method = attr.__get__(self.actor, cls) if hasattr(attr, "__get__") else attr
+        self._methods[name] = method
+        return method
 
     def _builtin_method(self, name: str) -> Any:
         """The methods every actor has (as in Ray)."""
@@ -268,17 +313,24 @@ class Executor:
                 if ctx is not None:
                     ctx.label = cls.__name__
                 self.actor_id = spec.actor_id
+                self.actor_name = spec.actor_name
                 self.actor_gpu_ids = list(spec.gpu_ids)
                 self.actor_resources = dict(spec.resources)
                 self.actor_group = _captured_group(spec)
                 self.restart_count = spec.restart_count
                 if ctx is not None:
                     ctx.restart_count = spec.restart_count
+                check_group_sizes(spec.concurrency_groups)
+                if spec.is_async_actor:
+                    # The default group's loop, also this (main) thread's, so
+                    # that __init__ and the default group's calls see one loop.
+                    self.aloop, self.sem = start_loop(spec.max_concurrency, "manta-actor-loop")
+                    asyncio.set_event_loop(self.aloop)
                 self.actor = cls(*args, **kwargs)
-                self._set_actor_mode(spec)
+                self._set_actor_mode(spec, cls)
                 result: Any = None
             elif spec.method is not None:
-                method = getattr(self.actor, spec.method, None) or self._builtin_method(spec.method)
+                method = self._methods.get(spec.method) or self._method(spec.method)
                 result = method(*args, **kwargs)
                 if inspect.iscoroutine(result):
                     result = asyncio.run(result)
@@ -297,20 +349,10 @@ class Executor:
             return self._error_reply(spec, e)
         return self._pack(spec, result)
 
-    def _set_actor_mode(self, spec: m.TaskSpec) -> None:
+    def _set_actor_mode(self, spec: m.TaskSpec, cls: type) -> None:
+        self.lanes = Lanes(spec.concurrency_groups, method_groups(cls), spec.is_async_actor, self._drain)
         if spec.is_async_actor:
             self.mode = Mode.ASYNC
-            self.aloop = asyncio.new_event_loop()
-            ready = threading.Event()
-
-            def run() -> None:
-                asyncio.set_event_loop(self.aloop)
-                self.sem = asyncio.Semaphore(spec.max_concurrency)
-                self.aloop.call_soon(ready.set)  # type: ignore[union-attr]
-                self.aloop.run_forever()  # type: ignore[union-attr]
-
-            threading.Thread(target=run, name="manta-actor-loop", daemon=True).start()
-            ready.wait()
         elif spec.max_concurrency > 1:
             self.mode = Mode.THREADED
             # Plain threads on one queue: no Future per call, unlike an executor.
@@ -321,15 +363,16 @@ class Executor:
         else:
             self.mode = Mode.ACTOR
 
-    async def _execute_async(self, conn: Connection, msg: m.PushTask) -> None:
+    async def _execute_async(self, conn: Connection, msg: m.PushTask, sem: asyncio.Semaphore | None) -> None:
         spec = msg.spec
         ctx = self._context(spec, conn)
         token = current_task.set(ctx)
-        ctx.started = self.rt.log.clock()
-        self.running[spec.task_id] = ctx
-        assert self.sem is not None
+        assert sem is not None
         try:
-            async with self.sem:
+            async with sem:
+                # Running from here: a call waiting for a slot is still queued.
+                ctx.started = self.rt.log.clock()
+                self.running[spec.task_id] = ctx
                 if spec.task_id in self.cancelled:
                     raise exc.TaskCancelledError(spec.task_id.hex())
                 task = asyncio.current_task()
@@ -339,7 +382,7 @@ class Executor:
                     args, kwargs = await asyncio.get_running_loop().run_in_executor(
                         None, self._load_args, spec
                     ) if any(a.object_id is not None for a in spec.args) else self._load_args(spec)
-                    method = getattr(self.actor, spec.method or "")
+                    method = self._methods.get(spec.method or "") or self._method(spec.method or "")
                     result = method(*args, **kwargs)
                     if inspect.isawaitable(result):
                         result = await result
@@ -350,8 +393,8 @@ class Executor:
                     raise
                 except Exception as e:
                     reply = self._error_reply(spec, e)
-        except exc.TaskCancelledError as e:
-            reply = m.TaskDone(task_id=spec.task_id, returns=[], error=serialize_error(e).to_bytes())
+        except exc.TaskCancelledError:
+            reply = _cancelled(spec)
         except ExitActor as e:
             self._end_actor(str(e))
             return
@@ -528,6 +571,11 @@ def _captured_group(spec: m.TaskSpec) -> Any:
     if not spec.capture_pg:
         return None
     return PlacementGroup(spec.capture_pg, [{}] * spec.capture_pg_bundles)
+
+
+def _cancelled(spec: m.TaskSpec) -> m.TaskDone:
+    error = serialize_error(exc.TaskCancelledError(spec.task_id.hex()))
+    return m.TaskDone(task_id=spec.task_id, returns=[], error=error.to_bytes())
 
 
 def _flush_streams() -> None:

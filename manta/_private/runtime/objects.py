@@ -46,14 +46,16 @@ MAX_RELOCATIONS = 8
 
 
 class Waiter:
-    """Counts objects becoming ready; wakes one blocked thread at `needed`."""
+    """Counts objects becoming ready; wakes one blocked thread at `needed`,
+    or (`fail_fast`, for get) at the first that failed."""
 
-    __slots__ = ("count", "needed", "event", "__weakref__")
+    __slots__ = ("count", "needed", "event", "fail_fast", "__weakref__")
 
-    def __init__(self, needed: int) -> None:
+    def __init__(self, needed: int, fail_fast: bool = False) -> None:
         self.count = 0
         self.needed = needed
         self.event = threading.Event()
+        self.fail_fast = fail_fast
 
     def __call__(self) -> None:
         self.count += 1
@@ -167,8 +169,15 @@ class Objects:
         if timeout is not None and timeout < 0:
             raise ValueError("timeout must be non-negative")
         if not self._all_ready(lst):
-            flags = self.wait_ready(lst, len(lst), timeout)
+            flags = self.wait_ready(lst, len(lst), timeout, fail_fast=True)
             if not all(flags):
+                # Woken by a failure (as in Ray, get raises it without
+                # waiting for the rest), or timed out.
+                for r, ok in zip(lst, flags):
+                    if ok:
+                        e = self.refs.get(r._id)
+                        if e is None or e.is_error:
+                            self.materialize(r)  # raises its error
                 raise exc.GetTimeoutError(
                     f"Get timed out: {flags.count(False)} of {len(lst)} objects not ready "
                     f"after {timeout} s."
@@ -218,12 +227,16 @@ class Objects:
                 not_ready.append(r)
         return ready, not_ready
 
-    def wait_ready(self, refs: list[ObjectRef], needed: int, timeout: float | None) -> list[bool]:
-        """Blocks until `needed` of `refs` are ready; returns readiness flags."""
+    def wait_ready(
+        self, refs: list[ObjectRef], needed: int, timeout: float | None, fail_fast: bool = False,
+    ) -> list[bool]:
+        """Blocks until `needed` of `refs` are ready (or, if `fail_fast`, one
+        failed); returns readiness flags."""
         rt = self.rt
         if rt.control_lost:
             raise exc.RaySystemError(rt.control_lost)
-        waiter = Waiter(0)
+        waiter = Waiter(0, fail_fast)
+        failed = False
         self.waiters.add(waiter)
         fetch: list[ObjectRef] = []
         ready = 0
@@ -236,6 +249,7 @@ class Objects:
                     continue
                 if e.state:
                     ready += 1
+                    failed = failed or e.is_error
                 elif r._id not in seen:
                     seen.add(r._id)
                     e.waiters = e.waiters or []
@@ -244,7 +258,7 @@ class Objects:
                         fetch.append(r)
             waiter.count = ready
             waiter.needed = needed
-            if ready >= needed:
+            if ready >= needed or (fail_fast and failed):
                 waiter.event.set()
         for r in fetch:
             rt.post(self.ensure_fetch, r)
@@ -410,9 +424,12 @@ class Objects:
     def set_ready(self, oid: bytes, data: bytes | None, **kw: Any) -> None:
         with self.lock:
             waiters, cmds = self.refs.set_ready(oid, data, **kw)
+        failed = kw.get("is_error", False)
         for w in waiters:
             try:
                 w()
+                if failed and type(w) is Waiter and w.fail_fast:
+                    w.event.set()
             except Exception:
                 log.exception("waiter failed")
         if cmds:

@@ -21,13 +21,13 @@ from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any
 
-import msgspec
-
 from manta._private.clock import Clock, monotonic
+from manta._private.protocol import messages as m
 
-# Two to four records a task: the last thousand or so tasks' stories here.
-# Longer histories belong to the head's store, fed in batches.
-DEFAULT_RECORDS = 4_096
+# Two to four records a task: the last few thousand tasks' stories here,
+# room for what a busy driver records between two batches to the head
+# (runtime/task_events.py), whose store keeps the longer history.
+DEFAULT_RECORDS = 16_384
 
 
 class Step(enum.StrEnum):
@@ -65,16 +65,9 @@ SUBMITTED_PUSHED = "submitted+pushed"
 RAN_FAILED = "running+failed"
 
 
-class Rec(msgspec.Struct, array_like=True, gc=False):
-    """One record as kept. Made in C and never tracked by the garbage
-    collector (it holds only bytes, strings and numbers, or a tuple of them),
-    so thousands a second cost no collections."""
-
-    task_id: bytes
-    step: str
-    stimulus: int
-    time: float
-    detail: Any = ""
+# One record as kept: made in C, never tracked by the garbage collector, and
+# sent to the head as it is (the state API's source).
+Rec = m.TaskRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,9 +86,29 @@ class TaskLog:
         # A fresh id for one incoming event (any thread: count() is atomic).
         self.stimulus = itertools.count(1).__next__
         self.append = self._records.append
+        self._taken: Rec | None = None  # the newest record take_new returned
 
     def record(self, task_id: bytes, step: str, stimulus: int, detail: Any = "") -> None:
         self._records.append(Rec(task_id, step, stimulus, self.clock(), detail))
+
+    def take_new(self) -> tuple[list[Rec], int]:
+        """The records appended since the last call, oldest first, and how
+        many were let go before they could be taken (a guess at the least:
+        the ring turned over). Any one thread; others may append meanwhile."""
+        records = self._records
+        last = self._taken
+        if not records or records[-1] is last:
+            return [], 0
+        # A C copy, atomic under the GIL; found by identity from the right,
+        # so the cost is the new records', not the ring's.
+        snapshot = list(records)
+        self._taken = snapshot[-1]
+        if last is None:
+            return snapshot, 0
+        for i in range(len(snapshot) - 2, -1, -1):
+            if snapshot[i] is last:
+                return snapshot[i + 1:], 0
+        return snapshot, 1
 
     def story(self, task_id: bytes) -> list[StoryRecord]:
         out: list[StoryRecord] = []
@@ -105,7 +118,7 @@ class TaskLog:
         tid = task_id.hex()
         for r in mine:
             if r.step == SUBMITTED_PUSHED:
-                actor_id, epoch = r.detail
+                actor_id, epoch = r.detail[:2]
                 out.append(StoryRecord(tid, Step.SUBMITTED, r.stimulus, r.time, _text(actor_id)))
                 out.append(StoryRecord(tid, Step.PUSHED, r.stimulus, r.time, _text(epoch)))
             elif r.step == RAN_FAILED:

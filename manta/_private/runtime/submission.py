@@ -125,6 +125,7 @@ class Submitter:
         retry_exceptions: bool | tuple[type, ...] = False,
         placement: m.Placement | None = None,
         capture: tuple[bytes, int] = (b"", 0),
+        concurrency_group: str = "",
     ) -> tuple[Task, list[ObjectRef]]:
         """Serializes arguments and registers the return objects this process now owns."""
         rt = self.rt
@@ -154,6 +155,7 @@ class Submitter:
             capture_pg=capture[0],
             capture_pg_bundles=capture[1],
             code_path=rt.code_path,
+            concurrency_group=concurrency_group,
         )
         # Positional: a dataclass called with keywords builds a dict for them.
         task = Task(task_id, spec, return_ids, pinned, retries, retry_exceptions)
@@ -194,7 +196,8 @@ class Submitter:
         for rid in task.return_ids:
             by_return[rid] = task
         log = self.rt.log
-        log.append(Rec(task.task_id, story.SUBMITTED, log.stimulus(), log.clock(), task.spec.name))
+        spec = task.spec
+        log.append(Rec(task.task_id, story.SUBMITTED, log.stimulus(), log.clock(), (spec.name, spec.job_id)))
         self.resolve(task, self._ready)
 
     def _ready(self, task: Task) -> None:
@@ -393,7 +396,16 @@ class Submitter:
     # -- cancel -----------------------------------------------------------
 
     def cancel(self, ref: ObjectRef, force: bool, recursive: bool) -> None:
+        if force and self.rt.run(self._is_actor_call(ref._id)):
+            raise ValueError(
+                "force=True is not supported for actor tasks: an actor's call cannot be killed "
+                "without its actor (use manta.kill() to end the actor)"
+            )
         self.rt.post(self.cancel_io, ref._id, force, recursive)
+
+    async def _is_actor_call(self, oid: bytes) -> bool:
+        task = self.by_return.get(oid)  # read on the I/O thread, after any submission posted before
+        return task is not None and task.spec.actor_id is not None
 
     def cancel_io(self, oid: bytes, force: bool, recursive: bool) -> None:
         task = self.by_return.get(oid)

@@ -81,6 +81,15 @@ def bundle_resource(name: str, pg_id: bytes, index: int | None) -> str:
     return f"{name}_group_{index}_{pg_id.hex()}"
 
 
+def group_of(resources: dict[str, float]) -> bytes | None:
+    """The placement group a request's bundle resources name, if any."""
+    for name in resources:
+        head, sep, tail = name.rpartition("_group_")
+        if sep:
+            return bytes.fromhex(tail.rpartition("_")[2])
+    return None
+
+
 def bundle_resources(bundle: dict[str, float], pg_id: bytes, index: int) -> dict[str, float]:
     """What a reserved bundle adds to its node: per-bundle and per-group names."""
     out: dict[str, float] = {}

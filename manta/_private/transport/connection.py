@@ -45,6 +45,7 @@ REPLY_TYPES = (
     m.ActorRegistered,
     m.ActorState,
     m.ActorList,
+    m.TaskList,
     m.ClusterInfo,
     m.ClientRegistered,
     m.LeaseGranted,
