@@ -8,6 +8,7 @@ head and node agent processes import only what they run.
 
 from __future__ import annotations
 
+import functools
 import importlib
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,10 @@ _EXPORTS = {
     "put": "manta._private.api",
     "shutdown": "manta._private.api",
     "wait": "manta._private.api",
+    "timeline": "manta._private.api",
+    "java_function": "manta._private.api",
+    "java_actor_class": "manta._private.api",
+    "client": "manta._private.api",
     "ActorClass": "manta._private.remote",
     "ActorHandle": "manta._private.remote",
     "RemoteFunction": "manta._private.remote",
@@ -47,6 +52,7 @@ __all__ = [
     "RemoteFunction",
     "available_resources",
     "cancel",
+    "client",
     "cluster_resources",
     "exceptions",
     "get",
@@ -55,12 +61,15 @@ __all__ = [
     "get_runtime_context",
     "init",
     "is_initialized",
+    "java_actor_class",
+    "java_function",
     "kill",
     "method",
     "nodes",
     "put",
     "remote",
     "shutdown",
+    "timeline",
     "util",
     "wait",
 ]
@@ -78,8 +87,14 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-def __dir__() -> list[str]:
+def _names() -> list[str]:
     return sorted(set(globals()) | set(__all__))
+
+
+# What dir(manta) lists: everything exported, loaded or not. Not a function
+# of the module itself (a partial), so the module's functions are Ray's.
+__dir__ = functools.partial(_names)
+del _names
 
 
 if TYPE_CHECKING:

@@ -15,9 +15,11 @@ from msgspec.structs import replace
 
 from manta._private import ids, session
 from manta._private.ids import BinaryID, PlacementGroupID
+from manta._private.protocol import messages as m_
 from manta._private.runtime import context
 from manta._private.runtime.context import current_task
-from manta._private.scheduling.bundles import group_of
+from manta._private.scheduling.bundles import group_of, unbundled
+from manta._private.scheduling.policy import node_labels
 
 if TYPE_CHECKING:
     from manta._private.protocol import messages as m
@@ -121,7 +123,7 @@ def nodes() -> list[dict[str, Any]]:
                 "Resources": dict(n.resources) if n.alive else {},
                 "Address": n.address,
                 "ObjectStoreCapacity": n.store_capacity,
-                "Labels": dict(n.labels),
+                "Labels": node_labels(n.node_id, dict(n.labels)),
             }
         )
     return out
@@ -157,7 +159,7 @@ class RuntimeContext:
     def get_node_labels(self) -> dict[str, str]:
         """The labels of the node this process runs on (manta start --labels)."""
         node_id = self._rt.node_id
-        return next((dict(n.labels) for n in _nodes_info() if n.node_id == node_id), {})
+        return next((node_labels(n.node_id, dict(n.labels)) for n in _nodes_info() if n.node_id == node_id), {})
 
     @property
     def node_id(self) -> Any:
@@ -241,7 +243,7 @@ class RuntimeContext:
         ctx = current_task.get()
         if ctx is None:
             return {}
-        return {k: v for k, v in ctx.resources.items() if k not in ("memory",)}
+        return {k: v for k, v in unbundled(ctx.resources).items() if k not in ("memory",)}
 
     def get_accelerator_ids(self) -> dict[str, list[str]]:
         return {"GPU": [str(i) for i in get_gpu_ids()]}
@@ -330,3 +332,42 @@ def get_gpu_ids() -> list[int]:
 
 
 
+
+
+def timeline(filename: str | None = None) -> list[dict[str, Any]] | None:
+    """The cluster's tasks as a Chrome trace (chrome://tracing, Perfetto):
+    one complete event per task that ran, from the state API's records, by
+    node and worker. Written to `filename` as JSON if given, else returned."""
+    import json
+
+    rt = _runtime()
+    reply = rt.call_head(m_.ListTasks(filters=[], limit=1 << 30))
+    events = []
+    for t in reply.tasks:
+        start, end = t["start_time_ms"], t["end_time_ms"]
+        if not start or not end:
+            continue
+        events.append({
+            "cat": t["type"], "name": t["name"], "ph": "X", "ts": start * 1000, "dur": max(0, end - start) * 1000,
+            "pid": f"node {(t['node_id'] or '')[:8]}", "tid": t["worker_pid"] or 0,
+            "args": {"task_id": t["task_id"], "state": t["state"], "attempt": t["attempt_number"]},
+        })
+    if filename is None:
+        return events
+    with open(filename, "w") as f:
+        json.dump(events, f)
+    return None
+
+
+def java_function(class_name: str, function_name: str) -> Any:
+    raise NotImplementedError("manta runs Python tasks only: there are no Java functions to call")
+
+
+def java_actor_class(class_name: str) -> Any:
+    raise NotImplementedError("manta runs Python actors only: there are no Java actor classes")
+
+
+def client(address: str | None = None, _deprecation_warn_enabled: bool = True) -> Any:
+    raise NotImplementedError(
+        "Ray Client's builder is not in manta yet: connect with manta.init(address=...) on a node of the cluster"
+    )

@@ -83,9 +83,30 @@ def placement_of(options: dict[str, Any]) -> m.Placement:
     return m.Placement()
 
 
-def in_placement_group(options: dict[str, Any], resources: dict[str, float], inherit: bool = True) -> dict[str, float]:
+def _check_fits(resources: dict[str, float], bundles: list[dict[str, float]], index: int,
+                placing: dict[str, float] | None) -> None:
+    """Raises ValueError, as Ray does at .remote(), for a request no bundle
+    it may use can hold. `placing` is what placement needs when more than the
+    request (an actor asks 1 CPU to be placed, 0 to run, unless it says)."""
+    need = {k: v for k, v in {**resources, **(placing or {})}.items() if v > 0}
+    if "bundle" in need:
+        raise ValueError("'bundle' is a name placement groups reserve for themselves: it cannot be asked for")
+    if not any(bundles):
+        return  # the group's bundles are not known here (a captured group)
+    usable = bundles if index < 0 else [bundles[index]]
+    if not any(all(b.get(k, 0.0) >= v for k, v in need.items()) for b in usable):
+        where = "any bundle of the placement group" if index < 0 else f"bundle {index}"
+        raise ValueError(
+            f"Cannot schedule with resources {need}: {where} holds only "
+            f"{usable if index < 0 else usable[0]}; ask for less (num_cpus=0 for an actor that needs no CPU)"
+        )
+
+
+def in_placement_group(options: dict[str, Any], resources: dict[str, float], inherit: bool = True,
+                       placing: dict[str, float] | None = None) -> dict[str, float]:
     """Resources renamed onto a placement group's bundle, when the options name
-    one (or, if `inherit`, when the current task's group captures its children)."""
+    one (or, if `inherit`, when the current task's group captures its children),
+    after checking a bundle can hold them."""
     strategy = options.get("scheduling_strategy")
     pg = getattr(strategy, "placement_group", None) or options.get("placement_group")
     if pg is None and strategy is None and inherit:
@@ -102,6 +123,7 @@ def in_placement_group(options: dict[str, Any], resources: dict[str, float], inh
         raise ValueError(
             f"placement_group_bundle_index {index} is out of range: the group has {pg.bundle_count} bundles"
         )
+    _check_fits(resources, pg.bundle_specs, index, placing)
     from manta._private.scheduling.bundles import bundle_resource
 
     renamed = {bundle_resource(k, pg_id, index): v for k, v in resources.items()}
@@ -547,7 +569,9 @@ class ActorClass(_Remotable):
         max_restarts = options.get("max_restarts", 0)
         max_task_retries = options.get("max_task_retries", 0)
         # An actor holds no CPU while it lives unless it asks for one (as in Ray).
-        resources = in_placement_group(options, resource_request(options, 0))
+        # Placed with 1 CPU unless it says otherwise, run with none (as in Ray).
+        placing = {"CPU": 1.0} if options.get("num_cpus") is None else None
+        resources = in_placement_group(options, resource_request(options, 0), placing=placing)
         fn_id = self._exported.fn_id(rt)
         capture_pg, capture_bundles = captured_group(options)
         spec_args, kwnames, pinned = rt.prepare_args(args, kwargs, f"{self.__name__}.__init__")
@@ -588,9 +612,12 @@ class ActorClass(_Remotable):
             get_if_exists=bool(options.get("get_if_exists")),
             qualname=self.__qualname__,
             out_of_order=bool(out_of_order) or concurrent,
+            label_selector={str(k): str(v) for k, v in (options.get("label_selector") or {}).items()},
         )
         reply = rt.create_actor(spec, pinned)
-        releasable = not name and not detached and not reply.existing
+        # A named actor too, as in Ray: get_actor() handles are weak, so it
+        # ends with its creator's last handle unless it is detached.
+        releasable = not detached and not reply.existing
         return ActorHandle(
             reply.actor_id, self.__name__, self._methods, max_task_retries, rt, releasable, self._signatures,
             self._method_opts,
@@ -620,11 +647,16 @@ class ActorHandle:
         self._max_task_retries = max_task_retries
         self._rt = rt
         self._releasable = releasable
-        rt.actor_handle_added(actor_id)
+        # The creator's handles keep the actor alive; get_actor() and
+        # current_actor handles are weak, as in Ray. (Once a handle leaves
+        # the creator's process, the creator never releases the actor.)
+        if releasable:
+            rt.actor_handle_added(actor_id)
 
     def __del__(self) -> None:
         try:
-            self._rt.actor_handle_removed(self._actor_id._id, self._releasable)
+            if self._releasable:
+                self._rt.actor_handle_removed(self._actor_id._id, True)
         except Exception:
             pass
 

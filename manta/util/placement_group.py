@@ -22,6 +22,8 @@ def _check_bundles(bundles: Any) -> list[dict[str, float]]:
             raise ValueError(f"bundle {i} must be a non-empty dict of resources, got {b!r}")
         clean: dict[str, float] = {}
         for k, v in b.items():
+            if k == "bundle":
+                raise ValueError(f"bundle {i}: 'bundle' is a name placement groups reserve for themselves")
             if not isinstance(k, str) or not isinstance(v, (int, float)) or v < 0:
                 raise ValueError(f"bundle {i}: resource {k!r} must map to a non-negative number, got {v!r}")
             clean[k] = float(v)

@@ -688,3 +688,29 @@ def test_call_on_a_temporary_handle_completes(ray_start):
     assert ray.get(Answer.remote().get.remote()) == 42
     refs = [Answer.remote().get.remote() for _ in range(3)]
     assert ray.get(refs) == [42, 42, 42]
+
+
+def test_a_named_actor_ends_with_its_creators_last_handle(ray_start, wait_for):
+    """get_actor() handles are weak (as in Ray): the creator's last handle
+    going ends a named, non-detached actor."""
+    ray = ray_start
+
+    @ray.remote
+    class Named:
+        def ping(self):
+            return "pong"
+
+    a = Named.options(name="weakly_held").remote()
+    assert ray.get(a.ping.remote()) == "pong"
+    other = ray.get_actor("weakly_held")
+    assert ray.get(other.ping.remote()) == "pong"
+    del a
+
+    def gone():
+        try:
+            ray.get_actor("weakly_held")
+            return False
+        except ValueError:
+            return True
+
+    wait_for(gone)

@@ -626,3 +626,40 @@ def test_cancel_pending_task_raises_task_cancelled_error(ray_start_2cpu, gate_he
     finally:
         touch(gate)
     assert ray.get(holders, timeout=30) == ["held", "held"]
+
+
+def test_get_of_a_list_raises_at_its_first_failure_without_waiting_for_the_rest(ray_start, tmp_path, gate_helpers):
+    """As in Ray: a failed task, or a call to a dead actor, ends get() of a
+    list at once, whatever else in it still runs."""
+    ray = ray_start
+    block_until, touch = gate_helpers
+    gate = str(tmp_path / "gate")
+
+    @ray.remote
+    def hang(path):
+        block_until(path, timeout=60)
+
+    @ray.remote
+    def bad():
+        raise ValueError("bad")
+
+    @ray.remote
+    class Doomed:
+        def ping(self):
+            return 1
+
+    try:
+        start = time.monotonic()
+        with pytest.raises(ValueError):
+            ray.get([hang.remote(gate), bad.remote()], timeout=50)
+        failed = bad.remote()
+        with pytest.raises(ValueError):
+            ray.get([failed, hang.remote(gate)], timeout=50)  # failed already, or soon
+        doomed = Doomed.remote()
+        ray.get(doomed.ping.remote())
+        ray.kill(doomed)
+        with pytest.raises(ray.exceptions.RayActorError):
+            ray.get([hang.remote(gate), doomed.ping.remote()], timeout=50)
+        assert time.monotonic() - start < 30
+    finally:
+        touch(gate)

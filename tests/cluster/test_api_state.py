@@ -232,3 +232,23 @@ def test_placement_group_id_inside_a_bundle(ray_start):
         assert ray.get(where.remote()) is None
     finally:
         util.remove_placement_group(pg)
+
+
+def test_every_node_carries_its_id_label_and_actors_go_where_labels_match(ray_start):
+    ray = ray_start
+    ctx = ray.get_runtime_context()
+    node_id = ctx.get_node_id()
+    assert ctx.get_node_labels()["ray.io/node-id"] == node_id
+    assert any(n["Labels"].get("ray.io/node-id") == node_id for n in ray.nodes())
+
+    @ray.remote
+    class Where:
+        def node(self):
+            return ray.get_runtime_context().get_node_id()
+
+    here = Where.options(label_selector={"ray.io/node-id": node_id}).remote()
+    assert ray.get(here.node.remote(), timeout=30) == node_id
+    nowhere = Where.options(label_selector={"ray.io/node-id": "!" + node_id}).remote()
+    ready, _ = ray.wait([nowhere.node.remote()], timeout=2)
+    assert not ready  # no node matches: it waits for one
+    ray.kill(nowhere)

@@ -101,3 +101,39 @@ def test_child_tasks_are_captured_by_the_group(ray_start):
     free = strategies.PlacementGroupSchedulingStrategy(pg)
     assert ray.get(parent.options(scheduling_strategy=free).remote(), timeout=30) is None
     util.remove_placement_group(pg)
+
+
+def test_requests_a_bundle_cannot_hold_are_refused_at_remote(ray_clean):
+    """As in Ray: "bundle" is reserved; an actor placed without num_cpus
+    needs a CPU in the bundle; what a task is given reads as plain names."""
+    import importlib
+
+    ray = ray_clean
+    ray.init(num_cpus=2, resources={"a": 1})
+    util = importlib.import_module(f"{ray.__name__}.util")
+    strategies = importlib.import_module(f"{ray.__name__}.util.scheduling_strategies")
+    with pytest.raises((ValueError, ray.exceptions.RayError)):  # Ray: RaySystemError
+        util.placement_group([{"bundle": 1}])
+    pg = util.placement_group([{"a": 1}])
+    cpu_pg = util.placement_group([{"CPU": 1}])
+    ray.get([pg.ready(), cpu_pg.ready()])
+    in_pg = strategies.PlacementGroupSchedulingStrategy(placement_group=pg)
+    in_cpu_pg = strategies.PlacementGroupSchedulingStrategy(placement_group=cpu_pg)
+
+    @ray.remote
+    class A:
+        def ready(self):
+            return True
+
+    @ray.remote
+    def given():
+        return ray.get_runtime_context().get_assigned_resources()
+
+    with pytest.raises(ValueError):
+        A.options(scheduling_strategy=in_pg).remote()
+    with pytest.raises(ValueError):
+        A.options(num_cpus=1, scheduling_strategy=in_pg).remote()
+    with pytest.raises(ValueError):
+        given.options(scheduling_strategy=in_pg).remote()  # a task asks 1 CPU
+    assert ray.get(A.options(num_cpus=0, scheduling_strategy=in_pg).remote().ready.remote())
+    assert ray.get(given.options(scheduling_strategy=in_cpu_pg).remote()) == {"CPU": 1}

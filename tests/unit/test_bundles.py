@@ -41,3 +41,13 @@ def test_unknown_strategy_is_an_error():
 def test_bundle_resources_name_each_bundle_and_the_group():
     res = bundle_resources({"CPU": 2}, b"\x01\x02", 0)
     assert res["CPU_group_0_0102"] == 2 and res["CPU_group_0102"] == 2
+
+
+def test_a_bundle_request_reads_back_as_the_resources_it_stands_for():
+    from manta._private.scheduling.bundles import bundle_resource, group_of, unbundled
+
+    pg = bytes(range(18))
+    asked = {bundle_resource("CPU", pg, 0): 2.0, bundle_resource("GPU", pg, None): 1.0, "bundle_group_0_" + pg.hex(): 0.001}
+    assert unbundled(asked) == {"CPU": 2.0, "GPU": 1.0}
+    assert unbundled({"my_group_x": 1.0}) == {"my_group_x": 1.0}  # the user's own name
+    assert group_of(asked) == pg and group_of({"CPU": 1.0}) is None

@@ -82,3 +82,15 @@ def test_spread_takes_turns_over_nodes():
         d = place(to_units({"CPU": 1}), local, others, kind=PlacementKind.SPREAD, turn=turn)
         picks.append(b"a" if d.node is None else d.node.node_id)
     assert picks == [b"a", b"b", b"c", b"a", b"b", b"c"]
+
+
+def test_label_selectors_match_as_rays_do():
+    from manta._private.scheduling.policy import labels_match, node_labels
+
+    labels = node_labels(b"\x01" * 16, {"gpu": "A100", "zone": "us-west"})
+    assert labels["ray.io/node-id"] == "01" * 16
+    assert labels_match({"gpu": "A100"}, labels)
+    assert not labels_match({"gpu": "H100"}, labels)
+    assert labels_match({"gpu": "!H100", "zone": "in(us-east, us-west)"}, labels)
+    assert not labels_match({"zone": "!in(us-west)"}, labels)
+    assert labels_match({"missing": "!x"}, labels) and not labels_match({"missing": "x"}, labels)

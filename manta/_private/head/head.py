@@ -29,7 +29,7 @@ from manta._private.control.task_states import TaskStates
 from manta._private.head.storage import ActorRecord, MemoryStorage, PGRecord, Storage, decode, encode
 from manta._private.protocol import messages as m
 from manta._private.scheduling.bundles import plan
-from manta._private.scheduling.policy import NodeView, Unschedulable, choose_node
+from manta._private.scheduling.policy import NodeView, Unschedulable, choose_node, labels_match, node_labels
 from manta._private.scheduling.resources import to_units
 from manta._private.transport.connection import Connection, ConnectionLost, connect, serve
 
@@ -241,7 +241,7 @@ class Head:
             conn.reply(msg, m.Ack())
         elif t is m.ReleaseActor:
             entry = self.actors.get(msg.actor_id)
-            if entry is not None and not entry.spec.detached and not entry.spec.name:
+            if entry is not None and not entry.spec.detached:
                 self._kill_actor(
                     entry, True,
                     "The actor was terminated because all references to it went out of scope.",
@@ -644,9 +644,11 @@ class Head:
         creation = entry.spec.creation
         need = to_units(creation.resources)
         p = creation.placement
+        selector = entry.spec.label_selector
         alive = [
             NodeView(n.node_id, n.address, to_units(n.resources), to_units(n.available))
-            for n in self.nodes.values() if n.alive and n.connected
+            for n in self.nodes.values()
+            if n.alive and n.connected and (not selector or labels_match(selector, node_labels(n.node_id, n.labels)))
         ]
         if p.kind is m.PlacementKind.SPREAD:
             self._spread_turn += 1

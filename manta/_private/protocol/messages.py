@@ -217,6 +217,8 @@ class ActorSpec(Record, frozen=True):
     owner_pid: int = 0
     # The class's __qualname__: the state API's class_name, as in Ray.
     qualname: str = ""
+    # Only nodes whose labels match (Ray's label_selector) may hold it.
+    label_selector: dict[str, str] = {}
     # Its calls may run in any order (async and threaded actors, or
     # allow_out_of_order_execution): a call need not wait behind one whose
     # arguments are not ready.

@@ -32,6 +32,7 @@ from manta._private.runtime.objects import INLINE_MAX
 from manta._private.runtime.placement_group import PlacementGroup
 from manta._private.runtime.serialization import deserialize, serialize_error
 from manta._private.runtime.story import Rec
+from manta._private.scheduling.bundles import unbundled
 from manta._private.transport.connection import Connection
 
 if TYPE_CHECKING:
@@ -195,7 +196,7 @@ class Executor:
     def _set_omp(self, spec: m.TaskSpec) -> None:
         omp = spec.env_vars.get("OMP_NUM_THREADS")
         if omp is None:
-            omp = str(max(1, int(spec.resources.get("CPU") or 1)))
+            omp = str(max(1, int(unbundled(spec.resources).get("CPU") or 1)))
         if omp != self.omp:
             self.omp = omp
             os.environ["OMP_NUM_THREADS"] = omp

@@ -132,3 +132,27 @@ def choose_node(
     return next((n for n in nodes if fits(need, n.available)), None) or next(
         (n for n in nodes if fits(need, n.total)), None
     )
+
+
+NODE_ID_LABEL = "ray.io/node-id"
+
+
+def node_labels(node_id: bytes, labels: dict[str, str]) -> dict[str, str]:
+    """A node's labels with the one every node has (its id), as in Ray."""
+    return {**labels, NODE_ID_LABEL: node_id.hex()}
+
+
+def labels_match(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    """Ray's label selectors: "v" equals, "!v" differs (or is absent),
+    "in(a,b)" is one of, "!in(a,b)" is none of."""
+    for key, want in selector.items():
+        have = labels.get(key)
+        negate = want.startswith("!")
+        text = want[1:] if negate else want
+        if text.startswith("in(") and text.endswith(")"):
+            hit = have in {v.strip() for v in text[3:-1].split(",")}
+        else:
+            hit = have == text
+        if hit == negate:
+            return False
+    return True
