@@ -39,6 +39,7 @@ _EXPORTS = {
     "method": "manta._private.remote",
     "remote": "manta._private.remote",
     "ObjectRef": "manta._private.runtime.object_ref",
+    "ObjectID": "manta._private.runtime.object_ref",
 }
 _SUBMODULES = {
     "actor", "cloudpickle", "exceptions", "experimental", "job_config", "remote_function", "runtime_env", "types",

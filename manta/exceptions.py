@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+import sys
 from typing import Any
+
+_log = logging.getLogger(__name__)
 
 
 class RayError(Exception):
@@ -95,6 +99,13 @@ class RayTaskError(RayError):
             err.args = cause.args
             return err
         except Exception:
+            # A class that refuses subclasses (a "final" one): raised as a
+            # RayTaskError only, as Ray does, and said so.
+            _log.warning(
+                "User exception type %s in RayTaskError can't be subclassed! This exception is raised as "
+                "RayTaskError only. You can use `ray_task_error.cause` to access the user exception. "
+                "Failure in subclassing: %s", cause_cls, sys.exc_info()[1],
+            )
             return self
 
     def __reduce__(self) -> Any:

@@ -714,3 +714,20 @@ def test_a_named_actor_ends_with_its_creators_last_handle(ray_start, wait_for):
             return True
 
     wait_for(gone)
+
+
+def test_killing_a_just_created_actor_that_may_restart_restarts_it(ray_start):
+    ray = ray_start
+
+    @ray.remote(num_cpus=1)
+    class Actor:
+        def foo(self):
+            return "up"
+
+    a = Actor.options(max_restarts=1, max_task_retries=-1).remote()
+    ray.kill(a, no_restart=False)  # before it has a worker, likely
+    assert ray.get(a.foo.remote(), timeout=30) == "up"
+    ray.kill(a, no_restart=False)  # out of restarts now
+    with pytest.raises(ray.exceptions.RayActorError):
+        ray.get(a.foo.remote(), timeout=30)
+    assert ray.ObjectID is ray.ObjectRef  # Ray's old name

@@ -663,3 +663,34 @@ def test_get_of_a_list_raises_at_its_first_failure_without_waiting_for_the_rest(
         assert time.monotonic() - start < 30
     finally:
         touch(gate)
+
+
+def test_an_error_that_cannot_travel_or_be_subclassed_still_reports(ray_start):
+    """As in Ray: an exception that cannot be pickled arrives as a
+    RayTaskError whose cause says so; one whose class refuses subclasses is
+    raised as a RayTaskError with the exception as its cause."""
+    ray = ray_start
+
+    class _Unpicklable(Exception):
+        def __init__(self):
+            self.lock = threading.Lock()
+
+    class _Final(Exception):
+        def __init_subclass__(cls, *args, **kwargs):
+            raise TypeError("final")
+
+    @ray.remote
+    def unpicklable():
+        raise _Unpicklable()
+
+    @ray.remote
+    def final():
+        raise _Final("from the task")
+
+    with pytest.raises(ray.exceptions.RayTaskError) as info:
+        ray.get(unpicklable.remote())
+    assert isinstance(info.value.cause, ray.exceptions.RayError)
+    assert "isn't serializable" in str(info.value.cause)
+    with pytest.raises(ray.exceptions.RayTaskError) as info:
+        ray.get(final.remote())
+    assert isinstance(info.value.cause, _Final) and str(info.value.cause) == "from the task"

@@ -743,6 +743,11 @@ class Head:
             for node in self.nodes.values():
                 node.send(m.KillWorker(worker_id=entry.worker_id, force=True))
             entry.death_cause = cause
+        elif not no_restart and (entry.spec.max_restarts < 0 or entry.restarts < entry.spec.max_restarts):
+            # Killed before it had a worker, and it may restart: that counts
+            # as its restart (as in Ray), and the creation under way stands.
+            entry.restarts += 1
+            self._save_actor(entry)
         else:
             entry.kill(cause)
             self._notify(entry)

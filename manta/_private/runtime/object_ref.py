@@ -95,3 +95,4 @@ def _rebuild_ref(object_id: bytes, owner: str) -> ObjectRef:
             ref._rt = rt
             return ref
     return rt.deserialized_ref(object_id, owner)
+ObjectID = ObjectRef  # Ray's old name, kept as an alias

@@ -114,11 +114,19 @@ def serialize_error(exc: BaseException) -> SerializedValue:
     try:
         return serialize(exc, FLAG_ERROR)
     except Exception as e:  # an exception that cannot be pickled still reports
-        from manta.exceptions import RayTaskError
+        from manta.exceptions import RayError, RayTaskError
 
+        cause = getattr(exc, "cause", None) or exc
+        # As in Ray: the error stays a RayTaskError with its traceback; its
+        # cause becomes a RayError saying why it could not travel.
         fallback = RayTaskError(
             getattr(exc, "function_name", ""),
-            f"{type(exc).__name__}: {exc}\n(the original exception could not be pickled: {e})",
+            getattr(exc, "traceback_str", "") or f"{type(exc).__name__}: {exc}",
+            RayError(
+                f"The original cause of the RayTaskError ({type(cause)}) isn't serializable: {e}. "
+                "Overwriting the cause to a RayError."
+            ),
+            getattr(exc, "proctitle", ""), getattr(exc, "pid", 0), getattr(exc, "ip", "127.0.0.1"),
         )
         return serialize(fallback, FLAG_ERROR)
 
