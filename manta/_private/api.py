@@ -15,6 +15,7 @@ from msgspec.structs import replace
 
 from manta._private import ids, session
 from manta._private.ids import BinaryID, PlacementGroupID
+from manta._private.options import check_namespace
 from manta._private.protocol import messages as m_
 from manta._private.runtime import context
 from manta._private.runtime.context import current_task
@@ -71,6 +72,7 @@ def get_actor(name: str, namespace: str | None = None) -> Any:
 
     if not isinstance(name, str) or not name:
         raise ValueError("get_actor() needs a non-empty actor name")
+    check_namespace(namespace)
     rt = _runtime()
     state = rt.get_named_actor(name, namespace if namespace is not None else rt.namespace)
     return handle_from_state(rt, state)

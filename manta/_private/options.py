@@ -159,3 +159,13 @@ def concurrency_groups(value: Any) -> dict[str, int]:
         out[name] = size
     return out
 
+
+
+def check_namespace(namespace: object) -> None:
+    """None (the job's), or a non-empty string, as Ray requires."""
+    if namespace is None:
+        return
+    if not isinstance(namespace, str):
+        raise TypeError(f"namespace must be None or a string, got {type(namespace).__name__}")
+    if not namespace:
+        raise ValueError('namespace must not be "" (leave it out for the default)')

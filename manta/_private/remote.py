@@ -11,7 +11,7 @@ from typing import Any
 from manta import exceptions as exc
 from manta._private import session
 from manta._private.ids import ActorID
-from manta._private.options import concurrency_groups
+from manta._private.options import check_namespace, concurrency_groups
 from manta._private.options import validate as validate_options
 from manta._private.protocol import messages as m
 from manta._private.runtime import context
@@ -543,6 +543,7 @@ class ActorClass(_Remotable):
         name = options.get("name") or ""
         if name and not isinstance(name, str):
             raise TypeError(f"actor name must be a string, got {type(name).__name__}")
+        check_namespace(options.get("namespace"))
         namespace = options.get("namespace") or rt.namespace
         detached = options.get("lifetime") == "detached"
         if options.get("get_if_exists") and not name:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from manta._private import services
 from manta._private.config import Config
 from manta._private.ids import new_worker_id
+from manta._private.options import check_namespace
 from manta._private.protocol import messages as m
 from manta._private.runtime import context
 
@@ -103,6 +104,7 @@ def init(
             raise TypeError(f"init() got unexpected keyword arguments: {', '.join(sorted(unknown))}")
         if resources is not None and not isinstance(resources, dict):
             raise TypeError(f"resources must be a dict, got {type(resources).__name__}")
+        check_namespace(namespace)
         job_config = kwargs.get("job_config")
         if job_config is not None:
             # The job's settings, where init's own arguments leave them open.

@@ -719,7 +719,7 @@ def test_a_named_actor_ends_with_its_creators_last_handle(ray_start, wait_for):
 def test_killing_a_just_created_actor_that_may_restart_restarts_it(ray_start):
     ray = ray_start
 
-    @ray.remote(num_cpus=1)
+    @ray.remote(num_cpus=0)  # placed at once, whatever other tests hold
     class Actor:
         def foo(self):
             return "up"

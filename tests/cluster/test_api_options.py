@@ -103,3 +103,29 @@ def test_authentication_error_is_a_ray_error(ray_start):
     ray = ray_start
     err = ray.exceptions.AuthenticationError("Token is missing")
     assert isinstance(err, ray.exceptions.RayError) and "Token is missing" in str(err)
+
+
+def test_a_namespace_must_be_a_non_empty_string_wherever_it_is_given(ray_clean):
+    ray = ray_clean
+    with pytest.raises(TypeError):
+        ray.init(namespace=123)
+    ray.shutdown()
+    with pytest.raises(ValueError):
+        ray.init(namespace="")
+    ray.shutdown()
+    ray.init(num_cpus=1, namespace="abc")
+
+    @ray.remote
+    class A:
+        pass
+
+    with pytest.raises(TypeError):
+        A.options(namespace=123).remote()
+    with pytest.raises(ValueError):
+        A.options(namespace="").remote()
+    a = A.options(name="ns_checked", namespace="elsewhere").remote()
+    with pytest.raises(TypeError):
+        ray.get_actor("ns_checked", namespace=123)
+    with pytest.raises(ValueError):
+        ray.get_actor("ns_checked", namespace="")
+    assert ray.get_actor("ns_checked", namespace="elsewhere")._actor_id == a._actor_id

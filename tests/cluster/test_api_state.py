@@ -143,9 +143,11 @@ def test_is_canceled_in_a_sync_actor_call_and_its_caller_gets_cancelled(ray_star
     with pytest.raises(ray.exceptions.TaskCancelledError):
         ray.get(ref, timeout=30)
     assert ray.get(a.saw.remote()) is True
-    touch(gate)
+    pending = a.work.remote(gate)  # runs until the gate opens
     with pytest.raises(ValueError, match="force=True is not supported"):
-        ray.cancel(a.work.remote(gate), force=True)
+        ray.cancel(pending, force=True)
+    touch(gate)
+    assert ray.get(pending, timeout=30) == "done"
 
 
 def test_a_task_that_catches_the_interrupt_of_its_cancel_returns_its_value(ray_start, tmp_path, wait_for):
