@@ -16,14 +16,13 @@ from msgspec.structs import replace
 from manta._private import ids, session
 from manta._private.ids import BinaryID, PlacementGroupID
 from manta._private.options import check_namespace
-from manta._private.protocol import messages as m_
+from manta._private.protocol import messages as m
 from manta._private.runtime import context
 from manta._private.runtime.context import current_task
 from manta._private.scheduling.bundles import group_of, unbundled
 from manta._private.scheduling.policy import node_labels
 
 if TYPE_CHECKING:
-    from manta._private.protocol import messages as m
     from manta._private.runtime.core import CoreRuntime
     from manta._private.runtime.object_ref import ObjectRef
 
@@ -125,7 +124,7 @@ def nodes() -> list[dict[str, Any]]:
                 "Resources": dict(n.resources) if n.alive else {},
                 "Address": n.address,
                 "ObjectStoreCapacity": n.store_capacity,
-                "Labels": node_labels(n.node_id, dict(n.labels)),
+                "Labels": node_labels(n.node_id, n.labels),
             }
         )
     return out
@@ -148,6 +147,9 @@ class RuntimeContext:
     @property
     def job_id(self) -> Any:
         _deprecated("job_id", "get_job_id()")
+        return self._job_id()
+
+    def _job_id(self) -> Any:
         return _HexId(bytes.fromhex(ids.job_hex(self._rt.job_id)))
 
     def get_session_name(self) -> str:
@@ -161,7 +163,7 @@ class RuntimeContext:
     def get_node_labels(self) -> dict[str, str]:
         """The labels of the node this process runs on (manta start --labels)."""
         node_id = self._rt.node_id
-        return next((node_labels(n.node_id, dict(n.labels)) for n in _nodes_info() if n.node_id == node_id), {})
+        return next((node_labels(n.node_id, n.labels) for n in _nodes_info() if n.node_id == node_id), {})
 
     @property
     def node_id(self) -> Any:
@@ -227,6 +229,9 @@ class RuntimeContext:
     @property
     def actor_id(self) -> Any:
         _deprecated("actor_id", "get_actor_id()")
+        return self._actor_id()
+
+    def _actor_id(self) -> Any:
         aid = self.get_actor_id()
         return _HexId(bytes.fromhex(aid)) if aid else None
 
@@ -290,17 +295,13 @@ class RuntimeContext:
     def get(self) -> dict[str, Any]:
         """job_id, node_id and namespace; task_id in a task; actor_id in an actor."""
         rt = self._rt
-        out: dict[str, Any] = {
-            "job_id": _HexId(bytes.fromhex(ids.job_hex(rt.job_id))),
-            "node_id": _HexId(rt.node_id),
-            "namespace": self.namespace,
-        }
+        out: dict[str, Any] = {"job_id": self._job_id(), "node_id": _HexId(rt.node_id), "namespace": self.namespace}
         ctx = current_task.get()
         if ctx is not None:
             out["task_id"] = _HexId(ctx.task_id)
-        aid = self.get_actor_id()
-        if aid:
-            out["actor_id"] = _HexId(bytes.fromhex(aid))
+        actor_id = self._actor_id()
+        if actor_id is not None:
+            out["actor_id"] = actor_id
         return out
 
 
@@ -343,7 +344,7 @@ def timeline(filename: str | None = None) -> list[dict[str, Any]] | None:
     import json
 
     rt = _runtime()
-    reply = rt.call_head(m_.ListTasks(filters=[], limit=1 << 30))
+    reply = rt.call_head(m.ListTasks(filters=[], limit=1 << 30))
     events = []
     for t in reply.tasks:
         start, end = t["start_time_ms"], t["end_time_ms"]

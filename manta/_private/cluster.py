@@ -103,20 +103,21 @@ def token_from_env_or_file(token_file: str | None) -> bytes | None:
     if env:
         return services.parse_token(env)
     if token_file:
-        try:
-            return services.read_token(token_file)
-        except OSError as e:
-            raise ClusterError(f"cannot read the token file {token_file}: {e}") from None
+        return _read_token(token_file, token_file)
     ray_env = os.environ.get("RAY_AUTH_TOKEN")
     if ray_env:
         return services.parse_token(ray_env)
     ray_file = os.environ.get("RAY_AUTH_TOKEN_PATH")
     if ray_file:
-        try:
-            return services.read_token(ray_file)
-        except OSError as e:
-            raise ClusterError(f"cannot read the token file RAY_AUTH_TOKEN_PATH={ray_file}: {e}") from None
+        return _read_token(ray_file, f"RAY_AUTH_TOKEN_PATH={ray_file}")
     return None
+
+
+def _read_token(path: str, shown: str) -> bytes:
+    try:
+        return services.read_token(path)
+    except OSError as e:
+        raise ClusterError(f"cannot read the token file {shown}: {e}") from None
 
 
 def _wait_ready(fds: dict[int, str], procs: list, session_dir: str, keep_session: bool = False) -> dict[str, str]:

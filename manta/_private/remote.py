@@ -15,8 +15,10 @@ from manta._private.options import check_namespace, concurrency_groups
 from manta._private.options import validate as validate_options
 from manta._private.protocol import messages as m
 from manta._private.runtime import context
+from manta._private.runtime.concurrency import check_group_sizes
 from manta._private.runtime.context import current_task
 from manta._private.runtime.serialization import describe_unpicklable, dumps_function
+from manta._private.scheduling.resources import fits, to_units
 
 COMMON_OPTIONS = {
     "num_cpus", "num_gpus", "resources", "memory", "object_store_memory", "accelerator_type",
@@ -94,7 +96,8 @@ def _check_fits(resources: dict[str, float], bundles: list[dict[str, float]], in
     if not any(bundles):
         return  # the group's bundles are not known here (a captured group)
     usable = bundles if index < 0 else [bundles[index]]
-    if not any(all(b.get(k, 0.0) >= v for k, v in need.items()) for b in usable):
+    units = to_units(need)
+    if not any(fits(units, to_units(b)) for b in usable):
         where = "any bundle of the placement group" if index < 0 else f"bundle {index}"
         raise ValueError(
             f"Cannot schedule with resources {need}: {where} holds only "
@@ -554,11 +557,12 @@ class ActorClass(_Remotable):
         if not isinstance(max_concurrency, int) or max_concurrency < 1:
             raise ValueError(f"max_concurrency must be a positive integer, got {max_concurrency!r}")
         groups = concurrency_groups(options.get("concurrency_groups"))
-        if any(size <= 0 for size in groups.values()):
+        try:
+            check_group_sizes(groups)
+        except ValueError as e:
             # As in Ray, the actor fails as it starts, and says why there; the
             # driver is told here too, as its program goes on.
-            print(f"manta: actor {self.__name__}: max_concurrency must be greater than 0 in every "
-                  f"concurrency group, got {groups}", file=sys.stderr)
+            print(f"manta: actor {self.__name__}: {e}", file=sys.stderr)
         out_of_order = options.get("allow_out_of_order_execution")
         concurrent = self._is_async or max_concurrency > 1
         if out_of_order is False and concurrent:

@@ -81,30 +81,35 @@ def bundle_resource(name: str, pg_id: bytes, index: int | None) -> str:
     return f"{name}_group_{index}_{pg_id.hex()}"
 
 
+def _parse(name: str) -> tuple[str, bytes] | None:
+    """(resource, group id) of a name bundle_resource made, else None (a
+    resource of the user's own that may read alike)."""
+    base, sep, tail = name.rpartition("_group_")
+    pg_hex = tail.rpartition("_")[2]
+    if not sep or len(pg_hex) != 36 or any(c not in "0123456789abcdef" for c in pg_hex):
+        return None
+    return base, bytes.fromhex(pg_hex)
+
+
 def unbundled(resources: dict[str, float]) -> dict[str, float]:
     """A request with its bundle names taken back to the resources they stand
     for ({"CPU_group_0_<pg>": 1} -> {"CPU": 1}): what a task was given."""
     out: dict[str, float] = {}
     for name, amount in resources.items():
-        base, sep, tail = name.rpartition("_group_")
-        if not (sep and _is_group_id(tail.rpartition("_")[2])):
-            base = name  # a resource of the user's own that reads alike
-        elif base == "bundle":
+        parsed = _parse(name)
+        base = name if parsed is None else parsed[0]
+        if parsed is not None and base == "bundle":
             continue  # only places the task in its bundle
         out[base] = out.get(base, 0.0) + amount
     return out
 
 
-def _is_group_id(text: str) -> bool:
-    return len(text) == 36 and all(c in "0123456789abcdef" for c in text)
-
-
 def group_of(resources: dict[str, float]) -> bytes | None:
     """The placement group a request's bundle resources name, if any."""
     for name in resources:
-        head, sep, tail = name.rpartition("_group_")
-        if sep:
-            return bytes.fromhex(tail.rpartition("_")[2])
+        parsed = _parse(name)
+        if parsed is not None:
+            return parsed[1]
     return None
 
 

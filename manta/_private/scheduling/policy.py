@@ -137,7 +137,7 @@ def choose_node(
 NODE_ID_LABEL = "ray.io/node-id"
 
 
-def node_labels(node_id: bytes, labels: dict[str, str]) -> dict[str, str]:
+def node_labels(node_id: bytes, labels: Mapping[str, str]) -> dict[str, str]:
     """A node's labels with the one every node has (its id), as in Ray."""
     return {**labels, NODE_ID_LABEL: node_id.hex()}
 
