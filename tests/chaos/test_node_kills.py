@@ -125,7 +125,19 @@ def test_lineage_past_its_budget_gives_a_clear_error():
             import json
             import numpy as np
             from manta.util.scheduling_strategies import NodeAffinitySchedulingStrategy as Affinity
+            import time
             b = next(n["NodeID"] for n in manta.nodes() if "doomed" in n["Resources"])
+
+            @manta.remote
+            def where():
+                return manta.get_runtime_context().get_node_id()
+
+            # The head's agent hears of the new node a moment after the head
+            # does; until then soft affinity to it runs tasks locally.
+            for _ in range(100):
+                if manta.get(where.options(scheduling_strategy=Affinity(b, soft=True)).remote()) == b:
+                    break
+                time.sleep(0.1)
 
             @manta.remote
             def produce(i):
