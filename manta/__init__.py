@@ -12,7 +12,7 @@ import functools
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from manta._private.version import VERSION as __version__  # noqa: F401 (the package's version)
 
 _EXPORTS = {
     "available_resources": "manta._private.api",
@@ -40,6 +40,8 @@ _EXPORTS = {
     "remote": "manta._private.remote",
     "ObjectRef": "manta._private.runtime.object_ref",
     "ObjectID": "manta._private.runtime.object_ref",
+    "ObjectRefGenerator": "manta._private.runtime.generators",
+    "DynamicObjectRefGenerator": "manta._private.runtime.generators",
 }
 _SUBMODULES = {
     "actor", "cloudpickle", "exceptions", "experimental", "job_config", "remote_function", "runtime_env", "types",
@@ -49,7 +51,9 @@ _SUBMODULES = {
 __all__ = [
     "ActorClass",
     "ActorHandle",
+    "DynamicObjectRefGenerator",
     "ObjectRef",
+    "ObjectRefGenerator",
     "RemoteFunction",
     "available_resources",
     "cancel",

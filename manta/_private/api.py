@@ -250,7 +250,7 @@ class RuntimeContext:
         ctx = current_task.get()
         if ctx is None:
             return {}
-        return {k: v for k, v in unbundled(ctx.resources).items() if k not in ("memory",)}
+        return unbundled(ctx.resources)
 
     def get_accelerator_ids(self) -> dict[str, list[str]]:
         return {"GPU": [str(i) for i in get_gpu_ids()]}
@@ -286,7 +286,7 @@ class RuntimeContext:
         from manta._private.remote import _method_table
 
         methods, _, _ = _method_table(type(ex.actor))
-        return ActorHandle(ex.actor_id, ex.actor_class_name, methods, 0, self._rt, False)
+        return ActorHandle(ex.actor_id, ex.actor_class_name, methods, 0, self._rt)
 
     @property
     def runtime_env(self) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 
 from manta._private import ids, services
 from manta._private.config import Config
+from manta._private.version import VERSION
 
 RECORD = "cluster.json"
 
@@ -41,6 +42,7 @@ class NodeRecord:
     node_ip: str = ""  # this node's address: every process here listens on it
     storage: str = ""  # the head's storage URL ("" = in memory)
     restarts: int = 0  # times its head was restarted in this session
+    version: str = VERSION  # the manta that started it: a driver must match
 
     @property
     def public_address(self) -> str:

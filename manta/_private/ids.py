@@ -4,7 +4,8 @@
                 little-endian counter
     object id   20 bytes: the task id that made it, then a 4-byte
                 little-endian index: 1..N for a task's returns, 0 for an
-                object with no task (put, a placement group's ready ref)
+                object with no task (put, a placement group's ready ref);
+                a generator task's 1 is its end, its items are 2, 3, ...
     actor id    a task id (the actor's own, not its creation task's)
     job id      an int, shown as 4 little-endian bytes in hex (as Ray does)
     node, worker id   16 random bytes; placement group id  18 random bytes
@@ -74,6 +75,11 @@ def return_ids(task_id: bytes, n: int) -> list[bytes]:
     if n == 1:
         return [task_id + _FIRST_INDEX]
     return [task_id + i.to_bytes(INDEX_SIZE, "little") for i in range(1, n + 1)]
+
+
+def item_id(task_id: bytes, index: int) -> bytes:
+    """The object id of item `index` (from 0) of a generator task."""
+    return task_id + (index + 2).to_bytes(INDEX_SIZE, "little")
 
 
 def task_of(object_id: bytes) -> bytes:

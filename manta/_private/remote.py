@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import sys
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +28,7 @@ COMMON_OPTIONS = {
     "_labels", "name", "fallback_strategy",
 }
 TASK_OPTIONS = COMMON_OPTIONS | {
-    "num_returns", "max_retries", "retry_exceptions", "max_calls",
+    "num_returns", "max_retries", "retry_exceptions", "max_calls", "_generator_backpressure_num_objects",
 }
 ACTOR_OPTIONS = COMMON_OPTIONS | {
     "namespace", "lifetime", "get_if_exists", "max_concurrency", "max_restarts", "max_task_retries",
@@ -86,7 +87,7 @@ def placement_of(options: dict[str, Any]) -> m.Placement:
 
 
 def _check_fits(resources: dict[str, float], bundles: list[dict[str, float]], index: int,
-                placing: dict[str, float] | None) -> None:
+                placing: dict[str, float] | None, what: str) -> None:
     """Raises ValueError, as Ray does at .remote(), for a request no bundle
     it may use can hold. `placing` is what placement needs when more than the
     request (an actor asks 1 CPU to be placed, 0 to run, unless it says)."""
@@ -98,14 +99,26 @@ def _check_fits(resources: dict[str, float], bundles: list[dict[str, float]], in
     usable = bundles if index < 0 else [bundles[index]]
     units = to_units(need)
     if not any(fits(units, to_units(b)) for b in usable):
-        where = "any bundle of the placement group" if index < 0 else f"bundle {index}"
+        # Worded as Ray words it (its tests match the text): the request as
+        # the user wrote it, whole numbers without a fraction.
+        shown = {k: int(v) if float(v).is_integer() else v for k, v in need.items()}
+        where = "any bundles for the placement group" if index < 0 else f"bundle {index} of the placement group"
+        held = usable if index < 0 else usable[0]
+        running = to_units({k: v for k, v in resources.items() if v > 0})
+        if placing and any(fits(running, to_units(b)) for b in usable):
+            cpus = placing.get("CPU", 0)
+            raise ValueError(
+                f"Cannot schedule {what} with the placement group because the actor requires "
+                f"{int(cpus) if float(cpus).is_integer() else cpus} CPU for creation, but it cannot fit into "
+                f"{where}, {held}. Consider creating a placement group with CPU resources."
+            )
         raise ValueError(
-            f"Cannot schedule with resources {need}: {where} holds only "
-            f"{usable if index < 0 else usable[0]}; ask for less (num_cpus=0 for an actor that needs no CPU)"
+            f"Cannot schedule {what} with the placement group because the resource request {shown} "
+            f"cannot fit into {where}, {held}."
         )
 
 
-def in_placement_group(options: dict[str, Any], resources: dict[str, float], inherit: bool = True,
+def in_placement_group(options: dict[str, Any], resources: dict[str, float], what: str, inherit: bool = True,
                        placing: dict[str, float] | None = None) -> dict[str, float]:
     """Resources renamed onto a placement group's bundle, when the options name
     one (or, if `inherit`, when the current task's group captures its children),
@@ -126,7 +139,7 @@ def in_placement_group(options: dict[str, Any], resources: dict[str, float], inh
         raise ValueError(
             f"placement_group_bundle_index {index} is out of range: the group has {pg.bundle_count} bundles"
         )
-    _check_fits(resources, pg.bundle_specs, index, placing)
+    _check_fits(resources, pg.bundle_specs, index, placing, what)
     from manta._private.scheduling.bundles import bundle_resource
 
     renamed = {bundle_resource(k, pg_id, index): v for k, v in resources.items()}
@@ -153,16 +166,17 @@ def captured_group(options: dict[str, Any], inherit: bool = True) -> tuple[bytes
 
 
 def resource_request(options: dict[str, Any], default_cpus: float) -> dict[str, float]:
+    # Custom resources first, then CPU, GPU and memory: Ray's order, which
+    # its messages (and tests of them) show.
+    out: dict[str, float] = {k: float(v) for k, v in (options.get("resources") or {}).items()}
     cpus = options.get("num_cpus")
-    out: dict[str, float] = {"CPU": float(default_cpus if cpus is None else cpus)}
+    out["CPU"] = float(default_cpus if cpus is None else cpus)
     gpus = options.get("num_gpus")
     if gpus:
         out["GPU"] = float(gpus)
     mem = options.get("memory")
     if mem:
         out["memory"] = float(mem)
-    for k, v in (options.get("resources") or {}).items():
-        out[k] = float(v)
     return {k: v for k, v in out.items() if v}
 
 
@@ -295,6 +309,7 @@ class _TaskPlan:
 
     name: str
     num_returns: int
+    backpressure: int
     max_retries: int
     retry_exceptions: bool | tuple[type, ...]
     resources: dict[str, float]
@@ -307,10 +322,46 @@ class _TaskPlan:
     env_vars: dict[str, str]
 
 
-def _task_plan(options: dict[str, Any], default_name: str) -> _TaskPlan:
-    num_returns = options.get("num_returns", 1)
-    if not isinstance(num_returns, int):
-        raise ValueError(f"num_returns={num_returns!r} is not supported yet; use an integer")
+def returns_of(value: Any, fn: Any) -> int:
+    """TaskSpec.num_returns for the option's value: a generator function
+    streams unless it says otherwise (Ray 2.60's default)."""
+    generator = inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
+    if value is None:
+        return m.STREAMING if generator else 1
+    if value in ("streaming", "dynamic") and fn is not None and not generator:
+        raise ValueError(
+            f"num_returns={value!r} can only be used with generator functions (functions that "
+            f"yield), and {getattr(fn, '__qualname__', fn)} is not one"
+        )
+    if value == "streaming":
+        return m.STREAMING
+    if value == "dynamic":
+        return m.DYNAMIC
+    return int(value)
+
+
+def backpressure_of(options: dict[str, Any]) -> int:
+    n = options.get("_generator_backpressure_num_objects")
+    if n is None:
+        return -1
+    if not isinstance(n, int) or isinstance(n, bool) or n == 0 or n < -1:
+        raise ValueError(f"_generator_backpressure_num_objects must be a positive integer (or -1 for none), got {n!r}")
+    return n
+
+
+def wrap_returns(rt: Any, refs: list[Any], n: int) -> Any:
+    """What .remote() gives back for `n` returns."""
+    if n == 1 or n == m.DYNAMIC:
+        return refs[0]
+    if n == m.STREAMING:
+        return rt.streams.generator(refs[0])
+    if n == 0:
+        return None
+    return refs
+
+
+def _task_plan(options: dict[str, Any], default_name: str, fn: Any) -> _TaskPlan:
+    num_returns = returns_of(options.get("num_returns"), fn)
     retry = options.get("retry_exceptions", False)
     if isinstance(retry, list):
         retry = tuple(retry)
@@ -318,9 +369,10 @@ def _task_plan(options: dict[str, Any], default_name: str) -> _TaskPlan:
     return _TaskPlan(
         name=options.get("name") or default_name,
         num_returns=num_returns,
+        backpressure=backpressure_of(options),
         max_retries=options.get("max_retries", DEFAULT_MAX_RETRIES),
         retry_exceptions=retry,
-        resources=in_placement_group(options, resource_request(options, 1), inherit=False),
+        resources=in_placement_group(options, resource_request(options, 1), default_name, inherit=False),
         placement=placement_of(options),
         capture=captured_group(options, inherit=False),
         own_strategy=own,
@@ -339,7 +391,7 @@ class _OptionsWrapper:
         if isinstance(target, RemoteFunction):
             plan = self._plan
             if plan is None:
-                plan = self._plan = _task_plan(self._options, target._name)
+                plan = self._plan = _task_plan(self._options, target._name, target._function)
             return target._call(args, kwargs, self._options, plan)
         return target._submit_with(tuple(args), kwargs, self._options)
 
@@ -393,6 +445,7 @@ class RemoteFunction(_Remotable):
         self.__wrapped__ = function
         self._plan: _TaskPlan | None = None
         self._signature = Signature.of(function, f"{self._name}()")
+        returns_of(options.get("num_returns"), function)  # a wrong kind fails here, as in Ray
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(
@@ -406,11 +459,11 @@ class RemoteFunction(_Remotable):
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         plan = self._plan
         if plan is None:
-            plan = self._plan = _task_plan(self._options, self._name)
+            plan = self._plan = _task_plan(self._options, self._name, self._function)
         return self._call(args, kwargs, self._options, plan)
 
     def _submit_with(self, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]) -> Any:
-        return self._call(args, kwargs, options, _task_plan(options, self._name))
+        return self._call(args, kwargs, options, _task_plan(options, self._name, self._function))
 
     def _call(self, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any], plan: _TaskPlan) -> Any:
         self._signature.check(args, kwargs)
@@ -420,7 +473,7 @@ class RemoteFunction(_Remotable):
             ctx = current_task.get()
             if ctx is not None and ctx.placement_group is not None:
                 # Inside a task whose group captures its children.
-                resources = in_placement_group(options, resource_request(options, 1))
+                resources = in_placement_group(options, resource_request(options, 1), self.__qualname__)
                 capture = captured_group(options)
         env = rt.env_vars
         if plan.env_vars:
@@ -437,13 +490,9 @@ class RemoteFunction(_Remotable):
             max_retries=plan.max_retries,
             retry_exceptions=plan.retry_exceptions,
             env_vars=env,
+            backpressure=plan.backpressure,
         )
-        n = plan.num_returns
-        if n == 1:
-            return refs[0]
-        if n == 0:
-            return None
-        return refs
+        return wrap_returns(rt, refs, plan.num_returns)
 
 
 # -- actors -------------------------------------------------------------------
@@ -478,8 +527,9 @@ def _method_table(cls: type) -> tuple[dict[str, int], bool, dict[str, dict[str, 
         if not callable(fn) or (name.startswith("__") and name not in ("__call__",)):
             continue
         opts = getattr(fn, "__manta_method_options__", {})
-        methods[name] = opts.get("num_returns", 1)
-        kept = {k: v for k, v in opts.items() if k in ("max_task_retries", "retry_exceptions", "concurrency_group")}
+        methods[name] = returns_of(opts.get("num_returns"), fn)
+        kept = {k: v for k, v in opts.items()
+                if k in ("max_task_retries", "retry_exceptions", "concurrency_group", "_generator_backpressure_num_objects")}
         if kept:
             retry_opts[name] = kept
         if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
@@ -542,10 +592,17 @@ class ActorClass(_Remotable):
 
     def _submit_with(self, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]) -> ActorHandle:
         self._signatures["__init__"].check(args, kwargs)
+        if options.get("object_store_memory") is not None:
+            warnings.warn("Setting 'object_store_memory' for actors is deprecated: the object store is "
+                          "shared by the whole node and an actor's share of it is not reserved",
+                          DeprecationWarning, stacklevel=3)
         rt = session.runtime()
-        name = options.get("name") or ""
-        if name and not isinstance(name, str):
+        name = options.get("name")
+        if name is not None and not isinstance(name, str):
             raise TypeError(f"actor name must be a string, got {type(name).__name__}")
+        if name == "":
+            raise ValueError("Actor name cannot be an empty string: give it a name, or None for no name")
+        name = name or ""
         check_namespace(options.get("namespace"))
         namespace = options.get("namespace") or rt.namespace
         detached = options.get("lifetime") == "detached"
@@ -576,7 +633,12 @@ class ActorClass(_Remotable):
         # An actor holds no CPU while it lives unless it asks for one (as in Ray).
         # Placed with 1 CPU unless it says otherwise, run with none (as in Ray).
         placing = {"CPU": 1.0} if options.get("num_cpus") is None else None
-        resources = in_placement_group(options, resource_request(options, 0), placing=placing)
+        running = resource_request(options, 0)
+        resources = in_placement_group(options, running, self.__qualname__, placing=placing)
+        extra: dict[str, float] = {}
+        if placing:
+            placed = in_placement_group(options, {**running, **placing}, self.__qualname__)
+            extra = {k: v - resources.get(k, 0.0) for k, v in placed.items() if v > resources.get(k, 0.0)}
         fn_id = self._exported.fn_id(rt)
         capture_pg, capture_bundles = captured_group(options)
         spec_args, kwnames, pinned = rt.prepare_args(args, kwargs, f"{self.__name__}.__init__")
@@ -618,13 +680,16 @@ class ActorClass(_Remotable):
             qualname=self.__qualname__,
             out_of_order=bool(out_of_order) or concurrent,
             label_selector={str(k): str(v) for k, v in (options.get("label_selector") or {}).items()},
+            placing=extra,
+            owner_worker=b"" if rt.is_driver else rt.worker_id,
         )
         reply = rt.create_actor(spec, pinned)
         # A named actor too, as in Ray: get_actor() handles are weak, so it
-        # ends with its creator's last handle unless it is detached.
-        releasable = not detached and not reply.existing
+        # ends with the last of its creator's handles (and of the handles
+        # passed on from them) unless it is detached.
+        hold = None if detached or reply.existing else rt.actors.hold(reply.actor_id)
         return ActorHandle(
-            reply.actor_id, self.__name__, self._methods, max_task_retries, rt, releasable, self._signatures,
+            reply.actor_id, self.__name__, self._methods, max_task_retries, rt, hold, self._signatures,
             self._method_opts,
         )
 
@@ -637,7 +702,7 @@ class ActorHandle:
         methods: dict[str, int],
         max_task_retries: int,
         rt: Any,
-        releasable: bool = False,
+        hold: Any = None,
         signatures: dict[str, Signature] | None = None,
         method_opts: dict[str, dict[str, Any]] | None = None,
     ) -> None:
@@ -651,19 +716,10 @@ class ActorHandle:
         self._methods = methods
         self._max_task_retries = max_task_retries
         self._rt = rt
-        self._releasable = releasable
-        # The creator's handles keep the actor alive; get_actor() and
-        # current_actor handles are weak, as in Ray. (Once a handle leaves
-        # the creator's process, the creator never releases the actor.)
-        if releasable:
-            rt.actor_handle_added(actor_id)
-
-    def __del__(self) -> None:
-        try:
-            if self._releasable:
-                self._rt.actor_handle_removed(self._actor_id._id, True)
-        except Exception:
-            pass
+        # The creator's handles, and those passed on from them, keep the actor
+        # alive through the ref they carry (see Actors.hold); get_actor() and
+        # current_actor handles carry none, so they are weak, as in Ray.
+        self._hold = hold
 
     def __getattr__(self, name: str) -> ActorMethod:
         methods = self.__dict__.get("_methods")
@@ -687,13 +743,11 @@ class ActorHandle:
         return isinstance(other, ActorHandle) and other._actor_id == self._actor_id
 
     def __reduce__(self) -> Any:
-        # A handle that leaves this process may be used anywhere: never
-        # release the actor on this side's count alone.
-        self._rt.shared_actors.add(self._actor_id._id)
+        # The hold travels as a ref: pinned in flight, borrowed where it lands.
         return (
             _rebuild_handle,
             (self._actor_id._id, self._class_name, self._methods, self._max_task_retries, self._signatures,
-             self._method_opts),
+             self._method_opts, self._hold),
         )
 
 
@@ -701,10 +755,10 @@ def _rebuild_handle(
     actor_id: bytes, class_name: str, methods: dict[str, int], retries: int,
     signatures: dict[str, Signature] | None = None,
     method_opts: dict[str, dict[str, Any]] | None = None,
+    hold: Any = None,
 ) -> ActorHandle:
     rt = context.require()
-    rt.shared_actors.add(actor_id)
-    return ActorHandle(actor_id, class_name, methods, retries, rt, False, signatures, method_opts)
+    return ActorHandle(actor_id, class_name, methods, retries, rt, hold, signatures, method_opts)
 
 
 class ActorMethod:
@@ -727,7 +781,8 @@ class ActorMethod:
                 f"Invalid option keyword {', '.join(map(repr, sorted(bad)))} for actor method "
                 f"{self._name}. Valid ones are: {', '.join(sorted(METHOD_OPTIONS))}."
             )
-        return ActorMethod(self._handle, self._name, options.get("num_returns", self._num_returns), {**self._options, **options})
+        n = returns_of(options["num_returns"], None) if "num_returns" in options else self._num_returns
+        return ActorMethod(self._handle, self._name, n, {**self._options, **options})
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         h = self._handle
@@ -744,17 +799,16 @@ class ActorMethod:
             if isinstance(retry_on, list):
                 retry_on = tuple(retry_on)
             group = options.get("concurrency_group") or ""
+            backpressure = backpressure_of(options)
         else:
-            retries, retry_on, group = h._max_task_retries, False, ""
+            retries, retry_on, group, backpressure = h._max_task_retries, False, "", -1
         refs = rt.submit_actor_task(
             h._actor_id._id, self._name, args, kwargs, num_returns, retries,
-            f"{h._class_name}.{self._name}", retry_on, group,
+            f"{h._class_name}.{self._name}", retry_on, group, backpressure,
         )
         if num_returns == 1:
             return refs[0]
-        if num_returns == 0:
-            return None
-        return refs
+        return wrap_returns(rt, refs, num_returns)
 
     def _remote(self, args: Any = None, kwargs: dict[str, Any] | None = None, **options: Any) -> Any:
         """Ray's `_remote(args=..., kwargs=..., **options)` on a method."""
@@ -768,7 +822,7 @@ class ActorMethod:
 def handle_from_state(rt: Any, state: m.ActorState) -> ActorHandle:
     cls = rt.load_function(state.fn_id)
     methods, _, _ = _method_table(cls)
-    return ActorHandle(state.actor_id, state.class_name, methods, 0, rt, False)
+    return ActorHandle(state.actor_id, state.class_name, methods, 0, rt)
 
 
 def remote(*args: Any, **kwargs: Any) -> Any:
@@ -791,6 +845,14 @@ def remote(*args: Any, **kwargs: Any) -> Any:
 def _make(obj: Any, options: dict[str, Any]) -> Any:
     if inspect.isclass(obj):
         return ActorClass(obj, options)
+    if inspect.iscoroutinefunction(obj):
+        # A task runs in a plain worker thread with no event loop to await on;
+        # only actors have one (Ray refuses this too).
+        raise ValueError(
+            f"a remote task cannot be an 'async def' function ({getattr(obj, '__qualname__', obj)}): "
+            f"run the coroutine inside a plain function with asyncio.run(), "
+            f"or make it a method of an actor, whose async methods run on its event loop"
+        )
     if callable(obj):
         return RemoteFunction(obj, options)
     raise TypeError(f"@remote expects a function or a class, got {type(obj).__name__}")

@@ -21,6 +21,7 @@ from manta._private.ids import new_worker_id
 from manta._private.options import check_namespace
 from manta._private.protocol import messages as m
 from manta._private.runtime import context
+from manta._private.version import VERSION
 
 if TYPE_CHECKING:
     from manta._private.runtime.core import CoreRuntime
@@ -164,7 +165,11 @@ def _code_path(job_config: Any) -> list[str]:
     paths = [os.path.abspath(p) for p in getattr(job_config, "code_search_path", None) or []]
     script = getattr(sys.modules.get("__main__"), "__file__", None)
     if script:
-        paths.append(os.path.dirname(os.path.abspath(script)))
+        # Only where the driver itself imports from it: `python -m pkg.mod`
+        # puts the current directory on sys.path, not the module's own.
+        here = os.path.dirname(os.path.realpath(script))
+        if here in {os.path.realpath(p or os.curdir) for p in sys.path}:
+            paths.append(here)
     return list(dict.fromkeys(paths))
 
 
@@ -202,6 +207,14 @@ def _connect_existing(
     except cluster.ClusterError as e:
         raise ConnectionError(str(e)) from None
     assert token is not None
+    # The version the program sees, as Ray checks it: a driver of one version
+    # talking to a cluster of another would fail later, in stranger ways.
+    mine = getattr(sys.modules.get("manta"), "__version__", VERSION)
+    if rec.version != mine:
+        raise RuntimeError(
+            f"version mismatch: the cluster at {rec.public_address} runs manta {rec.version}, "
+            f"this driver runs manta {mine}; install the same version on both"
+        )
     return m.SessionInfo(
         session_dir=rec.session_dir,
         head_address=rec.head_local or rec.head_address,

@@ -11,9 +11,12 @@ from manta.util.placement_group import (
     placement_group_table,
     remove_placement_group,
 )
+from manta.util.serialization import deregister_serializer, register_serializer
 
 __all__ = [
     "ActorPool",
+    "deregister_serializer",
+    "register_serializer",
     "get_node_ip_address",
     "list_named_actors",
     "PlacementGroup",

@@ -3,6 +3,7 @@ atomically, then run tasks and actors inside them."""
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from manta._private import ids
@@ -42,6 +43,12 @@ def placement_group(
     bundle_label_selector: Any = None,
 ) -> PlacementGroup:
     clean = _check_bundles(bundles)
+    if any("object_store_memory" in b for b in clean):
+        # The store is shared by every process on a node; a reservation of it
+        # per bundle is not enforced (Ray deprecates it for the same reason).
+        warnings.warn("Setting 'object_store_memory' for bundles is deprecated: the object store "
+                      "is shared by the whole node and a bundle's share of it is not reserved",
+                      DeprecationWarning, stacklevel=2)
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
     if lifetime not in (None, "detached"):

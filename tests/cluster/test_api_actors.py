@@ -731,3 +731,130 @@ def test_killing_a_just_created_actor_that_may_restart_restarts_it(ray_start):
     with pytest.raises(ray.exceptions.RayActorError):
         ray.get(a.foo.remote(), timeout=30)
     assert ray.ObjectID is ray.ObjectRef  # Ray's old name
+
+
+# --------------------------------------------------------------------------
+# lifetimes: handles across processes, owners, placement
+# --------------------------------------------------------------------------
+
+
+def _process_gone(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_a_handle_passed_to_a_task_keeps_the_actor_until_the_task_is_done(ray_start, counter_cls, wait_for, tmp_path):
+    ray = ray_start
+    gate = str(tmp_path / "gate")
+
+    @ray.remote
+    def use_later(counter, path):
+        while not os.path.exists(path):
+            time.sleep(0.01)
+        return ray.get(counter.incr.remote())
+
+    c = counter_cls.remote()
+    pid = ray.get(c.pid.remote())
+    ref = use_later.remote(c, gate)
+    del c  # the task's handle still holds it
+    time.sleep(0.5)
+    assert not _process_gone(pid)
+    open(gate, "w").close()
+    assert ray.get(ref, timeout=30) == 1
+    wait_for(lambda: _process_gone(pid), timeout=30, message="the actor to end with the last handle")
+
+
+def test_an_actor_passed_its_own_handle_still_ends_with_its_callers(ray_start, counter_cls, wait_for):
+    ray = ray_start
+
+    @ray.remote
+    class Selfish:
+        def keep(self, me):
+            return os.getpid()
+
+    s = Selfish.remote()
+    pid = ray.get([s.keep.remote(s) for _ in range(3)])[-1]
+    del s
+    wait_for(lambda: _process_gone(pid), timeout=30, message="the actor to end")
+
+
+def test_actors_an_actor_created_end_when_it_does(ray_start, wait_for):
+    ray = ray_start
+
+    @ray.remote(num_cpus=0)
+    class Child:
+        def pid(self):
+            return os.getpid()
+
+    @ray.remote(num_cpus=0)
+    class Parent:
+        def spawn(self):
+            self.child = Child.remote()
+            return ray.get(self.child.pid.remote())
+
+    p = Parent.remote()
+    child_pid = ray.get(p.spawn.remote(), timeout=30)
+    ray.kill(p)
+    wait_for(lambda: _process_gone(child_pid), timeout=30, message="the owner's actor to end with it")
+
+
+def test_a_stream_of_tasks_does_not_keep_a_new_actor_waiting(ray_start):
+    # Leases reused task after task would hold every CPU; the actor, placed
+    # with one CPU, is given one once a running task is done.
+    ray = ray_start
+
+    @ray.remote
+    def square(i):
+        return i * i
+
+    @ray.remote
+    class Echo:
+        def echo(self, x):
+            return x
+
+    stop = threading.Event()
+
+    def work():
+        while not stop.is_set():
+            ray.get([square.remote(j) for j in range(20)], timeout=60)
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.5)
+        assert ray.get(Echo.remote().echo.remote(42), timeout=30) == 42
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
+
+
+def test_an_actor_needs_a_cpu_to_be_placed_unless_it_asks_for_none(ray_clean):
+    ray = ray_clean
+    ray.init(num_cpus=0)
+    try:
+        @ray.remote
+        class Plain:
+            def ping(self):
+                return "pong"
+
+        ready, _ = ray.wait([Plain.remote().ping.remote()], timeout=1.0)
+        assert ready == []
+        assert ray.get(Plain.options(num_cpus=0).remote().ping.remote(), timeout=30) == "pong"
+    finally:
+        ray.shutdown()
+
+
+def test_an_empty_actor_name_is_refused(ray_start, counter_cls):
+    with pytest.raises(ValueError, match="Actor name cannot be an empty string"):
+        counter_cls.options(name="").remote()
+    with pytest.raises(TypeError):
+        counter_cls.options(name=1).remote()

@@ -7,6 +7,7 @@ Runs against manta (default) or Ray (MANTA_TEST_BACKEND=ray); see conftest.py.
 import asyncio
 import concurrent.futures
 import string
+import threading
 
 import pytest
 
@@ -391,3 +392,72 @@ def test_dropped_objects_free_object_store_memory(ray_clean):
 
 def test_object_store_full_error_exists(ray):
     assert issubclass(ray.exceptions.ObjectStoreFullError, ray.exceptions.RayError)
+
+
+def test_values_come_back_aligned_for_numpy(ray_start):
+    ray = ray_start
+    np = pytest.importorskip("numpy")
+    for size in [(10, 20, 30), (3,), (1000,)]:  # inline and small, as in Ray's own test
+        y = ray.get(ray.put(np.random.normal(size=size)))
+        assert y.ctypes.data % (64 if y.nbytes >= 4096 else 8) == 0
+
+
+def test_on_completed_calls_back_with_the_value_or_the_error(ray_start, wait_for):
+    ray = ray_start
+    seen = []
+
+    @ray.remote
+    def fails():
+        raise KeyError("no")
+
+    value_ref, error_ref = ray.put(7), fails.remote()
+    value_ref._on_completed(lambda v: seen.append(v))
+    error_ref._on_completed(lambda e: seen.append(isinstance(e, ray.exceptions.RayTaskError)))
+    wait_for(lambda: len(seen) == 2, timeout=30)
+    assert sorted(seen, key=str) == [7, True], seen
+
+
+def test_a_registered_serializer_carries_what_pickle_cannot(ray_start):
+    import importlib
+
+    ray = ray_start
+    util = importlib.import_module(f"{ray.__name__}.util")
+
+    class Locked:
+        def __init__(self, x):
+            self.x = x
+            self.lock = threading.Lock()  # unpicklable
+
+    util.register_serializer(Locked, serializer=lambda o: o.x, deserializer=lambda x: Locked(x))
+    try:
+        assert ray.get(ray.put(Locked(3))).x == 3
+
+        @ray.remote
+        def read(o):
+            return o.x
+
+        assert ray.get(read.remote(Locked(5))) == 5
+    finally:
+        util.deregister_serializer(Locked)
+    with pytest.raises(Exception):  # noqa: B017 (Ray: TypeError, manta: RaySerializationError)
+        ray.put(Locked(1))
+    util.deregister_serializer(Locked)  # again: nothing happens
+
+
+def test_a_ref_pickled_out_of_band_keeps_its_object(ray_start):
+    import gc
+    import importlib
+
+    ray = ray_start
+    cloudpickle = importlib.import_module(f"{ray.__name__}.cloudpickle")
+
+    @ray.remote
+    def load_and_get(blob):
+        return ray.get(cloudpickle.loads(blob))
+
+    ref = ray.put("kept")
+    blob = cloudpickle.dumps(ref)
+    del ref
+    gc.collect()
+    assert ray.get(cloudpickle.loads(blob), timeout=30) == "kept"
+    assert ray.get(load_and_get.remote(blob), timeout=30) == "kept"

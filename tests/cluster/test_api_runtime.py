@@ -176,6 +176,32 @@ print("DRIVER-DONE", flush=True)
     assert task_line.index("pid=") < task_line.index("marker-from-task-5731")
 
 
+@pytest.mark.timeout(120)
+def test_workers_import_from_the_script_directory_only_where_the_driver_does(ray, backend_name, tmp_path):
+    """As in Ray: `python script.py` puts the script's directory on the
+    workers' sys.path; `python -m pkg.module` does not (nor does the driver's)."""
+    import subprocess
+    import sys
+
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "main.py").write_text(
+        f"import sys, {backend_name} as ray\n"
+        "ray.init(num_cpus=1)\n"
+        "print('IN' if ray.get(ray.remote(lambda: sys.path).remote()).count(%r) else 'OUT')\n"
+        "ray.shutdown()\n" % str(pkg)
+    )
+    env = dict(os.environ, MANTA_TEST_BACKEND=backend_name)
+    env.pop("PYTHONSAFEPATH", None)
+    as_script = subprocess.run([sys.executable, str(pkg / "main.py")], env=env, capture_output=True,
+                               text=True, timeout=100)
+    as_module = subprocess.run([sys.executable, "-m", "pkg.main"], env=env, capture_output=True,
+                               text=True, timeout=100, cwd=str(tmp_path))
+    assert as_script.stdout.split()[-1:] == ["IN"], as_script.stderr[-2000:]
+    assert as_module.stdout.split()[-1:] == ["OUT"], as_module.stderr[-2000:]
+
+
 # --------------------------------------------------------------------------
 # runtime context (shared cluster: 4 CPUs, custom=2, namespace "test")
 # --------------------------------------------------------------------------

@@ -513,3 +513,12 @@ def test_task_story_tells_what_happened_to_a_task(ray_start, backend_name, tmp_p
     assert ray.get(my_story.remote()) == ["running"]
     with pytest.raises(TypeError):
         task_story(42)
+
+
+def test_an_async_def_task_is_refused_at_definition(ray_start):
+    ray = ray_start
+    with pytest.raises(ValueError):
+
+        @ray.remote
+        async def f():
+            return 1

@@ -114,6 +114,16 @@ def test_wrong_token_is_refused_and_cluster_keeps_working(env, tmp_path):
     assert ok.stdout.strip() == "7", ok.stderr
 
 
+def test_a_driver_of_another_version_is_refused(env):
+    _head(env, "--num-cpus", "1")
+    out = subprocess.run(
+        [sys.executable, "-c", "import manta; manta.__version__ = 'fake'; manta.init(address='auto')"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode != 0
+    assert "RuntimeError: version mismatch" in out.stderr and "this driver runs manta fake" in out.stderr
+
+
 def test_stop_leaves_other_clusters_alone(env):
     first, _ = _head(env, "--num-cpus", "1")
     second, _ = _head(env, "--num-cpus", "1")

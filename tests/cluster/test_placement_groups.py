@@ -137,3 +137,49 @@ def test_requests_a_bundle_cannot_hold_are_refused_at_remote(ray_clean):
         given.options(scheduling_strategy=in_pg).remote()  # a task asks 1 CPU
     assert ray.get(A.options(num_cpus=0, scheduling_strategy=in_pg).remote().ready.remote())
     assert ray.get(given.options(scheduling_strategy=in_cpu_pg).remote()) == {"CPU": 1}
+    with pytest.raises(ValueError, match=r"Cannot schedule .*A with the placement group because the actor "
+                                         r"requires 1 CPU for creation, but it cannot fit into any bundles"):
+        A.options(scheduling_strategy=in_pg, name="a", get_if_exists=True).remote()
+    with pytest.raises(ValueError, match=r"Cannot schedule .*A with the placement group because the resource "
+                                         r"request \{'a': 2, 'CPU': 1\} cannot fit into any bundles"):
+        A.options(num_cpus=1, resources={"a": 2}, scheduling_strategy=in_pg).remote()
+
+
+def test_given_resources_and_warnings_inside_a_group(ray_clean):
+    """What a task is given in a bundle includes its memory; a task blocked
+    on its child lends the bundle's CPU to it; object_store_memory for an
+    actor or a bundle is deprecated, as in Ray."""
+    import importlib
+    import warnings
+
+    ray = ray_clean
+    ray.init(num_cpus=1)
+    util = importlib.import_module(f"{ray.__name__}.util")
+    strategies = importlib.import_module(f"{ray.__name__}.util.scheduling_strategies")
+    pg = util.placement_group([{"CPU": 1, "memory": 500}])
+    ray.get(pg.ready(), timeout=30)
+    captured = strategies.PlacementGroupSchedulingStrategy(pg, placement_group_capture_child_tasks=True)
+
+    @ray.remote(num_cpus=1)
+    def given():
+        return ray.get_runtime_context().get_assigned_resources()
+
+    @ray.remote(num_cpus=1)
+    def parent():
+        return ray.get(given.remote())
+
+    assert ray.get(given.options(memory=100, scheduling_strategy=captured).remote(), timeout=30) == {
+        "CPU": 1, "memory": 100}
+    assert ray.get(parent.options(scheduling_strategy=captured).remote(), timeout=30) == {"CPU": 1}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+
+        @ray.remote(object_store_memory=1)
+        class Holder:
+            pass
+
+        Holder.remote()
+        util.placement_group([{"object_store_memory": 1}], strategy="STRICT_PACK")
+    said = [str(w.message) for w in caught]
+    assert any("Setting 'object_store_memory' for actors is deprecated" in s for s in said), said
+    assert any("Setting 'object_store_memory' for bundles is deprecated" in s for s in said), said

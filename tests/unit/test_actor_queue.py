@@ -261,3 +261,18 @@ def test_an_out_of_order_actor_takes_any_ready_call(clock):
     assert queue.submit(waiting) == []
     assert queue.submit(ready) == [aq.Push(ready, 1)]
     assert list(queue.pending) == [waiting]
+
+
+def test_a_call_retried_for_its_exception_goes_before_a_later_call_waiting_for_it(queue):
+    # `two` waits for `one`'s result; `one` raised and goes again: behind
+    # `two` it would never run.
+    one, two = call(retries=1), call(resolved=False)
+    queue.submit(one)
+    connect(queue)
+    queue.submit(two)
+    queue.replied(one, errored=True)
+    one.next_attempt()
+    assert queue.retry(one) == [aq.Push(one, 1)]
+    two.resolved = True
+    assert queue.resolved(two) == [aq.Push(two, 1)]
+    queue.validate()

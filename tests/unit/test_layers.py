@@ -31,7 +31,8 @@ from collections.abc import Iterator
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..", "manta")
 
-BASE = {"manta._private", "manta.exceptions", "manta._private.ids", "manta._private.config", "manta._private.clock"}
+BASE = {"manta._private", "manta.exceptions", "manta._private.ids", "manta._private.config", "manta._private.clock",
+        "manta._private.version"}
 ENTRY_POINTS = {
     "manta._private.head.main",
     "manta._private.node.main",

@@ -153,3 +153,83 @@ def test_blocked_worker_lends_cpu_but_keeps_gpu():
     t.unblocked(b"a")
     t.return_lease(1)
     assert t.available == to_units({"CPU": 1, "GPU": 1})
+
+
+def test_created_actor_gives_back_what_only_its_placement_needed():
+    # Placed with 1 CPU, run with none: once shrunk, the CPU serves the next.
+    t = table(cpus=1, gizmo=1)
+    t.request(lt.Request(1, "head", to_units({"CPU": 1, "gizmo": 1}), (), for_actor=True))
+    t.worker_started(b"actor", ())
+    assert t.request(req(2)) == []
+    cmds = t.shrink(b"actor", to_units({"gizmo": 1, "CPU": 0}))
+    assert cmds == [lt.StartWorker(())]
+    assert t.leases[1].resources == to_units({"gizmo": 1})
+    # A shrink never grows a lease, and one for no lease changes nothing.
+    assert t.shrink(b"actor", to_units({"gizmo": 5})) == [] and t.leases[1].resources == to_units({"gizmo": 1})
+    assert t.shrink(b"nobody", {}) == []
+    t.worker_started(b"w2", ())
+    t.validate()
+    t.return_lease(1)
+    assert t.available.get("gizmo") == UNIT
+    t.validate()
+
+
+def test_shrinking_a_blocked_lease_keeps_the_lent_cpu_right():
+    t = table(cpus=2)
+    t.request(lt.Request(1, "head", to_units({"CPU": 2}), (), for_actor=True))
+    t.worker_started(b"a", ())
+    t.blocked(b"a")
+    t.shrink(b"a", to_units({"CPU": 1}))
+    t.validate()
+    t.unblocked(b"a")
+    assert t.available["CPU"] == UNIT
+    t.validate()
+
+
+def test_a_waiting_request_asks_other_owners_for_their_task_leases_back():
+    # One owner reusing its leases task after task would hold the node
+    # forever; a request of another owner that waits asks them back.
+    t = table(cpus=2)
+    t.request(req(1, owner="driver"))
+    t.request(req(2, owner="driver"))
+    t.worker_started(b"a", ())
+    t.worker_started(b"b", ())
+    for i in range(3, 6):
+        assert t.request(req(i, owner="driver")) == []  # its own: nothing asked back
+    assert t.request(lt.Request(9, "head", to_units({"CPU": 1}), (), for_actor=True)) == [lt.Reclaim(1)]
+    assert t.request(req(10, owner="other")) == []  # lease 1 will do for the first who waits
+    # The lease given back goes to an owner holding none, not to the driver's
+    # older requests; the next who waits asks for the driver's other lease.
+    assert t.return_lease(1) == [lt.Grant(9, 3, b"a"), lt.Reclaim(2)]
+    t.validate()
+
+
+def test_a_request_that_can_never_fit_asks_nothing_back():
+    t = table(cpus=1)
+    t.request(req(1, owner="driver"))
+    t.worker_started(b"a", ())
+    assert t.request(req(2, cpus=4, owner="other")) == []
+    t.validate()
+
+
+def test_an_owner_whose_actors_hold_nothing_is_not_behind_a_task_stream():
+    t = table(cpus=2)
+    t.request(lt.Request(1, "head", to_units({"CPU": 1}), (), for_actor=True))
+    t.worker_started(b"actor", ())
+    t.shrink(b"actor", {})  # created: it runs with no CPU
+    t.request(req(2, owner="driver"))
+    t.request(req(3, owner="driver"))
+    t.worker_started(b"a", ())
+    t.worker_started(b"b", ())
+    t.request(req(4, owner="driver"))  # the driver's own requests wait first
+    assert t.request(lt.Request(5, "head", to_units({"CPU": 1}), (), for_actor=True)) == [lt.Reclaim(2)]
+    assert t.return_lease(2)[0] == lt.Grant(5, 4, b"a")
+    t.validate()
+
+
+def test_a_lease_granted_while_another_owner_waits_is_asked_back_at_once():
+    t = table(cpus=1)
+    t.request(req(1, owner="driver"))  # its worker is being started
+    assert t.request(lt.Request(2, "head", to_units({"CPU": 1}), (), for_actor=True)) == []
+    assert t.worker_started(b"a", ()) == [lt.Grant(1, 1, b"a"), lt.Reclaim(1)]
+    t.validate()

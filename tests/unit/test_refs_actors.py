@@ -2,7 +2,7 @@ import pytest
 
 from manta._private.control.actors import ALIVE, DEAD, PENDING, RESTARTING, ActorEntry, IllegalTransition
 from manta._private.protocol import messages as m
-from manta._private.runtime.refs import EndBorrow, FreeStored, ReferenceTable
+from manta._private.runtime.refs import DropActor, EndBorrow, FreeStored, ReferenceTable
 
 ME = "unix:/me"
 
@@ -25,6 +25,17 @@ def test_pins_and_borrowers_keep_owned_objects():
     assert t.unpin(b"a") == []
     assert t.remove_borrower(b"a", "unix:/other") == []
     assert len(t) == 0
+
+
+def test_an_actor_hold_drops_the_actor_after_its_last_handle_and_borrower():
+    t = ReferenceTable(ME)
+    t.add_owned(b"hold", local=2)  # two handles in the creator
+    t.set_ready(b"hold", b"")
+    t.actor_holds[b"hold"] = b"actor"
+    t.add_borrower(b"hold", "unix:/task")  # a handle passed to a task
+    assert t.remove_local(b"hold") == [] and t.remove_local(b"hold") == []
+    assert t.remove_borrower(b"hold", "unix:/task") == [DropActor(b"actor")]
+    assert not t.actor_holds and len(t) == 0
 
 
 def test_registered_borrow_ends_with_a_message_to_owner():

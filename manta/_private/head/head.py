@@ -114,6 +114,8 @@ class Head:
         self.named: dict[tuple[str, str], bytes] = {}
         self.nodes: dict[bytes, Node] = {}
         self.actor_by_worker: dict[bytes, bytes] = {}
+        # Non-detached actors by the worker that created them: they end with it.
+        self.actors_by_owner: dict[bytes, list[bytes]] = {}
         self.peers: dict[str, Connection] = {}
         self.stopping = asyncio.Event()
         self._view_scheduled = False
@@ -398,6 +400,7 @@ class Head:
             elif entry.state == ALIVE:
                 self.actor_by_worker[entry.worker_id] = entry.actor_id
             self.actors[entry.actor_id] = entry
+            self._index_owner(entry)
             if entry.state != DEAD and entry.spec.name:
                 self.named[(entry.spec.namespace, entry.spec.name)] = entry.actor_id
         for data in tables["pgs"].values():
@@ -631,6 +634,7 @@ class Head:
             self.named[key] = spec.actor_id
         entry = ActorEntry(spec)
         self.actors[spec.actor_id] = entry
+        self._index_owner(entry)
         self._save_actor(entry)
         self._creation_state(entry, ts.PENDING_NODE_ASSIGNMENT)
         conn.reply(msg, m.ActorRegistered(
@@ -642,7 +646,7 @@ class Head:
     def _pick_node(self, entry: ActorEntry) -> Node | None:
         """A node that can hold the actor (`policy.choose_node`), or None."""
         creation = entry.spec.creation
-        need = to_units(creation.resources)
+        need = to_units(_placement_need(entry.spec))
         p = creation.placement
         selector = entry.spec.label_selector
         alive = [
@@ -673,9 +677,14 @@ class Head:
             return  # scheduled when a node registers
         spec = entry.spec
         env = dict(spec.creation.env_vars)
+        need = _placement_need(spec)
+        # Counted against the node until its next report, so a burst of
+        # actors spreads over the nodes with room instead of queueing on one.
+        for k, v in need.items():
+            node.available[k] = max(0.0, node.available.get(k, 0.0) - v)
         node.request_cb(
             m.RequestLease(
-                job_id=spec.job_id, resources=spec.creation.resources, env_vars=env,
+                job_id=spec.job_id, resources=need, env_vars=env,
                 for_actor=True, actor_id=spec.actor_id, retriable=spec.max_restarts != 0,
             ),
             lambda r: self._on_actor_lease(entry, node, r),
@@ -717,6 +726,8 @@ class Head:
                 self._creation_state(entry, ts.FAILED)
                 return
             self._creation_state(entry, ts.FINISHED)
+            if spec.placing:
+                node.send(m.ShrinkLease(worker_id=worker_id, resources=spec.creation.resources))
             entry.created(address, worker_id)
             self._notify(entry)
 
@@ -752,7 +763,17 @@ class Head:
             entry.kill(cause)
             self._notify(entry)
 
+    def _index_owner(self, entry: ActorEntry) -> None:
+        spec = entry.spec
+        if spec.owner_worker and not spec.detached and entry.state != DEAD:
+            self.actors_by_owner.setdefault(spec.owner_worker, []).append(spec.actor_id)
+
     def _worker_exited(self, worker_id: bytes, reason: str, code: int) -> None:
+        for owned_id in self.actors_by_owner.pop(worker_id, ()):
+            owned = self.actors.get(owned_id)
+            if owned is not None:
+                self._kill_actor(owned, True, "The actor died because its owner has died "
+                                              f"(the worker {worker_id.hex()} that created it exited: {reason}).")
         actor_id = self.actor_by_worker.pop(worker_id, None)
         entry = self.actors.get(actor_id) if actor_id else None
         if entry is None or entry.state == DEAD or entry.worker_id != worker_id:
@@ -829,6 +850,17 @@ class Head:
 def _kv_key(namespace: str, key: bytes) -> bytes:
     """A KV entry's key in storage: its namespace, a NUL, the key (split back in _restore)."""
     return namespace.encode() + b"\0" + key
+
+
+def _placement_need(spec: m.ActorSpec) -> dict[str, float]:
+    """What placing the actor takes: what it runs with and what only its
+    placement needs (held until it is created)."""
+    if not spec.placing:
+        return spec.creation.resources
+    need = dict(spec.creation.resources)
+    for k, v in spec.placing.items():
+        need[k] = need.get(k, 0.0) + v
+    return need
 
 
 def _creation_error_text(done: m.TaskDone, class_name: str) -> str:

@@ -339,6 +339,10 @@ class NodeAgent:
                         gpu_ids=list(c.gpu_ids),
                     ),
                 )
+            elif isinstance(c, lt.Reclaim):
+                granted = self.granted.get(c.lease_id)
+                if granted is not None and not granted.owner.closed:
+                    granted.owner.send(m.ReclaimLease(lease_id=c.lease_id))
             elif isinstance(c, lt.StartWorker):
                 self._start_worker(c.pool_key)
             elif isinstance(c, lt.StopWorker):
@@ -407,6 +411,8 @@ class NodeAgent:
         elif t is m.ReturnLease:
             self.granted.pop(msg.lease_id, None)
             self._run(self.leases.return_lease(msg.lease_id, msg.kill))
+        elif t is m.ShrinkLease:
+            self._run(self.leases.shrink(msg.worker_id, to_units(msg.resources)))
         elif t is m.StoreCreate:
             try:
                 offset = self._create(msg.object_id, msg.size, id(conn))

@@ -142,6 +142,12 @@ class Placement(Record, frozen=True):
     soft: bool = False
 
 
+# TaskSpec.num_returns of a generator task: its items stream to the owner as
+# they are yielded, or (dynamic) all come back at its end, behind one ref.
+STREAMING = -1
+DYNAMIC = -2
+
+
 class TaskSpec(Record, frozen=True):
     task_id: bytes
     job_id: int
@@ -149,7 +155,7 @@ class TaskSpec(Record, frozen=True):
     fn_id: bytes
     args: list[Arg]
     kwarg_names: list[str]
-    num_returns: int
+    num_returns: int  # or STREAMING / DYNAMIC
     owner: str
     resources: dict[str, float]
     attempt: int = 0
@@ -179,6 +185,10 @@ class TaskSpec(Record, frozen=True):
     # Directories the job's code is found in (the driver script's, and
     # JobConfig.code_search_path): put on sys.path of workers running it.
     code_path: list[str] = []
+    # A streaming generator: items its owner has from an earlier attempt (a
+    # retry skips them), and how many may wait unconsumed before it pauses.
+    stream_from: int = 0
+    backpressure: int = -1
 
 
 class ReturnObject(Record, frozen=True):
@@ -223,6 +233,12 @@ class ActorSpec(Record, frozen=True):
     # allow_out_of_order_execution): a call need not wait behind one whose
     # arguments are not ready.
     out_of_order: bool = False
+    # What placing it needs beyond creation.resources, held until it is
+    # created: Ray places an actor with 1 CPU unless it says, runs it with none.
+    placing: dict[str, float] = {}
+    # The worker of the process that created it (empty for a driver, whose
+    # job's end ends it): a non-detached actor dies with its owner.
+    owner_worker: bytes = b""
 
 
 # --- head requests ---------------------------------------------------------
@@ -662,6 +678,21 @@ class ReturnLease(Msg, frozen=True):
     kill: bool = False
 
 
+class ShrinkLease(Msg, frozen=True):
+    """Head -> agent: the actor on this worker is created; its lease keeps
+    only `resources` (what it runs with) and gives back the rest."""
+
+    worker_id: bytes
+    resources: dict[str, float]
+
+
+class ReclaimLease(Msg, frozen=True):
+    """Agent -> lease owner: others wait for what this lease holds; give it
+    back once its current task is done instead of reusing it."""
+
+    lease_id: int
+
+
 class LeaseKilled(Msg, frozen=True):
     """Agent -> lease owner: the lease's worker is being killed, and why
     (the memory monitor): its task fails with OutOfMemoryError, not a crash."""
@@ -779,6 +810,22 @@ class TaskDone(Msg, frozen=True):
     # which the head reports without unpickling anything a worker sent.
     error_text: str = ""
     rid: int = 0
+
+
+class GeneratorItem(Msg, frozen=True):
+    """Worker -> owner: item `index` (from 0) a streaming generator yielded."""
+
+    task_id: bytes
+    index: int
+    item: ReturnObject
+
+
+class GeneratorConsumed(Msg, frozen=True):
+    """Owner -> worker: the caller has taken `consumed` items of the stream
+    (its backpressure lets the generator go on)."""
+
+    task_id: bytes
+    consumed: int
 
 
 class CancelTask(Msg, frozen=True):

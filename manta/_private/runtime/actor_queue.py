@@ -251,6 +251,16 @@ class ActorQueue:
         self._maybe_release(out)
         return out
 
+    def retry(self, task: Task) -> list[Command]:
+        """A call that raised one of its retry_exceptions goes again at its
+        own place in the order: before the calls not yet sent, one of which
+        may be waiting for its result (behind it, that would never come)."""
+        out: list[Command] = []
+        sid = self.log.stimulus()
+        bisect.insort(self.pending, task, key=_by_seq)
+        self._flush(out, sid)
+        return out
+
     def unsent(self, task: Task) -> list[Command]:
         """The call never left: its link had closed (the actor's worker died
         while nothing was in flight). It cannot have run, so it waits for the

@@ -16,17 +16,20 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from manta._private import ids
 from manta._private.protocol import messages as m
 from manta._private.runtime import actor_queue as aq
 from manta._private.runtime import story
 from manta._private.runtime.object_ref import ObjectRef
-from manta._private.runtime.serialization import serialize_error
+from manta._private.runtime.serialization import serialize, serialize_error
 from manta._private.runtime.submission import should_retry
 from manta._private.runtime.tasks import Task
 from manta._private.transport.connection import Connection
 
 if TYPE_CHECKING:
     from manta._private.runtime.core import CoreRuntime
+
+_NO_VALUE = serialize(None).to_bytes()  # an actor hold's value: nobody reads it
 
 
 @dataclass(eq=False)
@@ -50,10 +53,6 @@ class ActorCalls:
     def __init__(self, rt: CoreRuntime) -> None:
         self.rt = rt
         self.clients: dict[bytes, ActorClient] = {}
-        # Live ActorHandle instances per actor in this process.
-        self.handle_counts: dict[bytes, int] = {}
-        # Actors whose handles left this process: never released on our count alone.
-        self.shared: set[bytes] = set()
         self._run: dict[type, Callable[[ActorClient, Any], None]] = {
             aq.Locate: self._locate,
             aq.Connect: self._connect,
@@ -100,11 +99,12 @@ class ActorCalls:
         name: str,
         retry_exceptions: bool | tuple[type, ...] = False,
         concurrency_group: str = "",
+        backpressure: int = -1,
     ) -> list[ObjectRef]:
         rt = self.rt
         task, refs = rt.tasks.new_task(
             name, args, kwargs, num_returns, actor_id=actor_id, method=method, retries=max_task_retries,
-            retry_exceptions=retry_exceptions, concurrency_group=concurrency_group,
+            retry_exceptions=retry_exceptions, concurrency_group=concurrency_group, backpressure=backpressure,
         )
         for rid in task.return_ids:
             rt.tasks.by_return[rid] = task
@@ -207,7 +207,8 @@ class ActorCalls:
             return False
         task.next_attempt()
         self.rt.log.record(task.task_id, story.RETRIED, self.rt.log.stimulus(), "it raised one of its retry_exceptions")
-        self._submit_io(client, task, False)
+        with client.lock:
+            self._execute(client, client.queue.retry(task))
         return True
 
     def cancel(self, task: Task, recursive: bool) -> None:
@@ -283,29 +284,25 @@ class ActorCalls:
 
     def _release(self, client: ActorClient, c: aq.Release) -> None:
         aid = client.queue.actor_id
-        if aid not in self.handle_counts and aid not in self.shared:
-            self.rt.send_head(m.ReleaseActor(actor_id=aid))
+        self.rt.send_head(m.ReleaseActor(actor_id=aid))
 
     # -- handles ----------------------------------------------------------
 
-    def handle_added(self, actor_id: bytes) -> None:
-        with self.rt.lock:
-            self.handle_counts[actor_id] = self.handle_counts.get(actor_id, 0) + 1
+    def hold(self, actor_id: bytes) -> ObjectRef:
+        """A ref standing for this process's hold on an actor it created. Its
+        handles carry it, so they are counted, pinned in flight and borrowed
+        by other processes exactly as refs are; when the last goes, so does
+        the actor (after the calls sent before)."""
+        rt = self.rt
+        oid = ids.object_id(rt.ids.next(), 0)
+        with rt.lock:
+            rt.refs.add_owned(oid)
+            rt.refs.set_ready(oid, _NO_VALUE)
+            rt.refs.actor_holds[oid] = actor_id
+        return ObjectRef(oid, rt.address, rt)
 
-    def handle_removed(self, actor_id: bytes, releasable: bool) -> None:
-        if self.rt.closing:
-            return
-        with self.rt.lock:
-            n = self.handle_counts.get(actor_id, 0) - 1
-            if n > 0:
-                self.handle_counts[actor_id] = n
-                return
-            self.handle_counts.pop(actor_id, None)
-            shared = actor_id in self.shared
-        if releasable and not shared:
-            self.rt.post(self._release_io, actor_id)
-
-    def _release_io(self, actor_id: bytes) -> None:
+    def release(self, actor_id: bytes) -> None:
+        """I/O thread: the actor's last hold is gone."""
         client = self.clients.get(actor_id)
         if client is None:
             self.rt.send_head(m.ReleaseActor(actor_id=actor_id))

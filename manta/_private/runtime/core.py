@@ -43,6 +43,7 @@ from manta._private.runtime.actors import ActorCalls
 from manta._private.runtime.bridge import IOThread
 from manta._private.runtime.errors import error_from_remote
 from manta._private.runtime.executor import Executor
+from manta._private.runtime.generators import Streams
 from manta._private.runtime.objects import Objects
 from manta._private.runtime.peers import PeerPool
 from manta._private.runtime.recovery import Recovery
@@ -121,6 +122,7 @@ class CoreRuntime:
         self.objects = Objects(self)
         self.recovery = Recovery(self)
         self.tasks = Submitter(self)
+        self.streams = Streams(self)
         self.actors = ActorCalls(self)
         self.executor: Executor | None = None if is_driver else Executor(self)
         self.task_events = TaskReporter(self, config.task_events_ms / 1000)
@@ -140,9 +142,6 @@ class CoreRuntime:
         self.cancel = self.tasks.cancel
         self.create_actor = self.actors.create
         self.submit_actor_task = self.actors.submit
-        self.actor_handle_added = self.actors.handle_added
-        self.actor_handle_removed = self.actors.handle_removed
-        self.shared_actors = self.actors.shared
         self.kill_actor = self.actors.kill
         self.get_named_actor = self.actors.get_named
 

@@ -28,6 +28,7 @@ from manta._private.runtime import story
 from manta._private.runtime.concurrency import Lanes, check_group_sizes, method_groups, start_loop
 from manta._private.runtime.context import ExitActor, TaskContext, current_task
 from manta._private.runtime.errors import format_task_error
+from manta._private.runtime.generators import Flow
 from manta._private.runtime.objects import INLINE_MAX
 from manta._private.runtime.placement_group import PlacementGroup
 from manta._private.runtime.serialization import deserialize, serialize_error
@@ -83,6 +84,8 @@ class Executor:
         # node's environment set it.
         self.omp_fixed = os.environ.get(OMP_FROM_USER) == "1"
         self.omp = ""
+        # Streaming generators running here, by task id (their backpressure).
+        self.flows: dict[bytes, Flow] = {}
 
     # -- dispatch (I/O thread) --------------------------------------------
 
@@ -216,7 +219,7 @@ class Executor:
             try:
                 if spec.task_id in self.cancelled:
                     raise exc.TaskCancelledError(spec.task_id.hex())
-                reply = self._run(spec)
+                reply = self._run(spec, conn)
                 if ctx.cancel_requested and spec.actor_id is not None and not spec.actor_creation:
                     raise exc.TaskCancelledError(spec.task_id.hex())
             finally:
@@ -304,7 +307,7 @@ class Executor:
             error_text=str(err) if spec.actor_creation else "",
         )
 
-    def _run(self, spec: m.TaskSpec) -> m.TaskDone:
+    def _run(self, spec: m.TaskSpec, conn: Connection) -> m.TaskDone:
         try:
             args, kwargs = self._load_args(spec)
             if spec.actor_creation:
@@ -348,6 +351,8 @@ class Executor:
             # Another BaseException (a test framework's failure, say) is the
             # task's error too: the worker goes on serving.
             return self._error_reply(spec, e)
+        if spec.num_returns < 0:
+            return self._stream(spec, result, conn)
         return self._pack(spec, result)
 
     def _set_actor_mode(self, spec: m.TaskSpec, cls: type) -> None:
@@ -387,7 +392,12 @@ class Executor:
                     result = method(*args, **kwargs)
                     if inspect.isawaitable(result):
                         result = await result
-                    reply = self._pack(spec, result)
+                    if spec.num_returns < 0 and inspect.isasyncgen(result):
+                        reply = await self._stream_async(spec, result, conn)
+                    elif spec.num_returns < 0:
+                        reply = self._stream(spec, result, conn)
+                    else:
+                        reply = self._pack(spec, result)
                 except asyncio.CancelledError:
                     raise exc.TaskCancelledError(spec.task_id.hex()) from None
                 except exc.TaskCancelledError:
@@ -456,7 +466,6 @@ class Executor:
         return values, {}
 
     def _pack(self, spec: m.TaskSpec, result: Any) -> m.TaskDone:
-        rt = self.rt
         n = spec.num_returns
         if spec.actor_creation or n == 0:
             values: list[Any] = []
@@ -476,39 +485,113 @@ class Executor:
         returns = []
         borrow_for_caller: dict[str, list[bytes]] = {}
         for i, value in enumerate(values, start=1):
-            oid = ids.object_id(spec.task_id, i)
             try:
-                sv = rt.serialize_value(value, f"the return value of {spec.name}()")
+                returns.append(self._return_object(spec, ids.object_id(spec.task_id, i), value, borrow_for_caller))
             except Exception as e:
                 return self._error_reply(spec, e)
-            contained = []
-            for r in sv.contained:
-                contained.append((r._id, r._owner))
-                if r._owner == rt.address:
-                    with rt.lock:
-                        rt.refs.add_borrower(r._id, spec.owner)
-                    rt.post(rt.references.watch_borrower, spec.owner)
-                elif r._owner != spec.owner:
-                    borrow_for_caller.setdefault(r._owner, []).append(r._id)
-            if sv.size <= INLINE_MAX:
-                returns.append(m.ReturnObject(object_id=oid, data=sv.to_bytes(), contained=contained))
-            else:
-                try:
-                    rt.write_store(oid, sv)
-                except Exception as e:
-                    return self._error_reply(spec, e)
-                returns.append(
-                    m.ReturnObject(
-                        object_id=oid, data=None, in_store=True, node_id=rt.node_id,
-                        size=sv.size, contained=contained,
-                    )
-                )
+        return self._done(spec, returns, borrow_for_caller)
+
+    def _done(self, spec: m.TaskSpec, returns: list[m.ReturnObject], borrow_for_caller: dict[str, list[bytes]]) -> m.TaskDone:
         if borrow_for_caller:
             self._register_for(borrow_for_caller, spec.owner)
         # Refs this task keeps (e.g. stored on an actor) must be known to their
         # owners before the caller drops its argument pins.
-        rt.references.register_borrows()
+        self.rt.references.register_borrows()
         return m.TaskDone(task_id=spec.task_id, returns=returns)
+
+    def _return_object(
+        self, spec: m.TaskSpec, oid: bytes, value: Any, borrow_for_caller: dict[str, list[bytes]],
+    ) -> m.ReturnObject:
+        """One result, inline or written to the store; the refs it holds are
+        borrowed for the caller (raises if it cannot be serialized or stored)."""
+        rt = self.rt
+        sv = rt.serialize_value(value, f"the return value of {spec.name}()")
+        contained = []
+        for r in sv.contained:
+            contained.append((r._id, r._owner))
+            if r._owner == rt.address:
+                with rt.lock:
+                    rt.refs.add_borrower(r._id, spec.owner)
+                rt.post(rt.references.watch_borrower, spec.owner)
+            elif r._owner != spec.owner:
+                borrow_for_caller.setdefault(r._owner, []).append(r._id)
+        if sv.size <= INLINE_MAX:
+            return m.ReturnObject(object_id=oid, data=sv.to_bytes(), contained=contained)
+        rt.write_store(oid, sv)
+        return m.ReturnObject(
+            object_id=oid, data=None, in_store=True, node_id=rt.node_id, size=sv.size, contained=contained,
+        )
+
+    # -- generators (see generators.py) ------------------------------------
+
+    def _stream(self, spec: m.TaskSpec, gen: Any, conn: Connection) -> m.TaskDone:
+        """Runs a generator task: each item to the caller as it is yielded
+        (streaming), or all of them with the answer (dynamic)."""
+        if not inspect.isgenerator(gen):
+            return self._error_reply(spec, _not_a_generator(spec, gen))
+        ctx = current_task.get()
+        flow = self.flows[spec.task_id] = Flow(spec.backpressure)
+        returns: list[m.ReturnObject] = []
+        borrow: dict[str, list[bytes]] = {}
+        try:
+            for index, value in enumerate(gen):
+                # Items the caller has from an earlier attempt are skipped.
+                if index >= spec.stream_from and self._item(spec, index, value, conn, flow, returns, borrow):
+                    flow.wait(lambda: ctx is not None and ctx.cancel_requested)
+        except (exc.TaskCancelledError, SystemExit, KeyboardInterrupt, ExitActor):
+            raise
+        except BaseException as e:
+            return self._error_reply(spec, e)
+        finally:
+            self.flows.pop(spec.task_id, None)
+        return self._generator_done(spec, returns, borrow)
+
+    async def _stream_async(self, spec: m.TaskSpec, agen: Any, conn: Connection) -> m.TaskDone:
+        ctx = current_task.get()
+        flow = self.flows[spec.task_id] = Flow(spec.backpressure, asyncio.get_running_loop())
+        returns: list[m.ReturnObject] = []
+        borrow: dict[str, list[bytes]] = {}
+        index = -1
+        try:
+            async for value in agen:
+                index += 1
+                if index >= spec.stream_from and self._item(spec, index, value, conn, flow, returns, borrow):
+                    await flow.wait_async(lambda: ctx is not None and ctx.cancel_requested)
+        except (asyncio.CancelledError, exc.TaskCancelledError, SystemExit, KeyboardInterrupt, ExitActor):
+            raise
+        except BaseException as e:
+            return self._error_reply(spec, e)
+        finally:
+            self.flows.pop(spec.task_id, None)
+        return self._generator_done(spec, returns, borrow)
+
+    def _item(
+        self, spec: m.TaskSpec, index: int, value: Any, conn: Connection, flow: Flow,
+        returns: list[m.ReturnObject], borrow: dict[str, list[bytes]],
+    ) -> bool:
+        """One yielded item: kept for the answer (dynamic), or sent to the
+        caller now; True if sent (the generator may have to wait)."""
+        item = self._return_object(spec, ids.item_id(spec.task_id, index), value, borrow)
+        if spec.num_returns == m.DYNAMIC:
+            returns.append(item)
+            return False
+        conn.send_threadsafe(m.GeneratorItem(task_id=spec.task_id, index=index, item=item))
+        flow.sent = index + 1
+        return True
+
+    def _generator_done(
+        self, spec: m.TaskSpec, returns: list[m.ReturnObject], borrow: dict[str, list[bytes]],
+    ) -> m.TaskDone:
+        if spec.num_returns == m.STREAMING:
+            # The end's own value (index 1): None, once every item was sent.
+            returns = [self._return_object(spec, ids.object_id(spec.task_id, 1), None, borrow)]
+        return self._done(spec, returns, borrow)
+
+    def consumed(self, msg: m.GeneratorConsumed) -> None:
+        """I/O thread: the caller took items of a stream this worker runs."""
+        flow = self.flows.get(msg.task_id)
+        if flow is not None:
+            flow.took(msg.consumed)
 
     def _register_for(self, by_owner: dict[str, list[bytes]], borrower: str) -> None:
         self.rt.run(self.rt.references.tell_owners(by_owner, borrower))
@@ -572,6 +655,14 @@ def _captured_group(spec: m.TaskSpec) -> Any:
     if not spec.capture_pg:
         return None
     return PlacementGroup(spec.capture_pg, [{}] * spec.capture_pg_bundles)
+
+
+def _not_a_generator(spec: m.TaskSpec, value: Any) -> TypeError:
+    kind = "streaming" if spec.num_returns == m.STREAMING else "dynamic"
+    return TypeError(
+        f"{spec.name}() was called with num_returns='{kind}', which needs a generator "
+        f"(a function that yields), but it returned {type(value).__name__}"
+    )
 
 
 def _cancelled(spec: m.TaskSpec) -> m.TaskDone:

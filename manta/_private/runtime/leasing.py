@@ -83,6 +83,8 @@ class Lease:
     fresh: bool = True
     # The shell's way to the worker (its connection), opaque here.
     channel: Any = None
+    # Its agent asked for it back (others wait): returned after its task.
+    reclaimed: bool = False
 
 
 # -- commands ----------------------------------------------------------------
@@ -277,7 +279,10 @@ class LeaseClient:
         task.lease = None
         shape.busy.discard(lease)
         lease.idle_since = now = self.clock()
-        shape.idle.append(lease)
+        if lease.reclaimed:
+            out.append(ReturnLease(lease))
+        else:
+            shape.idle.append(lease)
         if reply.error is None:
             self.log.append(Rec(task.task_id, story.FINISHED, sid, now))
             out.append(Finish(task, reply))
@@ -333,6 +338,22 @@ class LeaseClient:
         expires = self.clock() + self.kill_note_s
         self.kill_notes[key] = (reason, expires)
         self._wake_at(expires, out)
+        return out
+
+    def lease_reclaimed(self, agent: str, lease_id: int) -> list[Command]:
+        """The agent wants the lease back for a request that waits: an idle
+        one goes now, a busy one once its task is done (not reused)."""
+        out: list[Command] = []
+        for shape in self.shapes.values():
+            for lease in shape.idle:
+                if lease.lease_id == lease_id and lease.agent == agent:
+                    shape.idle.remove(lease)
+                    out.append(ReturnLease(lease))
+                    return out
+            for lease in shape.busy:
+                if lease.lease_id == lease_id and lease.agent == agent:
+                    lease.reclaimed = True
+                    return out
         return out
 
     def cancel(self, task: Task, force: bool, recursive: bool) -> list[Command]:

@@ -54,7 +54,8 @@ class ObjectRef:
         return f"ObjectRef({self._id.hex()})"
 
     def __reduce__(self) -> Any:
-        note_ref(self)
+        if not note_ref(self) and self._rt is not None:
+            self._rt.references.escaped(self._id)
         return (_rebuild_ref, (self._id, self._owner))
 
     def __copy__(self) -> ObjectRef:
@@ -70,6 +71,17 @@ class ObjectRef:
     def __await__(self) -> Generator[Any, None, Any]:
         rt = self._rt or context.require()
         return rt.await_ref(self).__await__()
+
+    def _on_completed(self, callback: Any) -> None:
+        """Calls `callback(value)` once the object is ready, or with the
+        exception that getting it would raise (Ray's hook for its async API).
+        It runs on a runtime thread and is let go of once called."""
+
+        def done(fut: concurrent.futures.Future[Any]) -> None:
+            error = fut.exception()
+            callback(error if error is not None else fut.result())
+
+        self.future().add_done_callback(done)
 
     def as_future(self) -> Any:
         import asyncio

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from manta._private.protocol import messages as m
 from manta._private.runtime.object_ref import ObjectRef
-from manta._private.runtime.refs import EndBorrow, FreeStored
+from manta._private.runtime.refs import DropActor, EndBorrow, FreeStored
 
 if TYPE_CHECKING:
     from manta._private.runtime.core import CoreRuntime
@@ -29,6 +29,8 @@ class References:
         self.lock = rt.lock
         # Borrowed refs whose owners do not know about us yet.
         self.unregistered: set[bytes] = set()
+        # Refs pickled out of band: kept for as long as this process lives.
+        self.escaped_ids: set[bytes] = set()
 
     # -- ObjectRef hooks (any thread) -------------------------------------
 
@@ -49,6 +51,17 @@ class References:
                 self.unregistered.discard(object_id)
         if commands:
             self.rt.post(self.run_commands, commands)
+
+    def escaped(self, object_id: bytes) -> None:
+        """A ref pickled outside manta's serializer (`cloudpickle.dumps(ref)`)
+        may be loaded anywhere, at any time, with nobody counting it: as in
+        Ray, its object is then kept as long as this process lives."""
+        with self.lock:
+            e = self.refs.get(object_id)
+            if e is None or object_id in self.escaped_ids:
+                return
+            self.escaped_ids.add(object_id)
+            e.pins += 1
 
     def deserialized_ref(self, object_id: bytes, owner: str) -> ObjectRef:
         with self.lock:
@@ -145,6 +158,8 @@ class References:
                 frees.setdefault(c.node_id or rt.node_id, []).append(c.object_id)
                 # Handled by this same loop, further on.
                 commands.extend(rt.recovery.output_freed(c.object_id))
+            elif isinstance(c, DropActor):
+                rt.actors.release(c.actor_id)
         for node_id, ids in frees.items():
             if node_id in rt.peers.dead_nodes:
                 continue  # its store is gone with it

@@ -41,7 +41,15 @@ class EndBorrow:
     owner: str
 
 
-Command = FreeStored | EndBorrow
+@dataclass(frozen=True, slots=True)
+class DropActor:
+    """The last hold on an actor this process created is gone (its handles
+    here and every process borrowing one): the actor may end."""
+
+    actor_id: bytes
+
+
+Command = FreeStored | EndBorrow | DropActor
 
 
 class Entry:
@@ -92,6 +100,10 @@ class ReferenceTable:
         # Ids of entries not yet READY: lets wait()/get() over many refs test
         # readiness with one C-level set operation instead of a Python loop.
         self.pending: set[bytes] = set()
+        # Owned entries that stand for this process's hold on an actor it
+        # created (a valueless ref inside each of its handles, so handles are
+        # counted and borrowed as refs are): entry -> actor id.
+        self.actor_holds: dict[bytes, bytes] = {}
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -251,6 +263,9 @@ class ReferenceTable:
         if e.owned:
             if e.in_store:
                 out.append(FreeStored(object_id, e.node_id))
+            actor_id = self.actor_holds.pop(object_id, None)
+            if actor_id is not None:
+                out.append(DropActor(actor_id))
         elif e.registered:
             out.append(EndBorrow(object_id, e.owner))
         for cid, _ in e.contained:

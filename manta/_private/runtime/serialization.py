@@ -14,16 +14,18 @@ owner must keep them alive as long as the containing value lives.
 
 from __future__ import annotations
 
+import ctypes
 import io
 import pickle
 import struct
 import threading
+from collections import ChainMap
 from collections.abc import Callable
 from typing import Any
 
 import cloudpickle
 
-from manta._private.objectstore.allocator import align_up
+from manta._private.objectstore.allocator import ALIGN, align_up
 
 MAGIC = 0x4D4E5431  # "MNT1"
 _loads = pickle.loads
@@ -37,6 +39,29 @@ _PLAIN = frozenset({int, float, str, bytes, bool, type(None)})
 
 _local = threading.local()
 _NO_OFFSETS: list[int] = []
+
+# Classes given serializers of their own in this process (Ray's
+# util.register_serializer): kept across init() and shutdown(), as in Ray,
+# and empty unless a program registers one, so pickling takes no detour.
+_custom: dict[type, Callable[[Any], Any]] = {}
+
+
+def register_serializer(cls: type, serializer: Callable[[Any], Any], deserializer: Callable[[Any], Any]) -> None:
+    if not isinstance(cls, type):
+        raise TypeError(f"register_serializer() takes a class, got {cls!r}")
+    if not callable(serializer) or not callable(deserializer):
+        raise TypeError("register_serializer() needs a callable serializer and deserializer")
+    _custom[cls] = lambda obj: (deserializer, (serializer(obj),))
+
+
+def deregister_serializer(cls: type) -> None:
+    _custom.pop(cls, None)
+
+
+class _CustomPickler(cloudpickle.Pickler):
+    # Read when a pickler is made (the C pickler takes it then): a live view,
+    # so what is registered later applies too.
+    dispatch_table = ChainMap(_custom, cloudpickle.Pickler.dispatch_table)
 
 
 class SerializedValue:
@@ -89,11 +114,14 @@ class SerializedValue:
             dest[off : off + b.nbytes] = b
 
 
-def note_ref(ref: Any) -> None:
-    """Called by ObjectRef.__reduce__: records a ref being serialized."""
+def note_ref(ref: Any) -> bool:
+    """Called by ObjectRef.__reduce__: records a ref being serialized.
+    False if it is pickled outside manta's serializer (out of band)."""
     refs = getattr(_local, "refs", None)
-    if refs is not None:
-        refs.append(ref)
+    if refs is None:
+        return False
+    refs.append(ref)
+    return True
 
 
 def serialize(value: Any, flags: int = 0) -> SerializedValue:
@@ -104,7 +132,12 @@ def serialize(value: Any, flags: int = 0) -> SerializedValue:
     refs: list[Any] = []
     _local.refs = refs
     try:
-        data = cloudpickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+        if _custom:
+            out = io.BytesIO()
+            _CustomPickler(out, protocol=5, buffer_callback=buffers.append).dump(value)
+            data = out.getvalue()
+        else:
+            data = cloudpickle.dumps(value, protocol=5, buffer_callback=buffers.append)
     finally:
         _local.refs = prev
     return SerializedValue(data, [b.raw() for b in buffers], refs, flags)
@@ -148,7 +181,7 @@ def deserialize(
         # Most values: one small pickle right after the header (slicing copies
         # it, which for a small one is cheaper than making a view).
         return _loads(data[_HEAD.size : _HEAD.size + plen]), bool(flags & FLAG_ERROR)
-    view = data if isinstance(data, memoryview) else memoryview(data)
+    view = data if isinstance(data, memoryview) else _aligned(data) if nbuf else memoryview(data)
     pos = _HEAD.size
     bufs = []
     for _ in range(nbuf):
@@ -159,6 +192,18 @@ def deserialize(
     pickled = view[pos : pos + plen]
     value = _loads(pickled, buffers=bufs) if bufs else _loads(pickled)
     return value, bool(flags & FLAG_ERROR)
+
+
+def _aligned(data: bytes) -> memoryview:
+    """A read-only copy of an inline value at a 64-byte-aligned address.
+    The buffers' offsets are aligned from the value's start, but a bytes
+    object's payload starts wherever its header ends; numpy arrays (and the
+    code using them) expect the alignment a store read gives."""
+    raw = bytearray(len(data) + ALIGN)
+    start = -ctypes.addressof(ctypes.c_char.from_buffer(raw)) % ALIGN
+    view = memoryview(raw)[start : start + len(data)]
+    view[:] = data
+    return view.toreadonly()
 
 
 def describe_unpicklable(value: Any, err: Exception) -> str:

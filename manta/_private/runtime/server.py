@@ -32,6 +32,9 @@ class Inbound:
             m.LogLines: self._log_lines,
             m.NodeDied: self._node_died,
             m.LeaseKilled: lambda conn, msg: rt.tasks.lease_killed(conn, msg),
+            m.GeneratorItem: lambda conn, msg: rt.streams.on_item(conn, msg),
+            m.ReclaimLease: lambda conn, msg: rt.tasks.lease_reclaimed(conn, msg),
+            m.GeneratorConsumed: self._consumed,
         }
 
     def handle(self, conn: Connection, msg: Any) -> None:
@@ -59,6 +62,11 @@ class Inbound:
             conn.reply_error(msg, m.ErrorKind.FREED, freed.hex())
         else:
             conn.reply(msg, m.Ack())
+
+    def _consumed(self, conn: Connection, msg: m.GeneratorConsumed) -> None:
+        executor = self.rt.executor
+        if executor is not None:
+            executor.consumed(msg)
 
     def _cancel_task(self, conn: Connection, msg: m.CancelTask) -> None:
         executor = self.rt.executor

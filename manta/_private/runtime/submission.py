@@ -24,9 +24,10 @@ from manta._private.runtime import leasing as lc
 from manta._private.runtime import story
 from manta._private.runtime.context import current_task
 from manta._private.runtime.errors import error_from_remote
+from manta._private.runtime.generators import DynamicObjectRefGenerator
 from manta._private.runtime.object_ref import ObjectRef
 from manta._private.runtime.objects import INLINE_MAX, RefStub
-from manta._private.runtime.serialization import deserialize, serialize_error
+from manta._private.runtime.serialization import deserialize, serialize, serialize_error
 from manta._private.runtime.story import Rec
 from manta._private.runtime.tasks import Task
 from manta._private.transport.connection import Connection, ConnectionLost, PeerNodeDied, RemoteError
@@ -126,13 +127,16 @@ class Submitter:
         placement: m.Placement | None = None,
         capture: tuple[bytes, int] = (b"", 0),
         concurrency_group: str = "",
+        backpressure: int = -1,
     ) -> tuple[Task, list[ObjectRef]]:
         """Serializes arguments and registers the return objects this process now owns."""
         rt = self.rt
         spec_args, kwnames, pinned = self.prepare_args(args, kwargs, name)
         task_id = rt.ids.next()
-        # An actor call with num_returns=0 still gets one id, for cancel and errors.
-        return_ids = ids.return_ids(task_id, num_returns if actor_id is None else max(num_returns, 1))
+        # An actor call with num_returns=0 still gets one id, for cancel and
+        # errors; a generator task one, for its end.
+        n = 1 if num_returns < 0 else num_returns if actor_id is None else max(num_returns, 1)
+        return_ids = ids.return_ids(task_id, n)
         with self.lock:
             for rid in return_ids:
                 self.refs.add_owned(rid)
@@ -156,9 +160,12 @@ class Submitter:
             capture_pg_bundles=capture[1],
             code_path=rt.code_path,
             concurrency_group=concurrency_group,
+            backpressure=backpressure,
         )
         # Positional: a dataclass called with keywords builds a dict for them.
         task = Task(task_id, spec, return_ids, pinned, retries, retry_exceptions)
+        if num_returns == m.STREAMING:
+            task.stream = rt.streams.open(task_id, return_ids[0], backpressure)
         ctx = current_task.get()
         if ctx is not None:
             task.parent = ctx.task_id
@@ -180,11 +187,12 @@ class Submitter:
         env_vars: dict[str, str],
         placement: m.Placement | None = None,
         capture: tuple[bytes, int] = (b"", 0),
+        backpressure: int = -1,
     ) -> list[ObjectRef]:
         task, refs = self.new_task(
             name, args, kwargs, num_returns,
             fn_id=fn_id, resources=resources, env_vars=env_vars, retries=max_retries,
-            retry_exceptions=retry_exceptions, placement=placement, capture=capture,
+            retry_exceptions=retry_exceptions, placement=placement, capture=capture, backpressure=backpressure,
         )
         self.rt.post(self.submit_io, task)
         return refs
@@ -366,6 +374,10 @@ class Submitter:
         agent = lc.LOCAL if conn is self.rt.agent else conn.name
         self.execute(self.leases.lease_killed(agent, msg.lease_id, msg.reason))
 
+    def lease_reclaimed(self, conn: Connection, msg: m.ReclaimLease) -> None:
+        agent = lc.LOCAL if conn is self.rt.agent else conn.name
+        self.execute(self.leases.lease_reclaimed(agent, msg.lease_id))
+
     def node_died(self, node_id: bytes) -> None:
         self.leases.node_died(node_id)
 
@@ -439,29 +451,54 @@ class Submitter:
         if reply.error is not None:
             for rid in task.return_ids:
                 rt.objects.set_ready(rid, reply.error, is_error=True)
+        elif task.spec.num_returns == m.DYNAMIC:
+            self._complete_dynamic(task, reply)
         else:
             for ret in reply.returns:
-                with self.lock:
-                    for cid, cowner in ret.contained:
-                        self.refs.pin(cid, cowner)
-                        e = self.refs.get(cid)
-                        if e is not None and not e.owned:
-                            e.registered = True
-                    waiters, cmds = self.refs.set_ready(
-                        ret.object_id, ret.data, in_store=ret.in_store, node_id=ret.node_id,
-                    )
-                    e = self.refs.get(ret.object_id)
-                    if e is not None:
-                        e.contained = list(ret.contained)
-                    else:
-                        for cid, _ in ret.contained:
-                            cmds += self.refs.unpin(cid)
-                for w in waiters:
-                    w()
-                rt.references.run_commands(cmds)
+                self.store_return(ret)
             if task.spec.actor_id is None and any(r.in_store and r.node_id != rt.node_id for r in reply.returns):
                 rt.recovery.keep(task, reply)
         self._finish(task)
+
+    def store_return(self, ret: m.ReturnObject) -> None:
+        """A result's value or location, and the refs it holds, recorded."""
+        rt = self.rt
+        with self.lock:
+            for cid, cowner in ret.contained:
+                self.refs.pin(cid, cowner)
+                e = self.refs.get(cid)
+                if e is not None and not e.owned:
+                    e.registered = True
+            waiters, cmds = self.refs.set_ready(
+                ret.object_id, ret.data, in_store=ret.in_store, node_id=ret.node_id,
+            )
+            e = self.refs.get(ret.object_id)
+            if e is not None:
+                e.contained = list(ret.contained)
+            else:
+                for cid, _ in ret.contained:
+                    cmds += self.refs.unpin(cid)
+        for w in waiters:
+            w()
+        rt.references.run_commands(cmds)
+
+    def _complete_dynamic(self, task: Task, reply: m.TaskDone) -> None:
+        """A dynamic generator's items came with its answer; its ref's value
+        is a DynamicObjectRefGenerator of them, which keeps them alive."""
+        rt = self.rt
+        refs = []
+        for ret in reply.returns:
+            with self.lock:
+                if self.refs.get(ret.object_id) is not None or ids.task_of(ret.object_id) != task.task_id:
+                    continue
+                self.refs.add_owned(ret.object_id)
+            refs.append(ObjectRef(ret.object_id, rt.address, rt))
+            self.store_return(ret)
+        value = serialize(DynamicObjectRefGenerator(refs)).to_bytes()
+        self.store_return(m.ReturnObject(
+            object_id=task.return_ids[0], data=value, contained=[(r._id, rt.address) for r in refs],
+        ))
+        del refs  # the items live on, held by the value
 
     def fail(self, task: Task, error: bytes) -> None:
         if task.done:

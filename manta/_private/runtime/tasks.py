@@ -34,6 +34,8 @@ class Task:
     # Its argument pins are gone: set once, by the task's end or (if its
     # stored outputs are kept rebuildable) by the end of its lineage.
     args_released: bool = False
+    # A streaming generator task: the caller's stream of its items.
+    stream: Any = None
 
     def may_retry_on_error(self) -> bool:
         """Whether its own error may send it again: retries left, not
@@ -45,4 +47,8 @@ class Task:
         """Runs again: one retry fewer (unless unlimited), the attempt counted."""
         if self.retries_left > 0:
             self.retries_left -= 1
-        self.spec = replace(self.spec, attempt=self.spec.attempt + 1)
+        if self.stream is not None:
+            # The items already streamed are skipped: nothing is seen twice.
+            self.spec = replace(self.spec, attempt=self.spec.attempt + 1, stream_from=len(self.stream.items))
+        else:
+            self.spec = replace(self.spec, attempt=self.spec.attempt + 1)

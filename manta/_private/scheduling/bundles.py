@@ -91,6 +91,12 @@ def _parse(name: str) -> tuple[str, bytes] | None:
     return base, bytes.fromhex(pg_hex)
 
 
+def base_of(name: str) -> str:
+    """The resource a name stands for: "CPU" for "CPU_group_0_<pg>" and "CPU"."""
+    parsed = _parse(name)
+    return name if parsed is None else parsed[0]
+
+
 def unbundled(resources: dict[str, float]) -> dict[str, float]:
     """A request with its bundle names taken back to the resources they stand
     for ({"CPU_group_0_<pg>": 1} -> {"CPU": 1}): what a task was given."""

@@ -16,6 +16,7 @@ import itertools
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 
+from manta._private.scheduling.bundles import base_of
 from manta._private.scheduling.resources import UNIT, ResourceSet, add, fits, subtract
 
 PoolKey = tuple[tuple[str, str], ...]  # the worker's environment variables
@@ -39,7 +40,15 @@ class StopWorker:
     worker_id: bytes
 
 
-Command = Grant | StartWorker | StopWorker
+@dataclass(frozen=True, slots=True)
+class Reclaim:
+    """Ask the owner of a task lease to give it back after its current task
+    instead of reusing it: a request that does not fit waits for it."""
+
+    lease_id: int
+
+
+Command = Grant | StartWorker | StopWorker | Reclaim
 
 
 @dataclass(eq=False, slots=True)
@@ -60,6 +69,7 @@ class Lease:
     for_actor: bool
     blocked: bool = False
     gpu_ids: tuple[int, ...] = ()
+    reclaimed: bool = False  # its owner was asked to give it back
 
 
 @dataclass(eq=False, slots=True)
@@ -104,7 +114,9 @@ class LeaseTable:
             req, lease_id = waiting.popleft()
             if not waiting:
                 del self.starting[pool_key]
-            return [self._bind(req, lease_id, worker_id)]
+            # A lease that came into being while others wait may be asked
+            # back too (nothing else may happen here for a while).
+            return [self._bind(req, lease_id, worker_id), *self._ask_back()]
         self.idle.setdefault(pool_key, []).append(worker_id)
         return self._trim_idle()
 
@@ -176,6 +188,19 @@ class LeaseTable:
         subtract(self.available, _cpu_only(lease.resources))
         return []
 
+    def shrink(self, worker_id: bytes, keep: ResourceSet) -> list[Command]:
+        """The lease keeps only `keep` (never more than it had): an actor,
+        once created, gives back what only its placement needed."""
+        lease = self._lease_of(worker_id)
+        if lease is None:
+            return []
+        self._release(lease, devices=False)
+        lease.resources = {k: min(v, lease.resources.get(k, 0)) for k, v in keep.items() if v > 0}
+        subtract(self.available, lease.resources)
+        if lease.blocked:
+            add(self.available, _cpu_only(lease.resources))
+        return self._schedule()
+
     # -- queries ----------------------------------------------------------
 
     # -- placement group bundles -----------------------------------------
@@ -241,8 +266,16 @@ class LeaseTable:
     def _schedule(self) -> list[Command]:
         out: list[Command] = []
         still: collections.deque[Request] = collections.deque()
-        while self.pending:
-            req = self.pending.popleft()
+        pending = self.pending
+        if len(pending) > 1 and self.leases:
+            # Owners holding fewer leases go first (in arrival order among
+            # equals), so one owner's stream of tasks cannot keep another
+            # waiting behind its queue of requests.
+            held = collections.Counter(lease.owner for lease in self.leases.values() if any(lease.resources.values()))
+            if len({held[r.owner] for r in pending}) > 1:
+                pending = collections.deque(sorted(pending, key=lambda r: held[r.owner]))
+        while pending:
+            req = pending.popleft()
             if not fits(req.resources, self.available):
                 still.append(req)
                 continue
@@ -255,6 +288,43 @@ class LeaseTable:
                 self.starting.setdefault(req.pool_key, collections.deque()).append((req, lease_id))
                 out.append(StartWorker(req.pool_key))
         self.pending = still
+        return out + self._ask_back()
+
+    def _ask_back(self) -> list[Command]:
+        """Leases asked back for the first request that waits and can be
+        helped (an owner's own leases are its lease client's business: it
+        reuses them in order)."""
+        for waiting in itertools.islice(self.pending, 8):
+            asked = self._reclaim(waiting)
+            if asked:
+                return asked
+        return []
+
+    def _reclaim(self, waiting: Request) -> list[Command]:
+        """Owners reuse a task lease for their next task of its shape, so a
+        steady stream of them would hold a node's resources forever and
+        starve everyone else (another job, an actor being placed). When the
+        oldest request waits, the task leases it needs are asked back: each
+        returns once its current task is done, and the queue goes in order."""
+        if not fits(waiting.resources, self.total):
+            return []  # it can never fit here: taking leases back would not help
+        short = {k: v - self.available.get(k, 0) for k, v in waiting.resources.items()
+                 if v > self.available.get(k, 0)}
+        for lease in self.leases.values():
+            if lease.reclaimed:
+                subtract(short, _held(lease))
+        out: list[Command] = []
+        for lease in self.leases.values():
+            if not any(v > 0 for v in short.values()):
+                break
+            if lease.for_actor or lease.reclaimed or lease.owner == waiting.owner:
+                continue
+            held = _held(lease)
+            if not any(held.get(k, 0) > 0 and v > 0 for k, v in short.items()):
+                continue
+            lease.reclaimed = True
+            subtract(short, held)
+            out.append(Reclaim(lease.lease_id))
         return out
 
     def _bind(self, req: Request, lease_id: int, worker_id: bytes) -> Grant:
@@ -282,10 +352,12 @@ class LeaseTable:
             self.gpu_free[i] = 0
         return tuple(ids)
 
-    def _release(self, lease: Lease) -> None:
+    def _release(self, lease: Lease, devices: bool = True) -> None:
         add(self.available, lease.resources)
         if lease.blocked:
             subtract(self.available, _cpu_only(lease.resources))
+        if not devices:
+            return
         units = lease.resources.get("GPU", 0)
         for i in lease.gpu_ids:
             self.gpu_free[i] += units if units < UNIT else UNIT
@@ -304,7 +376,15 @@ class LeaseTable:
         return out
 
 
+def _held(lease: Lease) -> ResourceSet:
+    """What a lease holds of the node now (a blocked one lends its CPUs)."""
+    if not lease.blocked:
+        return lease.resources
+    lent = _cpu_only(lease.resources)
+    return {k: v for k, v in lease.resources.items() if k not in lent}
+
+
 def _cpu_only(resources: ResourceSet) -> ResourceSet:
-    """What a blocked worker lends out: its CPUs, never its devices."""
-    cpu = resources.get("CPU", 0)
-    return {"CPU": cpu} if cpu else {}
+    """What a blocked worker lends out: its CPUs, never its devices (in a
+    placement group, its bundle's CPUs, to the group's other tasks)."""
+    return {k: v for k, v in resources.items() if v and base_of(k) == "CPU"}
