@@ -44,7 +44,7 @@ _EXPORTS = {
     "DynamicObjectRefGenerator": "manta._private.runtime.generators",
 }
 _SUBMODULES = {
-    "actor", "cloudpickle", "exceptions", "experimental", "job_config", "remote_function", "runtime_env", "types",
+    "actor", "cloudpickle", "dag", "exceptions", "experimental", "job_config", "remote_function", "runtime_env", "types",
     "util",
 }
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from manta import exceptions as exc
-from manta._private import session
+from manta._private import dag, session
 from manta._private.ids import ActorID
 from manta._private.options import check_namespace, concurrency_groups
 from manta._private.options import validate as validate_options
@@ -398,6 +398,10 @@ class _OptionsWrapper:
     def options(self, **options: Any) -> _OptionsWrapper:
         return self._target.options(**{**self._options, **options})
 
+    def bind(self, *args: Any, **kwargs: Any) -> Any:
+        """A DAG node of this call, with these options (see dag.py)."""
+        return _node(self, self._target, args, kwargs)
+
 
 class _Remotable:
     """What remote functions and actor classes share: options and `.remote()`."""
@@ -426,7 +430,14 @@ class _Remotable:
         raise NotImplementedError
 
     def bind(self, *args: Any, **kwargs: Any) -> Any:
-        raise NotImplementedError("DAG building (bind) is not supported by manta yet")
+        """A DAG node of this call, run by its `execute()` (see dag.py)."""
+        return _node(self, self, args, kwargs)
+
+
+def _node(target: Any, kind: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if isinstance(kind, RemoteFunction):
+        return dag.FunctionNode(target, args, kwargs)
+    return dag.ClassNode(target, args, kwargs)
 
 
 class RemoteFunction(_Remotable):
@@ -816,7 +827,8 @@ class ActorMethod:
         return target.remote(*(args or ()), **(kwargs or {}))
 
     def bind(self, *args: Any, **kwargs: Any) -> Any:
-        raise NotImplementedError("DAG building (bind) is not supported by manta yet")
+        """A DAG node of this call on this actor (see dag.py)."""
+        return dag.ClassMethodNode(self._handle, self._name, args, kwargs, self._options)
 
 
 def handle_from_state(rt: Any, state: m.ActorState) -> ActorHandle:

@@ -312,3 +312,46 @@ def test_a_second_driver_joins_by_the_address_init_returned(ray_clean, backend_n
         ray.kill(n)
     finally:
         ray.shutdown()
+
+
+# --------------------------------------------------------------------------
+# Executor (beyond Ray: Ray #29456)
+# --------------------------------------------------------------------------
+
+
+def test_executor_runs_calls_as_tasks_with_futures(ray_start, backend_name, tmp_path):
+    if backend_name == "ray":
+        pytest.skip("manta.util.Executor is beyond Ray")
+    import concurrent.futures
+    import importlib
+    import time
+
+    ray = ray_start
+    util = importlib.import_module(f"{ray.__name__}.util")
+
+    def square(x):
+        return x * x
+
+    def fails():
+        raise KeyError("nope")
+
+    def nap(s):
+        time.sleep(s)
+        return s
+
+    with util.Executor(max_workers=2, num_cpus=1) as ex:
+        assert isinstance(ex, concurrent.futures.Executor)
+        assert list(ex.map(square, range(6))) == [0, 1, 4, 9, 16, 25]
+        with pytest.raises(KeyError):
+            ex.submit(fails).result(timeout=30)
+        long = ex.submit(nap, 60)
+        time.sleep(0.5)
+        assert long.cancel() and long.cancelled()  # a running task is cancelled too
+        assert ex.submit(square, 9).result(timeout=30) == 81
+    # max_workers=1: one in flight, the rest wait and can be dropped at shutdown.
+    ex = util.Executor(max_workers=1)
+    first, second = ex.submit(nap, 0.5), ex.submit(nap, 0.5)
+    ex.shutdown(wait=True, cancel_futures=True)
+    assert first.result() == 0.5 and second.cancelled()
+    with pytest.raises(RuntimeError):
+        ex.submit(square, 1)

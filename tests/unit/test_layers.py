@@ -40,7 +40,8 @@ ENTRY_POINTS = {
     "manta._private.runtime.worker_main",
 }
 COMPONENT_PREFIXES = [
-    ("driver", ("manta._private.session", "manta._private.api", "manta._private.remote", "manta._private.options")),
+    ("driver", ("manta._private.session", "manta._private.api", "manta._private.remote", "manta._private.options",
+                "manta._private.dag")),
     ("launch", ("manta._private.services", "manta._private.cluster")),
     ("runtime", ("manta._private.runtime",)),
     ("head", ("manta._private.head",)),

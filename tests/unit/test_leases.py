@@ -155,34 +155,21 @@ def test_blocked_worker_lends_cpu_but_keeps_gpu():
     assert t.available == to_units({"CPU": 1, "GPU": 1})
 
 
-def test_created_actor_gives_back_what_only_its_placement_needed():
-    # Placed with 1 CPU, run with none: once shrunk, the CPU serves the next.
-    t = table(cpus=1, gizmo=1)
-    t.request(lt.Request(1, "head", to_units({"CPU": 1, "gizmo": 1}), (), for_actor=True))
-    t.worker_started(b"actor", ())
-    assert t.request(req(2)) == []
-    cmds = t.shrink(b"actor", to_units({"gizmo": 1, "CPU": 0}))
-    assert cmds == [lt.StartWorker(())]
-    assert t.leases[1].resources == to_units({"gizmo": 1})
-    # A shrink never grows a lease, and one for no lease changes nothing.
-    assert t.shrink(b"actor", to_units({"gizmo": 5})) == [] and t.leases[1].resources == to_units({"gizmo": 1})
-    assert t.shrink(b"nobody", {}) == []
-    t.worker_started(b"w2", ())
-    t.validate()
-    t.return_lease(1)
-    assert t.available.get("gizmo") == UNIT
-    t.validate()
+def actor(i, cpus=0.0, gate_cpus=1.0, **extra):
+    # Placed where gate_cpus are free, holding only `cpus` (as Ray places actors).
+    return lt.Request(i, "head", to_units({"CPU": cpus, **extra}), (), for_actor=True,
+                      gate=to_units({"CPU": gate_cpus}))
 
 
-def test_shrinking_a_blocked_lease_keeps_the_lent_cpu_right():
-    t = table(cpus=2)
-    t.request(lt.Request(1, "head", to_units({"CPU": 2}), (), for_actor=True))
-    t.worker_started(b"a", ())
-    t.blocked(b"a")
-    t.shrink(b"a", to_units({"CPU": 1}))
-    t.validate()
-    t.unblocked(b"a")
-    assert t.available["CPU"] == UNIT
+def test_an_actor_is_placed_where_a_cpu_is_free_and_holds_none():
+    t = table(cpus=1)
+    t.request(actor(1))
+    assert t.worker_started(b"actor", ()) == [lt.Grant(1, 1, b"actor")]
+    assert t.available["CPU"] == UNIT  # nothing held
+    t.request(req(2))  # a task takes the CPU...
+    t.worker_started(b"w", ())
+    assert t.request(actor(3)) == [lt.Reclaim(2)]  # ...so the next actor waits for a free one
+    assert t.return_lease(2) == [lt.Grant(3, 3, b"w")] and not t.pending
     t.validate()
 
 
@@ -196,11 +183,11 @@ def test_a_waiting_request_asks_other_owners_for_their_task_leases_back():
     t.worker_started(b"b", ())
     for i in range(3, 6):
         assert t.request(req(i, owner="driver")) == []  # its own: nothing asked back
-    assert t.request(lt.Request(9, "head", to_units({"CPU": 1}), (), for_actor=True)) == [lt.Reclaim(1)]
+    assert t.request(actor(9)) == [lt.Reclaim(1)]
     assert t.request(req(10, owner="other")) == []  # lease 1 will do for the first who waits
     # The lease given back goes to an owner holding none, not to the driver's
-    # older requests; the next who waits asks for the driver's other lease.
-    assert t.return_lease(1) == [lt.Grant(9, 3, b"a"), lt.Reclaim(2)]
+    # older requests; the actor holds no CPU, so the next who waits runs too.
+    assert t.return_lease(1) == [lt.Grant(9, 3, b"a"), lt.StartWorker(())]
     t.validate()
 
 
@@ -214,15 +201,14 @@ def test_a_request_that_can_never_fit_asks_nothing_back():
 
 def test_an_owner_whose_actors_hold_nothing_is_not_behind_a_task_stream():
     t = table(cpus=2)
-    t.request(lt.Request(1, "head", to_units({"CPU": 1}), (), for_actor=True))
+    t.request(actor(1))
     t.worker_started(b"actor", ())
-    t.shrink(b"actor", {})  # created: it runs with no CPU
     t.request(req(2, owner="driver"))
     t.request(req(3, owner="driver"))
     t.worker_started(b"a", ())
     t.worker_started(b"b", ())
     t.request(req(4, owner="driver"))  # the driver's own requests wait first
-    assert t.request(lt.Request(5, "head", to_units({"CPU": 1}), (), for_actor=True)) == [lt.Reclaim(2)]
+    assert t.request(actor(5)) == [lt.Reclaim(2)]
     assert t.return_lease(2)[0] == lt.Grant(5, 4, b"a")
     t.validate()
 
@@ -230,6 +216,6 @@ def test_an_owner_whose_actors_hold_nothing_is_not_behind_a_task_stream():
 def test_a_lease_granted_while_another_owner_waits_is_asked_back_at_once():
     t = table(cpus=1)
     t.request(req(1, owner="driver"))  # its worker is being started
-    assert t.request(lt.Request(2, "head", to_units({"CPU": 1}), (), for_actor=True)) == []
+    assert t.request(actor(2)) == []
     assert t.worker_started(b"a", ()) == [lt.Grant(1, 1, b"a"), lt.Reclaim(1)]
     t.validate()

@@ -61,6 +61,15 @@ class Node:
     alive: bool = True
     pending: list[tuple[dict[str, float], int]] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)
+    # What actors sent here since the node's last report take: counted when
+    # placing the next ones (a burst spreads over the nodes with room), not
+    # in what the node is said to have free.
+    placing: dict[str, float] = field(default_factory=dict)
+
+    def free_for_placing(self) -> dict[str, float]:
+        if not self.placing:
+            return self.available
+        return {k: max(0.0, v - self.placing.get(k, 0.0)) for k, v in self.available.items()}
 
     @classmethod
     def of(cls, info: m.NodeInfo, conn: Connection | None) -> Node:
@@ -257,6 +266,7 @@ class Head:
             if node is not None:
                 self.liveness.beat(msg.node_id, self.clock())
                 node.available = msg.available
+                node.placing = {}
                 node.pending = msg.pending
                 grew = bool(msg.total) and msg.total != node.resources
                 if msg.total:
@@ -650,7 +660,7 @@ class Head:
         p = creation.placement
         selector = entry.spec.label_selector
         alive = [
-            NodeView(n.node_id, n.address, to_units(n.resources), to_units(n.available))
+            NodeView(n.node_id, n.address, to_units(n.resources), to_units(n.free_for_placing()))
             for n in self.nodes.values()
             if n.alive and n.connected and (not selector or labels_match(selector, node_labels(n.node_id, n.labels)))
         ]
@@ -681,10 +691,10 @@ class Head:
         # Counted against the node until its next report, so a burst of
         # actors spreads over the nodes with room instead of queueing on one.
         for k, v in need.items():
-            node.available[k] = max(0.0, node.available.get(k, 0.0) - v)
+            node.placing[k] = node.placing.get(k, 0.0) + v
         node.request_cb(
             m.RequestLease(
-                job_id=spec.job_id, resources=need, env_vars=env,
+                job_id=spec.job_id, resources=spec.creation.resources, env_vars=env, must_be_free=spec.placing,
                 for_actor=True, actor_id=spec.actor_id, retriable=spec.max_restarts != 0,
             ),
             lambda r: self._on_actor_lease(entry, node, r),
@@ -726,8 +736,6 @@ class Head:
                 self._creation_state(entry, ts.FAILED)
                 return
             self._creation_state(entry, ts.FINISHED)
-            if spec.placing:
-                node.send(m.ShrinkLease(worker_id=worker_id, resources=spec.creation.resources))
             entry.created(address, worker_id)
             self._notify(entry)
 
@@ -853,8 +861,8 @@ def _kv_key(namespace: str, key: bytes) -> bytes:
 
 
 def _placement_need(spec: m.ActorSpec) -> dict[str, float]:
-    """What placing the actor takes: what it runs with and what only its
-    placement needs (held until it is created)."""
+    """What must be free where the actor is placed: what it runs with, and
+    what only its placement checks for (ActorSpec.placing)."""
     if not spec.placing:
         return spec.creation.resources
     need = dict(spec.creation.resources)

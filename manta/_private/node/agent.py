@@ -406,13 +406,12 @@ class NodeAgent:
                 # GPU work gets workers of its own (as in Ray): a CUDA context
                 # and its device memory stay out of CPU tasks' workers.
                 env = {**env, GPU_WORKER: "1"}
-            req = lt.Request(rid, id(conn), units, tuple(sorted(env.items())), msg.for_actor)
+            req = lt.Request(rid, id(conn), units, tuple(sorted(env.items())), msg.for_actor,
+                             to_units(msg.must_be_free) if msg.must_be_free else {})
             self._run(self.leases.request(req))
         elif t is m.ReturnLease:
             self.granted.pop(msg.lease_id, None)
             self._run(self.leases.return_lease(msg.lease_id, msg.kill))
-        elif t is m.ShrinkLease:
-            self._run(self.leases.shrink(msg.worker_id, to_units(msg.resources)))
         elif t is m.StoreCreate:
             try:
                 offset = self._create(msg.object_id, msg.size, id(conn))

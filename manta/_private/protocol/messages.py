@@ -233,8 +233,9 @@ class ActorSpec(Record, frozen=True):
     # allow_out_of_order_execution): a call need not wait behind one whose
     # arguments are not ready.
     out_of_order: bool = False
-    # What placing it needs beyond creation.resources, held until it is
-    # created: Ray places an actor with 1 CPU unless it says, runs it with none.
+    # What must be free where it is placed, beyond creation.resources, but
+    # is not held: Ray places an actor where 1 CPU is free unless it says,
+    # and runs it with none.
     placing: dict[str, float] = {}
     # The worker of the process that created it (empty for a driver, whose
     # job's end ends it): a non-detached actor dies with its owner.
@@ -646,6 +647,9 @@ class RequestLease(Msg, frozen=True):
     # Already redirected once: grant or queue here, never redirect again.
     spilled: bool = False
     placement: Placement = msgspec.field(default_factory=Placement)
+    # Must be free for the grant, beyond `resources`, but is not taken
+    # (an actor's placement CPU: ActorSpec.placing).
+    must_be_free: dict[str, float] = {}
     rid: int = 0
 
 
@@ -678,12 +682,6 @@ class ReturnLease(Msg, frozen=True):
     kill: bool = False
 
 
-class ShrinkLease(Msg, frozen=True):
-    """Head -> agent: the actor on this worker is created; its lease keeps
-    only `resources` (what it runs with) and gives back the rest."""
-
-    worker_id: bytes
-    resources: dict[str, float]
 
 
 class ReclaimLease(Msg, frozen=True):

@@ -58,6 +58,15 @@ class Request:
     resources: ResourceSet
     pool_key: PoolKey
     for_actor: bool = False
+    # Must be free too for the grant, but is not taken (an actor's placement).
+    gate: ResourceSet = field(default_factory=dict)
+
+    def needs_free(self) -> ResourceSet:
+        if not self.gate:
+            return self.resources
+        need = dict(self.resources)
+        add(need, self.gate)
+        return need
 
 
 @dataclass(eq=False, slots=True)
@@ -188,19 +197,6 @@ class LeaseTable:
         subtract(self.available, _cpu_only(lease.resources))
         return []
 
-    def shrink(self, worker_id: bytes, keep: ResourceSet) -> list[Command]:
-        """The lease keeps only `keep` (never more than it had): an actor,
-        once created, gives back what only its placement needed."""
-        lease = self._lease_of(worker_id)
-        if lease is None:
-            return []
-        self._release(lease, devices=False)
-        lease.resources = {k: min(v, lease.resources.get(k, 0)) for k, v in keep.items() if v > 0}
-        subtract(self.available, lease.resources)
-        if lease.blocked:
-            add(self.available, _cpu_only(lease.resources))
-        return self._schedule()
-
     # -- queries ----------------------------------------------------------
 
     # -- placement group bundles -----------------------------------------
@@ -276,7 +272,7 @@ class LeaseTable:
                 pending = collections.deque(sorted(pending, key=lambda r: held[r.owner]))
         while pending:
             req = pending.popleft()
-            if not fits(req.resources, self.available):
+            if not fits(req.needs_free() if req.gate else req.resources, self.available):
                 still.append(req)
                 continue
             subtract(self.available, req.resources)
@@ -306,10 +302,10 @@ class LeaseTable:
         starve everyone else (another job, an actor being placed). When the
         oldest request waits, the task leases it needs are asked back: each
         returns once its current task is done, and the queue goes in order."""
-        if not fits(waiting.resources, self.total):
+        need = waiting.needs_free()
+        if not fits(need, self.total):
             return []  # it can never fit here: taking leases back would not help
-        short = {k: v - self.available.get(k, 0) for k, v in waiting.resources.items()
-                 if v > self.available.get(k, 0)}
+        short = {k: v - self.available.get(k, 0) for k, v in need.items() if v > self.available.get(k, 0)}
         for lease in self.leases.values():
             if lease.reclaimed:
                 subtract(short, _held(lease))
@@ -352,12 +348,10 @@ class LeaseTable:
             self.gpu_free[i] = 0
         return tuple(ids)
 
-    def _release(self, lease: Lease, devices: bool = True) -> None:
+    def _release(self, lease: Lease) -> None:
         add(self.available, lease.resources)
         if lease.blocked:
             subtract(self.available, _cpu_only(lease.resources))
-        if not devices:
-            return
         units = lease.resources.get("GPU", 0)
         for i in lease.gpu_ids:
             self.gpu_free[i] += units if units < UNIT else UNIT
