@@ -73,8 +73,8 @@ class _Run:
         return self.resolve(node._bound_args), self.resolve(node._bound_kwargs)
 
 
-class FunctionNode(DAGNode):
-    """A remote function's call (`f.bind(...)`)."""
+class _CallNode(DAGNode):
+    """A call of `target.remote(...)` with the bound arguments resolved."""
 
     def __init__(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         super().__init__(args, kwargs)
@@ -85,27 +85,20 @@ class FunctionNode(DAGNode):
         return self._target.remote(*args, **kwargs)
 
     def __repr__(self) -> str:
-        return f"FunctionNode({getattr(self._target, '__name__', self._target)})"
+        return f"{type(self).__name__}({getattr(self._target, '__name__', self._target)})"
 
 
-class ClassNode(DAGNode):
+class FunctionNode(_CallNode):
+    """A remote function's call (`f.bind(...)`)."""
+
+
+class ClassNode(_CallNode):
     """An actor's creation (`Actor.bind(...)`); its methods bind too."""
-
-    def __init__(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        super().__init__(args, kwargs)
-        self._target = target
-
-    def _run(self, run: _Run) -> Any:
-        args, kwargs = run.call_args(self)
-        return self._target.remote(*args, **kwargs)
 
     def __getattr__(self, name: str) -> _UnboundMethod:
         if name.startswith("_"):
             raise AttributeError(name)
         return _UnboundMethod(self, name, {})
-
-    def __repr__(self) -> str:
-        return f"ClassNode({getattr(self._target, '__name__', self._target)})"
 
 
 class _UnboundMethod:
