@@ -2,6 +2,7 @@
 
 from manta.util import scheduling_strategies
 from manta.util.actor_pool import ActorPool
+from manta.util.errors import error_of
 from manta.util.executor import Executor
 from manta.util.names import get_node_ip_address, list_named_actors
 from manta.util.placement_group import (
@@ -17,6 +18,7 @@ from manta.util.serialization import deregister_serializer, register_serializer
 __all__ = [
     "ActorPool",
     "Executor",
+    "error_of",
     "deregister_serializer",
     "register_serializer",
     "get_node_ip_address",

@@ -355,3 +355,37 @@ def test_executor_runs_calls_as_tasks_with_futures(ray_start, backend_name, tmp_
     assert first.result() == 0.5 and second.cancelled()
     with pytest.raises(RuntimeError):
         ex.submit(square, 1)
+
+
+def test_error_of_tells_a_failure_without_fetching_the_value(ray_start, backend_name):
+    if backend_name == "ray":
+        pytest.skip("manta.util.error_of is beyond Ray (Ray #52189)")
+    import importlib
+
+    ray = ray_start
+    util = importlib.import_module(f"{ray.__name__}.util")
+    np = pytest.importorskip("numpy")
+
+    @ray.remote
+    def fails():
+        raise ValueError("bad input")
+
+    @ray.remote
+    def big():
+        return np.zeros(10_000_000)  # 80 MB, left in the store
+
+    @ray.remote
+    def forever():
+        import time
+
+        time.sleep(60)
+
+    assert util.error_of(big.remote(), timeout=60) is None
+    err = util.error_of(fails.remote(), timeout=60)
+    assert isinstance(err, ValueError) and "bad input" in str(err)
+    stuck = forever.remote()
+    with pytest.raises(ray.exceptions.GetTimeoutError):
+        util.error_of(stuck, timeout=0.2)
+    ray.cancel(stuck, force=True)
+    with pytest.raises(TypeError):
+        util.error_of("not a ref")

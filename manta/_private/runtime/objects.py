@@ -187,6 +187,27 @@ class Objects:
             self.rt.references.register_borrows()
         return values[0] if single else values
 
+    def error_of(self, ref: ObjectRef, timeout: float | None) -> BaseException | None:
+        """The error `get(ref)` would raise, or None if it would return a
+        value, learnt without reading the value (beyond Ray: Ray #52189).
+        Errors travel inline, so a large value in a store is never touched."""
+        if type(ref) is not ObjectRef:
+            raise TypeError(f"error_of() takes an ObjectRef, got {type(ref).__name__}")
+        if timeout is not None and timeout < 0:
+            raise ValueError("timeout must be non-negative")
+        if ref._id in self.refs.pending and not self.wait_ready([ref], 1, timeout)[0]:
+            raise exc.GetTimeoutError(f"error_of() timed out: the object was not ready after {timeout} s.")
+        with self.lock:
+            e = self.refs.get(ref._id)
+            if e is None:
+                return exc.ReferenceCountingAssertionError(ref.hex(), ref._owner)
+            if not e.is_error:
+                return None
+            data = e.data
+        assert data is not None
+        error, _ = deserialize(data)
+        return error.as_instanceof_cause() if isinstance(error, exc.RayTaskError) else error
+
     def wait(
         self,
         refs: list[ObjectRef],
