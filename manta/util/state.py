@@ -3,6 +3,7 @@ and what this process saw of each of its tasks (`task_story`, beyond Ray)."""
 
 from __future__ import annotations
 
+import collections
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -208,3 +209,132 @@ def task_story(task: Any) -> list[Any]:
     else:
         raise TypeError(f"task_story() takes an ObjectRef or a task id, got {type(task).__name__}")
     return _runtime().story(task_id)
+
+
+@dataclass
+class NodeState:
+    """A node, with Ray's state-API field names."""
+
+    node_id: str
+    node_ip: str
+    is_head_node: bool
+    state: str  # ALIVE | DEAD
+    node_name: str
+    resources_total: dict[str, float]
+    labels: dict[str, str]
+    state_message: str | None = None
+    start_time_ms: int | None = None
+    end_time_ms: int | None = None
+
+    def __getitem__(self, key: str) -> Any:
+        return getattr(self, key)
+
+
+def list_nodes(
+    address: str | None = None,
+    filters: list[tuple[str, str, Any]] | None = None,
+    limit: int = 100,
+    timeout: int = 30,
+    detail: bool = False,
+    raise_on_missing_output: bool = True,
+    _explain: bool = False,
+) -> list[NodeState]:
+    """The cluster's nodes, alive and dead, in the order they joined."""
+    from manta._private import api
+
+    out = []
+    for n in api.nodes():
+        out.append(NodeState(
+            node_id=n["NodeID"], node_ip=n["NodeManagerAddress"],
+            is_head_node="node:__internal_head__" in n["Resources"], state="ALIVE" if n["Alive"] else "DEAD",
+            node_name=n["NodeName"], resources_total=dict(n["Resources"]), labels=dict(n["Labels"]),
+        ))
+    return [s for s in out if _matches(s, _filter_triples(filters))][:limit]
+
+
+def get_node(id: str, address: str | None = None, timeout: int = 30, _explain: bool = False) -> NodeState | None:
+    found = list_nodes(filters=[("node_id", "=", id)], limit=1)
+    return found[0] if found else None
+
+
+@dataclass
+class PlacementGroupState:
+    """A placement group, with Ray's state-API field names."""
+
+    placement_group_id: str
+    name: str
+    creator_job_id: str
+    state: str  # PENDING | CREATED | REMOVED | RESCHEDULING
+    bundles: list[dict[str, Any]]
+    is_detached: bool
+    stats: dict[str, Any] | None = None
+
+    def __getitem__(self, key: str) -> Any:
+        return getattr(self, key)
+
+
+def list_placement_groups(
+    address: str | None = None,
+    filters: list[tuple[str, str, Any]] | None = None,
+    limit: int = 100,
+    timeout: int = 30,
+    detail: bool = False,
+    raise_on_missing_output: bool = True,
+    _explain: bool = False,
+) -> list[PlacementGroupState]:
+    """The cluster's placement groups, removed ones included."""
+    from manta._private.session import runtime as _runtime
+
+    out = []
+    for g in _runtime().call_head(m.GetPlacementGroups()).groups:
+        spec = g.spec
+        nodes = [n.hex() for n in g.nodes] + [""] * (len(spec.bundles) - len(g.nodes))
+        out.append(PlacementGroupState(
+            placement_group_id=spec.pg_id.hex(), name=spec.name, creator_job_id=ids.job_hex(spec.job_id),
+            state=g.state.value,
+            bundles=[{"bundle_id": {"placement_group_id": spec.pg_id.hex(), "bundle_index": i},
+                      "unit_resources": dict(b), "node_id": nodes[i] or None, "label_selector": {}}
+                     for i, b in enumerate(spec.bundles)],
+            is_detached=spec.detached,
+        ))
+    return [s for s in out if _matches(s, _filter_triples(filters))][:limit]
+
+
+def get_placement_group(
+    id: str, address: str | None = None, timeout: int = 30, _explain: bool = False,
+) -> PlacementGroupState | None:
+    found = list_placement_groups(filters=[("placement_group_id", "=", id)], limit=1)
+    return found[0] if found else None
+
+
+def summarize_tasks(
+    address: str | None = None, timeout: int = 30, raise_on_missing_output: bool = True, _explain: bool = False,
+) -> dict[str, Any]:
+    """Task counts by function and state, in Ray's shape:
+    {"cluster": {"summary": {name: {"func_or_class_name", "type", "state_counts"}}, "total_tasks", ...}}."""
+    tasks = list_tasks(limit=1_000_000, raise_on_missing_output=raise_on_missing_output)
+    summary: dict[str, dict[str, Any]] = {}
+    for t in tasks:
+        entry = summary.setdefault(t.func_or_class_name, {
+            "func_or_class_name": t.func_or_class_name, "type": t.type, "state_counts": {},
+        })
+        entry["state_counts"][t.state] = entry["state_counts"].get(t.state, 0) + 1
+    counts = collections.Counter(t.type for t in tasks)
+    return {"cluster": {
+        "summary": summary, "total_tasks": counts["NORMAL_TASK"], "total_actor_tasks": counts["ACTOR_TASK"],
+        "total_actor_scheduled": counts["ACTOR_CREATION_TASK"],
+        "summary_by": "func_name",
+    }}
+
+
+def summarize_actors(
+    address: str | None = None, timeout: int = 30, raise_on_missing_output: bool = True, _explain: bool = False,
+) -> dict[str, Any]:
+    """Actor counts by class and state, in Ray's shape:
+    {"cluster": {"summary": {class_name: {"class_name", "state_counts"}}, "total_actors"}}."""
+    actors = list_actors(limit=1_000_000)
+    summary: dict[str, dict[str, Any]] = {}
+    for a in actors:
+        entry = summary.setdefault(a.class_name, {"class_name": a.class_name, "state_counts": {}})
+        entry["state_counts"][a.state] = entry["state_counts"].get(a.state, 0) + 1
+    return {"cluster": {"summary": summary, "total_actors": len(actors), "summary_by": "class"}}

@@ -254,3 +254,46 @@ def test_every_node_carries_its_id_label_and_actors_go_where_labels_match(ray_st
     ready, _ = ray.wait([nowhere.node.remote()], timeout=2)
     assert not ready  # no node matches: it waits for one
     ray.kill(nowhere)
+
+
+def test_nodes_placement_groups_and_summaries_with_rays_fields(ray_start, wait_for):
+    ray = ray_start
+    state = _state(ray)
+    util = importlib.import_module(f"{ray.__name__}.util")
+    nodes = state.list_nodes()
+    assert len(nodes) == 1 and nodes[0].state == "ALIVE" and nodes[0].is_head_node
+    assert nodes[0].resources_total["CPU"] == 4
+    assert state.get_node(nodes[0].node_id).node_id == nodes[0].node_id
+    pg = util.placement_group([{"CPU": 1}], name="listed")
+    ray.get(pg.ready(), timeout=30)
+    group = state.get_placement_group(pg.id.hex())
+    assert group.name == "listed" and group.state == "CREATED"
+    assert group.bundles[0]["unit_resources"] == {"CPU": 1.0}
+    assert group.bundles[0]["node_id"] == nodes[0].node_id
+    assert [g.placement_group_id for g in state.list_placement_groups(filters=[("name", "=", "listed")])] == [
+        pg.id.hex()]
+    util.remove_placement_group(pg)
+
+    @ray.remote
+    def summed():
+        return 1
+
+    @ray.remote
+    class Summed:
+        def call(self):
+            return 1
+
+    s = Summed.remote()
+    ray.get([summed.remote() for _ in range(3)] + [s.call.remote()])
+
+    def counted():
+        tasks = state.summarize_tasks()["cluster"]["summary"]
+        return tasks.get("summed", {}).get("state_counts", {}).get("FINISHED") == 3 and \
+            tasks.get("Summed.call", {}).get("state_counts", {}).get("FINISHED") == 1
+
+    wait_for(counted, timeout=30, message="the task summary")
+    tasks = state.summarize_tasks()["cluster"]
+    assert tasks["summary"]["summed"]["type"] == "NORMAL_TASK" and tasks["summary_by"] == "func_name"
+    actors = state.summarize_actors()["cluster"]
+    mine = next(v for k, v in actors["summary"].items() if k.endswith("Summed"))  # its qualified name
+    assert mine["state_counts"].get("ALIVE") == 1 and actors["total_actors"] >= 1
