@@ -279,6 +279,114 @@ def status(address: str | None) -> None:
         out.print(f"  {_fmt(shape)}: {count} waiting{why}")
 
 
+# -- the state API on the command line (Ray's `ray list/get/summary`) ------------
+
+_LISTS = {
+    "actors": ("list_actors", "get_actor"),
+    "tasks": ("list_tasks", "get_task"),
+    "nodes": ("list_nodes", "get_node"),
+    "placement-groups": ("list_placement_groups", "get_placement_group"),
+    "jobs": ("list_jobs", None),
+}
+
+
+def _state_api(address: str | None) -> Any:
+    """The state API, through a driver connected to the cluster."""
+    import manta
+    from manta.util import state
+
+    try:
+        manta.init(address=address or "auto", log_to_driver=False)
+    except (ConnectionError, RuntimeError) as e:
+        _fail(str(e))
+    return state
+
+
+def _filters(given: tuple[str, ...]) -> list[tuple[str, str, str]]:
+    out = []
+    for f in given:
+        key, op, value = f.partition("!=") if "!=" in f else f.partition("=")
+        if not op or not key.strip():
+            _fail(f"a filter is key=value or key!=value, got {f!r}", 2)
+        out.append((key.strip(), op, value.strip()))
+    return out
+
+
+def _show(records: list[Any], fmt: str) -> None:
+    import dataclasses
+    import json
+
+    rows = [dataclasses.asdict(r) if dataclasses.is_dataclass(r) and not isinstance(r, type) else dict(r)
+            for r in records]
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2, default=str))
+    elif fmt == "yaml":
+        # JSON values are YAML: one mapping per record, a line per field.
+        for row in rows:
+            for i, (k, v) in enumerate(row.items()):
+                click.echo(f"{'- ' if i == 0 else '  '}{k}: {json.dumps(v, default=str)}")
+    else:
+        from rich.table import Table
+
+        if not rows:
+            _console().print("(none)")
+            return
+        columns = [k for k, v in rows[0].items() if not isinstance(v, (dict, list))]
+        table = Table(*columns, box=None, pad_edge=False)
+        for row in rows:
+            table.add_row(*("" if row[c] is None else str(row[c]) for c in columns))
+        _console().print(table)
+
+
+_FORMAT = click.option("--format", "fmt", type=click.Choice(["table", "json", "yaml"]), default="table",
+                       show_default=True)
+_ADDRESS = click.option("--address", envvar="MANTA_ADDRESS", default=None,
+                        help="HOST:PORT (default: this machine's cluster).")
+
+
+@main.command(name="list")
+@click.argument("resource", type=click.Choice(sorted(_LISTS)))
+@click.option("--filter", "filters", multiple=True, help='key=value or key!=value, e.g. --filter "state=ALIVE".')
+@click.option("--limit", type=int, default=100, show_default=True)
+@click.option("--detail", is_flag=True, help="Accepted for Ray's command line (every field is listed).")
+@_FORMAT
+@_ADDRESS
+def list_(resource: str, filters: tuple[str, ...], limit: int, detail: bool, fmt: str, address: str | None) -> None:
+    """List the cluster's actors, tasks, nodes, placement groups or jobs."""
+    state = _state_api(address)
+    lister = getattr(state, _LISTS[resource][0])
+    try:
+        records = lister() if resource == "jobs" else lister(filters=_filters(filters), limit=limit)
+    except ValueError as e:
+        _fail(str(e), 2)
+    _show(records, fmt)
+
+
+@main.command(name="get")
+@click.argument("resource", type=click.Choice(sorted(k for k, v in _LISTS.items() if v[1])))
+@click.argument("id")
+@_FORMAT
+@_ADDRESS
+def get_(resource: str, id: str, fmt: str, address: str | None) -> None:
+    """One actor, task, node or placement group, by its id."""
+    state = _state_api(address)
+    record = getattr(state, str(_LISTS[resource][1]))(id)
+    if record is None:
+        _fail(f"no {resource[:-1].replace('-', ' ')} with id {id}")
+    _show([record], "yaml" if fmt == "table" else fmt)
+
+
+@main.command()
+@click.argument("resource", type=click.Choice(["actors", "tasks"]))
+@_ADDRESS
+def summary(resource: str, address: str | None) -> None:
+    """Counts of tasks by function, or of actors by class, by state."""
+    import json
+
+    state = _state_api(address)
+    click.echo(json.dumps(getattr(state, f"summarize_{resource}")(), indent=2))
+
+
 def _fmt(res: dict[str, float]) -> str:
     return ", ".join(f"{k}={v:g}" for k, v in sorted(res.items())) or "-"
 

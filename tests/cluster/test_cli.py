@@ -209,3 +209,43 @@ def test_ray_start_flags_labels_and_dashboard_options(env):
     assert "['a', 'b']" in out.stdout and "labels seen by tasks: True" in out.stdout, out.stdout + out.stderr
     bad = manta(env, "start", "--head", "--port", "0", "--labels", "bad key!=x", check=False)
     assert bad.returncode == 2 and "--labels" in bad.stderr + bad.stdout
+
+
+def test_list_get_and_summary_of_the_cluster_state(env):
+    import json
+
+    address, _ = _head(env, "--num-cpus", "1")
+    driver = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent("""
+            import sys, manta
+            manta.init(address="auto")
+
+            @manta.remote(num_cpus=0)
+            class Listed:
+                def ping(self):
+                    return 1
+
+            a = Listed.options(name="listed").remote()
+            manta.get(a.ping.remote())
+            print("READY", flush=True)
+            sys.stdin.readline()
+        """)],
+        env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert driver.stdout.readline().strip() == "READY"
+        actors = json.loads(manta(env, "list", "actors", "--filter", "name=listed", "--format", "json").stdout)
+        assert [a["state"] for a in actors] == ["ALIVE"] and actors[0]["class_name"].endswith("Listed")
+        table = manta(env, "list", "nodes").stdout
+        assert "ALIVE" in table and "node_id" in table
+        one = manta(env, "get", "actors", actors[0]["actor_id"]).stdout
+        assert f"actor_id: \"{actors[0]['actor_id']}\"" in one
+        assert json.loads(manta(env, "summary", "actors").stdout)["cluster"]["total_actors"] >= 1
+        bad = manta(env, "list", "actors", "--filter", "nonsense", check=False)
+        assert bad.returncode == 2 and "key=value" in bad.stderr
+        missing = manta(env, "get", "actors", "00" * 16, check=False)
+        assert missing.returncode == 1 and "no actor with id" in missing.stderr
+    finally:
+        driver.stdin.write("\n")
+        driver.stdin.flush()
+        driver.wait(timeout=60)
