@@ -9,6 +9,8 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
+from msgspec.structs import replace
+
 from manta import exceptions as exc
 from manta._private import dag, session
 from manta._private.ids import ActorID
@@ -69,7 +71,16 @@ def check_options(options: dict[str, Any], valid: set[str], what: str) -> None:
 
 
 def placement_of(options: dict[str, Any]) -> m.Placement:
-    """The wire form of a `scheduling_strategy` option."""
+    """The wire form of a `scheduling_strategy` option (and a task's
+    `label_selector`)."""
+    placement = _strategy_of(options)
+    selector = options.get("label_selector")
+    if selector:
+        placement = replace(placement, selector={str(k): str(v) for k, v in selector.items()})
+    return placement
+
+
+def _strategy_of(options: dict[str, Any]) -> m.Placement:
     strategy = options.get("scheduling_strategy")
     if strategy is None or strategy == "DEFAULT":
         return m.Placement()

@@ -32,7 +32,7 @@ def cluster():
         cli("start", "--address", address, "--token-file", token_file, "--num-cpus", "2",
             "--resources", '{"b_only": 4}', "--object-store-memory", str(900 << 20))
         cli("start", "--address", address, "--token-file", token_file, "--num-cpus", "2",
-            "--resources", '{"c_only": 4}', "--object-store-memory", str(900 << 20))
+            "--resources", '{"c_only": 4}', "--object-store-memory", str(900 << 20), "--labels", "zone=c")
         yield env, address
     finally:
         subprocess.run([sys.executable, "-m", "manta.cli", "stop"], env=env, capture_output=True, timeout=60)
@@ -59,6 +59,26 @@ def test_custom_resources_steer_tasks_to_their_node(cluster):
 
         assert set(manta.get([where.options(resources={"b_only": 1}).remote() for _ in range(6)])) == {b}
         assert set(manta.get([where.options(resources={"c_only": 1}).remote() for _ in range(6)])) == {c}
+    """)
+
+
+def test_label_selectors_steer_tasks_to_the_nodes_that_match(cluster):
+    env, address = cluster
+    run_driver(env, address=address, body="""
+        c = next(n["NodeID"] for n in manta.nodes() if n["Labels"].get("zone") == "c")
+
+        @manta.remote
+        def where():
+            return manta.get_runtime_context().get_node_id()
+
+        on_c = [where.options(label_selector={"zone": "c"}).remote() for _ in range(6)]
+        assert set(manta.get(on_c, timeout=60)) == {c}
+        not_c = [where.options(label_selector={"zone": "!c"}).remote() for _ in range(6)]
+        assert c not in set(manta.get(not_c, timeout=60))
+        nowhere = where.options(label_selector={"zone": "moon"}).remote()
+        ready, _ = manta.wait([nowhere], timeout=1.0)
+        assert not ready  # waits for a node with that label
+        manta.cancel(nowhere)
     """)
 
 

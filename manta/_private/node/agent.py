@@ -31,8 +31,8 @@ from manta._private.protocol import messages as m
 from manta._private.protocol.framing import HEADER
 from manta._private.scheduling import leases as lt
 from manta._private.scheduling.bundles import bundle_resources
-from manta._private.scheduling.policy import NodeView, Unschedulable, place
-from manta._private.scheduling.resources import to_float, to_units
+from manta._private.scheduling.policy import NodeView, Unschedulable, labels_match, node_labels, place
+from manta._private.scheduling.resources import fits, to_float, to_units
 from manta._private.transport.connection import AuthRejected, Connection, RemoteError, connect, serve
 from manta._private.transport.link import HeadLink
 
@@ -165,6 +165,7 @@ class NodeAgent:
         self.pool_keys: dict[bytes, lt.PoolKey] = {}
         self.stopping = asyncio.Event()
         self.view: dict[bytes, NodeView] = {}
+        self.view_labels: dict[bytes, dict[str, str]] = {}
         self._spread_turn = 0
         # Placement group bundles held here, by group.
         self.bundles: dict[bytes, list[BundleHold]] = {}
@@ -475,6 +476,7 @@ class NodeAgent:
                 n.node_id: NodeView(n.node_id, n.address, to_units(n.resources), to_units(n.available))
                 for n in msg.nodes
             }
+            self.view_labels = {n.node_id: node_labels(n.node_id, n.labels) for n in msg.nodes}
             self._retry_infeasible()
         elif t is m.StoreUnpin:
             for oid in msg.object_ids:
@@ -534,11 +536,18 @@ class NodeAgent:
             return False
         local = NodeView(self.node_id, self.public_address, self.leases.total, self.leases.available)
         p = msg.placement
+        view = self.view
+        if p.selector:
+            # Only nodes whose labels match may run it, this one included.
+            view = {nid: n for nid, n in view.items()
+                    if labels_match(p.selector, self.view_labels.get(nid, {}))}
+            if not labels_match(p.selector, node_labels(self.node_id, self.config.labels)):
+                return self._spill_by_labels(conn, msg, need, view)
         if p.kind is m.PlacementKind.SPREAD:
             self._spread_turn += 1
         try:
             decision = place(
-                need, local, self.view, may_spill=not msg.spilled,
+                need, local, view, may_spill=not msg.spilled,
                 kind=p.kind, target=p.node_id, soft=p.soft, turn=self._spread_turn,
             )
         except Unschedulable as e:
@@ -554,6 +563,22 @@ class NodeAgent:
                 return True
             return False
         conn.reply(msg, m.LeaseSpill(node_id=decision.node.node_id, address=decision.node.address))
+        return True
+
+    def _spill_by_labels(self, conn: Connection, msg: m.RequestLease, need: Any, view: dict[bytes, NodeView]) -> bool:
+        """A task whose label_selector this node does not match goes to a
+        matching node with room (or one that has the resources at all);
+        with none, it waits for one to join."""
+        selector = msg.placement.selector
+        matching = [n for nid, n in view.items() if nid != self.node_id]
+        pick = next((n for n in matching if fits(need, n.available)), None) or next(
+            (n for n in matching if fits(need, n.total)), None)
+        if pick is None or msg.spilled:
+            log.info("no node has labels matching %s with %s yet; the request waits", selector, msg.resources)
+            self.infeasible.append((conn, msg))
+            self._report_resources()
+            return True
+        conn.reply(msg, m.LeaseSpill(node_id=pick.node_id, address=pick.address))
         return True
 
     # -- transfers between nodes ------------------------------------------

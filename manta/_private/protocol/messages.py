@@ -140,6 +140,8 @@ class Placement(Record, frozen=True):
     kind: PlacementKind = PlacementKind.DEFAULT
     node_id: bytes = b""
     soft: bool = False
+    # Only nodes whose labels match (Ray's label_selector) may run it.
+    selector: dict[str, str] = {}
 
 
 # TaskSpec.num_returns of a generator task: its items stream to the owner as

@@ -162,7 +162,7 @@ def shape_key(task: Task) -> Hashable:
     return (
         tuple(sorted(spec.resources.items())),
         tuple(sorted(spec.env_vars.items())),
-        (p.kind, p.node_id, p.soft),
+        (p.kind, p.node_id, p.soft, tuple(sorted(p.selector.items())) if p.selector else ()),
         task.retries_left != 0,
     )
 
