@@ -20,6 +20,7 @@ from manta._private.protocol import messages as m
 from manta._private.runtime import context
 from manta._private.runtime.concurrency import check_group_sizes
 from manta._private.runtime.context import current_task
+from manta._private.runtime.packaging import WORKING_DIR_ENV, upload_working_dir
 from manta._private.runtime.serialization import describe_unpicklable, dumps_function
 from manta._private.scheduling.resources import fits, to_units
 
@@ -192,15 +193,18 @@ def resource_request(options: dict[str, Any], default_cpus: float) -> dict[str, 
 
 
 def runtime_env_vars(options: dict[str, Any]) -> dict[str, str]:
-    """The env_vars of the options' runtime_env, checked."""
+    """The env_vars of the options' runtime_env, checked; a working_dir is
+    uploaded and named there too (workers are pooled by environment)."""
     runtime_env = options.get("runtime_env") or {}
     if not isinstance(runtime_env, dict):
         raise TypeError(f"runtime_env must be a dict, got {type(runtime_env).__name__}")
-    extra = runtime_env.get("env_vars") or {}
+    extra = dict(runtime_env.get("env_vars") or {})
     for k, v in extra.items():
         if not isinstance(k, str) or not isinstance(v, str):
             raise TypeError(f"runtime_env env_vars must map str to str, got {k!r}: {v!r}")
-    return dict(extra)
+    if runtime_env.get("working_dir"):
+        extra[WORKING_DIR_ENV] = upload_working_dir(session.runtime(), runtime_env)
+    return extra
 
 
 def env_vars_of(rt: Any, options: dict[str, Any]) -> dict[str, str]:

@@ -153,6 +153,16 @@ def init(
             if cluster is not None:
                 cluster.stop()
             raise
+        if runtime_env and runtime_env.get("working_dir"):
+            from manta._private.runtime.packaging import WORKING_DIR_ENV, upload_working_dir
+
+            try:
+                rt.env_vars[WORKING_DIR_ENV] = upload_working_dir(rt, runtime_env)
+            except BaseException:
+                rt.shutdown()
+                if cluster is not None:
+                    cluster.stop()
+                raise
         context.install(rt)
         _session = _Session(rt, cluster)
         atexit.register(shutdown)

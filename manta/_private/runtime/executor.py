@@ -30,6 +30,7 @@ from manta._private.runtime.context import ExitActor, TaskContext, current_task
 from manta._private.runtime.errors import format_task_error
 from manta._private.runtime.generators import Flow
 from manta._private.runtime.objects import INLINE_MAX
+from manta._private.runtime.packaging import WORKING_DIR_ENV, enter_working_dir
 from manta._private.runtime.placement_group import PlacementGroup
 from manta._private.runtime.serialization import deserialize, serialize_error
 from manta._private.runtime.story import Rec
@@ -86,6 +87,8 @@ class Executor:
         self.omp = ""
         # Streaming generators running here, by task id (their backpressure).
         self.flows: dict[bytes, Flow] = {}
+        # The runtime_env working_dir package this worker runs in.
+        self.working_dir = ""
 
     # -- dispatch (I/O thread) --------------------------------------------
 
@@ -309,6 +312,13 @@ class Executor:
 
     def _run(self, spec: m.TaskSpec, conn: Connection) -> m.TaskDone:
         try:
+            digest = spec.env_vars.get(WORKING_DIR_ENV) if spec.env_vars else None
+            if digest and digest != self.working_dir:
+                try:
+                    enter_working_dir(self.rt, digest, spec.job_id)
+                except Exception as e:  # noqa: BLE001 - the task fails with the reason
+                    raise exc.RuntimeEnvSetupError(f"could not set up the runtime_env working_dir: {e}") from e
+                self.working_dir = digest
             args, kwargs = self._load_args(spec)
             if spec.actor_creation:
                 cls = self.rt.load_function(spec.fn_id)
