@@ -193,8 +193,8 @@ def resource_request(options: dict[str, Any], default_cpus: float) -> dict[str, 
 
 
 def runtime_env_vars(options: dict[str, Any]) -> dict[str, str]:
-    """The env_vars of the options' runtime_env, checked; a working_dir is
-    uploaded and named there too (workers are pooled by environment)."""
+    """The env_vars of the options' runtime_env, checked (its working_dir
+    is added per call, by `with_working_dir`)."""
     runtime_env = options.get("runtime_env") or {}
     if not isinstance(runtime_env, dict):
         raise TypeError(f"runtime_env must be a dict, got {type(runtime_env).__name__}")
@@ -202,13 +202,20 @@ def runtime_env_vars(options: dict[str, Any]) -> dict[str, str]:
     for k, v in extra.items():
         if not isinstance(k, str) or not isinstance(v, str):
             raise TypeError(f"runtime_env env_vars must map str to str, got {k!r}: {v!r}")
-    if runtime_env.get("working_dir"):
-        extra[WORKING_DIR_ENV] = upload_working_dir(session.runtime(), runtime_env)
     return extra
 
 
+def with_working_dir(rt: Any, env: dict[str, str], options: dict[str, Any]) -> dict[str, str]:
+    """`env` naming the options' working_dir package, uploaded once per
+    runtime (workers are pooled by environment, so they serve one)."""
+    runtime_env = options.get("runtime_env")
+    if not runtime_env or not runtime_env.get("working_dir"):
+        return env
+    return {**env, WORKING_DIR_ENV: upload_working_dir(rt, runtime_env)}
+
+
 def env_vars_of(rt: Any, options: dict[str, Any]) -> dict[str, str]:
-    return {**rt.env_vars, **runtime_env_vars(options)}
+    return with_working_dir(rt, {**rt.env_vars, **runtime_env_vars(options)}, options)
 
 
 class _Exported:
@@ -335,6 +342,8 @@ class _TaskPlan:
     own_strategy: bool
     # runtime_env env_vars of the options, added to the job's.
     env_vars: dict[str, str]
+    # The options name a working_dir (its package is looked up per call).
+    working_dir: bool
 
 
 def returns_of(value: Any, fn: Any) -> int:
@@ -392,6 +401,7 @@ def _task_plan(options: dict[str, Any], default_name: str, fn: Any) -> _TaskPlan
         capture=captured_group(options, inherit=False),
         own_strategy=own,
         env_vars=runtime_env_vars(options),
+        working_dir=bool((options.get("runtime_env") or {}).get("working_dir")),
     )
 
 
@@ -504,6 +514,8 @@ class RemoteFunction(_Remotable):
         env = rt.env_vars
         if plan.env_vars:
             env = {**env, **plan.env_vars}
+        if plan.working_dir:
+            env = with_working_dir(rt, env, options)
         refs = rt.submit_task(
             fn_id=self._exported.fn_id(rt),
             name=plan.name,

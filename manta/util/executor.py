@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -59,6 +60,11 @@ class Executor(concurrent.futures.Executor):
         self._futures: set[_TaskFuture] = set()
         self._closed = False
         self._functions: dict[Any, RemoteFunction] = {}
+        # Finished tasks, settled on the executor's own thread (None ends it).
+        self._events: queue.SimpleQueue[tuple[_TaskFuture, concurrent.futures.Future[Any]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._thread: threading.Thread | None = None
 
     def _remote(self, fn: Callable[..., Any]) -> RemoteFunction:
         rf = fn if isinstance(fn, RemoteFunction) else self._functions.get(fn)
@@ -93,29 +99,56 @@ class Executor(concurrent.futures.Executor):
             self._finished(future)
             return
         future._ref = ref
-        ref.future().add_done_callback(lambda done: self._settle(future, done))
+        # The runtime completes `ref.future()` on its I/O thread, which must
+        # not run user callbacks nor submit (that may block): the executor's
+        # own thread takes it from there.
+        ref.future().add_done_callback(lambda done: self._events.put((future, done)))
+        self._ensure_thread()
 
-    def _settle(self, future: _TaskFuture, done: concurrent.futures.Future[Any]) -> None:
-        if not future.cancelled():
-            error = done.exception()
-            try:
-                if error is not None:
-                    future.set_exception(error)
-                else:
-                    future.set_result(done.result())
-            except concurrent.futures.InvalidStateError:
-                pass  # cancelled meanwhile
-        self._finished(future)
+    def _ensure_thread(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._settle_loop, name="manta-executor", daemon=True)
+                self._thread.start()
+
+    def _settle_loop(self) -> None:
+        while True:
+            event = self._events.get()
+            if event is None:
+                return
+            future, done = event
+            if not future.cancelled():
+                error = done.exception()
+                try:
+                    if error is not None:
+                        future.set_exception(error)
+                    else:
+                        future.set_result(done.result())
+                except concurrent.futures.InvalidStateError:
+                    pass  # cancelled meanwhile
+            self._finished(future)
+            with self._lock:
+                if self._closed and not self._futures:
+                    return  # shut down without waiting: nothing more will come
 
     def _finished(self, future: _TaskFuture) -> None:
+        """A call is done: waiting ones start, in a loop (a run of cancelled
+        ones must not recurse)."""
         with self._lock:
             self._futures.discard(future)
             self._in_flight -= 1
-            nxt = self._waiting.popleft() if self._waiting else None
-            if nxt is not None:
+        while True:
+            with self._lock:
+                if not self._waiting or (self._max is not None and self._in_flight >= self._max):
+                    return
+                nxt = self._waiting.popleft()
                 self._in_flight += 1
-        if nxt is not None:
-            self._start(*nxt)
+            if not nxt[0].cancelled():
+                self._start(*nxt)
+                return
+            with self._lock:
+                self._futures.discard(nxt[0])
+                self._in_flight -= 1
 
     def map(
         self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None, chunksize: int = 1,
@@ -137,6 +170,8 @@ class Executor(concurrent.futures.Executor):
                 self._futures.discard(f)
         if wait:
             concurrent.futures.wait(pending)
+        if wait or not pending:
+            self._events.put(None)  # the thread ends once what came before is settled
 
 
 __all__ = ["Executor"]

@@ -174,3 +174,19 @@ def test_streaming_needs_a_generator(ray_start):
 
     with pytest.raises(ValueError, match="generator"):
         ray.remote(num_returns="streaming")(plain)
+
+
+def test_a_dropped_generator_does_not_hold_its_task_back(ray_start):
+    # Paused by backpressure, then its caller lets go: the task runs to its end.
+    ray = ray_start
+
+    @ray.remote(_generator_backpressure_num_objects=1)
+    def many():
+        for i in range(50):  # noqa: UP028 (Ray sends into generators: no `yield from range`)
+            yield i
+
+    gen = many.remote()
+    assert ray.get(next(gen)) == 0
+    end = gen.completed()
+    del gen
+    ray.get(end, timeout=60)

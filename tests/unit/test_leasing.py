@@ -229,3 +229,25 @@ def test_a_task_cancelled_before_it_was_resolved_fails_when_submitted(client):
 
 def test_the_fixture_validates_every_table(validate_tables, client):
     assert client in validate_tables
+
+
+def test_a_lease_asked_back_goes_back_after_its_task_even_before_it_connected(client):
+    a, b = make_task(), make_task()
+    (_, req) = client.submit(a)
+    client.submit(b)
+    (connect, *_) = client.lease_granted(req.shape, lc.LOCAL, grant(3))
+    lease = connect.lease
+    assert client.lease_reclaimed(lc.LOCAL, 3) == []  # not connected yet: kept for later
+    assert client.worker_connected(lease) == [lc.PushTask(lease, a)]
+    # Its task done, it goes back rather than taking the next one of its shape.
+    cmds = client.task_replied(lease, a, done(a))
+    assert lc.ReturnLease(lease) in cmds and lc.PushTask(lease, b) not in cmds
+    client.validate()
+
+
+def test_an_idle_lease_asked_back_goes_back_at_once(client):
+    a = make_task()
+    lease = leased(client, a, lease_id=4)
+    client.task_replied(lease, a, done(a))
+    assert client.lease_reclaimed(lc.LOCAL, 4) == [lc.ReturnLease(lease)]
+    client.validate()

@@ -33,10 +33,14 @@ from manta import exceptions as exc
 from manta._private.ids import task_of
 from manta._private.protocol import messages as m
 from manta._private.runtime.object_ref import ObjectRef
+from manta._private.runtime.refs import FreeStored
 from manta._private.transport.connection import Connection
 
 if TYPE_CHECKING:
     from manta._private.runtime.core import CoreRuntime
+
+
+_ALL = 1 << 62  # "consumed" that lets any paused generator go on
 
 
 @dataclass(eq=False)
@@ -85,21 +89,29 @@ class Streams:
 
     def on_item(self, conn: Connection, msg: m.GeneratorItem) -> None:
         rt = self.rt
+        item = msg.item
         with self.lock:
             stream = self.streams.get(msg.task_id)
-            if stream is not None and msg.index != len(stream.items):
-                return  # seen in an earlier attempt (or out of step): never twice
-            oid = msg.item.object_id
-            if task_of(oid) != msg.task_id or rt.refs.get(oid) is not None:
-                return
-            rt.refs.add_owned(oid, local=0)
-            if stream is not None:
-                rt.refs.pin(oid, rt.address)  # the stream's hold, until handed out
-                stream.items.append(oid)
+            fresh = task_of(item.object_id) == msg.task_id and rt.refs.get(item.object_id) is None
+            if stream is not None and fresh and msg.index == len(stream.items):
+                rt.refs.add_owned(item.object_id, local=0)
+                rt.refs.pin(item.object_id, rt.address)  # the stream's hold, until handed out
+                stream.items.append(item.object_id)
                 stream.conn = conn
                 self.changed.notify_all()
-        # With no stream (its generator was dropped) the item is freed at once.
-        rt.tasks.store_return(msg.item)
+                keep = True
+            else:
+                keep = False
+        if keep:
+            rt.tasks.store_return(item)
+            return
+        # Not wanted: its generator was dropped, or the caller has it from an
+        # earlier attempt. A stored copy is freed, and a generator waiting on
+        # backpressure is let go on to its end.
+        if stream is None:
+            conn.send(m.GeneratorConsumed(task_id=msg.task_id, consumed=_ALL))
+        if item.in_store and fresh:
+            rt.references.run_commands([FreeStored(item.object_id, item.node_id)])
 
     # -- the program's side (any thread) ------------------------------------
 
@@ -154,8 +166,12 @@ class Streams:
             for oid in stream.items[stream.taken:]:
                 cmds += rt.refs.unpin(oid)
             stream.taken = len(stream.items)
+            conn = stream.conn if not stream.ended else None
         if cmds:
             rt.post(rt.references.run_commands, cmds)
+        if conn is not None and stream.backpressure > 0:
+            # A generator paused for its caller would wait for good.
+            conn.send_threadsafe(m.GeneratorConsumed(task_id=stream.task_id, consumed=_ALL))
 
 
 def _failed(rt: CoreRuntime, end_id: bytes) -> bool:

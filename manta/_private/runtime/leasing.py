@@ -201,6 +201,9 @@ class LeaseClient:
         self.dead_nodes: set[bytes] = set()
         # The memory monitor's reasons, by (agent, lease id), until they expire.
         self.kill_notes: dict[tuple[str, int], tuple[str, float]] = {}
+        # Leases asked back before their worker was reached (granted, not yet
+        # connected): applied once it is.
+        self.reclaims: set[tuple[str, int]] = set()
         self.lost: dict[tuple[str, int], _Lost] = {}
         self._wake: float | None = None
 
@@ -260,6 +263,11 @@ class LeaseClient:
         out: list[Command] = []
         shape = lease.shape
         lease.idle_since = self.clock()
+        if self.reclaims:
+            key = (lease.agent, lease.lease_id)
+            if key in self.reclaims:
+                self.reclaims.discard(key)
+                lease.reclaimed = True  # one task at most, then back
         shape.idle.append(lease)
         self._pump(shape, out, self.log.stimulus())
         if shape.idle:
@@ -354,6 +362,11 @@ class LeaseClient:
                 if lease.lease_id == lease_id and lease.agent == agent:
                     lease.reclaimed = True
                     return out
+        # Not connected yet (or returned already, the message crossing ours):
+        # kept for worker_connected, within a bound.
+        if len(self.reclaims) > 1024:
+            self.reclaims.clear()
+        self.reclaims.add((agent, lease_id))
         return out
 
     def cancel(self, task: Task, force: bool, recursive: bool) -> list[Command]:

@@ -81,10 +81,16 @@ def pack_dir(path: str, excludes: list[str] | None = None) -> bytes:
 
 
 def upload_working_dir(rt: CoreRuntime, runtime_env: dict[str, Any]) -> str:
-    """Packs and uploads the runtime_env's working_dir; returns its hash."""
-    data = pack_dir(str(runtime_env["working_dir"]), list(runtime_env.get("excludes") or []))
-    digest = hashlib.sha256(data).hexdigest()
-    rt.call_head(m.KvPut(namespace=KV_NAMESPACE, key=digest.encode(), value=data, overwrite=False))
+    """Packs and uploads the runtime_env's working_dir, once per runtime (as
+    Ray does per job: later edits are not seen); returns its hash."""
+    excludes = list(runtime_env.get("excludes") or [])
+    key = (os.path.abspath(os.path.expanduser(str(runtime_env["working_dir"]))), tuple(excludes))
+    digest = rt.packages.get(key)
+    if digest is None:
+        data = pack_dir(key[0], excludes)
+        digest = hashlib.sha256(data).hexdigest()
+        rt.call_head(m.KvPut(namespace=KV_NAMESPACE, key=digest.encode(), value=data, overwrite=False))
+        rt.packages[key] = digest
     return digest
 
 
