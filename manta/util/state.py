@@ -12,6 +12,17 @@ from manta._private import ids
 from manta._private.protocol import messages as m
 
 
+class _Fields:
+    """Records read as dicts too (`record["state"]`), as Ray's are."""
+
+    def __getitem__(self, key: str) -> Any:
+        return getattr(self, key)
+
+
+def _only(found: list[Any]) -> Any:
+    return found[0] if found else None
+
+
 @dataclass
 class JobState:
     job_id: str
@@ -23,7 +34,7 @@ class JobState:
 
 
 @dataclass
-class ActorState:
+class ActorState(_Fields):
     """An actor, with Ray's state-API field names."""
 
     actor_id: str
@@ -38,9 +49,6 @@ class ActorState:
     is_detached: bool
     num_restarts: int
     required_resources: dict[str, float]
-
-    def __getitem__(self, key: str) -> Any:
-        return getattr(self, key)
 
 
 # Ray's names of actor states.
@@ -93,8 +101,7 @@ def list_actors(
 
 def get_actor(id: str, address: str | None = None, timeout: int = 30, _explain: bool = False) -> ActorState | None:
     """The actor with this id (hex), or None."""
-    found = list_actors(filters=[("actor_id", "=", id)], limit=1)
-    return found[0] if found else None
+    return _only(list_actors(filters=[("actor_id", "=", id)], limit=1))
 
 
 def list_jobs() -> list[JobState]:
@@ -113,7 +120,7 @@ def list_jobs() -> list[JobState]:
 
 
 @dataclass
-class TaskState:
+class TaskState(_Fields):
     """A task (its latest attempt), with Ray's state-API field names."""
 
     task_id: str
@@ -136,9 +143,6 @@ class TaskState:
     creation_time_ms: int | None
     start_time_ms: int | None
     end_time_ms: int | None
-
-    def __getitem__(self, key: str) -> Any:
-        return getattr(self, key)
 
 
 def list_tasks(
@@ -173,8 +177,7 @@ def list_tasks(
 
 def get_task(id: str, address: str | None = None, timeout: int = 30, _explain: bool = False) -> TaskState | None:
     """The task with this id (hex), or None."""
-    found = list_tasks(filters=[("task_id", "=", id)], limit=1)
-    return found[0] if found else None
+    return _only(list_tasks(filters=[("task_id", "=", id)], limit=1))
 
 
 def _filter_triples(filters: Any) -> list[tuple[Any, Any, Any]]:
@@ -212,7 +215,7 @@ def task_story(task: Any) -> list[Any]:
 
 
 @dataclass
-class NodeState:
+class NodeState(_Fields):
     """A node, with Ray's state-API field names."""
 
     node_id: str
@@ -225,9 +228,6 @@ class NodeState:
     state_message: str | None = None
     start_time_ms: int | None = None
     end_time_ms: int | None = None
-
-    def __getitem__(self, key: str) -> Any:
-        return getattr(self, key)
 
 
 def list_nodes(
@@ -249,16 +249,16 @@ def list_nodes(
             is_head_node="node:__internal_head__" in n["Resources"], state="ALIVE" if n["Alive"] else "DEAD",
             node_name=n["NodeName"], resources_total=dict(n["Resources"]), labels=dict(n["Labels"]),
         ))
-    return [s for s in out if _matches(s, _filter_triples(filters))][:limit]
+    wanted = _filter_triples(filters)
+    return [s for s in out if _matches(s, wanted)][:limit]
 
 
 def get_node(id: str, address: str | None = None, timeout: int = 30, _explain: bool = False) -> NodeState | None:
-    found = list_nodes(filters=[("node_id", "=", id)], limit=1)
-    return found[0] if found else None
+    return _only(list_nodes(filters=[("node_id", "=", id)], limit=1))
 
 
 @dataclass
-class PlacementGroupState:
+class PlacementGroupState(_Fields):
     """A placement group, with Ray's state-API field names."""
 
     placement_group_id: str
@@ -268,9 +268,6 @@ class PlacementGroupState:
     bundles: list[dict[str, Any]]
     is_detached: bool
     stats: dict[str, Any] | None = None
-
-    def __getitem__(self, key: str) -> Any:
-        return getattr(self, key)
 
 
 def list_placement_groups(
@@ -297,14 +294,14 @@ def list_placement_groups(
                      for i, b in enumerate(spec.bundles)],
             is_detached=spec.detached,
         ))
-    return [s for s in out if _matches(s, _filter_triples(filters))][:limit]
+    wanted = _filter_triples(filters)
+    return [s for s in out if _matches(s, wanted)][:limit]
 
 
 def get_placement_group(
     id: str, address: str | None = None, timeout: int = 30, _explain: bool = False,
 ) -> PlacementGroupState | None:
-    found = list_placement_groups(filters=[("placement_group_id", "=", id)], limit=1)
-    return found[0] if found else None
+    return _only(list_placement_groups(filters=[("placement_group_id", "=", id)], limit=1))
 
 
 def summarize_tasks(
