@@ -219,3 +219,23 @@ def test_a_lease_granted_while_another_owner_waits_is_asked_back_at_once():
     assert t.request(actor(2)) == []
     assert t.worker_started(b"a", ()) == [lt.Grant(1, 1, b"a"), lt.Reclaim(1)]
     t.validate()
+
+
+def test_removed_bundle_stops_the_workers_using_it_and_frees_nothing_twice():
+    t = table(cpus=2)
+    assert t.reserve(to_units({"CPU": 2}))
+    names = to_units({"CPU_group_0_pg": 2, "CPU_group_pg": 2})
+    t.add_resources(names)
+    t.request(lt.Request(1, "o", to_units({"CPU_group_0_pg": 1, "CPU_group_pg": 1}), ()))
+    t.request(lt.Request(2, "o", to_units({"CPU_group_0_pg": 1, "CPU_group_pg": 1}), ()))
+    t.worker_started(b"a", ())
+    t.worker_started(b"b", ())
+    assert len(t.leases) == 2
+    t.request(lt.Request(3, "o", to_units({"CPU_group_0_pg": 1}), ()))  # waits for the bundle
+    cmds = t.remove_resources(names)
+    assert set(c for c in cmds if isinstance(c, lt.StopWorker)) == {lt.StopWorker(b"a"), lt.StopWorker(b"b")}
+    assert not grants(cmds) and not t.leases
+    assert not any(k.startswith("CPU_group") for k in (*t.total, *t.available))
+    t.unreserve(to_units({"CPU": 2}))
+    assert t.available == t.total == to_units({"CPU": 2})
+    t.validate()

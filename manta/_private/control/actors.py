@@ -50,6 +50,12 @@ class ActorEntry:
     # The worker process running it now (0 while none does; not kept across
     # a head restart).
     pid: int = 0
+    # A lease for its worker is asked and not yet answered. Every event that
+    # may make room (a node joins, bundles are placed again, a report) tries
+    # to schedule pending actors; without this mark each would ask for one
+    # more worker, and the extras would hold the resources (a bundle's, say)
+    # that the actor's own tasks then wait for.
+    leasing: bool = False
     waiters: list[Any] = field(default_factory=list)
 
     @property
@@ -97,6 +103,8 @@ class ActorEntry:
         assert self.state in m.ActorStatus, self.state
         if self.state is ALIVE:
             assert self.address and self.worker_id and self.epoch > 0, "alive without a worker"
+        if self.leasing:
+            assert self.state in (PENDING, RESTARTING, DEAD), "a lease asked for a live actor"
         if self.state is DEAD:
             assert self.death_cause, "dead without a cause"
         limit = self.spec.max_restarts

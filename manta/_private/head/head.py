@@ -682,6 +682,8 @@ class Head:
         return self.nodes[view.node_id]
 
     def _schedule_actor(self, entry: ActorEntry) -> None:
+        if entry.leasing:
+            return  # one worker per actor: the lease asked already decides
         node = self._pick_node(entry)
         if node is None:
             return  # scheduled when a node registers
@@ -692,6 +694,7 @@ class Head:
         # actors spreads over the nodes with room instead of queueing on one.
         for k, v in need.items():
             node.placing[k] = node.placing.get(k, 0.0) + v
+        entry.leasing = True
         node.request_cb(
             m.RequestLease(
                 job_id=spec.job_id, resources=spec.creation.resources, env_vars=env, must_be_free=spec.placing,
@@ -701,6 +704,13 @@ class Head:
         )
 
     def _on_actor_lease(self, entry: ActorEntry, node: Node, reply: Any) -> None:
+        entry.leasing = False
+        if isinstance(reply, ConnectionLost):
+            # The node went away before it answered: its lease went with it.
+            # Ask another node (or wait for one to join), as for a restart.
+            if entry.state != DEAD:
+                self._schedule_actor(entry)
+            return
         if isinstance(reply, BaseException):
             if entry.state != DEAD:
                 entry.kill(f"The actor could not be scheduled: {reply}")

@@ -378,7 +378,9 @@ class NodeAgent:
                 self.head.send(
                     m.NodeResources(
                         node_id=self.node_id,
-                        available=to_float(self.leases.available),
+                        # A resumed `get` may overcommit a CPU for a moment
+                        # (`LeaseTable.unblocked`); others see none free.
+                        available={k: max(0.0, v) for k, v in to_float(self.leases.available).items()},
                         pending=self._pending_demands(),
                         total=to_float(self.leases.total),
                     )
@@ -460,7 +462,7 @@ class NodeAgent:
             for h in gone:
                 holds.remove(h)
                 if h.committed:
-                    self.leases.remove_resources(h.names)
+                    self._run(self.leases.remove_resources(h.names))
                 self._run(self.leases.unreserve(h.need))
             if not holds:
                 self.bundles.pop(msg.pg_id, None)

@@ -220,12 +220,19 @@ class LeaseTable:
         add(self.available, extra)
         return self._schedule()
 
-    def remove_resources(self, gone: ResourceSet) -> None:
+    def remove_resources(self, gone: ResourceSet) -> list[Command]:
+        """Resources disappear (a removed bundle's names). As in Ray, the
+        workers using them are stopped: their leases cannot outlive what
+        they hold, or the node's free count would go below zero."""
         subtract(self.total, gone)
-        subtract(self.available, gone)
+        subtract(self.available, gone)  # below zero by what the leases hold...
+        out: list[Command] = []
+        for lease in [x for x in self.leases.values() if any(k in gone for k in x.resources)]:
+            out += self.return_lease(lease.lease_id, kill=True)  # ...and back to zero here
         for d in (self.total, self.available):
             for k in [k for k, v in d.items() if v == 0 and k in gone]:
                 del d[k]
+        return out
 
     def pending_demands(self) -> list[tuple[dict[str, float], int]]:
         """Shapes of the requests still waiting for resources, with counts."""
