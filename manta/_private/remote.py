@@ -20,7 +20,7 @@ from manta._private.protocol import messages as m
 from manta._private.runtime import context
 from manta._private.runtime.concurrency import check_group_sizes
 from manta._private.runtime.context import current_task
-from manta._private.runtime.packaging import WORKING_DIR_ENV, upload_working_dir
+from manta._private.runtime.packaging import PACKAGE_FIELDS, check_runtime_env, package_env
 from manta._private.runtime.serialization import describe_unpicklable, dumps_function
 from manta._private.scheduling.resources import fits, to_units
 
@@ -193,29 +193,30 @@ def resource_request(options: dict[str, Any], default_cpus: float) -> dict[str, 
 
 
 def runtime_env_vars(options: dict[str, Any]) -> dict[str, str]:
-    """The env_vars of the options' runtime_env, checked (its working_dir
-    is added per call, by `with_working_dir`)."""
+    """The env_vars of the options' runtime_env, checked (its packages are
+    added per call, by `with_packages`)."""
     runtime_env = options.get("runtime_env") or {}
-    if not isinstance(runtime_env, dict):
-        raise TypeError(f"runtime_env must be a dict, got {type(runtime_env).__name__}")
-    extra = dict(runtime_env.get("env_vars") or {})
-    for k, v in extra.items():
-        if not isinstance(k, str) or not isinstance(v, str):
-            raise TypeError(f"runtime_env env_vars must map str to str, got {k!r}: {v!r}")
-    return extra
+    check_runtime_env(runtime_env)
+    return dict(runtime_env.get("env_vars") or {})
 
 
-def with_working_dir(rt: Any, env: dict[str, str], options: dict[str, Any]) -> dict[str, str]:
-    """`env` naming the options' working_dir package, uploaded once per
-    runtime (workers are pooled by environment, so they serve one)."""
+def names_packages(options: dict[str, Any]) -> bool:
+    runtime_env = options.get("runtime_env") or {}
+    return any(runtime_env.get(k) for k in PACKAGE_FIELDS)
+
+
+def with_packages(rt: Any, env: dict[str, str], options: dict[str, Any]) -> dict[str, str]:
+    """`env` naming the options' packages and pip environment, worked out
+    once per runtime (workers are pooled by environment, so they serve one).
+    The task's fields replace the job's, as in Ray."""
     runtime_env = options.get("runtime_env")
-    if not runtime_env or not runtime_env.get("working_dir"):
+    if not runtime_env or not names_packages(options):
         return env
-    return {**env, WORKING_DIR_ENV: upload_working_dir(rt, runtime_env)}
+    return {**env, **package_env(rt, runtime_env)}
 
 
 def env_vars_of(rt: Any, options: dict[str, Any]) -> dict[str, str]:
-    return with_working_dir(rt, {**rt.env_vars, **runtime_env_vars(options)}, options)
+    return with_packages(rt, {**rt.env_vars, **runtime_env_vars(options)}, options)
 
 
 class _Exported:
@@ -342,8 +343,8 @@ class _TaskPlan:
     own_strategy: bool
     # runtime_env env_vars of the options, added to the job's.
     env_vars: dict[str, str]
-    # The options name a working_dir (its package is looked up per call).
-    working_dir: bool
+    # The options name packages or a pip environment (looked up per call).
+    packages: bool
 
 
 def returns_of(value: Any, fn: Any) -> int:
@@ -401,7 +402,7 @@ def _task_plan(options: dict[str, Any], default_name: str, fn: Any) -> _TaskPlan
         capture=captured_group(options, inherit=False),
         own_strategy=own,
         env_vars=runtime_env_vars(options),
-        working_dir=bool((options.get("runtime_env") or {}).get("working_dir")),
+        packages=names_packages(options),
     )
 
 
@@ -514,8 +515,8 @@ class RemoteFunction(_Remotable):
         env = rt.env_vars
         if plan.env_vars:
             env = {**env, **plan.env_vars}
-        if plan.working_dir:
-            env = with_working_dir(rt, env, options)
+        if plan.packages:
+            env = with_packages(rt, env, options)
         refs = rt.submit_task(
             fn_id=self._exported.fn_id(rt),
             name=plan.name,

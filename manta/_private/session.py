@@ -21,6 +21,7 @@ from manta._private.ids import new_worker_id
 from manta._private.options import check_namespace
 from manta._private.protocol import messages as m
 from manta._private.runtime import context
+from manta._private.runtime.packaging import PACKAGE_FIELDS, check_runtime_env, package_env
 from manta._private.version import VERSION
 
 if TYPE_CHECKING:
@@ -113,12 +114,8 @@ def init(
             runtime_env = runtime_env or job_config.runtime_env or None
         env_vars: dict[str, str] = {}
         if runtime_env:
-            if not isinstance(runtime_env, dict):
-                raise TypeError(f"runtime_env must be a dict, got {type(runtime_env).__name__}")
-            for k, v in (runtime_env.get("env_vars") or {}).items():
-                if not isinstance(k, str) or not isinstance(v, str):
-                    raise TypeError(f"runtime_env env_vars must map str to str, got {k!r}: {v!r}")
-                env_vars[k] = v
+            check_runtime_env(runtime_env)
+            env_vars.update(runtime_env.get("env_vars") or {})
         code_path = _code_path(job_config)
         config = Config.build(kwargs.get("_system_config"), os.environ)
         address = address or os.environ.get("MANTA_ADDRESS") or None
@@ -153,11 +150,9 @@ def init(
             if cluster is not None:
                 cluster.stop()
             raise
-        if runtime_env and runtime_env.get("working_dir"):
-            from manta._private.runtime.packaging import WORKING_DIR_ENV, upload_working_dir
-
+        if runtime_env and any(runtime_env.get(k) for k in PACKAGE_FIELDS):
             try:
-                rt.env_vars[WORKING_DIR_ENV] = upload_working_dir(rt, runtime_env)
+                rt.env_vars.update(package_env(rt, runtime_env))
             except BaseException:
                 rt.shutdown()
                 if cluster is not None:

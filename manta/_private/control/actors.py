@@ -46,6 +46,7 @@ class ActorEntry:
     epoch: int = 0
     restarts: int = 0
     death_cause: str = ""
+    death_kind: m.ErrorKind | None = None
     no_restart: bool = False
     # The worker process running it now (0 while none does; not kept across
     # a head restart).
@@ -85,10 +86,11 @@ class ActorEntry:
         self.kill(cause)
         return False
 
-    def kill(self, cause: str) -> None:
+    def kill(self, cause: str, kind: m.ErrorKind | None = None) -> None:
         if self.state != DEAD:
             self.move(DEAD)
             self.death_cause = cause
+            self.death_kind = kind
 
     def restartable(self) -> bool:
         """Whether the actor is, or would be, brought back after its worker dies."""

@@ -31,7 +31,7 @@ from manta._private.protocol import messages as m
 from manta._private.scheduling.bundles import plan
 from manta._private.scheduling.policy import NodeView, Unschedulable, choose_node, labels_match, node_labels
 from manta._private.scheduling.resources import to_units
-from manta._private.transport.connection import Connection, ConnectionLost, connect, serve
+from manta._private.transport.connection import Connection, ConnectionLost, RemoteError, connect, serve
 
 log = logging.getLogger(__name__)
 
@@ -588,6 +588,7 @@ class Head:
             fn_id=spec.creation.fn_id, is_async=spec.creation.is_async_actor,
             max_concurrency=spec.creation.max_concurrency,
             node_id=entry.node_id, restartable=entry.restartable(), out_of_order=spec.out_of_order,
+            death_kind=entry.death_kind,
         )
 
     def _actor_info(self, entry: ActorEntry) -> m.ActorInfo:
@@ -710,6 +711,12 @@ class Head:
             # Ask another node (or wait for one to join), as for a restart.
             if entry.state != DEAD:
                 self._schedule_actor(entry)
+            return
+        if isinstance(reply, RemoteError) and reply.kind is m.ErrorKind.RUNTIME_ENV_SETUP:
+            if entry.state != DEAD:  # its calls raise RuntimeEnvSetupError, as in Ray
+                entry.kill(f"Could not create the actor: its runtime_env could not be set up. {reply.message}",
+                           reply.kind)
+                self._notify(entry)
             return
         if isinstance(reply, BaseException):
             if entry.state != DEAD:

@@ -24,11 +24,13 @@ from manta._private.clock import Clock, monotonic
 from manta._private.config import Config
 from manta._private.node.forkserver import ForkServer
 from manta._private.node.memory import Candidate, MemoryMonitor, memory_usage
+from manta._private.node.pip_envs import PipEnvironments, SetupFailed
 from manta._private.node.reporting import ReportSchedule
 from manta._private.objectstore.region import Region
 from manta._private.objectstore.store import ObjectExists, StoredObject, StoreError, StoreFull, StoreTable
 from manta._private.protocol import messages as m
 from manta._private.protocol.framing import HEADER
+from manta._private.protocol.runtime_env import PIP_ENV, decode_pip, env_hash
 from manta._private.scheduling import leases as lt
 from manta._private.scheduling.bundles import bundle_resources
 from manta._private.scheduling.policy import NodeView, Unschedulable, labels_match, node_labels, place
@@ -159,6 +161,9 @@ class NodeAgent:
         self.server: asyncio.AbstractServer | None = None
         self.tcp_server: asyncio.AbstractServer | None = None
         self.zygote = fork_server or ForkServer(os.path.join(session_dir, "logs", "workers.log"))
+        # runtime_env pip environments, and a fork server in each one in use.
+        self.pip_envs = PipEnvironments(os.path.join(session_dir, "runtime_resources", "pip"))
+        self.env_zygotes: dict[str, ForkServer] = {}
         self.pending_leases: dict[int, PendingLease] = {}
         self.worker_pids: dict[bytes, int] = {}
         self.worker_conns: dict[bytes, Connection] = {}
@@ -256,17 +261,21 @@ class NodeAgent:
         )
 
     async def _start_zygote(self) -> None:
+        self.zygote.send(self._fork_config(self.prestart))
+        asyncio.get_running_loop().create_task(self._read_zygote(self.zygote))
+
+    def _fork_config(self, prestart: int) -> m.ForkConfig:
         session = m.SessionInfo(
             session_dir=self.session_dir, head_address=self.head_address, agent_address=self.address,
             token=self.token, node_id=self.node_id, node_ip=self.node_ip,
         )
-        self.zygote.send(m.ForkConfig(session=session, config=self.config, prestart=self.prestart))
-        asyncio.get_running_loop().create_task(self._read_zygote())
+        return m.ForkConfig(session=session, config=self.config, prestart=prestart)
 
-    async def _read_zygote(self) -> None:
+    async def _read_zygote(self, zygote: ForkServer, env: str = "") -> None:
+        """Follows a fork server's reports; `env` names a pip environment's."""
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader()
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), self.zygote.stdout)
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), zygote.stdout)
         while True:
             try:
                 (size,) = HEADER.unpack(await reader.readexactly(HEADER.size))
@@ -281,14 +290,55 @@ class NodeAgent:
                 for wid, p in list(self.worker_pids.items()):
                     if p == rec.pid:
                         self._worker_gone(wid, f"worker process {rec.pid} exited with code {rec.code}", rec.code)
-        if not self.stopping.is_set():
+        if env:
+            # Only that environment's workers are affected: a new server
+            # starts with the next one asked for.
+            if self.env_zygotes.get(env) is zygote:
+                del self.env_zygotes[env]
+            zygote.kill()
+        elif not self.stopping.is_set():
             log.error("fork server exited; stopping the node")
             self.stopping.set()
+
+    def _pip_ready(self, pip: str) -> bool:
+        try:
+            return self.pip_envs.python_of(decode_pip(pip)) is not None
+        except ValueError:
+            return False  # refused with the reason by _lease_after_setup
 
     def _start_worker(self, pool_key: lt.PoolKey) -> None:
         worker_id = ids.new_worker_id()
         self.pool_keys[worker_id] = pool_key
-        self.zygote.send(m.ForkWorker(worker_id=worker_id, env=dict(pool_key)))
+        env = dict(pool_key)
+        self._zygote_for(env).send(m.ForkWorker(worker_id=worker_id, env=env))
+
+    def _zygote_for(self, env: dict[str, str]) -> ForkServer:
+        pip = env.get(PIP_ENV)
+        if pip is None:
+            return self.zygote
+        spec = decode_pip(pip)  # checked when its lease was asked
+        digest = env_hash(spec)
+        zygote = self.env_zygotes.get(digest)
+        if zygote is None:
+            python = self.pip_envs.python_of(spec)
+            assert python is not None, "a worker of a pip environment not built"
+            zygote = self.env_zygotes[digest] = ForkServer(
+                os.path.join(self.session_dir, "logs", "workers.log"), python, self.pip_envs.environment(python),
+            )
+            zygote.send(self._fork_config(prestart=0))
+            asyncio.get_running_loop().create_task(self._read_zygote(zygote, digest))
+        return zygote
+
+    async def _lease_after_setup(self, conn: Connection, msg: m.RequestLease, pip: str) -> None:
+        """A lease in a pip environment not built here yet: build, then ask again."""
+        try:
+            await self.pip_envs.ensure(decode_pip(pip))
+        except (SetupFailed, ValueError) as e:
+            if not conn.closed:
+                conn.reply_error(msg, m.ErrorKind.RUNTIME_ENV_SETUP, str(e))
+            return
+        if not conn.closed and not self.stopping.is_set():
+            self.handle(conn, msg)
 
     def _head_gone(self, why: str) -> None:
         if not self.stopping.is_set():
@@ -303,6 +353,8 @@ class NodeAgent:
             except ProcessLookupError:
                 pass
         self.zygote.kill()
+        for zygote in self.env_zygotes.values():
+            zygote.kill()
         if self.server is not None:
             self.server.close()
         if self.tcp_server is not None:
@@ -394,6 +446,10 @@ class NodeAgent:
         t = type(msg)
         if t is m.RequestLease:
             if self._spill(conn, msg):
+                return
+            pip = msg.env_vars.get(PIP_ENV)
+            if pip is not None and not self._pip_ready(pip):
+                asyncio.get_running_loop().create_task(self._lease_after_setup(conn, msg, pip))
                 return
             self._req_ids += 1
             rid = self._req_ids

@@ -38,8 +38,9 @@ class ForkServer:
     address.
     """
 
-    def __init__(self, log_path: str) -> None:
-        env = dict(os.environ)
+    def __init__(self, log_path: str, python: str = sys.executable, extra_env: dict[str, str] | None = None) -> None:
+        # `python`: a runtime_env pip environment's interpreter, for its workers.
+        env = {**os.environ, **(extra_env or {})}
         # One BLAS/OpenMP thread per worker unless the user asked otherwise:
         # N workers each spinning N threads would oversubscribe the cores.
         # Workers then set OMP_NUM_THREADS to each task's CPUs, unless the
@@ -50,7 +51,7 @@ class ForkServer:
             env.setdefault(var, "1")
         with open(log_path, "ab") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", ZYGOTE_MAIN],
+                [python, "-m", ZYGOTE_MAIN],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, env=env,
             )
         assert self.proc.stdin is not None and self.proc.stdout is not None

@@ -58,6 +58,7 @@ class ErrorKind(enum.StrEnum):
     OUT_OF_DISK = "OutOfDiskError"
     UNSCHEDULABLE = "TaskUnschedulableError"
     FREED = "ReferenceCountingAssertionError"
+    RUNTIME_ENV_SETUP = "RuntimeEnvSetupError"
 
 
 class PlacementKind(enum.StrEnum):
@@ -396,6 +397,9 @@ class ActorState(Msg, frozen=True):
     # Not dead for good: it is (or will be) restarted.
     restartable: bool = False
     out_of_order: bool = False
+    # Why it died, where calls raise more than ActorDiedError (a runtime_env
+    # that could not be set up).
+    death_kind: ErrorKind | None = None
     rid: int = 0
 
 

@@ -31,6 +31,7 @@ import msgspec
 from manta import exceptions as exc
 from manta._private.protocol import messages as m
 from manta._private.runtime import story
+from manta._private.runtime.errors import error_of_kind
 from manta._private.runtime.story import Rec, TaskLog
 from manta._private.runtime.tasks import Task
 
@@ -121,6 +122,7 @@ class ActorQueue:
         self.epoch = 0
         self.address = ""
         self.dead_cause = ""
+        self.dead_kind: m.ErrorKind | None = None
         # Calls not pushed yet, in submission order (some await their arguments).
         self.pending: collections.deque[Task] = collections.deque()
         # Calls pushed and not answered: seq -> (task, the epoch pushed at).
@@ -194,6 +196,7 @@ class ActorQueue:
         elif state.state is m.ActorStatus.DEAD:
             self._move(Link.DEAD)
             self.dead_cause = state.death_cause or "The actor is dead."
+            self.dead_kind = state.death_kind
         else:
             self._move(Link.CONNECTING)
             self.epoch = state.epoch
@@ -376,6 +379,8 @@ class ActorQueue:
             out.append(Release())
 
     def _died(self) -> BaseException:
+        if self.dead_kind is not None:
+            return error_of_kind(self.dead_kind, self.dead_cause)
         return exc.ActorDiedError(error_msg=self.dead_cause, actor_id=self.actor_id.hex())
 
     def _fail(self, task: Task, error: BaseException, out: list[Command], sid: int, step: str = story.FAILED) -> None:

@@ -111,8 +111,8 @@ class CoreRuntime:
         # Set when the head or agent connection drops: blocking calls raise it.
         self.control_lost = ""
         self._functions: dict[bytes, Any] = {}
-        # runtime_env working_dir packages uploaded: (path, excludes) -> hash.
-        self.packages: dict[tuple[str, tuple[str, ...]], str] = {}
+        # runtime_env packages worked out and uploaded: fields -> env entries.
+        self.packages: dict[str, dict[str, str]] = {}
         self._exported: set[bytes] = set()
         # The rooms (see the module docstring).
         self.inbound = Inbound(self)

@@ -25,12 +25,17 @@ _PUBLIC: dict[ErrorKind, type[Exception]] = {
     ErrorKind.OUT_OF_DISK: exc.OutOfDiskError,
     ErrorKind.UNSCHEDULABLE: exc.TaskUnschedulableError,
     ErrorKind.FREED: exc.ReferenceCountingAssertionError,
+    ErrorKind.RUNTIME_ENV_SETUP: exc.RuntimeEnvSetupError,
 }
 
 
 def error_from_remote(e: RemoteError) -> Exception:
     """The public exception a requester raises for an error reply."""
     return _PUBLIC[e.kind](e.message)
+
+
+def error_of_kind(kind: ErrorKind, message: str) -> Exception:
+    return _PUBLIC[kind](message)
 
 
 def format_task_error(name: str, e: BaseException) -> exc.RayTaskError:

@@ -24,13 +24,14 @@ from manta import exceptions as exc
 from manta._private import ids
 from manta._private.config import OMP_FROM_USER
 from manta._private.protocol import messages as m
+from manta._private.protocol.runtime_env import PY_MODULES_ENV, WORKING_DIR_ENV
 from manta._private.runtime import story
 from manta._private.runtime.concurrency import Lanes, check_group_sizes, method_groups, start_loop
 from manta._private.runtime.context import ExitActor, TaskContext, current_task
 from manta._private.runtime.errors import format_task_error
 from manta._private.runtime.generators import Flow
 from manta._private.runtime.objects import INLINE_MAX
-from manta._private.runtime.packaging import WORKING_DIR_ENV, enter_working_dir
+from manta._private.runtime.packaging import enter_packages
 from manta._private.runtime.placement_group import PlacementGroup
 from manta._private.runtime.serialization import deserialize, serialize_error
 from manta._private.runtime.story import Rec
@@ -87,8 +88,8 @@ class Executor:
         self.omp = ""
         # Streaming generators running here, by task id (their backpressure).
         self.flows: dict[bytes, Flow] = {}
-        # The runtime_env working_dir package this worker runs in.
-        self.working_dir = ""
+        # The runtime_env packages (working_dir, py_modules) this worker runs with.
+        self.packages: tuple[str, str] = ("", "")
 
     # -- dispatch (I/O thread) --------------------------------------------
 
@@ -312,13 +313,15 @@ class Executor:
 
     def _run(self, spec: m.TaskSpec, conn: Connection) -> m.TaskDone:
         try:
-            digest = spec.env_vars.get(WORKING_DIR_ENV) if spec.env_vars else None
-            if digest and digest != self.working_dir:
-                try:
-                    enter_working_dir(self.rt, digest, spec.job_id)
-                except Exception as e:  # noqa: BLE001 - the task fails with the reason
-                    raise exc.RuntimeEnvSetupError(f"could not set up the runtime_env working_dir: {e}") from e
-                self.working_dir = digest
+            env = spec.env_vars
+            if env and (WORKING_DIR_ENV in env or PY_MODULES_ENV in env):
+                packages = (env.get(WORKING_DIR_ENV, ""), env.get(PY_MODULES_ENV, ""))
+                if packages != self.packages:
+                    try:
+                        enter_packages(self.rt, env, spec.job_id)
+                    except Exception as e:  # noqa: BLE001 - the task fails with the reason
+                        raise exc.RuntimeEnvSetupError(f"could not set up the runtime_env packages: {e}") from e
+                    self.packages = packages
             args, kwargs = self._load_args(spec)
             if spec.actor_creation:
                 cls = self.rt.load_function(spec.fn_id)
