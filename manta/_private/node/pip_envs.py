@@ -91,6 +91,8 @@ class PipEnvironments:
         if uv:
             await _step(deadline, spec, "uv pip install", uv, "pip", "install", "--python", python,
                         *spec.install_options, "-r", reqs)
+            if spec.pip_check:  # pip_version has no meaning to uv
+                await _step(deadline, spec, "uv pip check", uv, "pip", "check", "--python", python)
         else:
             pip = [python, "-m", "pip", "--disable-pip-version-check", "--no-input"]
             if spec.pip_version:
