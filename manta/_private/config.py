@@ -34,6 +34,7 @@ _KEYS = {
     "max_lineage_bytes": "max_lineage_bytes",
     "task_events_report_interval_ms": "task_events_ms",
     "task_events_max_num_task_in_gcs": "max_task_states",
+    "automatic_object_spilling_enabled": "spilling",
 }
 # Environment variables, and the field each one sets.
 _ENV = {
@@ -53,6 +54,8 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     # Where objects spill when the store passes `spill_threshold` ("" = <session>/spill).
     spill_dir: str = ""
     spill_threshold: float = 0.8
+    # Off: a full store refuses new objects, and pulls wait for room.
+    spilling: bool = True
     # Spilling stops (OutOfDiskError) once the disk would pass this fraction.
     disk_threshold: float = 0.95
     # The memory monitor kills workers above this fraction of node memory (1.0: off).
@@ -118,6 +121,10 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
 
 def _checked(field: str, what: str, value: Any) -> Any:
     kind = type(getattr(Config(), field))
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{what} must be true or false, got {value!r}")
+        return value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{what} must be a number, got {value!r}")
     if field.endswith("_threshold") and not 0.0 < value <= 1.0:

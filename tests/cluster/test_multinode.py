@@ -262,3 +262,52 @@ def test_placement_groups_across_nodes(cluster):
         # All or nothing: the groups that never fitted held nothing back.
         assert manta.available_resources().get("CPU") == free_before
     """)
+
+
+@pytest.fixture
+def small_stores():
+    """Two nodes with 75 MiB stores that never spill."""
+    root = tempfile.mkdtemp(prefix="mnf")
+    env = {**os.environ, "MANTA_TMPDIR": root}
+    env.pop("MANTA_TOKEN", None)
+    node = ["--num-cpus", "1", "--object-store-memory", str(75 << 20),
+            "--system-config", '{"automatic_object_spilling_enabled": false}']
+    try:
+        out = manta_cli(env, "start", "--head", "--port", "0", *node)
+        address = out.split("started at ")[1].split()[0]
+        token_file = out.split("token file: ")[1].split()[0]
+        manta_cli(env, "start", "--address", address, "--token-file", token_file, *node)
+        yield env
+    finally:
+        subprocess.run([sys.executable, "-m", "manta.cli", "stop"], env=env, capture_output=True, timeout=60)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_wait_fetch_local_counts_a_value_ready_once_it_is_in_this_nodes_store(small_stores):
+    run_driver(small_stores, """
+        import time
+        from manta.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        here = manta.get_runtime_context().get_node_id()
+        there = next(n["NodeID"] for n in manta.nodes() if n["NodeID"] != here)
+
+        @manta.remote(scheduling_strategy=NodeAffinitySchedulingStrategy(there, soft=False))
+        def make(size):
+            return bytearray(size)
+
+        mine = manta.put(bytearray(40 << 20))  # most of this node's store, which cannot spill
+        far = make.remote(40 << 20)
+        ready, _ = manta.wait([far], fetch_local=False, timeout=60)
+        assert ready == [far]
+        # No room here for a copy: not ready while it cannot be pulled...
+        start = time.time()
+        ready, rest = manta.wait([far], fetch_local=True, timeout=1)
+        assert (ready, rest) == ([], [far]) and time.time() - start >= 1
+        # ...and ready once there is room.
+        del mine
+        ready, _ = manta.wait([far], fetch_local=True, timeout=60)
+        assert ready == [far]
+        assert len(manta.get(far)) == 40 << 20
+        small = make.remote(100)
+        assert manta.wait([small], fetch_local=True, timeout=60)[0] == [small]  # inline values are here already
+    """)

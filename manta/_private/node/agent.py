@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 # Transfers move 4 MiB frames, four in flight: enough to keep a link busy.
 CHUNK = 4 << 20
 PULL_WINDOW = 4
+# How often a pull waiting for room in a full store (spilling off) looks again.
+PULL_ROOM_POLL_S = 0.05
 
 
 # In the environment of workers kept for GPU work.
@@ -177,6 +179,8 @@ class NodeAgent:
         # Lease requests no node can serve yet, re-examined when the cluster changes.
         self.infeasible: list[tuple[Connection, m.RequestLease]] = []
         self.pulls: dict[bytes, asyncio.Task[None]] = {}
+        # Who waits for each pull (a pull waiting for room stops when none does).
+        self.pull_readers: dict[bytes, list[Connection]] = {}
         self.peers: dict[str, Connection] = {}
         self._req_ids = 0
         self.reports = ReportSchedule(self.config.heartbeat_s)
@@ -648,6 +652,8 @@ class NodeAgent:
         process's heap, and concurrent pulls of one object share one transfer.
         """
         oid = msg.object_id
+        readers = self.pull_readers.setdefault(oid, [])
+        readers.append(conn)
         try:
             if oid not in self.store.objects:
                 pending = self.pulls.get(oid)
@@ -660,6 +666,10 @@ class NodeAgent:
         except Exception as e:  # noqa: BLE001 - reported to the reader
             conn.reply_error(msg, _error_kind(e), str(e if isinstance(e, StoreError) else _lost(oid, e)))
             return
+        finally:
+            readers.remove(conn)
+            if not readers:
+                self.pull_readers.pop(oid, None)
         self._pin(conn, m.StorePin(object_id=oid, rid=msg.rid))
 
     async def _transfer(self, oid: bytes, source: str) -> None:
@@ -670,7 +680,7 @@ class NodeAgent:
         info = await peer.request(m.StorePin(object_id=oid))
         started = time.monotonic()
         try:
-            offset = self._create(oid, info.size, "pull")
+            offset = await self._room_for_pull(oid, info.size)
             try:
                 pos = 0
                 inflight: list[tuple[int, asyncio.Future[Any]]] = []
@@ -697,6 +707,19 @@ class NodeAgent:
             )
         finally:
             peer.send(m.StoreUnpin(object_ids=[oid]))
+
+    async def _room_for_pull(self, oid: bytes, size: int) -> int:
+        """Space for a pulled copy. Without spilling a full store cannot make
+        room itself, so the pull waits (as Ray's pull manager does) until
+        objects are freed, while any reader still waits for it."""
+        while True:
+            try:
+                return self._create(oid, size, "pull")
+            except StoreFull:
+                readers = self.pull_readers.get(oid, ())
+                if self.config.spilling or size > self.store.capacity or all(c.closed for c in readers):
+                    raise
+            await asyncio.sleep(PULL_ROOM_POLL_S)
 
     def _read_chunk(self, conn: Connection, msg: m.StoreReadChunk) -> None:
         obj = self.store.objects.get(msg.object_id)
@@ -730,7 +753,7 @@ class NodeAgent:
             try:
                 return self.store.create(oid, size, creator)
             except StoreFull:
-                victim = self.store.spill_victim()
+                victim = self.store.spill_victim() if self.config.spilling else None
                 if victim is None:
                     raise
                 self._spill_object(*victim)
@@ -739,7 +762,7 @@ class NodeAgent:
         """Spills the oldest objects once the store is fuller than the threshold,
         so that new objects find room without waiting for a disk write."""
         limit = self.config.spill_threshold * self.store.capacity
-        while self.store.used > limit:
+        while self.config.spilling and self.store.used > limit:
             victim = self.store.spill_victim()
             if victim is None:
                 return

@@ -13,6 +13,7 @@ import concurrent.futures
 import ctypes
 import logging
 import threading
+import time
 import weakref
 from typing import TYPE_CHECKING, Any
 
@@ -80,6 +81,9 @@ class Objects:
         self.lock = rt.lock
         # Threads blocked in get()/wait(): woken to raise if the cluster goes.
         self.waiters: weakref.WeakSet[Waiter] = weakref.WeakSet()
+        # wait(fetch_local=True): copies being pulled into this node's store.
+        self.local_pulls: dict[bytes, threading.Event] = {}
+        self.pull_done = threading.Event()
 
     # -- put --------------------------------------------------------------
 
@@ -235,10 +239,15 @@ class Objects:
             )
         if timeout is not None and timeout < 0:
             raise ValueError("timeout must be non-negative")
-        if self.refs.pending.isdisjoint(unique):
+        stored = self.refs.stored
+        far = fetch_local and bool(stored) and not stored.isdisjoint(unique)
+        if not far and self.refs.pending.isdisjoint(unique):
             # Everything is ready already (the common case in a tight loop).
             return lst[:num_returns], lst[num_returns:]
+        deadline = None if timeout is None else time.monotonic() + timeout
         flags = self.wait_ready(lst, num_returns, timeout)
+        if fetch_local:
+            flags = self._fetched_here(lst, flags, num_returns, deadline)
         ready: list[ObjectRef] = []
         not_ready: list[ObjectRef] = []
         for r, ok in zip(lst, flags):
@@ -247,6 +256,85 @@ class Objects:
             else:
                 not_ready.append(r)
         return ready, not_ready
+
+    def _fetched_here(
+        self, refs: list[ObjectRef], flags: list[bool], needed: int, deadline: float | None,
+    ) -> list[bool]:
+        """wait(fetch_local=True): a value in another node's store counts as
+        ready once a copy is in this node's (Ray's rule). Copies are pulled
+        for the ready ones; this waits until `needed` are here or the
+        deadline passes. A pull that cannot find room yet goes on after the
+        deadline, so a later wait finds it done."""
+        me = self.rt.node_id
+        far: list[tuple[int, ObjectRef, bytes]] = []
+        with self.lock:
+            for i, (r, ok) in enumerate(zip(refs, flags)):
+                if ok:
+                    e = self.refs.get(r._id)
+                    if e is not None and e.in_store and not e.local_copy and e.node_id and e.node_id != me:
+                        far.append((i, r, e.node_id))
+        if not far:
+            return flags
+        flags = list(flags)
+        events = []
+        for i, r, node_id in far:
+            flags[i] = False
+            events.append((i, self._pull_here(r, node_id)))
+        while sum(flags) < needed:
+            left = [(i, ev) for i, ev in events if not flags[i]]
+            for i, ev in left:
+                if ev.is_set():
+                    flags[i] = True
+            if sum(flags) >= needed or all(ev.is_set() for _, ev in left):
+                break
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                break
+            # Pulls end one by one: look again at each end (or the deadline).
+            self.pull_done.wait(remaining if remaining is None or remaining < 0.05 else 0.05)
+            self.pull_done.clear()
+        return flags
+
+    def _pull_here(self, ref: ObjectRef, node_id: bytes) -> threading.Event:
+        """Starts (once) copying a stored value into this node's store; the
+        event is set when it is here, or when the pull failed (the error
+        shows when the value is read)."""
+        oid = ref._id
+        with self.lock:
+            ev = self.local_pulls.get(oid)
+            if ev is not None:
+                return ev
+            ev = self.local_pulls[oid] = threading.Event()
+        try:
+            source = self._agent_address_of(node_id)
+        except exc.ObjectLostError:
+            self._pulled(oid, None)
+            return ev
+
+        def start() -> None:
+            agent = self.rt.agent
+            if agent is None:
+                self._pulled(oid, None)
+            else:
+                agent.request_cb(m.StorePull(object_id=oid, source=source), lambda reply: self._pulled(oid, reply))
+
+        self.rt.post(start)
+        return ev
+
+    def _pulled(self, oid: bytes, reply: Any) -> None:
+        """A fetch_local pull ended; its copy stays pinned by us while the
+        entry lives (`UnpinCopy`), so later reads find it here."""
+        with self.lock:
+            ev = self.local_pulls.pop(oid, None)
+            e = self.refs.get(oid)
+            keep = type(reply) is m.StorePinned and e is not None and not e.local_copy
+            if keep:
+                e.local_copy = True  # type: ignore[union-attr]
+        if type(reply) is m.StorePinned and not keep:
+            self.rt.post(self.rt.send_agent, m.StoreUnpin(object_ids=[oid]))
+        if ev is not None:
+            ev.set()
+        self.pull_done.set()
 
     def wait_ready(
         self, refs: list[ObjectRef], needed: int, timeout: float | None, fail_fast: bool = False,

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from manta._private.protocol import messages as m
 from manta._private.runtime.object_ref import ObjectRef
-from manta._private.runtime.refs import DropActor, EndBorrow, FreeStored
+from manta._private.runtime.refs import DropActor, EndBorrow, FreeStored, UnpinCopy
 
 if TYPE_CHECKING:
     from manta._private.runtime.core import CoreRuntime
@@ -151,6 +151,7 @@ class References:
         rt = self.rt
         frees: dict[bytes, list[bytes]] = {}
         ends: dict[str, list[bytes]] = {}
+        unpins: list[bytes] = []
         for c in commands:
             if isinstance(c, EndBorrow):
                 ends.setdefault(c.owner, []).append(c.object_id)
@@ -160,6 +161,10 @@ class References:
                 commands.extend(rt.recovery.output_freed(c.object_id))
             elif isinstance(c, DropActor):
                 rt.actors.release(c.actor_id)
+            elif isinstance(c, UnpinCopy):
+                unpins.append(c.object_id)
+        if unpins and rt.agent is not None:
+            rt.agent.send(m.StoreUnpin(object_ids=unpins))
         for node_id, ids in frees.items():
             if node_id in rt.peers.dead_nodes:
                 continue  # its store is gone with it

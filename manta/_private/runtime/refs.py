@@ -49,7 +49,15 @@ class DropActor:
     actor_id: bytes
 
 
-Command = FreeStored | EndBorrow | DropActor
+@dataclass(frozen=True, slots=True)
+class UnpinCopy:
+    """The copy of the value that wait(fetch_local=True) brought into this
+    node's store, pinned by this process, may go."""
+
+    object_id: bytes
+
+
+Command = FreeStored | EndBorrow | DropActor | UnpinCopy
 
 
 class Entry:
@@ -68,6 +76,7 @@ class Entry:
         "contained",
         "registered",
         "fetching",
+        "local_copy",
     )
 
     def __init__(self, owned: bool, owner: str) -> None:
@@ -88,6 +97,9 @@ class Entry:
         self.registered = False
         # Borrowed entries: a GetObject to the owner is in flight.
         self.fetching = False
+        # A copy of the stored value is in this node's store, pinned by this
+        # process until the entry goes (wait(fetch_local=True) made it).
+        self.local_copy = False
 
     def alive(self) -> bool:
         return self.local > 0 or self.pins > 0 or bool(self.borrowers)
@@ -100,6 +112,9 @@ class ReferenceTable:
         # Ids of entries not yet READY: lets wait()/get() over many refs test
         # readiness with one C-level set operation instead of a Python loop.
         self.pending: set[bytes] = set()
+        # Ids of READY entries whose value is in a store (any node's): lets
+        # wait(fetch_local=True) skip its per-ref look when none are.
+        self.stored: set[bytes] = set()
         # Owned entries that stand for this process's hold on an actor it
         # created (a valueless ref inside each of its handles, so handles are
         # counted and borrowed as refs are): entry -> actor id.
@@ -115,6 +130,8 @@ class ReferenceTable:
             assert e.local >= 0 and e.pins >= 0, f"{oid.hex()} negative count"
             assert not e.borrowers or e.owned, f"{oid.hex()} borrowed entry with borrowers"
         assert self.pending <= set(self.entries), "pending ids without entries"
+        assert self.stored == {oid for oid, e in self.entries.items() if e.state != PENDING and e.in_store}, \
+            "stored set out of step"
 
     def get(self, object_id: bytes) -> Entry | None:
         return self.entries.get(object_id)
@@ -213,6 +230,10 @@ class ReferenceTable:
         self.pending.discard(object_id)
         e.data = data
         e.in_store = in_store
+        if in_store:
+            self.stored.add(object_id)
+        else:
+            self.stored.discard(object_id)
         e.node_id = node_id
         e.is_error = is_error
         e.fetching = False
@@ -237,6 +258,7 @@ class ReferenceTable:
         e.state = PENDING
         e.data = None
         e.in_store = False
+        self.stored.discard(object_id)
         e.is_error = False
         e.fetching = False
         self.pending.add(object_id)
@@ -259,7 +281,10 @@ class ReferenceTable:
             return []
         del self.entries[object_id]
         self.pending.discard(object_id)
+        self.stored.discard(object_id)
         out: list[Command] = []
+        if e.local_copy:
+            out.append(UnpinCopy(object_id))
         if e.owned:
             if e.in_store:
                 out.append(FreeStored(object_id, e.node_id))
