@@ -184,7 +184,7 @@ class CoreRuntime:
                 worker_id=self.worker_id, job_id=self.job_id, pid=os.getpid(), address=self.address,
             )
         )
-        self.node_id = reply.node_id
+        self.node_id = self.refs.here = reply.node_id
         self.store_capacity = reply.store_capacity
         if not self.is_driver:
             self.head.persistent = reply.head_persistent

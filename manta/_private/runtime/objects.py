@@ -239,8 +239,8 @@ class Objects:
             )
         if timeout is not None and timeout < 0:
             raise ValueError("timeout must be non-negative")
-        stored = self.refs.stored
-        far = fetch_local and bool(stored) and not stored.isdisjoint(unique)
+        elsewhere = self.refs.elsewhere
+        far = fetch_local and bool(elsewhere) and not elsewhere.isdisjoint(unique)
         if not far and self.refs.pending.isdisjoint(unique):
             # Everything is ready already (the common case in a tight loop).
             return lst[:num_returns], lst[num_returns:]

@@ -112,9 +112,11 @@ class ReferenceTable:
         # Ids of entries not yet READY: lets wait()/get() over many refs test
         # readiness with one C-level set operation instead of a Python loop.
         self.pending: set[bytes] = set()
-        # Ids of READY entries whose value is in a store (any node's): lets
-        # wait(fetch_local=True) skip its per-ref look when none are.
-        self.stored: set[bytes] = set()
+        # This process's node, and the ids of READY entries whose value is
+        # in another node's store: lets wait(fetch_local=True) skip its
+        # per-ref look when none are (always, on one node).
+        self.here = b""
+        self.elsewhere: set[bytes] = set()
         # Owned entries that stand for this process's hold on an actor it
         # created (a valueless ref inside each of its handles, so handles are
         # counted and borrowed as refs are): entry -> actor id.
@@ -130,8 +132,9 @@ class ReferenceTable:
             assert e.local >= 0 and e.pins >= 0, f"{oid.hex()} negative count"
             assert not e.borrowers or e.owned, f"{oid.hex()} borrowed entry with borrowers"
         assert self.pending <= set(self.entries), "pending ids without entries"
-        assert self.stored == {oid for oid, e in self.entries.items() if e.state != PENDING and e.in_store}, \
-            "stored set out of step"
+        assert self.elsewhere == {
+            oid for oid, e in self.entries.items() if e.state != PENDING and e.in_store and e.node_id != self.here
+        }, "elsewhere set out of step"
 
     def get(self, object_id: bytes) -> Entry | None:
         return self.entries.get(object_id)
@@ -230,10 +233,10 @@ class ReferenceTable:
         self.pending.discard(object_id)
         e.data = data
         e.in_store = in_store
-        if in_store:
-            self.stored.add(object_id)
+        if in_store and node_id != self.here:
+            self.elsewhere.add(object_id)
         else:
-            self.stored.discard(object_id)
+            self.elsewhere.discard(object_id)
         e.node_id = node_id
         e.is_error = is_error
         e.fetching = False
@@ -258,7 +261,7 @@ class ReferenceTable:
         e.state = PENDING
         e.data = None
         e.in_store = False
-        self.stored.discard(object_id)
+        self.elsewhere.discard(object_id)
         e.is_error = False
         e.fetching = False
         self.pending.add(object_id)
@@ -281,7 +284,7 @@ class ReferenceTable:
             return []
         del self.entries[object_id]
         self.pending.discard(object_id)
-        self.stored.discard(object_id)
+        self.elsewhere.discard(object_id)
         out: list[Command] = []
         if e.local_copy:
             out.append(UnpinCopy(object_id))
