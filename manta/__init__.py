@@ -8,8 +8,7 @@ head and node agent processes import only what they run.
 
 from __future__ import annotations
 
-import functools
-import importlib
+import functools as _functools
 from typing import TYPE_CHECKING, Any
 
 from manta._private.version import VERSION as __version__  # noqa: F401 (the package's version)
@@ -81,6 +80,8 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
+    import importlib  # here, not at the top: no stdlib module is reachable as manta.X (Ray's rule)
+
     module = _EXPORTS.get(name)
     if module is not None:
         value = getattr(importlib.import_module(module), name)
@@ -98,8 +99,8 @@ def _names() -> list[str]:
 
 # What dir(manta) lists: everything exported, loaded or not. Not a function
 # of the module itself (a partial), so the module's functions are Ray's.
-__dir__ = functools.partial(_names)
-del _names
+__dir__ = _functools.partial(_names)
+del _names, _functools
 
 
 if TYPE_CHECKING:

@@ -19,6 +19,14 @@ def _is_hex(s):
     return isinstance(s, str) and len(s) > 0 and set(s) <= set(string.hexdigits)
 
 
+def test_only_the_packages_own_modules_are_reachable_from_it(ray):
+    import inspect
+
+    leaked = [name for name, mod in inspect.getmembers(ray, inspect.ismodule)
+              if mod.__name__ != ray.__name__ and not mod.__name__.startswith(ray.__name__ + ".")]
+    assert not leaked, f"modules of other packages reachable as {ray.__name__}.X: {leaked}"
+
+
 # --------------------------------------------------------------------------
 # init / shutdown (each test manages its own cluster)
 # --------------------------------------------------------------------------
