@@ -111,16 +111,16 @@ def test_runtime_env_config_is_checked_as_ray_checks_it(ray_start_2cpu):
     assert ray.get(f.options(runtime_env={"env_vars": {"A": "1"}, "config": config}).remote(), timeout=60) == 1
 
 
-def _wheel(path, name, value):
+def _wheel(path, name, value, version="0.1", init=None):
     """A minimal pure-Python wheel holding package `name`."""
-    info = f"{name}-0.1.dist-info"
+    info = f"{name}-{version}.dist-info"
     files = {
-        f"{name}/__init__.py": f"VALUE = {value!r}\n",
-        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n",
+        f"{name}/__init__.py": init or f"VALUE = {value!r}\n",
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
         f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
     }
     files[f"{info}/RECORD"] = "".join(f"{n},,\n" for n in files) + f"{info}/RECORD,,\n"
-    whl = path / f"{name}-0.1-py3-none-any.whl"
+    whl = path / f"{name}-{version}-py3-none-any.whl"
     with zipfile.ZipFile(whl, "w") as zf:
         for n, text in files.items():
             zf.writestr(n, text)
@@ -201,3 +201,24 @@ def test_setup_timeout_seconds_bounds_building_the_environment(ray_start_2cpu):
             ray.get(task.remote(), timeout=120)
     finally:
         silent.close()
+
+
+def test_an_environment_where_the_worker_cannot_start_fails_fast(ray_start_2cpu, tmp_path, backend_name):
+    if backend_name == "ray":
+        pytest.skip("shadows a package manta's worker imports (msgspec), which Ray does not use")
+    ray = ray_start_2cpu
+    # A msgspec that fails at import, as a clashing release might.
+    broken = _wheel(tmp_path, "msgspec", None, "99.0", init="raise ImportError('broken on purpose')\n")
+
+    @ray.remote(runtime_env={"pip": [broken]})
+    def task():
+        return 1
+
+    with pytest.raises(ray.exceptions.RuntimeEnvSetupError, match="cannot start"):
+        ray.get(task.remote(), timeout=120)
+
+    @ray.remote
+    def fine():
+        return 2
+
+    assert ray.get(fine.remote(), timeout=60) == 2

@@ -239,3 +239,15 @@ def test_removed_bundle_stops_the_workers_using_it_and_frees_nothing_twice():
     t.unreserve(to_units({"CPU": 2}))
     assert t.available == t.total == to_units({"CPU": 2})
     t.validate()
+
+
+def test_a_pool_whose_workers_cannot_start_fails_its_waiting_requests():
+    t = table(cpus=2)
+    env = (("MANTA_RUNTIME_ENV_PIP", "{}"),)
+    assert t.request(req(1, key=env)) == [lt.StartWorker(env)]
+    t.request(req(2))
+    t.worker_started(b"plain", ())
+    failed, cmds = t.start_failed(env)
+    assert failed == [1] and not grants(cmds)
+    assert t.available["CPU"] == UNIT  # the failed request's CPU came back
+    t.validate()

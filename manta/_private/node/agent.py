@@ -59,6 +59,11 @@ class OutOfDisk(StoreError):
     """The store is full and spilling would fill the disk."""
 
 
+def _pip_hash(pool_key: lt.PoolKey) -> str:
+    pip = dict(pool_key).get(PIP_ENV)
+    return env_hash(decode_pip(pip)) if pip is not None else ""
+
+
 def _error_kind(e: BaseException) -> m.ErrorKind:
     """What a reader is told about a store failure."""
     if isinstance(e, OutOfDisk):
@@ -296,13 +301,31 @@ class NodeAgent:
                         self._worker_gone(wid, f"worker process {rec.pid} exited with code {rec.code}", rec.code)
         if env:
             # Only that environment's workers are affected: a new server
-            # starts with the next one asked for.
+            # starts with the next one asked for. The requests waiting for
+            # one of its workers fail, or they would wait forever.
             if self.env_zygotes.get(env) is zygote:
                 del self.env_zygotes[env]
             zygote.kill()
+            if not self.stopping.is_set():
+                self._fail_env_starts(env)
         elif not self.stopping.is_set():
             log.error("fork server exited; stopping the node")
             self.stopping.set()
+
+    def _fail_env_starts(self, env: str) -> None:
+        log.error("the fork server of pip environment %s exited", env[:12])
+        for key in [k for k in self.leases.starting if _pip_hash(k) == env]:
+            failed, cmds = self.leases.start_failed(key)
+            for rid in failed:
+                pending = self.pending_leases.pop(rid, None)  # type: ignore[call-overload]
+                if pending is not None and not pending.conn.closed:
+                    pending.conn.reply_error(
+                        pending.msg, m.ErrorKind.RUNTIME_ENV_SETUP,
+                        f"the pip environment {decode_pip(dict(key)[PIP_ENV]).packages} was built, but manta's "
+                        f"worker cannot start in it (see logs/workers.log in the session directory; a package "
+                        f"it installs may clash with one manta needs)",
+                    )
+            self._run(cmds)
 
     def _pip_ready(self, pip: str) -> bool:
         try:

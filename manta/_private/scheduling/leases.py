@@ -160,6 +160,15 @@ class LeaseTable:
                 self._release(lease)
         return self._schedule()
 
+    def start_failed(self, pool_key: PoolKey) -> tuple[list[Hashable], list[Command]]:
+        """Workers of this environment cannot start (its interpreter fails):
+        the requests reserved for one give their resources back and fail.
+        Returns their request ids, and what the freed resources allow."""
+        waiting = self.starting.pop(pool_key, None) or collections.deque()
+        for req, _ in waiting:
+            add(self.available, req.resources)
+        return [req.request_id for req, _ in waiting], self._schedule()
+
     def owner_gone(self, owner: Hashable) -> list[Command]:
         """The owner disconnected: drop its requests, stop its leased workers."""
         self.pending = collections.deque(r for r in self.pending if r.owner != owner)
