@@ -28,15 +28,7 @@ from msgspec.structs import replace as _replace
 
 from manta._private.config import Config
 from manta._private.protocol.framing import HEADER
-
-
-class Msg(msgspec.Struct, array_like=True, tag=True, omit_defaults=False, frozen=True):
-    pass
-
-
-class Record(msgspec.Struct, array_like=True, frozen=True):
-    """A value carried inside messages (not sent on its own)."""
-
+from manta._private.protocol.structs import Msg, Record
 
 # --- enums ------------------------------------------------------------------
 
