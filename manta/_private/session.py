@@ -158,10 +158,35 @@ def init(
                 if cluster is not None:
                     cluster.stop()
                 raise
+        _describe_job(rt, runtime_env)
         context.install(rt)
         _session = _Session(rt, cluster)
         atexit.register(shutdown)
         return _info()
+
+
+def _describe_job(rt: CoreRuntime, runtime_env: dict[str, Any] | None) -> None:
+    """Tells the head what the state API shows of this job beyond its job
+    table (`list_jobs`): the command line, the runtime_env, where it runs."""
+    import json
+    import subprocess
+
+    from manta._private.protocol import state_messages as sm
+    from manta._private.runtime.packaging import PACKAGE_FIELDS, runtime_env_of
+
+    try:
+        with open("/proc/self/cmdline", "rb") as f:
+            argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+    except OSError:  # not Linux: Python's view of it (without -c's code)
+        argv = [sys.executable, *sys.argv]
+    # Packages by where they were stored, as Ray shows their URIs.
+    shown = {k: v for k, v in (runtime_env or {}).items() if k not in (*PACKAGE_FIELDS, "excludes", "env_vars")}
+    shown.update(runtime_env_of(rt.env_vars)[0])
+    details = sm.JobDetails(
+        job_id=rt.job_id, entrypoint=subprocess.list2cmdline(argv), runtime_env=json.dumps(shown, default=str),
+        node_id=rt.node_id, ip=rt.session.node_ip or "127.0.0.1",
+    )
+    rt.post(rt.send_head, details)
 
 
 def _code_path(job_config: Any) -> list[str]:

@@ -1,15 +1,26 @@
-"""Cluster state, listed from the head (a start on Ray's `ray.util.state`),
-and what this process saw of each of its tasks (`task_story`, beyond Ray)."""
+"""Cluster state, as Ray's `ray.util.state` lists it (its records, field
+names and values), and what this process saw of each of its tasks
+(`task_story`, beyond Ray).
+
+Actors, tasks, nodes, placement groups and jobs come from the head's
+tables. Workers, objects and runtime envs are asked of every node agent
+when listed (and objects of every driver and worker, through their
+agents): nothing is recorded ahead for them, and a part that does not
+answer in time leaves a partial list with a warning.
+"""
 
 from __future__ import annotations
 
 import collections
+import dataclasses
+import json
 import warnings
 from dataclasses import dataclass
 from typing import Any
 
 from manta._private import ids
 from manta._private.protocol import messages as m
+from manta._private.protocol import state_messages as sm
 
 
 class _Fields:
@@ -21,16 +32,6 @@ class _Fields:
 
 def _only(found: list[Any]) -> Any:
     return found[0] if found else None
-
-
-@dataclass
-class JobState:
-    job_id: str
-    status: str  # RUNNING | FINISHED
-    namespace: str
-    driver_pid: int
-    start_time: float
-    end_time: float
 
 
 @dataclass
@@ -102,21 +103,6 @@ def list_actors(
 def get_actor(id: str, address: str | None = None, timeout: int = 30, _explain: bool = False) -> ActorState | None:
     """The actor with this id (hex), or None."""
     return _only(list_actors(filters=[("actor_id", "=", id)], limit=1))
-
-
-def list_jobs() -> list[JobState]:
-    """Every job (driver) the cluster has seen, oldest first."""
-    from manta._private.session import runtime as _runtime
-
-    rt = _runtime()
-    reply = rt.call_head(m.GetJobs())
-    return [
-        JobState(
-            job_id=ids.job_hex(j.job_id), status="RUNNING" if j.alive else "FINISHED", namespace=j.namespace,
-            driver_pid=j.driver_pid, start_time=j.start_time, end_time=j.end_time,
-        )
-        for j in sorted(reply.jobs, key=lambda j: j.job_id)
-    ]
 
 
 @dataclass
@@ -335,3 +321,333 @@ def summarize_actors(
         entry = summary.setdefault(a.class_name, {"class_name": a.class_name, "state_counts": {}})
         entry["state_counts"][a.state] = entry["state_counts"].get(a.state, 0) + 1
     return {"cluster": {"summary": summary, "total_actors": len(actors), "summary_by": "class"}}
+
+
+# -- what the head gathers from the node agents, when asked ------------------------
+
+
+def _checked_filters(filters: Any, record: type, filterable: frozenset[str]) -> list[tuple[str, str, Any]]:
+    """The filters as (field, predicate, value), refused before anything is
+    asked if a predicate or a field is not one that can be used (as Ray
+    refuses them). Field names are matched without regard to case."""
+    out = []
+    for key, op, value in _filter_triples(filters):
+        if op not in _OPS:
+            raise ValueError(f"Unsupported filter predicate {op!r}: use one of {', '.join(_OPS)}")
+        name = str(key).lower()
+        if name not in filterable:
+            known = name in {f.name for f in dataclasses.fields(record)}
+            raise ValueError(
+                f"{key!r} is {'a field' if known else 'not a field'} of {record.__name__} that "
+                f"{'cannot' if known else 'can'} be filtered on: use one of {', '.join(sorted(filterable))}"
+            )
+        out.append((name, op, value))
+    return out
+
+
+def _select(records: list[Any], filters: list[tuple[str, str, Any]], limit: int) -> list[Any]:
+    return [r for r in records if _matches(r, filters)][:limit]
+
+
+def _ask_head(msg: Any, timeout: float) -> Any:
+    from manta._private.session import runtime as _runtime
+
+    try:
+        return _runtime().call_head(msg, timeout=timeout + 5)
+    except TimeoutError:
+        raise TimeoutError(f"the head did not answer {type(msg).__name__} in {timeout + 5:g} s") from None
+
+
+def _partial(what: str, missing: list[str], raise_on_missing_output: bool) -> None:
+    if missing and raise_on_missing_output:
+        shown = "; ".join(missing[:5]) + (f"; and {len(missing) - 5} more" if len(missing) > 5 else "")
+        warnings.warn(
+            f"the list of {what} is partial: some processes or nodes did not answer in time ({shown}). "
+            f"Pass raise_on_missing_output=False to list what answered without this warning.",
+            stacklevel=3,
+        )
+
+
+@dataclass
+class WorkerState(_Fields):
+    """A worker process or a driver, with Ray's state-API field names."""
+
+    worker_id: str
+    is_alive: bool
+    worker_type: str  # WORKER | DRIVER
+    exit_type: str | None  # SYSTEM_ERROR | INTENDED_SYSTEM_EXIT | INTENDED_USER_EXIT | NODE_OUT_OF_MEMORY
+    node_id: str
+    ip: str
+    pid: int
+    # With detail=True (as in Ray); the times are ms since the epoch, -1 (launch) or 0 (end) if none.
+    exit_detail: str | None = None
+    worker_launch_time_ms: int | None = None
+    worker_launched_time_ms: int | None = None
+    start_time_ms: int | None = None
+    end_time_ms: int | None = None
+    debugger_port: int | None = None
+    num_paused_threads: int | None = None
+    # Beyond Ray: the job of its latest lease (a driver's own job).
+    job_id: str | None = None
+
+
+_WORKER_FILTERS = frozenset({
+    "worker_id", "is_alive", "worker_type", "exit_type", "node_id", "ip", "pid", "debugger_port",
+    "num_paused_threads", "job_id",
+})
+
+
+def _worker_state(w: sm.WorkerRecord, detail: bool) -> WorkerState:
+    state = WorkerState(
+        worker_id=w.worker_id.hex(), is_alive=w.alive, worker_type="DRIVER" if w.driver else "WORKER",
+        exit_type=w.exit_type or None, node_id=w.node_id.hex(), ip=w.ip, pid=w.pid,
+        job_id=ids.job_hex(w.job_id) if w.job_id else None,
+    )
+    if detail:
+        state.exit_detail = w.exit_detail or None
+        state.worker_launch_time_ms = w.launch_ms
+        state.worker_launched_time_ms = w.launched_ms
+        state.start_time_ms = w.start_ms
+        state.end_time_ms = w.end_ms
+    return state
+
+
+def list_workers(
+    address: str | None = None,
+    filters: list[tuple[str, str, Any]] | None = None,
+    limit: int = 100,
+    timeout: int = 30,
+    detail: bool = False,
+    raise_on_missing_output: bool = True,
+    _explain: bool = False,
+) -> list[WorkerState]:
+    """Every driver and worker process of the cluster's live nodes, alive
+    and (the latest thousand per node) exited, as Ray's `list_workers`."""
+    wanted = _checked_filters(filters, WorkerState, _WORKER_FILTERS)
+    reply = _ask_head(sm.ListWorkers(timeout_s=timeout), timeout)
+    _partial("workers", reply.missing, raise_on_missing_output)
+    out = sorted((_worker_state(w, detail) for w in reply.workers), key=lambda w: w.worker_id)  # as Ray orders them
+    return _select(out, wanted, limit)
+
+
+def get_worker(id: str, address: str | None = None, timeout: int = 30, _explain: bool = False) -> WorkerState | None:
+    """The worker (or driver) with this id (hex), or None."""
+    return _only(list_workers(filters=[("worker_id", "=", id)], limit=1, timeout=timeout, detail=True))
+
+
+@dataclass
+class ObjectState(_Fields):
+    """One process's reference to an object, with Ray's state-API field
+    names: an object referenced from several processes is listed once for
+    each, as in Ray."""
+
+    object_id: str
+    object_size: int  # bytes, -1 while unknown
+    task_status: str  # of the task making it, as its owner sees it: FINISHED, PENDING_ARGS_AVAIL, ...; NIL elsewhere
+    attempt_number: int
+    reference_type: str  # ACTOR_HANDLE | PINNED_IN_MEMORY | USED_BY_PENDING_TASK | LOCAL_REFERENCE | ...
+    call_site: str  # "disabled": call sites are not recorded
+    type: str  # WORKER | DRIVER: the process holding the reference
+    pid: int
+    ip: str
+    # Beyond Ray: the node of the process holding the reference.
+    node_id: str = ""
+
+
+_OBJECT_FILTERS = frozenset(f.name for f in dataclasses.fields(ObjectState))
+# As Ray prints the call site when recording it is off (manta never records it).
+_NO_CALL_SITE = "disabled"
+
+
+def list_objects(
+    address: str | None = None,
+    filters: list[tuple[str, str, Any]] | None = None,
+    limit: int = 100,
+    timeout: int = 30,
+    detail: bool = False,
+    raise_on_missing_output: bool = True,
+    _explain: bool = False,
+) -> list[ObjectState]:
+    """The references every live driver and worker holds, by object id, as
+    Ray's `list_objects`. Each process is asked when this is called; one
+    that does not answer within the timeout is left out, with a warning."""
+    wanted = _checked_filters(filters, ObjectState, _OBJECT_FILTERS)
+    reply = _ask_head(sm.ListObjects(timeout_s=timeout), timeout)
+    _partial("objects", reply.missing, raise_on_missing_output)
+    out = [
+        ObjectState(
+            object_id=r.object_id.hex(), object_size=r.size, task_status=r.task_status, attempt_number=r.attempt,
+            reference_type=r.reference_type, call_site=_NO_CALL_SITE, type="DRIVER" if p.driver else "WORKER",
+            pid=p.pid, ip=p.ip, node_id=p.node_id.hex(),
+        )
+        for p in reply.processes for r in p.refs
+    ]
+    out.sort(key=lambda o: o.object_id)  # as Ray orders them
+    return _select(out, wanted, limit)
+
+
+def get_objects(id: str, address: str | None = None, timeout: int = 30, _explain: bool = False) -> list[ObjectState]:
+    """Every process's reference to the object with this id (hex): empty if none."""
+    return list_objects(filters=[("object_id", "=", id)], limit=1_000_000, timeout=timeout)
+
+
+def summarize_objects(
+    address: str | None = None, timeout: int = 30, raise_on_missing_output: bool = True, _explain: bool = False,
+) -> dict[str, Any]:
+    """Object counts and sizes by call site, in Ray's shape: {"cluster": {"summary":
+    {call_site: {"total_objects", "total_size_mb", "total_num_workers", "total_num_nodes",
+    "task_state_counts", "task_attempt_number_counts", "ref_type_counts"}}, "total_objects",
+    "total_size_mb", "callsite_enabled", "summary_by"}}. Call sites are not recorded, so
+    every object is in the one group "disabled"."""
+    objects = list_objects(limit=10**9, timeout=timeout, raise_on_missing_output=raise_on_missing_output)
+    summary: dict[str, dict[str, Any]] = {}
+    holders: dict[str, tuple[set[tuple[str, int]], set[str]]] = {}
+    total_mb = 0.0
+    for o in objects:
+        entry = summary.setdefault(o.call_site, {
+            "total_objects": 0, "total_size_mb": 0.0, "total_num_workers": 0, "total_num_nodes": 0,
+            "task_state_counts": {}, "task_attempt_number_counts": {}, "ref_type_counts": {},
+        })
+        entry["total_objects"] += 1
+        if o.object_size >= 0:
+            entry["total_size_mb"] += o.object_size / 2**20
+            total_mb += o.object_size / 2**20
+        for key, value in (("task_state_counts", o.task_status), ("ref_type_counts", o.reference_type),
+                           ("task_attempt_number_counts", str(o.attempt_number))):
+            entry[key][value] = entry[key].get(value, 0) + 1
+        workers, nodes = holders.setdefault(o.call_site, (set(), set()))
+        workers.add((o.node_id, o.pid))
+        nodes.add(o.node_id)
+    for site, (workers, nodes) in holders.items():
+        summary[site]["total_num_workers"] = len(workers)
+        summary[site]["total_num_nodes"] = len(nodes)
+    return {"cluster": {
+        "summary": summary, "total_objects": len(objects), "total_size_mb": total_mb,
+        # Ray says enabled when there is nothing to tell by.
+        "callsite_enabled": not objects, "summary_by": "callsite",
+    }}
+
+
+@dataclass
+class RuntimeEnvState(_Fields):
+    """A runtime environment in use on a node, with Ray's state-API field names."""
+
+    runtime_env: dict[str, Any]  # {"env_vars": {...}, "working_dir": "manta://...", "pip": {...}, ...}
+    success: bool
+    creation_time_ms: float | None  # setting it up (0.0: variables only, nothing to build)
+    node_id: str
+    # With detail=True (as in Ray): the workers running in it, and why setting it up failed.
+    ref_cnt: int | None = None
+    error: str | None = None
+
+
+_ENV_FILTERS = frozenset({"runtime_env", "success", "node_id", "error"})
+
+
+def list_runtime_envs(
+    address: str | None = None,
+    filters: list[tuple[str, str, Any]] | None = None,
+    limit: int = 100,
+    timeout: int = 30,
+    detail: bool = False,
+    raise_on_missing_output: bool = True,
+    _explain: bool = False,
+) -> list[RuntimeEnvState]:
+    """Each node's runtime environments that its workers run in (and those
+    that failed to build), as Ray's `list_runtime_envs`; the default (empty)
+    one is not listed. `creation_time_ms` is what setting it up took on the
+    node: building a pip environment and unpacking packages (None if that
+    was done before, for another worker pool)."""
+    from manta._private.runtime.packaging import runtime_env_of
+
+    wanted = _checked_filters(filters, RuntimeEnvState, _ENV_FILTERS)
+    reply = _ask_head(sm.ListRuntimeEnvs(timeout_s=timeout), timeout)
+    _partial("runtime envs", reply.missing, raise_on_missing_output)
+    out = []
+    for e in reply.envs:
+        runtime_env, needs_setup = runtime_env_of(e.env)
+        if not runtime_env:
+            continue
+        if e.creation_ms is not None:
+            created: float | None = e.creation_ms
+        else:  # nothing was built here: nothing to build, or built before for another pool
+            created = None if needs_setup else 0.0
+        out.append(RuntimeEnvState(
+            runtime_env=runtime_env, success=e.success, creation_time_ms=created, node_id=e.node_id.hex(),
+            ref_cnt=e.workers if detail else None, error=(e.error or None) if detail else None,
+        ))
+    out.sort(key=lambda e: e.creation_time_ms or 0.0, reverse=True)  # as Ray orders them: the slowest first
+    return _select(out, wanted, limit)
+
+
+@dataclass
+class DriverInfo(_Fields):
+    """A job's driver, as Ray's job records name it (its pid as text, as in Ray)."""
+
+    id: str
+    node_ip_address: str
+    pid: str
+
+
+@dataclass
+class JobState(_Fields):
+    """A job, with the field names of Ray's job records (`JobDetails`).
+    Every manta job is a driver's: there is no job submission yet."""
+
+    type: str  # DRIVER
+    job_id: str | None
+    submission_id: str | None
+    driver_info: DriverInfo | None
+    status: str  # RUNNING | SUCCEEDED (its driver ended)
+    entrypoint: str
+    message: str | None = None
+    error_type: str | None = None
+    # With detail=True (as in Ray): ms since the epoch (end 0 while running).
+    start_time: int | None = None
+    end_time: int | None = None
+    metadata: dict[str, str] | None = None
+    runtime_env: dict[str, Any] | None = None
+    driver_agent_http_address: str | None = None
+    driver_node_id: str | None = None
+    driver_exit_code: int | None = None
+
+
+_JOB_FILTERS = frozenset({"job_id", "type", "status", "submission_id"})
+
+
+def _job_state(j: sm.JobRecord, detail: bool) -> JobState:
+    job_id = ids.job_hex(j.job_id)
+    state = JobState(
+        type="DRIVER", job_id=job_id, submission_id=None,
+        driver_info=DriverInfo(id=job_id, node_ip_address=j.ip, pid=str(j.driver_pid)),
+        status="RUNNING" if j.alive else "SUCCEEDED", entrypoint=j.entrypoint,
+    )
+    if detail:
+        state.start_time, state.end_time = j.start_ms, j.end_ms
+        state.metadata = {}
+        state.runtime_env = json.loads(j.runtime_env)
+        state.driver_node_id = j.node_id.hex() or None
+    return state
+
+
+def list_jobs(
+    address: str | None = None,
+    filters: list[tuple[str, str, Any]] | None = None,
+    limit: int = 100,
+    timeout: int = 30,
+    detail: bool = False,
+    raise_on_missing_output: bool = True,
+    _explain: bool = False,
+) -> list[JobState]:
+    """Every job (driver) the cluster has seen, oldest first, as Ray's `list_jobs`."""
+    wanted = _checked_filters(filters, JobState, _JOB_FILTERS)
+    reply = _ask_head(sm.ListJobs(), timeout)
+    return _select([_job_state(j, detail) for j in reply.jobs], wanted, limit)
+
+
+def get_job(id: str, address: str | None = None, timeout: int = 30, _explain: bool = False) -> JobState | None:
+    """The job with this job id or submission id, or None (as Ray's job API
+    finds jobs; Ray's `get_job` looks up submission ids only)."""
+    wanted = str(id).lower()
+    return _only([j for j in list_jobs(limit=10**9, timeout=timeout, detail=True)
+                  if wanted in (str(j.job_id).lower(), str(j.submission_id).lower())])

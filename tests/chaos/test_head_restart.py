@@ -138,7 +138,7 @@ def test_head_killed_and_restarted_on_redis_brings_everything_back():
         assert done["total"]["wrong"] == 0, done
         assert done["nodes"] == before["nodes"], (done, before)  # both re-registered, same ids
         jobs = dict(map(tuple, done["jobs"]))
-        assert jobs[before["job"]] == "FINISHED" and jobs[done["me"]] == "RUNNING", jobs
+        assert jobs[before["job"]] == "SUCCEEDED" and jobs[done["me"]] == "RUNNING", jobs
         assert done["during"]["tasks"] > 0 and done["during"]["calls"] > 0, done
         print(f"\nhead restart on Redis: head down {back_at - killed_at:.1f} s; the workload ran "
               f"{done['during']['tasks']} tasks and {done['during']['calls']} actor calls meanwhile; "

@@ -297,3 +297,272 @@ def test_nodes_placement_groups_and_summaries_with_rays_fields(ray_start, wait_f
     actors = state.summarize_actors()["cluster"]
     mine = next(v for k, v in actors["summary"].items() if k.endswith("Summed"))  # its qualified name
     assert mine["state_counts"].get("ALIVE") == 1 and actors["total_actors"] >= 1
+
+
+# --------------------------------------------------------------------------
+# workers, objects, runtime envs and jobs
+# --------------------------------------------------------------------------
+
+
+def test_list_workers_shows_the_driver_and_workers_alive_and_dead(ray_start, wait_for):
+    import os
+
+    ray = ray_start
+    state = _state(ray)
+    ctx = ray.get_runtime_context()
+    node_ip = next(n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == ctx.get_node_id())
+
+    @ray.remote
+    class Where:
+        def ids(self):
+            return ray.get_runtime_context().get_worker_id(), os.getpid()
+
+        def crash(self):
+            os._exit(1)
+
+    me = state.list_workers(filters=[("worker_type", "=", "DRIVER"), ("pid", "=", os.getpid())])
+    assert len(me) == 1 and me[0].is_alive and me[0]["exit_type"] is None
+    assert me[0].node_id == ctx.get_node_id() and me[0].ip == node_ip
+    assert me[0].worker_id == ctx.get_worker_id()
+    killed, crashed = Where.remote(), Where.remote()
+    (wid, pid), (crashed_wid, _) = ray.get([killed.ids.remote(), crashed.ids.remote()])
+    w = state.get_worker(wid)
+    assert (w.worker_type, w.pid, w.is_alive, w.exit_type) == ("WORKER", pid, True, None)
+    assert w.start_time_ms > 0 and w.end_time_ms == 0  # get_worker gives the detail
+    plain = state.list_workers(filters=[("worker_id", "=", wid)])[0]
+    assert plain.exit_detail is None and plain.start_time_ms is None  # detail=False leaves them out, as Ray does
+    ray.kill(killed)
+    with pytest.raises(ray.exceptions.RayActorError):
+        ray.get(crashed.crash.remote())
+
+    def exited(worker_id):
+        found = state.list_workers(filters=[("worker_id", "=", worker_id), ("is_alive", "=", "false")], detail=True)
+        return found[0] if found else None
+
+    gone = wait_for(lambda: exited(wid), message="the killed actor's worker listed as exited")
+    assert gone.exit_type == "INTENDED_SYSTEM_EXIT" and gone.exit_detail and gone.end_time_ms > 0
+    died = wait_for(lambda: exited(crashed_wid), message="the crashed actor's worker listed as exited")
+    assert died.exit_type == "SYSTEM_ERROR" and died.exit_detail
+    assert all(not w.is_alive for w in state.list_workers(filters=[("is_alive", "!=", "true")], limit=10_000))
+
+
+def test_state_lists_refuse_unknown_fields_and_predicates(ray_start):
+    ray = ray_start
+    state = _state(ray)
+
+    @ray.remote
+    class Env:
+        def ping(self):
+            return 1
+
+    # Something to list: Ray checks a field only against records it has.
+    kept = ray.put(1)
+    env = Env.options(runtime_env={"env_vars": {"STATE_API_FILTERS": "1"}}).remote()
+    ray.get(env.ping.remote())
+    for lister in (state.list_workers, state.list_objects, state.list_runtime_envs):
+        with pytest.raises(Exception, match="not_a_field"):
+            lister(filters=[("not_a_field", "=", "x")])
+        with pytest.raises(Exception, match="Unsupported filter predicate"):
+            lister(filters=[("node_id", ">", "x")])
+    # A field Ray does not filter on.
+    with pytest.raises(Exception, match="creation_time_ms"):
+        state.list_runtime_envs(filters=[("creation_time_ms", "=", 1)])
+    ray.kill(env)
+    del kept
+
+
+def test_list_objects_gives_each_reference_its_type_status_and_size(ray_start, wait_for, tmp_path, gate_helpers):
+    import os
+
+    ray = ray_start
+    state = _state(ray)
+    block_until, touch = gate_helpers
+    gate = str(tmp_path / "gate")
+
+    @ray.remote
+    def held(path, value):
+        block_until(path)
+        return 1
+
+    @ray.remote
+    def after(x):
+        return x
+
+    @ray.remote
+    class Keeper:
+        def keep(self, refs):
+            self.refs = refs
+            return os.getpid()
+
+    small = ray.put(b"x" * 1000)
+    big = ray.put(b"z" * 500_000)
+    running = held.remote(gate, small)  # small is used by a pending task
+    waiting = after.remote(running)  # waits for running's result
+    holder = ray.put([big])
+    big_id = big.hex()
+    del big  # held only inside holder now
+    keeper = Keeper.remote()
+    keeper_pid = ray.get(keeper.keep.remote([small]))  # the actor borrows small
+
+    def mine(**where):
+        found = state.list_objects(filters=[("pid", "=", os.getpid())] + [(k, "=", v) for k, v in where.items()],
+                                   limit=10_000)
+        return {o.object_id: o for o in found}
+
+    def settled():
+        objs = mine()
+        return objs if objs.get(waiting.hex()) and objs[running.hex()].task_status == "SUBMITTED_TO_WORKER" else None
+
+    objs = wait_for(settled, message="the driver's references listed")
+    assert all(o.type == "DRIVER" and o.call_site == "disabled" for o in objs.values())
+    assert objs[small.hex()].reference_type == "USED_BY_PENDING_TASK"
+    assert objs[small.hex()].task_status == "FINISHED" and objs[small.hex()].object_size >= 1000
+    assert objs[running.hex()].reference_type == "USED_BY_PENDING_TASK"  # waiting needs it
+    assert objs[waiting.hex()].task_status == "PENDING_ARGS_AVAIL"
+    assert objs[waiting.hex()].reference_type == "LOCAL_REFERENCE" and objs[waiting.hex()].object_size == -1
+    assert objs[big_id].reference_type == "CAPTURED_IN_OBJECT" and objs[big_id].object_size >= 500_000
+    assert objs[holder.hex()].reference_type == "LOCAL_REFERENCE"
+    assert objs[holder.hex()].attempt_number == 1
+    assert any(o.reference_type == "ACTOR_HANDLE" for o in objs.values())
+    borrowed = [o for o in state.get_objects(small.hex()) if o.pid == keeper_pid]
+    assert len(borrowed) == 1 and borrowed[0].type == "WORKER" and borrowed[0].task_status == "NIL"
+    assert state.get_objects("ab" * 28) in ([], None)
+    touch(gate)
+    assert ray.get(waiting) == 1
+    wait_for(lambda: mine(object_id=running.hex())[running.hex()].task_status == "FINISHED")
+
+    summary = state.summarize_objects()["cluster"]
+    assert summary["callsite_enabled"] is False and summary["summary_by"] == "callsite"
+    group = summary["summary"]["disabled"]
+    assert group["ref_type_counts"].get("CAPTURED_IN_OBJECT", 0) >= 1
+    assert group["ref_type_counts"].get("ACTOR_HANDLE", 0) >= 1
+    assert group["task_state_counts"].get("FINISHED", 0) >= 4
+    assert group["total_num_workers"] >= 1 and group["total_num_nodes"] == 1
+    assert summary["total_size_mb"] >= 500_000 / 2**20 and summary["total_objects"] >= group["total_objects"]
+    del keeper
+
+
+def test_list_runtime_envs_shows_an_actors_env_vars(ray_start, wait_for):
+    ray = ray_start
+    state = _state(ray)
+    node_id = ray.get_runtime_context().get_node_id()
+
+    @ray.remote
+    class Env:
+        def value(self):
+            import os
+
+            return os.environ.get("STATE_API_ENV")
+
+    a = Env.options(runtime_env={"env_vars": {"STATE_API_ENV": "yes"}}).remote()
+    assert ray.get(a.value.remote()) == "yes"
+
+    def listed(**kw):
+        return [e for e in state.list_runtime_envs(**kw)
+                if e.runtime_env == {"env_vars": {"STATE_API_ENV": "yes"}}]
+
+    env = wait_for(listed, message="the actor's runtime env listed")[0]
+    assert env.success is True and env.node_id == node_id and env.creation_time_ms is not None
+    assert env.ref_cnt is None and env.error is None  # detail=False leaves them out, as Ray does
+    detailed = listed(detail=True)[0]
+    assert detailed.ref_cnt >= 1 and detailed.error is None
+    assert listed(filters=[("success", "=", "true"), ("node_id", "=", node_id)])
+    assert all(e.runtime_env for e in state.list_runtime_envs(limit=10_000))  # the default env is not listed
+    ray.kill(a)
+
+
+def test_list_jobs_and_get_job_with_rays_fields(ray_start, backend_name):
+    import os
+
+    ray = ray_start
+    state = _state(ray)
+    me = ray.get_runtime_context().get_job_id()
+    jobs = {j.job_id: j for j in state.list_jobs()}
+    job = jobs[me]
+    assert (job.type, job.status, job["status"], job.submission_id) == ("DRIVER", "RUNNING", "RUNNING", None)
+    assert job.driver_info.pid == str(os.getpid()) and job.driver_info.id == me
+    assert job.entrypoint and job.start_time is None  # detail=False leaves the times out, as Ray does
+    detailed = next(j for j in state.list_jobs(detail=True) if j.job_id == me)
+    assert detailed.start_time > 0 and detailed.end_time == 0 and detailed.runtime_env == {}
+    assert [j.job_id for j in state.list_jobs(filters=[("job_id", "=", me)])] == [me]
+    assert state.get_job("no-such-job") is None
+    if backend_name == "manta":
+        # By job id too, as Ray's job API finds jobs (Ray's get_job takes submission ids only).
+        assert state.get_job(me).status == "RUNNING"
+
+
+def test_a_finished_driver_and_a_jobs_working_dir(ray_clean, tmp_path, wait_for):
+    import os
+    import subprocess
+    import sys
+
+    ray = ray_clean
+    state = _state(ray)
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "notes.txt").write_text("shipped")
+    info = ray.init(num_cpus=2, runtime_env={"working_dir": str(project), "env_vars": {"STATE_JOB": "1"}})
+    try:
+
+        @ray.remote
+        def read():
+            return open("notes.txt").read()
+
+        assert ray.get(read.remote(), timeout=120) == "shipped"
+        envs = [e for e in state.list_runtime_envs(detail=True) if "working_dir" in e.runtime_env]
+        assert len(envs) == 1 and envs[0].success is True and envs[0].creation_time_ms is not None
+        assert envs[0].runtime_env["env_vars"] == {"STATE_JOB": "1"}
+        assert envs[0].runtime_env["working_dir"].endswith(".zip")
+        me = ray.get_runtime_context().get_job_id()
+        job = next(j for j in state.list_jobs(detail=True) if j.job_id == me)
+        assert job.runtime_env["working_dir"] == envs[0].runtime_env["working_dir"]
+
+        repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        drv = f"import {ray.__name__} as ray\nray.init(address={info.address_info['address']!r})\n" \
+              "print(ray.get_runtime_context().get_job_id(), flush=True)\nray.shutdown()\n"
+        out = subprocess.run([sys.executable, "-c", drv], capture_output=True, text=True, timeout=120,
+                             env=dict(os.environ, PYTHONPATH=repo))
+        other = out.stdout.strip().splitlines()[-1]
+
+        def finished():
+            found = [j for j in state.list_jobs() if j.job_id == other]
+            return found[0] if found and found[0].status == "SUCCEEDED" else None
+
+        job = wait_for(finished, message="the other driver's job listed as finished")
+        assert job.type == "DRIVER" and "ray.init" in job.entrypoint
+        driver = wait_for(lambda: [w for w in state.list_workers(detail=True, limit=10_000)
+                                   if w.worker_type == "DRIVER" and w.pid == int(job.driver_info.pid)
+                                   and not w.is_alive], message="the other driver listed as exited")[0]
+        assert driver.exit_type == "INTENDED_USER_EXIT" and driver.end_time_ms > 0
+    finally:
+        ray.shutdown()
+
+
+def test_a_worker_that_does_not_answer_leaves_a_partial_list_with_a_warning(ray_start, backend_name):
+    if backend_name == "ray":
+        pytest.skip("beyond Ray: each process is asked with its own deadline")
+    import os
+    import signal
+
+    ray = ray_start
+    state = _state(ray)
+
+    @ray.remote
+    class Frozen:
+        def pid(self):
+            return os.getpid()
+
+    f = Frozen.remote()
+    pid = ray.get(f.pid.remote())
+    mine = ray.put(1)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        with pytest.warns(UserWarning, match=f"partial.*pid {pid}"):
+            objs = state.list_objects(timeout=3, filters=[("pid", "=", os.getpid())], limit=10_000)
+        assert mine.hex() in {o.object_id for o in objs}
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            state.list_objects(timeout=3, raise_on_missing_output=False)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    ray.kill(f)

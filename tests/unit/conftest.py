@@ -16,6 +16,7 @@ from manta._private.control.liveness import NodeLiveness
 from manta._private.control.placement_groups import PGEntry
 from manta._private.node.memory import MemoryMonitor
 from manta._private.node.reporting import ReportSchedule
+from manta._private.node.roster import Roster
 from manta._private.objectstore.allocator import Allocator
 from manta._private.objectstore.store import StoreTable
 from manta._private.runtime.actor_queue import ActorQueue
@@ -26,7 +27,7 @@ from manta._private.scheduling.leases import LeaseTable
 
 SANS_IO_TABLES: list[type] = [
     ActorEntry, ActorQueue, Allocator, LeaseClient, LeaseTable, LineageTable, MemoryMonitor, NodeLiveness,
-    PGEntry, ReferenceTable, ReportSchedule, StoreTable,
+    PGEntry, ReferenceTable, ReportSchedule, Roster, StoreTable,
 ]
 
 

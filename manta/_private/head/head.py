@@ -26,6 +26,7 @@ from manta._private.control.actors import ALIVE, DEAD, PENDING, RESTARTING, Acto
 from manta._private.control.liveness import NodeLiveness
 from manta._private.control.placement_groups import PGEntry
 from manta._private.control.task_states import TaskStates
+from manta._private.head import state as state_api
 from manta._private.head.storage import ActorRecord, MemoryStorage, PGRecord, Storage, decode, encode
 from manta._private.protocol import messages as m
 from manta._private.scheduling.bundles import plan
@@ -136,6 +137,8 @@ class Head:
         self.liveness = NodeLiveness(self.config.node_timeout_s)
         # What every process sent of its tasks: the state API's list_tasks.
         self.task_states = TaskStates(self.config.max_task_states)
+        # The state API's workers, objects, runtime envs and jobs.
+        self.state_queries = state_api.StateQueries(self)
 
     async def start(self) -> None:
         self.storage.check_token(self.token)
@@ -315,6 +318,8 @@ class Head:
                                     and pg.state is not pgs.REMOVED)
             ]
             conn.reply(msg, m.PlacementGroupList(groups=groups))
+        elif t in state_api.HANDLED:
+            self.state_queries.handle(conn, msg)
         else:
             log.warning("unexpected %s", t.__name__)
 

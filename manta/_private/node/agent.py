@@ -26,6 +26,9 @@ from manta._private.node.forkserver import ForkServer
 from manta._private.node.memory import Candidate, MemoryMonitor, memory_usage
 from manta._private.node.pip_envs import PipEnvironments, SetupFailed
 from manta._private.node.reporting import ReportSchedule
+from manta._private.node.roster import INTENDED_SYSTEM_EXIT, NODE_OUT_OF_MEMORY, Roster
+from manta._private.node.state import HANDLED as STATE_QUERIES
+from manta._private.node.state import NodeStateAnswers
 from manta._private.objectstore.region import Region
 from manta._private.objectstore.store import ObjectExists, StoredObject, StoreError, StoreFull, StoreTable
 from manta._private.protocol import messages as m
@@ -190,6 +193,9 @@ class NodeAgent:
         self._req_ids = 0
         self.reports = ReportSchedule(self.config.heartbeat_s)
         self._report_timer: asyncio.TimerHandle | None = None
+        # The node's processes as the state API lists them, and its answers.
+        self.roster = Roster(hidden=(GPU_WORKER,))
+        self.state_answers = NodeStateAnswers(self)
 
     # -- start / stop -----------------------------------------------------
 
@@ -239,6 +245,7 @@ class NodeAgent:
             lease_id, lease = busy[kill.worker_id]
             log.warning("%s (lease %d, %s)", kill.reason, lease_id, "retriable" if lease.retriable else "not retriable")
             self.oom_killed[kill.worker_id] = kill.reason
+            self.roster.ending(kill.worker_id, NODE_OUT_OF_MEMORY, kill.reason)
             if not lease.for_actor and not lease.owner.closed:
                 lease.owner.send(m.LeaseKilled(lease_id=lease_id, reason=kill.reason))
             try:
@@ -295,7 +302,9 @@ class NodeAgent:
                 break
             if isinstance(rec, m.WorkerForked):
                 self.worker_pids[rec.worker_id] = rec.pid
+                self.roster.launched(rec.worker_id, rec.pid)
             elif isinstance(rec, m.WorkerReaped):
+                self.roster.reaped(rec.pid, rec.code)
                 for wid, p in list(self.worker_pids.items()):
                     if p == rec.pid:
                         self._worker_gone(wid, f"worker process {rec.pid} exited with code {rec.code}", rec.code)
@@ -336,6 +345,7 @@ class NodeAgent:
     def _start_worker(self, pool_key: lt.PoolKey) -> None:
         worker_id = ids.new_worker_id()
         self.pool_keys[worker_id] = pool_key
+        self.roster.launching(worker_id, pool_key)
         env = dict(pool_key)
         self._zygote_for(env).send(m.ForkWorker(worker_id=worker_id, env=env))
 
@@ -358,9 +368,12 @@ class NodeAgent:
 
     async def _lease_after_setup(self, conn: Connection, msg: m.RequestLease, pip: str) -> None:
         """A lease in a pip environment not built here yet: build, then ask again."""
+        started = time.monotonic()
         try:
             await self.pip_envs.ensure(decode_pip(pip))
+            self.roster.env_built(msg.env_vars, (time.monotonic() - started) * 1000, "")
         except (SetupFailed, ValueError) as e:
+            self.roster.env_built(msg.env_vars, (time.monotonic() - started) * 1000, str(e))
             if not conn.closed:
                 conn.reply_error(msg, m.ErrorKind.RUNTIME_ENV_SETUP, str(e))
             return
@@ -410,6 +423,7 @@ class NodeAgent:
                 )
                 if pending.msg.for_actor:
                     self.actor_workers[c.worker_id] = pending.msg.actor_id
+                self.roster.leased(c.worker_id, pending.msg.job_id)
                 pending.conn.reply(
                     pending.msg,
                     m.LeaseGranted(
@@ -426,6 +440,8 @@ class NodeAgent:
             elif isinstance(c, lt.StartWorker):
                 self._start_worker(c.pool_key)
             elif isinstance(c, lt.StopWorker):
+                self.roster.ending(c.worker_id, INTENDED_SYSTEM_EXIT, "Stopped by its node agent: idle past the "
+                                   "pool's limit, or its lease was given back (an actor's ended).")
                 pid = self.worker_pids.get(c.worker_id)
                 if pid is not None:
                     try:
@@ -582,6 +598,7 @@ class NodeAgent:
                 m.Resources(total=self.resources, available=to_float(self.leases.available)),
             )
         elif t is m.KillWorker:
+            self.roster.ending(msg.worker_id, INTENDED_SYSTEM_EXIT, "Worker exits because its actor was killed.")
             pid = self.worker_pids.get(msg.worker_id)
             if pid is not None:
                 try:
@@ -591,6 +608,8 @@ class NodeAgent:
         elif t is m.ShutdownCluster:
             conn.reply(msg, m.Ack())
             self.stopping.set()
+        elif t in STATE_QUERIES:
+            self.state_answers.handle(conn, msg)
         else:
             log.warning("unexpected %s", t.__name__)
 
@@ -755,6 +774,7 @@ class NodeAgent:
 
     def _register(self, conn: Connection, msg: m.RegisterClient) -> None:
         conn.peer = Client(msg.kind, msg.worker_id, msg.job_id, msg.pid, msg.address)
+        self.roster.registered(msg.worker_id, msg.pid, msg.kind is m.ClientKind.DRIVER, msg.job_id, conn)
         conn.reply(
             msg,
             m.ClientRegistered(
@@ -870,8 +890,11 @@ class NodeAgent:
         self._run(self.leases.owner_gone(id(conn)))
         if client is not None and client.kind is m.ClientKind.WORKER:
             self._worker_gone(client.worker_id, "the worker's connection closed", None)
+        elif client is not None:
+            self.roster.exit(client.worker_id, None, "its connection closed")
 
     def _worker_gone(self, worker_id: bytes, reason: str, code: int | None) -> None:
+        self.roster.exit(worker_id, code, reason)
         pid = self.worker_pids.pop(worker_id, None)
         conn = self.worker_conns.pop(worker_id, None)
         self.actor_workers.pop(worker_id, None)

@@ -27,6 +27,7 @@ import msgspec
 from msgspec.structs import replace as _replace
 
 from manta._private.config import Config
+from manta._private.protocol import state_messages  # noqa: F401 (its messages join the union)
 from manta._private.protocol.framing import HEADER
 from manta._private.protocol.structs import Msg, Record
 
@@ -905,9 +906,10 @@ ForkMessage = ForkConfig | ForkWorker | WorkerForked | WorkerReaped
 
 
 def _wire_union() -> Any:
-    """Every message a connection carries: each Msg defined here but the
-    handshake's and the fork server's, which have decoders of their own.
-    Built from the classes, so a new message needs no second entry."""
+    """Every message a connection carries: each Msg defined here or in
+    `state_messages` (imported above for that) but the handshake's and the
+    fork server's, which have decoders of their own. Built from the
+    classes, so a new message needs no second entry."""
     apart = set(HandshakeMsg.__args__) | set(ForkMessage.__args__)
     kinds = tuple(k for k in Msg.__subclasses__() if k not in apart)
     return Union[kinds]  # noqa: UP007 (a Union built at run time)

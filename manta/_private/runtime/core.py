@@ -271,9 +271,10 @@ class CoreRuntime:
         except RemoteError as e:
             raise error_from_remote(e) from None
 
-    def call_head(self, msg: Any) -> Any:
-        """Any thread but I/O: asks the head, raising the public error it answers with."""
-        return self.run(self._await_request(self.head, msg))
+    def call_head(self, msg: Any, timeout: float | None = None) -> Any:
+        """Any thread but I/O: asks the head, raising the public error it
+        answers with (TimeoutError if it has not answered in `timeout` s)."""
+        return self.run(self._await_request(self.head, msg), timeout)
 
     def call_agent(self, msg: Any) -> Any:
         """Any thread but I/O: asks this node's agent, raising the public error it answers with."""

@@ -31,7 +31,7 @@ from manta._private.runtime.context import ExitActor, TaskContext, current_task
 from manta._private.runtime.errors import format_task_error
 from manta._private.runtime.generators import Flow
 from manta._private.runtime.objects import INLINE_MAX
-from manta._private.runtime.packaging import enter_packages
+from manta._private.runtime.packaging import set_up_packages
 from manta._private.runtime.placement_group import PlacementGroup
 from manta._private.runtime.serialization import deserialize, serialize_error
 from manta._private.runtime.story import Rec
@@ -317,10 +317,7 @@ class Executor:
             if env and (WORKING_DIR_ENV in env or PY_MODULES_ENV in env):
                 packages = (env.get(WORKING_DIR_ENV, ""), env.get(PY_MODULES_ENV, ""))
                 if packages != self.packages:
-                    try:
-                        enter_packages(self.rt, env, spec.job_id)
-                    except Exception as e:  # noqa: BLE001 - the task fails with the reason
-                        raise exc.RuntimeEnvSetupError(f"could not set up the runtime_env packages: {e}") from e
+                    set_up_packages(self.rt, env, spec.job_id)
                     self.packages = packages
             args, kwargs = self._load_args(spec)
             if spec.actor_creation:

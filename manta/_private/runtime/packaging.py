@@ -23,18 +23,21 @@ import json
 import os
 import shutil
 import sys
+import time
 import types
 import zipfile
 from typing import TYPE_CHECKING, Any
 
 from manta import exceptions as exc
 from manta._private.protocol import messages as m
+from manta._private.protocol import state_messages as sm
 from manta._private.protocol.runtime_env import (
     DEFAULT_SETUP_TIMEOUT_S,
     PIP_ENV,
     PY_MODULES_ENV,
     WORKING_DIR_ENV,
     PipSpec,
+    decode_pip,
     encode_pip,
 )
 
@@ -271,6 +274,55 @@ def _unpacked(rt: CoreRuntime, digest: str, kind: str, name: str) -> str:
     except OSError:  # another worker unpacked it first
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def set_up_packages(rt: CoreRuntime, env: dict[str, str], job_id: int) -> None:
+    """Worker: enters the packages (RuntimeEnvSetupError if it cannot), and
+    tells its node agent how long that took or why it failed, for
+    `list_runtime_envs`."""
+    started = time.monotonic()
+    error = ""
+    try:
+        enter_packages(rt, env, job_id)
+    except Exception as e:  # noqa: BLE001 - the task fails with the reason
+        error = f"could not set up the runtime_env packages: {e}"
+        raise exc.RuntimeEnvSetupError(error) from e
+    finally:
+        ms = (time.monotonic() - started) * 1000
+        rt.post(rt.send_agent, sm.RuntimeEnvSetUp(worker_id=rt.worker_id, ms=ms, error=error))
+
+
+def package_uri(digest: str) -> str:
+    """How the state API names a package: in Ray's shape (a scheme, then
+    the package), with the scheme saying where it lives (the head's KV)."""
+    return f"manta://_manta_pkg_{digest}.zip"
+
+
+def runtime_env_of(env: dict[str, str]) -> tuple[dict[str, Any], bool]:
+    """The runtime_env (as Ray shows it) that a worker environment's
+    variables stand for, and whether it needs setting up beyond them."""
+    env = dict(env)
+    out: dict[str, Any] = {}
+    wd = env.pop(WORKING_DIR_ENV, None)
+    modules = env.pop(PY_MODULES_ENV, None)
+    pip = env.pop(PIP_ENV, None)
+    if pip:
+        try:
+            spec = decode_pip(pip)
+            out["pip"] = {"packages": list(spec.packages), "pip_check": spec.pip_check}
+            if spec.pip_version:
+                out["pip"]["pip_version"] = spec.pip_version
+            if spec.install_options:
+                out["pip"]["pip_install_options"] = list(spec.install_options)
+        except ValueError:
+            out["pip"] = pip  # shown as it came
+    if modules:
+        out["py_modules"] = [package_uri(d) for d in modules.split(",") if d]
+    if wd:
+        out["working_dir"] = package_uri(wd)
+    if env:
+        out["env_vars"] = env
+    return out, bool(wd or modules or pip)
 
 
 def enter_packages(rt: CoreRuntime, env: dict[str, str], job_id: int) -> None:

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from manta._private.protocol import messages as m
+from manta._private.protocol import state_messages as sm
+from manta._private.runtime.introspect import reference_records
 from manta._private.transport.connection import Connection
 
 if TYPE_CHECKING:
@@ -35,6 +37,7 @@ class Inbound:
             m.GeneratorItem: lambda conn, msg: rt.streams.on_item(conn, msg),
             m.ReclaimLease: lambda conn, msg: rt.tasks.lease_reclaimed(conn, msg),
             m.GeneratorConsumed: self._consumed,
+            sm.GetReferences: self._references,
         }
 
     def handle(self, conn: Connection, msg: Any) -> None:
@@ -62,6 +65,12 @@ class Inbound:
             conn.reply_error(msg, m.ErrorKind.FREED, freed.hex())
         else:
             conn.reply(msg, m.Ack())
+
+    def _references(self, conn: Connection, msg: sm.GetReferences) -> None:
+        rt = self.rt
+        with rt.lock:
+            refs = reference_records(rt.refs, rt.tasks.by_return.get)
+        conn.reply(msg, sm.References(refs=refs))
 
     def _consumed(self, conn: Connection, msg: m.GeneratorConsumed) -> None:
         executor = self.rt.executor

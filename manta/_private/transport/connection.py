@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from manta._private.protocol import messages as m
+from manta._private.protocol import state_messages as sm
 from manta._private.protocol.framing import HEADER, FrameDecoder, FrameTooLarge
 from manta._private.protocol.handshake import (
     MAX_HANDSHAKE_FRAME,
@@ -58,6 +59,7 @@ REPLY_TYPES = (
     m.Resources,
     m.TaskDone,
     m.ObjectValue,
+    *sm.REPLIES,
 )
 
 
