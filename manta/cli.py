@@ -4,6 +4,7 @@
     manta start --address HOST:PORT [--token-file F] ...          join a cluster
     manta stop [--address HOST:PORT]                              this machine's nodes
     manta status [--address HOST:PORT]                            nodes and resources
+    manta list|get|summary RESOURCE ...                           the state API (Ray's ray list/get/summary)
 """
 
 from __future__ import annotations
@@ -286,7 +287,11 @@ _LISTS = {
     "tasks": ("list_tasks", "get_task"),
     "nodes": ("list_nodes", "get_node"),
     "placement-groups": ("list_placement_groups", "get_placement_group"),
-    "jobs": ("list_jobs", None),
+    "jobs": ("list_jobs", "get_job"),
+    "workers": ("list_workers", "get_worker"),
+    # get_objects answers with every process's reference to the object.
+    "objects": ("list_objects", "get_objects"),
+    "runtime-envs": ("list_runtime_envs", None),
 }
 
 
@@ -348,15 +353,17 @@ _ADDRESS = click.option("--address", envvar="MANTA_ADDRESS", default=None,
 @click.argument("resource", type=click.Choice(sorted(_LISTS)))
 @click.option("--filter", "filters", multiple=True, help='key=value or key!=value, e.g. --filter "state=ALIVE".')
 @click.option("--limit", type=int, default=100, show_default=True)
-@click.option("--detail", is_flag=True, help="Accepted for Ray's command line (every field is listed).")
+@click.option("--detail", is_flag=True, help="More fields, as in Ray (exit details and times of workers, "
+              "jobs' times and runtime_env, runtime envs' ref counts and errors).")
 @_FORMAT
 @_ADDRESS
 def list_(resource: str, filters: tuple[str, ...], limit: int, detail: bool, fmt: str, address: str | None) -> None:
-    """List the cluster's actors, tasks, nodes, placement groups or jobs."""
+    """List the cluster's actors, tasks, nodes, placement groups, jobs,
+    workers, objects or runtime envs."""
     state = _state_api(address)
     lister = getattr(state, _LISTS[resource][0])
     try:
-        records = lister() if resource == "jobs" else lister(filters=_filters(filters), limit=limit)
+        records = lister(filters=_filters(filters), limit=limit, detail=detail)
     except ValueError as e:
         _fail(str(e), 2)
     _show(records, fmt)
@@ -368,19 +375,22 @@ def list_(resource: str, filters: tuple[str, ...], limit: int, detail: bool, fmt
 @_FORMAT
 @_ADDRESS
 def get_(resource: str, id: str, fmt: str, address: str | None) -> None:
-    """One actor, task, node or placement group, by its id."""
+    """One actor, task, node, placement group, job or worker by its id, or
+    every process's reference to an object."""
     state = _state_api(address)
-    record = getattr(state, str(_LISTS[resource][1]))(id)
-    if record is None:
+    found = getattr(state, str(_LISTS[resource][1]))(id)
+    records = found if isinstance(found, list) else [] if found is None else [found]
+    if not records:
         _fail(f"no {resource[:-1].replace('-', ' ')} with id {id}")
-    _show([record], "yaml" if fmt == "table" else fmt)
+    _show(records, "yaml" if fmt == "table" else fmt)
 
 
 @main.command()
-@click.argument("resource", type=click.Choice(["actors", "tasks"]))
+@click.argument("resource", type=click.Choice(["actors", "tasks", "objects"]))
 @_ADDRESS
 def summary(resource: str, address: str | None) -> None:
-    """Counts of tasks by function, or of actors by class, by state."""
+    """Counts of tasks by function and of actors by class, by state; of
+    objects (and their sizes) by call site."""
     import json
 
     state = _state_api(address)

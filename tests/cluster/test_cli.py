@@ -1,5 +1,6 @@
 """`manta start/stop/status` and drivers joining a running cluster, on real processes."""
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -211,29 +212,38 @@ def test_ray_start_flags_labels_and_dashboard_options(env):
     assert bad.returncode == 2 and "--labels" in bad.stderr + bad.stdout
 
 
+@contextlib.contextmanager
+def _waiting_driver(env, body):
+    """A driver that runs `body` on the cluster, prints a line (its words
+    are yielded) and waits for a line on its stdin before it ends."""
+    driver = subprocess.Popen(
+        [sys.executable, "-c", "import sys, manta\nmanta.init(address='auto')\n" + textwrap.dedent(body)
+         + "\nsys.stdin.readline()\n"],
+        env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        yield driver.stdout.readline().split()
+    finally:
+        driver.stdin.write("\n")
+        driver.stdin.flush()
+        driver.wait(timeout=60)
+
+
 def test_list_get_and_summary_of_the_cluster_state(env):
     import json
 
     address, _ = _head(env, "--num-cpus", "1")
-    driver = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent("""
-            import sys, manta
-            manta.init(address="auto")
+    with _waiting_driver(env, """
+        @manta.remote(num_cpus=0)
+        class Listed:
+            def ping(self):
+                return 1
 
-            @manta.remote(num_cpus=0)
-            class Listed:
-                def ping(self):
-                    return 1
-
-            a = Listed.options(name="listed").remote()
-            manta.get(a.ping.remote())
-            print("READY", flush=True)
-            sys.stdin.readline()
-        """)],
-        env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )
-    try:
-        assert driver.stdout.readline().strip() == "READY"
+        a = Listed.options(name="listed").remote()
+        manta.get(a.ping.remote())
+        print("READY", flush=True)
+    """) as said:
+        assert said == ["READY"]
         actors = json.loads(manta(env, "list", "actors", "--filter", "name=listed", "--format", "json").stdout)
         assert [a["state"] for a in actors] == ["ALIVE"] and actors[0]["class_name"].endswith("Listed")
         table = manta(env, "list", "nodes").stdout
@@ -245,7 +255,50 @@ def test_list_get_and_summary_of_the_cluster_state(env):
         assert bad.returncode == 2 and "key=value" in bad.stderr
         missing = manta(env, "get", "actors", "00" * 16, check=False)
         assert missing.returncode == 1 and "no actor with id" in missing.stderr
-    finally:
-        driver.stdin.write("\n")
-        driver.stdin.flush()
-        driver.wait(timeout=60)
+
+
+def test_list_get_and_summary_of_workers_objects_runtime_envs_and_jobs(env):
+    import json
+
+    _head(env, "--num-cpus", "1")
+    with _waiting_driver(env, """
+        import os
+
+        @manta.remote(num_cpus=0)
+        class Env:
+            def ping(self):
+                return os.environ["CLI_STATE"]
+
+        a = Env.options(runtime_env={"env_vars": {"CLI_STATE": "on"}}).remote()
+        manta.get(a.ping.remote())
+        kept = manta.put(b"x" * 1000)
+        ctx = manta.get_runtime_context()
+        print("READY", ctx.get_job_id(), ctx.get_worker_id(), kept.hex(), os.getpid(), flush=True)
+    """) as (ready, job_id, worker_id, object_id, pid):
+        assert ready == "READY"
+        workers = json.loads(manta(env, "list", "workers", "--filter", "worker_type=DRIVER", "--format",
+                                   "json").stdout)
+        mine = [w for w in workers if w["pid"] == int(pid)]
+        assert len(mine) == 1 and mine[0]["is_alive"] and mine[0]["worker_id"] == worker_id
+        assert mine[0]["start_time_ms"] is None
+        detailed = json.loads(manta(env, "list", "workers", "--detail", "--filter", f"worker_id={worker_id}",
+                                    "--format", "json").stdout)
+        assert detailed[0]["start_time_ms"] > 0
+        assert f'worker_id: "{worker_id}"' in manta(env, "get", "workers", worker_id).stdout
+        objects = json.loads(manta(env, "list", "objects", "--filter", f"pid={pid}", "--format", "json").stdout)
+        assert object_id in {o["object_id"] for o in objects}
+        one = manta(env, "get", "objects", object_id).stdout
+        assert f'object_id: "{object_id}"' in one and 'reference_type: "LOCAL_REFERENCE"' in one
+        summary = json.loads(manta(env, "summary", "objects").stdout)["cluster"]
+        assert summary["summary"]["disabled"]["total_objects"] >= 1 and summary["callsite_enabled"] is False
+        envs = json.loads(manta(env, "list", "runtime-envs", "--detail", "--format", "json").stdout)
+        assert any(e["runtime_env"] == {"env_vars": {"CLI_STATE": "on"}} and e["ref_cnt"] >= 1 for e in envs)
+        jobs = json.loads(manta(env, "list", "jobs", "--filter", "status=RUNNING", "--format", "json").stdout)
+        assert job_id in {j["job_id"] for j in jobs}
+        job = manta(env, "get", "jobs", job_id).stdout
+        assert f'job_id: "{job_id}"' in job and 'status: "RUNNING"' in job
+        assert "runtime-envs" not in manta(env, "get", "--help").stdout  # nothing to get one of by id
+        bad = manta(env, "list", "workers", "--filter", "nonsense=1", check=False)
+        assert bad.returncode == 2 and "nonsense" in bad.stderr
+        missing = manta(env, "get", "workers", "00" * 16, check=False)
+        assert missing.returncode == 1 and "no worker with id" in missing.stderr
