@@ -309,8 +309,6 @@ class Head:
             conn.reply(msg, self._kv(msg))
         elif t is m.ListActors:
             conn.reply(msg, m.ActorList(actors=[self._actor_info(e) for e in self.actors.values()]))
-        elif t is m.GetJobs:
-            conn.reply(msg, m.JobList(jobs=[j.info() for j in self.jobs.values()]))
         elif t is m.GetPlacementGroups:
             groups = [
                 self._pg_state(pg) for pg in self.pgs.values()

@@ -311,22 +311,14 @@ class KvValue(Msg, frozen=True):
     rid: int = 0
 
 
-class GetJobs(Msg, frozen=True):
-    rid: int = 0
-
-
 class JobInfo(Record, frozen=True):
+    """A job as the head stores it (the state API lists jobs with ListJobs)."""
     job_id: int
     namespace: str
     driver_pid: int
     alive: bool
     start_time: float = 0.0
     end_time: float = 0.0
-
-
-class JobList(Msg, frozen=True):
-    jobs: list[JobInfo]
-    rid: int = 0
 
 
 class PutFunction(Msg, frozen=True):

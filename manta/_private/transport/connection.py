@@ -41,7 +41,6 @@ REPLY_TYPES = (
     m.DriverRegistered,
     m.NodeRegistered,
     m.KvValue,
-    m.JobList,
     m.FunctionBlob,
     m.ActorRegistered,
     m.ActorState,
