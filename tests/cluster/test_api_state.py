@@ -491,7 +491,7 @@ def test_list_jobs_and_get_job_with_rays_fields(ray_start, backend_name):
         assert state.get_job(me).status == "RUNNING"
 
 
-def test_a_finished_driver_and_a_jobs_working_dir(ray_clean, tmp_path, wait_for):
+def test_a_finished_driver_and_a_jobs_packages(ray_clean, tmp_path, wait_for):
     import os
     import subprocess
     import sys
@@ -501,21 +501,30 @@ def test_a_finished_driver_and_a_jobs_working_dir(ray_clean, tmp_path, wait_for)
     project = tmp_path / "project"
     project.mkdir()
     (project / "notes.txt").write_text("shipped")
-    info = ray.init(num_cpus=2, runtime_env={"working_dir": str(project), "env_vars": {"STATE_JOB": "1"}})
+    module = tmp_path / "state_api_shipped"
+    module.mkdir()
+    (module / "__init__.py").write_text("VALUE = 7\n")
+    info = ray.init(num_cpus=2, runtime_env={
+        "working_dir": str(project), "py_modules": [str(module)], "env_vars": {"STATE_JOB": "1"},
+    })
     try:
 
         @ray.remote
         def read():
-            return open("notes.txt").read()
+            import state_api_shipped
 
-        assert ray.get(read.remote(), timeout=120) == "shipped"
+            return open("notes.txt").read(), state_api_shipped.VALUE
+
+        assert ray.get(read.remote(), timeout=120) == ("shipped", 7)
         envs = [e for e in state.list_runtime_envs(detail=True) if "working_dir" in e.runtime_env]
         assert len(envs) == 1 and envs[0].success is True and envs[0].creation_time_ms is not None
-        assert envs[0].runtime_env["env_vars"] == {"STATE_JOB": "1"}
-        assert envs[0].runtime_env["working_dir"].endswith(".zip")
+        listed = envs[0].runtime_env
+        assert listed["env_vars"] == {"STATE_JOB": "1"} and listed["working_dir"].endswith(".zip")
+        assert len(listed["py_modules"]) == 1 and listed["py_modules"][0].endswith(".zip")
         me = ray.get_runtime_context().get_job_id()
         job = next(j for j in state.list_jobs(detail=True) if j.job_id == me)
-        assert job.runtime_env["working_dir"] == envs[0].runtime_env["working_dir"]
+        assert job.runtime_env["working_dir"] == listed["working_dir"]
+        assert job.runtime_env["py_modules"] == listed["py_modules"]
 
         repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         drv = f"import {ray.__name__} as ray\nray.init(address={info.address_info['address']!r})\n" \
