@@ -27,7 +27,7 @@ from manta._private.node.memory import Candidate, MemoryMonitor, memory_usage
 from manta._private.node.pip_envs import PipEnvironments, SetupFailed
 from manta._private.node.reporting import ReportSchedule
 from manta._private.node.roster import INTENDED_SYSTEM_EXIT, NODE_OUT_OF_MEMORY, Roster
-from manta._private.node.state import HANDLED as STATE_QUERIES
+from manta._private.node.state import HANDLED as STATE_MESSAGES
 from manta._private.node.state import NodeStateAnswers
 from manta._private.objectstore.region import Region
 from manta._private.objectstore.store import ObjectExists, StoredObject, StoreError, StoreFull, StoreTable
@@ -608,7 +608,7 @@ class NodeAgent:
         elif t is m.ShutdownCluster:
             conn.reply(msg, m.Ack())
             self.stopping.set()
-        elif t in STATE_QUERIES:
+        elif t in STATE_MESSAGES:
             self.state_answers.handle(conn, msg)
         else:
             log.warning("unexpected %s", t.__name__)
