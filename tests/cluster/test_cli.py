@@ -260,7 +260,9 @@ def test_list_get_and_summary_of_the_cluster_state(env):
 def test_list_get_and_summary_of_workers_objects_runtime_envs_and_jobs(env):
     import json
 
-    _head(env, "--num-cpus", "1")
+    address, token_file = _head(env, "--num-cpus", "1")
+    manta(env, "start", "--address", address, "--token-file", token_file, "--num-cpus", "1",
+          "--resources", '{"beta": 1}')
     with _waiting_driver(env, """
         import os
 
@@ -269,13 +271,24 @@ def test_list_get_and_summary_of_workers_objects_runtime_envs_and_jobs(env):
             def ping(self):
                 return os.environ["CLI_STATE"]
 
+        @manta.remote(resources={"beta": 1})
+        def far():
+            return manta.get_runtime_context().get_node_id(), b"y" * 300_000
+
         a = Env.options(runtime_env={"env_vars": {"CLI_STATE": "on"}}).remote()
         manta.get(a.ping.remote())
         kept = manta.put(b"x" * 1000)
+        stored = far.remote()  # its value sits in the other node's store
+        far_node = manta.get(stored)[0]
         ctx = manta.get_runtime_context()
-        print("READY", ctx.get_job_id(), ctx.get_worker_id(), kept.hex(), os.getpid(), flush=True)
-    """) as (ready, job_id, worker_id, object_id, pid):
+        print("READY", ctx.get_job_id(), ctx.get_worker_id(), kept.hex(), os.getpid(), stored.hex(), far_node,
+              flush=True)
+    """) as (ready, job_id, worker_id, object_id, pid, stored_id, far_node):
         assert ready == "READY"
+        nodes = {w["node_id"] for w in json.loads(manta(env, "list", "workers", "--format", "json").stdout)}
+        assert far_node in nodes and len(nodes) == 2  # every node's agent answered
+        stored = json.loads(manta(env, "get", "objects", stored_id, "--format", "json").stdout)
+        assert [o["object_size"] >= 300_000 for o in stored] == [True]  # its size from the other node's store
         workers = json.loads(manta(env, "list", "workers", "--filter", "worker_type=DRIVER", "--format",
                                    "json").stdout)
         mine = [w for w in workers if w["pid"] == int(pid)]
