@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import dask
+from dask.core import get_dependencies, istask
+from dask.utils import ensure_dict
 
 from manta._private import api
 from manta._private.remote import remote
@@ -68,8 +70,6 @@ def _is_key(graph: Mapping[Key, Any], x: Any) -> bool:
 
 
 def _legacy_kind(graph: Mapping[Key, Any], key: Key, node: Any) -> tuple[Kind, tuple[Key, ...]]:
-    from dask.core import get_dependencies, istask
-
     if not istask(node) and _is_key(graph, node) and node != key:
         return "alias", (node,)
     deps = tuple(get_dependencies(graph, key))  # type: ignore[call-overload]
@@ -196,8 +196,6 @@ def _graph_and_annotations(dsk: Any) -> tuple[dict[Key, Any], dict[Key, Any]]:
             if value is not None:
                 for key in layer:
                     per_key.setdefault(key, value(key) if callable(value) else value)
-    from dask.utils import ensure_dict
-
     graph = ensure_dict(dsk)
     if _TASK_SPEC:
         graph = convert_legacy_graph(graph)
@@ -225,7 +223,7 @@ def _check_no_resources(options: Mapping[str, Any]) -> None:
         raise ValueError(_RESOURCES_REFUSED)
 
 
-def _submit(dsk: Any, keys: Any, kwargs: dict[str, Any], one_at_a_time: bool) -> tuple[Any, bool]:
+def _submit(dsk: Any, keys: Any, kwargs: dict[str, Any], one_at_a_time: bool) -> Any:
     persist = bool(kwargs.pop("ray_persist", False))
     _check_no_resources(kwargs)
     base = dict(kwargs.pop("ray_remote_args", None) or {})
@@ -259,10 +257,9 @@ def _submit(dsk: Any, keys: Any, kwargs: dict[str, Any], one_at_a_time: bool) ->
             # The tasks reading it hold their own reference until they ran.
             del refs[dep]
     if persist:
-        return _pack(keys, refs), True
+        return _pack(keys, refs)
     wanted = list(dict.fromkeys(_flat_keys(keys)))
-    values = dict(zip(wanted, api.get([refs[k] for k in wanted])))
-    return _pack(keys, values), False
+    return _pack(keys, dict(zip(wanted, api.get([refs[k] for k in wanted]))))
 
 
 def ray_dask_get(dsk: Any, keys: Any, **kwargs: Any) -> Any:
@@ -273,14 +270,14 @@ def ray_dask_get(dsk: Any, keys: Any, **kwargs: Any) -> Any:
     `dict(num_cpus=2)`; `dask.annotate(ray_remote_args=...)` sets them per
     task), `ray_persist=True` (return object refs instead of values).
     """
-    return _submit(dsk, keys, kwargs, one_at_a_time=False)[0]
+    return _submit(dsk, keys, kwargs, one_at_a_time=False)
 
 
 def ray_dask_get_sync(dsk: Any, keys: Any, **kwargs: Any) -> Any:
     """`ray_dask_get`, but each task is submitted only once the one before it
     finished, in the same depth-first order: one task at a time, for
     debugging. A failing task raises at once, before anything after it runs."""
-    return _submit(dsk, keys, kwargs, one_at_a_time=True)[0]
+    return _submit(dsk, keys, kwargs, one_at_a_time=True)
 
 
 def ray_dask_persist(*collections: Any, **kwargs: Any) -> Any:
