@@ -10,6 +10,7 @@ against the work of a batch.
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +23,7 @@ from joblib._parallel_backends import (
 )
 
 from manta._private import api
+from manta._private.remote import remote
 from manta.exceptions import RayTaskError
 from manta.util.executor import Executor
 
@@ -29,9 +31,14 @@ __all__ = ["RayBackend"]
 
 
 def _run_batch(batch: Callable[[], list[Any]]) -> list[Any]:
-    # One remote function for every batch: it is exported once, and each
-    # batch travels as an argument.
     return batch()
+
+
+@functools.cache
+def _run_batch_remote() -> Any:
+    # One remote function for every batch of every call, exported once per
+    # job; each batch travels as its argument.
+    return remote(_run_batch)
 
 
 class RayBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[misc]
@@ -94,7 +101,7 @@ class RayBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[misc]
     def submit(self, func: Callable[[], list[Any]], callback: Callable[[Any], Any] | None = None) -> Any:
         if self._executor is None:
             raise RuntimeError("the ray backend was not configured (joblib calls configure() first)")
-        future = self._executor.submit(_run_batch, func)
+        future = self._executor.submit(_run_batch_remote(), func)
         with self._lock:
             self._running.add(future)
         future.add_done_callback(self._forget)
@@ -116,10 +123,6 @@ class RayBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[misc]
             if isinstance(cause, Exception) and not isinstance(cause, RayTaskError):
                 raise cause from e
             raise
-
-    def retrieve_result(self, out: concurrent.futures.Future[Any], timeout: float | None = None) -> list[Any]:
-        out.result(timeout=timeout)
-        return self.retrieve_result_callback(out)
 
     def abort_everything(self, ensure_ready: bool = True) -> None:
         # A batch failed: the other batches' results will not be used, so
