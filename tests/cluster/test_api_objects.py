@@ -75,6 +75,18 @@ def test_get_same_ref_repeatedly(ray_start):
     assert ray.get([ref, ref]) == [{"a": 1}, {"a": 1}]
 
 
+def test_get_of_a_pending_ref_listed_twice_returns_when_it_is_ready(ray_start, gated_task):
+    ray = ray_start
+    make, open_gate = gated_task
+    ref = make("v")
+    out = []
+    getter = threading.Thread(target=lambda: out.append(ray.get([ref, ref])), daemon=True)
+    getter.start()
+    open_gate()
+    getter.join(timeout=30)
+    assert out == [["v", "v"]]
+
+
 def test_put_of_container_with_refs_keeps_refs(ray_start):
     ray = ray_start
     inner = ray.put("inner")

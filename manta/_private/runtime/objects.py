@@ -349,6 +349,7 @@ class Objects:
         self.waiters.add(waiter)
         fetch: list[ObjectRef] = []
         ready = 0
+        repeats = 0
         with self.lock:
             seen: set[bytes] = set()
             for r in refs:
@@ -365,8 +366,11 @@ class Objects:
                     e.waiters.append(waiter)
                     if not e.owned and not e.fetching:
                         fetch.append(r)
+                else:
+                    repeats += 1
             waiter.count = ready
-            waiter.needed = needed
+            # A pending ref listed twice (get([r, r])) wakes the waiter once.
+            waiter.needed = needed - repeats
             if ready >= needed or (fail_fast and failed):
                 waiter.event.set()
         for r in fetch:
