@@ -225,31 +225,33 @@ class _Exported:
     def __init__(self, obj: Any, what: str) -> None:
         self._obj = obj
         self._what = what
-        self._blob: bytes | None = None
-        self._fn_id: bytes | None = None
+        self._exported: tuple[bytes, bytes] | None = None  # (fn_id, blob)
 
     def fn_id(self, rt: Any) -> bytes:
-        if self._blob is None:
+        # Read once: another thread may be exporting it at this moment. The
+        # pair is published together (one assignment), so a thread that
+        # sees it sees both.
+        exported = self._exported
+        if exported is None:
             try:
-                self._blob = dumps_function(self._obj)
+                blob = dumps_function(self._obj)
             except Exception as e:
                 raise exc.RaySerializationError(
                     f"Could not serialize {self._what}: {describe_unpicklable(self._obj, e)}. "
                     f"Functions and classes are pickled with cloudpickle; check what they "
                     f"capture (locks, sockets, open files cannot be pickled)."
                 ) from e
-            if len(self._blob) > FUNCTION_SIZE_LIMIT:
-                size, self._blob = len(self._blob), None
+            if len(blob) > FUNCTION_SIZE_LIMIT:
                 raise ValueError(
-                    f"The {self._what} is too large ({size / 2**20:.1f} MiB > the limit of "
+                    f"The {self._what} is too large ({len(blob) / 2**20:.1f} MiB > the limit of "
                     f"{FUNCTION_SIZE_LIMIT / 2**20:.1f} MiB). Check that it does not capture a large "
                     f"array or other object from its scope: put that in the object store (put()) and "
                     f"pass the ref instead."
                 )
-            self._fn_id = hashlib.blake2b(self._blob, digest_size=16).digest()
-        assert self._fn_id is not None
-        rt.export_function(self._fn_id, self._blob)
-        return self._fn_id
+            exported = self._exported = (hashlib.blake2b(blob, digest_size=16).digest(), blob)
+        fn_id, blob = exported
+        rt.export_function(fn_id, blob)
+        return fn_id
 
 
 class Signature:

@@ -300,6 +300,28 @@ def test_get_if_exists_returns_existing_actor(ray_start, counter_cls):
     ray.kill(first)
 
 
+def test_get_if_exists_from_many_threads_at_once_makes_one_actor(ray_start):
+    """A class used for the first time from many threads at once: one
+    export, one actor, every thread gets it (Ray #41324)."""
+    ray = ray_start
+    from concurrent.futures import ThreadPoolExecutor
+
+    name = _unique("threads")
+
+    @ray.remote
+    class Fresh:
+        def who(self):
+            return ray.get_runtime_context().get_actor_id()
+
+    def get_or_create(_):
+        a = Fresh.options(name=name, get_if_exists=True, lifetime="detached").remote()
+        return ray.get(a.who.remote(), timeout=60)
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        assert len(set(pool.map(get_or_create, range(40)))) == 1
+    ray.kill(ray.get_actor(name))
+
+
 def test_named_actor_is_scoped_to_its_namespace(ray_start, counter_cls):
     ray = ray_start
     name = _unique("ns")
