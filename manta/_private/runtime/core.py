@@ -44,6 +44,7 @@ from manta._private.runtime.bridge import IOThread
 from manta._private.runtime.errors import error_from_remote
 from manta._private.runtime.executor import Executor
 from manta._private.runtime.generators import Streams
+from manta._private.runtime.metrics import MetricsRegistry
 from manta._private.runtime.objects import Objects
 from manta._private.runtime.peers import PeerPool
 from manta._private.runtime.recovery import Recovery
@@ -114,6 +115,8 @@ class CoreRuntime:
         # runtime_env working_dir packages uploaded: (path, excludes) -> hash.
         self.packages: dict[tuple[str, tuple[str, ...]], str] = {}
         self._exported: set[bytes] = set()
+        # What manta.util.metrics records in this process.
+        self.metrics = MetricsRegistry()
         # The rooms (see the module docstring).
         self.inbound = Inbound(self)
         self.peers = PeerPool(
