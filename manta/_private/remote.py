@@ -20,7 +20,7 @@ from manta._private.protocol import messages as m
 from manta._private.runtime import context
 from manta._private.runtime.concurrency import check_group_sizes
 from manta._private.runtime.context import current_task
-from manta._private.runtime.packaging import WORKING_DIR_ENV, upload_working_dir
+from manta._private.runtime.packaging import WORKING_DIR_ENV
 from manta._private.runtime.serialization import describe_unpicklable, dumps_function
 from manta._private.scheduling.resources import fits, to_units
 
@@ -211,7 +211,7 @@ def with_working_dir(rt: Any, env: dict[str, str], options: dict[str, Any]) -> d
     runtime_env = options.get("runtime_env")
     if not runtime_env or not runtime_env.get("working_dir"):
         return env
-    return {**env, WORKING_DIR_ENV: upload_working_dir(rt, runtime_env)}
+    return {**env, WORKING_DIR_ENV: rt.upload_working_dir(runtime_env)}
 
 
 def env_vars_of(rt: Any, options: dict[str, Any]) -> dict[str, str]:
@@ -247,7 +247,7 @@ class _Exported:
                 )
             self._fn_id = hashlib.blake2b(self._blob, digest_size=16).digest()
         assert self._fn_id is not None
-        rt.export_function(self._fn_id, self._blob)
+        rt.export_function(self._fn_id, self._blob, self._obj)
         return self._fn_id
 
 
@@ -378,7 +378,7 @@ def wrap_returns(rt: Any, refs: list[Any], n: int) -> Any:
     if n == 1 or n == m.DYNAMIC:
         return refs[0]
     if n == m.STREAMING:
-        return rt.streams.generator(refs[0])
+        return rt.generator(refs[0])
     if n == 0:
         return None
     return refs
@@ -725,7 +725,7 @@ class ActorClass(_Remotable):
         # A named actor too, as in Ray: get_actor() handles are weak, so it
         # ends with the last of its creator's handles (and of the handles
         # passed on from them) unless it is detached.
-        hold = None if detached or reply.existing else rt.actors.hold(reply.actor_id)
+        hold = None if detached or reply.existing else rt.hold_actor(reply.actor_id)
         return ActorHandle(
             reply.actor_id, self.__name__, self._methods, max_task_retries, rt, hold, self._signatures,
             self._method_opts,

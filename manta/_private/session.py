@@ -24,7 +24,7 @@ from manta._private.runtime import context
 from manta._private.version import VERSION
 
 if TYPE_CHECKING:
-    from manta._private.runtime.core import CoreRuntime
+    from manta._private.runtime.interface import Runtime
 
 # The runtime's heavy imports (asyncio, msgspec, cloudpickle) are loaded in
 # init() *after* the cluster processes are spawned, so they overlap.
@@ -41,7 +41,7 @@ INIT_OPTIONS = {
 class _Session:
     """What `init()` started, so `shutdown()` can undo exactly that."""
 
-    def __init__(self, rt: CoreRuntime, cluster: services.LocalCluster | None) -> None:
+    def __init__(self, rt: Runtime, cluster: services.LocalCluster | None) -> None:
         self.rt = rt
         self.cluster = cluster
 
@@ -154,10 +154,10 @@ def init(
                 cluster.stop()
             raise
         if runtime_env and runtime_env.get("working_dir"):
-            from manta._private.runtime.packaging import WORKING_DIR_ENV, upload_working_dir
+            from manta._private.runtime.packaging import WORKING_DIR_ENV
 
             try:
-                rt.env_vars[WORKING_DIR_ENV] = upload_working_dir(rt, runtime_env)
+                rt.env_vars[WORKING_DIR_ENV] = rt.upload_working_dir(runtime_env)
             except BaseException:
                 rt.shutdown()
                 if cluster is not None:
@@ -275,7 +275,7 @@ def shutdown(_exiting_interpreter: bool = False) -> None:
             s.cluster.stop()
 
 
-def runtime() -> CoreRuntime:
+def runtime() -> Runtime:
     """This process's runtime, started with `init()` on first use (as Ray does)."""
     rt = context.current()
     if rt is None:

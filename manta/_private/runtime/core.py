@@ -46,6 +46,7 @@ from manta._private.runtime.executor import Executor
 from manta._private.runtime.generators import Streams
 from manta._private.runtime.metrics import MetricsRegistry
 from manta._private.runtime.objects import Objects
+from manta._private.runtime.packaging import upload_working_dir
 from manta._private.runtime.peers import PeerPool
 from manta._private.runtime.recovery import Recovery
 from manta._private.runtime.references import References
@@ -141,6 +142,10 @@ class CoreRuntime:
         self.serialize_value = self.objects.serialize_value
         self.write_store = self.objects.write_store
         self.ref_deleted = self.references.ref_deleted
+        self.ref_escaped = self.references.escaped
+        self.error_of = self.objects.error_of
+        self.generator = self.streams.generator
+        self.hold_actor = self.actors.hold
         self.deserialized_ref = self.references.deserialized_ref
         self.prepare_args = self.tasks.prepare_args
         self.submit_task = self.tasks.submit_task
@@ -304,11 +309,17 @@ class CoreRuntime:
 
     # -- functions --------------------------------------------------------
 
-    def export_function(self, fn_id: bytes, blob: bytes) -> None:
+    def export_function(self, fn_id: bytes, blob: bytes, original: Any = None) -> None:
+        """Stores the pickled function or class with the head once (workers
+        load it from there); `original` is for local mode, which runs it."""
         if fn_id in self._exported:
             return
         self.call_head(m.PutFunction(fn_id=fn_id, blob=blob))
         self._exported.add(fn_id)
+
+    def upload_working_dir(self, runtime_env: dict[str, Any]) -> str:
+        """The runtime_env's working_dir, stored in the cluster once (its package's hash)."""
+        return upload_working_dir(self, runtime_env)
 
     def load_function(self, fn_id: bytes) -> Any:
         fn = self._functions.get(fn_id)
