@@ -120,6 +120,15 @@ def init(
                     raise TypeError(f"runtime_env env_vars must map str to str, got {k!r}: {v!r}")
                 env_vars[k] = v
         code_path = _code_path(job_config)
+        if kwargs.get("local_mode"):
+            rt: Runtime = _local_runtime(
+                address, num_cpus, num_gpus, resources, object_store_memory, namespace, env_vars, runtime_env,
+                code_path,
+            )
+            context.install(rt)
+            _session = _Session(rt, None)
+            atexit.register(shutdown)
+            return _info()
         config = Config.build(kwargs.get("_system_config"), os.environ)
         address = address or os.environ.get("MANTA_ADDRESS") or None
         cluster: services.LocalCluster | None = None
@@ -167,6 +176,30 @@ def init(
         _session = _Session(rt, cluster)
         atexit.register(shutdown)
         return _info()
+
+
+def _local_runtime(
+    address: str | None,
+    num_cpus: float | None,
+    num_gpus: float | None,
+    resources: dict[str, float] | None,
+    object_store_memory: int | None,
+    namespace: str | None,
+    env_vars: dict[str, str],
+    runtime_env: dict[str, Any] | None,
+    code_path: list[str],
+) -> Runtime:
+    """local_mode=True: a runtime that runs everything in this process (see _private/local)."""
+    from manta._private.local.runtime import LocalModeUnsupported, LocalRuntime
+
+    if address not in (None, "local"):
+        raise ValueError(
+            f"local_mode=True runs every task in this process: it cannot connect to the cluster at {address!r}"
+        )
+    if runtime_env and runtime_env.get("working_dir"):
+        raise LocalModeUnsupported("runtime_env working_dir")
+    total, _ = services.node_resources(num_cpus, num_gpus, resources, object_store_memory, head=True)
+    return LocalRuntime(namespace=namespace or "", env_vars=env_vars, resources=total, code_path=code_path)
 
 
 def _code_path(job_config: Any) -> list[str]:
