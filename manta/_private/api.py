@@ -23,7 +23,7 @@ from manta._private.scheduling.bundles import group_of, unbundled
 from manta._private.scheduling.policy import node_labels
 
 if TYPE_CHECKING:
-    from manta._private.runtime.core import CoreRuntime
+    from manta._private.runtime.interface import Runtime
     from manta._private.runtime.object_ref import ObjectRef
 
 init = session.init
@@ -138,7 +138,7 @@ def _ip_of(address: str) -> str:
 class RuntimeContext:
     """What `get_runtime_context()` returns: facts about the current process and task."""
 
-    def __init__(self, rt: CoreRuntime) -> None:
+    def __init__(self, rt: Runtime) -> None:
         self._rt = rt
 
     def get_job_id(self) -> str:

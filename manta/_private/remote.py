@@ -20,7 +20,7 @@ from manta._private.protocol import messages as m
 from manta._private.runtime import context
 from manta._private.runtime.concurrency import check_group_sizes
 from manta._private.runtime.context import current_task
-from manta._private.runtime.packaging import PACKAGE_FIELDS, check_runtime_env, package_env
+from manta._private.runtime.packaging import PACKAGE_FIELDS, check_runtime_env
 from manta._private.runtime.serialization import describe_unpicklable, dumps_function
 from manta._private.scheduling.resources import fits, to_units
 
@@ -212,7 +212,7 @@ def with_packages(rt: Any, env: dict[str, str], options: dict[str, Any]) -> dict
     runtime_env = options.get("runtime_env")
     if not runtime_env or not names_packages(options):
         return env
-    return {**env, **package_env(rt, runtime_env)}
+    return {**env, **rt.package_env(runtime_env)}
 
 
 def env_vars_of(rt: Any, options: dict[str, Any]) -> dict[str, str]:
@@ -250,7 +250,7 @@ class _Exported:
                 )
             exported = self._exported = (hashlib.blake2b(blob, digest_size=16).digest(), blob)
         fn_id, blob = exported
-        rt.export_function(fn_id, blob)
+        rt.export_function(fn_id, blob, self._obj)
         return fn_id
 
 
@@ -381,7 +381,7 @@ def wrap_returns(rt: Any, refs: list[Any], n: int) -> Any:
     if n == 1 or n == m.DYNAMIC:
         return refs[0]
     if n == m.STREAMING:
-        return rt.streams.generator(refs[0])
+        return rt.generator(refs[0])
     if n == 0:
         return None
     return refs
@@ -728,7 +728,7 @@ class ActorClass(_Remotable):
         # A named actor too, as in Ray: get_actor() handles are weak, so it
         # ends with the last of its creator's handles (and of the handles
         # passed on from them) unless it is detached.
-        hold = None if detached or reply.existing else rt.actors.hold(reply.actor_id)
+        hold = None if detached or reply.existing else rt.hold_actor(reply.actor_id)
         return ActorHandle(
             reply.actor_id, self.__name__, self._methods, max_task_retries, rt, hold, self._signatures,
             self._method_opts,

@@ -21,11 +21,12 @@ from manta._private.ids import new_worker_id
 from manta._private.options import check_namespace
 from manta._private.protocol import messages as m
 from manta._private.runtime import context
-from manta._private.runtime.packaging import PACKAGE_FIELDS, check_runtime_env, package_env
+from manta._private.runtime.packaging import PACKAGE_FIELDS, check_runtime_env
 from manta._private.version import VERSION
 
 if TYPE_CHECKING:
     from manta._private.runtime.core import CoreRuntime
+    from manta._private.runtime.interface import Runtime
 
 # The runtime's heavy imports (asyncio, msgspec, cloudpickle) are loaded in
 # init() *after* the cluster processes are spawned, so they overlap.
@@ -42,7 +43,7 @@ INIT_OPTIONS = {
 class _Session:
     """What `init()` started, so `shutdown()` can undo exactly that."""
 
-    def __init__(self, rt: CoreRuntime, cluster: services.LocalCluster | None) -> None:
+    def __init__(self, rt: Runtime, cluster: services.LocalCluster | None) -> None:
         self.rt = rt
         self.cluster = cluster
 
@@ -117,6 +118,15 @@ def init(
             check_runtime_env(runtime_env)
             env_vars.update(runtime_env.get("env_vars") or {})
         code_path = _code_path(job_config)
+        if kwargs.get("local_mode"):
+            rt: Runtime = _local_runtime(
+                address, num_cpus, num_gpus, resources, object_store_memory, namespace, env_vars, runtime_env,
+                code_path,
+            )
+            context.install(rt)
+            _session = _Session(rt, None)
+            atexit.register(shutdown)
+            return _info()
         config = Config.build(kwargs.get("_system_config"), os.environ)
         address = address or os.environ.get("MANTA_ADDRESS") or None
         cluster: services.LocalCluster | None = None
@@ -152,7 +162,7 @@ def init(
             raise
         if runtime_env and any(runtime_env.get(k) for k in PACKAGE_FIELDS):
             try:
-                rt.env_vars.update(package_env(rt, runtime_env))
+                rt.env_vars.update(rt.package_env(runtime_env))
             except BaseException:
                 rt.shutdown()
                 if cluster is not None:
@@ -187,6 +197,31 @@ def _describe_job(rt: CoreRuntime, runtime_env: dict[str, Any] | None) -> None:
         node_id=rt.node_id, ip=rt.session.node_ip or "127.0.0.1",
     )
     rt.post(rt.send_head, details)
+
+
+def _local_runtime(
+    address: str | None,
+    num_cpus: float | None,
+    num_gpus: float | None,
+    resources: dict[str, float] | None,
+    object_store_memory: int | None,
+    namespace: str | None,
+    env_vars: dict[str, str],
+    runtime_env: dict[str, Any] | None,
+    code_path: list[str],
+) -> Runtime:
+    """local_mode=True: a runtime that runs everything in this process (see _private/local)."""
+    from manta._private.local.runtime import LocalModeUnsupported, LocalRuntime
+
+    if address not in (None, "local"):
+        raise ValueError(
+            f"local_mode=True runs every task in this process: it cannot connect to the cluster at {address!r}"
+        )
+    for field in PACKAGE_FIELDS:
+        if runtime_env and runtime_env.get(field):
+            raise LocalModeUnsupported(f"runtime_env {field}")
+    total, _ = services.node_resources(num_cpus, num_gpus, resources, object_store_memory, head=True)
+    return LocalRuntime(namespace=namespace or "", env_vars=env_vars, resources=total, code_path=code_path)
 
 
 def _code_path(job_config: Any) -> list[str]:
@@ -295,7 +330,7 @@ def shutdown(_exiting_interpreter: bool = False) -> None:
             s.cluster.stop()
 
 
-def runtime() -> CoreRuntime:
+def runtime() -> Runtime:
     """This process's runtime, started with `init()` on first use (as Ray does)."""
     rt = context.current()
     if rt is None:

@@ -18,7 +18,7 @@ def error_of(ref: Any, timeout: float | None = None) -> BaseException | None:
     value. Raises GetTimeoutError if the ref is not ready within `timeout`."""
     from manta._private.session import runtime
 
-    return runtime().objects.error_of(ref, timeout)
+    return runtime().error_of(ref, timeout)
 
 
 __all__ = ["error_of"]

@@ -6,8 +6,9 @@ itself and the components listed for it. Imports under `TYPE_CHECKING` do
 not count (they never run); imports inside functions do.
 
     public      manta/__init__, util/, experimental/, cli    anything
-    driver      session, api, remote                          the runtime and launch layers
+    driver      session, api, remote                          the local, runtime and launch layers
     launch      services, cluster                             starts processes by module name
+    local       local/ (local mode's runtime, in the driver)  the runtime layer and the head's sans-IO tables
     runtime     runtime/ (drivers' and workers' core)         transport and below
     head        head/                                         control, transport and below
     node        node/                                         objectstore, transport and below
@@ -43,6 +44,7 @@ COMPONENT_PREFIXES = [
     ("driver", ("manta._private.session", "manta._private.api", "manta._private.remote", "manta._private.options",
                 "manta._private.dag")),
     ("launch", ("manta._private.services", "manta._private.cluster")),
+    ("local", ("manta._private.local",)),
     ("runtime", ("manta._private.runtime",)),
     ("head", ("manta._private.head",)),
     ("node", ("manta._private.node",)),
@@ -53,7 +55,8 @@ COMPONENT_PREFIXES = [
     ("protocol", ("manta._private.protocol",)),
 ]
 ALLOWED = {
-    "driver": {"driver", "launch", "runtime", "transport", "scheduling", "objectstore", "protocol", "base"},
+    "driver": {"driver", "launch", "local", "runtime", "transport", "scheduling", "objectstore", "protocol", "base"},
+    "local": {"local", "runtime", "control", "scheduling", "protocol", "base"},
     "launch": {"launch", "head", "transport", "protocol", "base"},
     "runtime": {"runtime", "transport", "scheduling", "objectstore", "protocol", "base"},
     "head": {"head", "control", "transport", "scheduling", "protocol", "base"},

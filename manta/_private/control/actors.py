@@ -32,6 +32,33 @@ _TRANSITIONS = {
 }
 
 
+# Why an actor died, and what its callers are told, in the words of the head
+# (and of local mode, which keeps its actors itself).
+NO_SUCH_ACTOR = "The actor does not exist."
+KILLED = "The actor was killed by ray.kill()."
+OUT_OF_SCOPE = "The actor was terminated because all references to it went out of scope."
+
+
+def creation_failed(class_name: str, error_text: str) -> str:
+    text = error_text or "(the worker sent no description of the error)"
+    return f"The actor {class_name} died because of an error raised in its creation task: {text}"
+
+
+def name_taken(name: str, namespace: str) -> str:
+    return (
+        f"The name {name} (namespace={namespace}) is already taken. Please use a different name or get "
+        f"the existing actor using ray.get_actor('{name}', namespace='{namespace}')"
+    )
+
+
+def no_named_actor(name: str, namespace: str) -> str:
+    return (
+        f"Failed to look up actor with name '{name}' in namespace '{namespace}'. This could be because "
+        f"1. You are trying to look up a named actor you didn't create. 2. The named actor died. "
+        f"3. You did not use a namespace matching the namespace of the actor."
+    )
+
+
 class IllegalTransition(Exception):
     """An internal bug: the actor table was asked for an impossible change."""
 

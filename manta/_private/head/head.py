@@ -20,6 +20,7 @@ from msgspec.structs import replace
 
 from manta._private.clock import Clock, monotonic
 from manta._private.config import Config
+from manta._private.control import actors as actor_texts
 from manta._private.control import placement_groups as pgs
 from manta._private.control import task_states as ts
 from manta._private.control.actors import ALIVE, DEAD, PENDING, RESTARTING, ActorEntry
@@ -218,7 +219,7 @@ class Head:
             if entry is None:
                 conn.reply(msg, m.ActorState(
                     actor_id=msg.actor_id, state=DEAD, address="", epoch=0,
-                    death_cause="The actor does not exist.", class_name="", fn_id=b"",
+                    death_cause=actor_texts.NO_SUCH_ACTOR, class_name="", fn_id=b"",
                 ))
             elif msg.now or entry.answers(msg.known_epoch):
                 conn.reply(msg, self._state(entry))
@@ -230,13 +231,7 @@ class Head:
             aid = self.named.get((msg.namespace, msg.name))
             entry = self.actors.get(aid) if aid else None
             if entry is None or entry.state == DEAD:
-                conn.reply_error(
-                    msg, m.ErrorKind.VALUE,
-                    f"Failed to look up actor with name '{msg.name}' in namespace "
-                    f"'{msg.namespace}'. This could be because 1. You are trying to look up a "
-                    f"named actor you didn't create. 2. The named actor died. 3. You did not "
-                    f"use a namespace matching the namespace of the actor.",
-                )
+                conn.reply_error(msg, m.ErrorKind.VALUE, actor_texts.no_named_actor(msg.name, msg.namespace))
             else:
                 conn.reply(msg, self._state(entry))
         elif t is m.KillActor:
@@ -244,7 +239,7 @@ class Head:
             if entry is None:
                 conn.reply_error(msg, m.ErrorKind.VALUE, f"actor {msg.actor_id.hex()} does not exist")
                 return
-            self._kill_actor(entry, msg.no_restart, "The actor was killed by ray.kill().")
+            self._kill_actor(entry, msg.no_restart, actor_texts.KILLED)
             conn.reply(msg, m.Ack())
         elif t is m.ActorExiting:
             entry = self.actors.get(msg.actor_id)
@@ -256,10 +251,7 @@ class Head:
         elif t is m.ReleaseActor:
             entry = self.actors.get(msg.actor_id)
             if entry is not None and not entry.spec.detached:
-                self._kill_actor(
-                    entry, True,
-                    "The actor was terminated because all references to it went out of scope.",
-                )
+                self._kill_actor(entry, True, actor_texts.OUT_OF_SCOPE)
         elif t is m.RegisterDriver:
             self._register_driver(conn, msg)
         elif t is m.RegisterNode:
@@ -638,12 +630,7 @@ class Head:
                         class_name=existing.spec.class_name, creation_fn_id=existing.spec.creation.fn_id,
                     ))
                     return
-                conn.reply_error(
-                    msg, m.ErrorKind.VALUE,
-                    f"The name {spec.name} (namespace={spec.namespace}) is already taken. "
-                    f"Please use a different name or get the existing actor using "
-                    f"ray.get_actor('{spec.name}', namespace='{spec.namespace}')",
-                )
+                conn.reply_error(msg, m.ErrorKind.VALUE, actor_texts.name_taken(spec.name, spec.namespace))
                 return
             self.named[key] = spec.actor_id
         entry = ActorEntry(spec)
@@ -751,7 +738,7 @@ class Head:
             if done.error is not None:
                 self.actor_by_worker.pop(worker_id, None)
                 entry.no_restart = True
-                entry.kill(_creation_error_text(done, spec.class_name))
+                entry.kill(actor_texts.creation_failed(spec.class_name, done.error_text))
                 self._notify(entry)
                 self._creation_state(entry, ts.FAILED)
                 return
@@ -889,11 +876,6 @@ def _placement_need(spec: m.ActorSpec) -> dict[str, float]:
     for k, v in spec.placing.items():
         need[k] = need.get(k, 0.0) + v
     return need
-
-
-def _creation_error_text(done: m.TaskDone, class_name: str) -> str:
-    text = done.error_text or "(the worker sent no description of the error)"
-    return f"The actor {class_name} died because of an error raised in its creation task: {text}"
 
 
 async def run_head(head: Head, ready_fd: int | None) -> None:

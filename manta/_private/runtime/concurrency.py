@@ -62,6 +62,9 @@ def start_loop(size: int, name: str) -> tuple[asyncio.AbstractEventLoop, asyncio
         made.append(asyncio.Semaphore(size))
         loop.call_soon(ready.set)
         loop.run_forever()
+        # Stopped (local mode ends its actors' loops; a worker's run until it exits).
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
 
     threading.Thread(target=run, name=name, daemon=True).start()
     ready.wait()

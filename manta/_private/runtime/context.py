@@ -1,7 +1,8 @@
 """The process's runtime slot and the per-task execution context.
 
-One `CoreRuntime` serves a process between `init()` and `shutdown()`; the
-public API and object refs find it here. Per-task facts (task id, actor,
+One runtime serves a process between `init()` and `shutdown()` (the
+cluster's `CoreRuntime`, or local mode's `LocalRuntime`: see interface.py);
+the public API and object refs find it here. Per-task facts (task id, actor,
 assigned resources) live in a ContextVar so threaded and async actors see
 the right values in each call.
 """
@@ -13,22 +14,22 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from manta._private.runtime.core import CoreRuntime
+    from manta._private.runtime.interface import Runtime
 
-_runtime: CoreRuntime | None = None
+_runtime: Runtime | None = None
 
 
-def current() -> CoreRuntime | None:
+def current() -> Runtime | None:
     return _runtime
 
 
-def require() -> CoreRuntime:
+def require() -> Runtime:
     if _runtime is None:
         raise RuntimeError("manta is not initialized: call manta.init() first")
     return _runtime
 
 
-def install(rt: CoreRuntime | None) -> None:
+def install(rt: Runtime | None) -> None:
     global _runtime
     _runtime = rt
 

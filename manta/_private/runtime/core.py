@@ -44,7 +44,9 @@ from manta._private.runtime.bridge import IOThread
 from manta._private.runtime.errors import error_from_remote
 from manta._private.runtime.executor import Executor
 from manta._private.runtime.generators import Streams
+from manta._private.runtime.metrics import MetricsRegistry
 from manta._private.runtime.objects import Objects
+from manta._private.runtime.packaging import package_env
 from manta._private.runtime.peers import PeerPool
 from manta._private.runtime.recovery import Recovery
 from manta._private.runtime.references import References
@@ -114,6 +116,8 @@ class CoreRuntime:
         # runtime_env packages worked out and uploaded: fields -> env entries.
         self.packages: dict[str, dict[str, str]] = {}
         self._exported: set[bytes] = set()
+        # What manta.util.metrics records in this process.
+        self.metrics = MetricsRegistry()
         # The rooms (see the module docstring).
         self.inbound = Inbound(self)
         self.peers = PeerPool(
@@ -138,6 +142,10 @@ class CoreRuntime:
         self.serialize_value = self.objects.serialize_value
         self.write_store = self.objects.write_store
         self.ref_deleted = self.references.ref_deleted
+        self.ref_escaped = self.references.escaped
+        self.error_of = self.objects.error_of
+        self.generator = self.streams.generator
+        self.hold_actor = self.actors.hold
         self.deserialized_ref = self.references.deserialized_ref
         self.prepare_args = self.tasks.prepare_args
         self.submit_task = self.tasks.submit_task
@@ -302,11 +310,18 @@ class CoreRuntime:
 
     # -- functions --------------------------------------------------------
 
-    def export_function(self, fn_id: bytes, blob: bytes) -> None:
+    def export_function(self, fn_id: bytes, blob: bytes, original: Any = None) -> None:
+        """Stores the pickled function or class with the head once (workers
+        load it from there); `original` is for local mode, which runs it."""
         if fn_id in self._exported:
             return
         self.call_head(m.PutFunction(fn_id=fn_id, blob=blob))
         self._exported.add(fn_id)
+
+    def package_env(self, runtime_env: dict[str, Any]) -> dict[str, str]:
+        """The environment entries naming the runtime_env's packages and pip
+        environment (its packages stored in the cluster once)."""
+        return package_env(self, runtime_env)
 
     def load_function(self, fn_id: bytes) -> Any:
         fn = self._functions.get(fn_id)

@@ -252,31 +252,9 @@ class Executor:
             self.rt.post(self._exit_soon)
 
     def _method(self, name: str) -> Any:
-        """The actor's method `name`, bound, as its class defines it (an
-        instance attribute of the same name does not hide it, as in Ray), or
-        a method every actor has. Kept for the next call."""
-        cls = type(self.actor)
-        try:
-            attr = inspect.getattr_static(cls, name)
-        except AttributeError:
-            method = self._builtin_method(name)
-        else:
-            method = attr.__get__(self.actor, cls) if hasattr(attr, "__get__") else attr
-        self._methods[name] = method
+        """The actor's method `name` (see `actor_method`), kept for the next call."""
+        method = self._methods[name] = actor_method(self.actor, name)
         return method
-
-    def _builtin_method(self, name: str) -> Any:
-        """The methods every actor has (as in Ray)."""
-        if name == "__ray_ready__":
-            return lambda: True
-        if name == "__ray_call__":
-            # Any function, run on the actor: fn(actor, *args, **kwargs).
-            return lambda fn, *args, **kwargs: fn(self.actor, *args, **kwargs)
-        if name == "__ray_terminate__":
-            def terminate() -> None:
-                raise ExitActor("The actor was terminated by __ray_terminate__().")
-            return terminate
-        return getattr(self.actor, name)  # raises AttributeError
 
     def _end_actor(self, cause: str) -> None:
         """Ends this actor on purpose: the head marks it not to be restarted,
@@ -483,14 +461,8 @@ class Executor:
             values = [result]
         else:
             try:
-                values = list(result)
-            except TypeError:
-                values = []
-            if len(values) != n:
-                err = ValueError(
-                    f"{spec.name}() declared num_returns={n} but returned "
-                    f"{type(result).__name__} {'of length ' + str(len(values)) if values else ''}".strip()
-                )
+                values = split_returns(spec, result)
+            except ValueError as err:
                 return self._error_reply(spec, err)
         returns = []
         borrow_for_caller: dict[str, list[bytes]] = {}
@@ -538,7 +510,7 @@ class Executor:
         """Runs a generator task: each item to the caller as it is yielded
         (streaming), or all of them with the answer (dynamic)."""
         if not inspect.isgenerator(gen):
-            return self._error_reply(spec, _not_a_generator(spec, gen))
+            return self._error_reply(spec, not_a_generator(spec, gen))
         ctx = current_task.get()
         flow = self.flows[spec.task_id] = Flow(spec.backpressure)
         returns: list[m.ReturnObject] = []
@@ -661,13 +633,55 @@ class TaskStream(io.TextIOBase):
         return "utf-8"
 
 
+def actor_method(actor: Any, name: str) -> Any:
+    """The actor's method `name`, bound, as its class defines it (an instance
+    attribute of the same name does not hide it, as in Ray), or a method
+    every actor has."""
+    cls = type(actor)
+    try:
+        attr = inspect.getattr_static(cls, name)
+    except AttributeError:
+        return _builtin_method(actor, name)
+    return attr.__get__(actor, cls) if hasattr(attr, "__get__") else attr
+
+
+def _builtin_method(actor: Any, name: str) -> Any:
+    """The methods every actor has (as in Ray)."""
+    if name == "__ray_ready__":
+        return lambda: True
+    if name == "__ray_call__":
+        # Any function, run on the actor: fn(actor, *args, **kwargs).
+        return lambda fn, *args, **kwargs: fn(actor, *args, **kwargs)
+    if name == "__ray_terminate__":
+        def terminate() -> None:
+            raise ExitActor("The actor was terminated by __ray_terminate__().")
+        return terminate
+    return getattr(actor, name)  # raises AttributeError
+
+
+def split_returns(spec: m.TaskSpec, result: Any) -> list[Any]:
+    """The values of a task declared with num_returns > 1; ValueError if
+    `result` is not a sequence of that many."""
+    n = spec.num_returns
+    try:
+        values = list(result)
+    except TypeError:
+        values = []
+    if len(values) != n:
+        raise ValueError(
+            f"{spec.name}() declared num_returns={n} but returned "
+            f"{type(result).__name__} {'of length ' + str(len(values)) if values else ''}".strip()
+        )
+    return values
+
+
 def _captured_group(spec: m.TaskSpec) -> Any:
     if not spec.capture_pg:
         return None
     return PlacementGroup(spec.capture_pg, [{}] * spec.capture_pg_bundles)
 
 
-def _not_a_generator(spec: m.TaskSpec, value: Any) -> TypeError:
+def not_a_generator(spec: m.TaskSpec, value: Any) -> TypeError:
     kind = "streaming" if spec.num_returns == m.STREAMING else "dynamic"
     return TypeError(
         f"{spec.name}() was called with num_returns='{kind}', which needs a generator "

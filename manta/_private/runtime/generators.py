@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from manta import exceptions as exc
 from manta._private.ids import task_of
@@ -38,6 +38,7 @@ from manta._private.transport.connection import Connection
 
 if TYPE_CHECKING:
     from manta._private.runtime.core import CoreRuntime
+    from manta._private.runtime.interface import Runtime
 
 
 _ALL = 1 << 62  # "consumed" that lets any paused generator go on
@@ -121,34 +122,24 @@ class Streams:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self.lock:
             while True:
-                if stream.taken < len(stream.items):
-                    oid = stream.items[stream.taken]
-                    stream.taken += 1
-                    e = rt.refs.get(oid)
-                    if e is not None:
-                        e.local += 1  # the ObjectRef made below
-                    cmds = rt.refs.unpin(oid)
+                taken = take_next(rt, stream)
+                if taken is not None:
                     break
-                if stream.ended:
-                    if stream.end_taken or not _failed(rt, stream.end_id):
-                        return None
-                    stream.end_taken = True
-                    e = rt.refs.get(stream.end_id)
-                    if e is not None:
-                        e.local += 1
-                    return ObjectRef(stream.end_id, rt.address, rt)
                 if rt.control_lost:
                     raise exc.RaySystemError(rt.control_lost)
                 wait = None if deadline is None else deadline - time.monotonic()
                 if wait is not None and wait <= 0:
                     raise exc.GetTimeoutError("no item of the generator came in time")
                 self.changed.wait(1.0 if wait is None else min(wait, 1.0))
+            ref, cmds = taken
+            if ref is None or ref._id == stream.end_id:
+                return ref
             consumed, conn = stream.taken, stream.conn
         if cmds:
             rt.post(rt.references.run_commands, cmds)
         if stream.backpressure > 0 and conn is not None:
             conn.send_threadsafe(m.GeneratorConsumed(task_id=stream.task_id, consumed=consumed))
-        return ObjectRef(oid, rt.address, rt)
+        return ref
 
     def ready(self, stream: Stream) -> bool:
         """Whether next() would not block."""
@@ -174,15 +165,43 @@ class Streams:
             conn.send_threadsafe(m.GeneratorConsumed(task_id=stream.task_id, consumed=_ALL))
 
 
-def _failed(rt: CoreRuntime, end_id: bytes) -> bool:
-    e = rt.refs.get(end_id)
-    return e is None or e.is_error
+def take_next(rt: Runtime, stream: Stream) -> tuple[ObjectRef | None, list[Any]] | None:
+    """With the runtime's lock held: the stream's next ref and the commands
+    unpinning it took, None for the end (the failed end's ref, once, first),
+    or None alone if nothing is there yet."""
+    refs = rt.refs
+    if stream.taken < len(stream.items):
+        oid = stream.items[stream.taken]
+        stream.taken += 1
+        e = refs.get(oid)
+        if e is not None:
+            e.local += 1  # the ObjectRef made here
+        return ObjectRef(oid, rt.address, rt), refs.unpin(oid)
+    if not stream.ended:
+        return None
+    end = refs.get(stream.end_id)
+    if stream.end_taken or (end is not None and not end.is_error):
+        return None, []
+    stream.end_taken = True
+    if end is not None:
+        end.local += 1
+    return ObjectRef(stream.end_id, rt.address, rt), []
+
+
+class ItemSource(Protocol):
+    """Where an ObjectRefGenerator's refs come from: the caller's `Streams`
+    (items sent by the worker running the task), or local mode's (items
+    made by running the generator in this process)."""
+
+    def next(self, stream: Stream, timeout: float | None) -> ObjectRef | None: ...
+    def ready(self, stream: Stream) -> bool: ...
+    def close(self, stream: Stream) -> None: ...
 
 
 class ObjectRefGenerator:
     """The refs of a streaming generator task's items, as they are yielded."""
 
-    def __init__(self, end: ObjectRef, streams: Streams, stream: Stream) -> None:
+    def __init__(self, end: ObjectRef, streams: ItemSource, stream: Stream) -> None:
         self._end = end
         self._streams = streams
         self._stream = stream

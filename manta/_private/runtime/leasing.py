@@ -394,7 +394,7 @@ class LeaseClient:
         for key, lost in list(self.lost.items()):
             if lost.deadline <= now:
                 del self.lost[key]
-                self._fail(lost.task, _died(lost.task, lost.error, lost.node_died), out, sid)
+                self._fail(lost.task, died_error(lost.task, lost.error, lost.node_died), out, sid)
         for key, (_, expires) in list(self.kill_notes.items()):
             if expires <= now:
                 del self.kill_notes[key]
@@ -494,7 +494,7 @@ def _oom(task: Task, reason: str) -> BaseException:
     )
 
 
-def _died(task: Task, error: BaseException, node_died: bool) -> BaseException:
+def died_error(task: Task, error: BaseException, node_died: bool) -> BaseException:
     name = task.spec.name
     if node_died:
         return exc.NodeDiedError(f"{name}() was running on a node that died ({error}); no retries left (max_retries).")

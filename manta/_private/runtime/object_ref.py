@@ -11,13 +11,13 @@ from manta._private.runtime import context
 from manta._private.runtime.serialization import note_ref
 
 if TYPE_CHECKING:
-    from manta._private.runtime.core import CoreRuntime
+    from manta._private.runtime.interface import Runtime
 
 
 class ObjectRef:
     __slots__ = ("_id", "_owner", "_rt", "__weakref__")
 
-    def __init__(self, object_id: bytes, owner: str, rt: CoreRuntime | None) -> None:
+    def __init__(self, object_id: bytes, owner: str, rt: Runtime | None) -> None:
         # Constructed by the runtime, which has already counted this instance.
         self._id = object_id
         self._owner = owner
@@ -55,7 +55,7 @@ class ObjectRef:
 
     def __reduce__(self) -> Any:
         if not note_ref(self) and self._rt is not None:
-            self._rt.references.escaped(self._id)
+            self._rt.ref_escaped(self._id)
         return (_rebuild_ref, (self._id, self._owner))
 
     def __copy__(self) -> ObjectRef:

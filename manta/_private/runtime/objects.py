@@ -15,6 +15,8 @@ import logging
 import threading
 import time
 import weakref
+from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from manta import exceptions as exc
@@ -25,9 +27,9 @@ from manta._private.runtime.errors import error_from_remote
 from manta._private.runtime.object_ref import ObjectRef
 from manta._private.runtime.serialization import (
     SerializedValue,
-    describe_unpicklable,
     deserialize,
     serialize,
+    serialize_checked,
     serialize_error,
 )
 from manta._private.transport.connection import Connection, ConnectionLost, RemoteError
@@ -44,6 +46,67 @@ INLINE_MAX = 100 * 1024
 BLOCK_GRACE_S = 0.05
 # How many times a reader follows a lost object to its rebuilt copy.
 MAX_RELOCATIONS = 8
+
+
+# -- the API's argument errors, worded once for both runtimes ------------------
+
+
+def put_of_a_ref() -> TypeError:
+    return TypeError(
+        "Calling put() on an ObjectRef is not allowed; pass the ref itself or put the value it refers to."
+    )
+
+
+def get_of_a_non_ref(refs: Any) -> exc.ObjectRefTypeError:
+    return exc.ObjectRefTypeError(f"get() expected an ObjectRef or a list of ObjectRefs, got {type(refs).__name__}")
+
+
+def negative_timeout() -> ValueError:
+    return ValueError("timeout must be non-negative")
+
+
+def get_timed_out(missing: int, total: int, timeout: float | None) -> exc.GetTimeoutError:
+    return exc.GetTimeoutError(f"Get timed out: {missing} of {total} objects not ready after {timeout} s.")
+
+
+def check_error_of(ref: Any, timeout: float | None) -> None:
+    if type(ref) is not ObjectRef:
+        raise TypeError(f"error_of() takes an ObjectRef, got {type(ref).__name__}")
+    if timeout is not None and timeout < 0:
+        raise negative_timeout()
+
+
+def error_of_timed_out(timeout: float | None) -> exc.GetTimeoutError:
+    return exc.GetTimeoutError(f"error_of() timed out: the object was not ready after {timeout} s.")
+
+
+def wait_of_a_non_list(refs: Any) -> TypeError:
+    return TypeError(f"wait() expected a list of ObjectRefs, got {type(refs).__name__}")
+
+
+def wait_of_duplicates() -> ValueError:
+    return ValueError("wait() requires a list of unique ObjectRefs")
+
+
+def wait_num_returns(num_returns: int, count: int) -> ValueError:
+    if num_returns <= 0:
+        return ValueError(f"num_returns must be positive, got {num_returns}")
+    return ValueError(f"num_returns ({num_returns}) cannot exceed the number of refs ({count})")
+
+
+def settle(fut: concurrent.futures.Future[Any], read: Callable[[ObjectRef], Any], ref: ObjectRef) -> None:
+    """Sets `fut` (unless done) to read(ref), or to what reading it raised."""
+    if fut.done():
+        return
+    try:
+        fut.set_result(read(ref))
+    except BaseException as e:  # noqa: BLE001 - delivered to the future
+        fut.set_exception(e)
+
+
+def as_raised(error: BaseException) -> BaseException:
+    """What get() raises for a stored error: a task's, as its own type too."""
+    return error.as_instanceof_cause() if isinstance(error, exc.RayTaskError) else error
 
 
 class Waiter:
@@ -87,20 +150,11 @@ class Objects:
 
     # -- put --------------------------------------------------------------
 
-    def serialize_value(self, value: Any, what: str) -> SerializedValue:
-        try:
-            return serialize(value)
-        except Exception as e:
-            raise exc.RaySerializationError(
-                f"Could not serialize {what}: {describe_unpicklable(value, e)}"
-            ) from e
+    serialize_value = staticmethod(serialize_checked)
 
     def put(self, value: Any) -> ObjectRef:
         if isinstance(value, ObjectRef):
-            raise TypeError(
-                "Calling put() on an ObjectRef is not allowed; pass the ref itself or "
-                "put the value it refers to."
-            )
+            raise put_of_a_ref()
         sv = self.serialize_value(value, f"the object passed to put() ({type(value).__name__})")
         oid = ids.object_id(self.rt.ids.next(), 0)
         self.store_owned(oid, sv, local=1)
@@ -167,11 +221,9 @@ class Objects:
             self.check_refs(refs, "get()")
             lst = refs if isinstance(refs, list) else list(refs)
         else:
-            raise exc.ObjectRefTypeError(
-                f"get() expected an ObjectRef or a list of ObjectRefs, got {type(refs).__name__}"
-            )
+            raise get_of_a_non_ref(refs)
         if timeout is not None and timeout < 0:
-            raise ValueError("timeout must be non-negative")
+            raise negative_timeout()
         if not self._all_ready(lst):
             flags = self.wait_ready(lst, len(lst), timeout, fail_fast=True)
             if not all(flags):
@@ -182,10 +234,7 @@ class Objects:
                         e = self.refs.get(r._id)
                         if e is None or e.is_error:
                             self.materialize(r)  # raises its error
-                raise exc.GetTimeoutError(
-                    f"Get timed out: {flags.count(False)} of {len(lst)} objects not ready "
-                    f"after {timeout} s."
-                )
+                raise get_timed_out(flags.count(False), len(lst), timeout)
         values = self._materialize_all(lst)
         if self.rt.references.unregistered and current_task.get() is None:
             self.rt.references.register_borrows()
@@ -195,12 +244,9 @@ class Objects:
         """The error `get(ref)` would raise, or None if it would return a
         value, learnt without reading the value (beyond Ray: Ray #52189).
         Errors travel inline, so a large value in a store is never touched."""
-        if type(ref) is not ObjectRef:
-            raise TypeError(f"error_of() takes an ObjectRef, got {type(ref).__name__}")
-        if timeout is not None and timeout < 0:
-            raise ValueError("timeout must be non-negative")
+        check_error_of(ref, timeout)
         if ref._id in self.refs.pending and not self.wait_ready([ref], 1, timeout)[0]:
-            raise exc.GetTimeoutError(f"error_of() timed out: the object was not ready after {timeout} s.")
+            raise error_of_timed_out(timeout)
         with self.lock:
             e = self.refs.get(ref._id)
             if e is None:
@@ -210,7 +256,7 @@ class Objects:
             data = e.data
         assert data is not None
         error, _ = deserialize(data)
-        return error.as_instanceof_cause() if isinstance(error, exc.RayTaskError) else error
+        return as_raised(error)
 
     def wait(
         self,
@@ -220,9 +266,7 @@ class Objects:
         fetch_local: bool = True,
     ) -> tuple[list[ObjectRef], list[ObjectRef]]:
         if isinstance(refs, ObjectRef) or not isinstance(refs, (list, tuple)):
-            raise TypeError(
-                f"wait() expected a list of ObjectRefs, got {type(refs).__name__}"
-            )
+            raise wait_of_a_non_list(refs)
         lst = refs if isinstance(refs, list) else list(refs)
         if not lst:
             return [], []
@@ -230,15 +274,11 @@ class Objects:
         unique = {r._id for r in lst if type(r) is ObjectRef}
         if len(unique) != len(lst):
             self.check_refs(lst, "wait()")  # raises for a non-ObjectRef
-            raise ValueError("wait() requires a list of unique ObjectRefs")
-        if num_returns <= 0:
-            raise ValueError(f"num_returns must be positive, got {num_returns}")
-        if num_returns > len(lst):
-            raise ValueError(
-                f"num_returns ({num_returns}) cannot exceed the number of refs ({len(lst)})"
-            )
+            raise wait_of_duplicates()
+        if num_returns <= 0 or num_returns > len(lst):
+            raise wait_num_returns(num_returns, len(lst))
         if timeout is not None and timeout < 0:
-            raise ValueError("timeout must be non-negative")
+            raise negative_timeout()
         elsewhere = self.refs.elsewhere
         far = fetch_local and bool(elsewhere) and not elsewhere.isdisjoint(unique)
         if not far and self.refs.pending.isdisjoint(unique):
@@ -464,9 +504,7 @@ class Objects:
             assert data is not None
             value, is_error = deserialize(data)
         if is_error:
-            if isinstance(value, exc.RayTaskError):
-                raise value.as_instanceof_cause()
-            raise value
+            raise as_raised(value)
         return value
 
     def _read_store(self, oid: bytes, node_id: bytes = b"") -> tuple[Any, bool]:
@@ -552,14 +590,7 @@ class Objects:
 
     def future_for(self, ref: ObjectRef) -> concurrent.futures.Future[Any]:
         fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
-
-        def complete() -> None:
-            if fut.done():
-                return
-            try:
-                fut.set_result(self.materialize(ref))
-            except BaseException as e:  # noqa: BLE001 - delivered to the future
-                fut.set_exception(e)
+        complete = partial(settle, fut, self.materialize, ref)
 
         def on_ready() -> None:
             # Reading from the store needs the I/O thread: never block it.

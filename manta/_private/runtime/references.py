@@ -29,8 +29,6 @@ class References:
         self.lock = rt.lock
         # Borrowed refs whose owners do not know about us yet.
         self.unregistered: set[bytes] = set()
-        # Refs pickled out of band: kept for as long as this process lives.
-        self.escaped_ids: set[bytes] = set()
 
     # -- ObjectRef hooks (any thread) -------------------------------------
 
@@ -53,15 +51,8 @@ class References:
             self.rt.post(self.run_commands, commands)
 
     def escaped(self, object_id: bytes) -> None:
-        """A ref pickled outside manta's serializer (`cloudpickle.dumps(ref)`)
-        may be loaded anywhere, at any time, with nobody counting it: as in
-        Ray, its object is then kept as long as this process lives."""
         with self.lock:
-            e = self.refs.get(object_id)
-            if e is None or object_id in self.escaped_ids:
-                return
-            self.escaped_ids.add(object_id)
-            e.pins += 1
+            self.refs.escape(object_id)
 
     def deserialized_ref(self, object_id: bytes, owner: str) -> ObjectRef:
         with self.lock:

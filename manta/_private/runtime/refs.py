@@ -121,6 +121,8 @@ class ReferenceTable:
         # created (a valueless ref inside each of its handles, so handles are
         # counted and borrowed as refs are): entry -> actor id.
         self.actor_holds: dict[bytes, bytes] = {}
+        # Refs pickled out of band: kept for as long as this process lives.
+        self.escaped: set[bytes] = set()
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -183,6 +185,16 @@ class ReferenceTable:
             return []
         e.pins -= 1
         return self._maybe_release(object_id, e)
+
+    def escape(self, object_id: bytes) -> None:
+        """A ref pickled outside manta's serializer (`cloudpickle.dumps(ref)`)
+        may be loaded anywhere, at any time, with nobody counting it: as in
+        Ray, its object is then kept as long as this process lives."""
+        e = self.entries.get(object_id)
+        if e is None or object_id in self.escaped:
+            return
+        self.escaped.add(object_id)
+        e.pins += 1
 
     def add_borrower(self, object_id: bytes, borrower: str) -> bool:
         e = self.entries.get(object_id)

@@ -143,6 +143,17 @@ def serialize(value: Any, flags: int = 0) -> SerializedValue:
     return SerializedValue(data, [b.raw() for b in buffers], refs, flags)
 
 
+def serialize_checked(value: Any, what: str) -> SerializedValue:
+    """serialize(value), or RaySerializationError naming `what` and the part
+    of it that could not be pickled."""
+    try:
+        return serialize(value)
+    except Exception as e:
+        from manta.exceptions import RaySerializationError
+
+        raise RaySerializationError(f"Could not serialize {what}: {describe_unpicklable(value, e)}") from e
+
+
 def serialize_error(exc: BaseException) -> SerializedValue:
     try:
         return serialize(exc, FLAG_ERROR)

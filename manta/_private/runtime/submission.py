@@ -37,6 +37,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+FORCE_CANCEL_OF_ACTOR_CALL = (
+    "force=True is not supported for actor tasks: an actor's call cannot be killed "
+    "without its actor (use manta.kill() to end the actor)"
+)
+
 # Frozen, so one serves every task without a scheduling strategy.
 _DEFAULT_PLACEMENT = m.Placement()
 
@@ -409,10 +414,7 @@ class Submitter:
 
     def cancel(self, ref: ObjectRef, force: bool, recursive: bool) -> None:
         if force and self.rt.run(self._is_actor_call(ref._id)):
-            raise ValueError(
-                "force=True is not supported for actor tasks: an actor's call cannot be killed "
-                "without its actor (use manta.kill() to end the actor)"
-            )
+            raise ValueError(FORCE_CANCEL_OF_ACTOR_CALL)
         self.rt.post(self.cancel_io, ref._id, force, recursive)
 
     async def _is_actor_call(self, oid: bytes) -> bool:
