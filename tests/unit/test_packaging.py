@@ -37,3 +37,22 @@ def test_a_package_past_the_limit_is_refused_clearly(tmp_path, monkeypatch):
         packaging.pack_dir(str(tmp_path))
     with pytest.raises(ValueError, match="not a directory"):
         packaging.pack_dir(str(tmp_path / "missing"))
+
+
+def test_a_pip_spec_survives_its_trip_in_an_environment_variable():
+    from manta._private.protocol.runtime_env import PipSpec, decode_pip, encode_pip, env_hash
+
+    for config in (None, {"setup_timeout_seconds": -1}, {"setup_timeout_seconds": 30}):
+        spec = packaging.pip_spec({"packages": ["a==1", " b "], "pip_check": True}, config)
+        assert decode_pip(encode_pip(spec)) == spec
+        assert env_hash(spec) == env_hash(PipSpec(packages=["a==1", "b"], pip_check=True))  # the timeout aside
+    assert packaging.pip_spec(["a"], {"setup_timeout_seconds": -1}).setup_timeout_s is None
+    with pytest.raises(ValueError):
+        decode_pip('{"packages": 5}')
+
+
+def test_user_env_vars_may_not_name_the_runtime_envs_own_variables():
+    with pytest.raises(ValueError, match="MANTA_RUNTIME_ENV_PIP"):
+        packaging.check_runtime_env({"env_vars": {"MANTA_RUNTIME_ENV_PIP": "{}"}})
+    with pytest.raises(ValueError):
+        packaging.pip_spec(["a"], {"setup_timeout_seconds": 0})

@@ -321,8 +321,10 @@ class NodeAgent:
             log.error("fork server exited; stopping the node")
             self.stopping.set()
 
-    def _fail_env_starts(self, env: str) -> None:
-        log.error("the fork server of pip environment %s exited", env[:12])
+    def _fail_env_starts(self, env: str, why: str = "") -> None:
+        why = why or ("manta's worker cannot start in it (see logs/workers.log in the session directory; "
+                      "a package it installs may clash with one manta needs)")
+        log.error("pip environment %s: %s", env[:12], why)
         for key in [k for k in self.leases.starting if _pip_hash(k) == env]:
             failed, cmds = self.leases.start_failed(key)
             for rid in failed:
@@ -330,9 +332,7 @@ class NodeAgent:
                 if pending is not None and not pending.conn.closed:
                     pending.conn.reply_error(
                         pending.msg, m.ErrorKind.RUNTIME_ENV_SETUP,
-                        f"the pip environment {decode_pip(dict(key)[PIP_ENV]).packages} was built, but manta's "
-                        f"worker cannot start in it (see logs/workers.log in the session directory; a package "
-                        f"it installs may clash with one manta needs)",
+                        f"the pip environment {decode_pip(dict(key)[PIP_ENV]).packages} was built, but {why}",
                     )
             self._run(cmds)
 
@@ -347,7 +347,20 @@ class NodeAgent:
         self.pool_keys[worker_id] = pool_key
         self.roster.launching(worker_id, pool_key)
         env = dict(pool_key)
-        self._zygote_for(env).send(m.ForkWorker(worker_id=worker_id, env=env))
+        try:
+            zygote = self._zygote_for(env)
+        except OSError as e:
+            # The environment's python is gone (its directory was removed):
+            # it is built again for the next request; these ones fail.
+            self.pool_keys.pop(worker_id, None)
+            self.roster.exit(worker_id, -1, f"its pip environment's python cannot start: {e}")
+            digest = _pip_hash(pool_key)
+            self.pip_envs.forget(digest)
+            asyncio.get_running_loop().call_soon(
+                self._fail_env_starts, digest, f"its python could not be started ({e}); it is built again "
+                "for the next request")
+            return
+        zygote.send(m.ForkWorker(worker_id=worker_id, env=env))
 
     def _zygote_for(self, env: dict[str, str]) -> ForkServer:
         pip = env.get(PIP_ENV)

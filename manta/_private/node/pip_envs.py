@@ -41,6 +41,16 @@ class PipEnvironments:
         self.ready: dict[str, str] = {}  # hash -> the environment's python
         self._building: dict[str, asyncio.Future[str]] = {}
 
+    def forget(self, digest: str) -> None:
+        """The environment is broken (its python will not start): the next
+        request builds it again."""
+        python = self.ready.pop(digest, None)
+        if python is not None:
+            try:
+                os.unlink(os.path.join(os.path.dirname(os.path.dirname(python)), READY_MARK))
+            except OSError:
+                pass
+
     def python_of(self, spec: PipSpec) -> str | None:
         """The environment's interpreter if it is built here, else None."""
         return self.ready.get(env_hash(spec))
@@ -77,7 +87,8 @@ class PipEnvironments:
             return python
         shutil.rmtree(path, ignore_errors=True)  # an earlier build broke off
         os.makedirs(self.root, mode=0o700, exist_ok=True)
-        deadline = asyncio.get_running_loop().time() + spec.setup_timeout_s
+        limit = spec.setup_timeout_s
+        deadline = None if limit is None else asyncio.get_running_loop().time() + limit
         log.info("building the pip environment %s for %s", digest[:12], spec.packages)
         uv = shutil.which("uv")
         if uv:
@@ -125,18 +136,19 @@ def _share_site_packages(path: str) -> None:
                 f.write("".join(f"import site; site.addsitedir({d!r})\n" for d in dirs))
 
 
-async def _step(deadline: float, spec: PipSpec, what: str, *argv: str) -> None:
+async def _step(deadline: float | None, spec: PipSpec, what: str, *argv: str) -> None:
     loop = asyncio.get_running_loop()
     proc = await asyncio.create_subprocess_exec(
         *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(), max(0.0, deadline - loop.time()))
+        left = None if deadline is None else max(0.0, deadline - loop.time())
+        out, _ = await asyncio.wait_for(proc.communicate(), left)
     except TimeoutError:
         proc.kill()
         await proc.wait()
         raise SetupFailed(
-            f"setting up the pip environment {spec.packages} timed out after {spec.setup_timeout_s:g} s "
+            f"setting up the pip environment {spec.packages} timed out after {spec.setup_timeout_s} s "
             f"(during {what}); raise runtime_env config setup_timeout_seconds if it needs longer"
         ) from None
     except BaseException:

@@ -22,6 +22,8 @@ import msgspec
 WORKING_DIR_ENV = "MANTA_WORKING_DIR_PKG"
 PY_MODULES_ENV = "MANTA_PY_MODULES_PKGS"
 PIP_ENV = "MANTA_RUNTIME_ENV_PIP"
+# Set by manta only: a user's env_vars naming them are refused.
+RESERVED_VARS = frozenset({WORKING_DIR_ENV, PY_MODULES_ENV, PIP_ENV})
 # Ray's default for `RuntimeEnvConfig.setup_timeout_seconds`.
 DEFAULT_SETUP_TIMEOUT_S = 600.0
 
@@ -34,8 +36,9 @@ class PipSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # A version specifier for pip itself, e.g. "==24.0" (Ray's `pip_version`).
     pip_version: str = ""
     install_options: list[str] = []
-    # Not part of the environment's identity (`env_hash` leaves it out).
-    setup_timeout_s: float = DEFAULT_SETUP_TIMEOUT_S
+    # None: no limit. Not part of the environment's identity (`env_hash`
+    # leaves it out).
+    setup_timeout_s: float | None = DEFAULT_SETUP_TIMEOUT_S
 
 
 def encode_pip(spec: PipSpec) -> str:

@@ -35,6 +35,7 @@ from manta._private.protocol.runtime_env import (
     DEFAULT_SETUP_TIMEOUT_S,
     PIP_ENV,
     PY_MODULES_ENV,
+    RESERVED_VARS,
     WORKING_DIR_ENV,
     PipSpec,
     decode_pip,
@@ -108,6 +109,8 @@ def check_runtime_env(runtime_env: Any) -> None:
     for k, v in (runtime_env.get("env_vars") or {}).items():
         if not isinstance(k, str) or not isinstance(v, str):
             raise TypeError(f"runtime_env env_vars must map str to str, got {k!r}: {v!r}")
+        if k in RESERVED_VARS:
+            raise ValueError(f"runtime_env env_vars may not set {k}: manta names the runtime_env's packages with it")
     if runtime_env.get("pip") and runtime_env.get("conda"):
         raise ValueError("the 'pip' field and the 'conda' field of runtime_env cannot both be given")
     pip = runtime_env.get("pip")
@@ -123,7 +126,7 @@ def check_runtime_env(runtime_env: Any) -> None:
     setup_timeout(runtime_env.get("config"))
 
 
-def setup_timeout(config: Any) -> float:
+def setup_timeout(config: Any) -> float | None:
     """The config's `setup_timeout_seconds` (Ray's rules: an int > 0, or -1 for none)."""
     if config is None:
         return DEFAULT_SETUP_TIMEOUT_S
@@ -139,7 +142,7 @@ def setup_timeout(config: Any) -> float:
         raise ValueError(f"setup_timeout_seconds must be an int > 0, or -1 for no timeout, got {t!r}")
     if not isinstance(config.get("eager_install", True), bool):
         raise TypeError(f"eager_install must be a bool, got {config['eager_install']!r}")
-    return float("inf") if t == -1 else float(t)
+    return None if t == -1 else float(t)
 
 
 def _requirements(path: str) -> list[str]:
@@ -251,6 +254,8 @@ def _upload_module(rt: CoreRuntime, mod: Any) -> str:
 def _unpacked(rt: CoreRuntime, digest: str, kind: str, name: str) -> str:
     """Worker: package `digest` unpacked at `<node cache>/<kind>/<name>`,
     fetched into the node's cache first if this node has not yet."""
+    if len(digest) != 64 or digest.strip("0123456789abcdef"):
+        raise exc.RuntimeEnvSetupError(f"not a runtime_env package hash: {digest[:80]!r}")
     base = os.path.join(rt.session.session_dir, "runtime_resources", kind)
     target = os.path.join(base, name)
     if os.path.isdir(target):
