@@ -19,8 +19,8 @@ The first tests are the cases the random runs found, one by one. `make
 test` runs a few seeds (MANTA_PG_FUZZ_SEEDS=3, from MANTA_PG_FUZZ_SEED=1).
 A longer run; a failure prints its seed, which reproduces it alone:
 
-    MANTA_PG_FUZZ_SEEDS=200 python -m pytest tests/cluster/test_placement_groups_random.py -k random
-    MANTA_PG_FUZZ_SEED=137 MANTA_PG_FUZZ_SEEDS=1 python -m pytest tests/cluster/test_placement_groups_random.py -k random
+    MANTA_PG_FUZZ_SEEDS=200 python -m pytest tests/cluster/test_placement_groups_random.py -k test_random_sequences
+    MANTA_PG_FUZZ_SEED=137 MANTA_PG_FUZZ_SEEDS=1 python -m pytest tests/cluster/test_placement_groups_random.py -k test_random_sequences
 
 (MANTA_PG_FUZZ_STEPS sets the steps per seed, 24 by default.)
 """
