@@ -215,6 +215,10 @@ class TaskUnschedulableError(RayError):
     pass
 
 
+class TaskPlacementGroupRemoved(RayError):
+    """The placement group was removed: what its `ready()` raises."""
+
+
 class ObjectStoreFullError(RayError):
     pass
 

@@ -671,10 +671,15 @@ class ActorClass(_Remotable):
             )
         max_restarts = options.get("max_restarts", 0)
         max_task_retries = options.get("max_task_retries", 0)
-        # An actor holds no CPU while it lives unless it asks for one (as in Ray).
-        # Placed with 1 CPU unless it says otherwise, run with none (as in Ray).
-        placing = {"CPU": 1.0} if options.get("num_cpus") is None else None
-        running = resource_request(options, 0)
+        # As in Ray: an actor that names no resources (memory aside) is
+        # placed with 1 CPU and holds none while it lives; one that names
+        # any (num_gpus, even 0, custom resources, an accelerator type)
+        # holds 1 CPU for its life unless it gives num_cpus.
+        names_some = (options.get("num_gpus") is not None or bool(options.get("resources"))
+                      or options.get("accelerator_type") is not None)
+        default_cpus = 1.0 if names_some else 0.0
+        placing = {"CPU": 1.0} if options.get("num_cpus") is None and not names_some else None
+        running = resource_request(options, default_cpus)
         resources = in_placement_group(options, running, self.__qualname__, placing=placing)
         extra: dict[str, float] = {}
         if placing:

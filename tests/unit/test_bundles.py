@@ -51,3 +51,28 @@ def test_a_bundle_request_reads_back_as_the_resources_it_stands_for():
     assert unbundled(asked) == {"CPU": 2.0, "GPU": 1.0}
     assert unbundled({"my_group_x": 1.0}) == {"my_group_x": 1.0}  # the user's own name
     assert group_of(asked) == pg and group_of({"CPU": 1.0}) is None
+
+
+def test_work_in_a_bundle_is_counted_against_the_bundle_and_the_group_as_ray_counts_it():
+    from manta._private.scheduling.bundles import bundle_resource, bundle_resources, charge
+
+    pg = bytes(range(18))
+    free = to_units({**bundle_resources({"CPU": 1}, pg, 0), **bundle_resources({"CPU": 2, "GPU": 1}, pg, 1)})
+    wild, in0, in1 = (bundle_resource("CPU", pg, i) for i in (None, 0, 1))
+    # Bundle i: its own names and the group's.
+    assert charge(to_units({in1: 1}), free) == to_units({in1: 1, wild: 1})
+    # Any bundle (-1): the group's names and the first bundle's with room,
+    # resource by resource (as Ray does).
+    assert charge(to_units({wild: 1}), free) == to_units({wild: 1, in0: 1})
+    assert charge(to_units({wild: 1.5}), free) == to_units({wild: 1.5, in1: 1.5})
+    gpu_wild, gpu1 = bundle_resource("GPU", pg, None), bundle_resource("GPU", pg, 1)
+    assert charge(to_units({wild: 1, gpu_wild: 1}), free) == to_units({wild: 1, in0: 1, gpu_wild: 1, gpu1: 1})
+    # The group has 3 CPUs free, yet no one bundle has 2.5.
+    assert charge(to_units({wild: 2.5}), free) is None
+    # What must be free besides (an actor's placement CPU) is looked for in
+    # the same bundle, and not taken.
+    assert charge(to_units({gpu_wild: 1}), free, to_units({wild: 2})) == to_units({gpu_wild: 1, gpu1: 1})
+    assert charge(to_units({in0: 1}), free, to_units({in0: 0.5})) is None
+    # Not in a group: as asked.
+    assert charge(to_units({"CPU": 1}), to_units({"CPU": 1})) == to_units({"CPU": 1})
+    assert charge(to_units({"CPU": 2}), to_units({"CPU": 1})) is None

@@ -250,4 +250,61 @@ def test_a_pool_whose_workers_cannot_start_fails_its_waiting_requests():
     failed, cmds = t.start_failed(env)
     assert failed == [1] and not grants(cmds)
     assert t.available["CPU"] == UNIT  # the failed request's CPU came back
+
+
+def test_a_pool_that_cannot_start_gives_back_every_name_a_bundle_request_took():
+    from manta._private.scheduling.bundles import bundle_resource, bundle_resources
+
+    pg = bytes(range(18))
+    t = table(cpus=1)
+    assert t.reserve(to_units({"CPU": 1}))
+    t.add_resources(to_units(bundle_resources({"CPU": 1}, pg, 0)))
+    env = (("MANTA_RUNTIME_ENV_PIP", "{}"),)
+    t.request(lt.Request(1, "o", to_units({bundle_resource("CPU", pg, 0): 1}), env))
+    assert t.available[bundle_resource("CPU", pg, None)] == 0  # the group's name is taken too
+    assert t.start_failed(env)[0] == [1]
+    assert t.available[bundle_resource("CPU", pg, None)] == t.available[bundle_resource("CPU", pg, 0)] == UNIT
+    t.validate()
+
+
+def test_work_in_a_bundle_and_work_in_any_bundle_share_its_room():
+    """A one-CPU bundle holds one one-CPU actor, whether it was placed by
+    the bundle's index or by -1 (Ray's count; manta ran both)."""
+    from manta._private.scheduling.bundles import bundle_resource, bundle_resources
+
+    pg = bytes(range(18))
+    t = table(cpus=2)
+    assert t.reserve(to_units({"CPU": 1}))
+    t.add_resources(to_units(bundle_resources({"CPU": 1}, pg, 0)))
+    in0, anywhere = to_units({bundle_resource("CPU", pg, 0): 1}), to_units({bundle_resource("CPU", pg, None): 1})
+    t.request(lt.Request(1, "o", in0, (), for_actor=True))
+    t.worker_started(b"a", ())
+    assert t.request(lt.Request(2, "p", anywhere, (), for_actor=True)) == []  # waits for the bundle
+    t.validate()
+    assert lt.StartWorker(()) in t.return_lease(1)
+    assert grants(t.worker_started(b"b", ())) == [lt.Grant(2, 2, b"b")]
+    assert t.leases[2].resources == {**in0, **anywhere}
+    t.return_lease(2)
+    assert t.available[bundle_resource("CPU", pg, 0)] == t.available[bundle_resource("CPU", pg, None)] == UNIT
+    t.validate()
+
+
+def test_a_grant_whose_worker_is_starting_does_not_outlive_its_removed_bundle():
+    """The bundle goes while the worker for a grant in it is being started:
+    when the worker comes, nothing runs in the removed bundle."""
+    from manta._private.scheduling.bundles import bundle_resource, bundle_resources
+
+    pg = bytes(range(18))
+    t = table(cpus=2)
+    assert t.reserve(to_units({"CPU": 1}))
+    names = to_units(bundle_resources({"CPU": 1}, pg, 0))
+    t.add_resources(names)
+    assert t.request(lt.Request(1, "head", to_units({bundle_resource("CPU", pg, 0): 1}), (), for_actor=True)) == [
+        lt.StartWorker(())]
+    t.validate()
+    assert not grants(t.remove_resources(names))
+    t.unreserve(to_units({"CPU": 1}))
+    assert grants(t.worker_started(b"a", ())) == [] and b"a" in t.idle[()]
+    assert len(t.pending) == 1  # waits for a bundle that is gone, as in Ray
+    assert t.available == t.total == to_units({"CPU": 2})
     t.validate()

@@ -627,7 +627,7 @@ class Objects:
                 self.set_ready(oid, serialize(pg).to_bytes())
                 return
             else:
-                err = exc.RaySystemError(f"placement group {pg.id.hex()} was removed: {reply.error}")
+                err = exc.TaskPlacementGroupRemoved(f"placement group {pg.id.hex()} was removed: {reply.error}")
             self.set_ready(oid, serialize_error(err).to_bytes(), is_error=True)
 
         rt.post(rt.ask_head, m.WaitPlacementGroup(pg_id=pg.id.binary()), on_state)

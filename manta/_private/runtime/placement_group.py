@@ -30,8 +30,13 @@ class PlacementGroup:
         return context.require().placement_group_ready(self)
 
     def wait(self, timeout_seconds: float | None = 30) -> bool:
+        """True once the group is created, False if it is not within the
+        timeout; a removed group raises (as in Ray), it never reads as ready."""
         rt = context.require()
-        ready, _ = rt.wait([self.ready()], 1, timeout_seconds, True)
+        ref = self.ready()
+        ready, _ = rt.wait([ref], 1, timeout_seconds, True)
+        if ready:
+            rt.get(ref)  # raises TaskPlacementGroupRemoved for a removed group
         return bool(ready)
 
     def __eq__(self, other: object) -> bool:

@@ -12,7 +12,7 @@ tries again when resources change.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from manta._private.scheduling.resources import ResourceSet, add, fits, subtract
 
@@ -84,11 +84,64 @@ def bundle_resource(name: str, pg_id: bytes, index: int | None) -> str:
 def _parse(name: str) -> tuple[str, bytes] | None:
     """(resource, group id) of a name bundle_resource made, else None (a
     resource of the user's own that may read alike)."""
+    parsed = _parse_indexed(name)
+    return None if parsed is None else (parsed[0], parsed[2])
+
+
+def _parse_indexed(name: str) -> tuple[str, int | None, bytes] | None:
+    """(resource, bundle index or None for the group's wildcard, group id)."""
     base, sep, tail = name.rpartition("_group_")
-    pg_hex = tail.rpartition("_")[2]
+    index, _, pg_hex = tail.rpartition("_")
     if not sep or len(pg_hex) != 36 or any(c not in "0123456789abcdef" for c in pg_hex):
         return None
-    return base, bytes.fromhex(pg_hex)
+    if index and not index.isdigit():
+        return None
+    return base, int(index) if index else None, bytes.fromhex(pg_hex)
+
+
+def charge(request: ResourceSet, free: Mapping[str, int], gate: ResourceSet | None = None) -> ResourceSet | None:
+    """What `request` takes of a node's `free` resources, or None if it
+    does not fit now (`gate` must be free too, but is not taken).
+
+    Bundles are counted as Ray counts them: work in bundle i takes the
+    group's wildcard names too, and work in any bundle (index -1) takes,
+    for each resource, that resource's name in one bundle with room for it
+    (the first here; Ray, too, may take the CPU from one bundle and a custom
+    resource from another). Taking only the one name it asks for let work
+    in bundle i and work in any bundle both use the same room: a bundle ran
+    more than it holds."""
+    need = dict(request)
+    if gate:
+        add(need, gate)
+    if not any("_group_" in name for name in need):
+        return request if fits(need, free) else None  # the usual case: no bundle
+    taken = dict(request)
+    for name, amount in need.items():
+        parsed = _parse_indexed(name)
+        if parsed is None:
+            if free.get(name, 0) < amount:
+                return None
+            continue
+        base, index, pg_id = parsed
+        if index is not None:
+            other = bundle_resource(base, pg_id, None)
+            if free.get(name, 0) < amount or free.get(other, 0) < need.get(other, 0) + amount:
+                return None
+        else:
+            room = [n for n in _bundle_names_of(base, pg_id, free) if free[n] >= amount]
+            if not room or free.get(name, 0) < amount:
+                return None
+            other = room[0]
+        if name in request:
+            add(taken, {other: request[name]})
+    return taken
+
+
+def _bundle_names_of(base: str, pg_id: bytes, free: Mapping[str, int]) -> list[str]:
+    """`base`'s name in each of the group's bundles here, by index."""
+    names = [(p[1], n) for n in free if (p := _parse_indexed(n)) is not None
+             and p[0] == base and p[2] == pg_id and p[1] is not None]
+    return [n for _, n in sorted(names)]
 
 
 def base_of(name: str) -> str:

@@ -16,7 +16,7 @@ import itertools
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 
-from manta._private.scheduling.bundles import base_of
+from manta._private.scheduling.bundles import base_of, charge
 from manta._private.scheduling.resources import UNIT, ResourceSet, add, fits, subtract
 
 PoolKey = tuple[tuple[str, str], ...]  # the worker's environment variables
@@ -60,6 +60,9 @@ class Request:
     for_actor: bool = False
     # Must be free too for the grant, but is not taken (an actor's placement).
     gate: ResourceSet = field(default_factory=dict)
+    # What it holds once granted: its resources and, in a bundle, the other
+    # names Ray counts it against (`bundles.charge`).
+    taken: ResourceSet = field(default_factory=dict)
 
     def needs_free(self) -> ResourceSet:
         if not self.gate:
@@ -166,7 +169,7 @@ class LeaseTable:
         Returns their request ids, and what the freed resources allow."""
         waiting = self.starting.pop(pool_key, None) or collections.deque()
         for req, _ in waiting:
-            add(self.available, req.resources)
+            add(self.available, req.taken)  # what it took, a bundle's other names too
         return [req.request_id for req, _ in waiting], self._schedule()
 
     def owner_gone(self, owner: Hashable) -> list[Command]:
@@ -177,7 +180,7 @@ class LeaseTable:
             keep: collections.deque[tuple[Request, int]] = collections.deque()
             for req, lease_id in waiting:
                 if req.owner == owner:
-                    add(self.available, req.resources)
+                    add(self.available, req.taken)
                 else:
                     keep.append((req, lease_id))
             # The worker being started joins the idle pool when it arrives.
@@ -235,6 +238,18 @@ class LeaseTable:
         they hold, or the node's free count would go below zero."""
         subtract(self.total, gone)
         subtract(self.available, gone)  # below zero by what the leases hold...
+        # A grant whose worker is still starting would run in the removed
+        # bundle once the worker comes (an actor kept answering in a removed
+        # group): it gives back what it took and waits again, for names
+        # that no longer exist, as a request for a removed bundle does.
+        for key, waiting in list(self.starting.items()):
+            for req, lease_id in [x for x in waiting if any(k in gone for k in x[0].taken)]:
+                waiting.remove((req, lease_id))
+                add(self.available, req.taken)
+                req.taken = {}
+                self.pending.append(req)
+            if not waiting:
+                del self.starting[key]  # its worker joins the idle pool when it comes
         out: list[Command] = []
         for lease in [x for x in self.leases.values() if any(k in gone for k in x.resources)]:
             out += self.return_lease(lease.lease_id, kill=True)  # ...and back to zero here
@@ -259,7 +274,7 @@ class LeaseTable:
                 subtract(used, _cpu_only(lease.resources))
         for waiting in self.starting.values():
             for req, _ in waiting:
-                add(used, req.resources)
+                add(used, req.taken)
         add(used, self.reserved)
         for k, total in self.total.items():
             assert self.available.get(k, 0) + used.get(k, 0) == total, (k, self.available, used)
@@ -288,10 +303,12 @@ class LeaseTable:
                 pending = collections.deque(sorted(pending, key=lambda r: held[r.owner]))
         while pending:
             req = pending.popleft()
-            if not fits(req.needs_free() if req.gate else req.resources, self.available):
+            taken = charge(req.resources, self.available, req.gate)
+            if taken is None:
                 still.append(req)
                 continue
-            subtract(self.available, req.resources)
+            req.taken = taken
+            subtract(self.available, taken)
             lease_id = next(self._ids)
             idle = self.idle.get(req.pool_key)
             if idle:
@@ -342,7 +359,7 @@ class LeaseTable:
     def _bind(self, req: Request, lease_id: int, worker_id: bytes) -> Grant:
         gpu_ids = self._take_gpus(req.resources.get("GPU", 0))
         self.leases[lease_id] = Lease(
-            lease_id, worker_id, req.owner, req.resources, req.for_actor, gpu_ids=gpu_ids
+            lease_id, worker_id, req.owner, req.taken, req.for_actor, gpu_ids=gpu_ids
         )
         self.workers[worker_id].lease_id = lease_id
         return Grant(req.request_id, lease_id, worker_id, gpu_ids)
