@@ -303,7 +303,16 @@ def test_wait_fetch_local_counts_a_value_ready_once_it_is_in_this_nodes_store(sm
         start = time.time()
         ready, rest = manta.wait([far], fetch_local=True, timeout=1)
         assert (ready, rest) == ([], [far]) and time.time() - start >= 1
-        # ...and ready once there is room.
+        # A value that becomes ready here meanwhile is what a wait for one returns.
+        @manta.remote(num_cpus=0)
+        def soon():
+            time.sleep(1)
+            return 1
+
+        nearby = soon.options(scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)).remote()
+        ready, _ = manta.wait([far, nearby], num_returns=1, fetch_local=True, timeout=30)
+        assert ready == [nearby]
+        # ...and the far one is ready once there is room.
         del mine
         ready, _ = manta.wait([far], fetch_local=True, timeout=60)
         assert ready == [far]

@@ -144,9 +144,11 @@ class Objects:
         self.lock = rt.lock
         # Threads blocked in get()/wait(): woken to raise if the cluster goes.
         self.waiters: weakref.WeakSet[Waiter] = weakref.WeakSet()
-        # wait(fetch_local=True): copies being pulled into this node's store.
-        self.local_pulls: dict[bytes, threading.Event] = {}
-        self.pull_done = threading.Event()
+        # wait(fetch_local=True): copies being pulled into this node's
+        # store, pulls that failed, and the waits to wake when one ends.
+        self.local_pulls: set[bytes] = set()
+        self.pull_failed: set[bytes] = set()
+        self.pull_waiters: set[Callable[[], None]] = set()
 
     # -- put --------------------------------------------------------------
 
@@ -286,8 +288,8 @@ class Objects:
             return lst[:num_returns], lst[num_returns:]
         deadline = None if timeout is None else time.monotonic() + timeout
         flags = self.wait_ready(lst, num_returns, timeout)
-        if fetch_local:
-            flags = self._fetched_here(lst, flags, num_returns, deadline)
+        if fetch_local and elsewhere and not elsewhere.isdisjoint(unique):
+            flags = self._fetched_here(lst, num_returns, deadline)
         ready: list[ObjectRef] = []
         not_ready: list[ObjectRef] = []
         for r, ok in zip(lst, flags):
@@ -297,59 +299,67 @@ class Objects:
                 not_ready.append(r)
         return ready, not_ready
 
-    def _fetched_here(
-        self, refs: list[ObjectRef], flags: list[bool], needed: int, deadline: float | None,
-    ) -> list[bool]:
+    def _fetched_here(self, refs: list[ObjectRef], needed: int, deadline: float | None) -> list[bool]:
         """wait(fetch_local=True): a value in another node's store counts as
         ready once a copy is in this node's (Ray's rule). Copies are pulled
-        for the ready ones; this waits until `needed` are here or the
-        deadline passes. A pull that cannot find room yet goes on after the
+        as values become ready; this waits until `needed` are here or the
+        deadline passes, woken by each value that becomes ready and by each
+        pull that ends. A pull that cannot find room yet goes on after the
         deadline, so a later wait finds it done."""
         me = self.rt.node_id
-        far: list[tuple[int, ObjectRef, bytes]] = []
-        with self.lock:
-            for i, (r, ok) in enumerate(zip(refs, flags)):
-                if ok:
-                    e = self.refs.get(r._id)
-                    if e is not None and e.in_store and not e.local_copy and e.node_id and e.node_id != me:
-                        far.append((i, r, e.node_id))
-        if not far:
-            return flags
-        flags = list(flags)
-        events = []
-        for i, r, node_id in far:
-            flags[i] = False
-            events.append((i, self._pull_here(r, node_id)))
-        while sum(flags) < needed:
-            left = [(i, ev) for i, ev in events if not flags[i]]
-            for i, ev in left:
-                if ev.is_set():
-                    flags[i] = True
-            if sum(flags) >= needed or all(ev.is_set() for _, ev in left):
-                break
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                break
-            # Pulls end one by one: look again at each end (or the deadline).
-            self.pull_done.wait(remaining if remaining is None or remaining < 0.05 else 0.05)
-            self.pull_done.clear()
-        return flags
+        wake = threading.Event()
 
-    def _pull_here(self, ref: ObjectRef, node_id: bytes) -> threading.Event:
-        """Starts (once) copying a stored value into this node's store; the
-        event is set when it is here, or when the pull failed (the error
-        shows when the value is read)."""
+        def poke() -> None:
+            wake.set()
+
+        self.pull_waiters.add(poke)
+        watched: set[bytes] = set()
+        try:
+            while True:
+                wake.clear()
+                far: list[tuple[ObjectRef, bytes]] = []
+                here = [False] * len(refs)
+                with self.lock:
+                    for i, r in enumerate(refs):
+                        e = self.refs.get(r._id)
+                        if e is None:
+                            here[i] = True  # freed: its error shows when read
+                        elif not e.state:
+                            if r._id not in watched:  # woken when it becomes ready
+                                watched.add(r._id)
+                                e.waiters = e.waiters or []
+                                e.waiters.append(poke)
+                        elif not e.in_store or e.local_copy or not e.node_id or e.node_id == me:
+                            here[i] = True
+                        elif r._id in self.pull_failed:
+                            here[i] = True  # its error shows when read
+                        else:
+                            far.append((r, e.node_id))
+                if sum(here) >= needed:
+                    return here
+                for r, node_id in far:
+                    self._pull_here(r, node_id)
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return here
+                wake.wait(remaining)
+                if self.rt.control_lost:
+                    raise exc.RaySystemError(self.rt.control_lost)
+        finally:
+            self.pull_waiters.discard(poke)
+
+    def _pull_here(self, ref: ObjectRef, node_id: bytes) -> None:
+        """Starts (once) copying a stored value into this node's store."""
         oid = ref._id
         with self.lock:
-            ev = self.local_pulls.get(oid)
-            if ev is not None:
-                return ev
-            ev = self.local_pulls[oid] = threading.Event()
+            if oid in self.local_pulls:
+                return
+            self.local_pulls.add(oid)
         try:
             source = self._agent_address_of(node_id)
         except exc.ObjectLostError:
             self._pulled(oid, None)
-            return ev
+            return
 
         def start() -> None:
             agent = self.rt.agent
@@ -359,22 +369,27 @@ class Objects:
                 agent.request_cb(m.StorePull(object_id=oid, source=source), lambda reply: self._pulled(oid, reply))
 
         self.rt.post(start)
-        return ev
 
     def _pulled(self, oid: bytes, reply: Any) -> None:
         """A fetch_local pull ended; its copy stays pinned by us while the
-        entry lives (`UnpinCopy`), so later reads find it here."""
+        entry lives (`UnpinCopy`), so later reads find it here. A failed one
+        counts as here: reading it raises the error."""
         with self.lock:
-            ev = self.local_pulls.pop(oid, None)
+            self.local_pulls.discard(oid)
             e = self.refs.get(oid)
             keep = type(reply) is m.StorePinned and e is not None and not e.local_copy
             if keep:
-                e.local_copy = True  # type: ignore[union-attr]
+                assert e is not None
+                e.local_copy = True
+            elif type(reply) is not m.StorePinned and e is not None:
+                self.pull_failed.add(oid)
+                if len(self.pull_failed) > 2 * len(self.refs.entries) + 64:
+                    self.pull_failed &= self.refs.entries.keys()  # forget those long released
+            waiters = list(self.pull_waiters)
         if type(reply) is m.StorePinned and not keep:
             self.rt.post(self.rt.send_agent, m.StoreUnpin(object_ids=[oid]))
-        if ev is not None:
-            ev.set()
-        self.pull_done.set()
+        for poke in waiters:
+            poke()
 
     def wait_ready(
         self, refs: list[ObjectRef], needed: int, timeout: float | None, fail_fast: bool = False,
