@@ -57,7 +57,10 @@ class RayTaskError(RayError):
         self.ip = ip
         self.actor_repr = actor_repr
         self.actor_id = actor_id
-        super().__init__(self._message())
+        # Not super(): in the class derived from the cause's type, that would
+        # run the user's __init__ (which may reset its fields, or need more
+        # than a message).
+        Exception.__init__(self, self._message())
 
     def _message(self) -> str:
         cause = f"{type(self.cause).__name__}" if self.cause is not None else "Error"
@@ -114,7 +117,7 @@ class RayTaskError(RayError):
             (
                 self.function_name,
                 self.traceback_str,
-                self.cause,
+                _Cause(self.cause) if self.cause is not None and not isinstance(self.cause, RayError) else self.cause,
                 self.pid,
                 self.ip,
                 self.actor_repr,
@@ -143,15 +146,42 @@ def _dual_class(cause_cls: type) -> type:
     return cls
 
 
+class _Cause:
+    """A user's exception as it travels inside a RayTaskError: rebuilt from
+    its class, args and attributes without calling its `__init__`, which
+    may need more than its args (pickle's default calls it with the args
+    alone, so `__init__(self, msg, code)` failed to unpickle and a field set
+    in `__init__` came back as its default)."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def __reduce__(self) -> Any:
+        e = self.error
+        return (_rebuild_cause, (type(e), e.args, dict(getattr(e, "__dict__", {}))))
+
+
+def _rebuild_cause(cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any]) -> BaseException:
+    try:
+        error = cls.__new__(cls, *args)
+        error.args = args
+        error.__dict__.update(state)
+        return error
+    except Exception as e:  # noqa: BLE001 - a class that cannot be rebuilt so still reports
+        return RayError(f"the task raised {cls.__qualname__}{args!r}, which could not be rebuilt here: {e}")
+
+
 def _rebuild_task_error(
     function_name: str,
     traceback_str: str,
-    cause: BaseException | None,
+    cause: BaseException | _Cause | None,
     pid: int,
     ip: str,
     actor_repr: str | None,
     actor_id: str | None,
 ) -> RayTaskError:
+    if isinstance(cause, _Cause):
+        cause = cause.error
     return RayTaskError(
         function_name, traceback_str, cause, "", pid, ip, actor_repr, actor_id
     ).as_instanceof_cause()

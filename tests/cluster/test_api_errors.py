@@ -694,3 +694,34 @@ def test_an_error_that_cannot_travel_or_be_subclassed_still_reports(ray_start):
     with pytest.raises(ray.exceptions.RayTaskError) as info:
         ray.get(final.remote())
     assert isinstance(info.value.cause, _Final) and str(info.value.cause) == "from the task"
+
+
+def test_a_task_exceptions_own_fields_survive_and_it_is_caught_by_its_type(ray_start, backend_name):
+    ray = ray_start
+
+    class Coded(Exception):
+        def __init__(self, msg, code=7):
+            super().__init__(msg)
+            self.code = code
+
+    class NeedsTwo(Exception):
+        def __init__(self, msg, detail):
+            super().__init__(msg)
+            self.detail = detail
+
+    @ray.remote
+    def coded():
+        raise Coded("boom", code=42)
+
+    @ray.remote
+    def needs_two():
+        raise NeedsTwo("boom", "the detail")
+
+    with pytest.raises(Coded) as info:
+        ray.get(coded.remote(), timeout=60)
+    assert info.value.code == 42 and isinstance(info.value, ray.exceptions.RayTaskError)
+    if backend_name == "ray":
+        return  # beyond Ray, which cannot rebuild it (UnserializableException) without a custom serializer
+    with pytest.raises(NeedsTwo) as info:
+        ray.get(needs_two.remote(), timeout=60)
+    assert info.value.detail == "the detail"
