@@ -702,15 +702,14 @@ class Head:
             if entry.state != DEAD:
                 self._schedule_actor(entry)
             return
-        if isinstance(reply, RemoteError) and reply.kind is m.ErrorKind.RUNTIME_ENV_SETUP:
-            if entry.state != DEAD:  # its calls raise RuntimeEnvSetupError, as in Ray
-                entry.kill(f"Could not create the actor: its runtime_env could not be set up. {reply.message}",
-                           reply.kind)
-                self._notify(entry)
-            return
         if isinstance(reply, BaseException):
             if entry.state != DEAD:
-                entry.kill(f"The actor could not be scheduled: {reply}")
+                if isinstance(reply, RemoteError) and reply.kind is m.ErrorKind.RUNTIME_ENV_SETUP:
+                    # Its calls raise RuntimeEnvSetupError, as in Ray.
+                    entry.kill(f"Could not create the actor: its runtime_env could not be set up. {reply.message}",
+                               reply.kind)
+                else:
+                    entry.kill(f"The actor could not be scheduled: {reply}")
                 self._notify(entry)
             return
         if entry.state == DEAD:

@@ -15,6 +15,7 @@ workers read them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 import msgspec
@@ -45,6 +46,9 @@ def encode_pip(spec: PipSpec) -> str:
     return msgspec.json.encode(spec).decode()
 
 
+# The agent reads a request's spec where it checks, builds and starts
+# workers; decoded once per distinct value (specs are frozen, so shared).
+@functools.lru_cache(maxsize=256)
 def decode_pip(value: str) -> PipSpec:
     """The spec in a worker environment (ValueError if it is malformed)."""
     try:
