@@ -112,6 +112,8 @@ def main() -> None:
               "'{\"object_spilling_threshold\": 0.8, \"memory_usage_threshold\": 0.95}'.")
 @click.option("--block", is_flag=True, help="Stay in the foreground; Ctrl-C stops the node.")
 @click.option("--labels", default=None, help="This node's labels: key=value,key2=value2 (or a JSON object).")
+@click.option("--audit-log", default=None, help="Head only: where to write the audit trail "
+              "(default: audit.log in the session directory; read it with `manta audit`).")
 @click.option("--include-dashboard", default=None, help="Accepted for Ray's command line (no dashboard yet).")
 @click.option("--dashboard-port", default=None, help="Accepted for Ray's command line (no dashboard yet).")
 @click.option("--dashboard-host", default=None, help="Accepted for Ray's command line (no dashboard yet).")
@@ -121,7 +123,8 @@ def main() -> None:
 def start(head: bool, address: str | None, port: int, host: str, num_cpus: float | None,
           num_gpus: float | None, resources: str | None, object_store_memory: int | None,
           token_file: str | None, storage: str, object_spilling_directory: str | None,
-          system_config: str | None, block: bool, labels: str | None, include_dashboard: str | None,
+          system_config: str | None, block: bool, labels: str | None, audit_log: str | None,
+          include_dashboard: str | None,
           dashboard_port: str | None, dashboard_host: str | None, min_worker_port: str | None,
           max_worker_port: str | None) -> None:
     """Start a head node (--head), or join this machine to a cluster (--address)."""
@@ -149,7 +152,8 @@ def start(head: bool, address: str | None, port: int, host: str, num_cpus: float
         if storage and not head:
             _fail("--storage is for the head (start --head --storage redis://...)", 2)
         if head:
-            rec = cluster.start_head(host=host, port=port, token=token, storage=storage, **common)
+            rec = cluster.start_head(host=host, port=port, token=token, storage=storage, audit_log=audit_log or "",
+                                     **common)
             if rec.restarts:
                 out.print(f"manta head restarted at {rec.public_address} in its old session "
                           f"(its node was still running); state comes back from {storage}")
@@ -208,36 +212,57 @@ def stop(address: str | None) -> None:
         out.print(f"stopped the {rec.role} of the cluster at {rec.public_address} ({len(rec.pids)} processes)")
 
 
-@main.command()
-@click.option("--address", envvar="MANTA_ADDRESS", default=None, help="HOST:PORT (default: this machine's cluster).")
-def status(address: str | None) -> None:
-    """Nodes, resources in use and pending demands."""
+_TOKEN_FILE = click.option(
+    "--token-file", default=None,
+    help="File holding your token (default: MANTA_TOKEN, else this machine's cluster owner's).",
+)
+
+
+def _head_call(address: str | None, token_file: str | None, msg: Any) -> tuple[Any, Any]:
+    """Asks this machine's cluster's head (or the one at `address`); returns (its record, the answer)."""
     import asyncio
 
-    from rich.table import Table
-
+    from manta import exceptions
     from manta._private import cluster
-    from manta._private.protocol import messages as m
-    from manta._private.transport.connection import ConnectionLost, connect
+    from manta._private.auth.credentials import AuthFailed, Identity
+    from manta._private.runtime.errors import error_from_remote
+    from manta._private.transport.connection import ConnectionLost, RemoteError, connect
 
     try:
         rec = cluster.find_local_node(address)
-        token = cluster.token_from_env_or_file(rec.token_file)
-    except cluster.ClusterError as e:
+        credential = cluster.credential_from_env_or_file(token_file or rec.token_file)
+        assert credential is not None
+        identity = Identity.of(credential)
+    except (cluster.ClusterError, AuthFailed) as e:
         _fail(str(e))
-    assert token is not None
 
-    async def query() -> Any:
-        conn = await connect(rec.head_address, token, lambda c, msg: None, timeout=5)
+    async def call() -> Any:
+        conn = await connect(rec.head_address, identity, lambda c, msg: None, timeout=5)
         try:
-            return await conn.request(m.GetClusterInfo())
+            return await conn.request(msg)
         finally:
             conn.close()
 
     try:
-        info = asyncio.run(query())
+        return rec, asyncio.run(call())
+    except RemoteError as e:
+        err = error_from_remote(e)
+        _fail(f"{'refused' if isinstance(err, exceptions.AuthorizationError) else 'failed'}: {e}")
     except (OSError, ConnectionLost) as e:
         _fail(f"cannot reach the head at {rec.public_address}: {e}")
+    raise AssertionError("unreachable")
+
+
+@main.command()
+@click.option("--address", envvar="MANTA_ADDRESS", default=None, help="HOST:PORT (default: this machine's cluster).")
+@_TOKEN_FILE
+def status(address: str | None, token_file: str | None) -> None:
+    """Nodes, resources in use and pending demands."""
+    from rich.table import Table
+
+    from manta._private.protocol import messages as m
+
+    rec, info = _head_call(address, token_file, m.GetClusterInfo())
     out = _console()
     out.print(f"cluster at {rec.public_address}: head state {info.storage}, "
               f"{info.running_jobs} running job{'s' if info.running_jobs != 1 else ''}")
@@ -395,6 +420,136 @@ def summary(resource: str, address: str | None) -> None:
 
     state = _state_api(address)
     click.echo(json.dumps(getattr(state, f"summarize_{resource}")(), indent=2))
+
+
+# -- people's tokens ------------------------------------------------------------
+
+
+@main.group()
+def token() -> None:
+    """Make, list and revoke people's tokens (admin only)."""
+
+
+def _duration(text: str | None) -> float:
+    """'7d', '12h', '30m', '90s' or plain seconds -> seconds (None: never expires)."""
+    if not text:
+        return 0.0
+    units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+    t = text.strip().lower()
+    try:
+        value = float(t[:-1]) * units[t[-1]] if t[-1] in units else float(t)
+    except ValueError:
+        value = -1
+    if value <= 0:
+        _fail(f"--expires takes a positive duration such as 7d, 12h or 30m, not {text!r}", 2)
+    return value
+
+
+@token.command(name="create")
+@click.option("--role", type=click.Choice(["admin", "submit", "view"]), required=True)
+@click.option("--namespace", "namespaces", multiple=True, help="A namespace it may act in (repeat; default: all).")
+@click.option("--expires", default=None, help="Lifetime, e.g. 7d, 12h, 30m (default: never).")
+@click.option("--note", default="", help="Who or what it is for, shown by `manta token list`.")
+@_ADDRESS
+@_TOKEN_FILE
+def token_create(role: str, namespaces: tuple[str, ...], expires: str | None, note: str, address: str | None,
+                 token_file: str | None) -> None:
+    """Make a token; it is shown once, here."""
+    from manta._private.protocol import auth_messages as am
+    from manta._private.protocol.identity import Role
+
+    msg = am.CreateToken(role=Role[role.upper()], namespaces=namespaces, expires_s=_duration(expires), note=note)
+    _, made = _head_call(address, token_file, msg)
+    out = _console()
+    out.print(f"token {made.info.token_id} ({role}"
+              f"{', namespaces ' + ', '.join(namespaces) if namespaces else ', every namespace'}"
+              f"{', expires ' + _when(made.info.expires) if made.info.expires else ''}); it is not shown again:")
+    click.echo(made.token)
+
+
+@token.command(name="list")
+@_ADDRESS
+@_TOKEN_FILE
+def token_list(address: str | None, token_file: str | None) -> None:
+    """Tokens made on this cluster (never their secrets)."""
+    from rich.table import Table
+
+    from manta._private.protocol import auth_messages as am
+
+    _, answer = _head_call(address, token_file, am.ListTokens())
+    table = Table("id", "role", "namespaces", "created", "expires", "state", "note", box=None, pad_edge=False)
+    for t in answer.tokens:
+        table.add_row(t.token_id, t.role.name.lower(), ", ".join(t.namespaces) or "all", _when(t.created),
+                      _when(t.expires) if t.expires else "never", "revoked" if t.revoked else "valid", t.note)
+    _console().print(table)
+
+
+@token.command(name="revoke")
+@click.argument("token_id")
+@_ADDRESS
+@_TOKEN_FILE
+def token_revoke(token_id: str, address: str | None, token_file: str | None) -> None:
+    """Revoke a token: its holder's connections to the head end at once."""
+    from manta._private.protocol import auth_messages as am
+
+    _head_call(address, token_file, am.RevokeToken(token_id=token_id.split(".")[1] if "." in token_id else token_id))
+    _console().print(f"revoked token {token_id}")
+
+
+@main.command()
+@click.option("--follow", "-f", is_flag=True, help="Keep printing records as they come.")
+@click.option("--since", default=None, help="Only records newer than this: 10m, 2h, 1d, or seconds.")
+@click.option("--path", default=None, help="The audit log (default: this machine's head's session audit.log).")
+@click.option("--json", "as_json", is_flag=True, help="The records as they are, one JSON object per line.")
+@_ADDRESS
+def audit(follow: bool, since: str | None, path: str | None, as_json: bool, address: str | None) -> None:
+    """The head's audit trail: logins, refusals, jobs, actors, KV writes, tokens, nodes."""
+    import json
+    import os
+    import time
+
+    from manta._private import cluster
+
+    if path is None:
+        try:
+            rec = cluster.find_local_node(address)
+        except cluster.ClusterError as e:
+            _fail(str(e))
+        path = os.path.join(rec.session_dir, "audit.log")
+    after = time.time() - _duration(since) if since else 0.0
+    try:
+        f = open(path)
+    except OSError as e:
+        _fail(f"cannot read the audit log {path}: {e}")
+    with f:
+        while True:
+            line = f.readline()
+            if not line:
+                if not follow:
+                    return
+                time.sleep(0.2)
+                continue
+            try:
+                rec_ = json.loads(line)
+            except ValueError:
+                continue
+            if rec_.get("time", 0) < after:
+                continue
+            if as_json:
+                click.echo(line.rstrip("\n"))
+                continue
+            target = f" {rec_['target']}" if rec_.get("target") else ""
+            ns = f" [{rec_['namespace']}]" if rec_.get("namespace") else ""
+            detail = f": {rec_['detail']}" if rec_.get("detail") else ""
+            click.echo(f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(rec_['time']))} {rec_['outcome']:7} "
+                       f"{rec_['action']}{target}{ns} by {rec_['principal']} ({rec_['role']}) "
+                       f"from {rec_['peer'] or '-'}{detail}", nl=True)
+
+
+def _when(t: float) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
 
 
 def _fmt(res: dict[str, float]) -> str:

@@ -31,6 +31,11 @@ class AuthenticationError(RayError):
         )
 
 
+class AuthorizationError(RayError, PermissionError):
+    """The request's principal may not do this. Nothing was changed; the
+    refusal is in the cluster's audit log."""
+
+
 class RayTaskError(RayError):
     """A task or actor method raised.
 

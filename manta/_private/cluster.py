@@ -19,7 +19,9 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from manta._private import ids, services
+from manta._private.auth.credentials import looks_like_person_token, owner_credential
 from manta._private.config import Config
+from manta._private.protocol.identity import Credential
 from manta._private.version import VERSION
 
 RECORD = "cluster.json"
@@ -97,29 +99,53 @@ def normalize_address(address: str) -> str:
     return f"tcp:{ip}:{port}"
 
 
-def token_from_env_or_file(token_file: str | None) -> bytes | None:
-    """The token given: MANTA_TOKEN, else --token-file, else Ray's token
+def _token_text(token_file: str | None) -> tuple[str, str] | None:
+    """The token given, and where: MANTA_TOKEN, else --token-file, else Ray's token
     authentication variables (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH), so scripts
     written for `ray start` with a token join the same way."""
-    env = os.environ.get("MANTA_TOKEN")
-    if env:
-        return services.parse_token(env)
-    if token_file:
-        return _read_token(token_file, token_file)
-    ray_env = os.environ.get("RAY_AUTH_TOKEN")
-    if ray_env:
-        return services.parse_token(ray_env)
-    ray_file = os.environ.get("RAY_AUTH_TOKEN_PATH")
-    if ray_file:
-        return _read_token(ray_file, f"RAY_AUTH_TOKEN_PATH={ray_file}")
+    sources = [
+        ("MANTA_TOKEN", os.environ.get("MANTA_TOKEN"), False),
+        (token_file, token_file, True),
+        ("RAY_AUTH_TOKEN", os.environ.get("RAY_AUTH_TOKEN"), False),
+        ("RAY_AUTH_TOKEN_PATH", os.environ.get("RAY_AUTH_TOKEN_PATH"), True),
+    ]
+    for where, value, is_path in sources:
+        if not value:
+            continue
+        if not is_path:
+            return value, where or ""
+        try:
+            with open(value) as f:
+                return f.read(), value
+        except OSError as e:
+            raise ClusterError(f"cannot read the token file {where}: {e}") from None
     return None
 
 
-def _read_token(path: str, shown: str) -> bytes:
-    try:
-        return services.read_token(path)
-    except OSError as e:
-        raise ClusterError(f"cannot read the token file {shown}: {e}") from None
+def token_from_env_or_file(token_file: str | None) -> bytes | None:
+    """The cluster token given, for a node to join with (a person's token is not one)."""
+    given = _token_text(token_file)
+    if given is None:
+        return None
+    text, where = given
+    if looks_like_person_token(text):
+        raise ClusterError(
+            f"{where} holds a person's token (mt1.…): a node joins with the cluster token, "
+            f"which `manta start --head` wrote to its session directory"
+        )
+    return services.parse_token(text)
+
+
+def credential_from_env_or_file(token_file: str | None) -> Credential | None:
+    """What a driver or CLI call presents: a person's token as given, or the
+    cluster owner's token derived from the cluster token."""
+    given = _token_text(token_file)
+    if given is None:
+        return None
+    text, _ = given
+    if looks_like_person_token(text):
+        return Credential(token=text.strip())
+    return owner_credential(services.parse_token(text))
 
 
 def _wait_ready(fds: dict[int, str], procs: list, session_dir: str, keep_session: bool = False) -> dict[str, str]:
@@ -146,9 +172,11 @@ def start_head(
     token: bytes | None,
     storage: str = "",
     config: Config = Config(),
+    audit_log: str = "",
 ) -> NodeRecord:
     """Starts a head and its node; with `storage`, first looks for a head of
-    this address that died while its node lives on, and restarts just it."""
+    this address that died while its node lives on, and restarts just it.
+    `audit_log`: where the head writes its audit trail (default: the session's audit.log)."""
     if storage:
         _check_storage(storage)
     if storage and port:
@@ -164,7 +192,7 @@ def start_head(
     head, head_fd = services._spawn(
         ["head", "--session-dir", session_dir, "--token-file", token_file,
          "--listen", head_local, "--listen", f"tcp:{host}:{port}", "--storage", storage,
-         "--config", config.to_json()],
+         "--config", config.to_json(), *(["--audit-log", os.path.abspath(audit_log)] if audit_log else [])],
         session_dir, "head.log", detached=True,
     )
     ip = _ip_of(host)

@@ -16,6 +16,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from manta._private import services
+from manta._private.auth.credentials import owner_credential
 from manta._private.config import Config
 from manta._private.ids import new_worker_id
 from manta._private.options import check_namespace
@@ -23,6 +24,7 @@ from manta._private.protocol import messages as m
 from manta._private.runtime import context
 from manta._private.runtime.packaging import PACKAGE_FIELDS, check_runtime_env
 from manta._private.version import VERSION
+from manta.exceptions import AuthenticationError
 
 if TYPE_CHECKING:
     from manta._private.runtime.core import CoreRuntime
@@ -145,16 +147,20 @@ def init(
                 session_dir=cluster.session_dir,
                 head_address=cluster.head_address,
                 agent_address=cluster.agent_address,
-                token=cluster.token,
+                credential=owner_credential(cluster.token),
             )
         from manta._private.runtime.core import CoreRuntime
+        from manta._private.transport.connection import AuthRejected
 
         rt = CoreRuntime(
             session, config, is_driver=True, worker_id=new_worker_id(), namespace=namespace or "",
             env_vars=env_vars, on_log=_print_log if log_to_driver else None, code_path=code_path,
         )
         try:
-            rt.start()
+            try:
+                rt.start()
+            except AuthRejected as e:
+                raise AuthenticationError(str(e)) from None
         except BaseException:
             rt.shutdown()
             if cluster is not None:
@@ -264,14 +270,14 @@ def _connect_existing(
             raise ConnectionError(f"no manta cluster at {address}: {session_dir} has no token")
         return m.SessionInfo(
             session_dir=session_dir, head_address=address, agent_address=f"unix:{session_dir}/agent.sock",
-            token=services.read_token(token_file),
+            credential=owner_credential(services.read_token(token_file)),
         )
     try:
         rec = cluster.find_local_node(address)
-        token = cluster.token_from_env_or_file(rec.token_file)
+        credential = cluster.credential_from_env_or_file(rec.token_file)
     except cluster.ClusterError as e:
         raise ConnectionError(str(e)) from None
-    assert token is not None
+    assert credential is not None
     # The version the program sees, as Ray checks it: a driver of one version
     # talking to a cluster of another would fail later, in stranger ways.
     mine = getattr(sys.modules.get("manta"), "__version__", VERSION)
@@ -284,7 +290,7 @@ def _connect_existing(
         session_dir=rec.session_dir,
         head_address=rec.head_local or rec.head_address,
         agent_address=rec.agent_address,
-        token=token,
+        credential=credential,
         node_ip=rec.node_ip,
     )
 

@@ -13,7 +13,8 @@ not count (they never run); imports inside functions do.
     head        head/                                         control, transport and below
     node        node/                                         objectstore, transport and below
     control     control/ (sans-IO tables of the head)         protocol, scheduling
-    transport   transport/                                    protocol
+    transport   transport/                                    auth, protocol
+    auth        auth/ (credentials, handshake, policy)        protocol
     scheduling                                                protocol
     objectstore, protocol                                     base only
     base        exceptions, ids, config, clock                each other
@@ -50,19 +51,22 @@ COMPONENT_PREFIXES = [
     ("node", ("manta._private.node",)),
     ("control", ("manta._private.control",)),
     ("transport", ("manta._private.transport",)),
+    ("auth", ("manta._private.auth",)),
     ("scheduling", ("manta._private.scheduling",)),
     ("objectstore", ("manta._private.objectstore",)),
     ("protocol", ("manta._private.protocol",)),
 ]
 ALLOWED = {
-    "driver": {"driver", "launch", "local", "runtime", "transport", "scheduling", "objectstore", "protocol", "base"},
+    "driver": {"driver", "launch", "local", "runtime", "transport", "auth", "scheduling", "objectstore", "protocol",
+               "base"},
     "local": {"local", "runtime", "control", "scheduling", "protocol", "base"},
-    "launch": {"launch", "head", "transport", "protocol", "base"},
-    "runtime": {"runtime", "transport", "scheduling", "objectstore", "protocol", "base"},
-    "head": {"head", "control", "transport", "scheduling", "protocol", "base"},
-    "node": {"node", "transport", "scheduling", "objectstore", "protocol", "base"},
+    "launch": {"launch", "head", "transport", "auth", "protocol", "base"},
+    "runtime": {"runtime", "transport", "auth", "scheduling", "objectstore", "protocol", "base"},
+    "head": {"head", "control", "transport", "auth", "scheduling", "protocol", "base"},
+    "node": {"node", "transport", "auth", "scheduling", "objectstore", "protocol", "base"},
     "control": {"control", "scheduling", "protocol", "base"},
-    "transport": {"transport", "protocol", "base"},
+    "transport": {"transport", "auth", "protocol", "base"},
+    "auth": {"auth", "protocol", "base"},
     "scheduling": {"scheduling", "protocol", "base"},
     "objectstore": {"objectstore", "base"},
     "protocol": {"protocol", "base"},

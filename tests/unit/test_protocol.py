@@ -2,9 +2,7 @@ import pytest
 
 from manta._private.protocol import messages as m
 from manta._private.protocol.framing import FrameDecoder, FrameTooLarge, encode_frame
-from manta._private.protocol.handshake import AuthFailed, ClientHandshake, ServerHandshake
-
-TOKEN = b"t" * 32
+from manta._private.protocol.identity import Credential
 
 
 def test_frames_split_and_joined_arbitrarily():
@@ -76,55 +74,6 @@ def test_malformed_message_raises_decode_error():
         m.decode(m.encode(m.Ack(rid=1))[:-1] + b"\xc1")
 
 
-def _run(server: ServerHandshake, client: ClientHandshake) -> None:
-    proof = client.receive_challenge(server.start())
-    welcome = server.receive(proof)
-    client.receive_welcome(welcome)
-
-
-def test_handshake_succeeds_with_same_token():
-    s, c = ServerHandshake(TOKEN), ClientHandshake(TOKEN)
-    _run(s, c)
-    assert s.done and c.done
-
-
-def test_handshake_rejects_wrong_token_on_server():
-    s, c = ServerHandshake(TOKEN), ClientHandshake(b"x" * 32)
-    proof = c.receive_challenge(s.start())
-    with pytest.raises(AuthFailed, match="wrong cluster token"):
-        s.receive(proof)
-    assert not s.done
-
-
-def test_handshake_client_detects_impostor_server():
-    s, c = ServerHandshake(b"x" * 32), ClientHandshake(TOKEN)
-    proof = c.receive_challenge(s.start())
-    # The impostor cannot verify the proof; pretend it skips the check.
-    fake = m.encode(m.Welcome(mac=b"\x00" * 32))
-    with pytest.raises(AuthFailed):
-        c.receive_welcome(fake)
-    del proof
-
-
-def test_handshake_rejects_replayed_proof():
-    s1, c = ServerHandshake(TOKEN), ClientHandshake(TOKEN)
-    proof = c.receive_challenge(s1.start())
-    s1.receive(proof)
-    s2 = ServerHandshake(TOKEN)  # fresh nonce
-    s2.start()
-    with pytest.raises(AuthFailed):
-        s2.receive(proof)
-
-
-def test_handshake_rejects_non_handshake_messages():
-    s = ServerHandshake(TOKEN)
-    s.start()
-    with pytest.raises(AuthFailed):
-        s.receive(m.encode(m.Ack(rid=1)))
-    with pytest.raises(AuthFailed):
-        s.receive(b"garbage")
-
-
 def test_a_chunk_sent_as_prefix_and_raw_bytes_decodes_as_a_store_chunk():
     data = bytes(range(256)) * 1000
     msg = m.decode(m.chunk_prefix(42, len(data)) + data)
@@ -162,8 +111,10 @@ def test_error_kinds_and_states_are_checked_when_decoded():
 
 def test_fork_server_messages_round_trip():
     cfg = m.ForkConfig(
-        session=m.SessionInfo(session_dir="/s", head_address="unix:/h", agent_address="unix:/a", token=b"t"),
-        config=m.Config(heartbeat_s=0.2), prestart=2,
+        session=m.SessionInfo(session_dir="/s", head_address="unix:/h", agent_address="unix:/a",
+                              credential=Credential(cluster_key=b"k" * 32)),
+        config=m.Config(heartbeat_s=0.2),
+        prestart=[m.ForkWorker(worker_id=b"w", credential=Credential(pass_blob=b"p", pass_sig=b"s", key=b"k"))],
     )
     (payload,) = FrameDecoder(1 << 20).feed(m.frame(cfg))
     assert m.decode_fork(payload) == cfg

@@ -10,10 +10,13 @@ import threading
 
 import pytest
 
+from manta._private.auth.credentials import ClusterKeys, Identity
 from manta._private.protocol import messages as m
-from manta._private.transport.connection import ConnectionLost, connect, new_event_loop, serve
+from manta._private.transport.connection import AuthRejected, connect, new_event_loop, serve
 
-TOKEN = b"k" * 32
+KEYS = ClusterKeys(b"k" * 32)
+SERVER = Identity.of(KEYS.node_credential("server"))
+CLIENT = Identity.of(KEYS.node_credential("client"))
 
 
 @pytest.fixture
@@ -45,8 +48,8 @@ def pair(loop):
             done.set()
 
     async def setup():
-        server, _ = await serve(addr, TOKEN, on_server)
-        client = await connect(addr, TOKEN, lambda c, msg: None)
+        server, _ = await serve(addr, SERVER, on_server)
+        client = await connect(addr, CLIENT, lambda c, msg: None)
         return server, client
 
     server, client = run(loop, setup())
@@ -96,15 +99,16 @@ def test_large_frames_survive_partial_writes(loop, pair):
     assert all(len(msg.text) == 6_000_000 for msg in received)
 
 
-def test_wrong_token_fails_the_client_handshake(loop):
+def test_a_pass_of_another_cluster_is_refused_with_the_reason(loop):
     d = tempfile.mkdtemp()
     addr = f"unix:{d}/s.sock"
+    stranger = Identity.of(ClusterKeys(b"w" * 32).node_credential("stranger"))
 
     async def go():
-        server, _ = await serve(addr, TOKEN, lambda c, msg: None)
+        server, _ = await serve(addr, SERVER, lambda c, msg: None)
         try:
-            with pytest.raises(ConnectionLost):
-                await connect(addr, b"w" * 32, lambda c, msg: None, timeout=5)
+            with pytest.raises(AuthRejected, match="not signed by this cluster"):
+                await connect(addr, stranger, lambda c, msg: None, timeout=5)
         finally:
             server.close()
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from msgspec.structs import replace
 
+from manta._private.auth.credentials import ClusterKeys, Identity
 from manta._private.clock import Clock, monotonic
 from manta._private.config import Config
 from manta._private.control import actors as actor_texts
@@ -28,6 +29,7 @@ from manta._private.control.liveness import NodeLiveness
 from manta._private.control.placement_groups import PGEntry
 from manta._private.control.task_states import TaskStates
 from manta._private.head import state as state_api
+from manta._private.head.access import TOKEN_MESSAGES, HeadAccess
 from manta._private.head.storage import ActorRecord, MemoryStorage, PGRecord, Storage, decode, encode
 from manta._private.protocol import messages as m
 from manta._private.scheduling.bundles import plan
@@ -47,9 +49,12 @@ class Job:
     alive: bool = True
     start_time: float = 0.0
     end_time: float = 0.0
+    token_id: str = ""
 
     def info(self) -> m.JobInfo:
-        return m.JobInfo(self.job_id, self.namespace, self.pid, self.alive, self.start_time, self.end_time)
+        return m.JobInfo(
+            self.job_id, self.namespace, self.pid, self.alive, self.start_time, self.end_time, self.token_id
+        )
 
 
 @dataclass(eq=False)
@@ -109,9 +114,14 @@ class Head:
         self, *, token: bytes, addresses: list[str], embedded: bool, storage: Storage | None = None,
         config: Config | None = None,
         clock: Clock = monotonic,
+        audit_log: str | None = None,
     ) -> None:
         self.config = config or Config()
         self.token = token
+        keys = ClusterKeys(token)
+        self.identity = Identity.of(keys.node_credential("head"))
+        # Who may do what, and people's tokens.
+        self.access = HeadAccess(self, keys, audit_log)
         self.storage = storage or MemoryStorage()
         self.kv: dict[tuple[str, bytes], bytes] = {}
         self.listen = addresses
@@ -149,7 +159,8 @@ class Head:
             if kind == "unix" and os.path.exists(path):
                 os.unlink(path)  # left by a head that was killed
             server, bound = await serve(
-                address, self.token, self.handle, on_close=self.on_close, on_connect=self.conns.add
+                address, self.identity, self.handle, on_close=self.on_close, on_connect=self.conns.add,
+                tokens=self.access.tokens, on_auth=self.access.on_auth,
             )
             self.servers.append(server)
             self.addresses.append(bound)
@@ -170,6 +181,7 @@ class Head:
         if node is None or not node.alive:
             return
         log.warning("node %s is dead: %s", node_id.hex(), reason)
+        self.access.event("node.leave", node_id.hex(), detail=reason)
         self.liveness.forget(node_id)
         node.alive = False
         self._save_node(node)
@@ -193,6 +205,8 @@ class Head:
     # -- messages ---------------------------------------------------------
 
     def handle(self, conn: Connection, msg: Any) -> None:
+        if not self.access.allows(conn, msg):
+            return
         t = type(msg)
         if t is m.TaskEvents:
             self.task_states.add(msg)
@@ -310,6 +324,8 @@ class Head:
             conn.reply(msg, m.PlacementGroupList(groups=groups))
         elif t in state_api.HANDLED:
             self.state_queries.handle(conn, msg)
+        elif t in TOKEN_MESSAGES:
+            self.access.handle_token(conn, msg)
         else:
             log.warning("unexpected %s", t.__name__)
 
@@ -320,15 +336,22 @@ class Head:
         if job is None:
             job_id = msg.job_id or next(self._job_ids)
             namespace = msg.namespace or f"anonymous-{os.urandom(8).hex()}"
-            job = self.jobs[job_id] = Job(job_id, namespace, msg.pid, conn, start_time=time.time())
+            job = self.jobs[job_id] = Job(
+                job_id, namespace, msg.pid, conn, start_time=time.time(), token_id=conn.principal.token_id
+            )
         else:
             log.info("the driver of job %d is back", job.job_id)
             job.conn = conn
             job.alive = True
         conn.peer = ("driver", job.job_id)
         self._save_job(job)
+        blob = sig = b""
+        if msg.key:
+            # From here on, this connection acts as the job.
+            conn.principal, blob, sig = self.access.job_pass(conn.principal, job.job_id, job.namespace, msg)
         conn.reply(msg, m.DriverRegistered(
             job_id=job.job_id, namespace=job.namespace, persistent=self.storage.persistent,
+            pass_blob=blob, pass_sig=sig, cluster_key=self.identity.credential.cluster_key,
         ))
 
     def _register_node(self, conn: Connection, msg: m.RegisterNode) -> None:
@@ -383,10 +406,12 @@ class Head:
             return
         now = self.clock()
         self.functions.update(tables["functions"])
+        self.access.restore(tables["tokens"])
         for data in tables["jobs"].values():
             info = decode(m.JobInfo, data)
             self.jobs[info.job_id] = Job(
-                info.job_id, info.namespace, info.driver_pid, None, info.alive, info.start_time, info.end_time
+                info.job_id, info.namespace, info.driver_pid, None, info.alive, info.start_time, info.end_time,
+                info.token_id,
             )
         self._job_ids = itertools.count(max(self.jobs, default=0) + 1)
         for data in tables["nodes"].values():
@@ -755,7 +780,7 @@ class Head:
     async def _peer(self, address: str) -> Connection:
         conn = self.peers.get(address)
         if conn is None or conn.closed:
-            conn = await connect(address, self.token, self.handle, name=address, timeout=10)
+            conn = await connect(address, self.identity, self.handle, name=address, timeout=10)
             self.peers[address] = conn
         return conn
 
@@ -829,6 +854,7 @@ class Head:
                 self._node_dead(ident, "its agent disconnected")
 
     def _job_exited(self, job: Job) -> None:
+        self.access.event("job.end", str(job.job_id), job.namespace)
         job.alive = False
         job.conn = None
         job.end_time = time.time()

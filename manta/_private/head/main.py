@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 import sys
 
@@ -23,6 +24,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--embedded", action="store_true")
     parser.add_argument("--storage", default="")
     parser.add_argument("--config", default="")
+    parser.add_argument("--audit-log", default="", help="default: audit.log in the session directory")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s head %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("manta.head")
@@ -36,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     head = Head(
         token=token, addresses=args.listen, embedded=args.embedded, storage=storage,
-        config=Config.from_json(args.config),
+        config=Config.from_json(args.config), audit_log=args.audit_log or os.path.join(args.session_dir, "audit.log"),
     )
     try:
         loop.run_until_complete(run_head(head, args.ready_fd))

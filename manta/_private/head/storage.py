@@ -29,7 +29,7 @@ from manta._private.protocol import messages as m
 
 log = logging.getLogger(__name__)
 
-TABLES = ("meta", "functions", "jobs", "actors", "pgs", "nodes", "kv")
+TABLES = ("meta", "functions", "jobs", "actors", "pgs", "nodes", "kv", "tokens")
 
 
 class ActorRecord(msgspec.Struct, array_like=True, frozen=True):

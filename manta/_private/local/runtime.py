@@ -32,6 +32,7 @@ from manta._private.local.streams import LocalStreams
 from manta._private.local.tasks import LocalTasks
 from manta._private.protocol import messages as m
 from manta._private.protocol import state_messages as sm
+from manta._private.protocol.identity import Credential
 from manta._private.protocol.runtime_env import PIP_ENV, PY_MODULES_ENV, WORKING_DIR_ENV
 from manta._private.runtime.context import current_task
 from manta._private.runtime.interface import ActorView
@@ -95,7 +96,9 @@ class LocalRuntime:
         self.node_id = new_node_id()
         self.address = f"local:{os.getpid()}:{self.worker_id.hex()[:8]}"
         self.driver_address = self.address
-        self.session = m.SessionInfo(session_dir="", head_address="", agent_address="", token=b"", node_id=self.node_id)
+        self.session = m.SessionInfo(
+            session_dir="", head_address="", agent_address="", credential=Credential(), node_id=self.node_id,
+        )
         self.job_id = 1
         # As the head names a job that gave none.
         self.namespace = namespace or f"anonymous-{os.urandom(8).hex()}"

@@ -20,8 +20,10 @@ from typing import Any
 from msgspec.structs import replace
 
 from manta._private import ids
+from manta._private.auth.credentials import ClusterKeys, Identity
 from manta._private.clock import Clock, monotonic
 from manta._private.config import Config
+from manta._private.node import access
 from manta._private.node.forkserver import ForkServer
 from manta._private.node.memory import Candidate, MemoryMonitor, memory_usage
 from manta._private.node.pip_envs import PipEnvironments, SetupFailed
@@ -33,6 +35,7 @@ from manta._private.objectstore.region import Region
 from manta._private.objectstore.store import ObjectExists, StoredObject, StoreError, StoreFull, StoreTable
 from manta._private.protocol import messages as m
 from manta._private.protocol.framing import HEADER
+from manta._private.protocol.identity import Credential, Kind, Principal, Role
 from manta._private.protocol.runtime_env import PIP_ENV, decode_pip, env_hash
 from manta._private.scheduling import leases as lt
 from manta._private.scheduling.bundles import bundle_resources
@@ -145,7 +148,10 @@ class NodeAgent:
         self.clock = clock
         self.session_dir = session_dir
         self.head_address = head_address
-        self.token = token
+        # The cluster secret makes this node's pass and its workers' passes;
+        # it is never handed to a worker.
+        self.keys = ClusterKeys(token)
+        self.identity = Identity.of(self.keys.node_credential(f"node {node_id.hex()[:8]}", node_id))
         self.node_id = node_id
         self.resources = resources
         self.address = address
@@ -160,7 +166,7 @@ class NodeAgent:
         self.spill_dir = self.config.spill_dir or os.path.join(session_dir, "spill")
         self.region = Region.create(store_capacity, "manta-store")
         self.head = HeadLink(
-            head_address, token, self.handle, on_gone=self._head_gone, reregister=self._reregister,
+            head_address, self.identity, self.handle, on_gone=self._head_gone, reregister=self._reregister,
             grace=self.config.head_reconnect_s,
         )
         # Workers that host actors: worker id -> actor id (told to a restarted head).
@@ -201,20 +207,20 @@ class NodeAgent:
 
     async def start(self) -> None:
         self.server, self.address = await serve(
-            self.address, self.token, self.handle, on_close=self.on_close
+            self.address, self.identity, self.handle, on_close=self.on_close
         )
         self.public_address = self.address
         if self.node_ip:
             self.tcp_server, self.public_address = await serve(
-                f"tcp:{self.node_ip}:0", self.token, self.handle, on_close=self.on_close
+                f"tcp:{self.node_ip}:0", self.identity, self.handle, on_close=self.on_close
             )
         await self._start_zygote()
         for _ in range(60):
             try:
                 await self.head.connect()
                 break
-            except AuthRejected:
-                log.error("authentication failed: wrong cluster token for the head at %s", self.head_address)
+            except AuthRejected as e:
+                log.error("the head at %s refused this node: %s", self.head_address, e)
                 raise
             except (OSError, ConnectionError):
                 await asyncio.sleep(0.05)
@@ -283,9 +289,18 @@ class NodeAgent:
     def _fork_config(self, prestart: int) -> m.ForkConfig:
         session = m.SessionInfo(
             session_dir=self.session_dir, head_address=self.head_address, agent_address=self.address,
-            token=self.token, node_id=self.node_id, node_ip=self.node_ip,
+            credential=Credential(cluster_key=self.keys.public), node_id=self.node_id, node_ip=self.node_ip,
         )
-        return m.ForkConfig(session=session, config=self.config, prestart=prestart)
+        workers = [self._fork_request(ids.new_worker_id()) for _ in range(prestart)]
+        return m.ForkConfig(session=session, config=self.config, prestart=workers)
+
+    def _fork_request(self, worker_id: bytes, env: dict[str, str] | None = None) -> m.ForkWorker:
+        """What the fork server needs to start a worker: its id, its environment and its pass."""
+        principal = Principal(
+            kind=Kind.JOB, role=Role.ADMIN, name=f"worker {worker_id.hex()[:8]}", node_id=self.node_id,
+            worker_id=worker_id,
+        )
+        return m.ForkWorker(worker_id=worker_id, env=env or {}, credential=self.keys.mint(principal))
 
     async def _read_zygote(self, zygote: ForkServer, env: str = "") -> None:
         """Follows a fork server's reports; `env` names a pip environment's."""
@@ -360,7 +375,7 @@ class NodeAgent:
                 self._fail_env_starts, digest, f"its python could not be started ({e}); it is built again "
                 "for the next request")
             return
-        zygote.send(m.ForkWorker(worker_id=worker_id, env=env))
+        zygote.send(self._fork_request(worker_id, env))
 
     def _zygote_for(self, env: dict[str, str]) -> ForkServer:
         pip = env.get(PIP_ENV)
@@ -499,6 +514,8 @@ class NodeAgent:
     # -- messages ---------------------------------------------------------
 
     def handle(self, conn: Connection, msg: Any) -> None:
+        if access.refused(conn, msg):
+            return
         t = type(msg)
         if t is m.RequestLease:
             if self._spill(conn, msg):
@@ -730,7 +747,7 @@ class NodeAgent:
     async def _transfer(self, oid: bytes, source: str) -> None:
         peer = self.peers.get(source)
         if peer is None or peer.closed:
-            peer = await connect(source, self.token, self.handle, name=source, timeout=10)
+            peer = await connect(source, self.identity, self.handle, name=source, timeout=10, expect=Role.CLUSTER)
             self.peers[source] = peer
         info = await peer.request(m.StorePin(object_id=oid))
         started = time.monotonic()

@@ -28,6 +28,9 @@ from manta._private.protocol.framing import encode_frame
 PR_SET_PDEATHSIG = 1
 # Started by module name, so the agent never imports the worker runtime.
 ZYGOTE_MAIN = "manta._private.node.zygote"
+# Credentials the agent may have been started with: workers run user code,
+# so they must not inherit them (each gets a pass of its own instead).
+SECRET_VARS = frozenset({"MANTA_TOKEN", "RAY_AUTH_TOKEN", "MANTA_REDIS_PASSWORD", "REDIS_PASSWORD"})
 
 
 class ForkServer:
@@ -40,7 +43,8 @@ class ForkServer:
 
     def __init__(self, log_path: str, python: str = sys.executable, extra_env: dict[str, str] | None = None) -> None:
         # `python`: a runtime_env pip environment's interpreter, for its workers.
-        env = {**os.environ, **(extra_env or {})}
+        env = {k: v for k, v in os.environ.items() if k not in SECRET_VARS}
+        env.update(extra_env or {})
         # One BLAS/OpenMP thread per worker unless the user asked otherwise:
         # N workers each spinning N threads would oversubscribe the cores.
         # Workers then set OMP_NUM_THREADS to each task's CPUs, unless the

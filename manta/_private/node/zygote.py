@@ -12,7 +12,8 @@ import signal
 import sys
 from collections.abc import Callable
 
-from manta._private.ids import new_worker_id
+import msgspec
+
 from manta._private.node.forkserver import die_with_parent, write_message
 from manta._private.protocol import messages as m
 from manta._private.protocol.framing import FrameDecoder
@@ -57,8 +58,8 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Prestarted workers are forked as soon as the imports are done, before
     # the agent even asks, so the first task rarely waits for a worker.
-    for _ in range(first.prestart):
-        _fork_worker(first, m.ForkWorker(worker_id=new_worker_id()), out, worker_main)
+    for early in first.prestart:
+        _fork_worker(first, early, out, worker_main)
     warm = False
     while True:
         for frame in frames:
@@ -101,7 +102,8 @@ def _fork_worker(config: m.ForkConfig, req: m.ForkWorker, out: int, worker_main:
         os.close(devnull)
         os.environ.update(req.env)
         try:
-            worker_main(config.session, config.config, req.worker_id)
+            session = msgspec.structs.replace(config.session, credential=req.credential)
+            worker_main(session, config.config, req.worker_id)
         finally:
             os._exit(0)
     write_message(out, m.WorkerForked(worker_id=req.worker_id, pid=pid))

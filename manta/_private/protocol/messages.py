@@ -27,8 +27,9 @@ import msgspec
 from msgspec.structs import replace as _replace
 
 from manta._private.config import Config
-from manta._private.protocol import state_messages  # noqa: F401 (its messages join the union)
+from manta._private.protocol import auth_messages, state_messages  # noqa: F401 (their messages join the union)
 from manta._private.protocol.framing import HEADER
+from manta._private.protocol.identity import Credential
 from manta._private.protocol.structs import Msg, Record
 
 # --- enums ------------------------------------------------------------------
@@ -52,6 +53,7 @@ class ErrorKind(enum.StrEnum):
     UNSCHEDULABLE = "TaskUnschedulableError"
     FREED = "ReferenceCountingAssertionError"
     RUNTIME_ENV_SETUP = "RuntimeEnvSetupError"
+    AUTHORIZATION = "AuthorizationError"
 
 
 class PlacementKind(enum.StrEnum):
@@ -88,15 +90,32 @@ class Challenge(Msg, frozen=True):
 
 
 class Proof(Msg, frozen=True):
+    """A pass and a signature of the transcript, or a person's token id and an HMAC."""
+
     nonce: bytes
-    mac: bytes
+    proof: bytes
+    pass_blob: bytes = b""
+    pass_sig: bytes = b""
+    token_id: str = ""
 
 
 class Welcome(Msg, frozen=True):
-    mac: bytes
+    pass_blob: bytes
+    pass_sig: bytes
+    proof: bytes
+    # To a token's holder: an HMAC under the token's secret, over the
+    # transcript and the cluster's key, which it may not know yet.
+    mac: bytes = b""
+    cluster_key: bytes = b""
 
 
-HandshakeMsg = Challenge | Proof | Welcome
+class Refused(Msg, frozen=True):
+    """The server's answer to a proof it does not accept, before it hangs up."""
+
+    reason: str
+
+
+HandshakeMsg = Challenge | Proof | Welcome | Refused
 
 
 # --- generic answers -------------------------------------------------------
@@ -247,6 +266,9 @@ class RegisterDriver(Msg, frozen=True):
     env_vars: dict[str, str]
     # Non-zero when a driver comes back to a restarted head: its job so far.
     job_id: int = 0
+    worker_id: bytes = b""
+    # The public half of the key the driver's pass is to name.
+    key: bytes = b""
     rid: int = 0
 
 
@@ -256,6 +278,10 @@ class DriverRegistered(Msg, frozen=True):
     # The head keeps its state in external storage: if it goes away, wait
     # for it to come back (for a while) instead of giving up at once.
     persistent: bool = False
+    # The job's pass, for the driver to show agents and workers.
+    pass_blob: bytes = b""
+    pass_sig: bytes = b""
+    cluster_key: bytes = b""
     rid: int = 0
 
 
@@ -319,6 +345,9 @@ class JobInfo(Record, frozen=True):
     alive: bool
     start_time: float = 0.0
     end_time: float = 0.0
+    # The person's token its driver registered with: only its holder (or an
+    # admin) may register as that job's driver again.
+    token_id: str = ""
 
 
 class PutFunction(Msg, frozen=True):
@@ -864,24 +893,28 @@ class SessionInfo(Record, frozen=True):
     session_dir: str
     head_address: str
     agent_address: str
-    token: bytes
+    # What this process presents: a pass of its job, or a person's token.
+    credential: Credential
     node_id: bytes = b""
     # Set on nodes of a multi-machine cluster: listen on TCP at this IP, so
     # processes on other machines can reach this one.
     node_ip: str = ""
 
 
-class ForkConfig(Msg, frozen=True):
-    """Agent -> fork server, first: what every worker it forks is told."""
-
-    session: SessionInfo
-    config: Config
-    prestart: int = 0
-
-
 class ForkWorker(Msg, frozen=True):
     worker_id: bytes
     env: dict[str, str] = {}
+    # The worker's pass: the fork server hands it to that worker alone.
+    credential: Credential = Credential()
+
+
+class ForkConfig(Msg, frozen=True):
+    """Agent -> fork server, first: what every worker it forks is told,
+    and the workers to start at once, before the agent asks."""
+
+    session: SessionInfo
+    config: Config
+    prestart: list[ForkWorker] = []
 
 
 class WorkerForked(Msg, frozen=True):
@@ -899,7 +932,7 @@ ForkMessage = ForkConfig | ForkWorker | WorkerForked | WorkerReaped
 
 def _wire_union() -> Any:
     """Every message a connection carries: each Msg defined here or in
-    `state_messages` (imported above for that) but the handshake's and the
+    `state_messages` or `auth_messages` (imported above for that) but the handshake's and the
     fork server's, which have decoders of their own. Built from the
     classes, so a new message needs no second entry."""
     apart = set(HandshakeMsg.__args__) | set(ForkMessage.__args__)

@@ -34,11 +34,15 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from manta._private.auth.credentials import Identity, raw_private, raw_public
 from manta._private.clock import Clock, monotonic
 from manta._private.config import Config
 from manta._private.ids import TaskIds
 from manta._private.objectstore.region import Region
 from manta._private.protocol import messages as m
+from manta._private.protocol.identity import Credential, Role
 from manta._private.runtime.actors import ActorCalls
 from manta._private.runtime.bridge import IOThread
 from manta._private.runtime.errors import error_from_remote
@@ -120,8 +124,11 @@ class CoreRuntime:
         self.metrics = MetricsRegistry()
         # The rooms (see the module docstring).
         self.inbound = Inbound(self)
+        # A worker's pass, from its agent; a driver's token, until the head
+        # gives it its job's pass (`_register`).
+        self.identity = Identity.of(session.credential)
         self.peers = PeerPool(
-            self.loop, session.token, self.inbound.handle,
+            self.loop, self.identity, self.inbound.handle,
             on_gone=self._peer_gone, ask_nodes=lambda cb: self.ask_head(m.GetClusterInfo(), cb),
         )
         self.references = References(self)
@@ -164,28 +171,24 @@ class CoreRuntime:
     async def _connect_all(self) -> None:
         session = self.session
         os.makedirs(f"{session.session_dir}/sockets", exist_ok=True)
-        self._server, self.address = await serve(
-            self.address, session.token, self.inbound.handle, on_close=self.peers._closed
-        )
-        self.refs.me = self.address
         self.head = HeadLink(
-            session.head_address, session.token, self.inbound.handle, on_gone=self._control_gone,
+            session.head_address, self.identity, self.inbound.handle, on_gone=self._control_gone,
             reregister=self._reregister_driver if self.is_driver else None,
             grace=self.config.head_reconnect_s,
         )
         await self.head.connect()
-        self.agent = await connect(
-            session.agent_address, session.token, self.inbound.handle, name="agent",
-            on_close=self._on_control_lost,
-        )
         if self.is_driver:
-            reply = await self.head.request(
-                m.RegisterDriver(namespace=self.namespace, pid=os.getpid(), env_vars=self.env_vars)
-            )
-            self.job_id = reply.job_id
-            self.namespace = reply.namespace
+            await self._register()
+        self._server, self.address = await serve(
+            self.address, self.identity, self.inbound.handle, on_close=self.peers._closed
+        )
+        self.refs.me = self.address
+        if self.is_driver:
             self.driver_address = self.address
-            self.head.persistent = reply.persistent
+        self.agent = await connect(
+            session.agent_address, self.identity, self.inbound.handle, name="agent",
+            on_close=self._on_control_lost, expect=Role.CLUSTER,
+        )
         reply = await self.agent.request(
             m.RegisterClient(
                 kind=m.ClientKind.DRIVER if self.is_driver else m.ClientKind.WORKER,
@@ -200,6 +203,24 @@ class CoreRuntime:
         info = await self.agent.request(m.GetResources())
         self.cluster_resources = dict(info.total)
         self.task_events.start()
+
+    async def _register(self) -> None:
+        """Registers the driver's job with the head, which answers with the job's pass:
+        what the driver shows agents and workers from here on (its token stays
+        for the head, which checks it again whenever the driver reconnects)."""
+        assert self.head is not None
+        key = Ed25519PrivateKey.generate()
+        reply = await self.head.request(m.RegisterDriver(
+            namespace=self.namespace, pid=os.getpid(), env_vars=self.env_vars, worker_id=self.worker_id,
+            key=raw_public(key.public_key()),
+        ))
+        self.job_id = reply.job_id
+        self.namespace = reply.namespace
+        self.head.persistent = reply.persistent
+        self.identity = Identity.of(Credential(
+            pass_blob=reply.pass_blob, pass_sig=reply.pass_sig, key=raw_private(key), cluster_key=reply.cluster_key,
+        ))
+        self.peers.identity = self.identity
 
     async def _reregister_driver(self, conn: Connection) -> None:
         """Tells a restarted head that this driver's job goes on."""

@@ -26,6 +26,7 @@ _PUBLIC: dict[ErrorKind, type[Exception]] = {
     ErrorKind.UNSCHEDULABLE: exc.TaskUnschedulableError,
     ErrorKind.FREED: exc.ReferenceCountingAssertionError,
     ErrorKind.RUNTIME_ENV_SETUP: exc.RuntimeEnvSetupError,
+    ErrorKind.AUTHORIZATION: exc.AuthorizationError,
 }
 
 

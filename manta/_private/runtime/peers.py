@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from manta._private.auth.credentials import Identity
 from manta._private.protocol import messages as m
 from manta._private.transport.connection import Connection, ConnectionLost, Handler, PeerNodeDied, connect
 
@@ -26,14 +27,15 @@ class PeerPool:
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
-        token: bytes,
+        identity: Identity,
         handler: Handler,
         *,
         on_gone: Callable[[str], None],
         ask_nodes: Callable[[PeerCallback], None],
     ) -> None:
         self.loop = loop
-        self.token = token
+        # A driver's changes once it registered its job (`CoreRuntime._register`).
+        self.identity = identity
         self.handler = handler
         # Called with the address of a peer whose connection closed.
         self.on_gone = on_gone
@@ -62,7 +64,7 @@ class PeerPool:
     async def _dial(self, address: str) -> None:
         result: Connection | BaseException
         try:
-            result = await connect(address, self.token, self.handler, on_close=self._closed, timeout=10)
+            result = await connect(address, self.identity, self.handler, on_close=self._closed, timeout=10)
             self.conns[address] = result
         except Exception as e:  # noqa: BLE001 - any failure means the peer is gone
             result = ConnectionLost(f"cannot reach {address}: {e}")

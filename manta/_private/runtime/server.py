@@ -11,8 +11,10 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from manta._private.auth import policy
 from manta._private.protocol import messages as m
 from manta._private.protocol import state_messages as sm
+from manta._private.protocol.identity import Role
 from manta._private.runtime.introspect import reference_records
 from manta._private.transport.connection import Connection
 
@@ -41,11 +43,17 @@ class Inbound:
         }
 
     def handle(self, conn: Connection, msg: Any) -> None:
-        if type(msg) is m.PushTask:  # by far the most common, in a worker
+        if type(msg) is m.PushTask and conn.principal.role >= Role.SUBMIT:  # by far the most common, in a worker
             executor = self.rt.executor
             if executor is not None:
                 executor.on_push(conn, msg)
                 return
+        why = policy.refusal(policy.RUNTIME, conn.principal, msg)
+        if why:
+            log.warning("refused %s from %s: %s", type(msg).__name__, conn.principal.name, why)
+            if getattr(msg, "rid", 0):
+                conn.reply_error(msg, m.ErrorKind.AUTHORIZATION, why)
+            return
         handler = self._handlers.get(type(msg))
         if handler is None:
             log.warning("unexpected %s from %s", type(msg).__name__, conn.name)

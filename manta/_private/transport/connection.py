@@ -1,7 +1,9 @@
 """Authenticated message connections over asyncio (Unix sockets or TCP).
 
 A `Connection` is an asyncio protocol: bytes in, frames out through the
-sans-IO `FrameDecoder`, the token handshake first, typed messages after.
+sans-IO `FrameDecoder`, the credentials' handshake first (`auth.handshake`),
+typed messages after. Once it completes, `principal` says who the peer is;
+the service that handles its messages decides what that principal may do.
 Writes issued during one loop iteration are joined into one syscall.
 Malformed or oversized frames close only the offending connection.
 """
@@ -17,15 +19,19 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from manta._private.auth.credentials import AuthFailed, Identity
+from manta._private.auth.handshake import (
+    MAX_HANDSHAKE_FRAME,
+    ClientHandshake,
+    ServerHandshake,
+    TokenBook,
+    refusal,
+)
+from manta._private.protocol import auth_messages as am
 from manta._private.protocol import messages as m
 from manta._private.protocol import state_messages as sm
 from manta._private.protocol.framing import HEADER, FrameDecoder, FrameTooLarge
-from manta._private.protocol.handshake import (
-    MAX_HANDSHAKE_FRAME,
-    AuthFailed,
-    ClientHandshake,
-    ServerHandshake,
-)
+from manta._private.protocol.identity import NOBODY, Principal, Role
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +65,7 @@ REPLY_TYPES = (
     m.TaskDone,
     m.ObjectValue,
     *sm.REPLIES,
+    *am.REPLIES,
 )
 
 
@@ -71,7 +78,7 @@ class PeerNodeDied(ConnectionLost):
 
 
 class AuthRejected(ConnectionLost):
-    """The peer hung up on our proof: it does not share our cluster token."""
+    """The peer refused our credential, or could not prove its own."""
 
 
 class RemoteError(Exception):
@@ -89,22 +96,29 @@ Handler = Callable[["Connection", Any], None]
 class Connection(asyncio.Protocol):
     def __init__(
         self,
-        token: bytes,
+        identity: Identity,
         *,
         server_side: bool,
         handler: Handler,
         on_close: Callable[[Connection], None] | None = None,
         name: str = "",
+        tokens: TokenBook | None = None,
+        expect: Role | None = None,
+        on_auth: Callable[[Connection, str], None] | None = None,
     ) -> None:
-        self._token = token
         self.server_side = server_side
+        # Server side: told the outcome of each handshake ("" on success, else why), for the audit log.
+        self.on_auth = on_auth
         self.handler = handler
         self.on_close = on_close
         self.name = name
         self.transport: asyncio.Transport | None = None
         self._decoder = FrameDecoder(MAX_HANDSHAKE_FRAME)
-        self._server_hs = ServerHandshake(token) if server_side else None
-        self._client_hs = None if server_side else ClientHandshake(token)
+        self._server_hs = ServerHandshake(identity, tokens) if server_side else None
+        self._client_hs = None if server_side else ClientHandshake(identity, expect)
+        # Who the peer proved to be; nobody until the handshake completes.
+        self.principal: Principal = NOBODY
+        self._refusal = ""
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.closed = False
         self._proof_sent = False
@@ -159,17 +173,29 @@ class Connection(asyncio.Protocol):
     def _handshake(self, frame: bytes) -> None:
         try:
             if self._server_hs is not None:
-                self._write_now(self._server_hs.receive(frame))
+                try:
+                    self._write_now(self._server_hs.receive(frame))
+                except AuthFailed as e:
+                    self._write_now(refusal(str(e)))  # the client learns why
+                    if self.on_auth is not None:
+                        self.on_auth(self, str(e))
+                    raise
+                assert self._server_hs.peer is not None
+                self.principal = self._server_hs.peer
+                if self.on_auth is not None:
+                    self.on_auth(self, "")
             else:
-                assert self._client_hs is not None
-                if self._client_hs._server_nonce is None:
-                    self._write_now(self._client_hs.receive_challenge(frame))
+                hs = self._client_hs
+                assert hs is not None
+                if hs.server_nonce is None:
+                    self._write_now(hs.receive_challenge(frame))
                     self._proof_sent = True
                     return
-                self._client_hs.receive_welcome(frame)
+                self.principal = hs.receive_welcome(frame)
         except AuthFailed as e:
+            self._refusal = str(e)
             peer = self.transport.get_extra_info("peername") if self.transport else None
-            self.abort(f"authentication failed from {peer!r}: {e}")
+            self.abort(f"authentication failed from {peer or 'a local process'}: {e}")
             return
         self._decoder.max_frame = MAX_FRAME
         self.ready.set_result(None)
@@ -340,10 +366,10 @@ class Connection(asyncio.Protocol):
             return
         self.closed = True
         err: ConnectionLost
-        if self._proof_sent and not self.ready.done():
+        if self._refusal and not self.server_side or self._proof_sent and not self.ready.done():
             err = AuthRejected(
                 f"{self.name or 'the peer'} refused the connection during authentication: "
-                f"wrong cluster token"
+                f"{self._refusal or 'it does not accept this credential'}"
             )
         elif isinstance(exc, PeerNodeDied):
             err = exc
@@ -387,19 +413,23 @@ def parse_address(address: str) -> tuple[str, str, int]:
 
 async def connect(
     address: str,
-    token: bytes,
+    identity: Identity,
     handler: Handler,
     *,
     on_close: Callable[[Connection], None] | None = None,
     name: str = "",
     timeout: float = 30.0,
+    expect: Role | None = None,
 ) -> Connection:
+    """Dials `address` and authenticates; `expect`: the role the server must prove (the
+    head's and agents' is CLUSTER: a job's process posing as one is refused)."""
     loop = asyncio.get_running_loop()
     kind, host, port = parse_address(address)
 
     def factory() -> Connection:
         return Connection(
-            token, server_side=False, handler=handler, on_close=on_close, name=name or address
+            identity, server_side=False, handler=handler, on_close=on_close, name=name or address,
+            expect=expect,
         )
 
     if kind == "unix":
@@ -412,18 +442,25 @@ async def connect(
 
 async def serve(
     address: str,
-    token: bytes,
+    identity: Identity,
     handler: Handler,
     *,
     on_connect: Callable[[Connection], None] | None = None,
     on_close: Callable[[Connection], None] | None = None,
+    tokens: TokenBook | None = None,
+    on_auth: Callable[[Connection, str], None] | None = None,
 ) -> tuple[asyncio.AbstractServer, str]:
-    """Listens on `address` (port 0 picks a free port); returns the bound address."""
+    """Listens on `address` (port 0 picks a free port); returns the bound address.
+
+    `tokens`: people's tokens are accepted only where given (the head).
+    `on_auth(conn, why)`: each handshake's outcome ("" when it succeeded)."""
     loop = asyncio.get_running_loop()
     kind, host, port = parse_address(address)
 
     def factory() -> Connection:
-        conn = Connection(token, server_side=True, handler=handler, on_close=on_close)
+        conn = Connection(
+            identity, server_side=True, handler=handler, on_close=on_close, tokens=tokens, on_auth=on_auth
+        )
         if on_connect is not None:
             on_connect(conn)
         return conn

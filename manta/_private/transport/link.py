@@ -21,6 +21,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from manta._private.auth.credentials import Identity
+from manta._private.protocol.identity import Role
 from manta._private.transport.connection import AuthRejected, Connection, ConnectionLost, Handler, connect
 
 log = logging.getLogger(__name__)
@@ -30,7 +32,7 @@ class HeadLink:
     def __init__(
         self,
         address: str,
-        token: bytes,
+        identity: Identity,
         handler: Handler,
         *,
         on_gone: Callable[[str], None],
@@ -39,7 +41,7 @@ class HeadLink:
         name: str = "head",
     ) -> None:
         self.address = address
-        self.token = token
+        self.identity = identity
         self.handler = handler
         self.on_gone = on_gone
         self.reregister = reregister
@@ -59,7 +61,8 @@ class HeadLink:
 
     async def connect(self, timeout: float = 30.0) -> None:
         self.conn = await connect(
-            self.address, self.token, self.handler, name=self.name, on_close=self._lost, timeout=timeout
+            self.address, self.identity, self.handler, name=self.name, on_close=self._lost, timeout=timeout,
+            expect=Role.CLUSTER,
         )
 
     # -- sending ----------------------------------------------------------
@@ -128,11 +131,11 @@ class HeadLink:
             while loop.time() < deadline and not self.gone:
                 try:
                     conn = await connect(
-                        self.address, self.token, self.handler, name=self.name, on_close=self._lost,
-                        timeout=max(0.1, min(2.0, deadline - loop.time())),
+                        self.address, self.identity, self.handler, name=self.name, on_close=self._lost,
+                        timeout=max(0.1, min(2.0, deadline - loop.time())), expect=Role.CLUSTER,
                     )
-                except AuthRejected:
-                    self._give_up(f"the head at {self.address} came back with another cluster token")
+                except AuthRejected as e:
+                    self._give_up(f"the head at {self.address} came back and refused this process: {e}")
                     return
                 except (OSError, TimeoutError):
                     await asyncio.sleep(0.1)

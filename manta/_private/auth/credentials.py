@@ -1,0 +1,185 @@
+"""Making and checking credentials: the cluster's keys, passes, people's tokens.
+
+Everything derives from the cluster secret (the cluster token, held only
+by the head and the node agents):
+
+- a signing key (Ed25519), whose public half every process is given: the
+  head and agents sign *passes*, each naming a principal and the public
+  key of the process that holds it. A process proves it holds a pass by
+  signing the handshake with the pass's private key, so a pass seen on the
+  wire is no use to anyone else. Workers get passes scoped to their job:
+  they never see the cluster secret.
+- people's tokens (`manta token create`): `mt1.<id>.<secret>`, where the
+  secret is an HMAC of the id under a key derived from the cluster secret.
+  The head derives it again to check a token, so it stores no secrets,
+  only each token's role, namespaces, expiry and whether it was revoked.
+  The `local-admin` token is the cluster owner's: every node writes it to
+  its session directory for local drivers, and it cannot be revoked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import time
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from manta._private.protocol.identity import (
+    Claims,
+    Credential,
+    Kind,
+    Principal,
+    Role,
+    decode_claims,
+    encode_claims,
+)
+
+LOCAL_ADMIN = "local-admin"
+TOKEN_PREFIX = "mt1"
+_TOKEN_RE = re.compile(r"^mt1\.([a-z0-9-]{1,64})\.([0-9a-f]{64})$")
+_PASS_LABEL = b"manta pass v1\0"
+
+
+class AuthFailed(Exception):
+    """A credential is not valid, or the peer broke the handshake."""
+
+
+def derive(secret: bytes, label: bytes, size: int = 32) -> bytes:
+    """A key for one purpose, derived from the cluster secret (HKDF-SHA256)."""
+    return HKDF(algorithm=SHA256(), length=size, salt=None, info=b"manta " + label).derive(secret)
+
+
+def raw_public(key: Ed25519PublicKey) -> bytes:
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def raw_private(key: Ed25519PrivateKey) -> bytes:
+    from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
+    return key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+
+
+# -- people's tokens ----------------------------------------------------------
+
+
+def format_token(token_id: str, secret: bytes) -> str:
+    return f"{TOKEN_PREFIX}.{token_id}.{secret.hex()}"
+
+
+def parse_person_token(text: str) -> tuple[str, bytes] | None:
+    """(id, secret) of a person's token, or None if `text` is not one."""
+    match = _TOKEN_RE.match(text.strip())
+    if match is None:
+        return None
+    return match.group(1), bytes.fromhex(match.group(2))
+
+
+def looks_like_person_token(text: str) -> bool:
+    return text.strip().startswith(TOKEN_PREFIX + ".")
+
+
+def _token_secret(token_key: bytes, token_id: str) -> bytes:
+    return hmac.new(token_key, token_id.encode(), hashlib.sha256).digest()
+
+
+def owner_credential(secret: bytes) -> Credential:
+    """What a driver given the cluster secret presents: the owner's token, derived
+    from it (the driver then holds the token, not the secret)."""
+    return Credential(token=format_token(LOCAL_ADMIN, _token_secret(derive(secret, b"person tokens"), LOCAL_ADMIN)))
+
+
+class ClusterKeys:
+    """What the cluster secret gives its holder (the head, an agent)."""
+
+    def __init__(self, secret: bytes) -> None:
+        self._signing = Ed25519PrivateKey.from_private_bytes(derive(secret, b"pass signing"))
+        self.public = raw_public(self._signing.public_key())
+        self._token_key = derive(secret, b"person tokens")
+
+    def token_secret(self, token_id: str) -> bytes:
+        return _token_secret(self._token_key, token_id)
+
+    def token(self, token_id: str) -> str:
+        return format_token(token_id, self.token_secret(token_id))
+
+    def sign_pass(self, principal: Principal, holder_key: bytes) -> tuple[bytes, bytes]:
+        """A pass (blob, signature) for `principal`, held by whoever has the private half of `holder_key`."""
+        if len(holder_key) != 32:
+            raise ValueError("a pass's key is a raw Ed25519 public key of 32 bytes")
+        blob = encode_claims(Claims(principal=principal, key=holder_key))
+        return blob, self._signing.sign(_PASS_LABEL + blob)
+
+    def mint(self, principal: Principal) -> Credential:
+        """A pass for `principal`, with a fresh key pair, for the process that will hold it."""
+        key = Ed25519PrivateKey.generate()
+        blob, sig = self.sign_pass(principal, raw_public(key.public_key()))
+        return Credential(pass_blob=blob, pass_sig=sig, key=raw_private(key), cluster_key=self.public)
+
+    def node_credential(self, name: str, node_id: bytes = b"") -> Credential:
+        return self.mint(Principal(kind=Kind.NODE, role=Role.CLUSTER, name=name, node_id=node_id))
+
+
+@dataclass
+class Identity:
+    """A process's credential, ready to use in handshakes."""
+
+    credential: Credential
+    principal: Principal | None = None  # the pass's; None for a token's holder
+    key: Ed25519PrivateKey | None = None
+    cluster_key: Ed25519PublicKey | None = None
+    token_id: str = ""
+    token_secret: bytes = b""
+
+    @classmethod
+    def of(cls, credential: Credential) -> Identity:
+        ident = cls(credential)
+        if credential.cluster_key:
+            ident.cluster_key = Ed25519PublicKey.from_public_bytes(credential.cluster_key)
+        if credential.pass_blob:
+            ident.key = Ed25519PrivateKey.from_private_bytes(credential.key)
+            ident.principal = decode_claims(credential.pass_blob).principal
+        if credential.token:
+            parsed = parse_person_token(credential.token)
+            if parsed is None:
+                raise AuthFailed("the token is not a manta token (mt1.<id>.<secret>)")
+            ident.token_id, ident.token_secret = parsed
+        return ident
+
+    def sign(self, data: bytes) -> bytes:
+        assert self.key is not None
+        return self.key.sign(data)
+
+
+def check_pass(
+    cluster_key: Ed25519PublicKey, blob: bytes, sig: bytes, now: float | None = None
+) -> tuple[Principal, Ed25519PublicKey]:
+    """The principal a pass names and its holder's public key, if the cluster signed it."""
+    try:
+        cluster_key.verify(sig, _PASS_LABEL + blob)
+    except InvalidSignature:
+        raise AuthFailed("the pass is not signed by this cluster") from None
+    try:
+        claims = decode_claims(blob)
+        holder = Ed25519PublicKey.from_public_bytes(claims.key)
+    except Exception:
+        raise AuthFailed("malformed pass") from None
+    p = claims.principal
+    if p.expires and p.expires < (time.time() if now is None else now):
+        raise AuthFailed(f"the credential of {p.name} expired")
+    return p, holder
+
+
+def verify_signature(key: Ed25519PublicKey, sig: bytes, data: bytes) -> bool:
+    try:
+        key.verify(sig, data)
+    except InvalidSignature:
+        return False
+    return True

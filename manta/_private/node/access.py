@@ -1,0 +1,56 @@
+"""What a node agent lets each peer do (see `auth.policy` for the roles).
+
+Beyond the role each message needs: a job's process asks for leases and
+registers only as itself (its job, its worker id), and a worker reports
+its blocked and unblocked times only for itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from manta._private.auth import policy
+from manta._private.protocol import messages as m
+from manta._private.protocol.identity import Kind, Principal
+from manta._private.transport.connection import Connection
+
+log = logging.getLogger(__name__)
+
+LOG_EVERY_S = 10.0
+_logged: dict[str, float] = {}
+
+
+def refusal(p: Principal, msg: Any) -> str:
+    why = policy.refusal(policy.AGENT, p, msg)
+    if why or p.kind is not Kind.JOB:
+        return why
+    t = type(msg)
+    if t is m.RequestLease:
+        if p.job_id and msg.job_id != p.job_id:
+            return f"{p.describe()} may not ask for leases for job {msg.job_id}"
+    elif t is m.RegisterClient:
+        if p.worker_id and msg.worker_id != p.worker_id:
+            return f"{p.describe()} may not register as process {msg.worker_id.hex()[:12]}"
+        if p.job_id and msg.kind is m.ClientKind.DRIVER and msg.job_id != p.job_id:
+            return f"{p.describe()} may not register as the driver of job {msg.job_id}"
+    elif t in (m.WorkerBlocked, m.WorkerUnblocked):
+        if p.worker_id and msg.worker_id != p.worker_id:
+            return f"{p.describe()} may not report for worker {msg.worker_id.hex()[:12]}"
+    return ""
+
+
+def refused(conn: Connection, msg: Any) -> bool:
+    """Refuses `msg` if its sender may not send it (answering a request with why)."""
+    why = refusal(conn.principal, msg)
+    if not why:
+        return False
+    now = time.monotonic()
+    who = conn.principal.name
+    if now - _logged.get(who, -LOG_EVERY_S) >= LOG_EVERY_S:
+        _logged[who] = now
+        log.warning("refused %s from %s: %s", type(msg).__name__, who, why)
+    if getattr(msg, "rid", 0):
+        conn.reply_error(msg, m.ErrorKind.AUTHORIZATION, why)
+    return True
