@@ -304,7 +304,74 @@ def test_a_grant_whose_worker_is_starting_does_not_outlive_its_removed_bundle():
     t.validate()
     assert not grants(t.remove_resources(names))
     t.unreserve(to_units({"CPU": 1}))
-    assert grants(t.worker_started(b"a", ())) == [] and b"a" in t.idle[()]
+    assert grants(t.worker_started(b"a", ())) == [] and b"a" in t.idle[(lt.SPARE, ())]
     assert len(t.pending) == 1  # waits for a bundle that is gone, as in Ray
     assert t.available == t.total == to_units({"CPU": 2})
+    t.validate()
+
+
+# -- workers are never shared between jobs -----------------------------------
+
+
+def job_req(i, job, key=(), owner=None):
+    return lt.Request(i, owner or f"driver{job}", to_units({"CPU": 1}), key, job_id=job)
+
+
+def test_a_worker_that_ran_one_jobs_task_is_never_leased_to_another_job():
+    t = table(cpus=2)
+    assert t.request(job_req(1, job=1)) == [lt.StartWorker((), 1)]
+    assert grants(t.worker_started(b"w1", (), 1)) == [lt.Grant(1, 1, b"w1")]
+    t.return_lease(1)
+    # Job 2 waits for a worker of its own though job 1's is idle...
+    assert t.request(job_req(2, job=2)) == [lt.StartWorker((), 2)]
+    assert grants(t.worker_started(b"w2", (), 2)) == [lt.Grant(2, 2, b"w2")]
+    # ...and job 1 gets its own back.
+    assert grants(t.request(job_req(3, job=1))) == [lt.Grant(3, 3, b"w1")]
+    t.validate()
+
+
+def test_a_spare_worker_goes_to_the_first_job_that_asks_and_is_then_its_own():
+    t = table(cpus=2)
+    t.worker_started(b"spare", ())  # prestarted: nobody's yet
+    assert grants(t.request(job_req(1, job=7))) == [lt.Grant(1, 1, b"spare")]
+    assert t.workers[b"spare"].job_id == 7
+    t.return_lease(1)
+    assert t.request(job_req(2, job=8)) == [lt.StartWorker((), 8)]
+    t.validate()
+
+
+def test_a_runtime_env_gets_workers_of_its_own_within_a_job():
+    t = table(cpus=2)
+    t.request(job_req(1, job=1))
+    t.worker_started(b"plain", (), 1)
+    t.return_lease(1)
+    env = (("A", "1"),)
+    assert t.request(job_req(2, job=1, key=env)) == [lt.StartWorker(env, 1)]
+    t.validate()
+
+
+def test_a_worker_whose_request_went_away_ran_nothing_and_is_a_spare():
+    t = table(cpus=2)
+    t.request(job_req(1, job=1, owner="gone"))
+    t.owner_gone("gone")
+    t.worker_started(b"w", (), 1)
+    assert grants(t.request(job_req(2, job=2))) == [lt.Grant(2, 2, b"w")]
+    t.validate()
+
+
+def test_a_jobs_end_stops_its_idle_workers_and_those_its_leases_give_back():
+    t = lt.LeaseTable(to_units({"CPU": 2}), max_idle_workers=4, spares=1)
+    t.request(job_req(1, job=1))
+    t.request(job_req(2, job=1))
+    t.worker_started(b"a", (), 1)
+    t.worker_started(b"b", (), 1)
+    t.request(job_req(3, job=2))  # another job's request waits for a CPU
+    t.return_lease(1)  # a's CPU goes to job 2, through a worker of its own
+    t.worker_started(b"c", (), 2)
+    cmds = t.job_ended(1)
+    assert lt.StopWorker(b"a") in cmds and lt.StartWorker(()) in cmds  # a spare replaces it
+    assert lt.StopWorker(b"b") in t.return_lease(2)  # given back after the end: stopped
+    assert set(t.workers) == {b"c"}
+    t.worker_started(b"spare", ())
+    assert t.job_ended(1) == []  # told twice: the spare is there already
     t.validate()

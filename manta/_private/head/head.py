@@ -859,6 +859,9 @@ class Head:
         job.conn = None
         job.end_time = time.time()
         self._save_job(job)
+        ended = m.JobEnded(job_id=job.job_id)
+        for node in self.nodes.values():
+            node.send(ended)
         for entry in list(self.actors.values()):
             if entry.spec.job_id == job.job_id and not entry.spec.detached:
                 self._kill_actor(entry, True, "The actor's job (driver) exited.")

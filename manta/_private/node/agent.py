@@ -161,7 +161,7 @@ class NodeAgent:
         # cluster, else the local socket.
         self.public_address = address
         num_cpus = int(resources.get("CPU", 1))
-        self.leases = lt.LeaseTable(to_units(resources), max_idle_workers=max(num_cpus, 2) + 2)
+        self.leases = lt.LeaseTable(to_units(resources), max_idle_workers=max(num_cpus, 2) + 2, spares=prestart)
         self.store = StoreTable(store_capacity)
         self.spill_dir = self.config.spill_dir or os.path.join(session_dir, "spill")
         self.region = Region.create(store_capacity, "manta-store")
@@ -183,7 +183,7 @@ class NodeAgent:
         self.pending_leases: dict[int, PendingLease] = {}
         self.worker_pids: dict[bytes, int] = {}
         self.worker_conns: dict[bytes, Connection] = {}
-        self.pool_keys: dict[bytes, lt.PoolKey] = {}
+        self.pool_keys: dict[bytes, lt.JobKey] = {}
         self.stopping = asyncio.Event()
         self.view: dict[bytes, NodeView] = {}
         self.view_labels: dict[bytes, dict[str, str]] = {}
@@ -340,7 +340,7 @@ class NodeAgent:
         why = why or ("manta's worker cannot start in it (see logs/workers.log in the session directory; "
                       "a package it installs may clash with one manta needs)")
         log.error("pip environment %s: %s", env[:12], why)
-        for key in [k for k in self.leases.starting if _pip_hash(k) == env]:
+        for key in {k for _, k in self.leases.starting if _pip_hash(k) == env}:
             failed, cmds = self.leases.start_failed(key)
             for rid in failed:
                 pending = self.pending_leases.pop(rid, None)  # type: ignore[call-overload]
@@ -357,9 +357,9 @@ class NodeAgent:
         except ValueError:
             return False  # refused with the reason by _lease_after_setup
 
-    def _start_worker(self, pool_key: lt.PoolKey) -> None:
+    def _start_worker(self, pool_key: lt.PoolKey, job_id: int) -> None:
         worker_id = ids.new_worker_id()
-        self.pool_keys[worker_id] = pool_key
+        self.pool_keys[worker_id] = (job_id, pool_key)
         self.roster.launching(worker_id, pool_key)
         env = dict(pool_key)
         try:
@@ -466,7 +466,7 @@ class NodeAgent:
                 if granted is not None and not granted.owner.closed:
                     granted.owner.send(m.ReclaimLease(lease_id=c.lease_id))
             elif isinstance(c, lt.StartWorker):
-                self._start_worker(c.pool_key)
+                self._start_worker(c.pool_key, c.job_id)
             elif isinstance(c, lt.StopWorker):
                 self.roster.ending(c.worker_id, INTENDED_SYSTEM_EXIT, "Stopped by its node agent: idle past the "
                                    "pool's limit, or its lease was given back (an actor's ended).")
@@ -539,7 +539,7 @@ class NodeAgent:
                 # and its device memory stay out of CPU tasks' workers.
                 env = {**env, GPU_WORKER: "1"}
             req = lt.Request(rid, id(conn), units, tuple(sorted(env.items())), msg.for_actor,
-                             to_units(msg.must_be_free) if msg.must_be_free else {})
+                             to_units(msg.must_be_free) if msg.must_be_free else {}, job_id=msg.job_id)
             self._run(self.leases.request(req))
         elif t is m.ReturnLease:
             self.granted.pop(msg.lease_id, None)
@@ -635,6 +635,8 @@ class NodeAgent:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+        elif t is m.JobEnded:
+            self._run(self.leases.job_ended(msg.job_id))
         elif t is m.ShutdownCluster:
             conn.reply(msg, m.Ack())
             self.stopping.set()
@@ -815,8 +817,8 @@ class NodeAgent:
         if msg.kind is m.ClientKind.WORKER:
             self.worker_conns[msg.worker_id] = conn
             self.worker_pids[msg.worker_id] = msg.pid
-            key = self.pool_keys.pop(msg.worker_id, ())
-            self._run(self.leases.worker_started(msg.worker_id, key))
+            job_id, key = self.pool_keys.pop(msg.worker_id, (lt.SPARE, ()))
+            self._run(self.leases.worker_started(msg.worker_id, key, job_id))
 
     # -- spilling ----------------------------------------------------------
 

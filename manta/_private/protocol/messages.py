@@ -621,6 +621,13 @@ class NodeDied(Msg, frozen=True):
     reason: str
 
 
+class JobEnded(Msg, frozen=True):
+    """Head -> agents: a job's driver is gone; its idle workers stop (workers
+    are never shared between jobs, so nothing else may use them)."""
+
+    job_id: int
+
+
 class WorkerExited(Msg, frozen=True):
     """Agent -> head: a worker process ended."""
 

@@ -7,6 +7,12 @@ Leases are returned when the owner has no more work for them, and a worker
 blocked in `get` gives its resources back until it resumes, so nested tasks
 cannot deadlock the node. Every method returns the commands the agent must
 carry out.
+
+Workers are never shared between jobs: idle workers are pooled by (job,
+environment). A spare worker (job 0: prestarted, or started for a request
+that went away) has run nobody's code, so the first job that asks for its
+environment may take it; from its first lease on it is that job's, and it
+is stopped when that job ends.
 """
 
 from __future__ import annotations
@@ -20,6 +26,11 @@ from manta._private.scheduling.bundles import base_of, charge
 from manta._private.scheduling.resources import UNIT, ResourceSet, add, fits, subtract
 
 PoolKey = tuple[tuple[str, str], ...]  # the worker's environment variables
+# Idle workers and starts are kept by (job id, environment): 0 is no job yet.
+JobKey = tuple[int, PoolKey]
+SPARE = 0
+# Ended jobs remembered, so a lease of theirs given back later stops its worker.
+KEEP_ENDED_JOBS = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +44,7 @@ class Grant:
 @dataclass(frozen=True, slots=True)
 class StartWorker:
     pool_key: PoolKey
+    job_id: int = SPARE  # whose request it is started for (told back in worker_started)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +75,7 @@ class Request:
     # What it holds once granted: its resources and, in a bundle, the other
     # names Ray counts it against (`bundles.charge`).
     taken: ResourceSet = field(default_factory=dict)
+    job_id: int = SPARE
 
     def needs_free(self) -> ResourceSet:
         if not self.gate:
@@ -89,17 +102,25 @@ class Worker:
     worker_id: bytes
     pool_key: PoolKey
     lease_id: int | None = None
+    job_id: int = SPARE  # the job whose code it ran (SPARE: none yet)
+
+    @property
+    def key(self) -> JobKey:
+        return (self.job_id, self.pool_key)
 
 
 @dataclass
 class LeaseTable:
     total: ResourceSet
     max_idle_workers: int = 4
+    # Spare workers (of the default environment) kept ready for the next
+    # job: refilled when a job ends and its workers go.
+    spares: int = 0
     available: ResourceSet = field(init=False)
     pending: collections.deque[Request] = field(default_factory=collections.deque)
     # Requests whose resources are reserved, waiting for a worker to start.
-    starting: dict[PoolKey, collections.deque[tuple[Request, int]]] = field(default_factory=dict)
-    idle: dict[PoolKey, list[bytes]] = field(default_factory=dict)
+    starting: dict[JobKey, collections.deque[tuple[Request, int]]] = field(default_factory=dict)
+    idle: dict[JobKey, list[bytes]] = field(default_factory=dict)
     workers: dict[bytes, Worker] = field(default_factory=dict)
     leases: dict[int, Lease] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -112,6 +133,8 @@ class LeaseTable:
         self.available = dict(self.total)
         self.reserved: ResourceSet = {}
         self.gpu_free = [UNIT] * (self.total.get("GPU", 0) // UNIT)
+        self.ended: collections.OrderedDict[int, None] = collections.OrderedDict()
+        self.spares_starting = 0
 
     # -- events -----------------------------------------------------------
 
@@ -119,17 +142,21 @@ class LeaseTable:
         self.pending.append(req)
         return self._schedule()
 
-    def worker_started(self, worker_id: bytes, pool_key: PoolKey) -> list[Command]:
-        self.workers[worker_id] = Worker(worker_id, pool_key)
-        waiting = self.starting.get(pool_key)
+    def worker_started(self, worker_id: bytes, pool_key: PoolKey, job_id: int = SPARE) -> list[Command]:
+        """A worker registered; `job_id` is the one its StartWorker named."""
+        worker = self.workers[worker_id] = Worker(worker_id, pool_key)
+        waiting = self.starting.get((job_id, pool_key))
         if waiting:
             req, lease_id = waiting.popleft()
             if not waiting:
-                del self.starting[pool_key]
+                del self.starting[(job_id, pool_key)]
             # A lease that came into being while others wait may be asked
             # back too (nothing else may happen here for a while).
             return [self._bind(req, lease_id, worker_id), *self._ask_back()]
-        self.idle.setdefault(pool_key, []).append(worker_id)
+        if job_id == SPARE and pool_key == ():
+            self.spares_starting = max(0, self.spares_starting - 1)
+        # Its request went away before it came: it ran nothing, so it is a spare.
+        self.idle.setdefault(worker.key, []).append(worker_id)
         return self._trim_idle()
 
     def return_lease(self, lease_id: int, kill: bool = False) -> list[Command]:
@@ -141,11 +168,11 @@ class LeaseTable:
         worker = self.workers.get(lease.worker_id)
         if worker is not None:
             worker.lease_id = None
-            if kill or lease.for_actor:
+            if kill or lease.for_actor or worker.job_id in self.ended:
                 del self.workers[lease.worker_id]
                 out.append(StopWorker(lease.worker_id))
             else:
-                self.idle.setdefault(worker.pool_key, []).append(lease.worker_id)
+                self.idle.setdefault(worker.key, []).append(lease.worker_id)
         out += self._schedule()
         out += self._trim_idle()
         return out
@@ -154,7 +181,7 @@ class LeaseTable:
         worker = self.workers.pop(worker_id, None)
         if worker is None:
             return []
-        idle = self.idle.get(worker.pool_key)
+        idle = self.idle.get(worker.key)
         if idle and worker_id in idle:
             idle.remove(worker_id)
         if worker.lease_id is not None:
@@ -167,7 +194,9 @@ class LeaseTable:
         """Workers of this environment cannot start (its interpreter fails):
         the requests reserved for one give their resources back and fail.
         Returns their request ids, and what the freed resources allow."""
-        waiting = self.starting.pop(pool_key, None) or collections.deque()
+        waiting: list[tuple[Request, int]] = []
+        for key in [k for k in self.starting if k[1] == pool_key]:
+            waiting += self.starting.pop(key)
         for req, _ in waiting:
             add(self.available, req.taken)  # what it took, a bundle's other names too
         return [req.request_id for req, _ in waiting], self._schedule()
@@ -191,6 +220,26 @@ class LeaseTable:
         for lease in [lease for lease in self.leases.values() if lease.owner == owner]:
             out += self.return_lease(lease.lease_id, kill=True)
         return out + self._schedule()
+
+    def job_ended(self, job_id: int) -> list[Command]:
+        """The job's driver is gone: its idle workers stop, and so will the
+        ones its leases still hold when they come back (a detached actor of
+        the job keeps its own). Spares are started to replace them."""
+        if job_id == SPARE:
+            return []
+        self.ended[job_id] = None
+        while len(self.ended) > KEEP_ENDED_JOBS:
+            self.ended.popitem(last=False)
+        out: list[Command] = []
+        for key in [k for k in self.idle if k[0] == job_id]:
+            for wid in self.idle.pop(key):
+                del self.workers[wid]
+                out.append(StopWorker(wid))
+        have = len(self.idle.get((SPARE, ()), ())) + self.spares_starting
+        for _ in range(self.spares - have):
+            self.spares_starting += 1
+            out.append(StartWorker(()))
+        return out
 
     def blocked(self, worker_id: bytes) -> list[Command]:
         lease = self._lease_of(worker_id)
@@ -279,7 +328,7 @@ class LeaseTable:
         for k, total in self.total.items():
             assert self.available.get(k, 0) + used.get(k, 0) == total, (k, self.available, used)
         for wid, w in self.workers.items():
-            in_idle = wid in self.idle.get(w.pool_key, [])
+            in_idle = wid in self.idle.get(w.key, [])
             assert in_idle == (w.lease_id is None), f"worker {wid!r} idle={in_idle} lease={w.lease_id}"
 
     # -- internals --------------------------------------------------------
@@ -310,12 +359,13 @@ class LeaseTable:
             req.taken = taken
             subtract(self.available, taken)
             lease_id = next(self._ids)
-            idle = self.idle.get(req.pool_key)
+            # The job's own worker of this environment, else a spare one.
+            idle = self.idle.get((req.job_id, req.pool_key)) or self.idle.get((SPARE, req.pool_key))
             if idle:
                 out.append(self._bind(req, lease_id, idle.pop()))
             else:
-                self.starting.setdefault(req.pool_key, collections.deque()).append((req, lease_id))
-                out.append(StartWorker(req.pool_key))
+                self.starting.setdefault((req.job_id, req.pool_key), collections.deque()).append((req, lease_id))
+                out.append(StartWorker(req.pool_key, req.job_id))
         self.pending = still
         return out + self._ask_back()
 
@@ -361,7 +411,9 @@ class LeaseTable:
         self.leases[lease_id] = Lease(
             lease_id, worker_id, req.owner, req.taken, req.for_actor, gpu_ids=gpu_ids
         )
-        self.workers[worker_id].lease_id = lease_id
+        worker = self.workers[worker_id]
+        worker.lease_id = lease_id
+        worker.job_id = req.job_id  # from now on it is this job's
         return Grant(req.request_id, lease_id, worker_id, gpu_ids)
 
     def _take_gpus(self, units: int) -> tuple[int, ...]:
@@ -392,8 +444,9 @@ class LeaseTable:
     def _trim_idle(self) -> list[Command]:
         out: list[Command] = []
         count = sum(len(v) for v in self.idle.values())
-        # Drop idle workers of other environments first, then the oldest.
-        for key in sorted(self.idle, key=lambda k: k == ()):
+        # Drop idle workers of other environments first, spares last (any
+        # job may use them), the oldest first within each.
+        for key in sorted(self.idle, key=lambda k: (k[1] == (), k[0] == SPARE)):
             ids = self.idle[key]
             while ids and count > self.max_idle_workers:
                 wid = ids.pop(0)
