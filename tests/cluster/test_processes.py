@@ -217,17 +217,18 @@ def test_wrong_token_is_refused_over_tcp(cluster):
     import asyncio
 
     from manta._private import session
-    from manta._private.transport.connection import ConnectionLost, connect
+    from manta._private.auth.credentials import Identity, owner_credential
+    from manta._private.transport.connection import AuthRejected, connect
 
     address = session.current().cluster.head_tcp
 
-    async def attempt(token):
-        conn = await connect(address, token, lambda c, m: None, timeout=5)
+    async def attempt(secret):
+        conn = await connect(address, Identity.of(owner_credential(secret)), lambda c, m: None, timeout=5)
         conn.close()
 
-    with pytest.raises((ConnectionLost, ConnectionError)):
+    with pytest.raises(AuthRejected, match="wrong token secret"):
         asyncio.run(attempt(b"w" * 32))
-    asyncio.run(attempt(_session(cluster).token))
+    asyncio.run(attempt(session.current().cluster.token))
 
 
 def test_object_too_large_for_store_raises_with_sizes(cluster):

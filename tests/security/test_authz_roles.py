@@ -242,3 +242,47 @@ def test_every_refusal_and_change_is_in_the_audit_log_without_a_secret(cluster):
     for token in tokens.values():
         assert token.split(".")[2] not in raw_log
     assert "hidden-value" not in raw_log and "prod-value" not in raw_log
+
+
+def test_a_task_and_an_actor_act_only_as_their_job(cluster):
+    """User code runs with its job's pass: a task of a team-a job cannot do what its
+    token may not, whatever it sends, and it holds no cluster secret."""
+    env, tokens = cluster
+    seen = driver(env, """
+    manta.init(address="auto", namespace="team-a")
+
+    @manta.remote
+    def attack():
+        import os
+        from manta import exceptions
+        from manta._private import session
+        from manta._private.protocol import messages as m
+        from manta._private.runtime import context
+        from manta.experimental import internal_kv
+        rt = context.require()
+        got = {"principal": rt.identity.principal.name, "role": rt.identity.principal.role.name,
+               "secret_in_env": any(k in os.environ for k in ("MANTA_TOKEN", "RAY_AUTH_TOKEN")),
+               "has_cluster_secret": bool(getattr(rt.session.credential, "token", ""))}
+        for name, fn in [
+            ("kv_prod", lambda: internal_kv._internal_kv_put(b"secret", b"pwned", namespace="prod")),
+            ("lookup_prod", lambda: manta.get_actor("svc", namespace="prod")),
+            ("stop", lambda: rt.call_head(m.ShutdownCluster())),
+            ("own_kv", lambda: internal_kv._internal_kv_put(b"t", b"v", namespace="team-a")),
+        ]:
+            try:
+                fn()
+                got[name] = "ok"
+            except Exception as e:
+                got[name] = type(e).__name__
+        return got
+
+    out["attack"] = manta.get(attack.remote(), timeout=60)
+    """, token=tokens["team_a"])
+    got = seen["attack"]
+    assert got["role"] == "SUBMIT" and "job" in got["principal"], got
+    assert not got["secret_in_env"] and not got["has_cluster_secret"]
+    assert got["kv_prod"] == "AuthorizationError"
+    assert got["lookup_prod"] == "AuthorizationError"
+    assert got["stop"] == "AuthorizationError"
+    assert got["own_kv"] == "ok"
+    _prod_still_serves(env)

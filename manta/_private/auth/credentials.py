@@ -153,6 +153,13 @@ class Identity:
             ident.token_id, ident.token_secret = parsed
         return ident
 
+    def assume(self, credential: Credential) -> None:
+        """Becomes `credential` in place: everything holding this identity (a listener,
+        the pool of peers, the head link) presents the new pass from now on."""
+        new = Identity.of(credential)
+        self.credential, self.principal, self.key = new.credential, new.principal, new.key
+        self.cluster_key, self.token_id, self.token_secret = new.cluster_key, new.token_id, new.token_secret
+
     def sign(self, data: bytes) -> bytes:
         assert self.key is not None
         return self.key.sign(data)

@@ -73,6 +73,8 @@ class ServerHandshake:
         self._clock = clock
         self.done = False
         self.peer: Principal | None = None
+        # Both nonces, once done: names this connection (a `Rebind` signs it).
+        self.session_id = b""
 
     def start(self) -> bytes:
         return m.encode(m.Challenge(nonce=self._nonce))
@@ -105,6 +107,7 @@ class ServerHandshake:
                 raise AuthFailed(f"the peer does not hold the key of the pass of {principal.name}")
         self.done = True
         self.peer = principal
+        self.session_id = self._nonce + msg.nonce
         return m.encode(m.Welcome(
             pass_blob=mine, pass_sig=ident.credential.pass_sig, proof=ident.sign(server_part),
             mac=welcome_mac, cluster_key=cluster_key,
@@ -125,6 +128,7 @@ class ClientHandshake:
         self.peer: Principal | None = None
         # Learned from a Welcome authenticated by the token's secret.
         self.cluster_key: bytes = b""
+        self.session_id = b""
 
     def receive_challenge(self, payload: bytes) -> bytes:
         msg = _decode(payload)
@@ -170,4 +174,20 @@ class ClientHandshake:
             raise AuthFailed(f"the server is {principal.describe()}, not part of the cluster")
         self.done = True
         self.peer = principal
+        self.session_id = self.server_nonce + self._nonce
         return principal
+
+
+_REBIND = b"manta rebind\0"
+
+
+def rebind_proof(identity: Identity, session_id: bytes) -> bytes:
+    """Proves, on the connection `session_id` names, that the sender holds its new pass's key."""
+    return identity.sign(_REBIND + session_id + identity.credential.pass_blob)
+
+
+def check_rebind(cluster_key: Ed25519PublicKey, session_id: bytes, blob: bytes, sig: bytes, proof: bytes) -> Principal:
+    principal, holder = check_pass(cluster_key, blob, sig)
+    if not verify_signature(holder, proof, _REBIND + session_id + blob):
+        raise AuthFailed(f"the sender does not hold the key of the pass of {principal.name}")
+    return principal

@@ -33,6 +33,7 @@ HEAD: dict[type, Role] = {
     m.ListActors: VIEW,
     m.GetPlacementGroups: VIEW,
     m.RegisterDriver: VIEW,
+    am.Rebind: VIEW,  # a spare worker taking its job's pass (checked in `head.access`)
     sm.ListWorkers: VIEW,
     sm.ListObjects: VIEW,
     sm.ListRuntimeEnvs: VIEW,
@@ -92,6 +93,7 @@ RUNTIME: dict[type, Role] = {
     m.CancelTask: SUBMIT,
     m.LogLines: SUBMIT,
     m.GeneratorItem: SUBMIT,
+    am.AssumeJob: CLUSTER,
     m.NodeDied: CLUSTER,
     m.LeaseKilled: CLUSTER,
     m.ReclaimLease: CLUSTER,

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from manta._private.auth import policy
 from manta._private.auth.audit import AuditLog, peer_of
-from manta._private.auth.credentials import ClusterKeys
+from manta._private.auth.credentials import LOCAL_ADMIN, AuthFailed, ClusterKeys
+from manta._private.auth.handshake import check_rebind
 from manta._private.head.storage import decode, encode
 from manta._private.head.tokens import TokenTable
 from manta._private.protocol import auth_messages as am
@@ -66,6 +67,8 @@ class HeadAccess:
             m.RegisterNode: lambda p, msg: policy.node_refusal(p, msg.node.node_id),
             m.NodeResources: lambda p, msg: policy.node_refusal(p, msg.node_id),
             m.WorkerExited: self._worker_exit_refusal,
+            am.Rebind: lambda p, msg: "" if p.kind is Kind.JOB and p.job_id == 0 and p.worker_id else
+            f"{p.describe()} is not a spare worker: its pass is final",
         }
 
     # -- checks -----------------------------------------------------------
@@ -171,6 +174,40 @@ class HeadAccess:
             job_id=job_id, worker_id=msg.worker_id, token_id=person.token_id, expires=person.expires,
         )
         return (principal, *self.keys.sign_pass(principal, msg.key))
+
+    def job_principal(self, job_id: int) -> Principal | None:
+        """A job's principal, for the passes of the workers an agent starts on its behalf."""
+        job = self.head.jobs.get(job_id)
+        if job is None:
+            return None
+        namespaces: tuple[str, ...] = ()
+        if job.token_id == LOCAL_ADMIN or not job.token_id:
+            role, expires = Role.ADMIN, 0.0
+        else:
+            info = self.tokens.tokens.get(job.token_id)
+            if info is None or info.revoked:
+                return None
+            role, namespaces, expires = info.role, info.namespaces, info.expires
+            if namespaces and job.namespace not in namespaces:
+                namespaces = (*namespaces, job.namespace)
+        return Principal(kind=Kind.JOB, role=role, name=f"job {job_id}", namespaces=namespaces, job_id=job_id,
+                         token_id=job.token_id, expires=expires)
+
+    def rebind(self, conn: Connection, msg: am.Rebind) -> None:
+        """A spare worker now has its job's pass: this connection acts as it from here on."""
+        key = self.head.identity.cluster_key
+        assert key is not None
+        try:
+            principal = check_rebind(key, conn.session_id, msg.pass_blob, msg.pass_sig,
+                                     msg.proof)
+        except AuthFailed as e:
+            self.refuse(conn, msg, str(e))
+            return
+        if principal.worker_id != conn.principal.worker_id or principal.kind is not Kind.JOB:
+            self.refuse(conn, msg, f"{conn.principal.describe()} may not become {principal.describe()}")
+            return
+        conn.principal = principal
+        conn.reply(msg, m.Ack())
 
     # -- tokens -----------------------------------------------------------
 

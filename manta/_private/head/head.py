@@ -31,6 +31,7 @@ from manta._private.control.task_states import TaskStates
 from manta._private.head import state as state_api
 from manta._private.head.access import TOKEN_MESSAGES, HeadAccess
 from manta._private.head.storage import ActorRecord, MemoryStorage, PGRecord, Storage, decode, encode
+from manta._private.protocol import auth_messages as am
 from manta._private.protocol import messages as m
 from manta._private.scheduling.bundles import plan
 from manta._private.scheduling.policy import NodeView, Unschedulable, choose_node, labels_match, node_labels
@@ -326,6 +327,8 @@ class Head:
             self.state_queries.handle(conn, msg)
         elif t in TOKEN_MESSAGES:
             self.access.handle_token(conn, msg)
+        elif t is am.Rebind:
+            self.access.rebind(conn, msg)
         else:
             log.warning("unexpected %s", t.__name__)
 
@@ -715,6 +718,7 @@ class Head:
             m.RequestLease(
                 job_id=spec.job_id, resources=spec.creation.resources, env_vars=env, must_be_free=spec.placing,
                 for_actor=True, actor_id=spec.actor_id, retriable=spec.max_restarts != 0,
+                job_principal=self.access.job_principal(spec.job_id),
             ),
             lambda r: self._on_actor_lease(entry, node, r),
         )

@@ -25,6 +25,7 @@ from manta._private.clock import Clock, monotonic
 from manta._private.config import Config
 from manta._private.node import access
 from manta._private.node.forkserver import ForkServer
+from manta._private.node.job_passes import JobPasses
 from manta._private.node.memory import Candidate, MemoryMonitor, memory_usage
 from manta._private.node.pip_envs import PipEnvironments, SetupFailed
 from manta._private.node.reporting import ReportSchedule
@@ -33,9 +34,10 @@ from manta._private.node.state import HANDLED as STATE_MESSAGES
 from manta._private.node.state import NodeStateAnswers
 from manta._private.objectstore.region import Region
 from manta._private.objectstore.store import ObjectExists, StoredObject, StoreError, StoreFull, StoreTable
+from manta._private.protocol import auth_messages as am
 from manta._private.protocol import messages as m
 from manta._private.protocol.framing import HEADER
-from manta._private.protocol.identity import Credential, Kind, Principal, Role
+from manta._private.protocol.identity import Credential, Role
 from manta._private.protocol.runtime_env import PIP_ENV, decode_pip, env_hash
 from manta._private.scheduling import leases as lt
 from manta._private.scheduling.bundles import bundle_resources
@@ -152,6 +154,7 @@ class NodeAgent:
         # it is never handed to a worker.
         self.keys = ClusterKeys(token)
         self.identity = Identity.of(self.keys.node_credential(f"node {node_id.hex()[:8]}", node_id))
+        self.job_passes = JobPasses(self.keys, node_id)
         self.node_id = node_id
         self.resources = resources
         self.address = address
@@ -291,16 +294,12 @@ class NodeAgent:
             session_dir=self.session_dir, head_address=self.head_address, agent_address=self.address,
             credential=Credential(cluster_key=self.keys.public), node_id=self.node_id, node_ip=self.node_ip,
         )
-        workers = [self._fork_request(ids.new_worker_id()) for _ in range(prestart)]
+        workers = [self._fork_request(ids.new_worker_id(), lt.SPARE) for _ in range(prestart)]
         return m.ForkConfig(session=session, config=self.config, prestart=workers)
 
-    def _fork_request(self, worker_id: bytes, env: dict[str, str] | None = None) -> m.ForkWorker:
+    def _fork_request(self, worker_id: bytes, job_id: int, env: dict[str, str] | None = None) -> m.ForkWorker:
         """What the fork server needs to start a worker: its id, its environment and its pass."""
-        principal = Principal(
-            kind=Kind.JOB, role=Role.ADMIN, name=f"worker {worker_id.hex()[:8]}", node_id=self.node_id,
-            worker_id=worker_id,
-        )
-        return m.ForkWorker(worker_id=worker_id, env=env or {}, credential=self.keys.mint(principal))
+        return m.ForkWorker(worker_id=worker_id, env=env or {}, credential=self.job_passes.credential(worker_id, job_id))
 
     async def _read_zygote(self, zygote: ForkServer, env: str = "") -> None:
         """Follows a fork server's reports; `env` names a pip environment's."""
@@ -375,7 +374,7 @@ class NodeAgent:
                 self._fail_env_starts, digest, f"its python could not be started ({e}); it is built again "
                 "for the next request")
             return
-        zygote.send(self._fork_request(worker_id, env))
+        zygote.send(self._fork_request(worker_id, job_id, env))
 
     def _zygote_for(self, env: dict[str, str]) -> ForkServer:
         pip = env.get(PIP_ENV)
@@ -444,23 +443,10 @@ class NodeAgent:
                 if pending is None or pending.conn.closed:
                     self._run(self.leases.return_lease(c.lease_id))
                     continue
-                conn = self.worker_conns.get(c.worker_id)
-                client = conn.peer if conn is not None else None
-                self.granted[c.lease_id] = GrantedLease(
-                    c.worker_id, pending.conn, pending.msg.retriable, pending.msg.for_actor, self.clock()
-                )
-                if pending.msg.for_actor:
-                    self.actor_workers[c.worker_id] = pending.msg.actor_id
-                self.roster.leased(c.worker_id, pending.msg.job_id)
-                pending.conn.reply(
-                    pending.msg,
-                    m.LeaseGranted(
-                        lease_id=c.lease_id, worker_id=c.worker_id,
-                        address=client.address if client else "",
-                        pid=client.pid if client else 0, node_id=self.node_id,
-                        gpu_ids=list(c.gpu_ids),
-                    ),
-                )
+                if self.job_passes.needs_binding(c.worker_id, pending.msg.job_id):
+                    self._bind_then_grant(c, pending)
+                else:
+                    self._grant(c, pending)
             elif isinstance(c, lt.Reclaim):
                 granted = self.granted.get(c.lease_id)
                 if granted is not None and not granted.owner.closed:
@@ -511,6 +497,45 @@ class NodeAgent:
             self.reports.sent(now)
         self._schedule_report()
 
+    def _grant(self, c: lt.Grant, pending: PendingLease) -> None:
+        conn = self.worker_conns.get(c.worker_id)
+        client = conn.peer if conn is not None else None
+        self.granted[c.lease_id] = GrantedLease(
+            c.worker_id, pending.conn, pending.msg.retriable, pending.msg.for_actor, self.clock()
+        )
+        if pending.msg.for_actor:
+            self.actor_workers[c.worker_id] = pending.msg.actor_id
+        self.roster.leased(c.worker_id, pending.msg.job_id)
+        pending.conn.reply(
+            pending.msg,
+            m.LeaseGranted(
+                lease_id=c.lease_id, worker_id=c.worker_id,
+                address=client.address if client else "",
+                pid=client.pid if client else 0, node_id=self.node_id,
+                gpu_ids=list(c.gpu_ids),
+            ),
+        )
+
+    def _bind_then_grant(self, c: lt.Grant, pending: PendingLease) -> None:
+        """A spare's first lease: it takes the job's pass first (`job_passes`)."""
+        conn = self.worker_conns.get(c.worker_id)
+        credential = self.job_passes.credential(c.worker_id, pending.msg.job_id)
+        if conn is None or conn.closed:
+            self._grant(c, pending)  # its exit is on its way: the owner learns of it then
+            return
+
+        def bound(reply: Any) -> None:
+            if isinstance(reply, Exception):
+                log.warning("worker %s did not take its job's pass: %s", c.worker_id.hex()[:8], reply)
+            else:
+                conn.principal = Identity.of(credential).principal or conn.principal
+            if pending.conn.closed:
+                self._run(self.leases.return_lease(c.lease_id))
+            else:
+                self._grant(c, pending)
+
+        conn.request_cb(am.AssumeJob(credential=credential), bound)
+
     # -- messages ---------------------------------------------------------
 
     def handle(self, conn: Connection, msg: Any) -> None:
@@ -518,6 +543,10 @@ class NodeAgent:
             return
         t = type(msg)
         if t is m.RequestLease:
+            why = self.job_passes.learn(conn.principal, msg)
+            if why:
+                conn.reply_error(msg, m.ErrorKind.AUTHORIZATION, why)
+                return
             if self._spill(conn, msg):
                 return
             pip = msg.env_vars.get(PIP_ENV)
@@ -636,6 +665,7 @@ class NodeAgent:
                 except ProcessLookupError:
                     pass
         elif t is m.JobEnded:
+            self.job_passes.job_ended(msg.job_id)
             self._run(self.leases.job_ended(msg.job_id))
         elif t is m.ShutdownCluster:
             conn.reply(msg, m.Ack())
@@ -927,6 +957,7 @@ class NodeAgent:
 
     def _worker_gone(self, worker_id: bytes, reason: str, code: int | None) -> None:
         self.roster.exit(worker_id, code, reason)
+        self.job_passes.forget_worker(worker_id)
         pid = self.worker_pids.pop(worker_id, None)
         conn = self.worker_conns.pop(worker_id, None)
         self.actor_workers.pop(worker_id, None)

@@ -1,10 +1,70 @@
-"""Messages about credentials: people's tokens, made, listed and revoked
-by an admin (`manta token create|list|revoke`)."""
+"""Messages about credentials: the handshake's (decoded by a decoder of
+their own, before anything else), a spare worker taking its job's pass,
+and people's tokens, made, listed and revoked by an admin (`manta token
+create|list|revoke`)."""
 
 from __future__ import annotations
 
-from manta._private.protocol.identity import Role
+from manta._private.protocol.identity import Credential, Role
 from manta._private.protocol.structs import Msg, Record
+
+# --- the handshake (see auth.handshake) ----------------------------------------
+
+
+class Challenge(Msg, frozen=True):
+    nonce: bytes
+
+
+class Proof(Msg, frozen=True):
+    """A pass and a signature of the transcript, or a person's token id and an HMAC."""
+
+    nonce: bytes
+    proof: bytes
+    pass_blob: bytes = b""
+    pass_sig: bytes = b""
+    token_id: str = ""
+
+
+class Welcome(Msg, frozen=True):
+    pass_blob: bytes
+    pass_sig: bytes
+    proof: bytes
+    # To a token's holder: an HMAC under the token's secret, over the
+    # transcript and the cluster's key, which it may not know yet.
+    mac: bytes = b""
+    cluster_key: bytes = b""
+
+
+class Refused(Msg, frozen=True):
+    """The server's answer to a proof it does not accept, before it hangs up."""
+
+    reason: str
+
+
+# --- a spare worker becomes its job's ---------------------------------------------
+
+
+class AssumeJob(Msg, frozen=True):
+    """Agent -> a spare worker it leases to a job for the first time: the job's
+    pass for it. Answered (Ack) once the worker uses it, before the lease is granted."""
+
+    credential: Credential
+    rid: int = 0
+
+
+class Rebind(Msg, frozen=True):
+    """A worker -> the head, on the connection it made as a spare: its new pass,
+    and a signature with the pass's key over this connection's handshake nonces."""
+
+    pass_blob: bytes
+    pass_sig: bytes
+    proof: bytes
+    rid: int = 0
+
+
+# --- people's tokens ---------------------------------------------------------------
+
+
 
 
 class TokenInfo(Record, frozen=True):

@@ -28,8 +28,9 @@ from msgspec.structs import replace as _replace
 
 from manta._private.config import Config
 from manta._private.protocol import auth_messages, state_messages  # noqa: F401 (their messages join the union)
+from manta._private.protocol.auth_messages import Challenge, Proof, Refused, Welcome
 from manta._private.protocol.framing import HEADER
-from manta._private.protocol.identity import Credential
+from manta._private.protocol.identity import Credential, Principal
 from manta._private.protocol.structs import Msg, Record
 
 # --- enums ------------------------------------------------------------------
@@ -83,36 +84,6 @@ class ClientKind(enum.StrEnum):
 
 
 # --- handshake -------------------------------------------------------------
-
-
-class Challenge(Msg, frozen=True):
-    nonce: bytes
-
-
-class Proof(Msg, frozen=True):
-    """A pass and a signature of the transcript, or a person's token id and an HMAC."""
-
-    nonce: bytes
-    proof: bytes
-    pass_blob: bytes = b""
-    pass_sig: bytes = b""
-    token_id: str = ""
-
-
-class Welcome(Msg, frozen=True):
-    pass_blob: bytes
-    pass_sig: bytes
-    proof: bytes
-    # To a token's holder: an HMAC under the token's secret, over the
-    # transcript and the cluster's key, which it may not know yet.
-    mac: bytes = b""
-    cluster_key: bytes = b""
-
-
-class Refused(Msg, frozen=True):
-    """The server's answer to a proof it does not accept, before it hangs up."""
-
-    reason: str
 
 
 HandshakeMsg = Challenge | Proof | Welcome | Refused
@@ -677,6 +648,9 @@ class RequestLease(Msg, frozen=True):
     # Must be free for the grant, beyond `resources`, but is not taken
     # (an actor's placement CPU: ActorSpec.placing).
     must_be_free: dict[str, float] = {}
+    # From the head, asking on a job's behalf: the job's principal, for the
+    # pass of the worker (`node.job_passes`).
+    job_principal: Principal | None = None
     rid: int = 0
 
 

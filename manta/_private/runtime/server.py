@@ -12,9 +12,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from manta._private.auth import policy
+from manta._private.auth.handshake import rebind_proof
+from manta._private.protocol import auth_messages as am
 from manta._private.protocol import messages as m
 from manta._private.protocol import state_messages as sm
-from manta._private.protocol.identity import Role
+from manta._private.protocol.identity import Principal, Role
 from manta._private.runtime.introspect import reference_records
 from manta._private.transport.connection import Connection
 
@@ -40,15 +42,16 @@ class Inbound:
             m.ReclaimLease: lambda conn, msg: rt.tasks.lease_reclaimed(conn, msg),
             m.GeneratorConsumed: self._consumed,
             sm.GetReferences: self._references,
+            am.AssumeJob: self._assume_job,
         }
 
     def handle(self, conn: Connection, msg: Any) -> None:
-        if type(msg) is m.PushTask and conn.principal.role >= Role.SUBMIT:  # by far the most common, in a worker
+        if type(msg) is m.PushTask:  # by far the most common, in a worker
             executor = self.rt.executor
-            if executor is not None:
+            if executor is not None and self._may_push(conn.principal, msg.spec):
                 executor.on_push(conn, msg)
                 return
-        why = policy.refusal(policy.RUNTIME, conn.principal, msg)
+        why = policy.refusal(policy.RUNTIME, conn.principal, msg) or self._job_refusal(conn.principal, msg)
         if why:
             log.warning("refused %s from %s: %s", type(msg).__name__, conn.principal.name, why)
             if getattr(msg, "rid", 0):
@@ -59,6 +62,39 @@ class Inbound:
             log.warning("unexpected %s from %s", type(msg).__name__, conn.name)
             return
         handler(conn, msg)
+
+    def _may_push(self, p: Principal, spec: m.TaskSpec) -> bool:
+        """A worker runs its own job's tasks, and calls to its actor from whoever may
+        act in its namespace; a spare (no job yet) runs only what the cluster sends."""
+        if p.role is Role.CLUSTER:
+            return True
+        if p.role < Role.SUBMIT:
+            return False
+        job = self.rt.identity.principal.job_id if self.rt.identity.principal is not None else 0
+        if p.job_id == job and job:
+            return True
+        return bool(job) and spec.actor_id is not None and not spec.actor_creation and p.in_namespace(self.rt.namespace)
+
+    def _job_refusal(self, p: Principal, msg: Any) -> str:
+        if type(msg) is m.PushTask:
+            return f"{p.describe()} may not run tasks in a worker of another job"
+        if type(msg) is m.LogLines and p.role is not Role.CLUSTER and p.job_id != self.rt.job_id:
+            return f"{p.describe()} may not write to the output of job {self.rt.job_id}"
+        return ""
+
+    def _assume_job(self, conn: Connection, msg: am.AssumeJob) -> None:
+        """This spare worker is now its job's: it shows the job's pass from here on."""
+        rt = self.rt
+        rt.identity.assume(msg.credential)
+        head = rt.head.conn if rt.head is not None else None
+        if head is not None and not head.closed:
+            ident = rt.identity
+            head.request_cb(am.Rebind(
+                pass_blob=ident.credential.pass_blob, pass_sig=ident.credential.pass_sig,
+                proof=rebind_proof(ident, head.session_id),
+            ), lambda reply: None if not isinstance(reply, Exception) else log.warning(
+                "the head did not take this worker's job pass: %s", reply))
+        conn.reply(msg, m.Ack())
 
     def _push_task(self, conn: Connection, msg: m.PushTask) -> None:
         executor = self.rt.executor

@@ -118,6 +118,8 @@ class Connection(asyncio.Protocol):
         self._client_hs = None if server_side else ClientHandshake(identity, expect)
         # Who the peer proved to be; nobody until the handshake completes.
         self.principal: Principal = NOBODY
+        # Both handshake nonces: what names this connection to both ends.
+        self.session_id = b""
         self._refusal = ""
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.closed = False
@@ -182,6 +184,7 @@ class Connection(asyncio.Protocol):
                     raise
                 assert self._server_hs.peer is not None
                 self.principal = self._server_hs.peer
+                self.session_id = self._server_hs.session_id
                 if self.on_auth is not None:
                     self.on_auth(self, "")
             else:
@@ -192,6 +195,7 @@ class Connection(asyncio.Protocol):
                     self._proof_sent = True
                     return
                 self.principal = hs.receive_welcome(frame)
+                self.session_id = hs.session_id
         except AuthFailed as e:
             self._refusal = str(e)
             peer = self.transport.get_extra_info("peername") if self.transport else None
