@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import functools
 import hashlib
 import json
 import os
@@ -66,7 +67,20 @@ def parse_token(text: str) -> bytes:
             return raw
     except ValueError:
         pass
-    return hashlib.sha256(text.encode()).digest()
+    return _token_of_phrase(text)
+
+
+# A phrase is stretched with scrypt so that each guess at it costs ~0.1 s and
+# 32 MiB. The salt is fixed (and specific to manta): every node must derive
+# the same token from the same phrase with nothing exchanged first, so no
+# per-cluster salt is possible. A random 64-hex token needs none of this.
+PHRASE_SALT = b"manta cluster token from a phrase, v1"
+PHRASE_SCRYPT_N = 2**15
+
+
+@functools.lru_cache(maxsize=4)
+def _token_of_phrase(phrase: str) -> bytes:
+    return hashlib.scrypt(phrase.encode(), salt=PHRASE_SALT, n=PHRASE_SCRYPT_N, r=8, p=1, maxmem=64 << 20, dklen=32)
 
 
 def read_token(path: str) -> bytes:
