@@ -161,8 +161,14 @@ def service_arguments(prog: str) -> argparse.ArgumentParser:
 SERVICE_MAINS = {"head": "manta._private.head.main", "agent": "manta._private.node.main"}
 
 
+# Secrets the starting command may hold in its environment: no service (nor
+# the workers an agent starts) inherits them; whoever needs one gets it
+# another way (the head its Redis password on a pipe).
+SECRET_ENV = ("MANTA_REDIS_PASSWORD",)
+
+
 def _spawn(
-    args: list[str], session_dir: str, log_name: str, detached: bool = False
+    args: list[str], session_dir: str, log_name: str, detached: bool = False, pass_fds: tuple[int, ...] = (),
 ) -> tuple[subprocess.Popen[bytes], int]:
     """Starts a service process; it reports readiness on the returned pipe.
 
@@ -174,7 +180,8 @@ def _spawn(
     try:
         proc = subprocess.Popen(
             [sys.executable, "-m", SERVICE_MAINS[args[0]], *args[1:], "--ready-fd", str(w)],
-            pass_fds=(w,),
+            pass_fds=(w, *pass_fds),
+            env={k: v for k, v in os.environ.items() if k not in SECRET_ENV},
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
