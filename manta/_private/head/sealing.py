@@ -102,16 +102,19 @@ class Sealer:
             nonce = os.urandom(_NONCE_SIZE)
             sealed = AESGCM(self.keys.encryption).encrypt(nonce, value, _context(ENCRYPTED, table, key))
             return bytes([ENCRYPTED]) + nonce + sealed
-        tag = hmac.new(self.keys.mac, _context(MAC_ONLY, table, key) + value, hashlib.sha256).digest()
-        return bytes([MAC_ONLY]) + tag + value
+        return bytes([MAC_ONLY]) + self._mac(table, key, value) + value
+
+    def _mac(self, table: str, key: bytes, value: bytes) -> bytes:
+        mac = hmac.new(self.keys.mac, _context(MAC_ONLY, table, key), hashlib.sha256)
+        mac.update(value)  # not context + value: a function blob is not copied to be hashed
+        return mac.digest()
 
     def open(self, table: str, key: bytes, blob: bytes) -> Opened:
         """The value sealed at (table, key); raises Refused if it is not one."""
         version = blob[0] if blob else None
         if version == MAC_ONLY and len(blob) >= 1 + _MAC_SIZE:
             tag, value = blob[1:1 + _MAC_SIZE], blob[1 + _MAC_SIZE:]
-            want = hmac.new(self.keys.mac, _context(MAC_ONLY, table, key) + value, hashlib.sha256).digest()
-            if hmac.compare_digest(tag, want):
+            if hmac.compare_digest(tag, self._mac(table, key, value)):
                 return Opened(value, encrypted=False)
             raise Refused(FORGED)
         if version == ENCRYPTED and len(blob) >= 1 + _NONCE_SIZE + _GCM_TAG_SIZE:
