@@ -105,7 +105,15 @@ def main() -> None:
 @click.option("--object-store-memory", type=int, default=None, help="Store size in bytes.")
 @click.option("--token-file", default=None, help="File holding the cluster token (or set MANTA_TOKEN).")
 @click.option("--storage", default="", help="Head only: keep the cluster state in Redis "
-              "(redis://HOST:PORT[/DB]), so a restarted head carries on.")
+              "(redis://HOST:PORT[/DB], or rediss:// for TLS), so a restarted head carries on.")
+@click.option("--redis-password-file", default=None, help="Head only: file holding the Redis password "
+              "(or set MANTA_REDIS_PASSWORD).")
+@click.option("--redis-password", default=None, help="Ray's flag, accepted: others on this machine can read "
+              "it in the command line until manta hides it; prefer --redis-password-file.")
+@click.option("--redis-ca", default=None, help="Head only: CA certificates (PEM) that verify a rediss:// "
+              "server (default: the system's).")
+@click.option("--storage-encryption", is_flag=True, help="Head only: also encrypt what the head stores "
+              "(AES-GCM); it is always authenticated.")
 @click.option("--object-spilling-directory", default=None, help="Where objects spill when the store "
               "fills (default: the node's session directory).")
 @click.option("--system-config", default=None, help="Ray-style tunables as JSON, e.g. "
@@ -122,7 +130,8 @@ def main() -> None:
 @click.option("--max-worker-port", default=None, help="Accepted for Ray's command line (see --min-worker-port).")
 def start(head: bool, address: str | None, port: int, host: str, num_cpus: float | None,
           num_gpus: float | None, resources: str | None, object_store_memory: int | None,
-          token_file: str | None, storage: str, object_spilling_directory: str | None,
+          token_file: str | None, storage: str, redis_password_file: str | None, redis_password: str | None,
+          redis_ca: str | None, storage_encryption: bool, object_spilling_directory: str | None,
           system_config: str | None, block: bool, labels: str | None, audit_log: str | None,
           include_dashboard: str | None,
           dashboard_port: str | None, dashboard_host: str | None, min_worker_port: str | None,
@@ -143,20 +152,30 @@ def start(head: bool, address: str | None, port: int, host: str, num_cpus: float
     if ignored:
         out.print(f"manta: {', '.join(ignored)}: nothing to do here yet (no dashboard; workers need no port range)")
     try:
+        # First: Ray's --redis-password leaves this command line at once.
+        password = cluster.redis_password(redis_password_file, redis_password)
         token = cluster.token_from_env_or_file(token_file)
         common: dict[str, Any] = dict(
             num_cpus=num_cpus, num_gpus=num_gpus, resources=_resources(resources),
             object_store_memory=object_store_memory,
-            config=replace(_node_config(system_config, object_spilling_directory), labels=_labels(labels)),
+            config=replace(_node_config(system_config, object_spilling_directory), labels=_labels(labels),
+                           storage_encryption=storage_encryption),
         )
         if storage and not head:
             _fail("--storage is for the head (start --head --storage redis://...)", 2)
+        needs_storage = [flag for flag, value in (
+            ("--redis-password-file", redis_password_file), ("--redis-ca", redis_ca),
+            ("--storage-encryption", storage_encryption),
+        ) if value]
+        if needs_storage and not (head and storage):
+            _fail(f"{', '.join(needs_storage)}: for a head with storage (start --head --storage redis://...)", 2)
         if head:
-            rec = cluster.start_head(host=host, port=port, token=token, storage=storage, audit_log=audit_log or "",
-                                     **common)
+            rec = cluster.start_head(host=host, port=port, token=token, storage=storage,
+                                     redis_password=password if storage else None, redis_ca=redis_ca,
+                                     audit_log=audit_log or "", **common)
             if rec.restarts:
                 out.print(f"manta head restarted at {rec.public_address} in its old session "
-                          f"(its node was still running); state comes back from {storage}")
+                          f"(its node was still running); state comes back from {rec.storage}")
                 if block:
                     _block(rec)
                 return

@@ -15,14 +15,19 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import time
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 from manta._private import ids, services
 from manta._private.auth.credentials import looks_like_person_token, owner_credential
 from manta._private.config import Config
 from manta._private.protocol.identity import Credential
 from manta._private.version import VERSION
+
+if TYPE_CHECKING:
+    from manta._private.head.storage import RedisTarget
 
 RECORD = "cluster.json"
 
@@ -42,7 +47,7 @@ class NodeRecord:
     head_local: str = ""  # the head's unix socket, on the head's machine
     created: float = 0.0
     node_ip: str = ""  # this node's address: every process here listens on it
-    storage: str = ""  # the head's storage URL ("" = in memory)
+    storage: str = ""  # the head's storage URL, never with a password ("" = in memory)
     restarts: int = 0  # times its head was restarted in this session
     version: str = VERSION  # the manta that started it: a driver must match
 
@@ -171,30 +176,27 @@ def start_head(
     object_store_memory: int | None,
     token: bytes | None,
     storage: str = "",
+    redis_password: str | None = None,
+    redis_ca: str | None = None,
     config: Config = Config(),
     audit_log: str = "",
 ) -> NodeRecord:
     """Starts a head and its node; with `storage`, first looks for a head of
     this address that died while its node lives on, and restarts just it.
     `audit_log`: where the head writes its audit trail (default: the session's audit.log)."""
-    if storage:
-        _check_storage(storage)
-    if storage and port:
+    target = _check_storage(storage, redis_password, redis_ca, config) if storage else None
+    if target is not None and port:
         prior = _dead_head(normalize_address(f"{host}:{port}"))
         if prior is not None:
-            return _restart_head(prior, storage, token, config)
+            return _restart_head(prior, target, token, config)
     session_dir = services.new_session_dir()
     token_file = services.write_token(session_dir, token or ids.new_token())
     res, store = services.node_resources(
         num_cpus, num_gpus, resources, object_store_memory, head=True, ip=_ip_of(host)
     )
     head_local = f"unix:{session_dir}/head.sock"
-    head, head_fd = services._spawn(
-        ["head", "--session-dir", session_dir, "--token-file", token_file,
-         "--listen", head_local, "--listen", f"tcp:{host}:{port}", "--storage", storage,
-         "--config", config.to_json(), *(["--audit-log", os.path.abspath(audit_log)] if audit_log else [])],
-        session_dir, "head.log", detached=True,
-    )
+    head, head_fd = _spawn_head(session_dir, token_file, [head_local, f"tcp:{host}:{port}"], target, config,
+                                audit_log)
     ip = _ip_of(host)
     agent, agent_fd = services._spawn(
         services.agent_args(session_dir, token_file, head_local, res, store, ip, config),
@@ -204,20 +206,104 @@ def start_head(
     tcp = next(a for a in ready["head"].split()[1:] if a.startswith("tcp:"))
     rec = NodeRecord(
         session_dir, "head", tcp, f"unix:{session_dir}/agent.sock", token_file,
-        [head.pid, agent.pid], head_local, time.time(), ip, storage,
+        [head.pid, agent.pid], head_local, time.time(), ip, target.url if target else "",
     )
     write_record(rec)
     return rec
 
 
-def _check_storage(url: str) -> None:
-    """Fails fast, with the reason, on a storage URL the head could not use."""
-    from manta._private.head.storage import StorageError, open_storage
+def _check_storage(url: str, password: str | None, ca: str | None, config: Config) -> RedisTarget:
+    """Fails fast, with the reason, on a storage the head could not use."""
+    # Imported here: the storage's crypto and Redis are for heads with storage only.
+    from manta._private.head.storage import RedisTarget, StorageError, open_storage
 
     try:
-        open_storage(url).close()
+        target = RedisTarget.parse(url, password, ca)
+        if target.password is not None:
+            hide_from_argv(target.password)  # as it was given in the URL
+        open_storage(url, password=password, ca=ca, encrypt=config.storage_encryption).close()
     except StorageError as e:
         raise ClusterError(str(e)) from None
+    return target
+
+
+def _spawn_head(
+    session_dir: str, token_file: str, listen: list[str], target: RedisTarget | None, config: Config,
+    audit_log: str = "",
+) -> tuple[subprocess.Popen[bytes], int]:
+    args = ["head", "--session-dir", session_dir, "--token-file", token_file, "--config", config.to_json()]
+    if audit_log:
+        args += ["--audit-log", os.path.abspath(audit_log)]
+    for address in listen:
+        args += ["--listen", address]
+    fds: tuple[int, ...] = ()
+    if target is not None:
+        args += ["--storage", target.url]  # the URL without its password
+        if target.ca:
+            args += ["--redis-ca", target.ca]
+        if target.password is not None:
+            fds = (_secret_pipe(target.password),)
+            args += ["--redis-password-fd", str(fds[0])]
+    try:
+        return services._spawn(args, session_dir, "head.log", detached=True, pass_fds=fds)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _secret_pipe(secret: str) -> int:
+    """A pipe's read end holding `secret`, for a child to inherit and read once."""
+    data = secret.encode()
+    if len(data) >= 65536:  # what a pipe holds without a reader
+        raise ClusterError("the Redis password is over 64 KiB")
+    r, w = os.pipe()
+    try:
+        os.write(w, data)
+    finally:
+        os.close(w)
+    return r
+
+
+def redis_password(password_file: str | None, password: str | None) -> str | None:
+    """The Redis password given: --redis-password-file, else Ray's --redis-password
+    (hidden from this process's command line at once), else MANTA_REDIS_PASSWORD."""
+    if password_file and password is not None:
+        raise ClusterError("give the Redis password once: --redis-password-file or --redis-password, not both")
+    if password is not None:
+        hide_from_argv(password)
+        return password
+    if password_file:
+        try:
+            with open(password_file) as f:
+                text = f.read().rstrip("\r\n")
+        except OSError as e:
+            raise ClusterError(f"cannot read the Redis password file {password_file}: {e.strerror}") from None
+        if not text:
+            raise ClusterError(f"the Redis password file {password_file} is empty")
+        return text
+    return os.environ.get("MANTA_REDIS_PASSWORD") or None
+
+
+def hide_from_argv(secret: str) -> bool:
+    """Overwrites `secret` in this process's command line as others see it
+    (/proc/self/cmdline, `ps`); False where that cannot be done."""
+    needle = secret.encode()
+    if not needle:
+        return False
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rpartition(b")")[2].split()
+        # arg_start and arg_end are the stat fields 48 and 49; `fields` starts at field 3.
+        start, end = int(fields[45]), int(fields[46])
+        with open("/proc/self/mem", "r+b", buffering=0) as mem:
+            mem.seek(start)
+            args = mem.read(end - start)
+            if needle in args:
+                mem.seek(start)
+                mem.write(args.replace(needle, b"*" * len(needle)))
+        return True
+    except (OSError, ValueError, IndexError):
+        return False
 
 
 def _dead_head(address: str) -> NodeRecord | None:
@@ -230,23 +316,18 @@ def _dead_head(address: str) -> NodeRecord | None:
     return None
 
 
-def _restart_head(rec: NodeRecord, storage: str, token: bytes | None, config: Config) -> NodeRecord:
+def _restart_head(rec: NodeRecord, target: RedisTarget, token: bytes | None, config: Config) -> NodeRecord:
     if token is not None and token != services.read_token(rec.token_file):
         raise ClusterError(
             f"the head at {rec.public_address} is being restarted in its old session, whose "
             f"token differs from the one given: leave out --token-file/MANTA_TOKEN"
         )
-    head, head_fd = services._spawn(
-        ["head", "--session-dir", rec.session_dir, "--token-file", rec.token_file,
-         "--listen", rec.head_local, "--listen", rec.head_address, "--storage", storage,
-         "--config", config.to_json()],
-        rec.session_dir, "head.log", detached=True,
-    )
+    head, head_fd = _spawn_head(rec.session_dir, rec.token_file, [rec.head_local, rec.head_address], target, config)
     ready = _wait_ready({head_fd: "head"}, [head], rec.session_dir, keep_session=True)
     tcp = next(a for a in ready["head"].split()[1:] if a.startswith("tcp:"))
     rec.pids[0] = head.pid
     rec.head_address = tcp
-    rec.storage = storage
+    rec.storage = target.url
     rec.restarts += 1
     write_record(rec)
     return rec

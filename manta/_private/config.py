@@ -78,6 +78,9 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     # This node's labels (manta start --labels): shown in nodes() and the
     # runtime context.
     labels: dict[str, str] = msgspec.field(default_factory=dict)
+    # The head encrypts what it writes to its storage (manta start --head
+    # --storage-encryption); it always authenticates it.
+    storage_encryption: bool = False
 
     @classmethod
     def build(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import functools
 import hashlib
 import json
 import os
@@ -66,7 +67,20 @@ def parse_token(text: str) -> bytes:
             return raw
     except ValueError:
         pass
-    return hashlib.sha256(text.encode()).digest()
+    return _token_of_phrase(text)
+
+
+# A phrase is stretched with scrypt so that each guess at it costs ~0.1 s and
+# 32 MiB. The salt is fixed (and specific to manta): every node must derive
+# the same token from the same phrase with nothing exchanged first, so no
+# per-cluster salt is possible. A random 64-hex token needs none of this.
+PHRASE_SALT = b"manta cluster token from a phrase, v1"
+PHRASE_SCRYPT_N = 2**15
+
+
+@functools.lru_cache(maxsize=4)
+def _token_of_phrase(phrase: str) -> bytes:
+    return hashlib.scrypt(phrase.encode(), salt=PHRASE_SALT, n=PHRASE_SCRYPT_N, r=8, p=1, maxmem=64 << 20, dklen=32)
 
 
 def read_token(path: str) -> bytes:
@@ -147,8 +161,14 @@ def service_arguments(prog: str) -> argparse.ArgumentParser:
 SERVICE_MAINS = {"head": "manta._private.head.main", "agent": "manta._private.node.main"}
 
 
+# Secrets the starting command may hold in its environment: no service (nor
+# the workers an agent starts) inherits them; whoever needs one gets it
+# another way (the head its Redis password on a pipe).
+SECRET_ENV = ("MANTA_REDIS_PASSWORD",)
+
+
 def _spawn(
-    args: list[str], session_dir: str, log_name: str, detached: bool = False
+    args: list[str], session_dir: str, log_name: str, detached: bool = False, pass_fds: tuple[int, ...] = (),
 ) -> tuple[subprocess.Popen[bytes], int]:
     """Starts a service process; it reports readiness on the returned pipe.
 
@@ -160,7 +180,8 @@ def _spawn(
     try:
         proc = subprocess.Popen(
             [sys.executable, "-m", SERVICE_MAINS[args[0]], *args[1:], "--ready-fd", str(w)],
-            pass_fds=(w,),
+            pass_fds=(w, *pass_fds),
+            env={k: v for k, v in os.environ.items() if k not in SECRET_ENV},
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,

@@ -266,16 +266,19 @@ def free_port() -> int:
 class RedisServer:
     """A real redis-server on a free loopback port, in a temp dir; stopped by PID."""
 
+    scheme = "redis"
+
+    def command(self, binary: str) -> list[str]:
+        """How to start it, on self.port in self.dir (subclasses configure it otherwise)."""
+        return [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                "--dir", self.dir, "--protected-mode", "yes"]
+
     def __enter__(self) -> RedisServer:
         binary = shutil.which("redis-server")
         assert binary, "redis-server is not installed: .ci/run installs it (apt-get install redis-server)"
         self.dir = tempfile.mkdtemp(prefix="redis")
         self.port = free_port()
-        self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", self.dir, "--protected-mode", "yes"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
+        self.proc = subprocess.Popen(self.command(binary), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 10
         while time.time() < deadline:
             try:
@@ -284,8 +287,9 @@ class RedisServer:
             except OSError:
                 time.sleep(0.05)
         else:
+            self.__exit__()
             raise AssertionError("redis-server did not start")
-        self.url = f"redis://127.0.0.1:{self.port}"
+        self.url = f"{self.scheme}://127.0.0.1:{self.port}"
         return self
 
     def __exit__(self, *exc: object) -> None:

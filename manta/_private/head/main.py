@@ -22,7 +22,10 @@ from manta._private.transport.connection import new_event_loop
 def main(argv: list[str] | None = None) -> None:
     parser = service_arguments("manta-head")
     parser.add_argument("--embedded", action="store_true")
-    parser.add_argument("--storage", default="")
+    parser.add_argument("--storage", default="")  # a URL without its password
+    parser.add_argument("--redis-ca", default=None)
+    # The Redis password comes on an inherited pipe: never argv, environment or a file.
+    parser.add_argument("--redis-password-fd", type=int, default=None)
     parser.add_argument("--config", default="")
     parser.add_argument("--audit-log", default="", help="default: audit.log in the session directory")
     args = parser.parse_args(argv)
@@ -31,14 +34,16 @@ def main(argv: list[str] | None = None) -> None:
     token = read_token(args.token_file)
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
+    config = Config.from_json(args.config)
+    password = _read_secret(args.redis_password_fd) if args.redis_password_fd is not None else None
     try:
-        storage = open_storage(args.storage)
+        storage = open_storage(args.storage, password=password, ca=args.redis_ca, encrypt=config.storage_encryption)
     except StorageError as e:
         log.error("%s", e)
         sys.exit(1)
     head = Head(
-        token=token, addresses=args.listen, embedded=args.embedded, storage=storage,
-        config=Config.from_json(args.config), audit_log=args.audit_log or os.path.join(args.session_dir, "audit.log"),
+        token=token, addresses=args.listen, embedded=args.embedded, storage=storage, config=config,
+        audit_log=args.audit_log or os.path.join(args.session_dir, "audit.log"),
     )
     try:
         loop.run_until_complete(run_head(head, args.ready_fd))
@@ -47,6 +52,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     if args.embedded:
         shutil.rmtree(args.session_dir, ignore_errors=True)
+
+
+def _read_secret(fd: int) -> str:
+    with os.fdopen(fd, "rb") as f:
+        return f.read().decode()
 
 
 if __name__ == "__main__":
