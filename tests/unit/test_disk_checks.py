@@ -1,6 +1,7 @@
 """The pure checks behind what manta trusts on disk: owner and mode of a path,
 the choice of the session root, which process is a session's service, what
-a cluster record may name."""
+a cluster record may name, the spill file layout, and the store's books
+when a spill file fails its check."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import stat
 import pytest
 
 from manta._private.cluster import NodeRecord, is_service_of, record_problem
+from manta._private.node import spill
+from manta._private.objectstore.store import StoreTable
 from manta._private.private_files import problem
 from manta._private.services import SERVICE_MAINS, choose_session_root
 
@@ -90,3 +93,26 @@ def test_a_record_must_name_its_own_directory_and_only_pids():
     # A link to it counts as naming it (resolved paths are compared).
     links = {"/link": "/root/s1"}
     assert record_problem(_rec(session_dir="/link"), "/root/s1", lambda p: links.get(p, p)) is None
+
+
+def test_spill_layout_counts_every_chunk_and_its_tag():
+    c = spill.CHUNK
+    assert spill.chunk_count(0) == 1 and spill.chunk_count(1) == 1
+    assert spill.chunk_count(c) == 1 and spill.chunk_count(c + 1) == 2
+    assert spill.file_size(0) == spill.HEADER + spill.TAG
+    assert spill.file_size(2 * c + 5) == spill.HEADER + 2 * c + 5 + 3 * spill.TAG
+    # Nonces differ by file and by chunk; the associated data names the object, its size and the chunk.
+    nonces = {spill.chunk_nonce(p.to_bytes(8, "big"), i) for p in range(3) for i in range(3)}
+    assert len(nonces) == 9 and all(len(n) == 12 for n in nonces)
+    assert spill.chunk_aad(b"a" * 20, 5, 1) != spill.chunk_aad(b"a" * 20, 6, 1) != spill.chunk_aad(b"b" * 20, 6, 1)
+
+
+def test_a_failed_restore_forgets_the_object_and_frees_its_room():
+    t = StoreTable(1 << 20)
+    t.create(b"x", 1000, "c")
+    t.seal(b"x")
+    t.spilled_out(b"x")
+    t.create(b"x", 1000, "restore")  # room made to read it back
+    t.restore_failed(b"x")
+    assert b"x" not in t.objects and b"x" not in t.spilled and t.used == 0
+    assert t.free(b"x") is False  # the owner's later free finds nothing

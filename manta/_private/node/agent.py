@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import shutil
 import signal
 import time
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from manta._private.node.memory import Candidate, MemoryMonitor, memory_usage
 from manta._private.node.pip_envs import PipEnvironments, SetupFailed
 from manta._private.node.reporting import ReportSchedule
 from manta._private.node.roster import INTENDED_SYSTEM_EXIT, NODE_OUT_OF_MEMORY, Roster
+from manta._private.node.spill import OutOfDisk, SpillCorrupt, Spilling
 from manta._private.node.state import HANDLED as STATE_MESSAGES
 from manta._private.node.state import NodeStateAnswers
 from manta._private.objectstore.region import Region
@@ -56,10 +56,6 @@ GPU_WORKER = "MANTA_GPU_WORKER"
 
 class ObjectLostError(Exception):
     """An object cannot be read here (its copy, or the node holding it, is gone)."""
-
-
-class OutOfDisk(StoreError):
-    """The store is full and spilling would fill the disk."""
 
 
 def _pip_hash(pool_key: lt.PoolKey) -> str:
@@ -159,6 +155,7 @@ class NodeAgent:
         self.store = StoreTable(store_capacity)
         self.spill_dir = self.config.spill_dir or os.path.join(session_dir, "spill")
         self.region = Region.create(store_capacity, "manta-store")
+        self.spilling = Spilling(self.store, self.region, self.config, self.spill_dir)
         self.head = HeadLink(
             head_address, token, self.handle, on_gone=self._head_gone, reregister=self._reregister,
             grace=self.config.head_reconnect_s,
@@ -598,7 +595,7 @@ class NodeAgent:
         elif t is m.StoreFree:
             for oid in msg.object_ids:
                 if self.store.free(oid):
-                    self._remove_spill_file(oid)
+                    self.spilling.files.remove(oid)
         elif t is m.WorkerBlocked:
             self._run(self.leases.blocked(msg.worker_id))
         elif t is m.WorkerUnblocked:
@@ -812,7 +809,7 @@ class NodeAgent:
                 victim = self.store.spill_victim() if self.config.spilling else None
                 if victim is None:
                     raise
-                self._spill_object(*victim)
+                self.spilling.spill(*victim)
 
     def _spill_past_threshold(self) -> None:
         """Spills the oldest objects once the store is fuller than the threshold,
@@ -823,59 +820,16 @@ class NodeAgent:
             if victim is None:
                 return
             try:
-                self._spill_object(*victim)
+                self.spilling.spill(*victim)
             except OutOfDisk as e:
                 log.warning("%s", e)
                 return
 
-    def _spill_path(self, oid: bytes) -> str:
-        return os.path.join(self.spill_dir, oid.hex())
-
-    def _spill_object(self, oid: bytes, obj: StoredObject) -> None:
-        try:
-            os.makedirs(self.spill_dir, mode=0o700, exist_ok=True)
-            disk = shutil.disk_usage(self.spill_dir)
-        except OSError as e:
-            raise OutOfDisk(f"object store is full and the spill directory {self.spill_dir} is unusable: {e}") from None
-        if disk.used + obj.size > self.config.disk_threshold * disk.total:
-            raise OutOfDisk(
-                f"object store is full and spilling {obj.size} bytes would fill the disk holding "
-                f"{self.spill_dir} past local_fs_capacity_threshold={self.config.disk_threshold:g} "
-                f"({disk.used / disk.total:.0%} used of {disk.total / 2**30:.1f} GiB)"
-            )
-        path = self._spill_path(oid)
-        try:
-            with open(path, "wb") as f:
-                f.write(self.region.view[obj.offset : obj.offset + obj.size])
-        except OSError as e:
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
-            raise OutOfDisk(
-                f"object store is full and spilling {obj.size} bytes to {self.spill_dir} failed: {e}"
-            ) from None
-        self.store.spilled_out(oid)
-
-    def _restore(self, oid: bytes) -> None:
-        size = self.store.spilled[oid]
-        offset = self._create(oid, size, "restore")
-        with open(self._spill_path(oid), "rb") as f:
-            f.readinto(self.region.view[offset : offset + size])
-        self.store.restored(oid)
-        self._remove_spill_file(oid)
-
-    def _remove_spill_file(self, oid: bytes) -> None:
-        try:
-            os.unlink(self._spill_path(oid))
-        except OSError:
-            pass
-
     def _pin(self, conn: Connection, msg: m.StorePin) -> None:
         if msg.object_id in self.store.spilled:
             try:
-                self._restore(msg.object_id)
-            except (StoreError, OSError) as e:
+                self.spilling.restore(msg.object_id, self._create)
+            except (StoreError, SpillCorrupt) as e:
                 conn.reply_error(msg, _error_kind(e), str(e))
                 return
 
