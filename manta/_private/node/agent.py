@@ -732,18 +732,27 @@ class NodeAgent:
         info = await peer.request(m.StorePin(object_id=oid))
         started = time.monotonic()
         try:
+            if type(info) is not m.StorePinned or info.size < 0:
+                raise ObjectLostError(f"{source} answered {info!r} to a pin")
             offset = await self._room_for_pull(oid, info.size)
             try:
                 pos = 0
-                inflight: list[tuple[int, asyncio.Future[Any]]] = []
+                inflight: list[tuple[int, int, asyncio.Future[Any]]] = []
                 while pos < info.size or inflight:
                     while pos < info.size and len(inflight) < PULL_WINDOW:
                         n = min(CHUNK, info.size - pos)
-                        inflight.append((pos, peer.request(m.StoreReadChunk(object_id=oid, offset=pos, length=n))))
+                        inflight.append((pos, n, peer.request(m.StoreReadChunk(object_id=oid, offset=pos, length=n))))
                         pos += n
-                    at, fut = inflight.pop(0)
+                    at, n, fut = inflight.pop(0)
                     chunk = (await fut).data
-                    self.region.view[offset + at : offset + at + len(chunk)] = chunk
+                    if len(chunk) != n:
+                        # Only the bytes asked for land in the store: a short
+                        # chunk would leave a hole, a long one overwrite the
+                        # object next to it.
+                        raise ObjectLostError(
+                            f"{source} sent {len(chunk)} bytes for the {n} at offset {at} of {info.size}"
+                        )
+                    self.region.view[offset + at : offset + at + n] = chunk
             except BaseException:
                 self.store.objects[oid].sealed = True  # let free() release it
                 self.store.free(oid)
@@ -776,7 +785,7 @@ class NodeAgent:
     def _read_chunk(self, conn: Connection, msg: m.StoreReadChunk) -> None:
         obj = self.store.objects.get(msg.object_id)
         pins = self.store.client_pins.get(id(conn))
-        if obj is None or not pins or not pins.get(msg.object_id) or msg.offset < 0 or msg.offset + msg.length > obj.size:
+        if obj is None or not pins or not pins.get(msg.object_id) or msg.offset < 0 or msg.length < 0 or msg.offset + msg.length > obj.size:
             conn.reply_error(msg, m.ErrorKind.OBJECT_LOST, str(_lost(msg.object_id, "not pinned by the reader")))
             return
         start = obj.offset + msg.offset
