@@ -219,11 +219,14 @@ def stop(address: str | None) -> None:
     """Stop this machine's manta nodes, by the PIDs they recorded (never by name)."""
     from manta._private import cluster
 
+    refused: list[str] = []
     try:
-        stopped = cluster.stop(address)
+        stopped = cluster.stop(address, refused)
     except cluster.ClusterError as e:
         _fail(str(e))
     out = _console()
+    for why in refused:
+        _console(stderr=True).print(f"manta: left alone, not trusted: {why}", markup=False)
     if not stopped:
         out.print("no manta node of that cluster runs on this machine" if address
                   else "no manta node runs on this machine")

@@ -17,12 +17,14 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
 from manta._private import ids, services
 from manta._private.auth.credentials import looks_like_person_token, owner_credential
 from manta._private.config import Config
+from manta._private.private_files import UnsafePath, check_dir, problem
 from manta._private.protocol.identity import Credential
 from manta._private.version import VERSION
 
@@ -60,34 +62,105 @@ class NodeRecord:
 
 
 def _owned_by(pid: int, session_dir: str) -> bool:
-    """Whether `pid` is still the process this session started (not a reused PID)."""
+    """Whether `pid` is still a service this session started (not a reused
+    PID, nor another user's process): ours, and its command line names this
+    session directory exactly."""
     try:
+        if pid <= 0 or os.stat(f"/proc/{pid}").st_uid != os.geteuid():
+            return False
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return session_dir.encode() in f.read()
-    except OSError:
+            raw = f.read()
+    except (OSError, TypeError):
         return False
+    return is_service_of([os.fsdecode(a) for a in raw.split(b"\0")[:-1]], session_dir)
+
+
+def is_service_of(argv: list[str], session_dir: str) -> bool:
+    """Whether a command line is one of manta's services started for
+    `session_dir`: `python -m <service main> ... --session-dir <session_dir>`,
+    compared whole (a substring would match any process that merely
+    mentions the path, or a longer path that begins with it)."""
+    if len(argv) < 3 or argv[1] != "-m" or argv[2] not in services.SERVICE_MAINS.values():
+        return False
+    given = [argv[i + 1] for i in range(3, len(argv) - 1) if argv[i] == "--session-dir"]
+    return given == [session_dir]
 
 
 def write_record(rec: NodeRecord) -> None:
     path = os.path.join(rec.session_dir, RECORD)
     tmp = path + ".tmp"
-    with open(tmp, "w") as f:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w") as f:
         json.dump(asdict(rec), f)
     os.replace(tmp, path)
 
 
-def load_records() -> list[NodeRecord]:
-    root = services.session_root()
+def _session_root() -> str:
+    try:
+        return services.session_root()
+    except UnsafePath as e:
+        raise ClusterError(str(e)) from None
+
+
+def _new_session_dir() -> str:
+    _session_root()  # its error, as a ClusterError
+    return services.new_session_dir()
+
+
+def load_records(refused: list[str] | None = None) -> list[NodeRecord]:
+    """This user's node records, oldest first. A record is trusted only when
+    it and its session directory are the user's own, writable by no one
+    else, and it names the directory it is in; any other is left out (and
+    said in `refused`): a driver never connects by it, and stop never acts
+    on it."""
+    root = _session_root()
     out = []
-    for name in os.listdir(root):
-        path = os.path.join(root, name, RECORD)
-        try:
-            with open(path) as f:
-                out.append(NodeRecord(**json.load(f)))
-        except (OSError, ValueError, TypeError):
-            continue
+    for name in sorted(os.listdir(root)):
+        rec, why = _read_record(os.path.join(root, name))
+        if why is not None and refused is not None:
+            refused.append(f"{os.path.join(root, name, RECORD)}: {why}")
+        if rec is not None:
+            out.append(rec)
     out.sort(key=lambda r: r.created)
     return out
+
+
+def _read_record(session_dir: str) -> tuple[NodeRecord | None, str | None]:
+    """The record in `session_dir`, or why it is not trusted (both None:
+    there is none, as in the sessions of init() without an address)."""
+    path = os.path.join(session_dir, RECORD)
+    if not os.path.lexists(path):
+        return None, None
+    why = problem(os.lstat(session_dir), os.geteuid(), directory=True)
+    if why is not None:
+        return None, f"its session directory {why}"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        return None, "is a symbolic link" if os.path.islink(path) else f"cannot be read ({e.strerror})"
+    with os.fdopen(fd, "rb") as f:
+        why = problem(os.fstat(f.fileno()), os.geteuid(), directory=False)
+        if why is not None:
+            return None, why
+        try:
+            rec = NodeRecord(**json.loads(f.read(1 << 20)))
+        except (OSError, ValueError, TypeError):
+            return None, "is not a cluster record"
+    why = record_problem(rec, os.path.realpath(session_dir), os.path.realpath)
+    return (None, why) if why is not None else (rec, None)
+
+
+def record_problem(rec: NodeRecord, session_dir: str, resolve: Callable[[str], str]) -> str | None:
+    """What is wrong with a record found in `session_dir` (a resolved path),
+    or None. It must name that directory and a token file in it, and list
+    only PIDs (a 0 or -1 would make kill() signal a group, or everyone)."""
+    if not isinstance(rec.session_dir, str) or resolve(rec.session_dir) != session_dir:
+        return f"names the session directory {rec.session_dir!r}, not the one it is in"
+    if not isinstance(rec.token_file, str) or os.path.dirname(resolve(rec.token_file)) != session_dir:
+        return f"names the token file {rec.token_file!r}, outside its session directory"
+    if not isinstance(rec.pids, list) or not all(type(p) is int and p > 0 for p in rec.pids):
+        return f"lists {rec.pids!r} as its processes"
+    return None
 
 
 def normalize_address(address: str) -> str:
@@ -189,7 +262,7 @@ def start_head(
         prior = _dead_head(normalize_address(f"{host}:{port}"))
         if prior is not None:
             return _restart_head(prior, target, token, config)
-    session_dir = services.new_session_dir()
+    session_dir = _new_session_dir()
     token_file = services.write_token(session_dir, token or ids.new_token())
     res, store = services.node_resources(
         num_cpus, num_gpus, resources, object_store_memory, head=True, ip=_ip_of(host)
@@ -345,7 +418,7 @@ def join(
     config: Config = Config(),
 ) -> NodeRecord:
     head_address = normalize_address(address)
-    session_dir = services.new_session_dir()
+    session_dir = _new_session_dir()
     token_file = services.write_token(session_dir, token)
     res, store = services.node_resources(
         num_cpus, num_gpus, resources, object_store_memory, head=False, ip=_ip_of(host)
@@ -376,13 +449,17 @@ def _ip_of(host: str) -> str:
 
 
 def find_local_node(address: str | None) -> NodeRecord:
-    """The record of the node on this machine that a driver should use."""
-    records = [r for r in load_records() if r.alive()]
+    """The record of the node on this machine that a driver should use:
+    only this user's trusted records count, so `init("auto")` never joins
+    another user's cluster."""
+    refused: list[str] = []
+    records = [r for r in load_records(refused) if r.alive()]
+    untrusted = f" (records left out as not trusted: {'; '.join(refused)})" if refused else ""
     if address in (None, "auto"):
         if not records:
             raise ClusterError(
                 "no manta cluster is running on this machine: start one with "
-                "`manta start --head`, or call init() without an address"
+                f"`manta start --head`, or call init() without an address{untrusted}"
             )
         return records[-1]
     wanted = normalize_address(address)
@@ -390,18 +467,19 @@ def find_local_node(address: str | None) -> NodeRecord:
     if not matching:
         raise ClusterError(
             f"no manta node on this machine belongs to the cluster at {address}: join it "
-            f"first with `manta start --address {address}`"
+            f"first with `manta start --address {address}`{untrusted}"
         )
     # Prefer the head's own node: it is the one `manta start --head` made.
     matching.sort(key=lambda r: (r.role != "head", r.created))
     return matching[0]
 
 
-def stop(address: str | None) -> list[NodeRecord]:
-    """Stops this machine's nodes (of one cluster, given its address); returns them."""
+def stop(address: str | None, refused: list[str] | None = None) -> list[NodeRecord]:
+    """Stops this machine's nodes (of one cluster, given its address); returns
+    them. Records not trusted are left alone and said in `refused`."""
     wanted = normalize_address(address) if address else None
     stopped = []
-    for rec in load_records():
+    for rec in load_records(refused):
         if wanted is not None and rec.head_address != wanted:
             continue
         _stop_record(rec)
@@ -427,4 +505,20 @@ def _stop_record(rec: NodeRecord, timeout: float = 10.0) -> None:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-    shutil.rmtree(rec.session_dir, ignore_errors=True)
+    _remove_session_dir(rec.session_dir)
+
+
+def _remove_session_dir(session_dir: str) -> None:
+    """Removes a session directory, only once it is verified to be one: a
+    directory of this user's, directly under the verified session root."""
+    root = os.path.realpath(_session_root())
+    path = os.path.abspath(session_dir)
+    if not os.path.lexists(path):
+        return
+    if os.path.dirname(os.path.realpath(path)) != root or os.path.realpath(path) == root:
+        raise ClusterError(f"stopped its processes but left {session_dir}: it is not under the session root {root}")
+    try:
+        check_dir(path, "session directory")
+    except UnsafePath as e:
+        raise ClusterError(f"stopped its processes but left it: {e}") from None
+    shutil.rmtree(path, ignore_errors=True)

@@ -25,18 +25,49 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from manta._private.config import Config
 from manta._private.ids import new_token
+from manta._private.private_files import UnsafePath, private_dir, problem
 
 PR_SET_PDEATHSIG = 1
 
 
+def choose_session_root(
+    env: Mapping[str, str], uid: int, tmpdir: str, usable: Callable[[str], bool]
+) -> str:
+    """Where this user's sessions live: MANTA_TMPDIR if set, else
+    $XDG_RUNTIME_DIR/manta when that directory is usable (the user's own,
+    not writable by others), else <tmpdir>/manta-<uid>. Per user, so no one
+    else's records or sockets are ever looked at."""
+    explicit = env.get("MANTA_TMPDIR")
+    if explicit:
+        return explicit
+    runtime = env.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isabs(runtime) and usable(runtime):
+        return os.path.join(runtime, "manta")
+    return os.path.join(tmpdir, f"manta-{uid}")
+
+
+def _usable_runtime_dir(path: str) -> bool:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return problem(st, os.geteuid(), directory=True) is None and os.access(path, os.W_OK | os.X_OK)
+
+
 def session_root() -> str:
-    root = os.environ.get("MANTA_TMPDIR") or os.path.join(tempfile.gettempdir(), "manta-sessions")
-    os.makedirs(root, mode=0o700, exist_ok=True)
-    return root
+    """The session root, made 0700 if missing; raises UnsafePath (naming it
+    and what is wrong) for one that is a link, another user's, or writable
+    by others, as a root in a shared /tmp made by someone else would be."""
+    root = os.path.abspath(choose_session_root(os.environ, os.geteuid(), tempfile.gettempdir(), _usable_runtime_dir))
+    try:
+        return private_dir(root, "session root")
+    except UnsafePath as e:
+        raise UnsafePath(f"{e}; remove it, or set MANTA_TMPDIR to a directory of your own") from None
 
 
 def new_session_dir() -> str:

@@ -17,7 +17,7 @@ not count (they never run); imports inside functions do.
     auth        auth/ (credentials, handshake, policy)        protocol
     scheduling                                                protocol
     objectstore, protocol                                     base only
-    base        exceptions, ids, config, clock                each other
+    base        exceptions, ids, config, clock, private_files each other
 
 Process entry points (the `main` modules) may import anything, and no
 library module imports them: they are started by module name (the fork
@@ -34,7 +34,7 @@ from collections.abc import Iterator
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..", "manta")
 
 BASE = {"manta._private", "manta.exceptions", "manta._private.ids", "manta._private.config", "manta._private.clock",
-        "manta._private.version"}
+        "manta._private.version", "manta._private.private_files"}
 ENTRY_POINTS = {
     "manta._private.head.main",
     "manta._private.node.main",

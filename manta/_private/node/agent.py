@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import shutil
 import signal
 import time
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from manta._private.node.memory import Candidate, MemoryMonitor, memory_usage
 from manta._private.node.pip_envs import PipEnvironments, SetupFailed
 from manta._private.node.reporting import ReportSchedule
 from manta._private.node.roster import INTENDED_SYSTEM_EXIT, NODE_OUT_OF_MEMORY, Roster
+from manta._private.node.spill import OutOfDisk, SpillCorrupt, Spilling
 from manta._private.node.state import HANDLED as STATE_MESSAGES
 from manta._private.node.state import NodeStateAnswers
 from manta._private.objectstore.region import Region
@@ -61,10 +61,6 @@ GPU_WORKER = "MANTA_GPU_WORKER"
 
 class ObjectLostError(Exception):
     """An object cannot be read here (its copy, or the node holding it, is gone)."""
-
-
-class OutOfDisk(StoreError):
-    """The store is full and spilling would fill the disk."""
 
 
 def _pip_hash(pool_key: lt.PoolKey) -> str:
@@ -168,6 +164,7 @@ class NodeAgent:
         self.store = StoreTable(store_capacity)
         self.spill_dir = self.config.spill_dir or os.path.join(session_dir, "spill")
         self.region = Region.create(store_capacity, "manta-store")
+        self.spilling = Spilling(self.store, self.region, self.config, self.spill_dir)
         self.head = HeadLink(
             head_address, self.identity, self.handle, on_gone=self._head_gone, reregister=self._reregister,
             grace=self.config.head_reconnect_s,
@@ -644,7 +641,7 @@ class NodeAgent:
         elif t is m.StoreFree:
             for oid in msg.object_ids:
                 if self.store.free(oid):
-                    self._remove_spill_file(oid)
+                    self.spilling.files.remove(oid)
         elif t is m.WorkerBlocked:
             self._run(self.leases.blocked(msg.worker_id))
         elif t is m.WorkerUnblocked:
@@ -784,18 +781,27 @@ class NodeAgent:
         info = await peer.request(m.StorePin(object_id=oid))
         started = time.monotonic()
         try:
+            if type(info) is not m.StorePinned or info.size < 0:
+                raise ObjectLostError(f"{source} answered {info!r} to a pin")
             offset = await self._room_for_pull(oid, info.size)
             try:
                 pos = 0
-                inflight: list[tuple[int, asyncio.Future[Any]]] = []
+                inflight: list[tuple[int, int, asyncio.Future[Any]]] = []
                 while pos < info.size or inflight:
                     while pos < info.size and len(inflight) < PULL_WINDOW:
                         n = min(CHUNK, info.size - pos)
-                        inflight.append((pos, peer.request(m.StoreReadChunk(object_id=oid, offset=pos, length=n))))
+                        inflight.append((pos, n, peer.request(m.StoreReadChunk(object_id=oid, offset=pos, length=n))))
                         pos += n
-                    at, fut = inflight.pop(0)
+                    at, n, fut = inflight.pop(0)
                     chunk = (await fut).data
-                    self.region.view[offset + at : offset + at + len(chunk)] = chunk
+                    if len(chunk) != n:
+                        # Only the bytes asked for land in the store: a short
+                        # chunk would leave a hole, a long one overwrite the
+                        # object next to it.
+                        raise ObjectLostError(
+                            f"{source} sent {len(chunk)} bytes for the {n} at offset {at} of {info.size}"
+                        )
+                    self.region.view[offset + at : offset + at + n] = chunk
             except BaseException:
                 self.store.objects[oid].sealed = True  # let free() release it
                 self.store.free(oid)
@@ -828,7 +834,7 @@ class NodeAgent:
     def _read_chunk(self, conn: Connection, msg: m.StoreReadChunk) -> None:
         obj = self.store.objects.get(msg.object_id)
         pins = self.store.client_pins.get(id(conn))
-        if obj is None or not pins or not pins.get(msg.object_id) or msg.offset < 0 or msg.offset + msg.length > obj.size:
+        if obj is None or not pins or not pins.get(msg.object_id) or msg.offset < 0 or msg.length < 0 or msg.offset + msg.length > obj.size:
             conn.reply_error(msg, m.ErrorKind.OBJECT_LOST, str(_lost(msg.object_id, "not pinned by the reader")))
             return
         start = obj.offset + msg.offset
@@ -861,7 +867,7 @@ class NodeAgent:
                 victim = self.store.spill_victim() if self.config.spilling else None
                 if victim is None:
                     raise
-                self._spill_object(*victim)
+                self.spilling.spill(*victim)
 
     def _spill_past_threshold(self) -> None:
         """Spills the oldest objects once the store is fuller than the threshold,
@@ -872,59 +878,16 @@ class NodeAgent:
             if victim is None:
                 return
             try:
-                self._spill_object(*victim)
+                self.spilling.spill(*victim)
             except OutOfDisk as e:
                 log.warning("%s", e)
                 return
 
-    def _spill_path(self, oid: bytes) -> str:
-        return os.path.join(self.spill_dir, oid.hex())
-
-    def _spill_object(self, oid: bytes, obj: StoredObject) -> None:
-        try:
-            os.makedirs(self.spill_dir, mode=0o700, exist_ok=True)
-            disk = shutil.disk_usage(self.spill_dir)
-        except OSError as e:
-            raise OutOfDisk(f"object store is full and the spill directory {self.spill_dir} is unusable: {e}") from None
-        if disk.used + obj.size > self.config.disk_threshold * disk.total:
-            raise OutOfDisk(
-                f"object store is full and spilling {obj.size} bytes would fill the disk holding "
-                f"{self.spill_dir} past local_fs_capacity_threshold={self.config.disk_threshold:g} "
-                f"({disk.used / disk.total:.0%} used of {disk.total / 2**30:.1f} GiB)"
-            )
-        path = self._spill_path(oid)
-        try:
-            with open(path, "wb") as f:
-                f.write(self.region.view[obj.offset : obj.offset + obj.size])
-        except OSError as e:
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
-            raise OutOfDisk(
-                f"object store is full and spilling {obj.size} bytes to {self.spill_dir} failed: {e}"
-            ) from None
-        self.store.spilled_out(oid)
-
-    def _restore(self, oid: bytes) -> None:
-        size = self.store.spilled[oid]
-        offset = self._create(oid, size, "restore")
-        with open(self._spill_path(oid), "rb") as f:
-            f.readinto(self.region.view[offset : offset + size])
-        self.store.restored(oid)
-        self._remove_spill_file(oid)
-
-    def _remove_spill_file(self, oid: bytes) -> None:
-        try:
-            os.unlink(self._spill_path(oid))
-        except OSError:
-            pass
-
     def _pin(self, conn: Connection, msg: m.StorePin) -> None:
         if msg.object_id in self.store.spilled:
             try:
-                self._restore(msg.object_id)
-            except (StoreError, OSError) as e:
+                self.spilling.restore(msg.object_id, self._create)
+            except (StoreError, SpillCorrupt) as e:
                 conn.reply_error(msg, _error_kind(e), str(e))
                 return
 

@@ -102,6 +102,15 @@ class StoreTable:
         obj = self.objects[object_id]
         obj.sealed = True
 
+    def restore_failed(self, object_id: bytes) -> None:
+        """Its file could not be read back: the object is gone from this node
+        (the space made for it is freed; readers are told it is lost)."""
+        self.spilled.pop(object_id, None)
+        obj = self.objects.pop(object_id, None)
+        if obj is not None:
+            self.copies.pop(object_id, None)
+            self.allocator.free(obj.offset)
+
     def mark_copy(self, object_id: bytes) -> None:
         """The object is a copy pulled from another node: evictable when unpinned."""
         if object_id in self.objects:

@@ -82,9 +82,12 @@ class Recovery:
                     f"(lineage past max_lineage_bytes={self.lineage.max_bytes})",
                 )
             else:
+                # A live node loses a copy when its spill file fails its check
+                # (its agent.log says so); the news of a death may also be late.
+                how = "which died" if (lost_node or lost_on) in rt.peers.dead_nodes else "which lost it or died"
                 err = exc.ObjectLostError(
                     oid.hex(), rt.address,
-                    f"its only copy was on node {node}, which died; objects made by put() "
+                    f"its only copy was on node {node}, {how}; objects made by put() "
                     f"or by actor calls cannot be rebuilt from lineage",
                 )
         elif task.retries_left == 0:
