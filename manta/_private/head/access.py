@@ -16,7 +16,6 @@ workers, none of which know people's tokens.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -36,8 +35,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Refusals logged per principal at most this often (each is in the audit log).
-LOG_EVERY_S = 10.0
 
 
 class HeadAccess:
@@ -46,7 +43,7 @@ class HeadAccess:
         self.keys = keys
         self.tokens = TokenTable(keys)
         self.audit = AuditLog(audit_path)
-        self._logged: dict[str, float] = {}
+        self.refusals = policy.Refusals(log)
         Check = Callable[[Principal, Any], str]
         self._targets: dict[type, Check] = {
             m.GetNamedActor: lambda p, msg: policy.namespace_refusal(p, msg.namespace, "look up actors"),
@@ -89,16 +86,10 @@ class HeadAccess:
         return False
 
     def refuse(self, conn: Connection, msg: Any, why: str) -> None:
-        now = time.monotonic()
-        p = conn.principal
-        if now - self._logged.get(p.name, -LOG_EVERY_S) >= LOG_EVERY_S:
-            self._logged[p.name] = now
-            log.warning("refused %s from %s: %s", type(msg).__name__, p.name, why)
         action, target, namespace = (AUDITED.get(type(msg)) or _unaudited)(msg)
-        self.audit.record(p, action, target=target, namespace=namespace, outcome="refused", peer=peer_of(conn),
-                          detail=why)
-        if getattr(msg, "rid", 0):
-            conn.reply_error(msg, m.ErrorKind.AUTHORIZATION, why)
+        self.audit.record(conn.principal, action, target=target, namespace=namespace, outcome="refused",
+                          peer=peer_of(conn), detail=why)
+        self.refusals.answer(conn, msg, why)
 
     def _audit_allowed(self, conn: Connection, msg: Any, action: str, target: str, namespace: str) -> None:
         p = conn.principal
@@ -166,32 +157,32 @@ class HeadAccess:
         self, person: Principal, job_id: int, namespace: str, msg: m.RegisterDriver
     ) -> tuple[Principal, bytes, bytes]:
         """The job's principal and its driver's pass, for the key it registered with."""
-        namespaces = person.namespaces
-        if namespaces and namespace not in namespaces:
-            namespaces = (*namespaces, namespace)  # its own anonymous namespace
-        principal = Principal(
-            kind=Kind.JOB, role=min(person.role, Role.ADMIN), name=f"job {job_id}", namespaces=namespaces,
-            job_id=job_id, worker_id=msg.worker_id, token_id=person.token_id, expires=person.expires,
-        )
+        principal = self._job(person, job_id, namespace, msg.worker_id)
         return (principal, *self.keys.sign_pass(principal, msg.key))
 
     def job_principal(self, job_id: int) -> Principal | None:
-        """A job's principal, for the passes of the workers an agent starts on its behalf."""
+        """A job's principal, for the passes of the workers an agent starts on its behalf
+        (None if its token is no longer valid: no worker is started for it)."""
         job = self.head.jobs.get(job_id)
         if job is None:
             return None
-        namespaces: tuple[str, ...] = ()
-        if job.token_id == LOCAL_ADMIN or not job.token_id:
-            role, expires = Role.ADMIN, 0.0
-        else:
-            info = self.tokens.tokens.get(job.token_id)
-            if info is None or info.revoked:
-                return None
-            role, namespaces, expires = info.role, info.namespaces, info.expires
-            if namespaces and job.namespace not in namespaces:
-                namespaces = (*namespaces, job.namespace)
-        return Principal(kind=Kind.JOB, role=role, name=f"job {job_id}", namespaces=namespaces, job_id=job_id,
-                         token_id=job.token_id, expires=expires)
+        try:
+            _, person = self.tokens.resolve(job.token_id or LOCAL_ADMIN)
+        except AuthFailed:
+            return None
+        return self._job(person, job_id, job.namespace)
+
+    @staticmethod
+    def _job(person: Principal, job_id: int, namespace: str, worker_id: bytes = b"") -> Principal:
+        """What a job started with `person`'s token may do: what the token may, and
+        also in the job's own namespace (an anonymous one, if it named none)."""
+        namespaces = person.namespaces
+        if namespaces and namespace not in namespaces:
+            namespaces = (*namespaces, namespace)
+        return Principal(
+            kind=Kind.JOB, role=min(person.role, Role.ADMIN), name=f"job {job_id}", namespaces=namespaces,
+            job_id=job_id, worker_id=worker_id, token_id=person.token_id, expires=person.expires,
+        )
 
     def rebind(self, conn: Connection, msg: am.Rebind) -> None:
         """A spare worker now has its job's pass: this connection acts as it from here on."""

@@ -12,6 +12,8 @@ import os
 import time
 from collections.abc import Callable
 
+from msgspec.structs import replace
+
 from manta._private.auth.credentials import LOCAL_ADMIN, AuthFailed, ClusterKeys
 from manta._private.protocol.auth_messages import TokenInfo
 from manta._private.protocol.identity import Kind, Principal, Role
@@ -71,7 +73,5 @@ class TokenTable:
         if info is None:
             raise KeyError(f"token {token_id} is not known to this cluster"
                            + (" (the owner's local-admin token cannot be revoked)" if token_id == LOCAL_ADMIN else ""))
-        import msgspec
-
-        info = self.tokens[token_id] = msgspec.structs.replace(info, revoked=True)
+        info = self.tokens[token_id] = replace(info, revoked=True)
         return info

@@ -8,7 +8,6 @@ its blocked and unblocked times only for itself.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 from manta._private.auth import policy
@@ -18,8 +17,6 @@ from manta._private.transport.connection import Connection
 
 log = logging.getLogger(__name__)
 
-LOG_EVERY_S = 10.0
-_logged: dict[str, float] = {}
 
 
 def refusal(p: Principal, msg: Any) -> str:
@@ -41,16 +38,10 @@ def refusal(p: Principal, msg: Any) -> str:
     return ""
 
 
-def refused(conn: Connection, msg: Any) -> bool:
+def refused(refusals: policy.Refusals, conn: Connection, msg: Any) -> bool:
     """Refuses `msg` if its sender may not send it (answering a request with why)."""
     why = refusal(conn.principal, msg)
     if not why:
         return False
-    now = time.monotonic()
-    who = conn.principal.name
-    if now - _logged.get(who, -LOG_EVERY_S) >= LOG_EVERY_S:
-        _logged[who] = now
-        log.warning("refused %s from %s: %s", type(msg).__name__, who, why)
-    if getattr(msg, "rid", 0):
-        conn.reply_error(msg, m.ErrorKind.AUTHORIZATION, why)
+    refusals.answer(conn, msg, why)
     return True

@@ -19,6 +19,7 @@ from typing import Any
 from msgspec.structs import replace
 
 from manta._private import ids
+from manta._private.auth import policy
 from manta._private.auth.credentials import ClusterKeys, Identity
 from manta._private.clock import Clock, monotonic
 from manta._private.config import Config
@@ -37,7 +38,7 @@ from manta._private.objectstore.store import ObjectExists, StoredObject, StoreEr
 from manta._private.protocol import auth_messages as am
 from manta._private.protocol import messages as m
 from manta._private.protocol.framing import HEADER
-from manta._private.protocol.identity import Credential, Role
+from manta._private.protocol.identity import Credential, Role, decode_claims
 from manta._private.protocol.runtime_env import PIP_ENV, decode_pip, env_hash
 from manta._private.scheduling import leases as lt
 from manta._private.scheduling.bundles import bundle_resources
@@ -151,6 +152,7 @@ class NodeAgent:
         self.keys = ClusterKeys(token)
         self.identity = Identity.of(self.keys.node_credential(f"node {node_id.hex()[:8]}", node_id))
         self.job_passes = JobPasses(self.keys, node_id)
+        self.refusals = policy.Refusals(log)
         self.node_id = node_id
         self.resources = resources
         self.address = address
@@ -525,7 +527,7 @@ class NodeAgent:
             if isinstance(reply, Exception):
                 log.warning("worker %s did not take its job's pass: %s", c.worker_id.hex()[:8], reply)
             else:
-                conn.principal = Identity.of(credential).principal or conn.principal
+                conn.principal = decode_claims(credential.pass_blob).principal
             if pending.conn.closed:
                 self._run(self.leases.return_lease(c.lease_id))
             else:
@@ -536,7 +538,7 @@ class NodeAgent:
     # -- messages ---------------------------------------------------------
 
     def handle(self, conn: Connection, msg: Any) -> None:
-        if access.refused(conn, msg):
+        if access.refused(self.refusals, conn, msg):
             return
         t = type(msg)
         if t is m.RequestLease:

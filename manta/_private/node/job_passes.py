@@ -20,8 +20,7 @@ from msgspec.structs import replace
 from manta._private.auth.credentials import ClusterKeys
 from manta._private.protocol import messages as m
 from manta._private.protocol.identity import Credential, Kind, Principal, Role
-
-SPARE = 0
+from manta._private.scheduling.leases import SPARE
 
 
 class JobPasses:

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 class Inbound:
     def __init__(self, rt: CoreRuntime) -> None:
         self.rt = rt
+        self.refusals = policy.Refusals(log)
         self._handlers: dict[type, Callable[[Connection, Any], None]] = {
             m.PushTask: self._push_task,
             m.GetObject: lambda conn, msg: rt.objects.serve_get(conn, msg),
@@ -53,9 +54,7 @@ class Inbound:
                 return
         why = policy.refusal(policy.RUNTIME, conn.principal, msg) or self._job_refusal(conn.principal, msg)
         if why:
-            log.warning("refused %s from %s: %s", type(msg).__name__, conn.principal.name, why)
-            if getattr(msg, "rid", 0):
-                conn.reply_error(msg, m.ErrorKind.AUTHORIZATION, why)
+            self.refusals.answer(conn, msg, why)
             return
         handler = self._handlers.get(type(msg))
         if handler is None:

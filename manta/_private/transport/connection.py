@@ -370,7 +370,7 @@ class Connection(asyncio.Protocol):
             return
         self.closed = True
         err: ConnectionLost
-        if self._refusal and not self.server_side or self._proof_sent and not self.ready.done():
+        if (self._refusal and not self.server_side) or (self._proof_sent and not self.ready.done()):
             err = AuthRejected(
                 f"{self.name or 'the peer'} refused the connection during authentication: "
                 f"{self._refusal or 'it does not accept this credential'}"
