@@ -23,9 +23,10 @@ from manta._private.auth import policy
 from manta._private.auth.credentials import ClusterKeys, Identity
 from manta._private.clock import Clock, monotonic
 from manta._private.config import Config
-from manta._private.node import access
+from manta._private.node import access, cgroups
 from manta._private.node.forkserver import ForkServer
 from manta._private.node.job_passes import JobPasses
+from manta._private.node.limits import limits_of
 from manta._private.node.memory import Candidate, MemoryMonitor, memory_usage
 from manta._private.node.pip_envs import PipEnvironments, SetupFailed
 from manta._private.node.reporting import ReportSchedule
@@ -176,6 +177,8 @@ class NodeAgent:
         self.granted: dict[int, GrantedLease] = {}
         # Workers the memory monitor killed, and why (their exit reason).
         self.oom_killed: dict[bytes, str] = {}
+        # Each worker's cgroups (found at start: `cgroups.detect`).
+        self.cgroups = cgroups.Cgroups.off("the agent has not started")
         self.server: asyncio.AbstractServer | None = None
         self.tcp_server: asyncio.AbstractServer | None = None
         self.zygote = fork_server or ForkServer(os.path.join(session_dir, "logs", "workers.log"))
@@ -216,6 +219,7 @@ class NodeAgent:
             self.tcp_server, self.public_address = await serve(
                 f"tcp:{self.node_ip}:0", self.identity, self.handle, on_close=self.on_close
             )
+        self.cgroups = cgroups.for_node(self.node_id.hex()[:8], self.session_dir)
         await self._start_zygote()
         for _ in range(60):
             try:
@@ -252,14 +256,20 @@ class NodeAgent:
                 continue
             lease_id, lease = busy[kill.worker_id]
             log.warning("%s (lease %d, %s)", kill.reason, lease_id, "retriable" if lease.retriable else "not retriable")
-            self.oom_killed[kill.worker_id] = kill.reason
-            self.roster.ending(kill.worker_id, NODE_OUT_OF_MEMORY, kill.reason)
-            if not lease.for_actor and not lease.owner.closed:
-                lease.owner.send(m.LeaseKilled(lease_id=lease_id, reason=kill.reason))
+            self._out_of_memory(kill.worker_id, kill.reason)
             try:
                 os.kill(self.worker_pids[kill.worker_id], signal.SIGKILL)
             except (KeyError, ProcessLookupError):
                 pass
+
+    def _out_of_memory(self, worker_id: bytes, reason: str) -> None:
+        """A worker killed for memory (by the monitor, or by the kernel at its
+        cgroup's limit): its task fails with OutOfMemoryError, not as a crash."""
+        self.oom_killed[worker_id] = reason
+        self.roster.ending(worker_id, NODE_OUT_OF_MEMORY, reason)
+        for lease_id, lease in self.granted.items():
+            if lease.worker_id == worker_id and not lease.for_actor and not lease.owner.closed:
+                lease.owner.send(m.LeaseKilled(lease_id=lease_id, reason=reason))
 
     async def _reregister(self, conn: Connection) -> None:
         """Tells a restarted head who we are and what we run."""
@@ -298,7 +308,8 @@ class NodeAgent:
 
     def _fork_request(self, worker_id: bytes, job_id: int, env: dict[str, str] | None = None) -> m.ForkWorker:
         """What the fork server needs to start a worker: its id, its environment and its pass."""
-        return m.ForkWorker(worker_id=worker_id, env=env or {}, credential=self.job_passes.credential(worker_id, job_id))
+        return m.ForkWorker(worker_id=worker_id, env=env or {}, credential=self.job_passes.credential(worker_id, job_id),
+                            cgroups=self.cgroups.create(worker_id))
 
     async def _read_zygote(self, zygote: ForkServer, env: str = "") -> None:
         """Follows a fork server's reports; `env` names a pip environment's."""
@@ -318,6 +329,7 @@ class NodeAgent:
                 self.roster.launched(rec.worker_id, rec.pid)
             elif isinstance(rec, m.WorkerReaped):
                 self.roster.reaped(rec.pid, rec.code)
+                self.cgroups.sweep()
                 for wid, p in list(self.worker_pids.items()):
                     if p == rec.pid:
                         self._worker_gone(wid, f"worker process {rec.pid} exited with code {rec.code}", rec.code)
@@ -421,6 +433,7 @@ class NodeAgent:
         self.zygote.kill()
         for zygote in self.env_zygotes.values():
             zygote.kill()
+        self.cgroups.close()
         if self.server is not None:
             self.server.close()
         if self.tcp_server is not None:
@@ -504,6 +517,7 @@ class NodeAgent:
         )
         if pending.msg.for_actor:
             self.actor_workers[c.worker_id] = pending.msg.actor_id
+        self.cgroups.limit(c.worker_id, limits_of(pending.msg.resources))
         self.roster.leased(c.worker_id, pending.msg.job_id)
         pending.conn.reply(
             pending.msg,
@@ -570,7 +584,12 @@ class NodeAgent:
                              to_units(msg.must_be_free) if msg.must_be_free else {}, job_id=msg.job_id)
             self._run(self.leases.request(req))
         elif t is m.ReturnLease:
-            self.granted.pop(msg.lease_id, None)
+            returned = self.granted.pop(msg.lease_id, None)
+            # Its owner saw the worker die before this agent did: if its
+            # cgroup's limit killed it, the owner hears so here.
+            oom = self.cgroups.oom_reason(returned.worker_id) if returned and msg.kill else ""
+            if oom and returned and not returned.for_actor:
+                conn.send(m.LeaseKilled(lease_id=msg.lease_id, reason=oom))
             self._run(self.leases.return_lease(msg.lease_id, msg.kill))
         elif t is m.StoreCreate:
             try:
@@ -921,6 +940,10 @@ class NodeAgent:
             self.roster.exit(client.worker_id, None, "its connection closed")
 
     def _worker_gone(self, worker_id: bytes, reason: str, code: int | None) -> None:
+        oom = self.cgroups.oom_reason(worker_id)
+        if oom and worker_id not in self.oom_killed:
+            self._out_of_memory(worker_id, oom)
+        self.cgroups.remove(worker_id)
         self.roster.exit(worker_id, code, reason)
         self.job_passes.forget_worker(worker_id)
         pid = self.worker_pids.pop(worker_id, None)

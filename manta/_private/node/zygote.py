@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import msgspec
 
+from manta._private.node.cgroups import join as join_cgroups
 from manta._private.node.forkserver import die_with_parent, write_message
 from manta._private.protocol import messages as m
 from manta._private.protocol.framing import FrameDecoder
@@ -96,6 +97,11 @@ def _fork_worker(config: m.ForkConfig, req: m.ForkWorker, out: int, worker_main:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         die_with_parent()
+        try:
+            join_cgroups(req.cgroups)
+        except OSError as e:
+            print(f"manta worker {req.worker_id.hex()[:8]}: cannot join its cgroups, so it runs without "
+                  f"limits: {e}", file=sys.stderr)
         devnull = os.open(os.devnull, os.O_RDWR)
         os.dup2(devnull, 0)
         os.dup2(2, 1)

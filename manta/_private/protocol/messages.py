@@ -887,6 +887,8 @@ class ForkWorker(Msg, frozen=True):
     env: dict[str, str] = {}
     # The worker's pass: the fork server hands it to that worker alone.
     credential: Credential = Credential()
+    # The cgroup directories the worker joins before it runs anything.
+    cgroups: list[str] = []
 
 
 class ForkConfig(Msg, frozen=True):
