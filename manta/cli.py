@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import time
@@ -122,6 +123,8 @@ def main() -> None:
 @click.option("--labels", default=None, help="This node's labels: key=value,key2=value2 (or a JSON object).")
 @click.option("--audit-log", default=None, help="Head only: where to write the audit trail "
               "(default: audit.log in the session directory; read it with `manta audit`).")
+@click.option("--worker-user", default=None, help="Run workers as this unprivileged user (the node must run "
+              "as root): user code then cannot read the session's token, logs or spilled objects.")
 @click.option("--include-dashboard", default=None, help="Accepted for Ray's command line (no dashboard yet).")
 @click.option("--dashboard-port", default=None, help="Accepted for Ray's command line (no dashboard yet).")
 @click.option("--dashboard-host", default=None, help="Accepted for Ray's command line (no dashboard yet).")
@@ -133,7 +136,7 @@ def start(head: bool, address: str | None, port: int, host: str, num_cpus: float
           token_file: str | None, storage: str, redis_password_file: str | None, redis_password: str | None,
           redis_ca: str | None, storage_encryption: bool, object_spilling_directory: str | None,
           system_config: str | None, block: bool, labels: str | None, audit_log: str | None,
-          include_dashboard: str | None,
+          worker_user: str | None, include_dashboard: str | None,
           dashboard_port: str | None, dashboard_host: str | None, min_worker_port: str | None,
           max_worker_port: str | None) -> None:
     """Start a head node (--head), or join this machine to a cluster (--address)."""
@@ -159,7 +162,7 @@ def start(head: bool, address: str | None, port: int, host: str, num_cpus: float
             num_cpus=num_cpus, num_gpus=num_gpus, resources=_resources(resources),
             object_store_memory=object_store_memory,
             config=replace(_node_config(system_config, object_spilling_directory), labels=_labels(labels),
-                           storage_encryption=storage_encryption),
+                           storage_encryption=storage_encryption, worker_user=_worker_user(worker_user)),
         )
         if storage and not head:
             _fail("--storage is for the head (start --head --storage redis://...)", 2)
@@ -195,6 +198,16 @@ def start(head: bool, address: str | None, port: int, host: str, num_cpus: float
         _fail(str(e), 2)
     if block:
         _block(rec)
+
+
+def _worker_user(name: str | None) -> str:
+    """--worker-user, checked here so that a wrong one fails the command, not the node's start."""
+    if not name:
+        return ""
+    from manta._private.node.worker_user import check_python, resolve
+
+    check_python(resolve(name, os.geteuid()))  # ValueError: said with exit code 2
+    return name
 
 
 def _block(rec: Any) -> None:

@@ -81,6 +81,9 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     # The head encrypts what it writes to its storage (manta start --head
     # --storage-encryption); it always authenticates it.
     storage_encryption: bool = False
+    # Workers run as this user (manta start --worker-user; the node runs as
+    # root): they cannot read the session's secrets. "": the agent's own.
+    worker_user: str = ""
 
     @classmethod
     def build(

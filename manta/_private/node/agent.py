@@ -23,7 +23,7 @@ from manta._private.auth import policy
 from manta._private.auth.credentials import ClusterKeys, Identity
 from manta._private.clock import Clock, monotonic
 from manta._private.config import Config
-from manta._private.node import access, cgroups
+from manta._private.node import access, cgroups, worker_user
 from manta._private.node.forkserver import ForkServer
 from manta._private.node.job_passes import JobPasses
 from manta._private.node.limits import limits_of
@@ -179,6 +179,7 @@ class NodeAgent:
         self.oom_killed: dict[bytes, str] = {}
         # Each worker's cgroups (found at start: `cgroups.detect`).
         self.cgroups = cgroups.Cgroups.off("the agent has not started")
+        self.worker_user: worker_user.WorkerUser | None = None
         self.server: asyncio.AbstractServer | None = None
         self.tcp_server: asyncio.AbstractServer | None = None
         self.zygote = fork_server or ForkServer(os.path.join(session_dir, "logs", "workers.log"))
@@ -211,6 +212,8 @@ class NodeAgent:
     # -- start / stop -----------------------------------------------------
 
     async def start(self) -> None:
+        # Before any socket of ours exists: the sockets directory is opened to the workers' user first.
+        self.worker_user = worker_user.for_node(self.config.worker_user, self.session_dir)
         self.server, self.address = await serve(
             self.address, self.identity, self.handle, on_close=self.on_close
         )
@@ -295,7 +298,7 @@ class NodeAgent:
         )
 
     async def _start_zygote(self) -> None:
-        self.zygote.send(self._fork_config(self.prestart))
+        self.zygote.configure(self._fork_config(self.prestart), self.region.fd)
         asyncio.get_running_loop().create_task(self._read_zygote(self.zygote))
 
     def _fork_config(self, prestart: int) -> m.ForkConfig:
@@ -304,7 +307,9 @@ class NodeAgent:
             credential=Credential(cluster_key=self.keys.public), node_id=self.node_id, node_ip=self.node_ip,
         )
         workers = [self._fork_request(ids.new_worker_id(), lt.SPARE) for _ in range(prestart)]
-        return m.ForkConfig(session=session, config=self.config, prestart=workers)
+        user = self.worker_user
+        return m.ForkConfig(session=session, config=self.config, prestart=workers,
+                            worker_uid=user.uid if user else -1, worker_gid=user.gid if user else -1)
 
     def _fork_request(self, worker_id: bytes, job_id: int, env: dict[str, str] | None = None) -> m.ForkWorker:
         """What the fork server needs to start a worker: its id, its environment and its pass."""
@@ -400,7 +405,7 @@ class NodeAgent:
             zygote = self.env_zygotes[digest] = ForkServer(
                 os.path.join(self.session_dir, "logs", "workers.log"), python, self.pip_envs.environment(python),
             )
-            zygote.send(self._fork_config(prestart=0))
+            zygote.configure(self._fork_config(prestart=0), self.region.fd)
             asyncio.get_running_loop().create_task(self._read_zygote(zygote, digest))
         return zygote
 

@@ -880,6 +880,8 @@ class SessionInfo(Record, frozen=True):
     # Set on nodes of a multi-machine cluster: listen on TCP at this IP, so
     # processes on other machines can reach this one.
     node_ip: str = ""
+    # A worker's descriptor of the node's store, inherited from its fork server.
+    store_fd: int = -1
 
 
 class ForkWorker(Msg, frozen=True):
@@ -898,6 +900,9 @@ class ForkConfig(Msg, frozen=True):
     session: SessionInfo
     config: Config
     prestart: list[ForkWorker] = []
+    # The user workers run as (--worker-user); -1: the fork server's own.
+    worker_uid: int = -1
+    worker_gid: int = -1
 
 
 class WorkerForked(Msg, frozen=True):

@@ -199,7 +199,10 @@ class CoreRuntime:
         self.store_capacity = reply.store_capacity
         if not self.is_driver:
             self.head.persistent = reply.head_persistent
-        self.region = Region.attach(reply.store_pid, reply.store_fd, reply.store_capacity)
+        if session.store_fd >= 0:  # a worker: its fork server's descriptor (node/forkserver.py)
+            self.region = Region.inherited(session.store_fd, reply.store_capacity)
+        else:
+            self.region = Region.attach(reply.store_pid, reply.store_fd, reply.store_capacity)
         info = await self.agent.request(m.GetResources())
         self.cluster_resources = dict(info.total)
         self.task_events.start()

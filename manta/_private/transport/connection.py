@@ -15,6 +15,7 @@ import itertools
 import logging
 import os
 import socket
+import stat
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -471,7 +472,10 @@ async def serve(
 
     if kind == "unix":
         server = await loop.create_unix_server(factory, host)
-        os.chmod(host, 0o600)
+        # A setgid directory is shared with workers running as another user
+        # (node/worker_user.py): its group may connect, then authenticate.
+        shared = os.stat(os.path.dirname(host) or ".").st_mode & stat.S_ISGID
+        os.chmod(host, 0o660 if shared else 0o600)
         return server, address
     server = await loop.create_server(factory, host, port)
     sockname = server.sockets[0].getsockname()
