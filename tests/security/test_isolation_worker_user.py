@@ -94,9 +94,9 @@ def cli(env, *args):
     return out.stdout
 
 
-def run_driver(env, body):
+def run_driver(env, body, *args):
     script = "import glob, json, os, sys\nimport manta\nmanta.init(address='auto')\n" + textwrap.dedent(body)
-    proc = subprocess.run([PYTHON, "-c", script], env=env, text=True, capture_output=True, timeout=150)
+    proc = subprocess.run([PYTHON, "-c", script, *args], env=env, text=True, capture_output=True, timeout=150)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -134,8 +134,9 @@ def test_a_task_cannot_read_the_token_the_logs_or_the_session(cluster):
     assert tried["agent store"] != "read", tried
 
 
-def test_a_worker_as_nobody_still_uses_the_store_actors_and_nested_tasks(cluster):
+def test_a_worker_as_nobody_still_uses_the_store_actors_nested_tasks_and_working_dir(cluster, tmp_path):
     env, _ = cluster
+    (tmp_path / "shipped.py").write_text("VALUE = 'from the working dir'\n")
     out = run_driver(env, """
         import numpy as np
 
@@ -162,9 +163,17 @@ def test_a_worker_as_nobody_still_uses_the_store_actors_and_nested_tasks(cluster
         c = Counter.remote()
         total, nested, added, uid = manta.get(outer.remote(big, c), timeout=90)
         back = manta.get(manta.remote(lambda: np.arange(1 << 20)).remote(), timeout=60)
-        print(json.dumps([total, nested, added, uid, int(back[-1])]))
-    """)
-    total, nested, added, uid, last = out
+
+        # A working_dir is unpacked by the worker, as nobody, where it may write.
+        @manta.remote(runtime_env={"working_dir": sys.argv[1]})
+        def from_working_dir():
+            import shipped
+            return shipped.VALUE
+
+        print(json.dumps([total, nested, added, uid, int(back[-1]), manta.get(from_working_dir.remote(), timeout=60)]))
+    """, str(tmp_path))
+    total, nested, added, uid, last, shipped = out
+    assert shipped == "from the working dir"
     nobody = _nobody().pw_uid
     assert total == (8 << 20) + 7 * (4 << 20)
     assert nested == 2

@@ -79,3 +79,42 @@ def test_off_cgroups_do_nothing():
     assert off.oom_reason(b"w" * 16) == ""
     off.remove(b"w" * 16)
     off.close()
+
+
+def _st(mode, uid=0, gid=0):
+    import os
+
+    return os.stat_result((mode, 0, 0, 0, uid, gid, 0, 0, 0, 0))
+
+
+def test_who_may_pass_through_and_list_a_directory():
+    import stat
+
+    from manta._private.node.worker_user import WorkerUser, can_read_dir, can_search
+
+    nobody = WorkerUser("nobody", 65534, 65534)
+    d = stat.S_IFDIR
+    assert not can_search(_st(d | 0o700), nobody)  # root's own
+    assert can_search(_st(d | 0o710, gid=65534), nobody)  # the session directory, opened to the group
+    assert not can_search(_st(d | 0o701, gid=65534), nobody)  # the group's bits decide for the group
+    assert can_search(_st(d | 0o701), nobody)
+    tree = {"/": _st(d | 0o755), "/root": _st(d | 0o700), "/root/py": _st(d | 0o755),
+            "/usr": _st(d | 0o755), "/usr/lib": _st(d | 0o755), "/srv": _st(d | 0o711)}
+    assert can_read_dir("/usr/lib", nobody, tree.__getitem__)
+    # A Python under /root: its directory is readable, but nobody cannot reach it.
+    assert not can_read_dir("/root/py", nobody, tree.__getitem__)
+    # Searchable but not listable: imports from it would fail.
+    assert not can_read_dir("/srv", nobody, tree.__getitem__)
+
+
+def test_a_worker_user_must_be_someone_unprivileged_and_the_node_root():
+    import pytest
+
+    from manta._private.node.worker_user import resolve
+
+    with pytest.raises(ValueError, match="must run as root"):
+        resolve("nobody", euid=1000)
+    with pytest.raises(ValueError, match="unprivileged"):
+        resolve("root", euid=0)
+    with pytest.raises(ValueError, match="no such user"):
+        resolve("no-such-user-here", euid=0)

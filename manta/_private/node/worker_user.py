@@ -135,6 +135,10 @@ def prepare(session_dir: str, user: WorkerUser) -> None:
     resources = os.path.join(session_dir, "runtime_resources")
     os.makedirs(resources, exist_ok=True)
     os.chmod(resources, 0o711)
+    # pip environments: root's (the agent runs their interpreter), searchable
+    # but not listable, their files readable as pip leaves them.
+    os.makedirs(os.path.join(resources, "pip"), exist_ok=True)
+    os.chmod(os.path.join(resources, "pip"), 0o711)
     for name in WORKER_WRITTEN:
         path = os.path.join(resources, name)
         os.makedirs(path, exist_ok=True)
