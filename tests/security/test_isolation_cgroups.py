@@ -74,6 +74,23 @@ DRIVER = textwrap.dedent("""
         print("OOM", str(e).replace(chr(10), " ")[:300], flush=True)
     bases = [b.strip() for b in bases.group(2).split(",")]
     print("CGROUPS", repr(manta.get(my_cgroups.remote(bases), timeout=60)), flush=True)
+    # Each lease sets its worker's limit, whichever pooled worker it gets.
+    again = [manta.get(my_cgroups.options(memory=mib << 20, num_cpus=1).remote(bases), timeout=60)[2]
+             for mib in (400, 250)]
+    print("AGAIN", repr(again), flush=True)
+
+    @manta.remote(memory=200 * 1024**2, num_cpus=0, max_restarts=0)
+    class Hoarder:
+        def hoard(self):
+            self.data = b"x" * (1 << 30)
+            return len(self.data)
+
+    hoarder = Hoarder.remote()
+    try:
+        manta.get(hoarder.hoard.remote(), timeout=90)
+        print("ACTOR NO ERROR", flush=True)
+    except manta.exceptions.ActorDiedError as e:
+        print("ACTOR", str(e).replace(chr(10), " ")[:400], flush=True)
     open(release, "w").close()
     print("BYSTANDER", manta.get(running, timeout=60), flush=True)
     manta.shutdown()
@@ -114,6 +131,11 @@ def test_a_task_past_its_memory_is_killed_alone_and_gets_out_of_memory_error(tmp
             found == {"memory.limit_in_bytes": str(300 << 20)}, (found, mine)
     else:
         assert found.get("memory.max") == str(300 << 20), (found, mine)
+    memory_file = "memory.limit_in_bytes" if version == "v1" else "memory.max"
+    again = ast.literal_eval(lines["AGAIN"])
+    assert [f[memory_file] for f in again] == [str(400 << 20), str(250 << 20)], again
+    # An actor past its memory dies of it, and says so.
+    assert "memory limit of 209715200 bytes" in lines["ACTOR"], out
     # Everything made for the workers is gone after shutdown.
     for base in base_dirs:
         assert not os.path.exists(base), base
