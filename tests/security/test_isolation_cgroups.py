@@ -140,3 +140,35 @@ def test_a_task_past_its_memory_is_killed_alone_and_gets_out_of_memory_error(tmp
     for base in base_dirs:
         assert not os.path.exists(base), base
     assert not glob.glob(os.path.join(root, "s*", "cgroup", "*", "*"))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a cgroup hierarchy needs root")
+def test_with_no_hierarchy_mounted_a_root_agent_mounts_one_and_unmounts_it(tmp_path):
+    """The fallback for a container whose /sys/fs/cgroup is read-only or absent:
+    told that nothing is mounted, `detect` mounts the v1 memory hierarchy
+    itself; a process over its limit there is killed and seen as such, and
+    close() leaves neither cgroup nor mount behind."""
+    from manta._private.node import cgroups, limits
+
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    (proc / "mountinfo").write_text("")  # as if no cgroup were mounted
+    (proc / "cgroup").write_text(open("/proc/self/cgroup").read())
+    mounts = tmp_path / "mnt"
+    found = cgroups.detect(f"t{os.getpid()}", str(mounts), proc=str(proc))
+    if not found.on:
+        pytest.skip(f"this node cannot mount cgroups: {found.why}")
+    worker = os.urandom(16)
+    try:
+        assert found.version == "v1" and all(b.startswith(str(mounts)) for b in found.bases.values())
+        dirs = found.create(worker)
+        found.limit(worker, limits.limits_of({"memory": 200 * 1024**2, "CPU": 1.0}))
+        hog = subprocess.run([sys.executable, "-c", "b = b'x' * (1 << 30)"], preexec_fn=lambda: cgroups.join(dirs),
+                             capture_output=True, timeout=60)
+        assert hog.returncode == -9
+        assert "memory limit of 209715200 bytes" in found.oom_reason(worker)
+        found.remove(worker)
+    finally:
+        found.close()
+    assert not any(str(mounts) in line.split()[1] for line in open("/proc/self/mounts"))
+    assert not os.path.exists(mounts) or not os.listdir(mounts)
