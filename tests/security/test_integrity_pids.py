@@ -13,12 +13,12 @@ real worker is the one that dies.
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "cluster"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from integrity_support import alive, wait_until  # noqa: E402
 from integrity_support import cluster as start_cluster  # noqa: E402
 from tests_support import BACKEND  # noqa: E402
 
@@ -27,21 +27,6 @@ pytestmark = [
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_PEERCRED is Linux's"),
     pytest.mark.timeout(180),
 ]
-
-
-def alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ")[1][0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-def wait_until(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def test_a_worker_claiming_another_processs_pid_is_refused_and_that_process_is_not_killed():
