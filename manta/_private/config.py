@@ -85,6 +85,11 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     # A node checks every chunk it pulls from another node against the
     # sender's keyed digest (node/transfer.py); off only to measure its cost.
     transfer_checksums: bool = True
+    # Where runtime_env pip may install from, and what (manta start
+    # --pip-allow-index URL --pip-allow-package NAME; node/pip_policy.py).
+    # Empty: anything, as in Ray.
+    pip_allow_indexes: list[str] = msgspec.field(default_factory=list)
+    pip_allow_packages: list[str] = msgspec.field(default_factory=list)
 
     @classmethod
     def build(

@@ -28,6 +28,7 @@ from manta._private.node.forkserver import ForkServer
 from manta._private.node.job_passes import JobPasses
 from manta._private.node.memory import Candidate, MemoryMonitor, memory_usage
 from manta._private.node.pip_envs import PipEnvironments, SetupFailed
+from manta._private.node.pip_policy import PipPolicy
 from manta._private.node.reporting import ReportSchedule
 from manta._private.node.roster import INTENDED_SYSTEM_EXIT, NODE_OUT_OF_MEMORY, Roster
 from manta._private.node.spill import OutOfDisk, SpillCorrupt, Spilling
@@ -179,7 +180,10 @@ class NodeAgent:
         self.tcp_server: asyncio.AbstractServer | None = None
         self.zygote = fork_server or ForkServer(os.path.join(session_dir, "logs", "workers.log"))
         # runtime_env pip environments, and a fork server in each one in use.
-        self.pip_envs = PipEnvironments(os.path.join(session_dir, "runtime_resources", "pip"))
+        self.pip_envs = PipEnvironments(
+            os.path.join(session_dir, "runtime_resources", "pip"),
+            PipPolicy.of(self.config.pip_allow_indexes, self.config.pip_allow_packages),
+        )
         self.env_zygotes: dict[str, ForkServer] = {}
         self.pending_leases: dict[int, PendingLease] = {}
         self.worker_pids: dict[bytes, int] = {}
