@@ -26,6 +26,17 @@ def _console(stderr: bool = False) -> Any:
     return Console(stderr=stderr, highlight=False)
 
 
+def _cell(value: object) -> Any:
+    """A value for a table: as plain text (not rich markup, which could make
+    links), its control sequences shown, not sent (runtime/terminal.py):
+    names, keys and causes in state and audit records come from users' code."""
+    from rich.text import Text
+
+    from manta._private.runtime.terminal import safe_line
+
+    return Text(" ".join(safe_line(line) for line in str(value).split("\n")))
+
+
 def _fail(message: str, code: int = 1) -> None:
     from rich.markup import escape
 
@@ -391,7 +402,7 @@ def _show(records: list[Any], fmt: str) -> None:
         columns = [k for k, v in rows[0].items() if not isinstance(v, (dict, list))]
         table = Table(*columns, box=None, pad_edge=False)
         for row in rows:
-            table.add_row(*("" if row[c] is None else str(row[c]) for c in columns))
+            table.add_row(*(_cell("" if row[c] is None else row[c]) for c in columns))
         _console().print(table)
 
 
@@ -507,7 +518,7 @@ def token_list(address: str | None, token_file: str | None) -> None:
     table = Table("id", "role", "namespaces", "created", "expires", "state", "note", box=None, pad_edge=False)
     for t in answer.tokens:
         table.add_row(t.token_id, t.role.name.lower(), ", ".join(t.namespaces) or "all", _when(t.created),
-                      _when(t.expires) if t.expires else "never", "revoked" if t.revoked else "valid", t.note)
+                      _when(t.expires) if t.expires else "never", "revoked" if t.revoked else "valid", _cell(t.note))
     _console().print(table)
 
 
@@ -536,6 +547,7 @@ def audit(follow: bool, since: str | None, path: str | None, as_json: bool, addr
     import time
 
     from manta._private import cluster
+    from manta._private.runtime.terminal import safe_line
 
     if path is None:
         try:
@@ -568,9 +580,11 @@ def audit(follow: bool, since: str | None, path: str | None, as_json: bool, addr
             target = f" {rec_['target']}" if rec_.get("target") else ""
             ns = f" [{rec_['namespace']}]" if rec_.get("namespace") else ""
             detail = f": {rec_['detail']}" if rec_.get("detail") else ""
-            click.echo(f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(rec_['time']))} {rec_['outcome']:7} "
-                       f"{rec_['action']}{target}{ns} by {rec_['principal']} ({rec_['role']}) "
-                       f"from {rec_['peer'] or '-'}{detail}", nl=True)
+            text = (f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(rec_['time']))} {rec_['outcome']:7} "
+                    f"{rec_['action']}{target}{ns} by {rec_['principal']} ({rec_['role']}) "
+                    f"from {rec_['peer'] or '-'}{detail}")
+            # Keys, names and causes come from users: shown, never sent to the terminal as controls.
+            click.echo(" ".join(safe_line(part) for part in text.split("\n")), nl=True)
 
 
 def _when(t: float) -> str:

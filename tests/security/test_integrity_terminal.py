@@ -85,3 +85,33 @@ def test_a_tasks_control_sequences_reach_the_drivers_terminal_as_text():
     # The forged text is shown after the driver's prefix, not over it; colours pass.
     assert any(ln.startswith("(") and ln.endswith(") FORGED LINE") for ln in tasks), tasks
     assert any(ln.endswith("\x1b[32mgreen\x1b[0m") for ln in tasks), tasks
+
+
+def test_names_keys_and_causes_from_a_job_reach_the_cli_as_text():
+    """`manta list` and `manta audit` print what jobs named (actors, their death
+    causes, KV keys) on an operator's terminal: as text, never as controls or
+    rich markup (which makes hyperlinks)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from integrity_support import cluster as start_cluster
+
+    hostile = "evil\x1b]0;pwned\x07[link=https://evil.example]click[/link]\x9b6n"
+    with start_cluster("trc", "--num-cpus", "1") as c:
+        c.driver(f"""
+            from manta.experimental import internal_kv
+
+            @manta.remote
+            class Sleeper:
+                def __init__(self):
+                    pass
+
+                def ping(self):
+                    return 1
+
+            a = Sleeper.options(name={hostile!r}, lifetime="detached").remote()
+            manta.get(a.ping.remote())
+            internal_kv._internal_kv_put({hostile!r}.encode(), b"v")
+            manta.shutdown()
+        """)
+        shown = c.cli("list", "actors").stdout + c.cli("audit", "--path", c.audit).stdout
+    assert "\\x1b]0;pwned\\x07" in shown and "[link=https://evil.example]" in shown, shown
+    assert "\x1b" not in shown and "\x9b" not in shown and "\x07" not in shown, repr(shown)
