@@ -843,6 +843,11 @@ class NodeAgent:
         conn.send_chunk(msg.rid, self.region.view[start : start + msg.length])
 
     def _register(self, conn: Connection, msg: m.RegisterClient) -> None:
+        forked = self.worker_pids.get(msg.worker_id) if msg.kind is m.ClientKind.WORKER else None
+        why = access.pid_refusal(conn, msg, forked)
+        if why:
+            self.refusals.answer(conn, msg, why)
+            return
         conn.peer = Client(msg.kind, msg.worker_id, msg.job_id, msg.pid, msg.address)
         self.roster.registered(msg.worker_id, msg.pid, msg.kind is m.ClientKind.DRIVER, msg.job_id, conn)
         conn.reply(

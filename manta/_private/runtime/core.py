@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import pickle
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -55,6 +54,7 @@ from manta._private.runtime.peers import PeerPool
 from manta._private.runtime.recovery import Recovery
 from manta._private.runtime.references import References
 from manta._private.runtime.refs import ReferenceTable
+from manta._private.runtime.serialization import load_function
 from manta._private.runtime.server import Inbound
 from manta._private.runtime.story import StoryRecord, TaskLog
 from manta._private.runtime.submission import Submitter
@@ -348,7 +348,7 @@ class CoreRuntime:
         fn = self._functions.get(fn_id)
         if fn is None:
             reply = self.call_head(m.GetFunction(fn_id=fn_id))
-            fn = pickle.loads(reply.blob)
+            fn = load_function(fn_id, reply.blob)
             self._functions[fn_id] = fn
         return fn
 
