@@ -122,6 +122,10 @@ def main() -> None:
 @click.option("--labels", default=None, help="This node's labels: key=value,key2=value2 (or a JSON object).")
 @click.option("--audit-log", default=None, help="Head only: where to write the audit trail "
               "(default: audit.log in the session directory; read it with `manta audit`).")
+@click.option("--pip-allow-index", "pip_allow_indexes", multiple=True, metavar="URL",
+              help="Runtime_env pip installs only from these indexes (repeat; default: any; give it on every node).")
+@click.option("--pip-allow-package", "pip_allow_packages", multiple=True, metavar="NAME",
+              help="Runtime_env pip installs only these packages (repeat; default: any; give it on every node).")
 @click.option("--include-dashboard", default=None, help="Accepted for Ray's command line (no dashboard yet).")
 @click.option("--dashboard-port", default=None, help="Accepted for Ray's command line (no dashboard yet).")
 @click.option("--dashboard-host", default=None, help="Accepted for Ray's command line (no dashboard yet).")
@@ -133,7 +137,7 @@ def start(head: bool, address: str | None, port: int, host: str, num_cpus: float
           token_file: str | None, storage: str, redis_password_file: str | None, redis_password: str | None,
           redis_ca: str | None, storage_encryption: bool, object_spilling_directory: str | None,
           system_config: str | None, block: bool, labels: str | None, audit_log: str | None,
-          include_dashboard: str | None,
+          pip_allow_indexes: tuple[str, ...], pip_allow_packages: tuple[str, ...], include_dashboard: str | None,
           dashboard_port: str | None, dashboard_host: str | None, min_worker_port: str | None,
           max_worker_port: str | None) -> None:
     """Start a head node (--head), or join this machine to a cluster (--address)."""
@@ -159,7 +163,8 @@ def start(head: bool, address: str | None, port: int, host: str, num_cpus: float
             num_cpus=num_cpus, num_gpus=num_gpus, resources=_resources(resources),
             object_store_memory=object_store_memory,
             config=replace(_node_config(system_config, object_spilling_directory), labels=_labels(labels),
-                           storage_encryption=storage_encryption),
+                           storage_encryption=storage_encryption, pip_allow_indexes=list(pip_allow_indexes),
+                           pip_allow_packages=list(pip_allow_packages)),
         )
         if storage and not head:
             _fail("--storage is for the head (start --head --storage redis://...)", 2)

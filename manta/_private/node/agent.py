@@ -28,11 +28,13 @@ from manta._private.node.forkserver import ForkServer
 from manta._private.node.job_passes import JobPasses
 from manta._private.node.memory import Candidate, MemoryMonitor, memory_usage
 from manta._private.node.pip_envs import PipEnvironments, SetupFailed
+from manta._private.node.pip_policy import PipPolicy
 from manta._private.node.reporting import ReportSchedule
 from manta._private.node.roster import INTENDED_SYSTEM_EXIT, NODE_OUT_OF_MEMORY, Roster
 from manta._private.node.spill import OutOfDisk, SpillCorrupt, Spilling
 from manta._private.node.state import HANDLED as STATE_MESSAGES
 from manta._private.node.state import NodeStateAnswers
+from manta._private.node.transfer import ChunkSums, pull_chunks
 from manta._private.objectstore.region import Region
 from manta._private.objectstore.store import ObjectExists, StoredObject, StoreError, StoreFull, StoreTable
 from manta._private.protocol import auth_messages as am
@@ -49,9 +51,6 @@ from manta._private.transport.link import HeadLink
 
 log = logging.getLogger(__name__)
 
-# Transfers move 4 MiB frames, four in flight: enough to keep a link busy.
-CHUNK = 4 << 20
-PULL_WINDOW = 4
 # How often a pull waiting for room in a full store (spilling off) looks again.
 PULL_ROOM_POLL_S = 0.05
 
@@ -152,6 +151,7 @@ class NodeAgent:
         self.keys = ClusterKeys(token)
         self.identity = Identity.of(self.keys.node_credential(f"node {node_id.hex()[:8]}", node_id))
         self.job_passes = JobPasses(self.keys, node_id)
+        self.chunk_sums = ChunkSums(self.keys.transfer_key)
         self.refusals = policy.Refusals(log)
         self.node_id = node_id
         self.resources = resources
@@ -180,7 +180,10 @@ class NodeAgent:
         self.tcp_server: asyncio.AbstractServer | None = None
         self.zygote = fork_server or ForkServer(os.path.join(session_dir, "logs", "workers.log"))
         # runtime_env pip environments, and a fork server in each one in use.
-        self.pip_envs = PipEnvironments(os.path.join(session_dir, "runtime_resources", "pip"))
+        self.pip_envs = PipEnvironments(
+            os.path.join(session_dir, "runtime_resources", "pip"),
+            PipPolicy.of(self.config.pip_allow_indexes, self.config.pip_allow_packages),
+        )
         self.env_zygotes: dict[str, ForkServer] = {}
         self.pending_leases: dict[int, PendingLease] = {}
         self.worker_pids: dict[bytes, int] = {}
@@ -786,24 +789,16 @@ class NodeAgent:
             if type(info) is not m.StorePinned or info.size < 0:
                 raise ObjectLostError(f"{source} answered {info!r} to a pin")
             offset = await self._room_for_pull(oid, info.size)
+            view = self.region.view
+
+            def write(at: int, chunk: memoryview) -> None:
+                view[offset + at : offset + at + len(chunk)] = chunk
+
             try:
-                pos = 0
-                inflight: list[tuple[int, int, asyncio.Future[Any]]] = []
-                while pos < info.size or inflight:
-                    while pos < info.size and len(inflight) < PULL_WINDOW:
-                        n = min(CHUNK, info.size - pos)
-                        inflight.append((pos, n, peer.request(m.StoreReadChunk(object_id=oid, offset=pos, length=n))))
-                        pos += n
-                    at, n, fut = inflight.pop(0)
-                    chunk = (await fut).data
-                    if len(chunk) != n:
-                        # Only the bytes asked for land in the store: a short
-                        # chunk would leave a hole, a long one overwrite the
-                        # object next to it.
-                        raise ObjectLostError(
-                            f"{source} sent {len(chunk)} bytes for the {n} at offset {at} of {info.size}"
-                        )
-                    self.region.view[offset + at : offset + at + n] = chunk
+                sums = self.chunk_sums if self.config.transfer_checksums else None
+                retried = await pull_chunks(peer, oid, info.size, write, sums, source)
+                if retried:
+                    log.warning("pulling %s from %s: asked again for %d damaged chunks", oid.hex(), source, retried)
             except BaseException:
                 self.store.objects[oid].sealed = True  # let free() release it
                 self.store.free(oid)
@@ -840,7 +835,9 @@ class NodeAgent:
             conn.reply_error(msg, m.ErrorKind.OBJECT_LOST, str(_lost(msg.object_id, "not pinned by the reader")))
             return
         start = obj.offset + msg.offset
-        conn.send_chunk(msg.rid, self.region.view[start : start + msg.length])
+        data = self.region.view[start : start + msg.length]
+        tag = self.chunk_sums.tag(msg.object_id, msg.offset, data, msg.nonce) if msg.nonce else b""
+        conn.send_chunk(msg.rid, data, tag)
 
     def _register(self, conn: Connection, msg: m.RegisterClient) -> None:
         forked = self.worker_pids.get(msg.worker_id) if msg.kind is m.ClientKind.WORKER else None

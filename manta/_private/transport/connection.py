@@ -246,7 +246,7 @@ class Connection(asyncio.Protocol):
             elif out:
                 self.transport.write(b"".join(out))
 
-    def send_chunk(self, rid: int, data: memoryview) -> None:
+    def send_chunk(self, rid: int, data: memoryview, digest: bytes = b"") -> None:
         """Answers a StoreReadChunk with `data` written straight from the store.
 
         The bytes must stay as they are until written: the reader pins the
@@ -254,7 +254,7 @@ class Connection(asyncio.Protocol):
         """
         if self.closed:
             return
-        prefix = m.chunk_prefix(rid, len(data))
+        prefix = m.chunk_prefix(rid, len(data), digest)
         self._queue((HEADER.pack(len(prefix) + len(data)), prefix, data), True)
 
     def send_threadsafe(self, msg: Any, rid: int = 0) -> None:
