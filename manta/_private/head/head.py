@@ -37,6 +37,7 @@ from manta._private.scheduling.bundles import plan
 from manta._private.scheduling.policy import NodeView, Unschedulable, choose_node, labels_match, node_labels
 from manta._private.scheduling.resources import to_units
 from manta._private.transport.connection import Connection, ConnectionLost, RemoteError, connect, serve
+from manta._private.transport.gate import Gate, Limits
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,7 @@ class Head:
         audit_log: str | None = None,
     ) -> None:
         self.config = config or Config()
+        self.limits = Limits.of(self.config)
         self.token = token
         keys = ClusterKeys(token)
         self.identity = Identity.of(keys.node_credential("head"))
@@ -155,13 +157,14 @@ class Head:
     async def start(self) -> None:
         self.storage.check_token(self.token)
         self._restore()
+        gate = Gate(self.limits)
         for address in self.listen:
             kind, _, path = address.partition(":")
             if kind == "unix" and os.path.exists(path):
                 os.unlink(path)  # left by a head that was killed
             server, bound = await serve(
                 address, self.identity, self.handle, on_close=self.on_close, on_connect=self.conns.add,
-                tokens=self.access.tokens, on_auth=self.access.on_auth,
+                tokens=self.access.tokens, on_auth=self.access.on_auth, limits=self.limits, gate=gate,
             )
             self.servers.append(server)
             self.addresses.append(bound)
@@ -784,7 +787,7 @@ class Head:
     async def _peer(self, address: str) -> Connection:
         conn = self.peers.get(address)
         if conn is None or conn.closed:
-            conn = await connect(address, self.identity, self.handle, name=address, timeout=10)
+            conn = await connect(address, self.identity, self.handle, name=address, timeout=10, limits=self.limits)
             self.peers[address] = conn
         return conn
 
