@@ -151,11 +151,11 @@ class Refusals:
             self.log.warning(text, *args)
         return True
 
-    def answer(self, conn: Any, msg: Any, why: str) -> None:
+    def answer(self, conn: Any, msg: Any, why: str, kind: m.ErrorKind = m.ErrorKind.AUTHORIZATION) -> None:
         who = conn.principal.name
         self.note(who, "refused %s from %s: %s", type(msg).__name__, who, why)
         if getattr(msg, "rid", 0):
-            conn.reply_error(msg, m.ErrorKind.AUTHORIZATION, why)
+            conn.reply_error(msg, kind, why)
 
 
 def namespace_refusal(principal: Principal, namespace: str, what: str) -> str:

@@ -30,6 +30,7 @@ from manta._private.control.placement_groups import PGEntry
 from manta._private.control.task_states import TaskStates
 from manta._private.head import state as state_api
 from manta._private.head.access import TOKEN_MESSAGES, HeadAccess
+from manta._private.head.bounds import Bounds, KvTable
 from manta._private.head.storage import ActorRecord, MemoryStorage, PGRecord, Storage, decode, encode
 from manta._private.protocol import auth_messages as am
 from manta._private.protocol import messages as m
@@ -126,7 +127,7 @@ class Head:
         # Who may do what, and people's tokens.
         self.access = HeadAccess(self, keys, audit_log)
         self.storage = storage or MemoryStorage()
-        self.kv: dict[tuple[str, bytes], bytes] = {}
+        self.kv = KvTable()  # counts entries and bytes per namespace, for `bounds`
         self.listen = addresses
         self.addresses: list[str] = []
         self.embedded = embedded
@@ -153,6 +154,7 @@ class Head:
         self.task_states = TaskStates(self.config.max_task_states)
         # The state API's workers, objects, runtime envs and jobs.
         self.state_queries = state_api.StateQueries(self)
+        self.bounds = Bounds(self)
 
     async def start(self) -> None:
         self.storage.check_token(self.token)
