@@ -27,6 +27,7 @@ from manta._private.head.storage import decode, encode
 from manta._private.head.tokens import TokenTable
 from manta._private.ids import function_mismatch
 from manta._private.protocol import auth_messages as am
+from manta._private.protocol import checks
 from manta._private.protocol import messages as m
 from manta._private.protocol.identity import Kind, Principal, Role
 from manta._private.transport.connection import Connection
@@ -82,6 +83,11 @@ class HeadAccess:
             if check is not None:
                 why = check(p, msg)
             if not why:
+                # A hostile peer's inf or negative resources; a table at its bound.
+                bad = checks.problem(msg) or self.head.bounds.refusal(msg)
+                if bad:
+                    self.refuse(conn, msg, bad, m.ErrorKind.VALUE)
+                    return False
                 audited = AUDITED.get(type(msg))
                 if audited is not None:
                     self._audit_allowed(conn, msg, *audited(msg))
@@ -89,11 +95,11 @@ class HeadAccess:
         self.refuse(conn, msg, why)
         return False
 
-    def refuse(self, conn: Connection, msg: Any, why: str) -> None:
+    def refuse(self, conn: Connection, msg: Any, why: str, kind: m.ErrorKind = m.ErrorKind.AUTHORIZATION) -> None:
         action, target, namespace = (AUDITED.get(type(msg)) or _unaudited)(msg)
         self.audit.record(conn.principal, action, target=target, namespace=namespace, outcome="refused",
                           peer=peer_of(conn), detail=why)
-        self.refusals.answer(conn, msg, why)
+        self.refusals.answer(conn, msg, why, kind)
 
     def _audit_allowed(self, conn: Connection, msg: Any, action: str, target: str, namespace: str) -> None:
         p = conn.principal

@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 from manta._private.auth import policy
+from manta._private.protocol import checks
 from manta._private.protocol import messages as m
 from manta._private.protocol.identity import Kind, Principal
 from manta._private.transport import peercred
@@ -43,10 +44,14 @@ def refusal(p: Principal, msg: Any) -> str:
 def refused(refusals: policy.Refusals, conn: Connection, msg: Any) -> bool:
     """Refuses `msg` if its sender may not send it (answering a request with why)."""
     why = refusal(conn.principal, msg)
-    if not why:
-        return False
-    refusals.answer(conn, msg, why)
-    return True
+    if why:
+        refusals.answer(conn, msg, why)
+        return True
+    bad = checks.problem(msg)  # a hostile peer's inf or negative resources: refused, nothing changes
+    if bad:
+        refusals.answer(conn, msg, bad, m.ErrorKind.VALUE)
+        return True
+    return False
 
 
 def pid_refusal(conn: Connection, msg: m.RegisterClient, forked_pid: int | None) -> str:

@@ -47,6 +47,7 @@ from manta._private.scheduling.bundles import bundle_resources
 from manta._private.scheduling.policy import NodeView, Unschedulable, labels_match, node_labels, place
 from manta._private.scheduling.resources import fits, to_float, to_units
 from manta._private.transport.connection import AuthRejected, Connection, RemoteError, connect, serve
+from manta._private.transport.gate import Gate, Limits
 from manta._private.transport.link import HeadLink
 
 log = logging.getLogger(__name__)
@@ -167,9 +168,10 @@ class NodeAgent:
         self.spill_dir = self.config.spill_dir or os.path.join(session_dir, "spill")
         self.region = Region.create(store_capacity, "manta-store")
         self.spilling = Spilling(self.store, self.region, self.config, self.spill_dir)
+        self.limits = Limits.of(self.config)
         self.head = HeadLink(
             head_address, self.identity, self.handle, on_gone=self._head_gone, reregister=self._reregister,
-            grace=self.config.head_reconnect_s,
+            grace=self.config.head_reconnect_s, limits=self.limits,
         )
         # Workers that host actors: worker id -> actor id (told to a restarted head).
         self.actor_workers: dict[bytes, bytes] = {}
@@ -211,13 +213,14 @@ class NodeAgent:
     # -- start / stop -----------------------------------------------------
 
     async def start(self) -> None:
+        lim, gate = self.limits, Gate(self.limits)
         self.server, self.address = await serve(
-            self.address, self.identity, self.handle, on_close=self.on_close
+            self.address, self.identity, self.handle, on_close=self.on_close, limits=lim, gate=gate
         )
         self.public_address = self.address
         if self.node_ip:
             self.tcp_server, self.public_address = await serve(
-                f"tcp:{self.node_ip}:0", self.identity, self.handle, on_close=self.on_close
+                f"tcp:{self.node_ip}:0", self.identity, self.handle, on_close=self.on_close, limits=lim, gate=gate
             )
         await self._start_zygote()
         for _ in range(60):
@@ -781,7 +784,9 @@ class NodeAgent:
     async def _transfer(self, oid: bytes, source: str) -> None:
         peer = self.peers.get(source)
         if peer is None or peer.closed:
-            peer = await connect(source, self.identity, self.handle, name=source, timeout=10, expect=Role.CLUSTER)
+            peer = await connect(
+                source, self.identity, self.handle, name=source, timeout=10, expect=Role.CLUSTER, limits=self.limits
+            )
             self.peers[source] = peer
         info = await peer.request(m.StorePin(object_id=oid))
         started = time.monotonic()
