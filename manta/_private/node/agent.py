@@ -573,7 +573,10 @@ class NodeAgent:
                              to_units(msg.must_be_free) if msg.must_be_free else {}, job_id=msg.job_id)
             self._run(self.leases.request(req))
         elif t is m.ReturnLease:
-            self.granted.pop(msg.lease_id, None)
+            granted = self.granted.get(msg.lease_id)
+            if granted is None or not access.may_return(conn, granted.owner):
+                return  # not the asker's lease (found by the fuzz run: any job could end another's worker)
+            del self.granted[msg.lease_id]
             self._run(self.leases.return_lease(msg.lease_id, msg.kill))
         elif t is m.StoreCreate:
             try:

@@ -448,7 +448,12 @@ class Connection(asyncio.Protocol):
 
         `quiet`: the caller logged it already (through a rate limit)."""
         if not self.closed and not quiet:
-            log.warning("closing connection %s: %s", self.name, reason)
+            if self.gate is not None:
+                # A peer's connections, closed for what it sent: logged at a bounded rate.
+                who = self.principal.name if self.ready.done() else self._peer_key
+                self.gate.notes.note(f"close {who}", "closing a connection from %s: %s", who, reason)
+            else:
+                log.warning("closing connection %s: %s", self.name, reason)
         if self.transport is not None:
             self.transport.abort()
         self._closed(error or ConnectionLost(reason))
