@@ -213,6 +213,37 @@ class Victim:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+EXPECTED = {"squares": [i * i for i in range(20)], "count": 5}
+
+
+@contextmanager
+def served_meanwhile(cluster: Cluster) -> Iterator[Victim]:
+    """Another driver runs through the block; after it, it must still run its task and
+    call its actor (what an attack must not take from everyone else)."""
+    victim = Victim(cluster)
+    try:
+        yield victim
+    except BaseException:
+        victim.close()
+        raise
+    assert victim.finish() == EXPECTED
+
+
+def cluster_fixture(system_config: dict[str, Any] | None = None) -> Any:
+    """A module's cluster, with `system_config`."""
+    import pytest
+
+    @pytest.fixture(scope="module")
+    def cluster() -> Iterator[Cluster]:
+        c = Cluster(system_config)
+        try:
+            yield c
+        finally:
+            c.stop()
+
+    return cluster
+
+
 # -- sockets -----------------------------------------------------------------
 
 

@@ -24,7 +24,7 @@ import pytest
 
 from manta._private.protocol import messages as m
 
-from .dos_support import Cluster, Victim, closed_by_peer, dial, frame, read_frame
+from .dos_support import Cluster, closed_by_peer, cluster_fixture, dial, frame, read_frame, served_meanwhile
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -32,13 +32,7 @@ TIMEOUT_S = 1.5
 PER_PEER = 8
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    c = Cluster({"handshake_timeout_s": TIMEOUT_S, "max_unauthenticated_per_peer": PER_PEER})
-    try:
-        yield c
-    finally:
-        c.stop()
+cluster = cluster_fixture({"handshake_timeout_s": TIMEOUT_S, "max_unauthenticated_per_peer": PER_PEER})
 
 
 def _bad_proof() -> bytes:
@@ -46,8 +40,7 @@ def _bad_proof() -> bytes:
 
 
 def test_slowloris_is_cut_off_at_the_handshake_timeout(cluster: Cluster) -> None:
-    victim = Victim(cluster)
-    try:
+    with served_meanwhile(cluster):
         silent = dial(cluster.head_tcp)
         dripping = dial(cluster.head_tcp)
         assert read_frame(silent) is not None and read_frame(dripping) is not None  # the challenges
@@ -71,34 +64,25 @@ def test_slowloris_is_cut_off_at_the_handshake_timeout(cluster: Cluster) -> None
         assert time.monotonic() - started < TIMEOUT_S + 8
         assert f"no handshake within {TIMEOUT_S:g} s" in cluster.log("head")
         assert cluster.alive()
-        assert victim.finish() == {"squares": [i * i for i in range(20)], "count": 5}
-        victim = None
-    finally:
-        if victim is not None:
-            victim.close()
 
 
 def test_a_flood_from_one_address_is_turned_away(cluster: Cluster) -> None:
-    victim = Victim(cluster)
     flood: list[socket.socket] = []
-    try:
-        for _ in range(5 * PER_PEER):
-            flood.append(dial(cluster.head_tcp))
-        served = [s for s in flood if read_frame(s) is not None]
-        # Those let in got a challenge; the rest were closed without one.
-        assert len(served) <= PER_PEER, len(served)
-        assert len(served) >= PER_PEER // 2
-        log = cluster.log("head")
-        turned = [ln for ln in log.splitlines() if "turned away a connection from 127.0.0.1" in ln]
-        assert 1 <= len(turned) <= 2, turned  # one line for 32 refusals (rate-limited)
-        # The other driver (over the head's Unix socket) is served meanwhile.
-        assert victim.finish() == {"squares": [i * i for i in range(20)], "count": 5}
-        victim = None
-    finally:
-        for s in flood:
-            s.close()
-        if victim is not None:
-            victim.close()
+    # The other driver (over the head's Unix socket) is served meanwhile.
+    with served_meanwhile(cluster):
+        try:
+            for _ in range(5 * PER_PEER):
+                flood.append(dial(cluster.head_tcp))
+            served = [s for s in flood if read_frame(s) is not None]
+            # Those let in got a challenge; the rest were closed without one.
+            assert len(served) <= PER_PEER, len(served)
+            assert len(served) >= PER_PEER // 2
+            log = cluster.log("head")
+            turned = [ln for ln in log.splitlines() if "turned away a connection from 127.0.0.1" in ln]
+            assert 1 <= len(turned) <= 2, turned  # one line for 32 refusals (rate-limited)
+        finally:
+            for s in flood:
+                s.close()
     # Once the flood's connections are gone, the address may connect again.
     deadline = time.monotonic() + 10
     while True:

@@ -14,25 +14,26 @@ import pytest
 
 from manta._private.protocol import messages as m
 
-from .dos_support import Cluster, RssSampler, Victim, authenticate, closed_by_peer, driver_in_process
+from .dos_support import (
+    Cluster,
+    RssSampler,
+    authenticate,
+    closed_by_peer,
+    cluster_fixture,
+    driver_in_process,
+    served_meanwhile,
+)
 
 pytestmark = pytest.mark.timeout(240)
 
 BOUND = 8 << 20
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    c = Cluster({"max_send_buffer_bytes": BOUND})
-    try:
-        yield c
-    finally:
-        c.stop()
+cluster = cluster_fixture({"max_send_buffer_bytes": BOUND})
 
 
 def test_a_slow_reader_is_cut_off(cluster: Cluster) -> None:
-    victim = Victim(cluster)
-    try:
+    with served_meanwhile(cluster):
         token = cluster.token("--role", "submit", "--namespace", "slow")
         with driver_in_process(cluster, token, namespace="slow") as rt:
             rt.call_head(m.KvPut(namespace="slow", key=b"big", value=b"z" * (512 << 10)))
@@ -52,8 +53,3 @@ def test_a_slow_reader_is_cut_off(cluster: Cluster) -> None:
             # The attacker's own driver connection is another connection: still served.
             assert rt.call_head(m.KvGet(namespace="slow", key=b"big")).value == b"z" * (512 << 10)
         assert cluster.alive()
-        assert victim.finish() == {"squares": [i * i for i in range(20)], "count": 5}
-        victim = None
-    finally:
-        if victim is not None:
-            victim.close()
