@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.test-installed
 
-.PHONY: demo test unit cluster lint bench clean redis-server
+.PHONY: demo test unit cluster lint bench clean redis-server fuzz
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,11 @@ cluster: $(TEST_STAMP)
 lint: $(TEST_STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m mypy manta --ignore-missing-imports
+
+# The full fuzz run (make test runs a 3,000-frame slice); RELIABILITY.md has its figures.
+FUZZ_FRAMES ?= 200000
+fuzz: $(TEST_STAMP)
+	MANTA_FUZZ_FRAMES=$(FUZZ_FRAMES) MANTA_FUZZ_REPORT=fuzz.json $(PY) -m pytest tests/security/test_dos_fuzz.py -s -q -p no:cacheprovider
 
 bench: $(STAMP)
 	$(PY) benchmarks/microbench.py $(BENCH_ARGS)
