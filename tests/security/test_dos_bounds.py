@@ -22,6 +22,7 @@ CAPS = {
     "max_placement_groups": 3,
     "max_jobs": 4,
     "max_dead_actors": 5,
+    "max_function_bytes": 4 << 20,
 }
 
 
@@ -45,6 +46,10 @@ def test_full_tables_refuse_the_asker_alone(cluster: Cluster) -> None:
             with pytest.raises(ValueError, match="max_kv_bytes_per_namespace"):
                 kv._internal_kv_put("k1", b"x" * (100 * 1024), namespace="greedy")
             kv._internal_kv_put("other", b"v", namespace="elsewhere")  # another namespace has its own
+
+            @manta.remote
+            def f_small() -> int:
+                return 1
 
             # Named actors: three, then a clear error; unnamed ones still start.
             @manta.remote(num_cpus=0)
@@ -74,6 +79,17 @@ def test_full_tables_refuse_the_asker_alone(cluster: Cluster) -> None:
             remove_placement_group(pgs[0])
             extra = placement_group([{"CPU": 0.1}])
             manta.get(extra.ready(), timeout=30)
+
+            # Functions: a closure that carries 8 MiB passes the cluster's budget for them.
+            blob = b"b" * (8 << 20)
+
+            @manta.remote
+            def heavy() -> int:
+                return len(blob)
+
+            with pytest.raises(ValueError, match="max_function_bytes"):
+                manta.get(heavy.remote(), timeout=60)
+            assert manta.get(f_small.remote()) == 1
 
             # Dead actors are history: the oldest go past max_dead_actors.
             for _ in range(12):

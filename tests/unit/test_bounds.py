@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from manta._private.config import Config
-from manta._private.head.bounds import Bounds, KvTable
+from manta._private.head.bounds import Bounds, FunctionTable, KvTable
 from manta._private.protocol import checks
 from manta._private.protocol import messages as m
 from manta._private.scheduling.resources import to_units
@@ -73,3 +73,14 @@ def test_bad_quantities_are_named(bad: object) -> None:
 def test_good_quantities_pass() -> None:
     assert checks.resources_problem({"CPU": 2, "memory": 4e12, "x": 0.0001}) == ""
     assert checks.problem(m.RequestLease(job_id=1, resources={"CPU": 1.0}, env_vars={})) == ""
+
+
+def test_function_bytes_are_counted_and_capped() -> None:
+    head = _head(max_function_bytes=100)
+    head.functions = FunctionTable()
+    head.functions.update({b"f1": b"x" * 60})
+    bounds = Bounds(head)  # type: ignore[arg-type]
+    assert head.functions.bytes == 60
+    assert bounds.refusal(m.PutFunction(fn_id=b"f1", blob=b"x" * 60)) == "", "already there"
+    assert "max_function_bytes" in bounds.refusal(m.PutFunction(fn_id=b"f2", blob=b"y" * 50))
+    assert bounds.refusal(m.PutFunction(fn_id=b"f2", blob=b"y" * 40)) == ""

@@ -555,6 +555,9 @@ class NodeAgent:
             if pip is not None and not self._pip_ready(pip):
                 asyncio.get_running_loop().create_task(self._lease_after_setup(conn, msg, pip))
                 return
+            if len(self.pending_leases) >= self.config.max_pending_demands:
+                conn.reply_error(msg, m.ErrorKind.VALUE, "too many lease requests wait here (max_pending_demands)")
+                return
             self._req_ids += 1
             rid = self._req_ids
             self.pending_leases[rid] = PendingLease(conn, msg)
