@@ -9,7 +9,7 @@ TEST_STAMP := $(VENV)/.test-installed
 LOCK := requirements/test.lock
 UV_VERSION := 0.13.9
 
-.PHONY: demo test unit cluster lint bench clean redis-server lock
+.PHONY: demo test unit cluster lint bench clean redis-server lock fuzz
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,11 @@ cluster: $(TEST_STAMP)
 lint: $(TEST_STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m mypy manta --ignore-missing-imports
+
+# The full fuzz run (make test runs a 3,000-frame slice); RELIABILITY.md has its figures.
+FUZZ_FRAMES ?= 200000
+fuzz: $(TEST_STAMP)
+	MANTA_FUZZ_FRAMES=$(FUZZ_FRAMES) MANTA_FUZZ_REPORT=fuzz.json $(PY) -m pytest tests/security/test_dos_fuzz.py -s -q -p no:cacheprovider
 
 bench: $(STAMP)
 	$(PY) benchmarks/microbench.py $(BENCH_ARGS)

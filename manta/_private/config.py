@@ -42,7 +42,7 @@ _KEYS = {
 _KEYS.update({name: name for name in (
     "max_frame_bytes", "handshake_timeout_s", "max_unauthenticated_per_peer", "max_send_buffer_bytes",
     "max_kv_entries_per_namespace", "max_kv_bytes_per_namespace", "max_named_actors", "max_placement_groups",
-    "max_pending_demands", "max_jobs", "max_dead_actors",
+    "max_pending_demands", "max_jobs", "max_dead_actors", "max_function_bytes",
 )})
 # Environment variables, and the field each one sets.
 _ENV = {
@@ -121,6 +121,8 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     # Finished jobs and dead actors kept for the state API (the oldest go first).
     max_jobs: int = 10_000
     max_dead_actors: int = 100_000
+    # All exported functions and actor classes, pickled (kept for restarts).
+    max_function_bytes: int = 4 << 30
 
     @classmethod
     def build(

@@ -3,7 +3,8 @@
 Two kinds, both simple caps from `Config`:
 
 - What an asker adds (KV entries and bytes per namespace, named actors,
-  placement groups, actors and groups waiting for room, running jobs) is
+  placement groups, actors and groups waiting for room, running jobs,
+  the bytes of exported functions) is
   refused past its cap with a `ValueError` that names the cap, to that
   asker alone: nothing already there is dropped, and everyone else is
   served as before. Per-job and per-token quotas are another layer.
@@ -67,6 +68,23 @@ class KvTable(dict[tuple[str, bytes], bytes]):
         assert counted == self.usage, (counted, self.usage)
 
 
+class FunctionTable(dict[bytes, bytes]):
+    """The head's function blobs, with their total size. Written by `t[k] = v` and `update`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bytes = 0
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        old = self.get(key)
+        self.bytes += len(value) - (len(old) if old is not None else 0)
+        super().__setitem__(key, value)
+
+    def update(self, other: Any = (), **kw: Any) -> None:
+        for k, v in dict(other, **kw).items():
+            self[k] = v
+
+
 class Bounds:
     def __init__(self, head: Head) -> None:
         self.head = head
@@ -86,7 +104,17 @@ class Bounds:
             return self._pg(msg.spec)
         if t is m.RegisterDriver and not msg.job_id:
             return self._job()
+        if t is m.PutFunction:
+            return self._function(msg)
         return ""
+
+    def _function(self, msg: m.PutFunction) -> str:
+        functions, cap = self.head.functions, self.config.max_function_bytes
+        assert isinstance(functions, FunctionTable)
+        if msg.fn_id in functions or functions.bytes + len(msg.blob) <= cap:
+            return ""
+        return (f"the cluster holds {functions.bytes} bytes of functions; this one's {len(msg.blob)} would pass "
+                f"max_function_bytes ({cap}): pass large values to tasks as objects (put), not in closures")
 
     def _kv(self, msg: m.KvPut) -> str:
         c = self.config

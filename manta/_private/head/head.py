@@ -30,7 +30,7 @@ from manta._private.control.placement_groups import PGEntry
 from manta._private.control.task_states import TaskStates
 from manta._private.head import state as state_api
 from manta._private.head.access import TOKEN_MESSAGES, HeadAccess
-from manta._private.head.bounds import Bounds, KvTable
+from manta._private.head.bounds import Bounds, FunctionTable, KvTable
 from manta._private.head.storage import ActorRecord, MemoryStorage, PGRecord, Storage, decode, encode
 from manta._private.protocol import auth_messages as am
 from manta._private.protocol import messages as m
@@ -134,7 +134,7 @@ class Head:
         self.servers: list[asyncio.AbstractServer] = []
         self.jobs: dict[int, Job] = {}
         self._job_ids = itertools.count(1)
-        self.functions: dict[bytes, bytes] = {}
+        self.functions = FunctionTable()  # counts its bytes, for `bounds`
         self.actors: dict[bytes, ActorEntry] = {}
         self.named: dict[tuple[str, str], bytes] = {}
         self.nodes: dict[bytes, Node] = {}

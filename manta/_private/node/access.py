@@ -14,7 +14,7 @@ from typing import Any
 from manta._private.auth import policy
 from manta._private.protocol import checks
 from manta._private.protocol import messages as m
-from manta._private.protocol.identity import Kind, Principal
+from manta._private.protocol.identity import Kind, Principal, Role
 from manta._private.transport import peercred
 from manta._private.transport.connection import Connection
 
@@ -39,6 +39,14 @@ def refusal(p: Principal, msg: Any) -> str:
         if p.worker_id and msg.worker_id != p.worker_id:
             return f"{p.describe()} may not report for worker {msg.worker_id.hex()[:12]}"
     return ""
+
+
+def may_return(conn: Connection, owner: Connection) -> bool:
+    """Whether `conn` may give back (or kill the worker of) a lease granted to `owner`:
+    its own, or its job's, or the cluster's say."""
+    p = conn.principal
+    return conn is owner or p.role is Role.CLUSTER or (p.kind is Kind.JOB and p.job_id != 0
+                                                      and p.job_id == owner.principal.job_id)
 
 
 def refused(refusals: policy.Refusals, conn: Connection, msg: Any) -> bool:

@@ -558,6 +558,9 @@ class NodeAgent:
             if pip is not None and not self._pip_ready(pip):
                 asyncio.get_running_loop().create_task(self._lease_after_setup(conn, msg, pip))
                 return
+            if len(self.pending_leases) >= self.config.max_pending_demands:
+                conn.reply_error(msg, m.ErrorKind.VALUE, "too many lease requests wait here (max_pending_demands)")
+                return
             self._req_ids += 1
             rid = self._req_ids
             self.pending_leases[rid] = PendingLease(conn, msg)
@@ -576,7 +579,10 @@ class NodeAgent:
                              to_units(msg.must_be_free) if msg.must_be_free else {}, job_id=msg.job_id)
             self._run(self.leases.request(req))
         elif t is m.ReturnLease:
-            self.granted.pop(msg.lease_id, None)
+            granted = self.granted.get(msg.lease_id)
+            if granted is None or not access.may_return(conn, granted.owner):
+                return  # not the asker's lease (found by the fuzz run: any job could end another's worker)
+            del self.granted[msg.lease_id]
             self._run(self.leases.return_lease(msg.lease_id, msg.kill))
         elif t is m.StoreCreate:
             try:

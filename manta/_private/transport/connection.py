@@ -145,6 +145,7 @@ class Connection(asyncio.Protocol):
         self._fd = -1
         self._flush_scheduled = False
         self._out_big = False
+        self._queued = 0  # bytes in _out: with the transport's buffer, bounded by max_send_buffer
         self._loop = asyncio.get_running_loop()
         # Free-form state for the service that owns this connection.
         self.peer: Any = None
@@ -278,7 +279,7 @@ class Connection(asyncio.Protocol):
         frame = m.frame(msg, rid)
         if len(frame) > self.limits.max_frame:
             raise self._too_large(msg, len(frame))
-        self._queue((frame,), len(frame) >= BIG_FRAME)
+        self._queue((frame,), len(frame) >= BIG_FRAME, len(frame))
 
     def _too_large(self, msg: Any, size: int) -> MessageTooLarge:
         return MessageTooLarge(
@@ -286,14 +287,26 @@ class Connection(asyncio.Protocol):
             f"(max_frame_bytes: {self.limits.max_frame}); pass large values as objects (put) instead"
         )
 
-    def _queue(self, parts: tuple[bytes | memoryview, ...], big: bool) -> None:
+    def _queue(self, parts: tuple[bytes | memoryview, ...], big: bool, size: int) -> None:
         """Loop thread: adds a frame's parts to the next write."""
         with self._wlock:
             self._out += parts
+            self._queued += size
+            queued = self._queued
             self._out_big = self._out_big or big
             if not self._flush_scheduled:
                 self._flush_scheduled = True
                 self._loop.call_soon(self._flush)
+        if queued > self.limits.max_send_buffer:
+            # Answers to many requests read in one go, not yet flushed.
+            self._not_reading(queued)
+
+    def _not_reading(self, waiting: int) -> None:
+        # A peer that does not read its replies would hold our memory without bound.
+        self.abort(
+            f"{self.principal.name} is not reading: {waiting} bytes wait to be sent to it "
+            f"(Config.max_send_buffer_bytes is {self.limits.max_send_buffer})"
+        )
 
     def _flush(self) -> None:
         with self._wlock:
@@ -302,6 +315,7 @@ class Connection(asyncio.Protocol):
                 return
             out = self._out
             self._out = []
+            self._queued = 0
             if self._out_big:
                 # Large payloads (object chunks) go out as they are, gathered
                 # by the kernel, instead of being copied into one more buffer.
@@ -311,11 +325,7 @@ class Connection(asyncio.Protocol):
                 self.transport.write(b"".join(out))
             waiting = self.transport.get_write_buffer_size()
         if waiting > self.limits.max_send_buffer:
-            # A peer that does not read its replies would hold our memory without bound.
-            self.abort(
-                f"{self.principal.name} is not reading: {waiting} bytes wait to be sent to it "
-                f"(Config.max_send_buffer_bytes is {self.limits.max_send_buffer})"
-            )
+            self._not_reading(waiting)
 
     def send_chunk(self, rid: int, data: memoryview, digest: bytes = b"") -> None:
         """Answers a StoreReadChunk with `data` written straight from the store.
@@ -326,7 +336,7 @@ class Connection(asyncio.Protocol):
         if self.closed:
             return
         prefix = m.chunk_prefix(rid, len(data), digest)
-        self._queue((HEADER.pack(len(prefix) + len(data)), prefix, data), True)
+        self._queue((HEADER.pack(len(prefix) + len(data)), prefix, data), True, 4 + len(prefix) + len(data))
 
     def send_threadsafe(self, msg: Any, rid: int = 0) -> None:
         """Sends from any thread, writing straight to the socket when nothing is queued.
@@ -353,6 +363,7 @@ class Connection(asyncio.Protocol):
             if n == len(frame):
                 return
             self._out.append(frame[n:] if n else frame)
+            self._queued += len(frame) - n
             if not self._flush_scheduled:
                 self._flush_scheduled = True
                 self._loop.call_soon_threadsafe(self._flush)
@@ -448,7 +459,12 @@ class Connection(asyncio.Protocol):
 
         `quiet`: the caller logged it already (through a rate limit)."""
         if not self.closed and not quiet:
-            log.warning("closing connection %s: %s", self.name, reason)
+            if self.gate is not None:
+                # A peer's connections, closed for what it sent: logged at a bounded rate.
+                who = self.principal.name if self.ready.done() else self._peer_key
+                self.gate.notes.note(f"close {who}", "closing a connection from %s: %s", who, reason)
+            else:
+                log.warning("closing connection %s: %s", self.name, reason)
         if self.transport is not None:
             self.transport.abort()
         self._closed(error or ConnectionLost(reason))
@@ -463,6 +479,8 @@ class Connection(asyncio.Protocol):
             return
         self.closed = True
         self._ungate()
+        with self._wlock:
+            self._out, self._queued = [], 0  # what a peer never read is let go
         err: ConnectionLost
         if (self._refusal and not self.server_side) or (self._proof_sent and not self.ready.done()):
             err = AuthRejected(
