@@ -84,3 +84,11 @@ def test_function_bytes_are_counted_and_capped() -> None:
     assert bounds.refusal(m.PutFunction(fn_id=b"f1", blob=b"x" * 60)) == "", "already there"
     assert "max_function_bytes" in bounds.refusal(m.PutFunction(fn_id=b"f2", blob=b"y" * 50))
     assert bounds.refusal(m.PutFunction(fn_id=b"f2", blob=b"y" * 40)) == ""
+
+
+def test_task_records_with_infinite_times_are_refused() -> None:
+    rec = m.TaskRecord(task_id=b"t" * 16, step="submitted", stimulus=0, time=math.inf)
+    bad = m.TaskEvents(records=[rec], running=[], wall=0.0, node_id=b"", worker_id=b"", pid=1)
+    assert "finite" in checks.problem(bad)
+    ok = m.TaskEvents(records=[], running=[], wall=1.0, node_id=b"", worker_id=b"", pid=1)
+    assert checks.problem(ok) == ""

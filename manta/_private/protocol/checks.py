@@ -58,7 +58,7 @@ def _node(n: m.NodeInfo) -> str:
 
 
 def problem(msg: Any) -> str:
-    """What is wrong with the resource values `msg` carries ("" if nothing or it carries none)."""
+    """What is wrong with the resource quantities or times `msg` carries ("" if nothing)."""
     t = type(msg)
     if t is m.RequestLease:
         return _first(msg.resources, msg.must_be_free)
@@ -72,6 +72,15 @@ def problem(msg: Any) -> str:
         return _node(msg.node)
     if t is m.PrepareBundles:
         return _first(*(b for _, b in msg.bundles))
+    if t is m.TaskEvents:
+        # Times the state API turns into integers: an inf stored once would fail every
+        # later list_tasks, everyone's (found by the fuzz run).
+        isfinite = math.isfinite
+        if not isfinite(msg.wall) or not all(isfinite(r.time) for r in msg.records) or not all(
+            isfinite(r.started) for r in msg.running
+        ):
+            return "task records must carry finite times"
+        return ""
     if t is m.ClusterView:
         for n in msg.nodes:
             why = _node(n)

@@ -236,7 +236,11 @@ class Connection(asyncio.Protocol):
         if self.on_auth is not None:
             self.on_auth(self, why)
         self._refusing = True
-        delay = self.gate.failed(self._peer_key, why) if self.gate is not None else 0.0
+        if self.gate is not None:
+            delay = self.gate.failed(self._peer_key, why)
+        else:
+            delay = 0.0
+            log.warning("authentication failed from %s: %s", self._peer_key, why)
 
         def refuse() -> None:
             self._write_now(refusal(why))  # the client learns why
