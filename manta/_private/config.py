@@ -35,13 +35,23 @@ _KEYS = {
     "task_events_report_interval_ms": "task_events_ms",
     "task_events_max_num_task_in_gcs": "max_task_states",
     "automatic_object_spilling_enabled": "spilling",
+    "transfer_checksums": "transfer_checksums",
+    "maximum_gcs_destroyed_actor_cached_count": "max_dead_actors",
 }
+# Bounds with no Ray name are set under their own (docs/security-dos.md).
+_KEYS.update({name: name for name in (
+    "max_frame_bytes", "handshake_timeout_s", "max_unauthenticated_per_peer", "max_send_buffer_bytes",
+    "max_kv_entries_per_namespace", "max_kv_bytes_per_namespace", "max_named_actors", "max_placement_groups",
+    "max_pending_demands", "max_jobs", "max_dead_actors", "max_function_bytes",
+)})
 # Environment variables, and the field each one sets.
 _ENV = {
     "MANTA_NODE_TIMEOUT_S": "node_timeout_s",
     "MANTA_HEARTBEAT_S": "heartbeat_s",
     "MANTA_HEAD_RECONNECT_S": "head_reconnect_s",
     "MANTA_MAX_LINEAGE_BYTES": "max_lineage_bytes",
+    "MANTA_MAX_FRAME_BYTES": "max_frame_bytes",
+    "MANTA_HANDSHAKE_TIMEOUT_S": "handshake_timeout_s",
 }
 
 
@@ -84,6 +94,38 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     # Workers run as this user (manta start --worker-user; the node runs as
     # root): they cannot read the session's secrets. "": the agent's own.
     worker_user: str = ""
+    # A node checks every chunk it pulls from another node against the
+    # sender's keyed digest (node/transfer.py); off only to measure its cost.
+    transfer_checksums: bool = True
+    # Where runtime_env pip may install from, and what (manta start
+    # --pip-allow-index URL --pip-allow-package NAME; node/pip_policy.py).
+    # Empty: anything, as in Ray.
+    pip_allow_indexes: list[str] = msgspec.field(default_factory=list)
+    pip_allow_packages: list[str] = msgspec.field(default_factory=list)
+
+    # -- bounds against a peer that asks too much (docs/security-dos.md) ----
+    # The largest frame accepted after authentication: objects move in 4 MiB
+    # chunks and arguments over 100 KiB go through the store, so only a
+    # function or a KV value this large is refused.
+    max_frame_bytes: int = 128 << 20
+    # A connection that has not authenticated within this is closed.
+    handshake_timeout_s: float = 10.0
+    # Connections from one TCP address that may be authenticating at once.
+    max_unauthenticated_per_peer: int = 16
+    # A peer that leaves this much unread in our send buffer is cut off.
+    max_send_buffer_bytes: int = 512 << 20
+    # The head's tables: past a bound the request is refused, nothing is dropped.
+    max_kv_entries_per_namespace: int = 1_000_000
+    max_kv_bytes_per_namespace: int = 4 << 30
+    max_named_actors: int = 100_000
+    max_placement_groups: int = 100_000
+    # Actors and placement groups waiting for room, across the cluster.
+    max_pending_demands: int = 100_000
+    # Finished jobs and dead actors kept for the state API (the oldest go first).
+    max_jobs: int = 10_000
+    max_dead_actors: int = 100_000
+    # All exported functions and actor classes, pickled (kept for restarts).
+    max_function_bytes: int = 4 << 30
 
     @classmethod
     def build(

@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Any
+
+from manta._private.protocol.checks import quantity_problem
 
 _NONE = type(None)
 _NUMBER = (int, float, _NONE)
@@ -66,8 +67,9 @@ def validate(options: dict[str, Any]) -> None:
 
 
 def _check_quantity(name: str, v: float) -> None:
-    if not math.isfinite(v) or v < 0:
-        raise ValueError(f"The quantity of resource {name} must be a finite non-negative number, got {v!r}")
+    why = quantity_problem(name, v)
+    if why:
+        raise ValueError(why[0].upper() + why[1:])
     if abs(v - round(v / _PRECISION) * _PRECISION) > 1e-12 and v < 1 / _PRECISION:
         raise ValueError(f"The precision of the fractional quantity of resource {name} cannot go beyond 0.0001")
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from manta._private.config import Config
 from manta._private.ids import new_token
 from manta._private.private_files import UnsafePath, private_dir, problem
+from manta._private.protocol.checks import resources_problem
 
 PR_SET_PDEATHSIG = 1
 
@@ -311,6 +312,10 @@ def node_resources(
     res: dict[str, float] = {"CPU": float(num_cpus)}
     if num_gpus:
         res["GPU"] = float(num_gpus)
+    for name, v in (("num_cpus", num_cpus), ("num_gpus", num_gpus), ("object_store_memory", object_store_memory)):
+        why = resources_problem({name: v}) if v is not None else ""
+        if why:
+            raise ValueError(why)
     store = int(object_store_memory or default_store_size())
     res["memory"] = float(int(total_memory() * 0.7))
     res["object_store_memory"] = float(store)
@@ -320,8 +325,9 @@ def node_resources(
     for k, v in (resources or {}).items():
         if k in ("CPU", "GPU"):
             raise ValueError(f"use num_cpus/num_gpus instead of resources={{'{k}': ...}}")
-        if not isinstance(v, (int, float)) or v < 0:
-            raise ValueError(f"resource {k!r} must be a non-negative number, got {v!r}")
+        why = resources_problem({k: v})
+        if why:
+            raise ValueError(why)
         res[k] = float(v)
     return res, store
 

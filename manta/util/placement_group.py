@@ -8,6 +8,7 @@ from typing import Any
 
 from manta._private import ids
 from manta._private.protocol import messages as m
+from manta._private.protocol.checks import resources_problem
 from manta._private.runtime.context import current_task
 from manta._private.runtime.placement_group import PlacementGroup
 from manta._private.scheduling.bundles import STRATEGIES
@@ -25,8 +26,9 @@ def _check_bundles(bundles: Any) -> list[dict[str, float]]:
         for k, v in b.items():
             if k == "bundle":
                 raise ValueError(f"bundle {i}: 'bundle' is a name placement groups reserve for themselves")
-            if not isinstance(k, str) or not isinstance(v, (int, float)) or v < 0:
-                raise ValueError(f"bundle {i}: resource {k!r} must map to a non-negative number, got {v!r}")
+            why = resources_problem({k: v})
+            if why:
+                raise ValueError(f"bundle {i}: {why}")
             clean[k] = float(v)
         if not any(clean.values()):
             raise ValueError(f"bundle {i} asks for no resources at all: {b!r}")

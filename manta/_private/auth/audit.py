@@ -67,22 +67,24 @@ class AuditLog:
                 log.error("cannot write the audit log %s: %s", self.path, e)
 
     def auth_failed(self, peer: str, detail: str) -> None:
-        """A failed handshake, rate-limited per peer."""
+        """A failed handshake, rate-limited per peer address (any port: each
+        connection has its own)."""
+        host = peer.rpartition(":")[0] or peer
         second = int(self.clock())
-        start, n = self._window.get(peer, (second, 0))
+        start, n = self._window.get(host, (second, 0))
         if start != second:
-            skipped = self._skipped.pop(peer, 0)
+            skipped = self._skipped.pop(host, 0)
             if skipped:
-                self.record(NOBODY, "auth.failed", outcome="refused", peer=peer,
+                self.record(NOBODY, "auth.failed", outcome="refused", peer=host,
                             detail=f"{skipped} more failed attempts not recorded one by one")
             start, n = second, 0
         if n >= FAILURES_PER_S:
-            self._skipped[peer] = self._skipped.get(peer, 0) + 1
-            self._window[peer] = (start, n)
+            self._skipped[host] = self._skipped.get(host, 0) + 1
+            self._window[host] = (start, n)
             return
-        self._window[peer] = (start, n + 1)
+        self._window[host] = (start, n + 1)
         if len(self._window) > 4096:  # forget quiet peers; the table stays bounded
-            self._window = {peer: self._window[peer]}
+            self._window = {host: self._window[host]}
         self.record(NOBODY, "auth.failed", outcome="refused", peer=peer, detail=detail)
 
     def close(self) -> None:

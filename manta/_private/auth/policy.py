@@ -120,25 +120,42 @@ def refusal(table: dict[type, Role], principal: Principal, msg: object) -> str:
 class Refusals:
     """How a service answers what it refuses: a request gets an `AuthorizationError`
     reply saying why; the log says so at most once per interval per principal, so
-    a peer sending refused messages in a loop cannot flood it."""
+    a peer sending refused messages in a loop cannot flood it. `note` is that
+    limit for any other repeated warning (failed handshakes, dropped connections)."""
 
     EVERY_S = 10.0
+    # Keys remembered at most; past it the quiet ones are forgotten.
+    KEYS = 4096
 
     def __init__(self, log: logging.Logger, clock: Callable[[], float] = time.monotonic) -> None:
         self.log = log
         self.clock = clock
         self._logged: dict[str, float] = {}
+        self._held: dict[str, int] = {}
 
-    def answer(self, conn: Any, msg: Any, why: str) -> None:
+    def note(self, key: str, text: str, *args: Any) -> bool:
+        """Logs `text % args` as a warning unless `key` was logged within EVERY_S;
+        the next line logged for `key` says how many were held back meanwhile."""
         now = self.clock()
+        if now - self._logged.get(key, -self.EVERY_S) < self.EVERY_S:
+            self._held[key] = self._held.get(key, 0) + 1
+            return False
+        if len(self._logged) > self.KEYS:
+            self._logged.clear()
+            self._held.clear()
+        self._logged[key] = now
+        held = self._held.pop(key, 0)
+        if held:
+            self.log.warning(text + " (and %d more like it in the last %g s)", *args, held, self.EVERY_S)
+        else:
+            self.log.warning(text, *args)
+        return True
+
+    def answer(self, conn: Any, msg: Any, why: str, kind: m.ErrorKind = m.ErrorKind.AUTHORIZATION) -> None:
         who = conn.principal.name
-        if now - self._logged.get(who, -self.EVERY_S) >= self.EVERY_S:
-            if len(self._logged) > 4096:  # forget the quiet ones; the table stays bounded
-                self._logged.clear()
-            self._logged[who] = now
-            self.log.warning("refused %s from %s: %s", type(msg).__name__, who, why)
+        self.note(who, "refused %s from %s: %s", type(msg).__name__, who, why)
         if getattr(msg, "rid", 0):
-            conn.reply_error(msg, m.ErrorKind.AUTHORIZATION, why)
+            conn.reply_error(msg, kind, why)
 
 
 def namespace_refusal(principal: Principal, namespace: str, what: str) -> str:

@@ -20,6 +20,7 @@ folded in one go.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from manta._private import ids
@@ -282,4 +283,4 @@ def _text(value: Any) -> str:
 
 
 def _ms(t: float) -> int | None:
-    return int(t * 1000) if t else None
+    return int(t * 1000) if t and math.isfinite(t) else None

@@ -25,7 +25,9 @@ from manta._private.auth.credentials import LOCAL_ADMIN, AuthFailed, ClusterKeys
 from manta._private.auth.handshake import check_rebind
 from manta._private.head.storage import decode, encode
 from manta._private.head.tokens import TokenTable
+from manta._private.ids import function_mismatch
 from manta._private.protocol import auth_messages as am
+from manta._private.protocol import checks
 from manta._private.protocol import messages as m
 from manta._private.protocol.identity import Kind, Principal, Role
 from manta._private.transport.connection import Connection
@@ -60,6 +62,9 @@ class HeadAccess:
             m.KvList: lambda p, msg: policy.namespace_refusal(p, msg.namespace, "list KV entries"),
             m.KvPut: lambda p, msg: policy.namespace_refusal(p, msg.namespace, "write KV entries"),
             m.KvDel: lambda p, msg: policy.namespace_refusal(p, msg.namespace, "delete KV entries"),
+            # Stored only under its own content hash, so no one can plant code
+            # under the id of another job's function (they share ids by content).
+            m.PutFunction: lambda p, msg: function_mismatch(msg.fn_id, msg.blob),
             m.RegisterDriver: self._driver_refusal,
             m.RegisterNode: lambda p, msg: policy.node_refusal(p, msg.node.node_id),
             m.NodeResources: lambda p, msg: policy.node_refusal(p, msg.node_id),
@@ -78,6 +83,11 @@ class HeadAccess:
             if check is not None:
                 why = check(p, msg)
             if not why:
+                # A hostile peer's inf or negative resources; a table at its bound.
+                bad = checks.problem(msg) or self.head.bounds.refusal(msg)
+                if bad:
+                    self.refuse(conn, msg, bad, m.ErrorKind.VALUE)
+                    return False
                 audited = AUDITED.get(type(msg))
                 if audited is not None:
                     self._audit_allowed(conn, msg, *audited(msg))
@@ -85,11 +95,11 @@ class HeadAccess:
         self.refuse(conn, msg, why)
         return False
 
-    def refuse(self, conn: Connection, msg: Any, why: str) -> None:
+    def refuse(self, conn: Connection, msg: Any, why: str, kind: m.ErrorKind = m.ErrorKind.AUTHORIZATION) -> None:
         action, target, namespace = (AUDITED.get(type(msg)) or _unaudited)(msg)
         self.audit.record(conn.principal, action, target=target, namespace=namespace, outcome="refused",
                           peer=peer_of(conn), detail=why)
-        self.refusals.answer(conn, msg, why)
+        self.refusals.answer(conn, msg, why, kind)
 
     def _audit_allowed(self, conn: Connection, msg: Any, action: str, target: str, namespace: str) -> None:
         p = conn.principal
@@ -259,6 +269,7 @@ AUDITED: dict[type, Callable[[Any], tuple[str, str, str]]] = {
     m.KvPut: lambda msg: ("kv.put", _ns_key(msg), msg.namespace),
     m.KvDel: lambda msg: ("kv.delete", _ns_key(msg), msg.namespace),
     m.RegisterNode: lambda msg: ("node.join", msg.node.node_id.hex(), ""),
+    m.PutFunction: lambda msg: ("function.put", msg.fn_id.hex(), ""),
     m.ShutdownCluster: lambda msg: ("cluster.shutdown", "", ""),
 }
 

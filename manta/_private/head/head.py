@@ -30,6 +30,7 @@ from manta._private.control.placement_groups import PGEntry
 from manta._private.control.task_states import TaskStates
 from manta._private.head import state as state_api
 from manta._private.head.access import TOKEN_MESSAGES, HeadAccess
+from manta._private.head.bounds import Bounds, FunctionTable, KvTable
 from manta._private.head.storage import ActorRecord, MemoryStorage, PGRecord, Storage, decode, encode
 from manta._private.protocol import auth_messages as am
 from manta._private.protocol import messages as m
@@ -37,6 +38,7 @@ from manta._private.scheduling.bundles import plan
 from manta._private.scheduling.policy import NodeView, Unschedulable, choose_node, labels_match, node_labels
 from manta._private.scheduling.resources import to_units
 from manta._private.transport.connection import Connection, ConnectionLost, RemoteError, connect, serve
+from manta._private.transport.gate import Gate, Limits
 
 log = logging.getLogger(__name__)
 
@@ -118,20 +120,21 @@ class Head:
         audit_log: str | None = None,
     ) -> None:
         self.config = config or Config()
+        self.limits = Limits.of(self.config)
         self.token = token
         keys = ClusterKeys(token)
         self.identity = Identity.of(keys.node_credential("head"))
         # Who may do what, and people's tokens.
         self.access = HeadAccess(self, keys, audit_log)
         self.storage = storage or MemoryStorage()
-        self.kv: dict[tuple[str, bytes], bytes] = {}
+        self.kv = KvTable()  # counts entries and bytes per namespace, for `bounds`
         self.listen = addresses
         self.addresses: list[str] = []
         self.embedded = embedded
         self.servers: list[asyncio.AbstractServer] = []
         self.jobs: dict[int, Job] = {}
         self._job_ids = itertools.count(1)
-        self.functions: dict[bytes, bytes] = {}
+        self.functions = FunctionTable()  # counts its bytes, for `bounds`
         self.actors: dict[bytes, ActorEntry] = {}
         self.named: dict[tuple[str, str], bytes] = {}
         self.nodes: dict[bytes, Node] = {}
@@ -151,17 +154,19 @@ class Head:
         self.task_states = TaskStates(self.config.max_task_states)
         # The state API's workers, objects, runtime envs and jobs.
         self.state_queries = state_api.StateQueries(self)
+        self.bounds = Bounds(self)
 
     async def start(self) -> None:
         self.storage.check_token(self.token)
         self._restore()
+        gate = Gate(self.limits)
         for address in self.listen:
             kind, _, path = address.partition(":")
             if kind == "unix" and os.path.exists(path):
                 os.unlink(path)  # left by a head that was killed
             server, bound = await serve(
                 address, self.identity, self.handle, on_close=self.on_close, on_connect=self.conns.add,
-                tokens=self.access.tokens, on_auth=self.access.on_auth,
+                tokens=self.access.tokens, on_auth=self.access.on_auth, limits=self.limits, gate=gate,
             )
             self.servers.append(server)
             self.addresses.append(bound)
@@ -784,7 +789,7 @@ class Head:
     async def _peer(self, address: str) -> Connection:
         conn = self.peers.get(address)
         if conn is None or conn.closed:
-            conn = await connect(address, self.identity, self.handle, name=address, timeout=10)
+            conn = await connect(address, self.identity, self.handle, name=address, timeout=10, limits=self.limits)
             self.peers[address] = conn
         return conn
 

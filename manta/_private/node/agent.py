@@ -29,11 +29,13 @@ from manta._private.node.job_passes import JobPasses
 from manta._private.node.limits import limits_of
 from manta._private.node.memory import Candidate, MemoryMonitor, memory_usage
 from manta._private.node.pip_envs import PipEnvironments, SetupFailed
+from manta._private.node.pip_policy import PipPolicy
 from manta._private.node.reporting import ReportSchedule
 from manta._private.node.roster import INTENDED_SYSTEM_EXIT, NODE_OUT_OF_MEMORY, Roster
 from manta._private.node.spill import OutOfDisk, SpillCorrupt, Spilling
 from manta._private.node.state import HANDLED as STATE_MESSAGES
 from manta._private.node.state import NodeStateAnswers
+from manta._private.node.transfer import ChunkSums, pull_chunks
 from manta._private.objectstore.region import Region
 from manta._private.objectstore.store import ObjectExists, StoredObject, StoreError, StoreFull, StoreTable
 from manta._private.protocol import auth_messages as am
@@ -46,13 +48,11 @@ from manta._private.scheduling.bundles import bundle_resources
 from manta._private.scheduling.policy import NodeView, Unschedulable, labels_match, node_labels, place
 from manta._private.scheduling.resources import fits, to_float, to_units
 from manta._private.transport.connection import AuthRejected, Connection, RemoteError, connect, serve
+from manta._private.transport.gate import Gate, Limits
 from manta._private.transport.link import HeadLink
 
 log = logging.getLogger(__name__)
 
-# Transfers move 4 MiB frames, four in flight: enough to keep a link busy.
-CHUNK = 4 << 20
-PULL_WINDOW = 4
 # How often a pull waiting for room in a full store (spilling off) looks again.
 PULL_ROOM_POLL_S = 0.05
 
@@ -153,6 +153,7 @@ class NodeAgent:
         self.keys = ClusterKeys(token)
         self.identity = Identity.of(self.keys.node_credential(f"node {node_id.hex()[:8]}", node_id))
         self.job_passes = JobPasses(self.keys, node_id)
+        self.chunk_sums = ChunkSums(self.keys.transfer_key)
         self.refusals = policy.Refusals(log)
         self.node_id = node_id
         self.resources = resources
@@ -168,9 +169,10 @@ class NodeAgent:
         self.spill_dir = self.config.spill_dir or os.path.join(session_dir, "spill")
         self.region = Region.create(store_capacity, "manta-store")
         self.spilling = Spilling(self.store, self.region, self.config, self.spill_dir)
+        self.limits = Limits.of(self.config)
         self.head = HeadLink(
             head_address, self.identity, self.handle, on_gone=self._head_gone, reregister=self._reregister,
-            grace=self.config.head_reconnect_s,
+            grace=self.config.head_reconnect_s, limits=self.limits,
         )
         # Workers that host actors: worker id -> actor id (told to a restarted head).
         self.actor_workers: dict[bytes, bytes] = {}
@@ -184,7 +186,10 @@ class NodeAgent:
         self.tcp_server: asyncio.AbstractServer | None = None
         self.zygote = fork_server or ForkServer(os.path.join(session_dir, "logs", "workers.log"))
         # runtime_env pip environments, and a fork server in each one in use.
-        self.pip_envs = PipEnvironments(os.path.join(session_dir, "runtime_resources", "pip"))
+        self.pip_envs = PipEnvironments(
+            os.path.join(session_dir, "runtime_resources", "pip"),
+            PipPolicy.of(self.config.pip_allow_indexes, self.config.pip_allow_packages),
+        )
         self.env_zygotes: dict[str, ForkServer] = {}
         self.pending_leases: dict[int, PendingLease] = {}
         self.worker_pids: dict[bytes, int] = {}
@@ -214,13 +219,14 @@ class NodeAgent:
     async def start(self) -> None:
         # Before any socket of ours exists: the sockets directory is opened to the workers' user first.
         self.worker_user = worker_user.for_node(self.config.worker_user, self.session_dir)
+        lim, gate = self.limits, Gate(self.limits)
         self.server, self.address = await serve(
-            self.address, self.identity, self.handle, on_close=self.on_close
+            self.address, self.identity, self.handle, on_close=self.on_close, limits=lim, gate=gate
         )
         self.public_address = self.address
         if self.node_ip:
             self.tcp_server, self.public_address = await serve(
-                f"tcp:{self.node_ip}:0", self.identity, self.handle, on_close=self.on_close
+                f"tcp:{self.node_ip}:0", self.identity, self.handle, on_close=self.on_close, limits=lim, gate=gate
             )
         self.cgroups = cgroups.for_node(self.node_id.hex()[:8], self.session_dir)
         await self._start_zygote()
@@ -571,6 +577,9 @@ class NodeAgent:
             if pip is not None and not self._pip_ready(pip):
                 asyncio.get_running_loop().create_task(self._lease_after_setup(conn, msg, pip))
                 return
+            if len(self.pending_leases) >= self.config.max_pending_demands:
+                conn.reply_error(msg, m.ErrorKind.VALUE, "too many lease requests wait here (max_pending_demands)")
+                return
             self._req_ids += 1
             rid = self._req_ids
             self.pending_leases[rid] = PendingLease(conn, msg)
@@ -589,11 +598,14 @@ class NodeAgent:
                              to_units(msg.must_be_free) if msg.must_be_free else {}, job_id=msg.job_id)
             self._run(self.leases.request(req))
         elif t is m.ReturnLease:
-            returned = self.granted.pop(msg.lease_id, None)
+            granted = self.granted.get(msg.lease_id)
+            if granted is None or not access.may_return(conn, granted.owner):
+                return  # not the asker's lease (found by the fuzz run: any job could end another's worker)
+            del self.granted[msg.lease_id]
             # Its owner saw the worker die before this agent did: if its
             # cgroup's limit killed it, the owner hears so here.
-            oom = self.cgroups.oom_reason(returned.worker_id) if returned and msg.kill else ""
-            if oom and returned and not returned.for_actor:
+            oom = self.cgroups.oom_reason(granted.worker_id) if msg.kill else ""
+            if oom and not granted.for_actor:
                 conn.send(m.LeaseKilled(lease_id=msg.lease_id, reason=oom))
             self._run(self.leases.return_lease(msg.lease_id, msg.kill))
         elif t is m.StoreCreate:
@@ -802,7 +814,9 @@ class NodeAgent:
     async def _transfer(self, oid: bytes, source: str) -> None:
         peer = self.peers.get(source)
         if peer is None or peer.closed:
-            peer = await connect(source, self.identity, self.handle, name=source, timeout=10, expect=Role.CLUSTER)
+            peer = await connect(
+                source, self.identity, self.handle, name=source, timeout=10, expect=Role.CLUSTER, limits=self.limits
+            )
             self.peers[source] = peer
         info = await peer.request(m.StorePin(object_id=oid))
         started = time.monotonic()
@@ -810,24 +824,16 @@ class NodeAgent:
             if type(info) is not m.StorePinned or info.size < 0:
                 raise ObjectLostError(f"{source} answered {info!r} to a pin")
             offset = await self._room_for_pull(oid, info.size)
+            view = self.region.view
+
+            def write(at: int, chunk: memoryview) -> None:
+                view[offset + at : offset + at + len(chunk)] = chunk
+
             try:
-                pos = 0
-                inflight: list[tuple[int, int, asyncio.Future[Any]]] = []
-                while pos < info.size or inflight:
-                    while pos < info.size and len(inflight) < PULL_WINDOW:
-                        n = min(CHUNK, info.size - pos)
-                        inflight.append((pos, n, peer.request(m.StoreReadChunk(object_id=oid, offset=pos, length=n))))
-                        pos += n
-                    at, n, fut = inflight.pop(0)
-                    chunk = (await fut).data
-                    if len(chunk) != n:
-                        # Only the bytes asked for land in the store: a short
-                        # chunk would leave a hole, a long one overwrite the
-                        # object next to it.
-                        raise ObjectLostError(
-                            f"{source} sent {len(chunk)} bytes for the {n} at offset {at} of {info.size}"
-                        )
-                    self.region.view[offset + at : offset + at + n] = chunk
+                sums = self.chunk_sums if self.config.transfer_checksums else None
+                retried = await pull_chunks(peer, oid, info.size, write, sums, source)
+                if retried:
+                    log.warning("pulling %s from %s: asked again for %d damaged chunks", oid.hex(), source, retried)
             except BaseException:
                 self.store.objects[oid].sealed = True  # let free() release it
                 self.store.free(oid)
@@ -864,9 +870,16 @@ class NodeAgent:
             conn.reply_error(msg, m.ErrorKind.OBJECT_LOST, str(_lost(msg.object_id, "not pinned by the reader")))
             return
         start = obj.offset + msg.offset
-        conn.send_chunk(msg.rid, self.region.view[start : start + msg.length])
+        data = self.region.view[start : start + msg.length]
+        tag = self.chunk_sums.tag(msg.object_id, msg.offset, data, msg.nonce) if msg.nonce else b""
+        conn.send_chunk(msg.rid, data, tag)
 
     def _register(self, conn: Connection, msg: m.RegisterClient) -> None:
+        forked = self.worker_pids.get(msg.worker_id) if msg.kind is m.ClientKind.WORKER else None
+        why = access.pid_refusal(conn, msg, forked)
+        if why:
+            self.refusals.answer(conn, msg, why)
+            return
         conn.peer = Client(msg.kind, msg.worker_id, msg.job_id, msg.pid, msg.address)
         self.roster.registered(msg.worker_id, msg.pid, msg.kind is m.ClientKind.DRIVER, msg.job_id, conn)
         conn.reply(

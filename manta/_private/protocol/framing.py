@@ -4,7 +4,9 @@ A frame is a 4-byte little-endian payload length followed by the payload.
 `FrameDecoder` is fed whatever bytes arrived and hands back whole payloads;
 the caller decides what to do with them. Oversized frames raise
 `FrameTooLarge` so the connection can be closed with a reason instead of
-buffering without bound.
+buffering without bound. Memory follows the bytes that arrived, not what a
+header claims: only a frame of at most `PREALLOC` bytes gets its whole
+buffer up front (an object chunk, 4 MiB); a larger one grows as it comes.
 """
 
 from __future__ import annotations
@@ -38,13 +40,16 @@ class FrameDecoder:
     buffer of its own size instead, and handed over as it is: no extra copy.
     """
 
-    __slots__ = ("_buf", "_pos", "max_frame", "_big", "_filled", "_spares")
+    __slots__ = ("_buf", "_pos", "max_frame", "_big", "_filled", "_size", "_spares")
 
     # Frames at least this large, not yet whole, get a buffer of their own.
     BIG = 256 * 1024
     # Kept for reuse: a few chunk-sized buffers, not a one-off huge frame.
     SPARES = 4
     SPARE_MAX = 8 << 20
+    # Frames up to this size get their whole buffer when their header comes;
+    # larger ones grow with what arrives, so a lying header costs nothing.
+    PREALLOC = SPARE_MAX
 
     def __init__(self, max_frame: int) -> None:
         self._buf = bytearray()
@@ -52,6 +57,7 @@ class FrameDecoder:
         self.max_frame = max_frame
         self._big: bytearray | None = None
         self._filled = 0
+        self._size = 0  # the frame being gathered into _big: its length
         # Large-frame buffers handed out before, kept for reuse: writing into
         # fresh memory costs a page fault per 4 KiB, more than the copy.
         self._spares: list[bytearray] = []
@@ -61,9 +67,12 @@ class FrameDecoder:
         view = memoryview(data)
         if self._big is not None:
             big = self._big
-            need = len(big) - self._filled
+            need = self._size - self._filled
             take = min(need, len(view))
-            big[self._filled : self._filled + take] = view[:take]
+            if len(big) == self._size:
+                big[self._filled : self._filled + take] = view[:take]
+            else:
+                big += view[:take]  # growing: it holds only what arrived
             self._filled += take
             if take < need:
                 return frames
@@ -92,10 +101,13 @@ class FrameDecoder:
             if end - start < size:
                 if size >= self.BIG:
                     # Gather the rest straight into the frame's own buffer.
-                    big = self._buffer(size)
                     have = end - start
-                    big[:have] = buf[start:end]
-                    self._big, self._filled = big, have
+                    if size <= self.PREALLOC:
+                        big = self._buffer(size)
+                        big[:have] = buf[start:end]
+                    else:
+                        big = bytearray(buf[start:end])
+                    self._big, self._filled, self._size = big, have, size
                     pos = end
                 break
             frames.append(bytes(buf[start : start + size]))

@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import pickle
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -55,11 +54,13 @@ from manta._private.runtime.peers import PeerPool
 from manta._private.runtime.recovery import Recovery
 from manta._private.runtime.references import References
 from manta._private.runtime.refs import ReferenceTable
+from manta._private.runtime.serialization import load_function
 from manta._private.runtime.server import Inbound
 from manta._private.runtime.story import StoryRecord, TaskLog
 from manta._private.runtime.submission import Submitter
 from manta._private.runtime.task_events import TaskReporter
 from manta._private.transport.connection import Connection, ConnectionLost, RemoteError, connect, serve
+from manta._private.transport.gate import Limits
 from manta._private.transport.link import HeadLink
 
 log = logging.getLogger(__name__)
@@ -127,9 +128,11 @@ class CoreRuntime:
         # A worker's pass, from its agent; a driver's token, until the head
         # gives it its job's pass (`_register`).
         self.identity = Identity.of(session.credential)
+        self.limits = Limits.of(config)
         self.peers = PeerPool(
             self.loop, self.identity, self.inbound.handle,
             on_gone=self._peer_gone, ask_nodes=lambda cb: self.ask_head(m.GetClusterInfo(), cb),
+            limits=self.limits,
         )
         self.references = References(self)
         self.objects = Objects(self)
@@ -174,20 +177,20 @@ class CoreRuntime:
         self.head = HeadLink(
             session.head_address, self.identity, self.inbound.handle, on_gone=self._control_gone,
             reregister=self._reregister_driver if self.is_driver else None,
-            grace=self.config.head_reconnect_s,
+            grace=self.config.head_reconnect_s, limits=self.limits,
         )
         await self.head.connect()
         if self.is_driver:
             await self._register()
         self._server, self.address = await serve(
-            self.address, self.identity, self.inbound.handle, on_close=self.peers._closed
+            self.address, self.identity, self.inbound.handle, on_close=self.peers._closed, limits=self.limits
         )
         self.refs.me = self.address
         if self.is_driver:
             self.driver_address = self.address
         self.agent = await connect(
             session.agent_address, self.identity, self.inbound.handle, name="agent",
-            on_close=self._on_control_lost, expect=Role.CLUSTER,
+            on_close=self._on_control_lost, expect=Role.CLUSTER, limits=self.limits,
         )
         reply = await self.agent.request(
             m.RegisterClient(
@@ -351,7 +354,7 @@ class CoreRuntime:
         fn = self._functions.get(fn_id)
         if fn is None:
             reply = self.call_head(m.GetFunction(fn_id=fn_id))
-            fn = pickle.loads(reply.blob)
+            fn = load_function(fn_id, reply.blob)
             self._functions[fn_id] = fn
         return fn
 

@@ -41,6 +41,9 @@ from manta._private.transport.connection import Connection
 if TYPE_CHECKING:
     from manta._private.runtime.core import CoreRuntime
 
+# Cancelled task ids a worker remembers at most (see Executor.cancelled).
+CANCELLED_KEPT = 10_000
+
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +74,9 @@ class Executor:
         self.running: dict[bytes, TaskContext] = {}
         # The actor's methods by name, bound (see _method).
         self._methods: dict[str, Any] = {}
-        self.cancelled: set[bytes] = set()
+        # Tasks cancelled before or while they run, oldest first; bounded, for ids
+        # of tasks that already ended (or never came) are never taken out.
+        self.cancelled: dict[bytes, None] = {}
         self.async_tasks: dict[bytes, asyncio.Task[Any]] = {}
         self.main_ctx: TaskContext | None = None
         self.restart_count = 0
@@ -124,10 +129,12 @@ class Executor:
         the tasks it submitted)."""
         if recursive:
             self.rt.tasks.cancel_children(task_id, force)
-        if force:
-            os._exit(1)
-        self.cancelled.add(task_id)
         ctx = self.running.get(task_id)
+        if force and ctx is not None:
+            os._exit(1)  # only for a task that runs here: an unknown id ends no worker
+        self.cancelled[task_id] = None
+        if len(self.cancelled) > CANCELLED_KEPT:
+            del self.cancelled[next(iter(self.cancelled))]
         if ctx is None:
             return
         ctx.cancel_requested = True
@@ -185,6 +192,11 @@ class Executor:
         )
 
     def _adopt_job(self, spec: m.TaskSpec) -> None:
+        if spec.actor_id is not None and not spec.actor_creation:
+            # An actor works for the job that made it, whoever calls it, as in
+            # Ray: what a method starts is its creator's job's, and its pass
+            # allows nothing else (the caller may be another job).
+            return
         self.rt.adopt_job(spec)
         if spec.code_path and spec.code_path != self.code_path:
             # The job's code directories, ahead of the rest, once per change.
@@ -242,7 +254,7 @@ class Executor:
             self._exit_now(e)
         finally:
             self.running.pop(spec.task_id, None)
-            self.cancelled.discard(spec.task_id)
+            self.cancelled.pop(spec.task_id, None)
             current_task.reset(token)
         _flush_streams()
         conn.reply_threadsafe(msg, reply)
@@ -402,7 +414,7 @@ class Executor:
         finally:
             self.async_tasks.pop(spec.task_id, None)
             self.running.pop(spec.task_id, None)
-            self.cancelled.discard(spec.task_id)
+            self.cancelled.pop(spec.task_id, None)
             current_task.reset(token)
         _flush_streams()
         conn.reply_threadsafe(msg, reply)

@@ -17,6 +17,7 @@ from typing import Any
 from manta._private.auth.credentials import Identity
 from manta._private.protocol import messages as m
 from manta._private.transport.connection import Connection, ConnectionLost, Handler, PeerNodeDied, connect
+from manta._private.transport.gate import DEFAULT_LIMITS, Limits
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,9 @@ class PeerPool:
         *,
         on_gone: Callable[[str], None],
         ask_nodes: Callable[[PeerCallback], None],
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
+        self.limits = limits
         self.loop = loop
         # A driver's changes once it registered its job (`CoreRuntime._register`).
         self.identity = identity
@@ -64,7 +67,9 @@ class PeerPool:
     async def _dial(self, address: str) -> None:
         result: Connection | BaseException
         try:
-            result = await connect(address, self.identity, self.handler, on_close=self._closed, timeout=10)
+            result = await connect(
+                address, self.identity, self.handler, on_close=self._closed, timeout=10, limits=self.limits
+            )
             self.conns[address] = result
         except Exception as e:  # noqa: BLE001 - any failure means the peer is gone
             result = ConnectionLost(f"cannot reach {address}: {e}")

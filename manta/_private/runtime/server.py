@@ -79,6 +79,12 @@ class Inbound:
             return f"{p.describe()} may not run tasks in a worker of another job"
         if type(msg) is m.LogLines and p.role is not Role.CLUSTER and p.job_id != self.rt.job_id:
             return f"{p.describe()} may not write to the output of job {self.rt.job_id}"
+        if type(msg) is m.CancelTask and p.role is not Role.CLUSTER and p.job_id != self.rt.job_id and (
+            msg.force or not p.in_namespace(self.rt.namespace)
+        ):
+            # Another job may cancel only its own calls to an actor of its namespace, and never
+            # by killing the worker (found by the fuzz run: any job could end any worker).
+            return f"{p.describe()} may not cancel tasks of job {self.rt.job_id}"
         return ""
 
     def _assume_job(self, conn: Connection, msg: am.AssumeJob) -> None:

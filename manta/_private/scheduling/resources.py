@@ -8,16 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-UNIT = 10_000
+from manta._private.protocol.checks import quantity_problem
 
+UNIT = 10_000
 ResourceSet = dict[str, int]
 
 
 def to_units(resources: Mapping[str, float]) -> ResourceSet:
     out: ResourceSet = {}
     for name, amount in resources.items():
-        if amount < 0:
-            raise ValueError(f"resource {name!r} must be non-negative, got {amount}")
+        why = quantity_problem(name, amount)
+        if why:
+            raise ValueError(why)
         units = round(amount * UNIT)
         if units:
             out[name] = units

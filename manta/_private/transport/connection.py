@@ -33,10 +33,10 @@ from manta._private.protocol import messages as m
 from manta._private.protocol import state_messages as sm
 from manta._private.protocol.framing import HEADER, FrameDecoder, FrameTooLarge
 from manta._private.protocol.identity import NOBODY, Principal, Role
+from manta._private.transport.gate import DEFAULT_LIMITS, LOCAL, Gate, Limits, peer_key
 
 log = logging.getLogger(__name__)
 
-MAX_FRAME = 1 << 31
 # Frames this large go out as they are, gathered by the kernel, instead of
 # being joined with others into one more buffer.
 BIG_FRAME = 256 * 1024
@@ -82,6 +82,10 @@ class AuthRejected(ConnectionLost):
     """The peer refused our credential, or could not prove its own."""
 
 
+class MessageTooLarge(ValueError):
+    """A message we were about to send is larger than a peer accepts (max_frame_bytes)."""
+
+
 class RemoteError(Exception):
     """The peer answered a request with an error."""
 
@@ -106,8 +110,17 @@ class Connection(asyncio.Protocol):
         tokens: TokenBook | None = None,
         expect: Role | None = None,
         on_auth: Callable[[Connection, str], None] | None = None,
+        limits: Limits = DEFAULT_LIMITS,
+        gate: Gate | None = None,
     ) -> None:
         self.server_side = server_side
+        self.limits = limits
+        # Server side: counts this connection against its peer's address until it authenticates.
+        self.gate = gate
+        self._peer_key = LOCAL
+        self._gated = False
+        self._hs_timer: asyncio.TimerHandle | None = None
+        self._refusing = False
         # Server side: told the outcome of each handshake ("" on success, else why), for the audit log.
         self.on_auth = on_auth
         self.handler = handler
@@ -133,6 +146,7 @@ class Connection(asyncio.Protocol):
         self._fd = -1
         self._flush_scheduled = False
         self._out_big = False
+        self._queued = 0  # bytes in _out: with the transport's buffer, bounded by max_send_buffer
         self._loop = asyncio.get_running_loop()
         # Free-form state for the service that owns this connection.
         self.peer: Any = None
@@ -147,16 +161,28 @@ class Connection(asyncio.Protocol):
             if sock.family in (socket.AF_INET, socket.AF_INET6):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self._server_hs is not None:
+            self._peer_key = peer_key(transport.get_extra_info("peername"))
+            if self.gate is not None:
+                if not self.gate.admit(self._peer_key):
+                    self.abort("too many connections authenticating from this address", quiet=True)
+                    return
+                self._gated = True
+            self._hs_timer = self._loop.call_later(self.limits.handshake_timeout_s, self._handshake_timeout)
             self._write_now(self._server_hs.start())
 
     def data_received(self, data: bytes) -> None:
+        if self._refusing:
+            return  # a failed handshake waits out its delay; nothing more is read
         try:
             frames = self._decoder.feed(data)
         except FrameTooLarge as e:
-            self.abort(f"oversized frame: {e}")
+            if self.ready.done():
+                self.abort(f"oversized frame from {self.principal.name}: {e} (Config.max_frame_bytes)")
+            else:
+                self._auth_failed(f"oversized handshake frame: {e}")
             return
         for frame in frames:
-            if self.closed:
+            if self.closed or self._refusing:
                 return
             if not self.ready.done():
                 self._handshake(bytes(frame))  # tiny: handshake frames are capped
@@ -179,13 +205,12 @@ class Connection(asyncio.Protocol):
                 try:
                     self._write_now(self._server_hs.receive(frame))
                 except AuthFailed as e:
-                    self._write_now(refusal(str(e)))  # the client learns why
-                    if self.on_auth is not None:
-                        self.on_auth(self, str(e))
-                    raise
+                    self._auth_failed(str(e))
+                    return
                 assert self._server_hs.peer is not None
                 self.principal = self._server_hs.peer
                 self.session_id = self._server_hs.session_id
+                self._ungate()
                 if self.on_auth is not None:
                     self.on_auth(self, "")
             else:
@@ -202,8 +227,44 @@ class Connection(asyncio.Protocol):
             peer = self.transport.get_extra_info("peername") if self.transport else None
             self.abort(f"authentication failed from {peer or 'a local process'}: {e}")
             return
-        self._decoder.max_frame = MAX_FRAME
+        self._decoder.max_frame = self.limits.max_frame
         self.ready.set_result(None)
+
+    def _auth_failed(self, why: str) -> None:
+        """Server side: the peer failed to authenticate. It is told why after a delay
+        that grows with its address's failures (`Gate.failed`, which also logs it,
+        rate-limited); meanwhile nothing more it sends is read."""
+        if self.on_auth is not None:
+            self.on_auth(self, why)
+        self._refusing = True
+        if self.gate is not None:
+            delay = self.gate.failed(self._peer_key, why)
+        else:
+            delay = 0.0
+            log.warning("authentication failed from %s: %s", self._peer_key, why)
+
+        def refuse() -> None:
+            self._write_now(refusal(why))  # the client learns why
+            self.abort(f"authentication failed: {why}", quiet=True)
+
+        if delay > 0:
+            self._loop.call_later(delay, refuse)
+        else:
+            refuse()
+
+    def _handshake_timeout(self) -> None:
+        self._hs_timer = None
+        if not self.ready.done() and not self.closed and not self._refusing:
+            self._auth_failed(f"no handshake within {self.limits.handshake_timeout_s:g} s")
+
+    def _ungate(self) -> None:
+        if self._hs_timer is not None:
+            self._hs_timer.cancel()
+            self._hs_timer = None
+        if self._gated:
+            self._gated = False
+            assert self.gate is not None
+            self.gate.leave(self._peer_key)
 
     # -- sending ----------------------------------------------------------
 
@@ -221,16 +282,36 @@ class Connection(asyncio.Protocol):
         if self.closed:
             return
         frame = m.frame(msg, rid)
-        self._queue((frame,), len(frame) >= BIG_FRAME)
+        if len(frame) > self.limits.max_frame:
+            raise self._too_large(msg, len(frame))
+        self._queue((frame,), len(frame) >= BIG_FRAME, len(frame))
 
-    def _queue(self, parts: tuple[bytes | memoryview, ...], big: bool) -> None:
+    def _too_large(self, msg: Any, size: int) -> MessageTooLarge:
+        return MessageTooLarge(
+            f"a {type(msg).__name__} of {size} bytes is larger than a peer accepts "
+            f"(max_frame_bytes: {self.limits.max_frame}); pass large values as objects (put) instead"
+        )
+
+    def _queue(self, parts: tuple[bytes | memoryview, ...], big: bool, size: int) -> None:
         """Loop thread: adds a frame's parts to the next write."""
         with self._wlock:
             self._out += parts
+            self._queued += size
+            queued = self._queued
             self._out_big = self._out_big or big
             if not self._flush_scheduled:
                 self._flush_scheduled = True
                 self._loop.call_soon(self._flush)
+        if queued > self.limits.max_send_buffer:
+            # Answers to many requests read in one go, not yet flushed.
+            self._not_reading(queued)
+
+    def _not_reading(self, waiting: int) -> None:
+        # A peer that does not read its replies would hold our memory without bound.
+        self.abort(
+            f"{self.principal.name} is not reading: {waiting} bytes wait to be sent to it "
+            f"(Config.max_send_buffer_bytes is {self.limits.max_send_buffer})"
+        )
 
     def _flush(self) -> None:
         with self._wlock:
@@ -239,6 +320,7 @@ class Connection(asyncio.Protocol):
                 return
             out = self._out
             self._out = []
+            self._queued = 0
             if self._out_big:
                 # Large payloads (object chunks) go out as they are, gathered
                 # by the kernel, instead of being copied into one more buffer.
@@ -246,8 +328,11 @@ class Connection(asyncio.Protocol):
                 self.transport.writelines(out)
             elif out:
                 self.transport.write(b"".join(out))
+            waiting = self.transport.get_write_buffer_size()
+        if waiting > self.limits.max_send_buffer:
+            self._not_reading(waiting)
 
-    def send_chunk(self, rid: int, data: memoryview) -> None:
+    def send_chunk(self, rid: int, data: memoryview, digest: bytes = b"") -> None:
         """Answers a StoreReadChunk with `data` written straight from the store.
 
         The bytes must stay as they are until written: the reader pins the
@@ -255,8 +340,8 @@ class Connection(asyncio.Protocol):
         """
         if self.closed:
             return
-        prefix = m.chunk_prefix(rid, len(data))
-        self._queue((HEADER.pack(len(prefix) + len(data)), prefix, data), True)
+        prefix = m.chunk_prefix(rid, len(data), digest)
+        self._queue((HEADER.pack(len(prefix) + len(data)), prefix, data), True, 4 + len(prefix) + len(data))
 
     def send_threadsafe(self, msg: Any, rid: int = 0) -> None:
         """Sends from any thread, writing straight to the socket when nothing is queued.
@@ -268,6 +353,8 @@ class Connection(asyncio.Protocol):
         if self.closed:
             return
         frame = m.frame(msg, rid)
+        if len(frame) > self.limits.max_frame:
+            raise self._too_large(msg, len(frame))
         with self._wlock:
             transport = self.transport
             if transport is None or self.closed:
@@ -281,6 +368,7 @@ class Connection(asyncio.Protocol):
             if n == len(frame):
                 return
             self._out.append(frame[n:] if n else frame)
+            self._queued += len(frame) - n
             if not self._flush_scheduled:
                 self._flush_scheduled = True
                 self._loop.call_soon_threadsafe(self._flush)
@@ -293,7 +381,11 @@ class Connection(asyncio.Protocol):
             return fut
         rid = next(self._rids)
         self._pending[rid] = fut
-        self.send(msg, rid)
+        try:
+            self.send(msg, rid)
+        except MessageTooLarge:
+            del self._pending[rid]
+            raise
         return fut
 
     def request_cb(self, msg: Any, callback: Callable[[Any], None]) -> None:
@@ -303,13 +395,23 @@ class Connection(asyncio.Protocol):
             return
         rid = next(self._rids)
         self._pending[rid] = callback
-        self.send(msg, rid)
+        try:
+            self.send(msg, rid)
+        except MessageTooLarge:
+            del self._pending[rid]
+            raise
 
     def reply(self, request: Any, msg: Any) -> None:
-        self.send(msg, request.rid)
+        try:
+            self.send(msg, request.rid)
+        except MessageTooLarge as e:  # the asker learns why rather than waiting
+            self.reply_error(request, m.ErrorKind.VALUE, str(e))
 
     def reply_threadsafe(self, request: Any, msg: Any) -> None:
-        self.send_threadsafe(msg, request.rid)
+        try:
+            self.send_threadsafe(msg, request.rid)
+        except MessageTooLarge as e:
+            self.send_threadsafe(m.ErrorReply(kind=m.ErrorKind.VALUE, message=str(e), rid=request.rid))
 
     def request_cb_threadsafe(self, msg: Any, callback: Callable[[Any], None]) -> bool:
         """`request_cb` from any thread; the callback runs on the loop thread.
@@ -322,7 +424,11 @@ class Connection(asyncio.Protocol):
         self._pending[rid] = callback
         if self.closed and self._pending.pop(rid, None) is not None:
             return False  # closed meanwhile, and _closed() will not call us
-        self.send_threadsafe(msg, rid)
+        try:
+            self.send_threadsafe(msg, rid)
+        except MessageTooLarge:
+            self._pending.pop(rid, None)
+            raise
         return True
 
     def reply_error(self, request: Any, kind: m.ErrorKind, message: str) -> None:
@@ -353,10 +459,17 @@ class Connection(asyncio.Protocol):
 
     # -- closing ----------------------------------------------------------
 
-    def abort(self, reason: str, error: ConnectionLost | None = None) -> None:
-        """Drops the connection; waiting requests fail with `error` if given."""
-        if not self.closed:
-            log.warning("closing connection %s: %s", self.name, reason)
+    def abort(self, reason: str, error: ConnectionLost | None = None, *, quiet: bool = False) -> None:
+        """Drops the connection; waiting requests fail with `error` if given.
+
+        `quiet`: the caller logged it already (through a rate limit)."""
+        if not self.closed and not quiet:
+            if self.gate is not None:
+                # A peer's connections, closed for what it sent: logged at a bounded rate.
+                who = self.principal.name if self.ready.done() else self._peer_key
+                self.gate.notes.note(f"close {who}", "closing a connection from %s: %s", who, reason)
+            else:
+                log.warning("closing connection %s: %s", self.name, reason)
         if self.transport is not None:
             self.transport.abort()
         self._closed(error or ConnectionLost(reason))
@@ -370,6 +483,9 @@ class Connection(asyncio.Protocol):
         if self.closed:
             return
         self.closed = True
+        self._ungate()
+        with self._wlock:
+            self._out, self._queued = [], 0  # what a peer never read is let go
         err: ConnectionLost
         if (self._refusal and not self.server_side) or (self._proof_sent and not self.ready.done()):
             err = AuthRejected(
@@ -425,6 +541,7 @@ async def connect(
     name: str = "",
     timeout: float = 30.0,
     expect: Role | None = None,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> Connection:
     """Dials `address` and authenticates; `expect`: the role the server must prove (the
     head's and agents' is CLUSTER: a job's process posing as one is refused)."""
@@ -434,7 +551,7 @@ async def connect(
     def factory() -> Connection:
         return Connection(
             identity, server_side=False, handler=handler, on_close=on_close, name=name or address,
-            expect=expect,
+            expect=expect, limits=limits,
         )
 
     if kind == "unix":
@@ -454,17 +571,22 @@ async def serve(
     on_close: Callable[[Connection], None] | None = None,
     tokens: TokenBook | None = None,
     on_auth: Callable[[Connection, str], None] | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+    gate: Gate | None = None,
 ) -> tuple[asyncio.AbstractServer, str]:
     """Listens on `address` (port 0 picks a free port); returns the bound address.
 
     `tokens`: people's tokens are accepted only where given (the head).
-    `on_auth(conn, why)`: each handshake's outcome ("" when it succeeded)."""
+    `on_auth(conn, why)`: each handshake's outcome ("" when it succeeded).
+    `gate`: one per process, shared by its listeners (a new one if not given)."""
     loop = asyncio.get_running_loop()
     kind, host, port = parse_address(address)
+    gate = gate or Gate(limits)
 
     def factory() -> Connection:
         conn = Connection(
-            identity, server_side=True, handler=handler, on_close=on_close, tokens=tokens, on_auth=on_auth
+            identity, server_side=True, handler=handler, on_close=on_close, tokens=tokens, on_auth=on_auth,
+            limits=limits, gate=gate,
         )
         if on_connect is not None:
             on_connect(conn)

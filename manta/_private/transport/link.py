@@ -24,6 +24,7 @@ from typing import Any
 from manta._private.auth.credentials import Identity
 from manta._private.protocol.identity import Role
 from manta._private.transport.connection import AuthRejected, Connection, ConnectionLost, Handler, connect
+from manta._private.transport.gate import DEFAULT_LIMITS, Limits
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,9 @@ class HeadLink:
         reregister: Callable[[Connection], Awaitable[None]] | None = None,
         grace: float,
         name: str = "head",
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
+        self.limits = limits
         self.address = address
         self.identity = identity
         self.handler = handler
@@ -62,7 +65,7 @@ class HeadLink:
     async def connect(self, timeout: float = 30.0) -> None:
         self.conn = await connect(
             self.address, self.identity, self.handler, name=self.name, on_close=self._lost, timeout=timeout,
-            expect=Role.CLUSTER,
+            expect=Role.CLUSTER, limits=self.limits,
         )
 
     # -- sending ----------------------------------------------------------
@@ -133,6 +136,7 @@ class HeadLink:
                     conn = await connect(
                         self.address, self.identity, self.handler, name=self.name, on_close=self._lost,
                         timeout=max(0.1, min(2.0, deadline - loop.time())), expect=Role.CLUSTER,
+                        limits=self.limits,
                     )
                 except AuthRejected as e:
                     self._give_up(f"the head at {self.address} came back and refused this process: {e}")
