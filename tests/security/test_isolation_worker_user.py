@@ -141,26 +141,26 @@ def test_a_worker_as_nobody_still_uses_the_store_actors_nested_tasks_and_working
         import numpy as np
 
         @manta.remote
-        class Counter:
+        class Tally:
             def __init__(self):
-                self.n = 0
-            def add(self, k):
-                self.n += k
-                return self.n, os.getuid()
+                self.seen = []
+            def note(self, k):
+                self.seen.append(k)
+                return sum(self.seen), os.getuid()
 
         @manta.remote
         def inner(x):
             return x + 1
 
         @manta.remote
-        def outer(big, counter):
+        def outer(big, tally):
             # Large objects both ways go through the store's shared memory.
             mine = manta.put(np.full(4 << 20, 7, dtype=np.uint8))
             total = int(big.sum()) + int(manta.get(mine).sum())
-            return total, manta.get(inner.remote(1)), manta.get(counter.add.remote(5)), os.getuid()
+            return total, manta.get(inner.remote(1)), manta.get(tally.note.remote(5)), os.getuid()
 
         big = np.ones(8 << 20, dtype=np.uint8)
-        c = Counter.remote()
+        c = Tally.remote()
         total, nested, added, uid = manta.get(outer.remote(big, c), timeout=90)
         back = manta.get(manta.remote(lambda: np.arange(1 << 20)).remote(), timeout=60)
 

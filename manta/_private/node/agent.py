@@ -23,15 +23,14 @@ from manta._private.auth import policy
 from manta._private.auth.credentials import ClusterKeys, Identity
 from manta._private.clock import Clock, monotonic
 from manta._private.config import Config
-from manta._private.node import access, cgroups, worker_user
+from manta._private.node import access, cgroups, memory_kills, worker_user
 from manta._private.node.forkserver import ForkServer
 from manta._private.node.job_passes import JobPasses
 from manta._private.node.limits import limits_of
-from manta._private.node.memory import Candidate, MemoryMonitor, memory_usage
 from manta._private.node.pip_envs import PipEnvironments, SetupFailed
 from manta._private.node.pip_policy import PipPolicy
 from manta._private.node.reporting import ReportSchedule
-from manta._private.node.roster import INTENDED_SYSTEM_EXIT, NODE_OUT_OF_MEMORY, Roster
+from manta._private.node.roster import INTENDED_SYSTEM_EXIT, Roster
 from manta._private.node.spill import OutOfDisk, SpillCorrupt, Spilling
 from manta._private.node.state import HANDLED as STATE_MESSAGES
 from manta._private.node.state import NodeStateAnswers
@@ -245,40 +244,7 @@ class NodeAgent:
         self.head.persistent = reply.persistent
         self._schedule_report()
         if self.config.memory_threshold < 1.0:
-            asyncio.get_running_loop().create_task(self._memory_monitor())
-
-    async def _memory_monitor(self) -> None:
-        """Kills a worker when node memory passes the threshold (`MemoryMonitor`
-        decides), before the kernel's OOM killer takes something that matters more."""
-        interval = self.config.memory_monitor_ms / 1000
-        monitor = MemoryMonitor(self.config.memory_threshold)
-        while not self.stopping.is_set():
-            await asyncio.sleep(interval)
-            used, total = memory_usage()
-            busy = {g.worker_id: (lid, g) for lid, g in self.granted.items() if g.worker_id in self.worker_pids}
-            kill = monitor.check(
-                self.clock(), used, total,
-                lambda: [Candidate(w, g.retriable, g.granted) for w, (_, g) in busy.items()],
-                self.worker_pids,
-            )
-            if kill is None:
-                continue
-            lease_id, lease = busy[kill.worker_id]
-            log.warning("%s (lease %d, %s)", kill.reason, lease_id, "retriable" if lease.retriable else "not retriable")
-            self._out_of_memory(kill.worker_id, kill.reason)
-            try:
-                os.kill(self.worker_pids[kill.worker_id], signal.SIGKILL)
-            except (KeyError, ProcessLookupError):
-                pass
-
-    def _out_of_memory(self, worker_id: bytes, reason: str) -> None:
-        """A worker killed for memory (by the monitor, or by the kernel at its
-        cgroup's limit): its task fails with OutOfMemoryError, not as a crash."""
-        self.oom_killed[worker_id] = reason
-        self.roster.ending(worker_id, NODE_OUT_OF_MEMORY, reason)
-        for lease_id, lease in self.granted.items():
-            if lease.worker_id == worker_id and not lease.for_actor and not lease.owner.closed:
-                lease.owner.send(m.LeaseKilled(lease_id=lease_id, reason=reason))
+            asyncio.get_running_loop().create_task(memory_kills.watch(self))
 
     async def _reregister(self, conn: Connection) -> None:
         """Tells a restarted head who we are and what we run."""
@@ -602,11 +568,7 @@ class NodeAgent:
             if granted is None or not access.may_return(conn, granted.owner):
                 return  # not the asker's lease (found by the fuzz run: any job could end another's worker)
             del self.granted[msg.lease_id]
-            # Its owner saw the worker die before this agent did: if its
-            # cgroup's limit killed it, the owner hears so here.
-            oom = self.cgroups.oom_reason(granted.worker_id) if msg.kill else ""
-            if oom and not granted.for_actor:
-                conn.send(m.LeaseKilled(lease_id=msg.lease_id, reason=oom))
+            memory_kills.lease_returned(self, conn, msg.lease_id, granted, msg.kill)
             self._run(self.leases.return_lease(msg.lease_id, msg.kill))
         elif t is m.StoreCreate:
             try:
@@ -958,10 +920,7 @@ class NodeAgent:
             self.roster.exit(client.worker_id, None, "its connection closed")
 
     def _worker_gone(self, worker_id: bytes, reason: str, code: int | None) -> None:
-        oom = self.cgroups.oom_reason(worker_id)
-        if oom and worker_id not in self.oom_killed:
-            self._out_of_memory(worker_id, oom)
-        self.cgroups.remove(worker_id)
+        memory_kills.worker_gone(self, worker_id)
         self.roster.exit(worker_id, code, reason)
         self.job_passes.forget_worker(worker_id)
         pid = self.worker_pids.pop(worker_id, None)
