@@ -263,7 +263,10 @@ def detect(tag: str, mount_dir: str, proc: str = "/proc/self") -> Cgroups:
         return found
     why_v1 = found
     if os.geteuid() == 0:
-        mounted = _mount_v1(own, name, mount_dir)
+        try:
+            mounted = _mount_v1(own, name, mount_dir)
+        except OSError as e:  # no mount(8), or no room for the mount points
+            mounted = str(e)
         if isinstance(mounted, Cgroups):
             return mounted
         why_v1 += f"; mounting one failed ({mounted})"
