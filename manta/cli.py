@@ -502,15 +502,24 @@ def _duration(text: str | None) -> float:
 @click.option("--namespace", "namespaces", multiple=True, help="A namespace it may act in (repeat; default: all).")
 @click.option("--expires", default=None, help="Lifetime, e.g. 7d, 12h, 30m (default: never).")
 @click.option("--note", default="", help="Who or what it is for, shown by `manta token list`.")
+@click.option("--max-actors", type=click.IntRange(min=0), default=None,
+              help="Quota: live actors of all its jobs together (default: no limit).")
+@click.option("--max-cpus", type=click.FloatRange(min=0), default=None,
+              help="Quota: CPUs its jobs' actors and placement groups hold together.")
+@click.option("--max-kv-bytes", type=click.IntRange(min=0), default=None,
+              help="Quota: bytes its jobs keep in the KV store.")
 @_ADDRESS
 @_TOKEN_FILE
-def token_create(role: str, namespaces: tuple[str, ...], expires: str | None, note: str, address: str | None,
+def token_create(role: str, namespaces: tuple[str, ...], expires: str | None, note: str, max_actors: int | None,
+                 max_cpus: float | None, max_kv_bytes: int | None, address: str | None,
                  token_file: str | None) -> None:
     """Make a token; it is shown once, here."""
     from manta._private.protocol import auth_messages as am
     from manta._private.protocol.identity import Role
 
-    msg = am.CreateToken(role=Role[role.upper()], namespaces=namespaces, expires_s=_duration(expires), note=note)
+    quota = am.Quota(max_actors=max_actors, max_cpus=max_cpus, max_kv_bytes=max_kv_bytes)
+    msg = am.CreateToken(role=Role[role.upper()], namespaces=namespaces, expires_s=_duration(expires), note=note,
+                         quota=quota)
     _, made = _head_call(address, token_file, msg)
     out = _console()
     out.print(f"token {made.info.token_id} ({role}"
@@ -529,10 +538,16 @@ def token_list(address: str | None, token_file: str | None) -> None:
     from manta._private.protocol import auth_messages as am
 
     _, answer = _head_call(address, token_file, am.ListTokens())
-    table = Table("id", "role", "namespaces", "created", "expires", "state", "note", box=None, pad_edge=False)
+    table = Table("id", "role", "namespaces", "created", "expires", "state", "quota", "note", box=None,
+                  pad_edge=False)
     for t in answer.tokens:
+        q = t.quota
+        quota = ", ".join(f"{name} {v:g}" for name, v in
+                          (("actors", q.max_actors), ("cpus", q.max_cpus), ("kv bytes", q.max_kv_bytes))
+                          if v is not None) or "none"
         table.add_row(t.token_id, t.role.name.lower(), ", ".join(t.namespaces) or "all", _when(t.created),
-                      _when(t.expires) if t.expires else "never", "revoked" if t.revoked else "valid", _cell(t.note))
+                      _when(t.expires) if t.expires else "never", "revoked" if t.revoked else "valid", quota,
+                      _cell(t.note))
     _console().print(table)
 
 

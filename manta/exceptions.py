@@ -36,6 +36,12 @@ class AuthorizationError(RayError, PermissionError):
     refusal is in the cluster's audit log."""
 
 
+class QuotaExceededError(RayError):
+    """The request would take its job or token past a quota (beyond Ray,
+    which has none): the message names the quota, its limit and the use.
+    Nothing was changed; other jobs are not affected."""
+
+
 class RayTaskError(RayError):
     """A task or actor method raised.
 

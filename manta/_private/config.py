@@ -43,6 +43,7 @@ _KEYS.update({name: name for name in (
     "max_frame_bytes", "handshake_timeout_s", "max_unauthenticated_per_peer", "max_send_buffer_bytes",
     "max_kv_entries_per_namespace", "max_kv_bytes_per_namespace", "max_named_actors", "max_placement_groups",
     "max_pending_demands", "max_jobs", "max_dead_actors", "max_function_bytes",
+    "job_max_actors", "job_max_cpus", "job_max_kv_bytes",
 )})
 # Environment variables, and the field each one sets.
 _ENV = {
@@ -121,6 +122,11 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     max_placement_groups: int = 100_000
     # Actors and placement groups waiting for room, across the cluster.
     max_pending_demands: int = 100_000
+    # Each job's quota, the owner's jobs too (docs/quotas.md); None: no limit.
+    # A person's token may carry a quota of its own, for all its jobs together.
+    job_max_actors: int | None = None
+    job_max_cpus: float | None = None
+    job_max_kv_bytes: int | None = None
     # Finished jobs and dead actors kept for the state API (the oldest go first).
     max_jobs: int = 10_000
     max_dead_actors: int = 100_000
@@ -167,8 +173,14 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
         return msgspec.json.decode(text, type=cls) if text else cls()
 
 
+# Fields whose default, None, means "no limit": the type a value must have.
+_OPTIONAL: dict[str, type] = {"job_max_actors": int, "job_max_cpus": float, "job_max_kv_bytes": int}
+
+
 def _checked(field: str, what: str, value: Any) -> Any:
-    kind = type(getattr(Config(), field))
+    kind = _OPTIONAL.get(field) or type(getattr(Config(), field))
+    if field in _OPTIONAL and value is None:
+        return None
     if kind is bool:
         if not isinstance(value, bool):
             raise ValueError(f"{what} must be true or false, got {value!r}")

@@ -15,6 +15,18 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+# For a driver's body: `attempt(name, fn)` records fn's result, or the type
+# and text of what it raised, in `out` (which the driver prints as JSON).
+ATTEMPT = """
+out = {}
+
+def attempt(name, fn):
+    try:
+        out[name] = ["ok", repr(fn())[:200]]
+    except Exception as e:
+        out[name] = [type(e).__name__, str(e)[:300]]
+"""
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -50,9 +62,10 @@ class Cluster:
         return r
 
     def driver(self, body: str, *, check: bool = True, env: dict[str, str] | None = None,
-               timeout: float = 120) -> subprocess.CompletedProcess[str]:
+               timeout: float = 120, namespace: str | None = None) -> subprocess.CompletedProcess[str]:
         """Runs BODY as a driver connected to this cluster."""
-        script = "import json, os, sys\nimport manta\nmanta.init(address='auto')\n" + textwrap.dedent(body)
+        script = (f"import json, os, sys\nimport manta\nmanta.init(address='auto', namespace={namespace!r})\n"
+                  + textwrap.dedent(body))
         r = subprocess.run([sys.executable, "-c", script], env=env or self.env, capture_output=True, text=True,
                            timeout=timeout)
         if check:

@@ -19,26 +19,20 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "cluster"))
 from tests_support import BACKEND  # noqa: E402
 
+from tests.security.integrity_support import ATTEMPT  # noqa: E402
+
 pytestmark = [
     pytest.mark.skipif(BACKEND != "manta", reason="manta's own principals"),
     pytest.mark.timeout(180),
 ]
 
-PRELUDE = """
+PRELUDE = ATTEMPT + """
 import json, sys
 import manta
 from manta import exceptions
 from manta._private import session
 from manta._private.protocol import messages as m
 from manta._private.protocol import auth_messages as am
-
-out = {}
-
-def attempt(name, fn):
-    try:
-        out[name] = ["ok", repr(fn())[:200]]
-    except Exception as e:
-        out[name] = [type(e).__name__, str(e)[:300]]
 
 def raw(msg):
     rt = session.current().rt

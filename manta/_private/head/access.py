@@ -88,6 +88,10 @@ class HeadAccess:
                 if bad:
                     self.refuse(conn, msg, bad, m.ErrorKind.VALUE)
                     return False
+                over = self.head.quotas.refusal(p, msg)
+                if over:
+                    self.refuse(conn, msg, over, m.ErrorKind.QUOTA)
+                    return False
                 audited = AUDITED.get(type(msg))
                 if audited is not None:
                     self._audit_allowed(conn, msg, *audited(msg))
@@ -222,7 +226,7 @@ class HeadAccess:
         try:
             if t is am.CreateToken:
                 token, info = self.tokens.create(
-                    msg.role, tuple(msg.namespaces), msg.expires_s, msg.note, conn.principal.name
+                    msg.role, tuple(msg.namespaces), msg.expires_s, msg.note, conn.principal.name, msg.quota
                 )
                 self.head.storage.put("tokens", info.token_id.encode(), encode(info))
                 self.audit.record(conn.principal, "token.create", target=info.token_id, peer=peer_of(conn),

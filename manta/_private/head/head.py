@@ -31,9 +31,11 @@ from manta._private.control.task_states import TaskStates
 from manta._private.head import state as state_api
 from manta._private.head.access import TOKEN_MESSAGES, HeadAccess
 from manta._private.head.bounds import Bounds, FunctionTable, KvTable
+from manta._private.head.quotas import HeadQuotas
 from manta._private.head.storage import ActorRecord, MemoryStorage, PGRecord, Storage, decode, encode
 from manta._private.protocol import auth_messages as am
 from manta._private.protocol import messages as m
+from manta._private.protocol.identity import Principal
 from manta._private.scheduling.bundles import plan
 from manta._private.scheduling.policy import NodeView, Unschedulable, choose_node, labels_match, node_labels
 from manta._private.scheduling.resources import to_units
@@ -155,6 +157,7 @@ class Head:
         # The state API's workers, objects, runtime envs and jobs.
         self.state_queries = state_api.StateQueries(self)
         self.bounds = Bounds(self)
+        self.quotas = HeadQuotas(self)
 
     async def start(self) -> None:
         self.storage.check_token(self.token)
@@ -318,7 +321,7 @@ class Head:
             self._remove_pg(pg, "removed by remove_placement_group()")
             conn.reply(msg, m.Ack())
         elif t in (m.KvPut, m.KvGet, m.KvDel, m.KvList):
-            conn.reply(msg, self._kv(msg))
+            conn.reply(msg, self._kv(msg, conn.principal))
         elif t is m.ListActors:
             conn.reply(msg, m.ActorList(actors=[self._actor_info(e) for e in self.actors.values()]))
         elif t is m.GetPlacementGroups:
@@ -474,7 +477,7 @@ class Head:
     def _save_pg(self, pg: PGEntry) -> None:
         self.storage.put("pgs", pg.spec.pg_id, encode(PGRecord(pg.spec, pg.state, pg.nodes, pg.error)))
 
-    def _kv(self, msg: Any) -> m.KvValue:
+    def _kv(self, msg: Any, writer: Principal) -> m.KvValue:
         ns = msg.namespace
         if type(msg) is m.KvGet:
             return m.KvValue(value=self.kv.get((ns, msg.key)))
@@ -482,6 +485,7 @@ class Head:
             existed = (ns, msg.key) in self.kv
             if msg.overwrite or not existed:
                 self.kv[(ns, msg.key)] = msg.value
+                self.quotas.kv_written(writer, ns, msg.key, msg.value)
                 self.storage.put("kv", _kv_key(ns, msg.key), msg.value)
             return m.KvValue(count=int(existed))
         if type(msg) is m.KvDel:
@@ -491,6 +495,7 @@ class Head:
                 gone = [msg.key] if (ns, msg.key) in self.kv else []
             for k in gone:
                 del self.kv[(ns, k)]
+                self.quotas.kv_deleted(ns, k)
                 self.storage.delete("kv", _kv_key(ns, k))
             return m.KvValue(count=len(gone))
         keys = [k for (n, k) in self.kv if n == ns and k.startswith(msg.prefix)]

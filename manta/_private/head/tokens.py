@@ -15,7 +15,7 @@ from collections.abc import Callable
 from msgspec.structs import replace
 
 from manta._private.auth.credentials import LOCAL_ADMIN, AuthFailed, ClusterKeys
-from manta._private.protocol.auth_messages import TokenInfo
+from manta._private.protocol.auth_messages import Quota, TokenInfo
 from manta._private.protocol.identity import Kind, Principal, Role
 
 # What a person's token may be given: the cluster's own role is not one.
@@ -50,7 +50,8 @@ class TokenTable:
         )
 
     def create(
-        self, role: Role, namespaces: tuple[str, ...], expires_s: float, note: str, created_by: str
+        self, role: Role, namespaces: tuple[str, ...], expires_s: float, note: str, created_by: str,
+        quota: Quota = Quota(),
     ) -> tuple[str, TokenInfo]:
         if role not in GRANTABLE:
             raise ValueError(f"a token's role is one of admin, submit, view; not {role.name.lower()}")
@@ -59,11 +60,15 @@ class TokenTable:
         for ns in namespaces:
             if not ns or len(ns) > 256:
                 raise ValueError(f"bad namespace {ns!r} for a token")
+        for name in ("max_actors", "max_cpus", "max_kv_bytes"):
+            v = getattr(quota, name)
+            if v is not None and not (0 <= v < float("inf")):
+                raise ValueError(f"a token's quota {name} must be a finite number of at least 0, not {v!r}")
         token_id = os.urandom(8).hex()
         now = self.clock()
         info = TokenInfo(
             token_id=token_id, role=role, namespaces=tuple(namespaces), created=now,
-            expires=now + expires_s if expires_s else 0.0, note=note[:200], created_by=created_by,
+            expires=now + expires_s if expires_s else 0.0, note=note[:200], created_by=created_by, quota=quota,
         )
         self.tokens[token_id] = info
         return self.keys.token(token_id), info

@@ -65,6 +65,18 @@ class Rebind(Msg, frozen=True):
 # --- people's tokens ---------------------------------------------------------------
 
 
+class Quota(Record, frozen=True):
+    """The most a token's jobs (all of them together) or any one job may hold
+    at once; None: no limit. Enforced by the head (control/quotas.py)."""
+
+    max_actors: int | None = None
+    # CPUs held by live actors and placement groups' bundles.
+    max_cpus: float | None = None
+    # Bytes of keys and values it wrote to the KV store and that are still there.
+    max_kv_bytes: int | None = None
+
+    def limits(self) -> bool:
+        return self.max_actors is not None or self.max_cpus is not None or self.max_kv_bytes is not None
 
 
 class TokenInfo(Record, frozen=True):
@@ -79,6 +91,7 @@ class TokenInfo(Record, frozen=True):
     revoked: bool = False
     note: str = ""
     created_by: str = ""
+    quota: Quota = Quota()
 
 
 class CreateToken(Msg, frozen=True):
@@ -86,6 +99,7 @@ class CreateToken(Msg, frozen=True):
     namespaces: tuple[str, ...] = ()
     expires_s: float = 0.0  # from now; 0: never
     note: str = ""
+    quota: Quota = Quota()
     rid: int = 0
 
 

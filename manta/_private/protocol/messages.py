@@ -55,6 +55,7 @@ class ErrorKind(enum.StrEnum):
     FREED = "ReferenceCountingAssertionError"
     RUNTIME_ENV_SETUP = "RuntimeEnvSetupError"
     AUTHORIZATION = "AuthorizationError"
+    QUOTA = "QuotaExceededError"
 
 
 class PlacementKind(enum.StrEnum):

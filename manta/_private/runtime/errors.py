@@ -27,6 +27,7 @@ _PUBLIC: dict[ErrorKind, type[Exception]] = {
     ErrorKind.FREED: exc.ReferenceCountingAssertionError,
     ErrorKind.RUNTIME_ENV_SETUP: exc.RuntimeEnvSetupError,
     ErrorKind.AUTHORIZATION: exc.AuthorizationError,
+    ErrorKind.QUOTA: exc.QuotaExceededError,
 }
 
 
