@@ -124,6 +124,12 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     # All exported functions and actor classes, pickled (kept for restarts).
     max_function_bytes: int = 4 << 30
 
+    # -- TLS on TCP links (docs/tls.md) -------------------------------------
+    # "on", "off", or "auto": on when a listener is not on loopback.
+    tls: str = "auto"
+    # Node certificates' validity; renewed when a third is left (fractional for tests).
+    tls_cert_days: float = 30.0
+
     @classmethod
     def build(
         cls,
