@@ -221,3 +221,99 @@ def client_context(material: TlsMaterial) -> ssl.SSLContext:
     if material.cert:
         _load_chain(ctx, material.cert, material.key)
     return ctx
+
+
+# -- the files a node keeps, and contexts that follow them ----------------------
+
+CA_FILE, CA_KEY_FILE, CERT_FILE, KEY_FILE = "ca.pem", "ca.key", "node.pem", "node.key"
+
+
+def write_private(path: str, data: bytes) -> None:
+    """Replaces `path` atomically with a 0600 file: a reader sees the old or the new one."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def save_material(tls_dir: str, material: TlsMaterial) -> None:
+    os.makedirs(tls_dir, mode=0o700, exist_ok=True)
+    write_private(os.path.join(tls_dir, CA_FILE), material.ca)
+    # The key first: a reader that sees the new cert finds its key already there
+    # (load_material retries the pair if they do not match).
+    write_private(os.path.join(tls_dir, KEY_FILE), material.key)
+    write_private(os.path.join(tls_dir, CERT_FILE), material.cert)
+
+
+def load_material(tls_dir: str) -> TlsMaterial:
+    def read(name: str) -> bytes:
+        with open(os.path.join(tls_dir, name), "rb") as f:
+            return f.read()
+
+    return TlsMaterial(ca=read(CA_FILE), cert=read(CERT_FILE), key=read(KEY_FILE))
+
+
+def has_material(tls_dir: str) -> bool:
+    return bool(tls_dir) and os.path.exists(os.path.join(tls_dir, CERT_FILE))
+
+
+class TlsContexts:
+    """One process's server and client contexts, made from its node's files.
+
+    `refresh()` (a stat, called before each new connection) reloads the
+    certificate when a renewal replaced the files: existing connections keep
+    going, new ones use the new certificate, and nothing restarts."""
+
+    def __init__(self, tls_dir: str) -> None:
+        self.tls_dir = tls_dir
+        self.material = load_material(tls_dir)
+        self._mtime = self._stamp()
+        self._server: dict[bool, ssl.SSLContext] = {}
+        self._client: ssl.SSLContext | None = None
+
+    def _stamp(self) -> float:
+        try:
+            return os.stat(os.path.join(self.tls_dir, CERT_FILE)).st_mtime_ns
+        except OSError:
+            return 0
+
+    def server(self, require_client_cert: bool = True) -> ssl.SSLContext:
+        ctx = self._server.get(require_client_cert)
+        if ctx is None:
+            ctx = self._server[require_client_cert] = server_context(self.material, require_client_cert=require_client_cert)
+        return ctx
+
+    def client(self) -> ssl.SSLContext:
+        if self._client is None:
+            self._client = client_context(self.material)
+        return self._client
+
+    def refresh(self) -> bool:
+        stamp = self._stamp()
+        if stamp == self._mtime:
+            return False
+        try:
+            material = load_material(self.tls_dir)
+            for ctx in (*self._server.values(), *((self._client,) if self._client else ())):
+                _load_chain(ctx, material.cert, material.key)
+        except (OSError, ssl.SSLError, ValueError):
+            return False  # caught between the key and the cert being replaced: next time
+        self.material, self._mtime = material, stamp
+        return True
+
+
+def load_contexts(session_dir: str) -> TlsContexts | None:
+    """The contexts of a node whose session has certificates, else None (TLS off)."""
+    tls_dir = os.path.join(session_dir, "tls") if session_dir else ""
+    return TlsContexts(tls_dir) if has_material(tls_dir) else None
+
+
+def peer_certificate(transport: object) -> bytes:
+    """The PEM certificate the other end of an asyncio SSL transport presented."""
+    get = getattr(transport, "get_extra_info", None)
+    obj = get("ssl_object") if get else None
+    der = obj.getpeercert(binary_form=True) if obj is not None else None
+    if not der:
+        return b""
+    return cert_pem(x509.load_der_x509_certificate(der))
