@@ -42,7 +42,7 @@ _KEYS = {
 _KEYS.update({name: name for name in (
     "max_frame_bytes", "handshake_timeout_s", "max_unauthenticated_per_peer", "max_send_buffer_bytes",
     "max_kv_entries_per_namespace", "max_kv_bytes_per_namespace", "max_named_actors", "max_placement_groups",
-    "max_pending_demands", "max_jobs", "max_dead_actors", "max_function_bytes",
+    "max_pending_demands", "max_jobs", "max_dead_actors", "max_function_bytes", "tls_cert_days",
 )})
 # Environment variables, and the field each one sets.
 _ENV = {

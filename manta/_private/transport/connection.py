@@ -579,7 +579,24 @@ async def connect(
         except ssl.SSLError as e:
             raise TlsRefused(f"TLS with {address} failed ({e.reason or e}): is it a manta node with TLS on, "
                              "and of this cluster?") from None
-    await asyncio.wait_for(conn.ready, timeout)
+    try:
+        await asyncio.wait_for(conn.ready, timeout)
+    except TimeoutError:
+        if kind == "tcp" and tls is None:
+            conn.close()
+            # The server speaks first; a TLS listener waits for a ClientHello and says nothing.
+            raise TlsRefused(f"{address} said nothing in {timeout:g} s: it may want TLS, and this process has no "
+                             "certificates (run it on a node of the cluster, or start the cluster with --tls off)"
+                             ) from None
+        raise
+    except AuthRejected:
+        raise
+    except ConnectionLost as e:
+        if tls is not None:
+            # TLS 1.3 checks the client's certificate after the client's side is done: a refusal is a close.
+            raise TlsRefused(f"{address} closed the connection in the handshake: it refused this process's "
+                             f"certificate (expired, or of another CA?) ({e})") from None
+        raise
     return conn
 
 
@@ -624,7 +641,9 @@ async def serve(
         os.chmod(host, 0o600)
         return server, address
     tls = identity.tls.server(not client_cert_optional) if identity.tls is not None else None
-    server = await loop.create_server(factory, host, port, ssl=tls)
+    server = await loop.create_server(
+        factory, host, port, ssl=tls, ssl_handshake_timeout=limits.handshake_timeout_s if tls else None,
+    )
     sockname = server.sockets[0].getsockname()
     return server, f"tcp:{sockname[0]}:{sockname[1]}"
 
