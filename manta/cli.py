@@ -140,6 +140,12 @@ def main() -> None:
               help="Runtime_env pip installs only from these indexes (repeat; default: any; give it on every node).")
 @click.option("--pip-allow-package", "pip_allow_packages", multiple=True, metavar="NAME",
               help="Runtime_env pip installs only these packages (repeat; default: any; give it on every node).")
+@click.option("--tls", "tls", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="TLS 1.3 on TCP links; auto: on when a listener or the head is not on loopback.")
+@click.option("--tls-ca", default=None, help="Bring your own: the CA certificate (PEM) of the cluster.")
+@click.option("--tls-cert", default=None, help="Bring your own: this node's certificate (PEM), signed by --tls-ca.")
+@click.option("--tls-key", default=None, help="Bring your own: this node's key (PEM).")
+@click.option("--ca-hash", default="", help="Joining: the CA fingerprint the head printed (sha256:...), pinned.")
 @click.option("--include-dashboard", default=None, help="Accepted for Ray's command line (no dashboard yet).")
 @click.option("--dashboard-port", default=None, help="Accepted for Ray's command line (no dashboard yet).")
 @click.option("--dashboard-host", default=None, help="Accepted for Ray's command line (no dashboard yet).")
@@ -154,7 +160,8 @@ def start(head: bool, address: str | None, port: int, host: str, num_cpus: float
           worker_user: str | None, pip_allow_indexes: tuple[str, ...], pip_allow_packages: tuple[str, ...],
           include_dashboard: str | None,
           dashboard_port: str | None, dashboard_host: str | None, min_worker_port: str | None,
-          max_worker_port: str | None) -> None:
+          max_worker_port: str | None, tls: str, tls_ca: str | None, tls_cert: str | None,
+          tls_key: str | None, ca_hash: str) -> None:
     """Start a head node (--head), or join this machine to a cluster (--address)."""
     from msgspec.structs import replace
 
@@ -179,8 +186,15 @@ def start(head: bool, address: str | None, port: int, host: str, num_cpus: float
             object_store_memory=object_store_memory,
             config=replace(_node_config(system_config, object_spilling_directory), labels=_labels(labels),
                            storage_encryption=storage_encryption, pip_allow_indexes=list(pip_allow_indexes),
-                           pip_allow_packages=list(pip_allow_packages), worker_user=_worker_user(worker_user)),
+                           pip_allow_packages=list(pip_allow_packages), worker_user=_worker_user(worker_user),
+                           tls=tls),
         )
+        own = (tls_ca, tls_cert, tls_key)
+        if any(own) and not all(own):
+            _fail("bring your own certificates with all three of --tls-ca, --tls-cert and --tls-key", 2)
+        tls_files = (tls_ca, tls_cert, tls_key) if tls_ca and tls_cert and tls_key else None
+        if tls == "off" and (tls_files or ca_hash):
+            _fail("--tls off: --tls-ca/--tls-cert/--tls-key/--ca-hash are for TLS on", 2)
         if storage and not head:
             _fail("--storage is for the head (start --head --storage redis://...)", 2)
         needs_storage = [flag for flag, value in (
@@ -192,7 +206,7 @@ def start(head: bool, address: str | None, port: int, host: str, num_cpus: float
         if head:
             rec = cluster.start_head(host=host, port=port, token=token, storage=storage,
                                      redis_password=password if storage else None, redis_ca=redis_ca,
-                                     audit_log=audit_log or "", **common)
+                                     audit_log=audit_log or "", tls_files=tls_files, **common)
             if rec.restarts:
                 out.print(f"manta head restarted at {rec.public_address} in its old session "
                           f"(its node was still running); state comes back from {rec.storage}")
@@ -207,7 +221,7 @@ def start(head: bool, address: str | None, port: int, host: str, num_cpus: float
             if token is None:
                 _fail("joining a cluster needs its token: pass --token-file or set MANTA_TOKEN", 2)
             assert address is not None and token is not None
-            rec = cluster.join(address, token=token, host=host, **common)
+            rec = cluster.join(address, token=token, host=host, ca_hash=ca_hash, tls_files=tls_files, **common)
             out.print(f"manta node joined the cluster at {rec.public_address}")
     except cluster.ClusterError as e:
         _fail(str(e))

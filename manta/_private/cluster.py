@@ -10,12 +10,14 @@ to that session), never anything found by name.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -253,6 +255,7 @@ def start_head(
     redis_ca: str | None = None,
     config: Config = Config(),
     audit_log: str = "",
+    tls_files: tuple[str, str, str] | None = None,
 ) -> NodeRecord:
     """Starts a head and its node; with `storage`, first looks for a head of
     this address that died while its node lives on, and restarts just it.
@@ -267,6 +270,7 @@ def start_head(
     res, store = services.node_resources(
         num_cpus, num_gpus, resources, object_store_memory, head=True, ip=_ip_of(host)
     )
+    fingerprint = _head_tls(session_dir, host, config, tls_files)
     head_local = f"unix:{session_dir}/head.sock"
     head, head_fd = _spawn_head(session_dir, token_file, [head_local, f"tcp:{host}:{port}"], target, config,
                                 audit_log)
@@ -282,7 +286,48 @@ def start_head(
         [head.pid, agent.pid], head_local, time.time(), ip, target.url if target else "",
     )
     write_record(rec)
+    if fingerprint:
+        log_tls(f"TLS on: cluster CA {fingerprint}")
     return rec
+
+
+def log_tls(line: str) -> None:
+    print(f"manta: {line}", file=sys.stderr)
+
+
+def _head_tls(session_dir: str, host: str, config: Config, tls_files: tuple[str, str, str] | None) -> str:
+    """Makes the head's TLS files when TLS is on; returns the CA's fingerprint ("" when off)."""
+    from manta._private.transport import tls_setup
+
+    if not (tls_files or tls_setup.tls_wanted(config.tls, [host])):
+        return ""
+    try:
+        if tls_files:
+            return tls_setup.bring_own(session_dir, *tls_files)
+        return tls_setup.make_head_ca(session_dir, config.tls_cert_days, (_ip_of(host), host))
+    except ValueError as e:
+        shutil.rmtree(session_dir, ignore_errors=True)
+        raise ClusterError(str(e)) from None
+
+
+def _join_tls(session_dir: str, head_address: str, host: str, token: bytes, config: Config, ca_hash: str,
+              tls_files: tuple[str, str, str] | None) -> None:
+    from manta._private.transport import tls_setup
+    from manta._private.transport.connection import AuthRejected
+
+    head_host = head_address.split(":")[1] if head_address.startswith("tcp:") else ""
+    if not (tls_files or ca_hash or tls_setup.tls_wanted(config.tls, [host, head_host])):
+        return
+    try:
+        if tls_files:
+            tls_setup.bring_own(session_dir, *tls_files)
+            return
+        fp = asyncio.run(tls_setup.join_head(head_address, token, session_dir, ca_hash, (_ip_of(host), host)))
+    except (TimeoutError, ValueError, OSError, AuthRejected) as e:
+        shutil.rmtree(session_dir, ignore_errors=True)
+        raise ClusterError(f"TLS: cannot get this node a certificate from {head_address}: {e}") from None
+    if not ca_hash:
+        log_tls(f"TLS on: the head's CA is {fp} (pass --ca-hash {fp} to pin it on the next joins)")
 
 
 def _check_storage(url: str, password: str | None, ca: str | None, config: Config) -> RedisTarget:
@@ -416,10 +461,13 @@ def join(
     token: bytes,
     host: str = "127.0.0.1",
     config: Config = Config(),
+    ca_hash: str = "",
+    tls_files: tuple[str, str, str] | None = None,
 ) -> NodeRecord:
     head_address = normalize_address(address)
     session_dir = _new_session_dir()
     token_file = services.write_token(session_dir, token)
+    _join_tls(session_dir, head_address, host, token, config, ca_hash, tls_files)
     res, store = services.node_resources(
         num_cpus, num_gpus, resources, object_store_memory, head=False, ip=_ip_of(host)
     )

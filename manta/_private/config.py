@@ -42,7 +42,7 @@ _KEYS = {
 _KEYS.update({name: name for name in (
     "max_frame_bytes", "handshake_timeout_s", "max_unauthenticated_per_peer", "max_send_buffer_bytes",
     "max_kv_entries_per_namespace", "max_kv_bytes_per_namespace", "max_named_actors", "max_placement_groups",
-    "max_pending_demands", "max_jobs", "max_dead_actors", "max_function_bytes",
+    "max_pending_demands", "max_jobs", "max_dead_actors", "max_function_bytes", "tls_cert_days",
     "job_max_actors", "job_max_cpus", "job_max_kv_bytes",
 )})
 # Environment variables, and the field each one sets.
@@ -132,6 +132,12 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     max_dead_actors: int = 100_000
     # All exported functions and actor classes, pickled (kept for restarts).
     max_function_bytes: int = 4 << 30
+
+    # -- TLS on TCP links (docs/tls.md) -------------------------------------
+    # "on", "off", or "auto": on when a listener is not on loopback.
+    tls: str = "auto"
+    # Node certificates' validity; renewed when a third is left (fractional for tests).
+    tls_cert_days: float = 30.0
 
     @classmethod
     def build(

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from manta._private.auth.pki import TlsContexts
 from manta._private.protocol.identity import (
     Claims,
     Credential,
@@ -139,10 +140,12 @@ class Identity:
     cluster_key: Ed25519PublicKey | None = None
     token_id: str = ""
     token_secret: bytes = b""
+    # The node's certificates, when its TCP links use TLS (set by the process).
+    tls: TlsContexts | None = None
 
     @classmethod
-    def of(cls, credential: Credential) -> Identity:
-        ident = cls(credential)
+    def of(cls, credential: Credential, tls: TlsContexts | None = None) -> Identity:
+        ident = cls(credential, tls=tls)
         if credential.cluster_key:
             ident.cluster_key = Ed25519PublicKey.from_public_bytes(credential.cluster_key)
         if credential.pass_blob:

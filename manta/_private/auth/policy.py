@@ -58,6 +58,7 @@ HEAD: dict[type, Role] = {
     am.ListTokens: ADMIN,
     am.RevokeToken: ADMIN,
     m.RegisterNode: CLUSTER,
+    am.IssueCert: CLUSTER,  # a node's certificate: nodes only, never a job or a person
     m.NodeResources: CLUSTER,
     m.WorkerExited: CLUSTER,
 }

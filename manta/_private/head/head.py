@@ -19,6 +19,7 @@ from typing import Any
 from msgspec.structs import replace
 
 from manta._private.auth.credentials import ClusterKeys, Identity
+from manta._private.auth.pki import load_contexts
 from manta._private.clock import Clock, monotonic
 from manta._private.config import Config
 from manta._private.control import actors as actor_texts
@@ -31,6 +32,7 @@ from manta._private.control.task_states import TaskStates
 from manta._private.head import state as state_api
 from manta._private.head.access import TOKEN_MESSAGES, HeadAccess
 from manta._private.head.bounds import Bounds, FunctionTable, KvTable
+from manta._private.head.certs import CertIssuer, refuse_without_ca
 from manta._private.head.quotas import HeadQuotas
 from manta._private.head.storage import ActorRecord, MemoryStorage, PGRecord, Storage, decode, encode
 from manta._private.protocol import auth_messages as am
@@ -120,12 +122,16 @@ class Head:
         config: Config | None = None,
         clock: Clock = monotonic,
         audit_log: str | None = None,
+        session_dir: str = "",
     ) -> None:
         self.config = config or Config()
         self.limits = Limits.of(self.config)
         self.token = token
         keys = ClusterKeys(token)
         self.identity = Identity.of(keys.node_credential("head"))
+        # TLS on its TCP listeners when the session has certificates; signs nodes' CSRs with the CA's key.
+        self.identity.tls = load_contexts(session_dir)
+        self.certs = CertIssuer.of(session_dir, self.config.tls_cert_days)
         # Who may do what, and people's tokens.
         self.access = HeadAccess(self, keys, audit_log)
         self.storage = storage or MemoryStorage()
@@ -170,6 +176,7 @@ class Head:
             server, bound = await serve(
                 address, self.identity, self.handle, on_close=self.on_close, on_connect=self.conns.add,
                 tokens=self.access.tokens, on_auth=self.access.on_auth, limits=self.limits, gate=gate,
+                client_cert_optional=True,  # joining nodes have none yet; the handshake authenticates
             )
             self.servers.append(server)
             self.addresses.append(bound)
@@ -337,6 +344,8 @@ class Head:
             self.access.handle_token(conn, msg)
         elif t is am.Rebind:
             self.access.rebind(conn, msg)
+        elif t is am.IssueCert:
+            (self.certs.handle if self.certs else refuse_without_ca)(conn, msg)
         else:
             log.warning("unexpected %s", t.__name__)
 

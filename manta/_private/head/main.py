@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     head = Head(
         token=token, addresses=args.listen, embedded=args.embedded, storage=storage, config=config,
-        audit_log=args.audit_log or os.path.join(args.session_dir, "audit.log"),
+        audit_log=args.audit_log or os.path.join(args.session_dir, "audit.log"), session_dir=args.session_dir,
     )
     try:
         loop.run_until_complete(run_head(head, args.ready_fd))

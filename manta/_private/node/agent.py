@@ -21,9 +21,11 @@ from msgspec.structs import replace
 from manta._private import ids
 from manta._private.auth import policy
 from manta._private.auth.credentials import ClusterKeys, Identity
+from manta._private.auth.pki import load_contexts
 from manta._private.clock import Clock, monotonic
 from manta._private.config import Config
 from manta._private.node import access, cgroups, memory_kills, worker_user
+from manta._private.node.cert_renewal import start_renewal
 from manta._private.node.forkserver import ForkServer
 from manta._private.node.job_passes import JobPasses
 from manta._private.node.limits import limits_of
@@ -151,6 +153,7 @@ class NodeAgent:
         # it is never handed to a worker.
         self.keys = ClusterKeys(token)
         self.identity = Identity.of(self.keys.node_credential(f"node {node_id.hex()[:8]}", node_id))
+        self.identity.tls = load_contexts(session_dir)  # TLS on TCP when the session has certificates
         self.job_passes = JobPasses(self.keys, node_id)
         self.chunk_sums = ChunkSums(self.keys.transfer_key)
         self.refusals = policy.Refusals(log)
@@ -243,6 +246,7 @@ class NodeAgent:
         reply = await self.head.request(m.RegisterNode(node=self.node_info()))
         self.head.persistent = reply.persistent
         self._schedule_report()
+        self._renewal = start_renewal(self)
         if self.config.memory_threshold < 1.0:
             asyncio.get_running_loop().create_task(memory_kills.watch(self))
 

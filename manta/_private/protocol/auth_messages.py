@@ -123,4 +123,22 @@ class RevokeToken(Msg, frozen=True):
     rid: int = 0
 
 
-REPLIES = (TokenCreated, TokenList)
+# --- node certificates (TLS on TCP links, auth.pki) ------------------------------
+
+
+class IssueCert(Msg, frozen=True):
+    """A node -> the head, after the manta handshake: sign this CSR (PEM). The
+    node's key never leaves it; `hosts` are addresses it listens on (SANs)."""
+
+    csr: bytes
+    hosts: tuple[str, ...] = ()
+    rid: int = 0
+
+
+class CertIssued(Msg, frozen=True):
+    cert: bytes  # PEM, signed by the cluster CA
+    ca: bytes  # the CA's PEM, which a joining node checks against --ca-hash
+    rid: int = 0
+
+
+REPLIES = (TokenCreated, TokenList, CertIssued)

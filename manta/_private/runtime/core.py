@@ -36,6 +36,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from manta._private.auth.credentials import Identity, raw_private, raw_public
+from manta._private.auth.pki import load_contexts
 from manta._private.clock import Clock, monotonic
 from manta._private.config import Config
 from manta._private.ids import TaskIds
@@ -128,6 +129,8 @@ class CoreRuntime:
         # A worker's pass, from its agent; a driver's token, until the head
         # gives it its job's pass (`_register`).
         self.identity = Identity.of(session.credential)
+        # A node's drivers and workers use its certificates on TCP (auth.pki).
+        self.identity.tls = load_contexts(session.session_dir)
         self.limits = Limits.of(config)
         self.peers = PeerPool(
             self.loop, self.identity, self.inbound.handle,
@@ -225,7 +228,7 @@ class CoreRuntime:
         self.head.persistent = reply.persistent
         self.identity = Identity.of(Credential(
             pass_blob=reply.pass_blob, pass_sig=reply.pass_sig, key=raw_private(key), cluster_key=reply.cluster_key,
-        ))
+        ), tls=self.identity.tls)
         self.peers.identity = self.identity
 
     async def _reregister_driver(self, conn: Connection) -> None:

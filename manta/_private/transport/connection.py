@@ -15,6 +15,7 @@ import itertools
 import logging
 import os
 import socket
+import ssl
 import stat
 import threading
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from manta._private.auth.handshake import (
     TokenBook,
     refusal,
 )
+from manta._private.auth.pki import CLUSTER_NAME
 from manta._private.protocol import auth_messages as am
 from manta._private.protocol import messages as m
 from manta._private.protocol import state_messages as sm
@@ -80,6 +82,10 @@ class PeerNodeDied(ConnectionLost):
 
 class AuthRejected(ConnectionLost):
     """The peer refused our credential, or could not prove its own."""
+
+
+class TlsRefused(AuthRejected):
+    """TLS with the peer failed: a certificate of another CA, an expired one, or a plaintext end."""
 
 
 class MessageTooLarge(ValueError):
@@ -157,7 +163,9 @@ class Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         sock = transport.get_extra_info("socket")
         if sock is not None:
-            self._fd = sock.fileno()
+            # Writing straight to the fd skips the loop; under TLS it would skip the cipher.
+            if transport.get_extra_info("ssl_object") is None:
+                self._fd = sock.fileno()
             if sock.family in (socket.AF_INET, socket.AF_INET6):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self._server_hs is not None:
@@ -360,7 +368,7 @@ class Connection(asyncio.Protocol):
             if transport is None or self.closed:
                 return
             n = 0
-            if not (self._out or transport.get_write_buffer_size()):
+            if self._fd >= 0 and not (self._out or transport.get_write_buffer_size()):
                 try:
                     n = os.write(self._fd, frame)
                 except OSError:
@@ -542,9 +550,14 @@ async def connect(
     timeout: float = 30.0,
     expect: Role | None = None,
     limits: Limits = DEFAULT_LIMITS,
+    tls: ssl.SSLContext | None = None,
 ) -> Connection:
     """Dials `address` and authenticates; `expect`: the role the server must prove (the
-    head's and agents' is CLUSTER: a job's process posing as one is refused)."""
+    head's and agents' is CLUSTER: a job's process posing as one is refused).
+
+    TCP goes over TLS when the identity has certificates (`tls` overrides: a
+    joining node's first contact); Unix sockets stay plaintext, being local
+    and in a 0700 directory."""
     loop = asyncio.get_running_loop()
     kind, host, port = parse_address(address)
 
@@ -557,8 +570,38 @@ async def connect(
     if kind == "unix":
         _, conn = await asyncio.wait_for(loop.create_unix_connection(factory, host), timeout)
     else:
-        _, conn = await asyncio.wait_for(loop.create_connection(factory, host, port), timeout)
-    await asyncio.wait_for(conn.ready, timeout)
+        if tls is None and identity.tls is not None:
+            identity.tls.refresh()
+            tls = identity.tls.client()
+        try:
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(factory, host, port, ssl=tls, server_hostname=CLUSTER_NAME if tls else None),
+                timeout,
+            )
+        except ssl.SSLCertVerificationError as e:
+            raise TlsRefused(f"{address} presented a certificate this cluster's CA does not vouch for: "
+                             f"{e.verify_message}") from None
+        except ssl.SSLError as e:
+            raise TlsRefused(f"TLS with {address} failed ({e.reason or e}): is it a manta node with TLS on, "
+                             "and of this cluster?") from None
+    try:
+        await asyncio.wait_for(conn.ready, timeout)
+    except TimeoutError:
+        if kind == "tcp" and tls is None:
+            conn.close()
+            # The server speaks first; a TLS listener waits for a ClientHello and says nothing.
+            raise TlsRefused(f"{address} said nothing in {timeout:g} s: it may want TLS, and this process has no "
+                             "certificates (run it on a node of the cluster, or start the cluster with --tls off)"
+                             ) from None
+        raise
+    except AuthRejected:
+        raise
+    except ConnectionLost as e:
+        if tls is not None:
+            # TLS 1.3 checks the client's certificate after the client's side is done: a refusal is a close.
+            raise TlsRefused(f"{address} closed the connection in the handshake: it refused this process's "
+                             f"certificate (expired, or of another CA?) ({e})") from None
+        raise
     return conn
 
 
@@ -573,17 +616,23 @@ async def serve(
     on_auth: Callable[[Connection, str], None] | None = None,
     limits: Limits = DEFAULT_LIMITS,
     gate: Gate | None = None,
+    client_cert_optional: bool = False,
 ) -> tuple[asyncio.AbstractServer, str]:
     """Listens on `address` (port 0 picks a free port); returns the bound address.
 
     `tokens`: people's tokens are accepted only where given (the head).
     `on_auth(conn, why)`: each handshake's outcome ("" when it succeeded).
-    `gate`: one per process, shared by its listeners (a new one if not given)."""
+    `gate`: one per process, shared by its listeners (a new one if not given).
+    `client_cert_optional`: the head's, for a node that joins (it has no
+    certificate until the head issues one) and a person's driver elsewhere;
+    the manta handshake authenticates them either way."""
     loop = asyncio.get_running_loop()
     kind, host, port = parse_address(address)
     gate = gate or Gate(limits)
 
     def factory() -> Connection:
+        if identity.tls is not None:
+            identity.tls.refresh()  # before this connection's TLS starts: a renewed cert is used
         conn = Connection(
             identity, server_side=True, handler=handler, on_close=on_close, tokens=tokens, on_auth=on_auth,
             limits=limits, gate=gate,
@@ -599,7 +648,10 @@ async def serve(
         shared = os.stat(os.path.dirname(host) or ".").st_mode & stat.S_ISGID
         os.chmod(host, 0o660 if shared else 0o600)
         return server, address
-    server = await loop.create_server(factory, host, port)
+    tls = identity.tls.server(not client_cert_optional) if identity.tls is not None else None
+    server = await loop.create_server(
+        factory, host, port, ssl=tls, ssl_handshake_timeout=limits.handshake_timeout_s if tls else None,
+    )
     sockname = server.sockets[0].getsockname()
     return server, f"tcp:{sockname[0]}:{sockname[1]}"
 
