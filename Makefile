@@ -4,8 +4,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.test-installed
+# The test environment, pinned with hashes: `make lock` writes it from
+# pyproject.toml's dependencies and test extras (and the build backend).
+LOCK := requirements/test.lock
+UV_VERSION := 0.13.9
 
-.PHONY: demo test unit cluster lint bench clean redis-server fuzz
+.PHONY: demo test unit cluster lint bench clean redis-server lock fuzz
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,9 +17,22 @@ $(STAMP): pyproject.toml
 	PYTHONWARNINGS=ignore $(PY) -m pip install --quiet -e .
 	touch $(STAMP)
 
-$(TEST_STAMP): $(STAMP)
-	PYTHONWARNINGS=ignore $(PY) -m pip install --quiet -e '.[test]'
+# Everything from the lock, each file checked against its hash; then manta
+# itself, built with the locked setuptools (no build isolation, which would
+# fetch an unpinned one) and without resolving anything more.
+$(TEST_STAMP): pyproject.toml $(LOCK)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	PYTHONWARNINGS=ignore $(PY) -m pip install --quiet --require-hashes --no-deps -r $(LOCK)
+	PYTHONWARNINGS=ignore $(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(TEST_STAMP)
+
+# uv resolves; it is a tool of this target only, installed (pinned) beside
+# the project's packages and never one of its dependencies.
+lock:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	test -x $(VENV)/bin/uv || PYTHONWARNINGS=ignore $(PY) -m pip install --quiet 'uv==$(UV_VERSION)'
+	$(VENV)/bin/uv pip compile pyproject.toml requirements/build.in --extra test --generate-hashes \
+	  --universal --python-version 3.11 --custom-compile-command 'make lock' --quiet -o $(LOCK)
 
 demo: $(STAMP)
 	$(PY) examples/quickstart.py

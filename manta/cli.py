@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import time
@@ -24,6 +25,17 @@ def _console(stderr: bool = False) -> Any:
     from rich.console import Console
 
     return Console(stderr=stderr, highlight=False)
+
+
+def _cell(value: object) -> Any:
+    """A value for a table: as plain text (not rich markup, which could make
+    links), its control sequences shown, not sent (runtime/terminal.py):
+    names, keys and causes in state and audit records come from users' code."""
+    from rich.text import Text
+
+    from manta._private.runtime.terminal import safe_line
+
+    return Text(" ".join(safe_line(line) for line in str(value).split("\n")))
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -122,6 +134,12 @@ def main() -> None:
 @click.option("--labels", default=None, help="This node's labels: key=value,key2=value2 (or a JSON object).")
 @click.option("--audit-log", default=None, help="Head only: where to write the audit trail "
               "(default: audit.log in the session directory; read it with `manta audit`).")
+@click.option("--worker-user", default=None, help="Run workers as this unprivileged user (the node must run "
+              "as root): user code then cannot read the session's token, logs or spilled objects.")
+@click.option("--pip-allow-index", "pip_allow_indexes", multiple=True, metavar="URL",
+              help="Runtime_env pip installs only from these indexes (repeat; default: any; give it on every node).")
+@click.option("--pip-allow-package", "pip_allow_packages", multiple=True, metavar="NAME",
+              help="Runtime_env pip installs only these packages (repeat; default: any; give it on every node).")
 @click.option("--include-dashboard", default=None, help="Accepted for Ray's command line (no dashboard yet).")
 @click.option("--dashboard-port", default=None, help="Accepted for Ray's command line (no dashboard yet).")
 @click.option("--dashboard-host", default=None, help="Accepted for Ray's command line (no dashboard yet).")
@@ -133,6 +151,7 @@ def start(head: bool, address: str | None, port: int, host: str, num_cpus: float
           token_file: str | None, storage: str, redis_password_file: str | None, redis_password: str | None,
           redis_ca: str | None, storage_encryption: bool, object_spilling_directory: str | None,
           system_config: str | None, block: bool, labels: str | None, audit_log: str | None,
+          worker_user: str | None, pip_allow_indexes: tuple[str, ...], pip_allow_packages: tuple[str, ...],
           include_dashboard: str | None,
           dashboard_port: str | None, dashboard_host: str | None, min_worker_port: str | None,
           max_worker_port: str | None) -> None:
@@ -159,7 +178,8 @@ def start(head: bool, address: str | None, port: int, host: str, num_cpus: float
             num_cpus=num_cpus, num_gpus=num_gpus, resources=_resources(resources),
             object_store_memory=object_store_memory,
             config=replace(_node_config(system_config, object_spilling_directory), labels=_labels(labels),
-                           storage_encryption=storage_encryption),
+                           storage_encryption=storage_encryption, pip_allow_indexes=list(pip_allow_indexes),
+                           pip_allow_packages=list(pip_allow_packages), worker_user=_worker_user(worker_user)),
         )
         if storage and not head:
             _fail("--storage is for the head (start --head --storage redis://...)", 2)
@@ -195,6 +215,16 @@ def start(head: bool, address: str | None, port: int, host: str, num_cpus: float
         _fail(str(e), 2)
     if block:
         _block(rec)
+
+
+def _worker_user(name: str | None) -> str:
+    """--worker-user, checked here so that a wrong one fails the command, not the node's start."""
+    if not name:
+        return ""
+    from manta._private.node.worker_user import check_python, resolve
+
+    check_python(resolve(name, os.geteuid()))  # ValueError: said with exit code 2
+    return name
 
 
 def _block(rec: Any) -> None:
@@ -386,7 +416,7 @@ def _show(records: list[Any], fmt: str) -> None:
         columns = [k for k, v in rows[0].items() if not isinstance(v, (dict, list))]
         table = Table(*columns, box=None, pad_edge=False)
         for row in rows:
-            table.add_row(*("" if row[c] is None else str(row[c]) for c in columns))
+            table.add_row(*(_cell("" if row[c] is None else row[c]) for c in columns))
         _console().print(table)
 
 
@@ -502,7 +532,7 @@ def token_list(address: str | None, token_file: str | None) -> None:
     table = Table("id", "role", "namespaces", "created", "expires", "state", "note", box=None, pad_edge=False)
     for t in answer.tokens:
         table.add_row(t.token_id, t.role.name.lower(), ", ".join(t.namespaces) or "all", _when(t.created),
-                      _when(t.expires) if t.expires else "never", "revoked" if t.revoked else "valid", t.note)
+                      _when(t.expires) if t.expires else "never", "revoked" if t.revoked else "valid", _cell(t.note))
     _console().print(table)
 
 
@@ -531,6 +561,7 @@ def audit(follow: bool, since: str | None, path: str | None, as_json: bool, addr
     import time
 
     from manta._private import cluster
+    from manta._private.runtime.terminal import safe_line
 
     if path is None:
         try:
@@ -563,9 +594,11 @@ def audit(follow: bool, since: str | None, path: str | None, as_json: bool, addr
             target = f" {rec_['target']}" if rec_.get("target") else ""
             ns = f" [{rec_['namespace']}]" if rec_.get("namespace") else ""
             detail = f": {rec_['detail']}" if rec_.get("detail") else ""
-            click.echo(f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(rec_['time']))} {rec_['outcome']:7} "
-                       f"{rec_['action']}{target}{ns} by {rec_['principal']} ({rec_['role']}) "
-                       f"from {rec_['peer'] or '-'}{detail}", nl=True)
+            text = (f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(rec_['time']))} {rec_['outcome']:7} "
+                    f"{rec_['action']}{target}{ns} by {rec_['principal']} ({rec_['role']}) "
+                    f"from {rec_['peer'] or '-'}{detail}")
+            # Keys, names and causes come from users: shown, never sent to the terminal as controls.
+            click.echo(" ".join(safe_line(part) for part in text.split("\n")), nl=True)
 
 
 def _when(t: float) -> str:

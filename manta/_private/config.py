@@ -35,6 +35,7 @@ _KEYS = {
     "task_events_report_interval_ms": "task_events_ms",
     "task_events_max_num_task_in_gcs": "max_task_states",
     "automatic_object_spilling_enabled": "spilling",
+    "transfer_checksums": "transfer_checksums",
     "maximum_gcs_destroyed_actor_cached_count": "max_dead_actors",
 }
 # Bounds with no Ray name are set under their own (docs/security-dos.md).
@@ -90,6 +91,17 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     # The head encrypts what it writes to its storage (manta start --head
     # --storage-encryption); it always authenticates it.
     storage_encryption: bool = False
+    # Workers run as this user (manta start --worker-user; the node runs as
+    # root): they cannot read the session's secrets. "": the agent's own.
+    worker_user: str = ""
+    # A node checks every chunk it pulls from another node against the
+    # sender's keyed digest (node/transfer.py); off only to measure its cost.
+    transfer_checksums: bool = True
+    # Where runtime_env pip may install from, and what (manta start
+    # --pip-allow-index URL --pip-allow-package NAME; node/pip_policy.py).
+    # Empty: anything, as in Ray.
+    pip_allow_indexes: list[str] = msgspec.field(default_factory=list)
+    pip_allow_packages: list[str] = msgspec.field(default_factory=list)
 
     # -- bounds against a peer that asks too much (docs/security-dos.md) ----
     # The largest frame accepted after authentication: objects move in 4 MiB

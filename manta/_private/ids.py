@@ -9,10 +9,14 @@
     actor id    a task id (the actor's own, not its creation task's)
     job id      an int, shown as 4 little-endian bytes in hex (as Ray does)
     node, worker id   16 random bytes; placement group id  18 random bytes
+    function id 32 bytes: the BLAKE2b hash of the pickled function or class,
+                so a blob can be checked against the id it is stored and
+                loaded under (the head on store, a worker on load)
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 
@@ -105,3 +109,21 @@ def new_placement_group_id() -> bytes:
 def new_token() -> bytes:
     """A cluster token: 32 random bytes."""
     return os.urandom(32)
+
+
+# Domain-separated, so a function id is never the hash of anything else manta hashes.
+_FUNCTION_PERSON = b"manta-function"
+
+
+def function_id(blob: bytes) -> bytes:
+    """The id a pickled function or class is stored under: its content hash
+    (256 bits, so no one can make two blobs with one id)."""
+    return hashlib.blake2b(blob, digest_size=32, person=_FUNCTION_PERSON).digest()
+
+
+def function_mismatch(fn_id: bytes, blob: bytes) -> str:
+    """Why `blob` may not be stored or loaded as function `fn_id` ("" if it may)."""
+    if function_id(blob) == fn_id:
+        return ""
+    return (f"function id {fn_id.hex()[:16]}... is not the hash of the {len(blob)}-byte blob sent with it: "
+            f"a function is stored and loaded only under its own content hash")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import sys
 import warnings
@@ -13,7 +12,7 @@ from msgspec.structs import replace
 
 from manta import exceptions as exc
 from manta._private import dag, session
-from manta._private.ids import ActorID
+from manta._private.ids import ActorID, function_id
 from manta._private.options import check_namespace, concurrency_groups
 from manta._private.options import validate as validate_options
 from manta._private.protocol import messages as m
@@ -248,7 +247,7 @@ class _Exported:
                     f"array or other object from its scope: put that in the object store (put()) and "
                     f"pass the ref instead."
                 )
-            exported = self._exported = (hashlib.blake2b(blob, digest_size=16).digest(), blob)
+            exported = self._exported = (function_id(blob), blob)
         fn_id, blob = exported
         rt.export_function(fn_id, blob, self._obj)
         return fn_id

@@ -23,6 +23,7 @@ from manta._private.options import check_namespace
 from manta._private.protocol import messages as m
 from manta._private.runtime import context
 from manta._private.runtime.packaging import PACKAGE_FIELDS, check_runtime_env
+from manta._private.runtime.terminal import safe_line, safe_lines
 from manta._private.version import VERSION
 from manta.exceptions import AuthenticationError
 
@@ -307,9 +308,11 @@ def _info() -> InitInfo:
 
 def _print_log(msg: Any) -> None:
     stream = sys.stderr if msg.is_err else sys.stdout
-    lines = msg.text.splitlines()
+    # What tasks print reaches this terminal: no control sequence of theirs may.
+    lines = safe_lines(msg.text)
+    prefix = safe_line(msg.prefix)
     try:
-        stream.write("".join(f"({msg.prefix}) {line}\n" for line in lines))
+        stream.write("".join(f"({prefix}) {line}\n" for line in lines))
         stream.flush()
     except Exception:
         pass

@@ -15,11 +15,12 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "cluster"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from integrity_support import alive, wait_until  # noqa: E402
 from tests_support import BACKEND, manta_cli  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -56,21 +57,6 @@ def finish(proc, timeout=120):
     out, err = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, out + err
     return out
-
-
-def alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ")[1][0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-def wait_until(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def test_another_jobs_task_sees_nothing_a_job_left_in_its_worker(cluster):

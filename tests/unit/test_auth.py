@@ -169,7 +169,7 @@ def test_every_head_message_type_is_in_the_table_or_needs_the_cluster():
         node_id=b"n", available={}, pending=[], total={}))
     assert policy.refusal(policy.HEAD, submit, am.CreateToken(role=Role.VIEW))
     # A type nobody listed needs the cluster's own role.
-    assert "cluster role" in policy.refusal(policy.HEAD, submit, m.StoreChunk(rid=1, data=b""))
+    assert "cluster role" in policy.refusal(policy.HEAD, submit, m.StoreChunk(rid=1, digest=b"", data=b""))
     assert policy.namespace_refusal(submit, "a", "x") == ""
     assert "namespace 'b'" in policy.namespace_refusal(submit, "b", "write KV entries")
     admin = msgspec.structs.replace(submit, role=Role.ADMIN)

@@ -76,8 +76,8 @@ def test_malformed_message_raises_decode_error():
 
 def test_a_chunk_sent_as_prefix_and_raw_bytes_decodes_as_a_store_chunk():
     data = bytes(range(256)) * 1000
-    msg = m.decode(m.chunk_prefix(42, len(data)) + data)
-    assert isinstance(msg, m.StoreChunk) and msg.rid == 42 and bytes(msg.data) == data
+    msg = m.decode(m.chunk_prefix(42, len(data), b"d" * 16) + data)
+    assert isinstance(msg, m.StoreChunk) and msg.rid == 42 and bytes(msg.data) == data and msg.digest == b"d" * 16
     assert m.decode(m.chunk_prefix(1, 0)).data == b""
 
 

@@ -60,3 +60,16 @@ def test_task_error_is_instance_of_cause_and_survives_pickle():
 def test_get_timeout_error_is_timeout_error():
     assert issubclass(exc.GetTimeoutError, TimeoutError)
     assert issubclass(exc.ActorDiedError, exc.RayActorError)
+
+
+def test_a_worker_loads_a_function_only_under_its_own_content_hash():
+    from manta._private.ids import function_id
+    from manta._private.runtime.serialization import dumps_function, load_function
+    from manta.exceptions import RaySystemError
+
+    blob = dumps_function(len)
+    assert load_function(function_id(blob), blob) is len
+    poison = dumps_function(abs)
+    with pytest.raises(RaySystemError, match="is not the hash of"):
+        load_function(function_id(blob), poison)  # a known id, another blob
+    assert len(function_id(blob)) == 32 and function_id(blob) != function_id(poison)

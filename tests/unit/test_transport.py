@@ -115,3 +115,29 @@ def test_a_pass_of_another_cluster_is_refused_with_the_reason(loop):
     run(loop, go())
     os.unlink(f"{d}/s.sock")
     os.rmdir(d)
+
+
+def test_peer_cred_names_the_process_at_the_other_end_of_a_unix_socket_and_nothing_over_tcp():
+    import socket
+
+    from manta._private.transport import peercred
+
+    class Transport:  # what asyncio's transports answer
+        def __init__(self, sock):
+            self.sock = sock
+
+        def get_extra_info(self, name):
+            return self.sock if name == "socket" else None
+
+    a, b = socket.socketpair(socket.AF_UNIX)
+    tcp = socket.socket()
+    try:
+        if peercred.SUPPORTED:
+            cred = peercred.peer_cred(Transport(a))
+            assert cred is not None and (cred.pid, cred.uid) == (os.getpid(), os.getuid())
+        assert peercred.is_unix(Transport(a))
+        assert not peercred.is_unix(Transport(tcp)) and peercred.peer_cred(Transport(tcp)) is None
+        assert peercred.peer_cred(None) is None
+    finally:
+        for s in (a, b, tcp):
+            s.close()

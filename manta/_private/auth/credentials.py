@@ -103,6 +103,8 @@ class ClusterKeys:
         self._signing = Ed25519PrivateKey.from_private_bytes(derive(secret, b"pass signing"))
         self.public = raw_public(self._signing.public_key())
         self._token_key = derive(secret, b"person tokens")
+        # Keys the digests of object chunks sent between nodes (node/transfer.py).
+        self.transfer_key = derive(secret, b"transfer checksums")
 
     def token_secret(self, token_id: str) -> bytes:
         return _token_secret(self._token_key, token_id)

@@ -25,6 +25,7 @@ from manta._private.auth.credentials import LOCAL_ADMIN, AuthFailed, ClusterKeys
 from manta._private.auth.handshake import check_rebind
 from manta._private.head.storage import decode, encode
 from manta._private.head.tokens import TokenTable
+from manta._private.ids import function_mismatch
 from manta._private.protocol import auth_messages as am
 from manta._private.protocol import checks
 from manta._private.protocol import messages as m
@@ -61,6 +62,9 @@ class HeadAccess:
             m.KvList: lambda p, msg: policy.namespace_refusal(p, msg.namespace, "list KV entries"),
             m.KvPut: lambda p, msg: policy.namespace_refusal(p, msg.namespace, "write KV entries"),
             m.KvDel: lambda p, msg: policy.namespace_refusal(p, msg.namespace, "delete KV entries"),
+            # Stored only under its own content hash, so no one can plant code
+            # under the id of another job's function (they share ids by content).
+            m.PutFunction: lambda p, msg: function_mismatch(msg.fn_id, msg.blob),
             m.RegisterDriver: self._driver_refusal,
             m.RegisterNode: lambda p, msg: policy.node_refusal(p, msg.node.node_id),
             m.NodeResources: lambda p, msg: policy.node_refusal(p, msg.node_id),
@@ -265,6 +269,7 @@ AUDITED: dict[type, Callable[[Any], tuple[str, str, str]]] = {
     m.KvPut: lambda msg: ("kv.put", _ns_key(msg), msg.namespace),
     m.KvDel: lambda msg: ("kv.delete", _ns_key(msg), msg.namespace),
     m.RegisterNode: lambda msg: ("node.join", msg.node.node_id.hex(), ""),
+    m.PutFunction: lambda msg: ("function.put", msg.fn_id.hex(), ""),
     m.ShutdownCluster: lambda msg: ("cluster.shutdown", "", ""),
 }
 

@@ -1,8 +1,9 @@
 """What a node agent lets each peer do (see `auth.policy` for the roles).
 
 Beyond the role each message needs: a job's process asks for leases and
-registers only as itself (its job, its worker id), and a worker reports
-its blocked and unblocked times only for itself.
+registers only as itself (its job, its worker id, and its own pid, which
+the kernel vouches for: the agent later signals that pid), and a worker
+reports its blocked and unblocked times only for itself.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from manta._private.auth import policy
 from manta._private.protocol import checks
 from manta._private.protocol import messages as m
 from manta._private.protocol.identity import Kind, Principal, Role
+from manta._private.transport import peercred
 from manta._private.transport.connection import Connection
 
 log = logging.getLogger(__name__)
@@ -58,3 +60,17 @@ def refused(refusals: policy.Refusals, conn: Connection, msg: Any) -> bool:
         refusals.answer(conn, msg, bad, m.ErrorKind.VALUE)
         return True
     return False
+
+
+def pid_refusal(conn: Connection, msg: m.RegisterClient, forked_pid: int | None) -> str:
+    """Why `msg`'s claimed pid is not its sender's ("" if it is). Only a process
+    on this node's Unix socket may register, and only as the pid that
+    connected it; a worker also only as the pid its fork server reported."""
+    if not peercred.is_unix(conn.transport):
+        return "a process registers with its node's agent only over the node's Unix socket"
+    cred = peercred.peer_cred(conn.transport)
+    if cred is not None and cred.pid != msg.pid:
+        return f"a process may register only as itself: it claimed pid {msg.pid}, but pid {cred.pid} connected"
+    if forked_pid is not None and forked_pid != msg.pid:
+        return f"worker {msg.worker_id.hex()[:12]} is pid {forked_pid}, not {msg.pid}"
+    return ""

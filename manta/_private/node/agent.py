@@ -23,16 +23,18 @@ from manta._private.auth import policy
 from manta._private.auth.credentials import ClusterKeys, Identity
 from manta._private.clock import Clock, monotonic
 from manta._private.config import Config
-from manta._private.node import access
+from manta._private.node import access, cgroups, memory_kills, worker_user
 from manta._private.node.forkserver import ForkServer
 from manta._private.node.job_passes import JobPasses
-from manta._private.node.memory import Candidate, MemoryMonitor, memory_usage
+from manta._private.node.limits import limits_of
 from manta._private.node.pip_envs import PipEnvironments, SetupFailed
+from manta._private.node.pip_policy import PipPolicy
 from manta._private.node.reporting import ReportSchedule
-from manta._private.node.roster import INTENDED_SYSTEM_EXIT, NODE_OUT_OF_MEMORY, Roster
+from manta._private.node.roster import INTENDED_SYSTEM_EXIT, Roster
 from manta._private.node.spill import OutOfDisk, SpillCorrupt, Spilling
 from manta._private.node.state import HANDLED as STATE_MESSAGES
 from manta._private.node.state import NodeStateAnswers
+from manta._private.node.transfer import ChunkSums, pull_chunks
 from manta._private.objectstore.region import Region
 from manta._private.objectstore.store import ObjectExists, StoredObject, StoreError, StoreFull, StoreTable
 from manta._private.protocol import auth_messages as am
@@ -50,9 +52,6 @@ from manta._private.transport.link import HeadLink
 
 log = logging.getLogger(__name__)
 
-# Transfers move 4 MiB frames, four in flight: enough to keep a link busy.
-CHUNK = 4 << 20
-PULL_WINDOW = 4
 # How often a pull waiting for room in a full store (spilling off) looks again.
 PULL_ROOM_POLL_S = 0.05
 
@@ -153,6 +152,7 @@ class NodeAgent:
         self.keys = ClusterKeys(token)
         self.identity = Identity.of(self.keys.node_credential(f"node {node_id.hex()[:8]}", node_id))
         self.job_passes = JobPasses(self.keys, node_id)
+        self.chunk_sums = ChunkSums(self.keys.transfer_key)
         self.refusals = policy.Refusals(log)
         self.node_id = node_id
         self.resources = resources
@@ -178,11 +178,17 @@ class NodeAgent:
         self.granted: dict[int, GrantedLease] = {}
         # Workers the memory monitor killed, and why (their exit reason).
         self.oom_killed: dict[bytes, str] = {}
+        # Each worker's cgroups (found at start: `cgroups.detect`).
+        self.cgroups = cgroups.Cgroups.off("the agent has not started")
+        self.worker_user: worker_user.WorkerUser | None = None
         self.server: asyncio.AbstractServer | None = None
         self.tcp_server: asyncio.AbstractServer | None = None
         self.zygote = fork_server or ForkServer(os.path.join(session_dir, "logs", "workers.log"))
         # runtime_env pip environments, and a fork server in each one in use.
-        self.pip_envs = PipEnvironments(os.path.join(session_dir, "runtime_resources", "pip"))
+        self.pip_envs = PipEnvironments(
+            os.path.join(session_dir, "runtime_resources", "pip"),
+            PipPolicy.of(self.config.pip_allow_indexes, self.config.pip_allow_packages),
+        )
         self.env_zygotes: dict[str, ForkServer] = {}
         self.pending_leases: dict[int, PendingLease] = {}
         self.worker_pids: dict[bytes, int] = {}
@@ -210,6 +216,8 @@ class NodeAgent:
     # -- start / stop -----------------------------------------------------
 
     async def start(self) -> None:
+        # Before any socket of ours exists: the sockets directory is opened to the workers' user first.
+        self.worker_user = worker_user.for_node(self.config.worker_user, self.session_dir)
         lim, gate = self.limits, Gate(self.limits)
         self.server, self.address = await serve(
             self.address, self.identity, self.handle, on_close=self.on_close, limits=lim, gate=gate
@@ -219,6 +227,7 @@ class NodeAgent:
             self.tcp_server, self.public_address = await serve(
                 f"tcp:{self.node_ip}:0", self.identity, self.handle, on_close=self.on_close, limits=lim, gate=gate
             )
+        self.cgroups = cgroups.for_node(self.node_id.hex()[:8], self.session_dir)
         await self._start_zygote()
         for _ in range(60):
             try:
@@ -235,34 +244,7 @@ class NodeAgent:
         self.head.persistent = reply.persistent
         self._schedule_report()
         if self.config.memory_threshold < 1.0:
-            asyncio.get_running_loop().create_task(self._memory_monitor())
-
-    async def _memory_monitor(self) -> None:
-        """Kills a worker when node memory passes the threshold (`MemoryMonitor`
-        decides), before the kernel's OOM killer takes something that matters more."""
-        interval = self.config.memory_monitor_ms / 1000
-        monitor = MemoryMonitor(self.config.memory_threshold)
-        while not self.stopping.is_set():
-            await asyncio.sleep(interval)
-            used, total = memory_usage()
-            busy = {g.worker_id: (lid, g) for lid, g in self.granted.items() if g.worker_id in self.worker_pids}
-            kill = monitor.check(
-                self.clock(), used, total,
-                lambda: [Candidate(w, g.retriable, g.granted) for w, (_, g) in busy.items()],
-                self.worker_pids,
-            )
-            if kill is None:
-                continue
-            lease_id, lease = busy[kill.worker_id]
-            log.warning("%s (lease %d, %s)", kill.reason, lease_id, "retriable" if lease.retriable else "not retriable")
-            self.oom_killed[kill.worker_id] = kill.reason
-            self.roster.ending(kill.worker_id, NODE_OUT_OF_MEMORY, kill.reason)
-            if not lease.for_actor and not lease.owner.closed:
-                lease.owner.send(m.LeaseKilled(lease_id=lease_id, reason=kill.reason))
-            try:
-                os.kill(self.worker_pids[kill.worker_id], signal.SIGKILL)
-            except (KeyError, ProcessLookupError):
-                pass
+            asyncio.get_running_loop().create_task(memory_kills.watch(self))
 
     async def _reregister(self, conn: Connection) -> None:
         """Tells a restarted head who we are and what we run."""
@@ -288,7 +270,7 @@ class NodeAgent:
         )
 
     async def _start_zygote(self) -> None:
-        self.zygote.send(self._fork_config(self.prestart))
+        self.zygote.configure(self._fork_config(self.prestart), self.region.fd)
         asyncio.get_running_loop().create_task(self._read_zygote(self.zygote))
 
     def _fork_config(self, prestart: int) -> m.ForkConfig:
@@ -297,11 +279,14 @@ class NodeAgent:
             credential=Credential(cluster_key=self.keys.public), node_id=self.node_id, node_ip=self.node_ip,
         )
         workers = [self._fork_request(ids.new_worker_id(), lt.SPARE) for _ in range(prestart)]
-        return m.ForkConfig(session=session, config=self.config, prestart=workers)
+        user = self.worker_user
+        return m.ForkConfig(session=session, config=self.config, prestart=workers,
+                            worker_uid=user.uid if user else -1, worker_gid=user.gid if user else -1)
 
     def _fork_request(self, worker_id: bytes, job_id: int, env: dict[str, str] | None = None) -> m.ForkWorker:
         """What the fork server needs to start a worker: its id, its environment and its pass."""
-        return m.ForkWorker(worker_id=worker_id, env=env or {}, credential=self.job_passes.credential(worker_id, job_id))
+        return m.ForkWorker(worker_id=worker_id, env=env or {}, credential=self.job_passes.credential(worker_id, job_id),
+                            cgroups=self.cgroups.create(worker_id))
 
     async def _read_zygote(self, zygote: ForkServer, env: str = "") -> None:
         """Follows a fork server's reports; `env` names a pip environment's."""
@@ -321,6 +306,7 @@ class NodeAgent:
                 self.roster.launched(rec.worker_id, rec.pid)
             elif isinstance(rec, m.WorkerReaped):
                 self.roster.reaped(rec.pid, rec.code)
+                self.cgroups.sweep()
                 for wid, p in list(self.worker_pids.items()):
                     if p == rec.pid:
                         self._worker_gone(wid, f"worker process {rec.pid} exited with code {rec.code}", rec.code)
@@ -391,7 +377,7 @@ class NodeAgent:
             zygote = self.env_zygotes[digest] = ForkServer(
                 os.path.join(self.session_dir, "logs", "workers.log"), python, self.pip_envs.environment(python),
             )
-            zygote.send(self._fork_config(prestart=0))
+            zygote.configure(self._fork_config(prestart=0), self.region.fd)
             asyncio.get_running_loop().create_task(self._read_zygote(zygote, digest))
         return zygote
 
@@ -424,6 +410,7 @@ class NodeAgent:
         self.zygote.kill()
         for zygote in self.env_zygotes.values():
             zygote.kill()
+        self.cgroups.close()
         if self.server is not None:
             self.server.close()
         if self.tcp_server is not None:
@@ -507,6 +494,7 @@ class NodeAgent:
         )
         if pending.msg.for_actor:
             self.actor_workers[c.worker_id] = pending.msg.actor_id
+        self.cgroups.limit(c.worker_id, limits_of(pending.msg.resources))
         self.roster.leased(c.worker_id, pending.msg.job_id)
         pending.conn.reply(
             pending.msg,
@@ -580,6 +568,7 @@ class NodeAgent:
             if granted is None or not access.may_return(conn, granted.owner):
                 return  # not the asker's lease (found by the fuzz run: any job could end another's worker)
             del self.granted[msg.lease_id]
+            memory_kills.lease_returned(self, conn, msg.lease_id, granted, msg.kill)
             self._run(self.leases.return_lease(msg.lease_id, msg.kill))
         elif t is m.StoreCreate:
             try:
@@ -797,24 +786,16 @@ class NodeAgent:
             if type(info) is not m.StorePinned or info.size < 0:
                 raise ObjectLostError(f"{source} answered {info!r} to a pin")
             offset = await self._room_for_pull(oid, info.size)
+            view = self.region.view
+
+            def write(at: int, chunk: memoryview) -> None:
+                view[offset + at : offset + at + len(chunk)] = chunk
+
             try:
-                pos = 0
-                inflight: list[tuple[int, int, asyncio.Future[Any]]] = []
-                while pos < info.size or inflight:
-                    while pos < info.size and len(inflight) < PULL_WINDOW:
-                        n = min(CHUNK, info.size - pos)
-                        inflight.append((pos, n, peer.request(m.StoreReadChunk(object_id=oid, offset=pos, length=n))))
-                        pos += n
-                    at, n, fut = inflight.pop(0)
-                    chunk = (await fut).data
-                    if len(chunk) != n:
-                        # Only the bytes asked for land in the store: a short
-                        # chunk would leave a hole, a long one overwrite the
-                        # object next to it.
-                        raise ObjectLostError(
-                            f"{source} sent {len(chunk)} bytes for the {n} at offset {at} of {info.size}"
-                        )
-                    self.region.view[offset + at : offset + at + n] = chunk
+                sums = self.chunk_sums if self.config.transfer_checksums else None
+                retried = await pull_chunks(peer, oid, info.size, write, sums, source)
+                if retried:
+                    log.warning("pulling %s from %s: asked again for %d damaged chunks", oid.hex(), source, retried)
             except BaseException:
                 self.store.objects[oid].sealed = True  # let free() release it
                 self.store.free(oid)
@@ -851,9 +832,16 @@ class NodeAgent:
             conn.reply_error(msg, m.ErrorKind.OBJECT_LOST, str(_lost(msg.object_id, "not pinned by the reader")))
             return
         start = obj.offset + msg.offset
-        conn.send_chunk(msg.rid, self.region.view[start : start + msg.length])
+        data = self.region.view[start : start + msg.length]
+        tag = self.chunk_sums.tag(msg.object_id, msg.offset, data, msg.nonce) if msg.nonce else b""
+        conn.send_chunk(msg.rid, data, tag)
 
     def _register(self, conn: Connection, msg: m.RegisterClient) -> None:
+        forked = self.worker_pids.get(msg.worker_id) if msg.kind is m.ClientKind.WORKER else None
+        why = access.pid_refusal(conn, msg, forked)
+        if why:
+            self.refusals.answer(conn, msg, why)
+            return
         conn.peer = Client(msg.kind, msg.worker_id, msg.job_id, msg.pid, msg.address)
         self.roster.registered(msg.worker_id, msg.pid, msg.kind is m.ClientKind.DRIVER, msg.job_id, conn)
         conn.reply(
@@ -932,6 +920,7 @@ class NodeAgent:
             self.roster.exit(client.worker_id, None, "its connection closed")
 
     def _worker_gone(self, worker_id: bytes, reason: str, code: int | None) -> None:
+        memory_kills.worker_gone(self, worker_id)
         self.roster.exit(worker_id, code, reason)
         self.job_passes.forget_worker(worker_id)
         pid = self.worker_pids.pop(worker_id, None)

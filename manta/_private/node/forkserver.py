@@ -8,6 +8,10 @@ typed messages (`messages.ForkMessage`):
     agent -> zygote   ForkConfig (once, first), then ForkWorker per worker
     zygote -> agent   WorkerForked(worker_id, pid) | WorkerReaped(pid, code)
 
+With the ForkConfig, the agent passes the store's memfd over a Unix
+socketpair (SCM_RIGHTS); every worker inherits it at fork, so no worker
+opens /proc/<agent>/fd/N (which one running as another user could not).
+
 Workers die with the zygote (PR_SET_PDEATHSIG), and the zygote dies with
 the agent, so no worker outlives its node.
 """
@@ -17,6 +21,7 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import socket
 import subprocess
 import sys
 from typing import Any
@@ -53,14 +58,23 @@ class ForkServer:
             env[OMP_FROM_USER] = "1"
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             env.setdefault(var, "1")
-        with open(log_path, "ab") as err:
+        self._fds, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        with open(log_path, "ab") as err, theirs:
             self.proc = subprocess.Popen(
-                [python, "-m", ZYGOTE_MAIN],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, env=env,
+                [python, "-m", ZYGOTE_MAIN, str(theirs.fileno())],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, env=env, pass_fds=[theirs.fileno()],
             )
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self._in = self.proc.stdin.fileno()
         self.stdout = self.proc.stdout
+
+    def configure(self, msg: m.ForkConfig, store_fd: int) -> None:
+        """The first message, and the store's descriptor for every worker."""
+        self.send(msg)
+        try:
+            socket.send_fds(self._fds, [b"s"], [store_fd])
+        except OSError:
+            pass  # as in send
 
     def send(self, msg: m.ForkConfig | m.ForkWorker) -> None:
         try:
@@ -72,6 +86,7 @@ class ForkServer:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
+        self._fds.close()
 
 
 def die_with_parent(sig: int = signal.SIGKILL) -> None:

@@ -10,7 +10,9 @@ The environment sees manta and everything installed beside it: a `.pth`
 file adds the agent's site directories after the environment's own, so
 what pip installs there wins and the rest is shared (as a virtualenv with
 system site packages would, but for a parent that is a venv itself). uv
-builds it where it is on PATH, else `venv` and the parent's pip.
+builds it where it is on PATH, else `venv` and the parent's pip. A node
+whose admin restricted pip sources (`node/pip_policy.py`) refuses a spec
+asking for others before it runs anything.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import shutil
 import site
 import sys
 
+from manta._private.node.pip_policy import PipPolicy
 from manta._private.protocol.runtime_env import PipSpec, env_hash
 
 log = logging.getLogger(__name__)
@@ -36,8 +39,9 @@ class SetupFailed(Exception):
 
 
 class PipEnvironments:
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, policy: PipPolicy = PipPolicy()) -> None:
         self.root = root
+        self.policy = policy
         self.ready: dict[str, str] = {}  # hash -> the environment's python
         self._building: dict[str, asyncio.Future[str]] = {}
 
@@ -57,6 +61,10 @@ class PipEnvironments:
 
     async def ensure(self, spec: PipSpec) -> str:
         """Builds the environment unless it is (being) built; returns its python."""
+        why = self.policy.refusal(spec)
+        if why:
+            log.warning("refused to build a pip environment: %s", why)
+            raise SetupFailed(f"runtime_env pip {spec.packages} refused: {why}")
         digest = env_hash(spec)
         if digest in self.ready:
             return self.ready[digest]
@@ -99,16 +107,17 @@ class PipEnvironments:
         reqs = os.path.join(path, "requirements.txt")
         with open(reqs, "w") as f:
             f.write("\n".join(spec.packages) + "\n")
+        sources = self.policy.index_options(spec)
         if uv:
             await _step(deadline, spec, "uv pip install", uv, "pip", "install", "--python", python,
-                        *spec.install_options, "-r", reqs)
+                        *sources, *spec.install_options, "-r", reqs)
             if spec.pip_check:  # pip_version has no meaning to uv
                 await _step(deadline, spec, "uv pip check", uv, "pip", "check", "--python", python)
         else:
             pip = [python, "-m", "pip", "--disable-pip-version-check", "--no-input"]
             if spec.pip_version:
                 await _step(deadline, spec, "pip install pip", *pip, "install", f"pip{spec.pip_version}")
-            await _step(deadline, spec, "pip install", *pip, "install", *spec.install_options, "-r", reqs)
+            await _step(deadline, spec, "pip install", *pip, "install", *sources, *spec.install_options, "-r", reqs)
             if spec.pip_check:
                 await _step(deadline, spec, "pip check", *pip, "check")
         open(os.path.join(path, READY_MARK), "w").close()

@@ -9,12 +9,15 @@ from __future__ import annotations
 import os
 import select
 import signal
+import socket
 import sys
 from collections.abc import Callable
 
 import msgspec
 
+from manta._private.node.cgroups import join as join_cgroups
 from manta._private.node.forkserver import die_with_parent, write_message
+from manta._private.node.worker_user import become
 from manta._private.protocol import messages as m
 from manta._private.protocol.framing import FrameDecoder
 
@@ -39,6 +42,12 @@ def main() -> None:
     first = m.decode_fork(frames.pop(0))
     if not isinstance(first, m.ForkConfig):
         raise SystemExit(f"fork server: expected ForkConfig first, got {type(first).__name__}")
+    # The store's descriptor, sent with the config: every worker inherits it.
+    with socket.socket(fileno=int(sys.argv[1])) as fds:
+        _, store, _, _ = socket.recv_fds(fds, 1, 1)
+    if not store:
+        raise SystemExit("fork server: the agent sent no store descriptor")
+    first = msgspec.structs.replace(first, session=msgspec.structs.replace(first.session, store_fd=store[0]))
     # Loaded once here, shared copy-on-write by every forked worker.
     from manta._private.runtime.worker_main import worker_main
 
@@ -96,6 +105,21 @@ def _fork_worker(config: m.ForkConfig, req: m.ForkWorker, out: int, worker_main:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         die_with_parent()
+        try:
+            join_cgroups(req.cgroups)
+        except OSError as e:
+            print(f"manta worker {req.worker_id.hex()[:8]}: cannot join its cgroups, so it runs without "
+                  f"limits: {e}", file=sys.stderr)
+        if config.worker_uid >= 0:
+            # Last: joining cgroups needed the fork server's rights. Failing
+            # to drop them ends the worker rather than run user code as root.
+            try:
+                become(config.worker_uid, config.worker_gid)
+            except OSError as e:
+                print(f"manta worker {req.worker_id.hex()[:8]}: cannot become uid {config.worker_uid}: {e}",
+                      file=sys.stderr)
+                os._exit(1)
+            die_with_parent()  # a change of uid clears the parent-death signal
         devnull = os.open(os.devnull, os.O_RDWR)
         os.dup2(devnull, 0)
         os.dup2(2, 1)

@@ -2,7 +2,8 @@
 
 The agent creates an anonymous memory file (memfd: shared memory with no
 name in /dev/shm, so nothing can be left behind when processes die) and
-every process on the node maps it through /proc/<agent pid>/fd/<fd>.
+every process on the node maps it: workers through a descriptor their
+fork server was passed, drivers through /proc/<agent pid>/fd/<fd>.
 Pages are touched lazily; an idle store costs no memory.
 """
 
@@ -26,6 +27,11 @@ class Region:
         fd = os.memfd_create(name, os.MFD_CLOEXEC)
         os.ftruncate(fd, size)
         return cls(fd, size, owns_fd=True)
+
+    @classmethod
+    def inherited(cls, fd: int, size: int) -> Region:
+        """The store through a descriptor this process was handed (a worker's, at fork)."""
+        return cls(os.dup(fd), size, owns_fd=True)
 
     @classmethod
     def attach(cls, pid: int, fd: int, size: int) -> Region:

@@ -753,6 +753,8 @@ class StoreReadChunk(Msg, frozen=True):
     object_id: bytes
     offset: int
     length: int
+    # Non-empty: answer with the chunk's tag for this nonce (node/transfer.py).
+    nonce: bytes = b""
     rid: int = 0
 
 
@@ -760,6 +762,7 @@ class StoreChunk(Msg, frozen=True):
     # Sent only by `Connection.send_chunk`, which knows the request's rid;
     # `data` is last so that its bytes can follow an encoded prefix.
     rid: int
+    digest: bytes  # the chunk's tag; b"" when not asked for
     # Decoded as a view into the received frame, encoded from a view of the
     # store: a chunk is copied once on each side, not three times.
     data: memoryview
@@ -880,6 +883,8 @@ class SessionInfo(Record, frozen=True):
     # Set on nodes of a multi-machine cluster: listen on TCP at this IP, so
     # processes on other machines can reach this one.
     node_ip: str = ""
+    # A worker's descriptor of the node's store, inherited from its fork server.
+    store_fd: int = -1
 
 
 class ForkWorker(Msg, frozen=True):
@@ -887,6 +892,8 @@ class ForkWorker(Msg, frozen=True):
     env: dict[str, str] = {}
     # The worker's pass: the fork server hands it to that worker alone.
     credential: Credential = Credential()
+    # The cgroup directories the worker joins before it runs anything.
+    cgroups: list[str] = []
 
 
 class ForkConfig(Msg, frozen=True):
@@ -896,6 +903,9 @@ class ForkConfig(Msg, frozen=True):
     session: SessionInfo
     config: Config
     prestart: list[ForkWorker] = []
+    # The user workers run as (--worker-user); -1: the fork server's own.
+    worker_uid: int = -1
+    worker_gid: int = -1
 
 
 class WorkerForked(Msg, frozen=True):
@@ -950,15 +960,15 @@ def frame(msg: Msg, rid: int = 0) -> bytes:
     return _pack_header(len(payload)) + payload
 
 
-def chunk_prefix(rid: int, size: int) -> bytes:
-    """The encoding of `StoreChunk(rid, data)` up to `data`'s bytes.
+def chunk_prefix(rid: int, size: int, digest: bytes = b"") -> bytes:
+    """The encoding of `StoreChunk(rid, digest, data)` up to `data`'s bytes.
 
     A chunk is sent as this prefix followed by the store's bytes themselves,
     so they are not copied into a message first. msgpack ends the encoding
     of an empty `data` with a bin8 header (c4 00); a bin32 header (c6 +
     big-endian length) takes its place.
     """
-    empty = _encoder.encode(StoreChunk(rid=rid, data=memoryview(b"")))
+    empty = _encoder.encode(StoreChunk(rid=rid, digest=digest, data=memoryview(b"")))
     assert empty[-2:] == b"\xc4\x00"
     return empty[:-2] + b"\xc6" + size.to_bytes(4, "big")
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import pickle
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -55,6 +54,7 @@ from manta._private.runtime.peers import PeerPool
 from manta._private.runtime.recovery import Recovery
 from manta._private.runtime.references import References
 from manta._private.runtime.refs import ReferenceTable
+from manta._private.runtime.serialization import load_function
 from manta._private.runtime.server import Inbound
 from manta._private.runtime.story import StoryRecord, TaskLog
 from manta._private.runtime.submission import Submitter
@@ -202,7 +202,10 @@ class CoreRuntime:
         self.store_capacity = reply.store_capacity
         if not self.is_driver:
             self.head.persistent = reply.head_persistent
-        self.region = Region.attach(reply.store_pid, reply.store_fd, reply.store_capacity)
+        if session.store_fd >= 0:  # a worker: its fork server's descriptor (node/forkserver.py)
+            self.region = Region.inherited(session.store_fd, reply.store_capacity)
+        else:
+            self.region = Region.attach(reply.store_pid, reply.store_fd, reply.store_capacity)
         info = await self.agent.request(m.GetResources())
         self.cluster_resources = dict(info.total)
         self.task_events.start()
@@ -351,7 +354,7 @@ class CoreRuntime:
         fn = self._functions.get(fn_id)
         if fn is None:
             reply = self.call_head(m.GetFunction(fn_id=fn_id))
-            fn = pickle.loads(reply.blob)
+            fn = load_function(fn_id, reply.blob)
             self._functions[fn_id] = fn
         return fn
 

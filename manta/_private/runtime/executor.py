@@ -192,6 +192,11 @@ class Executor:
         )
 
     def _adopt_job(self, spec: m.TaskSpec) -> None:
+        if spec.actor_id is not None and not spec.actor_creation:
+            # An actor works for the job that made it, whoever calls it, as in
+            # Ray: what a method starts is its creator's job's, and its pass
+            # allows nothing else (the caller may be another job).
+            return
         self.rt.adopt_job(spec)
         if spec.code_path and spec.code_path != self.code_path:
             # The job's code directories, ahead of the rest, once per change.

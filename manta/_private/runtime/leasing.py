@@ -488,9 +488,9 @@ class LeaseClient:
 
 def _oom(task: Task, reason: str) -> BaseException:
     return exc.OutOfMemoryError(
-        f"Task {task.spec.name}() was killed because its node ran low on memory: {reason}. "
+        f"Task {task.spec.name}() was killed for memory: {reason}. "
         f"No retries left (max_retries). Use less memory per task, or fewer tasks at once "
-        f"(more num_cpus or a memory resource per task)."
+        f"(more num_cpus, or a memory resource per task that covers what it uses)."
     )
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import cloudpickle
 
+from manta._private.ids import function_mismatch
 from manta._private.objectstore.allocator import ALIGN, align_up
 
 MAGIC = 0x4D4E5431  # "MNT1"
@@ -241,6 +242,19 @@ def _find_unpicklable(value: Any, depth: int) -> str | None:
             inner = _find_unpicklable(v, depth + 1)
             return label + (inner or f" of type {type(v).__name__}")
     return None
+
+
+def load_function(fn_id: bytes, blob: bytes) -> Any:
+    """Unpickles a function or class the head sent, only if it is the one
+    `fn_id` names: the head checks this on store, and a worker checks it
+    again, so a head or storage that was tampered with cannot make it run
+    other code under a known function's id."""
+    why = function_mismatch(fn_id, blob)
+    if why:
+        from manta.exceptions import RaySystemError
+
+        raise RaySystemError(f"Refusing to load a function: {why}")
+    return pickle.loads(blob)
 
 
 def dumps_function(fn: Any) -> bytes:

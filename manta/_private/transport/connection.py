@@ -15,6 +15,7 @@ import itertools
 import logging
 import os
 import socket
+import stat
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -331,7 +332,7 @@ class Connection(asyncio.Protocol):
         if waiting > self.limits.max_send_buffer:
             self._not_reading(waiting)
 
-    def send_chunk(self, rid: int, data: memoryview) -> None:
+    def send_chunk(self, rid: int, data: memoryview, digest: bytes = b"") -> None:
         """Answers a StoreReadChunk with `data` written straight from the store.
 
         The bytes must stay as they are until written: the reader pins the
@@ -339,7 +340,7 @@ class Connection(asyncio.Protocol):
         """
         if self.closed:
             return
-        prefix = m.chunk_prefix(rid, len(data))
+        prefix = m.chunk_prefix(rid, len(data), digest)
         self._queue((HEADER.pack(len(prefix) + len(data)), prefix, data), True, 4 + len(prefix) + len(data))
 
     def send_threadsafe(self, msg: Any, rid: int = 0) -> None:
@@ -593,7 +594,10 @@ async def serve(
 
     if kind == "unix":
         server = await loop.create_unix_server(factory, host)
-        os.chmod(host, 0o600)
+        # A setgid directory is shared with workers running as another user
+        # (node/worker_user.py): its group may connect, then authenticate.
+        shared = os.stat(os.path.dirname(host) or ".").st_mode & stat.S_ISGID
+        os.chmod(host, 0o660 if shared else 0o600)
         return server, address
     server = await loop.create_server(factory, host, port)
     sockname = server.sockets[0].getsockname()

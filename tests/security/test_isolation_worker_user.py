@@ -1,0 +1,194 @@
+"""Workers as an unprivileged user (`manta start --worker-user nobody`): user code cannot read the session.
+
+A malicious task goes for what the agent keeps on disk: the cluster token
+(`<session>/token`), the agent's log, a listing of the session directory.
+Each is refused with PermissionError. The task still works as tasks do: it
+runs as `nobody`, puts and gets large objects through the store (whose
+descriptor it inherited, as it could not open the agent's), calls an actor
+in another worker and a nested task, over Unix sockets it can reach.
+
+Needs root (the node changes uids), a `nobody` user, and a Python whose
+standard library `nobody` can read (the node refuses to start otherwise: a
+worker imports after it dropped to that user). Where the test's own Python
+lives under /root, the system's Python of the same version runs the
+cluster, with this environment's packages on its path.
+"""
+
+import json
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import textwrap
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "cluster"))
+from tests_support import BACKEND  # noqa: E402
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _nobody():
+    try:
+        return pwd.getpwnam("nobody")
+    except KeyError:
+        return None
+
+
+def _python():
+    """A Python of this version whose standard library and packages nobody can read, or None."""
+    from manta._private.node.worker_user import can_read_dir
+
+    nobody = _nobody()
+    if nobody is None:
+        return None
+    from manta._private.node.worker_user import WorkerUser
+
+    user = WorkerUser("nobody", nobody.pw_uid, nobody.pw_gid)
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    for python in (sys.executable, f"/usr/bin/python{version}", f"/usr/local/bin/python{version}"):
+        if not os.path.exists(python):
+            continue
+        stdlib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['stdlib'])"],
+                                capture_output=True, text=True).stdout.strip()
+        if stdlib and all(can_read_dir(p, user) for p in (stdlib, sysconfig.get_paths()["purelib"], REPO_ROOT)):
+            return python
+    return None
+
+
+PYTHON = _python() if os.geteuid() == 0 else None
+
+pytestmark = [
+    pytest.mark.skipif(BACKEND != "manta", reason="starts a manta cluster with manta's CLI"),
+    pytest.mark.skipif(os.geteuid() != 0, reason="--worker-user needs the node to run as root"),
+    pytest.mark.skipif(_nobody() is None, reason="this machine has no user 'nobody'"),
+    pytest.mark.skipif(PYTHON is None, reason=f"no Python {sys.version_info.major}.{sys.version_info.minor} here "
+                       "whose standard library the user nobody can read"),
+    pytest.mark.timeout(180),
+]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    root = tempfile.mkdtemp(prefix="wu")
+    # This environment's packages, on the path of whichever Python runs the cluster.
+    path = [REPO_ROOT, *filter(None, [os.environ.get("PYTHONPATH")]), sysconfig.get_paths()["purelib"]]
+    env = {**os.environ, "MANTA_TMPDIR": root, "PYTHONPATH": os.pathsep.join(path)}
+    env.pop("MANTA_TOKEN", None)
+    env.pop("MANTA_ADDRESS", None)
+    try:
+        cli(env, "start", "--head", "--port", "0", "--num-cpus", "2", "--worker-user", "nobody")
+        yield env, root
+    finally:
+        subprocess.run([PYTHON, "-m", "manta.cli", "stop"], env=env, capture_output=True, timeout=60)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def cli(env, *args):
+    out = subprocess.run([PYTHON, "-m", "manta.cli", *args], env=env, capture_output=True, text=True, timeout=90)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout
+
+
+def run_driver(env, body, *args):
+    script = "import glob, json, os, sys\nimport manta\nmanta.init(address='auto')\n" + textwrap.dedent(body)
+    proc = subprocess.run([PYTHON, "-c", script, *args], env=env, text=True, capture_output=True, timeout=150)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_a_task_cannot_read_the_token_the_logs_or_the_session(cluster):
+    env, root = cluster
+    session = next(os.path.join(root, d) for d in os.listdir(root) if d.startswith("s"))
+    out = run_driver(env, f"""
+        @manta.remote
+        def attack(session):
+            tried = {{}}
+            for what, act in [
+                ("token", lambda: open(os.path.join(session, "token")).read()),
+                ("agent log", lambda: open(os.path.join(session, "logs", "agent.log")).read()),
+                ("logs", lambda: os.listdir(os.path.join(session, "logs"))),
+                ("session", lambda: os.listdir(session)),
+                ("sockets", lambda: os.listdir(os.path.join(session, "sockets"))),
+                ("agent store", lambda: os.open("/proc/%d/fd/0" % os.getppid(), os.O_RDONLY)),
+            ]:
+                try:
+                    act()
+                    tried[what] = "read"
+                except PermissionError:
+                    tried[what] = "PermissionError"
+                except OSError as e:
+                    tried[what] = type(e).__name__
+            return os.getuid(), os.getgid(), tried
+
+        print(json.dumps(manta.get(attack.remote({session!r}), timeout=60)))
+    """)
+    uid, gid, tried = out
+    assert (uid, gid) == (_nobody().pw_uid, _nobody().pw_gid)
+    for what in ("token", "agent log", "logs", "session", "sockets"):
+        assert tried[what] == "PermissionError", tried
+    assert tried["agent store"] != "read", tried
+
+
+def test_a_worker_as_nobody_still_uses_the_store_actors_nested_tasks_and_working_dir(cluster, tmp_path):
+    env, _ = cluster
+    (tmp_path / "shipped.py").write_text("VALUE = 'from the working dir'\n")
+    out = run_driver(env, """
+        import numpy as np
+
+        @manta.remote
+        class Tally:
+            def __init__(self):
+                self.seen = []
+            def note(self, k):
+                self.seen.append(k)
+                return sum(self.seen), os.getuid()
+
+        @manta.remote
+        def inner(x):
+            return x + 1
+
+        @manta.remote
+        def outer(big, tally):
+            # Large objects both ways go through the store's shared memory.
+            mine = manta.put(np.full(4 << 20, 7, dtype=np.uint8))
+            total = int(big.sum()) + int(manta.get(mine).sum())
+            return total, manta.get(inner.remote(1)), manta.get(tally.note.remote(5)), os.getuid()
+
+        big = np.ones(8 << 20, dtype=np.uint8)
+        c = Tally.remote()
+        total, nested, added, uid = manta.get(outer.remote(big, c), timeout=90)
+        back = manta.get(manta.remote(lambda: np.arange(1 << 20)).remote(), timeout=60)
+
+        # A working_dir is unpacked by the worker, as nobody, where it may write.
+        @manta.remote(runtime_env={"working_dir": sys.argv[1]})
+        def from_working_dir():
+            import shipped
+            return shipped.VALUE
+
+        print(json.dumps([total, nested, added, uid, int(back[-1]), manta.get(from_working_dir.remote(), timeout=60)]))
+    """, str(tmp_path))
+    total, nested, added, uid, last, shipped = out
+    assert shipped == "from the working dir"
+    nobody = _nobody().pw_uid
+    assert total == (8 << 20) + 7 * (4 << 20)
+    assert nested == 2
+    assert added == [5, nobody]
+    assert uid == nobody
+    assert last == (1 << 20) - 1
+
+
+def test_a_wrong_worker_user_fails_the_start(tmp_path):
+    env = {**os.environ, "MANTA_TMPDIR": str(tmp_path),
+           "PYTHONPATH": os.pathsep.join([REPO_ROOT, *filter(None, [os.environ.get("PYTHONPATH")])])}
+    out = subprocess.run([sys.executable, "-m", "manta.cli", "start", "--head", "--port", "0",
+                          "--worker-user", "no-such-user-here"], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0
+    assert "no such user" in out.stdout + out.stderr
+    out = subprocess.run([sys.executable, "-m", "manta.cli", "start", "--head", "--port", "0",
+                          "--worker-user", "root"], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0 and "unprivileged" in out.stdout + out.stderr
