@@ -207,7 +207,7 @@ class TaskStates:
                 e.error_type = "TASK_CANCELLED"
             elif step == "retried":
                 self._next_attempt(e, e.attempt + 1)
-        self._dropped += batch.lost
+        self._dropped += min(max(batch.lost, 0), 1 << 32)  # a peer's claim, kept encodable
         for t in batch.running:
             kind = ACTOR_CREATION_TASK if t.actor_creation else ACTOR_TASK if t.actor_id else NORMAL_TASK
             e = self._entry(t.task_id, t.name, kind, t.job_id, t.actor_id)
