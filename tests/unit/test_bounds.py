@@ -92,3 +92,26 @@ def test_task_records_with_infinite_times_are_refused() -> None:
     assert "finite" in checks.problem(bad)
     ok = m.TaskEvents(records=[], running=[], wall=1.0, node_id=b"", worker_id=b"", pid=1)
     assert checks.problem(ok) == ""
+
+
+def test_a_hostile_task_record_never_breaks_list_tasks() -> None:
+    from manta._private.control.task_states import TaskEntry, TaskStates
+
+    states = TaskStates(100)
+    e = TaskEntry(b"t" * 16, "f", "NORMAL_TASK", 1, None)
+    states.tasks[b"t" * 16] = e
+    e.job_id, e.attempt, e.worker_pid = -5, 2**70, -1
+    e.created, e.started, e.ended = 1e300, math.inf, -3.0
+    (view,), total = states.query([], 10)
+    m.encode(m.TaskList(tasks=[view], total=total, dropped=0))  # the reply can carry it
+
+
+def test_a_claimed_count_of_lost_records_stays_encodable() -> None:
+    from manta._private.control.task_states import TaskStates
+
+    huge = m.TaskEvents(records=[], running=[], wall=1.0, node_id=b"", worker_id=b"", pid=1, lost=2**64 - 1)
+    assert "range" in checks.problem(huge)
+    states = TaskStates(100)
+    for _ in range(3):
+        states.fold(huge)
+    m.encode(m.TaskList(tasks=[], total=0, dropped=states.dropped))

@@ -76,10 +76,10 @@ def problem(msg: Any) -> str:
         # Times the state API turns into integers: an inf stored once would fail every
         # later list_tasks, everyone's (found by the fuzz run).
         isfinite = math.isfinite
-        if not isfinite(msg.wall) or not all(isfinite(r.time) for r in msg.records) or not all(
-            isfinite(r.started) for r in msg.running
+        if not 0 <= msg.lost < 1 << 32 or not isfinite(msg.wall) or not all(isfinite(r.time) for r in msg.records) or not all(
+            isfinite(r.started) and 0 <= r.job_id < 1 << 32 and 0 <= r.attempt < 1 << 31 for r in msg.running
         ):
-            return "task records must carry finite times"
+            return "task records must carry finite times, and job ids and attempts in range"
         return ""
     if t is m.ClusterView:
         for n in msg.nodes:

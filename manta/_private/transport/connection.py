@@ -21,6 +21,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
+
 from manta._private.auth.credentials import AuthFailed, Identity
 from manta._private.auth.handshake import (
     MAX_HANDSHAKE_FRAME,
@@ -414,6 +416,10 @@ class Connection(asyncio.Protocol):
             self.send(msg, request.rid)
         except MessageTooLarge as e:  # the asker learns why rather than waiting
             self.reply_error(request, m.ErrorKind.VALUE, str(e))
+        except (OverflowError, TypeError, msgspec.EncodeError) as e:
+            # An answer built from something a peer claimed that cannot be encoded.
+            log.error("cannot encode a %s for %s: %s", type(msg).__name__, self.principal.name, e)
+            self.reply_error(request, m.ErrorKind.SYSTEM, f"the answer could not be encoded: {e}")
 
     def reply_threadsafe(self, request: Any, msg: Any) -> None:
         try:
