@@ -91,11 +91,18 @@ def test_cluster_across_namespaces(net):
         address = out.stdout.split("started at ")[1].split()[0]
         assert address.startswith(IP_A + ":")
         token_file = out.stdout.split("token file: ")[1].split()[0]
+        # Off loopback TLS is on by default: the head made a cluster CA and
+        # printed its fingerprint, which the joining node pins.
+        assert "TLS on: cluster CA sha256:" in out.stderr, out.stderr
+        ca_hash = out.stderr.split("cluster CA ")[1].split()[0]
         copy = os.path.join(root_b, "token-copy")
         shutil.copy(token_file, copy)
         out = in_ns(NS_B, root_b, "-m", "manta.cli", "start", "--address", address, "--host", IP_B,
-                    "--token-file", copy, "--num-cpus", "2", "--resources", '{"on_b": 2}')
+                    "--token-file", copy, "--ca-hash", ca_hash, "--num-cpus", "2", "--resources", '{"on_b": 2}')
         assert out.returncode == 0, out.stderr
+        # The node's certificate was issued at join, by the head's CA.
+        certs = [os.path.join(d, f) for d, _, files in os.walk(root_b) for f in files if f.endswith(".pem")]
+        assert certs, f"no certificate under {root_b}"
 
         driver = textwrap.dedent(
             f"""
