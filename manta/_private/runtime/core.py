@@ -154,6 +154,7 @@ class CoreRuntime:
         self.generator = self.streams.generator
         self.hold_actor = self.actors.hold
         self.deserialized_ref = self.references.deserialized_ref
+        self.ref_cap = self.references.cap_of
         self.prepare_args = self.tasks.prepare_args
         self.submit_task = self.tasks.submit_task
         self.cancel = self.tasks.cancel

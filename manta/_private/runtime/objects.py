@@ -557,6 +557,7 @@ class Objects:
             if e is None or e.owned or e.state or e.fetching:
                 return
             e.fetching = True
+            cap = e.cap
         oid, owner = ref._id, ref._owner
 
         def on_conn(conn: Any) -> None:
@@ -564,7 +565,7 @@ class Objects:
                 self.fetched(oid, None, exc.OwnerDiedError(oid.hex(), owner))
                 return
             conn.request_cb(
-                m.GetObject(object_id=oid, lost_node=lost_node),
+                m.GetObject(object_id=oid, lost_node=lost_node, cap=cap),
                 lambda r: self.fetched(oid, r, None),
             )
 
