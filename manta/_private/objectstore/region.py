@@ -4,22 +4,62 @@ The agent creates an anonymous memory file (memfd: shared memory with no
 name in /dev/shm, so nothing can be left behind when processes die) and
 every process on the node maps it through /proc/<agent pid>/fd/<fd>.
 Pages are touched lazily; an idle store costs no memory.
+
+Only the agent maps the whole region writable. A driver or worker maps it
+read-only, so what it reads (a numpy array over stored bytes, a buffer
+cast through ctypes) cannot be written through, by a bug or by user code
+poking at memory: the write faults in the writer, and the stored object
+is intact. It writes an object it creates through a short-lived writable
+mapping of that object's own extent (`write`): one mmap and munmap per
+stored object, which is small next to copying bytes large enough to be
+stored rather than inlined.
 """
 
 from __future__ import annotations
 
+import ctypes
 import mmap
 import os
 
 
+class _PyBuffer(ctypes.Structure):
+    _fields_ = [
+        ("buf", ctypes.c_void_p), ("obj", ctypes.py_object), ("len", ctypes.c_ssize_t),
+        ("itemsize", ctypes.c_ssize_t), ("readonly", ctypes.c_int), ("ndim", ctypes.c_int),
+        ("format", ctypes.c_char_p), ("shape", ctypes.c_void_p), ("strides", ctypes.c_void_p),
+        ("suboffsets", ctypes.c_void_p), ("internal", ctypes.c_void_p),
+    ]
+
+
+def address_of(buffer: object) -> int:
+    """The address of a buffer's first byte, read-only buffers included (which
+    ctypes' from_buffer refuses): the read-only mapping's base."""
+    view = _PyBuffer()
+    get = ctypes.pythonapi.PyObject_GetBuffer
+    get.argtypes = [ctypes.py_object, ctypes.POINTER(_PyBuffer), ctypes.c_int]
+    if get(buffer, ctypes.byref(view), 0) != 0:  # PyBUF_SIMPLE
+        raise BufferError("no buffer")
+    try:
+        return int(view.buf or 0)
+    finally:
+        release = ctypes.pythonapi.PyBuffer_Release
+        release.argtypes = [ctypes.POINTER(_PyBuffer)]
+        release(ctypes.byref(view))
+
+
 class Region:
-    def __init__(self, fd: int, size: int, owns_fd: bool) -> None:
+    def __init__(self, fd: int, size: int, owns_fd: bool, writable: bool = True) -> None:
         self.fd = fd
         self.size = size
         self._owns_fd = owns_fd
-        self.mmap = mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        self.writable = writable
+        prot = mmap.PROT_READ | mmap.PROT_WRITE if writable else mmap.PROT_READ
+        self.mmap = mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=prot)
         self.view = memoryview(self.mmap)
         self.readonly = self.view.toreadonly()
+        self.base = address_of(self.readonly)
+        # Buffers handed out over the mapping that are still alive (see `exporter`).
+        self.exported = 0
 
     @classmethod
     def create(cls, size: int, name: str = "manta-store") -> Region:
@@ -28,16 +68,41 @@ class Region:
         return cls(fd, size, owns_fd=True)
 
     @classmethod
-    def attach(cls, pid: int, fd: int, size: int) -> Region:
+    def attach(cls, pid: int, fd: int, size: int, writable: bool = True) -> Region:
         if pid == os.getpid():
             fd2 = os.dup(fd)
         else:
             fd2 = os.open(f"/proc/{pid}/fd/{fd}", os.O_RDWR | os.O_CLOEXEC)
-        return cls(fd2, size, owns_fd=True)
+        return cls(fd2, size, owns_fd=True, writable=writable)
+
+    def exporter(self, offset: int, size: int) -> ctypes.Array[ctypes.c_char]:
+        """A per-read buffer over stored bytes, whose lifetime the caller tracks
+        (`released` when it dies): the mapping stays while any is alive."""
+        if offset < 0 or size < 0 or offset + size > self.size:
+            raise ValueError(f"extent {offset}+{size} outside the store of {self.size} bytes")
+        self.exported += 1
+        return (ctypes.c_char * size).from_address(self.base + offset)
+
+    def released(self) -> None:
+        self.exported -= 1
+
+    def write(self, offset: int, size: int) -> tuple[mmap.mmap, int]:
+        """A writable mapping of the extent [offset, offset+size), and where in it the extent starts.
+        The caller closes it once the bytes are written (releasing its views first)."""
+        if offset < 0 or size <= 0 or offset + size > self.size:
+            raise ValueError(f"extent {offset}+{size} outside the store of {self.size} bytes")
+        start = offset - offset % mmap.ALLOCATIONGRANULARITY
+        mm = mmap.mmap(self.fd, offset + size - start, flags=mmap.MAP_SHARED,
+                       prot=mmap.PROT_READ | mmap.PROT_WRITE, offset=start)
+        return mm, offset - start
 
     def close(self) -> None:
         # Views handed to user code may outlive the runtime; then the mapping
         # stays until they are gone, and the kernel frees it with the process.
+        if self.exported > 0:
+            if self._owns_fd:
+                os.close(self.fd)
+            return
         try:
             self.readonly.release()
             self.view.release()

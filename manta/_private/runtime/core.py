@@ -200,7 +200,8 @@ class CoreRuntime:
         self.store_capacity = reply.store_capacity
         if not self.is_driver:
             self.head.persistent = reply.head_persistent
-        self.region = Region.attach(reply.store_pid, reply.store_fd, reply.store_capacity)
+        # Read-only: this process writes only the objects it creates (Region.write).
+        self.region = Region.attach(reply.store_pid, reply.store_fd, reply.store_capacity, writable=False)
         info = await self.agent.request(m.GetResources())
         self.cluster_resources = dict(info.total)
         self.task_events.start()
