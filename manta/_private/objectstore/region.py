@@ -9,17 +9,28 @@ Only the agent maps the whole region writable. A driver or worker maps it
 read-only, so what it reads (a numpy array over stored bytes, a buffer
 cast through ctypes) cannot be written through, by a bug or by user code
 poking at memory: the write faults in the writer, and the stored object
-is intact. It writes an object it creates through a short-lived writable
-mapping of that object's own extent (`write`): one mmap and munmap per
-stored object, which is small next to copying bytes large enough to be
-stored rather than inlined.
+is intact. It writes an object it creates by making that object's own
+pages writable for the time of the write (`writing`): two mprotect calls
+per stored object.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import mmap
 import os
+import threading
+from collections.abc import Iterator
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+
+
+def _protect(address: int, length: int, prot: int) -> None:
+    if _libc.mprotect(address, length, prot) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mprotect of the store failed: {os.strerror(err)}")
 
 
 class _PyBuffer(ctypes.Structure):
@@ -60,6 +71,7 @@ class Region:
         self.base = address_of(self.readonly)
         # Buffers handed out over the mapping that are still alive (see `exporter`).
         self.exported = 0
+        self._write_lock = threading.Lock()
 
     @classmethod
     def create(cls, size: int, name: str = "manta-store") -> Region:
@@ -86,15 +98,32 @@ class Region:
     def released(self) -> None:
         self.exported -= 1
 
-    def write(self, offset: int, size: int) -> tuple[mmap.mmap, int]:
-        """A writable mapping of the extent [offset, offset+size), and where in it the extent starts.
-        The caller closes it once the bytes are written (releasing its views first)."""
+    @contextlib.contextmanager
+    def writing(self, offset: int, size: int) -> Iterator[memoryview]:
+        """A writable view of the extent [offset, offset+size), for the time of the write.
+
+        In a read-only mapping its pages are made writable (mprotect) and back
+        after: the page table stays filled, which a fresh mapping of the extent
+        would have to fault in again on every put. One write at a time, so an
+        extent's edge page shared with another object is not made read-only
+        under another thread's write.
+        """
         if offset < 0 or size <= 0 or offset + size > self.size:
             raise ValueError(f"extent {offset}+{size} outside the store of {self.size} bytes")
-        start = offset - offset % mmap.ALLOCATIONGRANULARITY
-        mm = mmap.mmap(self.fd, offset + size - start, flags=mmap.MAP_SHARED,
-                       prot=mmap.PROT_READ | mmap.PROT_WRITE, offset=start)
-        return mm, offset - start
+        if self.writable:
+            with self.view[offset : offset + size] as dest:
+                yield dest
+            return
+        start = offset - offset % mmap.PAGESIZE
+        length = offset + size - start
+        with self._write_lock:
+            _protect(self.base + start, length, mmap.PROT_READ | mmap.PROT_WRITE)
+            try:
+                buf = (ctypes.c_char * size).from_address(self.base + offset)
+                with memoryview(buf) as raw, raw.cast("B") as dest:
+                    yield dest
+            finally:
+                _protect(self.base + start, length, mmap.PROT_READ)
 
     def close(self) -> None:
         # Views handed to user code may outlive the runtime; then the mapping

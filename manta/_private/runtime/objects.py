@@ -180,12 +180,8 @@ class Objects:
         rt = self.rt
         assert rt.region is not None
         reply = rt.call_agent(m.StoreCreate(object_id=oid, size=sv.size))
-        mm, at = rt.region.write(reply.offset, sv.size)
-        try:
-            with memoryview(mm) as whole, whole[at : at + sv.size] as dest:
-                sv.write_into(dest)
-        finally:
-            mm.close()
+        with rt.region.writing(reply.offset, sv.size) as dest:
+            sv.write_into(dest)
         rt.post(rt.send_agent, m.StoreSeal(object_id=oid))
 
     def store_unpin(self, object_id: bytes) -> None:
