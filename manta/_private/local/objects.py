@@ -100,7 +100,7 @@ class LocalObjects:
         with self.lock:
             self.refs.escape(object_id)
 
-    def deserialized_ref(self, object_id: bytes, owner: str) -> ObjectRef:
+    def deserialized_ref(self, object_id: bytes, owner: str, cap: bytes = b"") -> ObjectRef:
         with self.lock:
             self.refs.add_local(object_id, owner)
         return ObjectRef(object_id, owner, self.rt)

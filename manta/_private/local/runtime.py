@@ -126,6 +126,7 @@ class LocalRuntime:
         self.ref_deleted = self.objects.ref_deleted
         self.ref_escaped = self.objects.escaped
         self.deserialized_ref = self.objects.deserialized_ref
+        self.ref_cap = _no_cap
         self.prepare_args = self.tasks.prepare_args
         self.submit_task = self.tasks.submit_task
         self.cancel = self.tasks.cancel
@@ -205,3 +206,8 @@ class LocalRuntime:
     def shutdown(self) -> None:
         self.actors.stop_all()
         self.objects.clear()
+
+
+def _no_cap(object_id: bytes, owner: str) -> bytes:
+    """In local mode there is no other process to prove anything to."""
+    return b""

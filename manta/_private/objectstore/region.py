@@ -5,22 +5,74 @@ name in /dev/shm, so nothing can be left behind when processes die) and
 every process on the node maps it: workers through a descriptor their
 fork server was passed, drivers through /proc/<agent pid>/fd/<fd>.
 Pages are touched lazily; an idle store costs no memory.
+
+Only the agent maps the whole region writable. A driver or worker maps it
+read-only, so what it reads (a numpy array over stored bytes, a buffer
+cast through ctypes) cannot be written through, by a bug or by user code
+poking at memory: the write faults in the writer, and the stored object
+is intact. It writes an object it creates by making that object's own
+pages writable for the time of the write (`writing`): two mprotect calls
+per stored object.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import mmap
 import os
+import threading
+from collections.abc import Iterator
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+
+
+def _protect(address: int, length: int, prot: int) -> None:
+    if _libc.mprotect(address, length, prot) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mprotect of the store failed: {os.strerror(err)}")
+
+
+class _PyBuffer(ctypes.Structure):
+    _fields_ = [
+        ("buf", ctypes.c_void_p), ("obj", ctypes.py_object), ("len", ctypes.c_ssize_t),
+        ("itemsize", ctypes.c_ssize_t), ("readonly", ctypes.c_int), ("ndim", ctypes.c_int),
+        ("format", ctypes.c_char_p), ("shape", ctypes.c_void_p), ("strides", ctypes.c_void_p),
+        ("suboffsets", ctypes.c_void_p), ("internal", ctypes.c_void_p),
+    ]
+
+
+def address_of(buffer: object) -> int:
+    """The address of a buffer's first byte, read-only buffers included (which
+    ctypes' from_buffer refuses): the read-only mapping's base."""
+    view = _PyBuffer()
+    get = ctypes.pythonapi.PyObject_GetBuffer
+    get.argtypes = [ctypes.py_object, ctypes.POINTER(_PyBuffer), ctypes.c_int]
+    if get(buffer, ctypes.byref(view), 0) != 0:  # PyBUF_SIMPLE
+        raise BufferError("no buffer")
+    try:
+        return int(view.buf or 0)
+    finally:
+        release = ctypes.pythonapi.PyBuffer_Release
+        release.argtypes = [ctypes.POINTER(_PyBuffer)]
+        release(ctypes.byref(view))
 
 
 class Region:
-    def __init__(self, fd: int, size: int, owns_fd: bool) -> None:
+    def __init__(self, fd: int, size: int, owns_fd: bool, writable: bool = True) -> None:
         self.fd = fd
         self.size = size
         self._owns_fd = owns_fd
-        self.mmap = mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        self.writable = writable
+        prot = mmap.PROT_READ | mmap.PROT_WRITE if writable else mmap.PROT_READ
+        self.mmap = mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=prot)
         self.view = memoryview(self.mmap)
         self.readonly = self.view.toreadonly()
+        self.base = address_of(self.readonly)
+        # Buffers handed out over the mapping that are still alive (see `exporter`).
+        self.exported = 0
+        self._write_lock = threading.Lock()
 
     @classmethod
     def create(cls, size: int, name: str = "manta-store") -> Region:
@@ -29,21 +81,63 @@ class Region:
         return cls(fd, size, owns_fd=True)
 
     @classmethod
-    def inherited(cls, fd: int, size: int) -> Region:
+    def inherited(cls, fd: int, size: int, writable: bool = True) -> Region:
         """The store through a descriptor this process was handed (a worker's, at fork)."""
-        return cls(os.dup(fd), size, owns_fd=True)
+        return cls(os.dup(fd), size, owns_fd=True, writable=writable)
 
     @classmethod
-    def attach(cls, pid: int, fd: int, size: int) -> Region:
+    def attach(cls, pid: int, fd: int, size: int, writable: bool = True) -> Region:
         if pid == os.getpid():
             fd2 = os.dup(fd)
         else:
             fd2 = os.open(f"/proc/{pid}/fd/{fd}", os.O_RDWR | os.O_CLOEXEC)
-        return cls(fd2, size, owns_fd=True)
+        return cls(fd2, size, owns_fd=True, writable=writable)
+
+    def exporter(self, offset: int, size: int) -> ctypes.Array[ctypes.c_char]:
+        """A per-read buffer over stored bytes, whose lifetime the caller tracks
+        (`released` when it dies): the mapping stays while any is alive."""
+        if offset < 0 or size < 0 or offset + size > self.size:
+            raise ValueError(f"extent {offset}+{size} outside the store of {self.size} bytes")
+        self.exported += 1
+        return (ctypes.c_char * size).from_address(self.base + offset)
+
+    def released(self) -> None:
+        self.exported -= 1
+
+    @contextlib.contextmanager
+    def writing(self, offset: int, size: int) -> Iterator[memoryview]:
+        """A writable view of the extent [offset, offset+size), for the time of the write.
+
+        In a read-only mapping its pages are made writable (mprotect) and back
+        after: the page table stays filled, which a fresh mapping of the extent
+        would have to fault in again on every put. One write at a time, so an
+        extent's edge page shared with another object is not made read-only
+        under another thread's write.
+        """
+        if offset < 0 or size <= 0 or offset + size > self.size:
+            raise ValueError(f"extent {offset}+{size} outside the store of {self.size} bytes")
+        if self.writable:
+            with self.view[offset : offset + size] as dest:
+                yield dest
+            return
+        start = offset - offset % mmap.PAGESIZE
+        length = offset + size - start
+        with self._write_lock:
+            _protect(self.base + start, length, mmap.PROT_READ | mmap.PROT_WRITE)
+            try:
+                buf = (ctypes.c_char * size).from_address(self.base + offset)
+                with memoryview(buf) as raw, raw.cast("B") as dest:
+                    yield dest
+            finally:
+                _protect(self.base + start, length, mmap.PROT_READ)
 
     def close(self) -> None:
         # Views handed to user code may outlive the runtime; then the mapping
         # stays until they are gone, and the kernel frees it with the process.
+        if self.exported > 0:
+            if self._owns_fd:
+                os.close(self.fd)
+            return
         try:
             self.readonly.release()
             self.view.release()

@@ -117,6 +117,8 @@ class Arg(Record, frozen=True):
     # The referenced object is sealed in the node store of `node_id`.
     in_store: bool = False
     node_id: bytes = b""
+    # The owner's proof that the ref was handed out (runtime/holders.py).
+    cap: bytes = b""
 
 
 class Placement(Record, frozen=True):
@@ -847,6 +849,8 @@ class GetObject(Msg, frozen=True):
     # object (or says why it cannot) before it answers.
     lost_node: bytes = b""
     rid: int = 0
+    # Proof that the asker was handed the ref (runtime/holders.py).
+    cap: bytes = b""
 
 
 class ObjectValue(Msg, frozen=True):
@@ -862,6 +866,7 @@ class AddBorrow(Msg, frozen=True):
     object_ids: list[bytes]
     borrower: str
     rid: int = 0
+    caps: list[bytes] = []  # one per object id, as GetObject.cap
 
 
 class RemoveBorrow(Msg, frozen=True):

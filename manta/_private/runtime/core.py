@@ -160,6 +160,7 @@ class CoreRuntime:
         self.generator = self.streams.generator
         self.hold_actor = self.actors.hold
         self.deserialized_ref = self.references.deserialized_ref
+        self.ref_cap = self.references.cap_of
         self.prepare_args = self.tasks.prepare_args
         self.submit_task = self.tasks.submit_task
         self.cancel = self.tasks.cancel
@@ -205,10 +206,11 @@ class CoreRuntime:
         self.store_capacity = reply.store_capacity
         if not self.is_driver:
             self.head.persistent = reply.head_persistent
+        # Read-only: this process writes only the objects it creates (Region.write).
         if session.store_fd >= 0:  # a worker: its fork server's descriptor (node/forkserver.py)
-            self.region = Region.inherited(session.store_fd, reply.store_capacity)
+            self.region = Region.inherited(session.store_fd, reply.store_capacity, writable=False)
         else:
-            self.region = Region.attach(reply.store_pid, reply.store_fd, reply.store_capacity)
+            self.region = Region.attach(reply.store_pid, reply.store_fd, reply.store_capacity, writable=False)
         info = await self.agent.request(m.GetResources())
         self.cluster_resources = dict(info.total)
         self.task_events.start()

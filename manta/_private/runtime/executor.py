@@ -448,7 +448,7 @@ class Executor:
                 values.append(value)
             else:
                 assert arg.object_id is not None
-                ref = rt.deserialized_ref(arg.object_id, arg.owner)
+                ref = rt.deserialized_ref(arg.object_id, arg.owner, arg.cap)
                 if arg.in_store:
                     with rt.lock:
                         e = rt.refs.get(arg.object_id)
@@ -588,7 +588,9 @@ class Executor:
             flow.took(msg.consumed)
 
     def _register_for(self, by_owner: dict[str, list[bytes]], borrower: str) -> None:
-        self.rt.run(self.rt.references.tell_owners(by_owner, borrower))
+        refs = self.rt.references
+        held = {owner: [(oid, refs.cap_of(oid, owner)) for oid in oids] for owner, oids in by_owner.items()}
+        self.rt.run(refs.tell_owners(held, borrower))
 
 
 # -- output -------------------------------------------------------------------

@@ -54,9 +54,13 @@ class ObjectRef:
         return f"ObjectRef({self._id.hex()})"
 
     def __reduce__(self) -> Any:
-        if not note_ref(self) and self._rt is not None:
-            self._rt.ref_escaped(self._id)
-        return (_rebuild_ref, (self._id, self._owner))
+        rt = self._rt
+        if rt is None:
+            return (_rebuild_ref, (self._id, self._owner))
+        if not note_ref(self):
+            rt.ref_escaped(self._id)
+        # The owner's proof travels with the ref, so whoever it reaches may read it.
+        return (_rebuild_ref, (self._id, self._owner, rt.ref_cap(self._id, self._owner)))
 
     def __copy__(self) -> ObjectRef:
         return self
@@ -92,19 +96,19 @@ class ObjectRef:
 _new = object.__new__
 
 
-def _rebuild_ref(object_id: bytes, owner: str) -> ObjectRef:
+def _rebuild_ref(object_id: bytes, owner: str, cap: bytes = b"") -> ObjectRef:
     rt = context._runtime
     if rt is None:
         return ObjectRef(object_id, owner, None)
     # Inlined fast path: an object holding thousands of refs decodes each here.
     with rt.lock:
         e = rt.refs.entries.get(object_id)
-        if e is not None:
+        if e is not None and (e.cap or not cap):
             e.local += 1
             ref = _new(ObjectRef)
             ref._id = object_id
             ref._owner = owner
             ref._rt = rt
             return ref
-    return rt.deserialized_ref(object_id, owner)
+    return rt.deserialized_ref(object_id, owner, cap)
 ObjectID = ObjectRef  # Ray's old name, kept as an alias

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import ctypes
 import logging
 import threading
 import time
@@ -35,6 +34,7 @@ from manta._private.runtime.serialization import (
 from manta._private.transport.connection import Connection, ConnectionLost, RemoteError
 
 if TYPE_CHECKING:
+    from manta._private.objectstore.region import Region
     from manta._private.runtime.core import CoreRuntime
     from manta._private.runtime.placement_group import PlacementGroup
 
@@ -180,11 +180,16 @@ class Objects:
         rt = self.rt
         assert rt.region is not None
         reply = rt.call_agent(m.StoreCreate(object_id=oid, size=sv.size))
-        sv.write_into(rt.region.view[reply.offset : reply.offset + sv.size])
+        with rt.region.writing(reply.offset, sv.size) as dest:
+            sv.write_into(dest)
         rt.post(rt.send_agent, m.StoreSeal(object_id=oid))
 
     def store_unpin(self, object_id: bytes) -> None:
         self.rt.send_agent(m.StoreUnpin(object_ids=[object_id]))
+
+    def _unpinned(self, region: Region, object_id: bytes) -> None:
+        region.released()
+        self.rt.post(self.store_unpin, object_id)
 
     def pinned_view(self, object_id: bytes, offset: int, size: int) -> memoryview:
         """A read-only view of stored bytes that unpins the object when it dies.
@@ -196,8 +201,9 @@ class Objects:
         """
         rt = self.rt
         assert rt.region is not None
-        exporter = (ctypes.c_char * size).from_buffer(rt.region.mmap, offset)
-        weakref.finalize(exporter, rt.post, self.store_unpin, object_id)
+        region = rt.region
+        exporter = region.exporter(offset, size)
+        weakref.finalize(exporter, self._unpinned, region, object_id)
         return memoryview(exporter).cast("B").toreadonly()
 
     # -- get / wait -------------------------------------------------------
@@ -557,6 +563,7 @@ class Objects:
             if e is None or e.owned or e.state or e.fetching:
                 return
             e.fetching = True
+            cap = e.cap
         oid, owner = ref._id, ref._owner
 
         def on_conn(conn: Any) -> None:
@@ -564,7 +571,7 @@ class Objects:
                 self.fetched(oid, None, exc.OwnerDiedError(oid.hex(), owner))
                 return
             conn.request_cb(
-                m.GetObject(object_id=oid, lost_node=lost_node),
+                m.GetObject(object_id=oid, lost_node=lost_node, cap=cap),
                 lambda r: self.fetched(oid, r, None),
             )
 

@@ -15,6 +15,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from manta._private.protocol import messages as m
+from manta._private.runtime.holders import Holders
 from manta._private.runtime.object_ref import ObjectRef
 from manta._private.runtime.refs import DropActor, EndBorrow, FreeStored, UnpinCopy
 
@@ -29,6 +30,18 @@ class References:
         self.lock = rt.lock
         # Borrowed refs whose owners do not know about us yet.
         self.unregistered: set[bytes] = set()
+        self.holders = Holders(self._own_job)
+
+    def _own_job(self) -> int:
+        p = self.rt.identity.principal
+        return p.job_id if p is not None else 0
+
+    def cap_of(self, object_id: bytes, owner: str) -> bytes:
+        """The proof to pass along with a ref: ours if we own it, else the one we were handed."""
+        if owner == self.rt.address:
+            return self.holders.cap(object_id)
+        e = self.refs.entries.get(object_id)
+        return e.cap if e is not None else b""
 
     # -- ObjectRef hooks (any thread) -------------------------------------
 
@@ -54,27 +67,29 @@ class References:
         with self.lock:
             self.refs.escape(object_id)
 
-    def deserialized_ref(self, object_id: bytes, owner: str) -> ObjectRef:
+    def deserialized_ref(self, object_id: bytes, owner: str, cap: bytes = b"") -> ObjectRef:
         with self.lock:
             e = self.refs.entries.get(object_id)
             if e is not None:
                 e.local += 1
             else:
-                _, created = self.refs.add_local(object_id, owner)
+                e, created = self.refs.add_local(object_id, owner)
                 if created:
                     self.unregistered.add(object_id)
+            if cap and not e.cap:
+                e.cap = cap
         return ObjectRef(object_id, owner, self.rt)
 
     # -- borrowing --------------------------------------------------------
 
-    def take_unregistered(self) -> dict[str, list[bytes]]:
-        """Borrowed refs whose owners do not yet know about us, by owner."""
-        out: dict[str, list[bytes]] = {}
+    def take_unregistered(self) -> dict[str, list[tuple[bytes, bytes]]]:
+        """Borrowed refs (id, cap) whose owners do not yet know about us, by owner."""
+        out: dict[str, list[tuple[bytes, bytes]]] = {}
         with self.lock:
             for oid in self.unregistered:
                 e = self.refs.get(oid)
                 if e is not None and not e.owned and not e.registered and e.alive():
-                    out.setdefault(e.owner, []).append(oid)
+                    out.setdefault(e.owner, []).append((oid, e.cap))
                     e.registered = True
             self.unregistered.clear()
         return out
@@ -85,15 +100,16 @@ class References:
         if pending:
             self.rt.run(self.tell_owners(pending, borrower or self.rt.address))
 
-    async def tell_owners(self, by_owner: dict[str, list[bytes]], borrower: str) -> None:
+    async def tell_owners(self, by_owner: dict[str, list[tuple[bytes, bytes]]], borrower: str) -> None:
         """I/O thread: registers `borrower` with each owner of the refs it keeps."""
         futs = []
-        for owner, ids in by_owner.items():
+        for owner, held in by_owner.items():
             try:
                 conn = await self.rt.peers.peer(owner)
             except ConnectionError:
                 continue  # the owner is gone: its objects with it
-            futs.append(conn.request(m.AddBorrow(object_ids=ids, borrower=borrower)))
+            ids = [oid for oid, _ in held]
+            futs.append(conn.request(m.AddBorrow(object_ids=ids, borrower=borrower, caps=[c for _, c in held])))
         await asyncio.gather(*futs, return_exceptions=True)
 
     def add_borrower(self, msg: m.AddBorrow) -> bytes | None:

@@ -77,6 +77,7 @@ class Entry:
         "registered",
         "fetching",
         "local_copy",
+        "cap",
     )
 
     def __init__(self, owned: bool, owner: str) -> None:
@@ -91,6 +92,8 @@ class Entry:
         self.node_id = b""
         self.is_error = False
         self.waiters: list[Callable[[], None]] | None = None
+        # A borrowed ref's proof, from its owner, that whoever holds it was handed it.
+        self.cap = b""
         # Refs (id, owner) inside this object's value: pinned while it lives.
         self.contained: list[tuple[bytes, str]] = []
         # Borrowed entries: whether the owner knows we borrow it.

@@ -32,9 +32,9 @@ class Inbound:
         self.refusals = policy.Refusals(log)
         self._handlers: dict[type, Callable[[Connection, Any], None]] = {
             m.PushTask: self._push_task,
-            m.GetObject: lambda conn, msg: rt.objects.serve_get(conn, msg),
+            m.GetObject: self._get_object,
             m.AddBorrow: self._add_borrow,
-            m.RemoveBorrow: lambda conn, msg: rt.references.remove_borrower(msg),
+            m.RemoveBorrow: self._remove_borrow,
             m.CancelTask: self._cancel_task,
             m.LogLines: self._log_lines,
             m.NodeDied: self._node_died,
@@ -108,7 +108,25 @@ class Inbound:
             return
         executor.on_push(conn, msg)
 
+    def _get_object(self, conn: Connection, msg: m.GetObject) -> None:
+        why = self.rt.references.holders.read_refusal(conn.principal, msg.object_id, msg.cap)
+        if why:
+            self.refusals.answer(conn, msg, why)
+            return
+        self.rt.objects.serve_get(conn, msg)
+
+    def _remove_borrow(self, conn: Connection, msg: m.RemoveBorrow) -> None:
+        why = self.rt.references.holders.unborrow_refusal(conn.principal, msg.object_ids, msg.borrower)
+        if why:
+            self.refusals.answer(conn, msg, why)
+            return
+        self.rt.references.remove_borrower(msg)
+
     def _add_borrow(self, conn: Connection, msg: m.AddBorrow) -> None:
+        why = self.rt.references.holders.borrow_refusal(conn.principal, msg.object_ids, msg.caps, msg.borrower)
+        if why:
+            self.refusals.answer(conn, msg, why)
+            return
         freed = self.rt.references.add_borrower(msg)
         if freed is not None:
             conn.reply_error(msg, m.ErrorKind.FREED, freed.hex())

@@ -96,7 +96,7 @@ class Submitter:
                 with self.lock:
                     self.refs.pin(value._id, value._owner)
                 pinned.append(value._id)
-                out.append(m.Arg(object_id=value._id, owner=value._owner))
+                out.append(m.Arg(object_id=value._id, owner=value._owner, cap=rt.ref_cap(value._id, value._owner)))
                 continue
             label = f"argument {i}" if i < len(args) else f"keyword argument {list(kwargs)[i - len(args)]!r}"
             sv = rt.objects.serialize_value(value, f"{label} of {name}() ({type(value).__name__})")
@@ -110,7 +110,10 @@ class Submitter:
                 with self.lock:
                     self.refs.pin(oid, rt.address)
                 pinned.append(oid)
-                out.append(m.Arg(object_id=oid, owner=rt.address, in_store=True, node_id=rt.node_id))
+                out.append(m.Arg(
+                    object_id=oid, owner=rt.address, in_store=True, node_id=rt.node_id,
+                    cap=rt.ref_cap(oid, rt.address),
+                ))
             else:
                 out.append(m.Arg(data=sv.to_bytes()))
         return out, list(kwargs), pinned
@@ -264,7 +267,9 @@ class Submitter:
                 else:
                     err = None
                     if e.in_store:
-                        args[i] = m.Arg(object_id=oid, owner=arg.owner, in_store=True, node_id=e.node_id)
+                        args[i] = m.Arg(
+                            object_id=oid, owner=arg.owner, in_store=True, node_id=e.node_id, cap=arg.cap,
+                        )
                     else:
                         args[i] = m.Arg(data=e.data)
             if task.done:
