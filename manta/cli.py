@@ -522,16 +522,22 @@ def _duration(text: str | None) -> float:
               help="Quota: CPUs its jobs' actors and placement groups hold together.")
 @click.option("--max-kv-bytes", type=click.IntRange(min=0), default=None,
               help="Quota: bytes its jobs keep in the KV store.")
+@click.option("--max-pending-tasks", type=click.IntRange(min=0), default=None,
+              help="Quota: tasks each of its jobs' processes may have submitted and not finished "
+                   "(and lease requests its jobs may have waiting on one node).")
+@click.option("--max-store-bytes", type=click.IntRange(min=0), default=None,
+              help="Quota: bytes its jobs' objects may take in one node's object store.")
 @_ADDRESS
 @_TOKEN_FILE
 def token_create(role: str, namespaces: tuple[str, ...], expires: str | None, note: str, max_actors: int | None,
-                 max_cpus: float | None, max_kv_bytes: int | None, address: str | None,
-                 token_file: str | None) -> None:
+                 max_cpus: float | None, max_kv_bytes: int | None, max_pending_tasks: int | None,
+                 max_store_bytes: int | None, address: str | None, token_file: str | None) -> None:
     """Make a token; it is shown once, here."""
     from manta._private.protocol import auth_messages as am
     from manta._private.protocol.identity import Role
 
-    quota = am.Quota(max_actors=max_actors, max_cpus=max_cpus, max_kv_bytes=max_kv_bytes)
+    quota = am.Quota(max_actors=max_actors, max_cpus=max_cpus, max_kv_bytes=max_kv_bytes,
+                     max_pending_tasks=max_pending_tasks, max_store_bytes=max_store_bytes)
     msg = am.CreateToken(role=Role[role.upper()], namespaces=namespaces, expires_s=_duration(expires), note=note,
                          quota=quota)
     _, made = _head_call(address, token_file, msg)
@@ -556,8 +562,9 @@ def token_list(address: str | None, token_file: str | None) -> None:
                   pad_edge=False)
     for t in answer.tokens:
         q = t.quota
-        quota = ", ".join(f"{name} {v:g}" for name, v in
-                          (("actors", q.max_actors), ("cpus", q.max_cpus), ("kv bytes", q.max_kv_bytes))
+        quota = ", ".join(f"{name} {v:g}" if isinstance(v, float) else f"{name} {v}" for name, v in
+                          (("actors", q.max_actors), ("cpus", q.max_cpus), ("kv bytes", q.max_kv_bytes),
+                           ("pending tasks", q.max_pending_tasks), ("store bytes", q.max_store_bytes))
                           if v is not None) or "none"
         table.add_row(t.token_id, t.role.name.lower(), ", ".join(t.namespaces) or "all", _when(t.created),
                       _when(t.expires) if t.expires else "never", "revoked" if t.revoked else "valid", quota,

@@ -43,7 +43,7 @@ _KEYS.update({name: name for name in (
     "max_frame_bytes", "handshake_timeout_s", "max_unauthenticated_per_peer", "max_send_buffer_bytes",
     "max_kv_entries_per_namespace", "max_kv_bytes_per_namespace", "max_named_actors", "max_placement_groups",
     "max_pending_demands", "max_jobs", "max_dead_actors", "max_function_bytes", "tls_cert_days",
-    "job_max_actors", "job_max_cpus", "job_max_kv_bytes",
+    "job_max_actors", "job_max_cpus", "job_max_kv_bytes", "job_max_pending_tasks", "job_max_store_bytes",
 )})
 # Environment variables, and the field each one sets.
 _ENV = {
@@ -127,6 +127,8 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     job_max_actors: int | None = None
     job_max_cpus: float | None = None
     job_max_kv_bytes: int | None = None
+    job_max_pending_tasks: int | None = None
+    job_max_store_bytes: int | None = None
     # Finished jobs and dead actors kept for the state API (the oldest go first).
     max_jobs: int = 10_000
     max_dead_actors: int = 100_000
@@ -180,7 +182,10 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
 
 
 # Fields whose default, None, means "no limit": the type a value must have.
-_OPTIONAL: dict[str, type] = {"job_max_actors": int, "job_max_cpus": float, "job_max_kv_bytes": int}
+_OPTIONAL: dict[str, type] = {
+    "job_max_actors": int, "job_max_cpus": float, "job_max_kv_bytes": int, "job_max_pending_tasks": int,
+    "job_max_store_bytes": int,
+}
 
 
 def _checked(field: str, what: str, value: Any) -> Any:

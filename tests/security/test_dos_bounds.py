@@ -23,6 +23,8 @@ CAPS = {
     "max_jobs": 4,
     "max_dead_actors": 5,
     "max_function_bytes": 4 << 20,
+    # Above the 16 lease requests an owner keeps out per kind of task.
+    "max_pending_demands": 40,
 }
 
 
@@ -119,3 +121,35 @@ def test_full_tables_refuse_the_asker_alone(cluster: Cluster) -> None:
 
         assert len(list_jobs(limit=1000)) <= CAPS["max_jobs"]
     assert cluster.alive()
+
+
+def test_an_agents_queue_of_requests_no_node_can_serve_is_bounded(cluster: Cluster) -> None:
+    import threading
+    import time
+
+    from manta._private.protocol import messages as m
+
+    with served_meanwhile(cluster):
+        with driver_in_process(cluster, namespace="parker") as rt:
+            import manta
+
+            answers: list[str] = []
+
+            def ask() -> None:
+                try:
+                    rt.call_agent(m.RequestLease(job_id=rt.job_id, resources={"CPU": 64.0}, env_vars={}))
+                    answers.append("granted")
+                except Exception as e:
+                    answers.append(f"{type(e).__name__}: {e}")
+
+            # Lease requests sent by hand for more CPUs than any node has: each
+            # waits for a node that can serve it, up to the bound.
+            threads = [threading.Thread(target=ask, daemon=True) for _ in range(43)]
+            for t in threads:
+                t.start()
+            deadline = time.monotonic() + 30
+            while len(answers) < 3 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert len(answers) == 3, answers
+            assert all(a.startswith("ValueError") and "max_pending_demands" in a for a in answers), answers
+            assert manta.get(manta.remote(lambda: 5).remote(), timeout=60) == 5, "the asker is still served"

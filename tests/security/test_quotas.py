@@ -120,3 +120,91 @@ def test_kv_bytes_are_charged_to_their_writer_and_freed_by_a_delete(cluster):
     assert seen["delete"][0] == "ok"
     assert seen["after_delete"][0] == "ok"
     assert seen["read"] == ["ok", "600"]
+
+
+def test_store_bytes_stop_a_tokens_puts_and_returns_and_a_free_makes_room(cluster):
+    c = cluster
+    small = _token(c, "--namespace", "storeq", "--max-store-bytes", str(30 << 20))
+    seen = driver(c, "storeq", """
+    import numpy as np, time
+
+    @manta.remote
+    def big(n):
+        return np.ones(n, dtype=np.uint8)
+
+    first = manta.put(np.ones(20 << 20, dtype=np.uint8))
+    attempt("second", lambda: manta.put(np.ones(20 << 20, dtype=np.uint8)))
+    attempt("returned", lambda: manta.get(big.remote(20 << 20)).nbytes)
+    attempt("small", lambda: manta.get(manta.put(np.ones(1 << 20, dtype=np.uint8))).nbytes)
+    del first
+    def after_free():
+        for _ in range(100):  # the owner's free reaches the agent shortly
+            try:
+                return manta.get(manta.put(np.ones(20 << 20, dtype=np.uint8))).nbytes
+            except manta.exceptions.QuotaExceededError:
+                time.sleep(0.1)
+        raise TimeoutError("the freed object's bytes were never released")
+    attempt("after_free", after_free)
+    """, token=small)
+    assert seen["second"][0] == "QuotaExceededError", seen["second"]
+    assert "max_store_bytes=31457280" in seen["second"][1] and "token" in seen["second"][1]
+    assert seen["returned"][0] == "RayTaskError(QuotaExceededError)", seen["returned"]  # as Ray wraps a task's error
+    assert seen["small"] == ["ok", str(1 << 20)]
+    assert seen["after_free"] == ["ok", str(20 << 20)]
+    # The owner's job is not bound by that token: 60 MB at once is fine.
+    owner = driver(c, "storeq", """
+    import numpy as np
+    refs = [manta.put(np.ones(20 << 20, dtype=np.uint8)) for _ in range(3)]
+    attempt("three", lambda: sum(a.nbytes for a in manta.get(refs)))
+    """)
+    assert owner["three"] == ["ok", str(60 << 20)]
+
+
+def test_pending_tasks_stop_submission_in_the_job_and_at_the_agent(cluster):
+    c = cluster
+    few = _token(c, "--namespace", "pendq", "--max-pending-tasks", "4")
+    seen = driver(c, "pendq", """
+    import time
+    from manta._private.protocol import messages as m
+    from manta._private.runtime import context
+
+    @manta.remote
+    def nap(s):
+        time.sleep(s)
+        return s
+
+    refs = [nap.remote(1.0) for _ in range(4)]
+    attempt("fifth", lambda: nap.remote(0))
+    attempt("first_four", lambda: manta.get(refs, timeout=60))
+    attempt("again", lambda: manta.get([nap.remote(0) for _ in range(4)], timeout=60))
+    # A job that skips its own check, sending lease requests by hand: the agent
+    # holds it to its quota of requests waiting there (these ask for more CPUs
+    # than the node has, so they wait).
+    rt = context.current()
+    def flood():
+        import threading
+        answers = []
+        def ask():
+            try:
+                answers.append(repr(rt.call_agent(m.RequestLease(job_id=rt.job_id, resources={"CPU": 64.0},
+                                                                 env_vars={}))))
+            except Exception as e:
+                answers.append(type(e).__name__)
+        threads = [threading.Thread(target=ask, daemon=True) for _ in range(8)]
+        for t in threads:
+            t.start()
+        time.sleep(3)
+        return sorted(answers)
+    attempt("flood", flood)
+    """, token=few)
+    assert seen["fifth"][0] == "QuotaExceededError", seen["fifth"]
+    assert "max_pending_tasks=4" in seen["fifth"][1]
+    assert seen["first_four"] == ["ok", "[1.0, 1.0, 1.0, 1.0]"]
+    assert seen["again"][0] == "ok"
+    flood = eval(seen["flood"][1])
+    assert flood == ["QuotaExceededError"] * 4, flood
+    # Everyone else is served meanwhile and after.
+    owner = driver(c, "pendq", """
+    attempt("square", lambda: manta.get(manta.remote(lambda x: x * x).remote(9), timeout=60))
+    """)
+    assert owner["square"] == ["ok", "81"]

@@ -14,7 +14,7 @@ not count (they never run); imports inside functions do.
     node        node/                                         objectstore, transport and below
     control     control/ (sans-IO tables of the head)         protocol, scheduling
     transport   transport/                                    auth, protocol
-    auth        auth/ (credentials, handshake, policy)        protocol
+    auth        auth/ (credentials, handshake, policy, quotas) protocol
     scheduling                                                protocol
     objectstore, protocol                                     base only
     base        exceptions, ids, config, clock, private_files each other

@@ -251,3 +251,14 @@ def test_an_idle_lease_asked_back_goes_back_at_once(client):
     client.task_replied(lease, a, done(a))
     assert client.lease_reclaimed(lc.LOCAL, 4) == [lc.ReturnLease(lease)]
     client.validate()
+
+
+def test_a_request_past_the_nodes_quota_is_dropped_while_others_are_out_and_fails_the_queue_when_last(client):
+    a, b = make_task(), make_task()
+    (_, req) = client.submit(a)
+    assert client.submit(b)[-1] == req  # a second request for the second task
+    assert req.shape.requests == 2
+    err = exc.QuotaExceededError("job 1 would pass its quota max_pending_tasks=1")
+    assert client.lease_failed(req.shape, lc.LOCAL, err, lost=False) == []
+    assert req.shape.requests == 1 and list(req.shape.queue) == [a, b]
+    assert client.lease_failed(req.shape, lc.LOCAL, err, lost=False) == [lc.Fail(a, err), lc.Fail(b, err)]

@@ -186,16 +186,19 @@ class HeadAccess:
             return None
         return self._job(person, job_id, job.namespace)
 
-    @staticmethod
-    def _job(person: Principal, job_id: int, namespace: str, worker_id: bytes = b"") -> Principal:
+    def _job(self, person: Principal, job_id: int, namespace: str, worker_id: bytes = b"") -> Principal:
         """What a job started with `person`'s token may do: what the token may, and
-        also in the job's own namespace (an anonymous one, if it named none)."""
+        also in the job's own namespace (an anonymous one, if it named none).
+        Its quotas go into its pass, for the node agents to enforce."""
         namespaces = person.namespaces
         if namespaces and namespace not in namespaces:
             namespaces = (*namespaces, namespace)
+        per_job = self.head.quotas.per_job
+        token = self.head.quotas.token_quota(person)
         return Principal(
             kind=Kind.JOB, role=min(person.role, Role.ADMIN), name=f"job {job_id}", namespaces=namespaces,
             job_id=job_id, worker_id=worker_id, token_id=person.token_id, expires=person.expires,
+            quota=per_job if per_job.limits() else None, token_quota=token,
         )
 
     def rebind(self, conn: Connection, msg: am.Rebind) -> None:

@@ -1,5 +1,5 @@
 """The head's side of quotas: the jobs and token a request is charged to,
-and what they hold now (control/quotas.py decides).
+and what they hold now (auth/quotas.py decides).
 
 Actors, placement groups and KV writes all go through the head, so this is
 the one place their use is counted. Use is read from the head's own tables
@@ -15,9 +15,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from manta._private.auth.credentials import LOCAL_ADMIN
+from manta._private.auth.quotas import Ledger, Use, over
 from manta._private.control.actors import DEAD
 from manta._private.control.placement_groups import REMOVED
-from manta._private.control.quotas import KvLedger, Use, over
 from manta._private.protocol import messages as m
 from manta._private.protocol.auth_messages import Quota
 from manta._private.protocol.identity import Principal
@@ -30,15 +30,18 @@ class HeadQuotas:
     def __init__(self, head: Head) -> None:
         self.head = head
         c = head.config
-        self.per_job = Quota(max_actors=c.job_max_actors, max_cpus=c.job_max_cpus, max_kv_bytes=c.job_max_kv_bytes)
-        self.kv = KvLedger()
+        self.per_job = Quota(
+            max_actors=c.job_max_actors, max_cpus=c.job_max_cpus, max_kv_bytes=c.job_max_kv_bytes,
+            max_pending_tasks=c.job_max_pending_tasks, max_store_bytes=c.job_max_store_bytes,
+        )
+        self.kv = Ledger()
 
     def refusal(self, p: Principal, msg: Any) -> str:
         """Why `msg` would take its job or token past a quota ("" if it would not)."""
         t = type(msg)
         if t not in (m.CreateActor, m.CreatePlacementGroup, m.KvPut):
             return ""
-        token = self._token_quota(p)
+        token = self.token_quota(p)
         if not self.per_job.limits() and token is None:
             return ""
         if t is m.CreateActor:
@@ -77,7 +80,8 @@ class HeadQuotas:
     def kv_deleted(self, namespace: str, key: bytes) -> None:
         self.kv.delete((namespace, key))
 
-    def _token_quota(self, p: Principal) -> Quota | None:
+    def token_quota(self, p: Principal) -> Quota | None:
+        """The quota of the token `p` acts with, if it sets any limit."""
         if not p.token_id or p.token_id == LOCAL_ADMIN:
             return None
         info = self.head.access.tokens.tokens.get(p.token_id)

@@ -31,6 +31,7 @@ from manta._private.node.job_passes import JobPasses
 from manta._private.node.limits import limits_of
 from manta._private.node.pip_envs import PipEnvironments, SetupFailed
 from manta._private.node.pip_policy import PipPolicy
+from manta._private.node.quotas import NodeQuotas
 from manta._private.node.reporting import ReportSchedule
 from manta._private.node.roster import INTENDED_SYSTEM_EXIT, Roster
 from manta._private.node.spill import OutOfDisk, SpillCorrupt, Spilling
@@ -168,6 +169,8 @@ class NodeAgent:
         num_cpus = int(resources.get("CPU", 1))
         self.leases = lt.LeaseTable(to_units(resources), max_idle_workers=max(num_cpus, 2) + 2, spares=prestart)
         self.store = StoreTable(store_capacity)
+        self.quotas = NodeQuotas()
+        self.store.on_gone = self.quotas.gone
         self.spill_dir = self.config.spill_dir or os.path.join(session_dir, "spill")
         self.region = Region.create(store_capacity, "manta-store")
         self.spilling = Spilling(self.store, self.region, self.config, self.spill_dir)
@@ -541,6 +544,12 @@ class NodeAgent:
             if why:
                 conn.reply_error(msg, m.ErrorKind.AUTHORIZATION, why)
                 return
+            job = self.job_passes.jobs[msg.job_id]
+            why = self.quotas.lease_refusal(job, self.pending_leases,
+                                            self.job_passes.jobs_of(r for _, r in self.infeasible))
+            if why:
+                conn.reply_error(msg, m.ErrorKind.QUOTA, why)
+                return
             if self._spill(conn, msg):
                 return
             pip = msg.env_vars.get(PIP_ENV)
@@ -552,6 +561,7 @@ class NodeAgent:
                 return
             self._req_ids += 1
             rid = self._req_ids
+            self.quotas.lease_queued(job, rid)
             self.pending_leases[rid] = PendingLease(conn, msg)
             try:
                 units = to_units(msg.resources)
@@ -575,11 +585,16 @@ class NodeAgent:
             memory_kills.lease_returned(self, conn, msg.lease_id, granted, msg.kill)
             self._run(self.leases.return_lease(msg.lease_id, msg.kill))
         elif t is m.StoreCreate:
+            why = self.quotas.store_refusal(conn.principal, msg.size)
+            if why:
+                conn.reply_error(msg, m.ErrorKind.QUOTA, why)
+                return
             try:
                 offset = self._create(msg.object_id, msg.size, id(conn))
             except StoreError as e:
                 conn.reply_error(msg, _error_kind(e), str(e))
                 return
+            self.quotas.created(conn.principal, msg.object_id, msg.size)
             conn.reply(msg, m.StoreCreated(offset=offset))
         elif t is m.StoreSeal:
             for w in self.store.seal(msg.object_id):
@@ -725,12 +740,19 @@ class NodeAgent:
                 # No node has these resources now; look again whenever the
                 # cluster changes (a node joins, a placement group is made).
                 log.info("no node has %s yet; the request waits", msg.resources)
-                self.infeasible.append((conn, msg))
-                self._report_resources()
+                self._park(conn, msg)
                 return True
             return False
         conn.reply(msg, m.LeaseSpill(node_id=decision.node.node_id, address=decision.node.address))
         return True
+
+    def _park(self, conn: Connection, msg: m.RequestLease) -> None:
+        """Keeps a request no node can serve yet, within the bound on waiting requests."""
+        if len(self.infeasible) >= self.config.max_pending_demands:
+            conn.reply_error(msg, m.ErrorKind.VALUE, "too many lease requests wait here (max_pending_demands)")
+            return
+        self.infeasible.append((conn, msg))
+        self._report_resources()
 
     def _spill_by_labels(self, conn: Connection, msg: m.RequestLease, need: Any, view: dict[bytes, NodeView]) -> bool:
         """A task whose label_selector this node does not match goes to a
@@ -742,8 +764,7 @@ class NodeAgent:
             (n for n in matching if fits(need, n.total)), None)
         if pick is None or msg.spilled:
             log.info("no node has labels matching %s with %s yet; the request waits", selector, msg.resources)
-            self.infeasible.append((conn, msg))
-            self._report_resources()
+            self._park(conn, msg)
             return True
         conn.reply(msg, m.LeaseSpill(node_id=pick.node_id, address=pick.address))
         return True

@@ -15,6 +15,8 @@ place an actor.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+
 from msgspec.structs import replace
 
 from manta._private.auth.credentials import ClusterKeys
@@ -42,6 +44,13 @@ class JobPasses:
         else:
             return f"{sender.describe()} may not ask for a lease for job {msg.job_id}"
         return ""
+
+    def jobs_of(self, requests: Iterable[m.RequestLease]) -> Iterator[Principal]:
+        """The principals of the jobs `requests` are for (those known here)."""
+        for r in requests:
+            job = self.jobs.get(r.job_id)
+            if job is not None:
+                yield job
 
     def credential(self, worker_id: bytes, job_id: int) -> Credential:
         """The pass a worker is forked with (a spare's, if the job is not known)."""

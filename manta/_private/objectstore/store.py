@@ -51,6 +51,9 @@ class StoreTable:
         self.copies: collections.OrderedDict[bytes, None] = collections.OrderedDict()
         # Objects moved to disk to make room: id -> size.
         self.spilled: dict[bytes, int] = {}
+        # Called with an object's id once it has left the node wholly (not
+        # when it moves to disk): what node quotas release its bytes on.
+        self.on_gone: Callable[[bytes], None] = _nothing
 
     @property
     def capacity(self) -> int:
@@ -110,6 +113,7 @@ class StoreTable:
         if obj is not None:
             self.copies.pop(object_id, None)
             self.allocator.free(obj.offset)
+        self.on_gone(object_id)
 
     def mark_copy(self, object_id: bytes) -> None:
         """The object is a copy pulled from another node: evictable when unpinned."""
@@ -168,6 +172,7 @@ class StoreTable:
     def free(self, object_id: bytes) -> bool:
         """The owner is done with it; True if it was on disk (delete the file)."""
         if self.spilled.pop(object_id, None) is not None:
+            self.on_gone(object_id)
             return True
         obj = self.objects.get(object_id)
         if obj is None:
@@ -215,3 +220,8 @@ class StoreTable:
             del self.objects[object_id]
             self.copies.pop(object_id, None)
             self.allocator.free(obj.offset)
+            self.on_gone(object_id)
+
+
+def _nothing(object_id: bytes) -> None:
+    pass

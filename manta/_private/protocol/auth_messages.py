@@ -5,8 +5,10 @@ create|list|revoke`)."""
 
 from __future__ import annotations
 
-from manta._private.protocol.identity import Credential, Role
+from manta._private.protocol.identity import Credential, Quota, Role
 from manta._private.protocol.structs import Msg, Record
+
+__all__ = ["Quota"]  # defined with the principals, which carry it in their passes
 
 # --- the handshake (see auth.handshake) ----------------------------------------
 
@@ -63,20 +65,6 @@ class Rebind(Msg, frozen=True):
 
 
 # --- people's tokens ---------------------------------------------------------------
-
-
-class Quota(Record, frozen=True):
-    """The most a token's jobs (all of them together) or any one job may hold
-    at once; None: no limit. Enforced by the head (control/quotas.py)."""
-
-    max_actors: int | None = None
-    # CPUs held by live actors and placement groups' bundles.
-    max_cpus: float | None = None
-    # Bytes of keys and values it wrote to the KV store and that are still there.
-    max_kv_bytes: int | None = None
-
-    def limits(self) -> bool:
-        return self.max_actors is not None or self.max_cpus is not None or self.max_kv_bytes is not None
 
 
 class TokenInfo(Record, frozen=True):

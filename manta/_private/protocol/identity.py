@@ -36,6 +36,30 @@ class Kind(enum.IntEnum):
     PERSON = 3  # a token's holder that has not registered a job (the CLI, a driver starting)
 
 
+class Quota(Record, frozen=True):
+    """The most a token's jobs (all of them together) or any one job may hold
+    at once; None: no limit (auth/quotas.py decides).
+
+    The head enforces what passes through it (actors, CPUs, KV bytes). The
+    node agents enforce store bytes and queued lease requests on their node,
+    from the quota signed into the job's pass; the job's own processes
+    bound the tasks they have submitted."""
+
+    max_actors: int | None = None
+    # CPUs held by live actors and placement groups' bundles.
+    max_cpus: float | None = None
+    # Bytes of keys and values it wrote to the KV store and that are still there.
+    max_kv_bytes: int | None = None
+    # Tasks submitted and not yet finished (queued or running), per submitting process.
+    max_pending_tasks: int | None = None
+    # Bytes of the objects it created in one node's store (in memory or spilled) and not yet freed.
+    max_store_bytes: int | None = None
+
+    def limits(self) -> bool:
+        return any(v is not None for v in (self.max_actors, self.max_cpus, self.max_kv_bytes,
+                                             self.max_pending_tasks, self.max_store_bytes))
+
+
 class Principal(Record, frozen=True):
     kind: Kind
     role: Role
@@ -49,6 +73,11 @@ class Principal(Record, frozen=True):
     token_id: str = ""
     # Seconds since the epoch after which it is not valid; 0: never.
     expires: float = 0.0
+    # A job's quotas, signed into its pass so that node agents enforce them
+    # without asking the head: its own (Config.job_max_*) and its token's
+    # (which bounds all the token's jobs together).
+    quota: Quota | None = None
+    token_quota: Quota | None = None
 
     def may(self, role: Role) -> bool:
         return self.role >= role

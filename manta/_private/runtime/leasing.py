@@ -253,6 +253,10 @@ class LeaseClient:
             return [RequestLease(shape, LOCAL, False, LOCAL)]
         shape.requests -= 1
         out: list[Command] = []
+        if isinstance(error, exc.QuotaExceededError) and shape.requests > 0:
+            # One request too many for the job's quota of queued requests on
+            # that node: the ones still out will serve the queue.
+            return out
         sid = self.log.stimulus()
         while shape.queue:
             task = shape.queue.popleft()

@@ -19,6 +19,7 @@ from msgspec.structs import replace
 
 from manta import exceptions as exc
 from manta._private import ids
+from manta._private.auth.quotas import pending_limit
 from manta._private.protocol import messages as m
 from manta._private.runtime import leasing as lc
 from manta._private.runtime import story
@@ -68,6 +69,8 @@ class Submitter:
         self.leases = lc.LeaseClient(rt.clock, rt.log, should_retry)
         # Unfinished tasks (plain and actor calls) by return id: for cancel().
         self.by_return: dict[bytes, Task] = {}
+        # Tasks submitted here and not finished, counted while a quota bounds them.
+        self.unfinished = 0
         # Unfinished tasks submitted by each task running here (guarded by the lock).
         self.children: dict[bytes, set[Task]] = {}
         self._timer: Any = None
@@ -197,13 +200,39 @@ class Submitter:
         capture: tuple[bytes, int] = (b"", 0),
         backpressure: int = -1,
     ) -> list[ObjectRef]:
-        task, refs = self.new_task(
-            name, args, kwargs, num_returns,
-            fn_id=fn_id, resources=resources, env_vars=env_vars, retries=max_retries,
-            retry_exceptions=retry_exceptions, placement=placement, capture=capture, backpressure=backpressure,
-        )
+        limit = pending_limit(self.rt.identity.principal)
+        if limit is not None:
+            self._count_pending(limit)
+        try:
+            task, refs = self.new_task(
+                name, args, kwargs, num_returns,
+                fn_id=fn_id, resources=resources, env_vars=env_vars, retries=max_retries,
+                retry_exceptions=retry_exceptions, placement=placement, capture=capture, backpressure=backpressure,
+            )
+        except BaseException:
+            if limit is not None:
+                with self.lock:
+                    self.unfinished -= 1
+            raise
+        task.counted = limit is not None
         self.rt.post(self.submit_io, task)
         return refs
+
+    def _count_pending(self, limit: int) -> None:
+        """Counts one more pending task, or raises if the quota is reached.
+
+        Pending tasks wait here, in their owner, until a worker is leased
+        for them (the agents see at most a few lease requests per shape),
+        so this is where they are bounded; the agents' bound on queued
+        requests (node/quotas.py) holds an owner that skips this check."""
+        with self.lock:
+            if self.unfinished >= limit:
+                raise exc.QuotaExceededError(
+                    f"job {self.rt.job_id} would pass its quota max_pending_tasks={limit}: this process has "
+                    f"{self.unfinished} tasks submitted and not finished (wait for some with ray.get or "
+                    f"ray.wait before submitting more)"
+                )
+            self.unfinished += 1
 
     # -- I/O thread ---------------------------------------------------------
 
@@ -516,6 +545,10 @@ class Submitter:
         self._finish(task)
 
     def _finish(self, task: Task) -> None:
+        if task.counted:
+            task.counted = False
+            with self.lock:
+                self.unfinished -= 1
         by_return = self.by_return
         for rid in task.return_ids:
             by_return.pop(rid, None)

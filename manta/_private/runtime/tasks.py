@@ -36,6 +36,8 @@ class Task:
     args_released: bool = False
     # A streaming generator task: the caller's stream of its items.
     stream: Any = None
+    # Counted in its owner's pending tasks, for the max_pending_tasks quota.
+    counted: bool = False
 
     def may_retry_on_error(self) -> bool:
         """Whether its own error may send it again: retries left, not
