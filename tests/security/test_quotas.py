@@ -33,8 +33,9 @@ class A:
 
 @pytest.fixture(scope="module")
 def cluster():
-    # Every job, the owner's too, may keep at most 6 live actors.
-    with start_cluster("mtq", "--num-cpus", "8", "--system-config", json.dumps({"job_max_actors": 6})) as c:
+    # Every job, the owner's too, may keep at most 6 live actors and 100 MiB in a node's store.
+    config = {"job_max_actors": 6, "job_max_store_bytes": 100 << 20}
+    with start_cluster("mtq", "--num-cpus", "8", "--system-config", json.dumps(config)) as c:
         yield c
 
 
@@ -151,13 +152,17 @@ def test_store_bytes_stop_a_tokens_puts_and_returns_and_a_free_makes_room(cluste
     assert seen["returned"][0] == "RayTaskError(QuotaExceededError)", seen["returned"]  # as Ray wraps a task's error
     assert seen["small"] == ["ok", str(1 << 20)]
     assert seen["after_free"] == ["ok", str(20 << 20)]
-    # The owner's job is not bound by that token: 60 MB at once is fine.
+    # The owner's job is not bound by that token (60 MiB at once is fine), only
+    # by every job's own 100 MiB.
     owner = driver(c, "storeq", """
     import numpy as np
     refs = [manta.put(np.ones(20 << 20, dtype=np.uint8)) for _ in range(3)]
     attempt("three", lambda: sum(a.nbytes for a in manta.get(refs)))
+    attempt("past_own", lambda: manta.put(np.ones(50 << 20, dtype=np.uint8)))
     """)
     assert owner["three"] == ["ok", str(60 << 20)]
+    assert owner["past_own"][0] == "QuotaExceededError" and "job" in owner["past_own"][1]
+    assert f"max_store_bytes={100 << 20}" in owner["past_own"][1]
 
 
 def test_pending_tasks_stop_submission_in_the_job_and_at_the_agent(cluster):

@@ -36,21 +36,24 @@ class NodeQuotas:
 
     def store_refusal(self, p: Principal, size: int) -> str:
         """Why creating `size` bytes here would take `p`'s job or token past a quota."""
-        if p.quota is None and p.token_quota is None:
+        job_q, token_q = _store_limits(p)
+        if job_q is None and token_q is None:
             return ""
         ask = Use(store_bytes=size)
-        if p.quota is not None:
-            why = over(p.quota, Use(store_bytes=self.store.by_job.get(p.job_id, 0)), ask, f"job {p.job_id}")
+        if job_q is not None:
+            why = over(Quota(max_store_bytes=job_q), Use(store_bytes=self.store.by_job.get(p.job_id, 0)), ask,
+                       f"job {p.job_id}")
             if why:
                 return why
-        if p.token_quota is not None:
+        if token_q is not None:
             held = Use(store_bytes=self.store.by_token.get(p.token_id, 0))
-            return over(p.token_quota, held, ask, f"token {p.token_id}")
+            return over(Quota(max_store_bytes=token_q), held, ask, f"token {p.token_id}")
         return ""
 
     def created(self, p: Principal, object_id: bytes, size: int) -> None:
-        if p.quota is not None or p.token_quota is not None:
-            self.store.put(object_id, p.job_id, p.token_id if p.token_quota is not None else "", size)
+        job_q, token_q = _store_limits(p)
+        if job_q is not None or token_q is not None:
+            self.store.put(object_id, p.job_id, p.token_id if token_q is not None else "", size)
 
     def gone(self, object_id: bytes) -> None:
         """The object left this node: its bytes are no one's any more."""
@@ -84,6 +87,11 @@ class NodeQuotas:
             self.queued_by_job.setdefault(p.job_id, set()).add(request_id)
         if p.token_quota is not None and p.token_quota.max_pending_tasks is not None:
             self.queued_by_token.setdefault(p.token_id, set()).add(request_id)
+
+
+def _store_limits(p: Principal) -> tuple[int | None, int | None]:
+    return (p.quota.max_store_bytes if p.quota is not None else None,
+            p.token_quota.max_store_bytes if p.token_quota is not None else None)
 
 
 def _live(index: dict, key: object, queued: Container[int]) -> int:
