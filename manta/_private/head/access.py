@@ -101,8 +101,8 @@ class HeadAccess:
 
     def refuse(self, conn: Connection, msg: Any, why: str, kind: m.ErrorKind = m.ErrorKind.AUTHORIZATION) -> None:
         action, target, namespace = (AUDITED.get(type(msg)) or _unaudited)(msg)
-        self.audit.record(conn.principal, action, target=target, namespace=namespace, outcome="refused",
-                          peer=peer_of(conn), detail=why)
+        self.audit.refused(conn.principal, action, target=target, namespace=namespace, peer=peer_of(conn),
+                           detail=why)
         self.refusals.answer(conn, msg, why, kind)
 
     def _audit_allowed(self, conn: Connection, msg: Any, action: str, target: str, namespace: str) -> None:
