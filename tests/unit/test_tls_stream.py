@@ -20,6 +20,7 @@ import pytest
 
 from manta._private.auth import pki
 from manta._private.auth.credentials import ClusterKeys, Identity
+from manta._private.node.transfer import ChunkSums, checks_for
 from manta._private.protocol import messages as m
 from manta._private.protocol.framing import HEADER, FrameDecoder
 from manta._private.transport import tls_stream
@@ -225,3 +226,11 @@ def test_decoding_into_the_decoders_buffer_gives_the_same_frames() -> None:
         got += [bytes(f) for f in dec.filled(n)]
     assert got == payloads
     assert dec.buffered == 0
+
+
+def test_chunk_tags_are_skipped_only_on_tls_links(link: Link) -> None:
+    # TLS authenticates every record: the per-chunk Poly1305 tag would check the same bytes again.
+    sums = ChunkSums(b"t" * 32)
+    assert checks_for(sums, True, link.client.encrypted) is None
+    assert checks_for(sums, True, False) is sums  # plaintext: the only check
+    assert checks_for(sums, False, False) is None  # turned off (transfer_checksums)
