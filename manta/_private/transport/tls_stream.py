@@ -241,6 +241,7 @@ class TlsLayer(asyncio.BufferedProtocol):
     def _read(self) -> None:
         """Decrypts what arrived into the application's buffer, as much as it takes."""
         sslobj, incoming = self.sslobj, self._incoming
+        read = sslobj.read
         while self.app is not None:
             app = self.app
             got = 0
@@ -249,14 +250,18 @@ class TlsLayer(asyncio.BufferedProtocol):
             size = len(buf)
             try:
                 with self.lock:
-                    # Stop while nothing is left rather than on SSLWantReadError:
-                    # raising it costs more than the check.
-                    while got < size and (incoming.pending or sslobj.pending()):
-                        n = cast(int, sslobj.read(size - got, buf[got:]))  # with a buffer: a count
-                        if not n:
-                            eof = True
-                            break
-                        got += n
+                    # Stop when nothing is left rather than on SSLWantReadError:
+                    # raising it costs more than the check. Once a read stopped
+                    # short of the buffer, only new bytes in the BIO can give more.
+                    if incoming.pending or sslobj.pending():
+                        while got < size:
+                            n = cast(int, read(size - got, buf[got:]))  # with a buffer: a count
+                            if not n:
+                                eof = True
+                                break
+                            got += n
+                            if not incoming.pending:
+                                break
             except ssl.SSLWantReadError:
                 pass
             except ssl.SSLZeroReturnError:
