@@ -7,6 +7,8 @@ invariants for free.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -24,6 +26,7 @@ from manta._private.runtime.leasing import LeaseClient
 from manta._private.runtime.lineage import LineageTable
 from manta._private.runtime.refs import ReferenceTable
 from manta._private.scheduling.leases import LeaseTable
+from manta._private.transport.connection import new_event_loop
 
 SANS_IO_TABLES: list[type] = [
     ActorEntry, ActorQueue, Allocator, LeaseClient, LeaseTable, LineageTable, MemoryMonitor, NodeLiveness,
@@ -63,3 +66,16 @@ class FakeClock:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+@pytest.fixture
+def loop() -> Iterator[Any]:
+    """An event loop (uvloop, as processes run) on its own thread, for the
+    transport's tests over real sockets; other threads play the senders."""
+    lp = new_event_loop()
+    t = threading.Thread(target=lp.run_forever, daemon=True)
+    t.start()
+    yield lp
+    lp.call_soon_threadsafe(lp.stop)
+    t.join(5)
+    lp.close()

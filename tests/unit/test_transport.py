@@ -12,22 +12,11 @@ import pytest
 
 from manta._private.auth.credentials import ClusterKeys, Identity
 from manta._private.protocol import messages as m
-from manta._private.transport.connection import AuthRejected, connect, new_event_loop, serve
+from manta._private.transport.connection import AuthRejected, connect, serve
 
 KEYS = ClusterKeys(b"k" * 32)
 SERVER = Identity.of(KEYS.node_credential("server"))
 CLIENT = Identity.of(KEYS.node_credential("client"))
-
-
-@pytest.fixture
-def loop():
-    lp = new_event_loop()
-    t = threading.Thread(target=lp.run_forever, daemon=True)
-    t.start()
-    yield lp
-    lp.call_soon_threadsafe(lp.stop)
-    t.join(5)
-    lp.close()
 
 
 def run(loop, coro, timeout=10):

@@ -37,7 +37,7 @@ from manta._private.node.roster import INTENDED_SYSTEM_EXIT, Roster
 from manta._private.node.spill import OutOfDisk, SpillCorrupt, Spilling
 from manta._private.node.state import HANDLED as STATE_MESSAGES
 from manta._private.node.state import NodeStateAnswers
-from manta._private.node.transfer import ChunkSums, pull_chunks
+from manta._private.node.transfer import ChunkSums, checks_for, pull_chunks
 from manta._private.objectstore.region import Region
 from manta._private.objectstore.store import ObjectExists, StoredObject, StoreError, StoreFull, StoreTable
 from manta._private.protocol import auth_messages as am
@@ -817,7 +817,7 @@ class NodeAgent:
                 view[offset + at : offset + at + len(chunk)] = chunk
 
             try:
-                sums = self.chunk_sums if self.config.transfer_checksums else None
+                sums = checks_for(self.chunk_sums, self.config.transfer_checksums, peer.encrypted)
                 retried = await pull_chunks(peer, oid, info.size, write, sums, source)
                 if retried:
                     log.warning("pulling %s from %s: asked again for %d damaged chunks", oid.hex(), source, retried)

@@ -40,7 +40,7 @@ class FrameDecoder:
     buffer of its own size instead, and handed over as it is: no extra copy.
     """
 
-    __slots__ = ("_buf", "_pos", "max_frame", "_big", "_filled", "_size", "_spares")
+    __slots__ = ("_buf", "_pos", "max_frame", "_big", "_filled", "_size", "_spares", "_scratch", "_into_big")
 
     # Frames at least this large, not yet whole, get a buffer of their own.
     BIG = 256 * 1024
@@ -50,6 +50,8 @@ class FrameDecoder:
     # Frames up to this size get their whole buffer when their header comes;
     # larger ones grow with what arrives, so a lying header costs nothing.
     PREALLOC = SPARE_MAX
+    # What `buffer()` offers when no large frame is being gathered.
+    SCRATCH = 256 * 1024
 
     def __init__(self, max_frame: int) -> None:
         self._buf = bytearray()
@@ -61,8 +63,44 @@ class FrameDecoder:
         # Large-frame buffers handed out before, kept for reuse: writing into
         # fresh memory costs a page fault per 4 KiB, more than the copy.
         self._spares: list[bytearray] = []
+        self._scratch: bytearray | None = None
+        self._into_big = False
 
-    def feed(self, data: bytes) -> list[bytes | bytearray]:
+    def buffer(self) -> memoryview:
+        """Where the next bytes of the stream should be written, for a reader
+        that can fill memory itself (the TLS layer decrypts into it); then
+        `filled(n)`. The rest of a large frame being gathered is its own
+        buffer, so its bytes land where the frame is handed over from."""
+        big = self._big
+        self._into_big = big is not None and len(big) == self._size
+        if self._into_big:
+            assert big is not None
+            return memoryview(big)[self._filled :]
+        if self._scratch is None:
+            self._scratch = bytearray(self.SCRATCH)
+        return memoryview(self._scratch)
+
+    def filled(self, n: int) -> list[bytes | bytearray]:
+        """`n` bytes were written at the start of the last `buffer()`."""
+        if not self._into_big:
+            assert self._scratch is not None
+            return self.feed(memoryview(self._scratch)[:n])
+        big = self._big
+        assert big is not None
+        self._filled += n
+        if self._filled < self._size:
+            return []
+        self._big = None
+        self._keep(big)
+        return [big]
+
+    def _keep(self, big: bytearray) -> None:
+        if len(big) <= self.SPARE_MAX:
+            self._spares.append(big)
+            if len(self._spares) > self.SPARES:
+                del self._spares[0]
+
+    def feed(self, data: bytes | memoryview) -> list[bytes | bytearray]:
         frames: list[bytes | bytearray] = []
         view = memoryview(data)
         if self._big is not None:
@@ -78,10 +116,7 @@ class FrameDecoder:
                 return frames
             frames.append(big)
             self._big = None
-            if len(big) <= self.SPARE_MAX:
-                self._spares.append(big)
-                if len(self._spares) > self.SPARES:
-                    del self._spares[0]
+            self._keep(big)
             view = view[take:]
             if not view:
                 return frames

@@ -38,6 +38,7 @@ from manta._private.protocol import state_messages as sm
 from manta._private.protocol.framing import HEADER, FrameDecoder, FrameTooLarge
 from manta._private.protocol.identity import NOBODY, Principal, Role
 from manta._private.transport.gate import DEFAULT_LIMITS, LOCAL, Gate, Limits, peer_key
+from manta._private.transport.tls_stream import TlsLayer, TlsTransport
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +153,8 @@ class Connection(asyncio.Protocol):
         # Guards _out and socket writes: other threads may send (send_threadsafe).
         self._wlock = threading.Lock()
         self._fd = -1
+        # Under TLS: our own TLS layer, which any thread may write through (tls_stream.py).
+        self._tls: TlsTransport | None = None
         self._flush_scheduled = False
         self._out_big = False
         self._queued = 0  # bytes in _out: with the transport's buffer, bounded by max_send_buffer
@@ -164,7 +167,10 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         sock = transport.get_extra_info("socket")
-        if sock is not None:
+        if isinstance(transport, TlsTransport):
+            # Writes from other threads encrypt and go to the socket at once (tls_stream.py).
+            self._tls = transport
+        elif sock is not None:
             # Writing straight to the fd skips the loop; under TLS it would skip the cipher.
             if transport.get_extra_info("ssl_object") is None:
                 self._fd = sock.fileno()
@@ -180,11 +186,28 @@ class Connection(asyncio.Protocol):
             self._hs_timer = self._loop.call_later(self.limits.handshake_timeout_s, self._handshake_timeout)
             self._write_now(self._server_hs.start())
 
+    @property
+    def encrypted(self) -> bool:
+        """Whether the link runs TLS (which authenticates every record)."""
+        return self.transport is not None and self.transport.get_extra_info("ssl_object") is not None
+
     def data_received(self, data: bytes) -> None:
         if self._refusing:
             return  # a failed handshake waits out its delay; nothing more is read
+        self._frames(self._decoder.feed, data)
+
+    # The TLS layer decrypts into the decoder's buffer (BufferedProtocol's methods).
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._decoder.buffer()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self._refusing:
+            return
+        self._frames(self._decoder.filled, nbytes)
+
+    def _frames(self, decode: Callable[[Any], list[bytes | bytearray]], data: Any) -> None:
         try:
-            frames = self._decoder.feed(data)
+            frames = decode(data)
         except FrameTooLarge as e:
             if self.ready.done():
                 self.abort(f"oversized frame from {self.principal.name}: {e} (Config.max_frame_bytes)")
@@ -370,7 +393,11 @@ class Connection(asyncio.Protocol):
             if transport is None or self.closed:
                 return
             n = 0
-            if self._fd >= 0 and not (self._out or transport.get_write_buffer_size()):
+            if self._tls is not None:
+                # Saves the hop to the loop thread, as below (tls_stream.py says how it was measured).
+                if not self._out and self._tls.write_from_thread(frame):
+                    return
+            elif self._fd >= 0 and not (self._out or transport.get_write_buffer_size()):
                 try:
                     n = os.write(self._fd, frame)
                 except OSError:
@@ -580,10 +607,10 @@ async def connect(
             identity.tls.refresh()
             tls = identity.tls.client()
         try:
-            _, conn = await asyncio.wait_for(
-                loop.create_connection(factory, host, port, ssl=tls, server_hostname=CLUSTER_NAME if tls else None),
-                timeout,
-            )
+            if tls is None:
+                _, conn = await asyncio.wait_for(loop.create_connection(factory, host, port), timeout)
+            else:
+                conn = await asyncio.wait_for(_dial_tls(loop, factory, host, port, tls), timeout)
         except ssl.SSLCertVerificationError as e:
             raise TlsRefused(f"{address} presented a certificate this cluster's CA does not vouch for: "
                              f"{e.verify_message}") from None
@@ -608,6 +635,22 @@ async def connect(
             raise TlsRefused(f"{address} closed the connection in the handshake: it refused this process's "
                              f"certificate (expired, or of another CA?) ({e})") from None
         raise
+    return conn
+
+
+async def _dial_tls(
+    loop: asyncio.AbstractEventLoop, factory: Callable[[], Connection], host: str, port: int, tls: ssl.SSLContext
+) -> Connection:
+    """TCP, then TLS run by `TlsLayer` (not the loop's: tls_stream.py says why)."""
+    raw, layer = await loop.create_connection(
+        lambda: TlsLayer(tls, factory, server_side=False, server_hostname=CLUSTER_NAME), host, port
+    )
+    try:
+        conn = await layer.handshake
+    except BaseException:
+        raw.abort()
+        raise
+    assert isinstance(conn, Connection)
     return conn
 
 
@@ -637,8 +680,6 @@ async def serve(
     gate = gate or Gate(limits)
 
     def factory() -> Connection:
-        if identity.tls is not None:
-            identity.tls.refresh()  # before this connection's TLS starts: a renewed cert is used
         conn = Connection(
             identity, server_side=True, handler=handler, on_close=on_close, tokens=tokens, on_auth=on_auth,
             limits=limits, gate=gate,
@@ -654,10 +695,17 @@ async def serve(
         shared = os.stat(os.path.dirname(host) or ".").st_mode & stat.S_ISGID
         os.chmod(host, 0o660 if shared else 0o600)
         return server, address
-    tls = identity.tls.server(not client_cert_optional) if identity.tls is not None else None
-    server = await loop.create_server(
-        factory, host, port, ssl=tls, ssl_handshake_timeout=limits.handshake_timeout_s if tls else None,
-    )
+    contexts = identity.tls
+    if contexts is None:
+        server = await loop.create_server(factory, host, port)
+    else:
+        tls = contexts.server(not client_cert_optional)
+
+        def layer() -> TlsLayer:
+            contexts.refresh()  # before this connection's TLS starts: a renewed cert is used
+            return TlsLayer(tls, factory, server_side=True, handshake_timeout=limits.handshake_timeout_s)
+
+        server = await loop.create_server(layer, host, port)
     sockname = server.sockets[0].getsockname()
     return server, f"tcp:{sockname[0]}:{sockname[1]}"
 
