@@ -7,6 +7,9 @@ TEST_STAMP := $(VENV)/.test-installed
 # The test environment, pinned with hashes: `make lock` writes it from
 # pyproject.toml's dependencies and test extras (and the build backend).
 LOCK := requirements/test.lock
+# What the container image (deploy/docker/Dockerfile) installs: manta's own
+# dependencies and the build backend, without the test tools.
+RUNTIME_LOCK := requirements/runtime.lock
 UV_VERSION := 0.13.9
 
 .PHONY: demo test unit cluster lint bench clean redis-server lock fuzz
@@ -33,6 +36,8 @@ lock:
 	test -x $(VENV)/bin/uv || PYTHONWARNINGS=ignore $(PY) -m pip install --quiet 'uv==$(UV_VERSION)'
 	$(VENV)/bin/uv pip compile pyproject.toml requirements/build.in --extra test --generate-hashes \
 	  --universal --python-version 3.11 --custom-compile-command 'make lock' --quiet -o $(LOCK)
+	$(VENV)/bin/uv pip compile pyproject.toml requirements/build.in --generate-hashes \
+	  --universal --python-version 3.11 --custom-compile-command 'make lock' --quiet -o $(RUNTIME_LOCK)
 
 demo: $(STAMP)
 	$(PY) examples/quickstart.py

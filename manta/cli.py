@@ -115,6 +115,8 @@ def main() -> None:
 @click.option("--num-gpus", type=float, default=None)
 @click.option("--resources", default=None, help="Custom resources as JSON.")
 @click.option("--object-store-memory", type=int, default=None, help="Store size in bytes.")
+@click.option("--memory", type=int, default=None, help="Memory in bytes for tasks and actors: the node's "
+              "`memory` resource (default: 70% of the machine's; give a container's limit).")
 @click.option("--token-file", default=None, help="File holding the cluster token (or set MANTA_TOKEN).")
 @click.option("--storage", default="", help="Head only: keep the cluster state in Redis "
               "(redis://HOST:PORT[/DB], or rediss:// for TLS), so a restarted head carries on.")
@@ -145,6 +147,8 @@ def main() -> None:
 @click.option("--tls-ca", default=None, help="Bring your own: the CA certificate (PEM) of the cluster.")
 @click.option("--tls-cert", default=None, help="Bring your own: this node's certificate (PEM), signed by --tls-ca.")
 @click.option("--tls-key", default=None, help="Bring your own: this node's key (PEM).")
+@click.option("--tls-ca-key", default=None, help="Head only: the key (PEM) of --tls-ca, to sign the nodes' "
+              "certificates with that CA instead of a new one (which --ca-hash can then pin ahead).")
 @click.option("--ca-hash", default="", help="Joining: the CA fingerprint the head printed (sha256:...), pinned.")
 @click.option("--include-dashboard", default=None, help="Head only: false to serve no HTTP (dashboard, "
               "/metrics, REST).")
@@ -165,7 +169,7 @@ def start(head: bool, address: str | None, port: int, host: str, num_cpus: float
           include_dashboard: str | None,
           dashboard_port: int | None, dashboard_host: str, min_worker_port: str | None,
           max_worker_port: str | None, tls: str, tls_ca: str | None, tls_cert: str | None,
-          tls_key: str | None, ca_hash: str) -> None:
+          tls_key: str | None, ca_hash: str, memory: int | None, tls_ca_key: str | None) -> None:
     """Start a head node (--head), or join this machine to a cluster (--address)."""
     from msgspec.structs import replace
 
@@ -188,18 +192,19 @@ def start(head: bool, address: str | None, port: int, host: str, num_cpus: float
         token = cluster.token_from_env_or_file(token_file)
         common: dict[str, Any] = dict(
             num_cpus=num_cpus, num_gpus=num_gpus, resources=_resources(resources),
-            object_store_memory=object_store_memory,
+            object_store_memory=object_store_memory, memory=memory,
             config=replace(_node_config(system_config, object_spilling_directory), labels=_labels(labels),
                            storage_encryption=storage_encryption, pip_allow_indexes=list(pip_allow_indexes),
                            pip_allow_packages=list(pip_allow_packages), worker_user=_worker_user(worker_user),
                            tls=tls),
         )
+        head_ca = _head_ca(head, tls_ca, tls_ca_key, tls_cert, tls_key)
         own = (tls_ca, tls_cert, tls_key)
-        if any(own) and not all(own):
+        if not head_ca and any(own) and not all(own):
             _fail("bring your own certificates with all three of --tls-ca, --tls-cert and --tls-key", 2)
         tls_files = (tls_ca, tls_cert, tls_key) if tls_ca and tls_cert and tls_key else None
-        if tls == "off" and (tls_files or ca_hash):
-            _fail("--tls off: --tls-ca/--tls-cert/--tls-key/--ca-hash are for TLS on", 2)
+        if tls == "off" and (tls_files or head_ca or ca_hash):
+            _fail("--tls off: --tls-ca/--tls-cert/--tls-key/--tls-ca-key/--ca-hash are for TLS on", 2)
         if storage and not head:
             _fail("--storage is for the head (start --head --storage redis://...)", 2)
         needs_storage = [flag for flag, value in (
@@ -211,7 +216,7 @@ def start(head: bool, address: str | None, port: int, host: str, num_cpus: float
         if head:
             rec = cluster.start_head(host=host, port=port, token=token, storage=storage,
                                      redis_password=password if storage else None, redis_ca=redis_ca,
-                                     audit_log=audit_log or "", tls_files=tls_files,
+                                     audit_log=audit_log or "", tls_files=tls_files, head_ca=head_ca,
                                      dashboard=(dashboard_host, dashboard_port) if serve_http else None,
                                      **common)
             if rec.restarts:
@@ -238,6 +243,21 @@ def start(head: bool, address: str | None, port: int, host: str, num_cpus: float
         _fail(str(e), 2)
     if block:
         _block(rec)
+
+
+def _head_ca(head: bool, ca: str | None, ca_key: str | None, cert: str | None,
+             key: str | None) -> tuple[str, str] | None:
+    """--tls-ca with --tls-ca-key: the head signs with the admin's CA (its own
+    certificate too), so the CA, and the fingerprint nodes pin, stay the same
+    across heads, as on Kubernetes where the CA is a Secret."""
+    if not ca_key:
+        return None
+    if not head:
+        _fail("--tls-ca-key is for the head (start --head --tls-ca CA.pem --tls-ca-key CA.key)", 2)
+    if not ca or cert or key:
+        _fail("--tls-ca-key goes with --tls-ca and without --tls-cert/--tls-key (the head makes its own)", 2)
+    assert ca is not None
+    return ca, ca_key
 
 
 def _worker_user(name: str | None) -> str:

@@ -260,12 +260,16 @@ def start_head(
     audit_log: str = "",
     tls_files: tuple[str, str, str] | None = None,
     dashboard: tuple[str, int | None] | None = None,
+    head_ca: tuple[str, str] | None = None,
+    memory: int | None = None,
 ) -> NodeRecord:
     """Starts a head and its node; with `storage`, first looks for a head of
     this address that died while its node lives on, and restarts just it.
     `audit_log`: where the head writes its audit trail (default: the session's audit.log).
     `dashboard`: (host, port) of its HTTP server (port 0: any free one; None: 8265, or any free
-    one if that is taken), None for none."""
+    one if that is taken), None for none.
+    `head_ca`: (CA certificate, CA key) files to sign nodes' certificates with.
+    `memory`: the node's `memory` resource in bytes (default: 70% of the machine's)."""
     target = _check_storage(storage, redis_password, redis_ca, config) if storage else None
     if target is not None and port:
         prior = _dead_head(normalize_address(f"{host}:{port}"))
@@ -274,9 +278,9 @@ def start_head(
     session_dir = _new_session_dir()
     token_file = services.write_token(session_dir, token or ids.new_token())
     res, store = services.node_resources(
-        num_cpus, num_gpus, resources, object_store_memory, head=True, ip=_ip_of(host)
+        num_cpus, num_gpus, resources, object_store_memory, head=True, ip=_ip_of(host), memory=memory
     )
-    fingerprint = _head_tls(session_dir, host, config, tls_files)
+    fingerprint = _head_tls(session_dir, host, config, tls_files, head_ca)
     head_local = f"unix:{session_dir}/head.sock"
     head, head_fd = _spawn_head(session_dir, token_file, [head_local, f"tcp:{host}:{port}"], target, config,
                                 audit_log, dashboard)
@@ -307,16 +311,19 @@ def log_tls(line: str) -> None:
     print(f"manta: {line}", file=sys.stderr)
 
 
-def _head_tls(session_dir: str, host: str, config: Config, tls_files: tuple[str, str, str] | None) -> str:
-    """Makes the head's TLS files when TLS is on; returns the CA's fingerprint ("" when off)."""
+def _head_tls(session_dir: str, host: str, config: Config, tls_files: tuple[str, str, str] | None,
+              head_ca: tuple[str, str] | None = None) -> str:
+    """Makes the head's TLS files when TLS is on; returns the CA's fingerprint ("" when off).
+    `head_ca`: the paths of a CA certificate and key for the head to sign with."""
     from manta._private.transport import tls_setup
 
-    if not (tls_files or tls_setup.tls_wanted(config.tls, [host])):
+    if not (tls_files or head_ca or tls_setup.tls_wanted(config.tls, [host])):
         return ""
     try:
         if tls_files:
             return tls_setup.bring_own(session_dir, *tls_files)
-        return tls_setup.make_head_ca(session_dir, config.tls_cert_days, (_ip_of(host), host))
+        given = tls_setup.read_ca(*head_ca) if head_ca else None
+        return tls_setup.make_head_ca(session_dir, config.tls_cert_days, (_ip_of(host), host), given)
     except ValueError as e:
         shutil.rmtree(session_dir, ignore_errors=True)
         raise ClusterError(str(e)) from None
@@ -486,13 +493,14 @@ def join(
     config: Config = Config(),
     ca_hash: str = "",
     tls_files: tuple[str, str, str] | None = None,
+    memory: int | None = None,
 ) -> NodeRecord:
     head_address = normalize_address(address)
     session_dir = _new_session_dir()
     token_file = services.write_token(session_dir, token)
     _join_tls(session_dir, head_address, host, token, config, ca_hash, tls_files)
     res, store = services.node_resources(
-        num_cpus, num_gpus, resources, object_store_memory, head=False, ip=_ip_of(host)
+        num_cpus, num_gpus, resources, object_store_memory, head=False, ip=_ip_of(host), memory=memory
     )
     ip = _ip_of(host)
     agent, agent_fd = services._spawn(

@@ -276,8 +276,11 @@ def node_resources(
     *,
     head: bool,
     ip: str = "127.0.0.1",
+    memory: int | None = None,
 ) -> tuple[dict[str, float], int]:
-    """A node's resources as Ray reports them, and its store size."""
+    """A node's resources as Ray reports them, and its store size. `memory`:
+    the `memory` resource in bytes (Ray's --memory), e.g. a container's limit,
+    which the machine's total does not show."""
     if num_cpus is None:
         num_cpus = float(os.cpu_count() or 1)
     if num_gpus is None:
@@ -285,12 +288,13 @@ def node_resources(
     res: dict[str, float] = {"CPU": float(num_cpus)}
     if num_gpus:
         res["GPU"] = float(num_gpus)
-    for name, v in (("num_cpus", num_cpus), ("num_gpus", num_gpus), ("object_store_memory", object_store_memory)):
+    for name, v in (("num_cpus", num_cpus), ("num_gpus", num_gpus), ("object_store_memory", object_store_memory),
+                    ("memory", memory)):
         why = resources_problem({name: v}) if v is not None else ""
         if why:
             raise ValueError(why)
     store = int(object_store_memory or default_store_size())
-    res["memory"] = float(int(total_memory() * 0.7))
+    res["memory"] = float(memory if memory is not None else int(total_memory() * 0.7))
     res["object_store_memory"] = float(store)
     res[f"node:{ip}"] = 1.0
     if head:

@@ -83,6 +83,29 @@ def make_ca(days: float = 3650.0, name: str = "manta cluster CA") -> tuple[bytes
     return cert_pem(cert), key_pem(key)
 
 
+def check_ca_pair(ca_pem: bytes, ca_key_pem: bytes) -> None:
+    """Raises TlsError unless `ca_pem` is a CA certificate, valid now, and
+    `ca_key_pem` its EC key: what the head needs to sign nodes' CSRs."""
+    try:
+        ca = x509.load_pem_x509_certificate(ca_pem)
+        key = serialization.load_pem_private_key(ca_key_pem, None)
+    except (ValueError, TypeError) as e:
+        raise TlsError(f"not a PEM certificate and an unencrypted PEM key: {e}") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise TlsError("the CA key must be an EC key (e.g. openssl ecparam -name prime256v1)")
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    if key.public_key().public_bytes(*spki) != ca.public_key().public_bytes(*spki):
+        raise TlsError("the CA key is not the key of that CA certificate")
+    try:
+        constraints = ca.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        constraints = None
+    if constraints is None or not constraints.ca:
+        raise TlsError("the certificate is not a CA (it needs basicConstraints CA:TRUE)")
+    if not ca.not_valid_before_utc <= _now() <= ca.not_valid_after_utc:
+        raise TlsError(f"the CA is not valid now (valid {ca.not_valid_before_utc} to {ca.not_valid_after_utc})")
+
+
 def make_csr(key: ec.EllipticCurvePrivateKey, name: str) -> bytes:
     csr = (
         x509.CertificateSigningRequestBuilder()

@@ -39,17 +39,20 @@ def tls_dir(session_dir: str) -> str:
     return os.path.join(session_dir, "tls")
 
 
+def _read(*paths: str) -> list[bytes]:
+    out = []
+    for path in paths:
+        with open(path, "rb") as f:
+            out.append(f.read())
+    return out
+
+
 def bring_own(session_dir: str, ca: str, cert: str, key: str) -> str:
     """Copies certificates the admin made (--tls-ca/--tls-cert/--tls-key); returns the CA's fingerprint."""
     d = tls_dir(session_dir)
     os.makedirs(d, mode=0o700, exist_ok=True)
     try:
-        with open(ca, "rb") as f:
-            ca_pem = f.read()
-        with open(cert, "rb") as f:
-            cert_pem = f.read()
-        with open(key, "rb") as f:
-            key_pem = f.read()
+        ca_pem, cert_pem, key_pem = _read(ca, cert, key)
         pki.verify_chain(ca_pem, cert_pem)
     except (OSError, ValueError, pki.TlsError) as e:
         shutil.rmtree(d, ignore_errors=True)
@@ -58,16 +61,31 @@ def bring_own(session_dir: str, ca: str, cert: str, key: str) -> str:
     return pki.fingerprint(ca_pem)
 
 
-def make_head_ca(session_dir: str, days: float, hosts: tuple[str, ...]) -> str:
-    """The cluster CA and the head machine's node certificate; returns the CA's fingerprint."""
+def make_head_ca(session_dir: str, days: float, hosts: tuple[str, ...],
+                 given: tuple[bytes, bytes] | None = None) -> str:
+    """The cluster CA and the head machine's node certificate; returns the CA's
+    fingerprint. `given`: the admin's CA (cert, key PEM), e.g. from a
+    Kubernetes Secret, so that the CA, and the `--ca-hash` nodes pin,
+    outlive this session; else a new one."""
     d = tls_dir(session_dir)
     os.makedirs(d, mode=0o700, exist_ok=True)
-    ca, ca_key = pki.make_ca()
+    ca, ca_key = given or pki.make_ca()
     pki.write_private(os.path.join(d, pki.CA_KEY_FILE), ca_key)
     key = pki.new_key()
     cert = pki.issue(ca, ca_key, pki.make_csr(key, "head"), days, hosts)
     pki.save_material(d, pki.TlsMaterial(ca=ca, cert=cert, key=pki.key_pem(key)))
     return pki.fingerprint(ca)
+
+
+def read_ca(ca_path: str, key_path: str) -> tuple[bytes, bytes]:
+    """The admin's CA for the head to sign with (--tls-ca with --tls-ca-key), checked:
+    a CA certificate and its own EC key."""
+    try:
+        ca, key = _read(ca_path, key_path)
+        pki.check_ca_pair(ca, key)
+    except (OSError, ValueError, pki.TlsError) as e:
+        raise ValueError(f"--tls-ca/--tls-ca-key: {e}") from None
+    return ca, key
 
 
 def _first_contact() -> ssl.SSLContext:
