@@ -277,3 +277,38 @@ def test_who_may_read_logs_and_stacks(obs: tuple[Cluster, dict]) -> None:
     assert "deep_sleep_marker" in cli(own, "stack", "--actor-id", info["actor"], "--method", "faulthandler").stdout
     records = [r for r in c.audit_records() if r.get("outcome") != "allowed" and r.get("action") == "request.read_log"]
     assert records, "the refusal was not audited"
+
+
+def test_tqdm_bars_in_tasks_are_drawn_once_per_update_on_the_driver(obs: tuple[Cluster, dict]) -> None:
+    c, info = obs
+    out = c.driver("""
+        import time
+        from manta.experimental import tqdm_ray
+        from manta._private.protocol.tool_messages import PROGRESS_PREFIX
+
+        @manta.remote
+        def work(n, tag):
+            bar = tqdm_ray.tqdm(total=n, desc=f"bar-{tag}", flush_interval_s=0)
+            for i in range(n):
+                print(f"plain-{tag}-{i}")
+                bar.update(1)
+            bar.close()
+            return tag
+
+        refs = [work.remote(3, t) for t in "ab"]
+        got = [x for x in tqdm_ray.tqdm(manta.util.as_completed(refs, chunk_size=1), total=2, desc="driver-bar")]
+        assert sorted(got) == ["a", "b"], got
+    """, namespace="obs").stdout
+    lines = out.splitlines()
+    assert not any("__manta_progress__" in line for line in lines), out
+    for tag in "ab":
+        for n in range(4):
+            assert sum(line.startswith(f"bar-{tag}:") and f" {n}/3 " in line for line in lines) == 1, out
+        assert sum(f"plain-{tag}-" in line for line in lines) == 3
+    assert sum(line.startswith("driver-bar:") and " 2/2 " in line for line in lines) == 1, out
+    # Bars' states are kept out of the workers' log files.
+    logs = c.cli("logs", "worker_logs/*").stdout
+    assert "worker_logs/" in logs
+    for path in glob.glob(os.path.join(info["session"], "worker_logs", "*.out")):
+        with open(path) as f:
+            assert "__manta_progress__" not in f.read()
