@@ -3,7 +3,8 @@
     manta start --head [--port P] [--host H] [--num-cpus N] ...   a new cluster
     manta start --address HOST:PORT [--token-file F] ...          join a cluster
     manta stop [--address HOST:PORT]                              this machine's nodes
-    manta status [--address HOST:PORT]                            nodes and resources
+    manta status [--address HOST:PORT] [--watch]                  nodes and resources
+    manta logs|stack|memory|timeline ...                          observability (cli_tools.py)
     manta list|get|summary RESOURCE ...                           the state API (Ray's ray list/get/summary)
 """
 
@@ -12,37 +13,14 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
 import time
 from typing import Any
 
 import click
 
+from manta.cli_support import _cell, _console, _fail, _head_session
+
 DEFAULT_PORT = 6380
-
-
-def _console(stderr: bool = False) -> Any:
-    from rich.console import Console
-
-    return Console(stderr=stderr, highlight=False)
-
-
-def _cell(value: object) -> Any:
-    """A value for a table: as plain text (not rich markup, which could make
-    links), its control sequences shown, not sent (runtime/terminal.py):
-    names, keys and causes in state and audit records come from users' code."""
-    from rich.text import Text
-
-    from manta._private.runtime.terminal import safe_line
-
-    return Text(" ".join(safe_line(line) for line in str(value).split("\n")))
-
-
-def _fail(message: str, code: int = 1) -> None:
-    from rich.markup import escape
-
-    _console(stderr=True).print(f"[bold red]manta:[/] {escape(message)}")
-    sys.exit(code)
 
 
 def _resources(text: str | None) -> dict[str, float] | None:
@@ -315,50 +293,40 @@ _TOKEN_FILE = click.option(
 
 def _head_call(address: str | None, token_file: str | None, msg: Any) -> tuple[Any, Any]:
     """Asks this machine's cluster's head (or the one at `address`); returns (its record, the answer)."""
-    import asyncio
-
-    from manta import exceptions
-    from manta._private import cluster
-    from manta._private.auth.credentials import AuthFailed, Identity
-    from manta._private.runtime.errors import error_from_remote
-    from manta._private.transport.connection import ConnectionLost, RemoteError, connect
-
-    try:
-        rec = cluster.find_local_node(address)
-        credential = cluster.credential_from_env_or_file(token_file or rec.token_file)
-        assert credential is not None
-        identity = Identity.of(credential)
-    except (cluster.ClusterError, AuthFailed) as e:
-        _fail(str(e))
-
-    async def call() -> Any:
-        conn = await connect(rec.head_address, identity, lambda c, msg: None, timeout=5)
-        try:
-            return await conn.request(msg)
-        finally:
-            conn.close()
-
-    try:
-        return rec, asyncio.run(call())
-    except RemoteError as e:
-        err = error_from_remote(e)
-        _fail(f"{'refused' if isinstance(err, exceptions.AuthorizationError) else 'failed'}: {e}")
-    except (OSError, ConnectionLost) as e:
-        _fail(f"cannot reach the head at {rec.public_address}: {e}")
-    raise AssertionError("unreachable")
+    return _head_session(address, token_file, lambda conn: conn.request(msg))
 
 
 @main.command()
 @click.option("--address", envvar="MANTA_ADDRESS", default=None, help="HOST:PORT (default: this machine's cluster).")
+@click.option("--watch", "-w", is_flag=True, help="Show it again every --interval seconds until Ctrl-C.")
+@click.option("--interval", "-n", type=click.FloatRange(min=0.1), default=2.0, show_default=True,
+              help="Seconds between refreshes with --watch.")
 @_TOKEN_FILE
-def status(address: str | None, token_file: str | None) -> None:
+def status(address: str | None, token_file: str | None, watch: bool, interval: float) -> None:
     """Nodes, resources in use and pending demands."""
-    from rich.table import Table
-
     from manta._private.protocol import messages as m
 
-    rec, info = _head_call(address, token_file, m.GetClusterInfo())
+    if not watch:
+        rec, info = _head_call(address, token_file, m.GetClusterInfo())
+        _print_status(_console(), rec, info)
+        return
     out = _console()
+    try:
+        while True:
+            rec, info = _head_call(address, token_file, m.GetClusterInfo())
+            if out.is_terminal:
+                out.clear()
+            out.print(f"every {interval:g} s; {time.strftime('%Y-%m-%d %H:%M:%S')} (Ctrl-C ends)")
+            _print_status(out, rec, info)
+            out.file.flush()
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        return
+
+
+def _print_status(out: Any, rec: Any, info: Any) -> None:
+    from rich.table import Table
+
     out.print(f"cluster at {rec.public_address}: head state {info.storage}, "
               f"{info.running_jobs} running job{'s' if info.running_jobs != 1 else ''}")
     nodes = Table("node", "state", "address", "resources", box=None, pad_edge=False)
@@ -675,6 +643,14 @@ def _when(t: float) -> str:
 def _fmt(res: dict[str, float]) -> str:
     return ", ".join(f"{k}={v:g}" for k, v in sorted(res.items())) or "-"
 
+
+def _add_tools() -> None:
+    from manta import cli_tools  # logs, stack, memory, timeline
+
+    cli_tools.register(main)
+
+
+_add_tools()
 
 if __name__ == "__main__":
     main()

@@ -338,27 +338,21 @@ def get_gpu_ids() -> list[int]:
 
 
 def timeline(filename: str | None = None) -> list[dict[str, Any]] | None:
-    """The cluster's tasks as a Chrome trace (chrome://tracing, Perfetto):
-    one complete event per task that ran, from the state API's records, by
-    node and worker. Written to `filename` as JSON if given, else returned."""
+    """The cluster's recent tasks as a Chrome trace (chrome://tracing,
+    Perfetto): one complete event per task attempt that ran, by node and
+    worker (runtime/timeline.py). Written to `filename` as a trace file
+    ({"traceEvents": [...]}) if given, else its events returned."""
     import json
+
+    from manta._private.runtime.timeline import trace_events, trace_file
 
     rt = _runtime()
     reply = rt.call_head(m.ListTasks(filters=[], limit=1 << 30))
-    events = []
-    for t in reply.tasks:
-        start, end = t["start_time_ms"], t["end_time_ms"]
-        if not start or not end:
-            continue
-        events.append({
-            "cat": t["type"], "name": t["name"], "ph": "X", "ts": start * 1000, "dur": max(0, end - start) * 1000,
-            "pid": f"node {(t['node_id'] or '')[:8]}", "tid": t["worker_pid"] or 0,
-            "args": {"task_id": t["task_id"], "state": t["state"], "attempt": t["attempt_number"]},
-        })
+    events = trace_events(reply.tasks)
     if filename is None:
         return events
     with open(filename, "w") as f:
-        json.dump(events, f)
+        json.dump(trace_file(events), f)
     return None
 
 

@@ -21,8 +21,10 @@ from manta._private.config import Config
 from manta._private.ids import new_worker_id
 from manta._private.options import check_namespace
 from manta._private.protocol import messages as m
+from manta._private.protocol.tool_messages import PROGRESS_PREFIX
 from manta._private.runtime import context
 from manta._private.runtime.packaging import PACKAGE_FIELDS, check_runtime_env
+from manta._private.runtime.progress import bars, has_bars, take_progress
 from manta._private.runtime.terminal import safe_line, safe_lines
 from manta._private.version import VERSION
 from manta.exceptions import AuthenticationError
@@ -308,12 +310,21 @@ def _info() -> InitInfo:
 
 def _print_log(msg: Any) -> None:
     stream = sys.stderr if msg.is_err else sys.stdout
+    text = msg.text
+    if PROGRESS_PREFIX in text:  # progress bars' states (tqdm_ray): drawn, not printed
+        parts = text.split("\n")
+        rest = take_progress(parts[:-1] if parts[-1] == "" else parts)
+        text = "".join(line + "\n" for line in rest)
     # What tasks print reaches this terminal: no control sequence of theirs may.
-    lines = safe_lines(msg.text)
+    lines = safe_lines(text)
     prefix = safe_line(msg.prefix)
     try:
-        stream.write("".join(f"({prefix}) {line}\n" for line in lines))
-        stream.flush()
+        out = "".join(f"({prefix}) {line}\n" for line in lines)
+        if has_bars():
+            bars().write(out, stream)  # above the bars, which are drawn again below
+        elif out:
+            stream.write(out)
+            stream.flush()
     except Exception:
         pass
 

@@ -1,1 +1,1 @@
-"""Ray's `ray.experimental` pieces that manta provides: `internal_kv`."""
+"""Ray's `ray.experimental` pieces that manta provides: `internal_kv`, `tqdm_ray`."""

@@ -4,6 +4,7 @@ from manta.util import scheduling_strategies
 from manta.util.actor_pool import ActorPool
 from manta.util.errors import error_of
 from manta.util.executor import Executor
+from manta.util.helpers import as_completed, map_unordered
 from manta.util.names import get_node_ip_address, list_named_actors
 from manta.util.placement_group import (
     PlacementGroup,
@@ -18,6 +19,8 @@ from manta.util.serialization import deregister_serializer, register_serializer
 __all__ = [
     "ActorPool",
     "Executor",
+    "as_completed",
+    "map_unordered",
     "error_of",
     "deregister_serializer",
     "register_serializer",

@@ -21,6 +21,7 @@ from typing import Any
 from manta._private.protocol import auth_messages as am
 from manta._private.protocol import messages as m
 from manta._private.protocol import state_messages as sm
+from manta._private.protocol import tool_messages as tm
 from manta._private.protocol.identity import Principal, Role
 
 VIEW, SUBMIT, ADMIN, CLUSTER = Role.VIEW, Role.SUBMIT, Role.ADMIN, Role.CLUSTER
@@ -44,6 +45,11 @@ HEAD: dict[type, Role] = {
     sm.ListRuntimeEnvs: VIEW,
     sm.ListJobs: VIEW,
     sm.JobDetails: VIEW,
+    # Whose logs and stacks: checked in head/tools.py against the job of each.
+    tm.ListLogs: VIEW,
+    tm.ReadLog: VIEW,
+    tm.DumpStacks: VIEW,
+    tm.ListStore: VIEW,
     m.PutFunction: SUBMIT,
     m.CreateActor: SUBMIT,
     m.KillActor: SUBMIT,

@@ -29,6 +29,7 @@ from manta._private.control.liveness import NodeLiveness
 from manta._private.control.placement_groups import PGEntry
 from manta._private.control.task_states import TaskStates
 from manta._private.head import state as state_api
+from manta._private.head import tools as head_tools
 from manta._private.head.access import TOKEN_MESSAGES, HeadAccess
 from manta._private.head.bounds import Bounds, FunctionTable, KvTable
 from manta._private.head.certs import CertIssuer, refuse_without_ca
@@ -161,6 +162,7 @@ class Head:
         self.task_states = TaskStates(self.config.max_task_states)
         # The state API's workers, objects, runtime envs and jobs.
         self.state_queries = state_api.StateQueries(self)
+        self.tools = head_tools.HeadTools(self)  # manta logs, stack, memory
         self.bounds = Bounds(self)
         self.quotas = HeadQuotas(self)
 
@@ -339,6 +341,8 @@ class Head:
             conn.reply(msg, m.PlacementGroupList(groups=groups))
         elif t in state_api.HANDLED:
             self.state_queries.handle(conn, msg)
+        elif t in head_tools.HANDLED:
+            self.tools.handle(conn, msg)
         elif t in TOKEN_MESSAGES:
             self.access.handle_token(conn, msg)
         elif t is am.Rebind:

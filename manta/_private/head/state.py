@@ -71,20 +71,25 @@ class StateQueries:
         nodes = [n for n in self.head.nodes.values() if n.alive]
         missing = [f"node {n.node_id.hex()}: not connected to the head" for n in nodes if not n.connected]
         asked = [n for n in nodes if n.connected]
-        wait = msg.timeout_s * HEAD_SHARE
-        answers = await asyncio.gather(
-            *(asyncio.wait_for(n.request(ask), wait) for n in asked), return_exceptions=True,
-        )
-        got = []
-        for n, answer in zip(asked, answers):
-            if isinstance(answer, BaseException):
-                why = "no answer" if isinstance(answer, TimeoutError) else str(answer) or type(answer).__name__
-                missing.append(f"node {n.node_id.hex()}: {why} in {wait:g} s")
-            else:
-                got.append(answer)
-                missing += answer.missing
+        got, why = await ask_nodes(asked, ask, msg.timeout_s * HEAD_SHARE)
+        missing += why
+        for answer in got:
+            missing += answer.missing
         if not conn.closed:
             conn.reply(msg, combine(got, missing))
+
+
+async def ask_nodes(nodes: list[Any], ask: Any, wait: float) -> tuple[list[Any], list[str]]:
+    """Every node's answer to `ask` within `wait` seconds, and why the others gave none."""
+    answers = await asyncio.gather(*(asyncio.wait_for(n.request(ask), wait) for n in nodes), return_exceptions=True)
+    got, missing = [], []
+    for n, answer in zip(nodes, answers):
+        if isinstance(answer, BaseException):
+            why = "no answer" if isinstance(answer, TimeoutError) else str(answer) or type(answer).__name__
+            missing.append(f"node {n.node_id.hex()}: {why} in {wait:g} s")
+        else:
+            got.append(answer)
+    return got, missing
 
 
 def _workers(got: list[sm.WorkerList], missing: list[str]) -> sm.WorkerList:

@@ -37,6 +37,8 @@ from manta._private.node.roster import INTENDED_SYSTEM_EXIT, Roster
 from manta._private.node.spill import OutOfDisk, SpillCorrupt, Spilling
 from manta._private.node.state import HANDLED as STATE_MESSAGES
 from manta._private.node.state import NodeStateAnswers
+from manta._private.node.tools import HANDLED as TOOL_MESSAGES
+from manta._private.node.tools import NodeTools
 from manta._private.node.transfer import ChunkSums, checks_for, pull_chunks
 from manta._private.objectstore.region import Region
 from manta._private.objectstore.store import ObjectExists, StoredObject, StoreError, StoreFull, StoreTable
@@ -218,6 +220,7 @@ class NodeAgent:
         # The node's processes as the state API lists them, and its answers.
         self.roster = Roster(hidden=(GPU_WORKER,))
         self.state_answers = NodeStateAnswers(self)
+        self.tools = NodeTools(self)  # manta logs, stack, memory
 
     # -- start / stop -----------------------------------------------------
 
@@ -688,6 +691,8 @@ class NodeAgent:
             self.stopping.set()
         elif t in STATE_MESSAGES:
             self.state_answers.handle(conn, msg)
+        elif t in TOOL_MESSAGES:
+            self.tools.handle(conn, msg)
         else:
             log.warning("unexpected %s", t.__name__)
 

@@ -9,7 +9,8 @@ it could open:
 - the object store: the agent hands its memfd to the fork server over a
   Unix socket (SCM_RIGHTS, `forkserver.ForkServer.configure`), and each
   worker inherits that descriptor at fork;
-- its logs: the fork server's stderr, inherited;
+- its logs: the fork server's stderr, inherited, and its own files in
+  `<session>/worker_logs` (made like `sockets`, below);
 - the Unix sockets of the agent, the head, drivers and other workers:
   the session directory (the agent's and head's sockets) and
   `<session>/sockets` (everyone else's) are made setgid to USER's group,
@@ -34,6 +35,8 @@ import stat
 import sysconfig
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from manta._private.protocol.tool_messages import WORKER_LOG_DIR
 
 log = logging.getLogger(__name__)
 
@@ -115,12 +118,16 @@ def prepare(session_dir: str, user: WorkerUser) -> None:
     gid = user.gid
     sockets = os.path.join(session_dir, "sockets")
     os.makedirs(sockets, exist_ok=True)
+    # Where workers write their output and stack dumps (runtime/worker_logs.py):
+    # like `sockets`, writable by the group, not listable, sticky.
+    worker_logs = os.path.join(session_dir, WORKER_LOG_DIR)
+    os.makedirs(worker_logs, exist_ok=True)
     # The session directory holds the agent's and the head's sockets, and
     # `sockets` every other process's. setgid: a socket made in either is
     # the group's (and `serve` makes it 0660); the session directory stays
     # unlistable and unwritable to the group; sticky `sockets`: a worker
     # cannot remove or replace another process's socket.
-    for directory, mode in ((session_dir, 0o2710), (sockets, 0o3730)):
+    for directory, mode in ((session_dir, 0o2710), (sockets, 0o3730), (worker_logs, 0o3730)):
         os.chown(directory, -1, gid)
         os.chmod(directory, mode)
         for name in os.listdir(directory):

@@ -27,7 +27,7 @@ import msgspec
 from msgspec.structs import replace as _replace
 
 from manta._private.config import Config
-from manta._private.protocol import auth_messages, state_messages  # noqa: F401 (their messages join the union)
+from manta._private.protocol import auth_messages, state_messages, tool_messages  # noqa: F401 (their messages join the union)
 from manta._private.protocol.auth_messages import Challenge, Proof, Refused, Welcome
 from manta._private.protocol.framing import HEADER
 from manta._private.protocol.identity import Credential, Principal

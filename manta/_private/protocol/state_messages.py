@@ -83,6 +83,8 @@ class RefRecord(Record, frozen=True):
     # Sealed in the store of `node_id`: its size is the store's to tell.
     in_store: bool = False
     node_id: bytes = b""
+    # This process owns it (made it with .remote() or put()): `manta memory`'s owner.
+    owned: bool = False
 
 
 class References(Msg, frozen=True):

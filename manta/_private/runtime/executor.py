@@ -40,6 +40,7 @@ from manta._private.transport.connection import Connection
 
 if TYPE_CHECKING:
     from manta._private.runtime.core import CoreRuntime
+    from manta._private.runtime.worker_logs import WorkerLog
 
 # Cancelled task ids a worker remembers at most (see Executor.cancelled).
 CANCELLED_KEPT = 10_000
@@ -599,8 +600,9 @@ class Executor:
 class TaskStream(io.TextIOBase):
     """sys.stdout/sys.stderr of a worker: lines go to the job's driver."""
 
-    def __init__(self, rt: CoreRuntime, is_err: bool, fallback: Any) -> None:
+    def __init__(self, rt: CoreRuntime, is_err: bool, fallback: Any, log: WorkerLog | None = None) -> None:
         self.rt = rt
+        self.log = log
         self.pid = os.getpid()
         self.is_err = is_err
         self.fallback = fallback
@@ -627,6 +629,8 @@ class TaskStream(io.TextIOBase):
         if not text:
             return
         ctx = current_task.get()
+        if self.log is not None:
+            self.log.write(self.is_err, b"" if ctx is None else ctx.task_id, text)
         driver = self.rt.driver_address if ctx is None else ctx.driver
         prefix = f"{'worker' if ctx is None else ctx.label} pid={self.pid}"
         job = self.rt.job_id if ctx is None else ctx.job_id
@@ -716,9 +720,9 @@ def _flush_streams() -> None:
             pass
 
 
-def install_streams(rt: CoreRuntime) -> None:
-    sys.stdout = TaskStream(rt, False, sys.__stdout__)
-    sys.stderr = TaskStream(rt, True, sys.__stderr__)
+def install_streams(rt: CoreRuntime, log: WorkerLog | None = None) -> None:
+    sys.stdout = TaskStream(rt, False, sys.__stdout__, log)
+    sys.stderr = TaskStream(rt, True, sys.__stderr__, log)
 
 
 

@@ -46,7 +46,7 @@ def reference_records(table: ReferenceTable, task_of: Callable[[bytes], Any]) ->
         size = len(e.data) if e.state == READY and e.data is not None and not e.in_store else -1
         out.append(sm.RefRecord(
             object_id=oid, reference_type=kind, task_status=status, attempt=attempt, size=size,
-            in_store=e.in_store, node_id=e.node_id,
+            in_store=e.in_store, node_id=e.node_id, owned=e.owned,
         ))
     return out
 

@@ -12,6 +12,7 @@ from manta._private.protocol import messages as m
 from manta._private.runtime import context
 from manta._private.runtime.core import CoreRuntime
 from manta._private.runtime.executor import install_streams
+from manta._private.runtime.worker_logs import WorkerLog, install_stack_dumps
 
 
 def worker_main(session: m.SessionInfo, config: Config, worker_id: bytes) -> None:
@@ -24,8 +25,9 @@ def worker_main(session: m.SessionInfo, config: Config, worker_id: bytes) -> Non
     context.install(rt)
     signal.signal(signal.SIGINT, executor.on_sigint)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    install_stack_dumps(session.session_dir, worker_id)
     rt.start()
-    install_streams(rt)
+    install_streams(rt, WorkerLog(session.session_dir, worker_id))
     executor.main_loop()
     # main_loop returns only when the actor ended itself (exit_actor): exit
     # as Python would, atexit handlers included (the fork server's child

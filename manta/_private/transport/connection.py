@@ -35,6 +35,7 @@ from manta._private.auth.pki import CLUSTER_NAME
 from manta._private.protocol import auth_messages as am
 from manta._private.protocol import messages as m
 from manta._private.protocol import state_messages as sm
+from manta._private.protocol import tool_messages as tm
 from manta._private.protocol.framing import HEADER, FrameDecoder, FrameTooLarge
 from manta._private.protocol.identity import NOBODY, Principal, Role
 from manta._private.transport.gate import DEFAULT_LIMITS, LOCAL, Gate, Limits, peer_key
@@ -72,6 +73,7 @@ REPLY_TYPES = (
     m.ObjectValue,
     *sm.REPLIES,
     *am.REPLIES,
+    *tm.REPLIES,
 )
 
 
