@@ -33,6 +33,8 @@ from manta._private.head import state as state_api
 from manta._private.head.access import TOKEN_MESSAGES, HeadAccess
 from manta._private.head.bounds import Bounds, FunctionTable, KvTable
 from manta._private.head.certs import CertIssuer, refuse_without_ca
+from manta._private.head.clients import MESSAGES as CLIENT_MESSAGES
+from manta._private.head.clients import ClientSessions
 from manta._private.head.quotas import HeadQuotas
 from manta._private.head.storage import ActorRecord, MemoryStorage, PGRecord, Storage, decode, encode
 from manta._private.protocol import auth_messages as am
@@ -164,6 +166,8 @@ class Head:
         self.state_queries = state_api.StateQueries(self)
         self.bounds = Bounds(self)
         self.quotas = HeadQuotas(self)
+        self.session_dir = session_dir
+        self.clients = ClientSessions(self)  # remote drivers' sessions (manta://)
 
     async def start(self) -> None:
         self.storage.check_token(self.token)
@@ -340,6 +344,8 @@ class Head:
             conn.reply(msg, m.PlacementGroupList(groups=groups))
         elif t in state_api.HANDLED:
             self.state_queries.handle(conn, msg)
+        elif t in CLIENT_MESSAGES:
+            self.clients.handle(conn, msg)
         elif t in TOKEN_MESSAGES:
             self.access.handle_token(conn, msg)
         elif t is am.Rebind:
@@ -875,6 +881,8 @@ class Head:
             node = self.nodes.get(ident)
             if node is not None and node.conn is conn:
                 self._node_dead(ident, "its agent disconnected")
+        elif kind in ("client", "proxy"):
+            self.clients.on_close(conn)
 
     def _job_exited(self, job: Job) -> None:
         self.access.event("job.end", str(job.job_id), job.namespace)
@@ -893,6 +901,7 @@ class Head:
                 self._remove_pg(pg, "its job (driver) exited")
 
     async def stop(self) -> None:
+        self.clients.stop()
         waits = []
         for node in self.nodes.values():
             if node.connected:

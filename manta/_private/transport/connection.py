@@ -33,6 +33,7 @@ from manta._private.auth.handshake import (
 )
 from manta._private.auth.pki import CLUSTER_NAME
 from manta._private.protocol import auth_messages as am
+from manta._private.protocol import client_messages as cm
 from manta._private.protocol import messages as m
 from manta._private.protocol import state_messages as sm
 from manta._private.protocol.framing import HEADER, FrameDecoder, FrameTooLarge
@@ -71,6 +72,7 @@ REPLY_TYPES = (
     m.ObjectValue,
     *sm.REPLIES,
     *am.REPLIES,
+    *cm.REPLIES,
 )
 
 
