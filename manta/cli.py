@@ -308,7 +308,7 @@ def _head_call(address: str | None, token_file: str | None, msg: Any) -> tuple[A
         _fail(str(e))
 
     async def call() -> Any:
-        conn = await connect(rec.head_address, identity, lambda c, msg: None, timeout=5)
+        conn = await connect(rec.head_local or rec.head_address, identity, lambda c, msg: None, timeout=5)
         try:
             return await conn.request(msg)
         finally:

@@ -149,16 +149,17 @@ class ClientRuntime:
 
     # -- the connection -------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, resume: bytes = b"") -> None:
+        """Opens a session (or resumes the one named `resume`, if it is this principal's)."""
         self.io.start()
         try:
-            self.run(self._start())
+            self.run(self._start(resume))
         except RemoteError as e:
             raise error_from_remote(e) from None
 
-    async def _start(self) -> None:
+    async def _start(self, resume: bytes) -> None:
         self._connected = asyncio.Event()
-        await self._open(b"")
+        await self._open(resume)
 
     def _tls(self) -> tuple[ssl.SSLContext | None, str]:
         """The TLS context for the head (None: plain TCP), and the CA hash to pin."""

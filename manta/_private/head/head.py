@@ -121,10 +121,7 @@ class Node:
 class Head:
     def __init__(
         self, *, token: bytes, addresses: list[str], embedded: bool, storage: Storage | None = None,
-        config: Config | None = None,
-        clock: Clock = monotonic,
-        audit_log: str | None = None,
-        session_dir: str = "",
+        config: Config | None = None, clock: Clock = monotonic, audit_log: str | None = None, session_dir: str = "",
     ) -> None:
         self.config = config or Config()
         self.limits = Limits.of(self.config)
@@ -251,10 +248,8 @@ class Head:
         elif t is m.WaitActor:
             entry = self.actors.get(msg.actor_id)
             if entry is None:
-                conn.reply(msg, m.ActorState(
-                    actor_id=msg.actor_id, state=DEAD, address="", epoch=0,
-                    death_cause=actor_texts.NO_SUCH_ACTOR, class_name="", fn_id=b"",
-                ))
+                conn.reply(msg, m.ActorState(actor_id=msg.actor_id, state=DEAD, address="", epoch=0,
+                                             death_cause=actor_texts.NO_SUCH_ACTOR, class_name="", fn_id=b""))
             elif msg.now or entry.answers(msg.known_epoch):
                 conn.reply(msg, self._state(entry))
             else:
@@ -307,10 +302,8 @@ class Head:
         elif t is m.WorkerExited:
             self._worker_exited(msg.worker_id, msg.reason, msg.exit_code)
         elif t is m.GetClusterInfo:
-            conn.reply(msg, m.ClusterInfo(
-                nodes=[n.info() for n in self.nodes.values()], storage=self.storage.description,
-                running_jobs=sum(j.alive for j in self.jobs.values()),
-            ))
+            conn.reply(msg, m.ClusterInfo(nodes=[n.info() for n in self.nodes.values()], storage=self.storage.description,
+                                          running_jobs=sum(j.alive for j in self.jobs.values())))
         elif t is m.ShutdownCluster:
             conn.reply(msg, m.Ack())
             self.stopping.set()
@@ -465,11 +458,8 @@ class Head:
         for key, value in tables["kv"].items():
             ns, _, k = key.partition(b"\0")
             self.kv[(ns.decode(), k)] = value
-        log.info(
-            "restored from %s: %d jobs, %d nodes, %d actors, %d placement groups, %d KV entries",
-            self.storage.description, len(self.jobs), len(self.nodes), len(self.actors),
-            len(self.pgs), len(self.kv),
-        )
+        log.info("restored from %s: %d jobs, %d nodes, %d actors, %d placement groups, %d KV entries",
+                 self.storage.description, len(self.jobs), len(self.nodes), len(self.actors), len(self.pgs), len(self.kv))
         # Drivers that do not come back within the node timeout have exited.
         asyncio.get_running_loop().call_later(self.liveness.timeout, self._reap_absent_jobs)
 
