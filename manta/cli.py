@@ -138,6 +138,9 @@ def main() -> None:
 @click.option("--min-worker-port", default=None, help="Accepted for Ray's command line (workers use Unix "
               "sockets, or a free port, here).")
 @click.option("--max-worker-port", default=None, help="Accepted for Ray's command line (see --min-worker-port).")
+@click.option("--client-reconnect-s", type=click.FloatRange(min=0), default=None,
+              help="Head: how long a remote client's (manta://) session waits for it to reconnect before its job "
+              "ends (default 30).")
 def start(head: bool, address: str | None, port: int, host: str, num_cpus: float | None,
           num_gpus: float | None, resources: str | None, object_store_memory: int | None,
           token_file: str | None, storage: str, redis_password_file: str | None, redis_password: str | None,
@@ -147,7 +150,8 @@ def start(head: bool, address: str | None, port: int, host: str, num_cpus: float
           include_dashboard: str | None,
           dashboard_port: int | None, dashboard_host: str, min_worker_port: str | None,
           max_worker_port: str | None, tls: str, tls_ca: str | None, tls_cert: str | None,
-          tls_key: str | None, ca_hash: str, memory: int | None, tls_ca_key: str | None) -> None:
+          tls_key: str | None, ca_hash: str, memory: int | None, tls_ca_key: str | None,
+          client_reconnect_s: float | None) -> None:
     """Start a head node (--head), or join this machine to a cluster (--address)."""
     from msgspec.structs import replace
 
@@ -177,6 +181,8 @@ def start(head: bool, address: str | None, port: int, host: str, num_cpus: float
                            tls=tls),
         )
         head_ca = _head_ca(head, tls_ca, tls_ca_key, tls_cert, tls_key)
+        if client_reconnect_s is not None:
+            common["config"] = replace(common["config"], client_reconnect_s=client_reconnect_s)
         own = (tls_ca, tls_cert, tls_key)
         if not head_ca and any(own) and not all(own):
             _fail("bring your own certificates with all three of --tls-ca, --tls-cert and --tls-key", 2)

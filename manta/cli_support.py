@@ -51,7 +51,9 @@ def _head_session(address: str | None, token_file: str | None, body: Any) -> tup
         _fail(str(e))
 
     async def call() -> Any:
-        conn = await connect(rec.head_address, identity, lambda c, msg: None, timeout=5)
+        # The head's unix socket where this machine has it: over TCP with TLS on,
+        # a CLI without a certificate would be refused.
+        conn = await connect(rec.head_local or rec.head_address, identity, lambda c, msg: None, timeout=5)
         try:
             return await body(conn)
         finally:

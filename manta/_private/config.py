@@ -50,6 +50,7 @@ _ENV = {
     "MANTA_NODE_TIMEOUT_S": "node_timeout_s",
     "MANTA_HEARTBEAT_S": "heartbeat_s",
     "MANTA_HEAD_RECONNECT_S": "head_reconnect_s",
+    "MANTA_CLIENT_RECONNECT_S": "client_reconnect_s",
     "MANTA_MAX_LINEAGE_BYTES": "max_lineage_bytes",
     "MANTA_MAX_FRAME_BYTES": "max_frame_bytes",
     "MANTA_HANDSHAKE_TIMEOUT_S": "handshake_timeout_s",
@@ -80,6 +81,10 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     heartbeat_s: float = 0.5
     # How long nodes, drivers and workers wait for a persistent head to come back.
     head_reconnect_s: float = 60.0
+    # A remote client's session outlives its lost connection this long (manta start
+    # --head --client-reconnect-s; Ray's client server waits 30 s too): it may
+    # reconnect and resume, else its job ends (docs/client.md).
+    client_reconnect_s: float = 30.0
     # How often each process sends its new task records to the head (Ray: 1 s;
     # shorter here, so the state API shows a running task sooner: a batch
     # costs per record, not per send).

@@ -134,6 +134,14 @@ def init(
             return _info()
         config = Config.build(kwargs.get("_system_config"), os.environ)
         address = address or os.environ.get("MANTA_ADDRESS") or None
+        if address is not None and address.startswith(("manta://", "ray://")):
+            rt = _client_runtime(address, config, namespace, env_vars, runtime_env, code_path, log_to_driver,
+                                 num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
+                                 object_store_memory=object_store_memory)
+            context.install(rt)
+            _session = _Session(rt, None)
+            atexit.register(shutdown)
+            return _info()
         cluster: services.LocalCluster | None = None
         if address not in (None, "local"):
             session = _connect_existing(address, num_cpus, num_gpus, resources, object_store_memory)
@@ -182,6 +190,42 @@ def init(
         _session = _Session(rt, cluster)
         atexit.register(shutdown)
         return _info()
+
+
+def _client_runtime(
+    address: str, config: Config, namespace: str | None, env_vars: dict[str, str],
+    runtime_env: dict[str, Any] | None, code_path: list[str], log_to_driver: bool, **resources: Any,
+) -> Runtime:
+    """A driver off the cluster, through the head's client server (client/, docs/client.md)."""
+    from manta._private import cluster
+    from manta._private.client.runtime import ClientRuntime, client_address, connect_client
+
+    given = sorted(k for k, v in resources.items() if v is not None)
+    if given:
+        raise ValueError(f"When connecting to an existing cluster, {', '.join(given)} must not be given: "
+                         f"the cluster's nodes already have their resources.")
+    target = client_address(address)
+    assert target is not None
+    try:
+        credential = cluster.credential_from_env_or_file(os.environ.get("MANTA_TOKEN_FILE"))
+    except cluster.ClusterError as e:
+        raise ConnectionError(str(e)) from None
+    if credential is None:
+        raise AuthenticationError(
+            f"connecting to {address} needs a token: set MANTA_TOKEN (the cluster token, or a person's token "
+            f"from `manta token create`) or MANTA_TOKEN_FILE"
+        )
+    rt = ClientRuntime(target, credential, config, namespace=namespace or "", env_vars=env_vars,
+                       code_path=code_path, on_log=_print_log if log_to_driver else None,
+                       entrypoint=" ".join([sys.executable, *sys.argv]))
+    connect_client(rt)
+    if runtime_env and any(runtime_env.get(k) for k in PACKAGE_FIELDS):
+        try:
+            rt.env_vars.update(rt.package_env(runtime_env))
+        except BaseException:
+            rt.shutdown()
+            raise
+    return rt  # type: ignore[return-value]
 
 
 def _describe_job(rt: CoreRuntime, runtime_env: dict[str, Any] | None) -> None:

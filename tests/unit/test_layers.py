@@ -9,6 +9,7 @@ not count (they never run); imports inside functions do.
     driver      session, api, remote                          the local, runtime and launch layers
     launch      services, cluster                             starts processes by module name
     local       local/ (local mode's runtime, in the driver)  the runtime layer and the head's sans-IO tables
+    client      client/ (a driver off the cluster, its proxy) the runtime layer
     runtime     runtime/ (drivers' and workers' core)         transport and below
     head        head/                                         control, transport and below
     node        node/                                         objectstore, transport and below
@@ -40,12 +41,14 @@ ENTRY_POINTS = {
     "manta._private.node.main",
     "manta._private.node.zygote",
     "manta._private.runtime.worker_main",
+    "manta._private.client.proxy_main",
 }
 COMPONENT_PREFIXES = [
     ("driver", ("manta._private.session", "manta._private.api", "manta._private.remote", "manta._private.options",
                 "manta._private.dag")),
     ("launch", ("manta._private.services", "manta._private.cluster")),
     ("local", ("manta._private.local",)),
+    ("client", ("manta._private.client",)),
     ("runtime", ("manta._private.runtime",)),
     ("head", ("manta._private.head",)),
     ("node", ("manta._private.node",)),
@@ -57,8 +60,9 @@ COMPONENT_PREFIXES = [
     ("protocol", ("manta._private.protocol",)),
 ]
 ALLOWED = {
-    "driver": {"driver", "launch", "local", "runtime", "transport", "auth", "scheduling", "objectstore", "protocol",
-               "base"},
+    "driver": {"driver", "launch", "local", "client", "runtime", "transport", "auth", "scheduling", "objectstore",
+               "protocol", "base"},
+    "client": {"client", "runtime", "transport", "auth", "scheduling", "objectstore", "protocol", "base"},
     "local": {"local", "runtime", "control", "scheduling", "protocol", "base"},
     "launch": {"launch", "head", "transport", "auth", "protocol", "base"},
     "runtime": {"runtime", "transport", "auth", "scheduling", "objectstore", "protocol", "base"},

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from manta._private.protocol import auth_messages as am
+from manta._private.protocol import client_messages as cm
 from manta._private.protocol import messages as m
 from manta._private.protocol import state_messages as sm
 from manta._private.protocol import tool_messages as tm
@@ -50,6 +51,11 @@ HEAD: dict[type, Role] = {
     tm.ReadLog: VIEW,
     tm.DumpStacks: VIEW,
     tm.ListStore: VIEW,
+    # A remote driver's session; what it then asks, its proxy does with the client's own token.
+    cm.ClientConnect: VIEW,
+    cm.ClientCall: VIEW,
+    cm.ProxyAttach: VIEW,  # checked by the key only the proxy was given
+    cm.ClientLog: VIEW,  # from a proxy's attached connection only (head.clients)
     m.PutFunction: SUBMIT,
     m.CreateActor: SUBMIT,
     m.KillActor: SUBMIT,

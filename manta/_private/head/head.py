@@ -33,6 +33,8 @@ from manta._private.head import tools as head_tools
 from manta._private.head.access import TOKEN_MESSAGES, HeadAccess
 from manta._private.head.bounds import Bounds, FunctionTable, KvTable
 from manta._private.head.certs import CertIssuer, refuse_without_ca
+from manta._private.head.clients import MESSAGES as CLIENT_MESSAGES
+from manta._private.head.clients import ClientSessions
 from manta._private.head.quotas import HeadQuotas
 from manta._private.head.storage import ActorRecord, MemoryStorage, PGRecord, Storage, decode, encode
 from manta._private.protocol import auth_messages as am
@@ -119,10 +121,7 @@ class Node:
 class Head:
     def __init__(
         self, *, token: bytes, addresses: list[str], embedded: bool, storage: Storage | None = None,
-        config: Config | None = None,
-        clock: Clock = monotonic,
-        audit_log: str | None = None,
-        session_dir: str = "",
+        config: Config | None = None, clock: Clock = monotonic, audit_log: str | None = None, session_dir: str = "",
     ) -> None:
         self.config = config or Config()
         self.limits = Limits.of(self.config)
@@ -165,6 +164,8 @@ class Head:
         self.tools = head_tools.HeadTools(self)  # manta logs, stack, memory
         self.bounds = Bounds(self)
         self.quotas = HeadQuotas(self)
+        self.session_dir = session_dir
+        self.clients = ClientSessions(self)  # remote drivers' sessions (manta://)
 
     async def start(self) -> None:
         self.storage.check_token(self.token)
@@ -248,10 +249,8 @@ class Head:
         elif t is m.WaitActor:
             entry = self.actors.get(msg.actor_id)
             if entry is None:
-                conn.reply(msg, m.ActorState(
-                    actor_id=msg.actor_id, state=DEAD, address="", epoch=0,
-                    death_cause=actor_texts.NO_SUCH_ACTOR, class_name="", fn_id=b"",
-                ))
+                conn.reply(msg, m.ActorState(actor_id=msg.actor_id, state=DEAD, address="", epoch=0,
+                                             death_cause=actor_texts.NO_SUCH_ACTOR, class_name="", fn_id=b""))
             elif msg.now or entry.answers(msg.known_epoch):
                 conn.reply(msg, self._state(entry))
             else:
@@ -304,10 +303,8 @@ class Head:
         elif t is m.WorkerExited:
             self._worker_exited(msg.worker_id, msg.reason, msg.exit_code)
         elif t is m.GetClusterInfo:
-            conn.reply(msg, m.ClusterInfo(
-                nodes=[n.info() for n in self.nodes.values()], storage=self.storage.description,
-                running_jobs=sum(j.alive for j in self.jobs.values()),
-            ))
+            conn.reply(msg, m.ClusterInfo(nodes=[n.info() for n in self.nodes.values()], storage=self.storage.description,
+                                          running_jobs=sum(j.alive for j in self.jobs.values())))
         elif t is m.ShutdownCluster:
             conn.reply(msg, m.Ack())
             self.stopping.set()
@@ -343,6 +340,8 @@ class Head:
             self.state_queries.handle(conn, msg)
         elif t in head_tools.HANDLED:
             self.tools.handle(conn, msg)
+        elif t in CLIENT_MESSAGES:
+            self.clients.handle(conn, msg)
         elif t in TOKEN_MESSAGES:
             self.access.handle_token(conn, msg)
         elif t is am.Rebind:
@@ -462,11 +461,8 @@ class Head:
         for key, value in tables["kv"].items():
             ns, _, k = key.partition(b"\0")
             self.kv[(ns.decode(), k)] = value
-        log.info(
-            "restored from %s: %d jobs, %d nodes, %d actors, %d placement groups, %d KV entries",
-            self.storage.description, len(self.jobs), len(self.nodes), len(self.actors),
-            len(self.pgs), len(self.kv),
-        )
+        log.info("restored from %s: %d jobs, %d nodes, %d actors, %d placement groups, %d KV entries",
+                 self.storage.description, len(self.jobs), len(self.nodes), len(self.actors), len(self.pgs), len(self.kv))
         # Drivers that do not come back within the node timeout have exited.
         asyncio.get_running_loop().call_later(self.liveness.timeout, self._reap_absent_jobs)
 
@@ -878,6 +874,8 @@ class Head:
             node = self.nodes.get(ident)
             if node is not None and node.conn is conn:
                 self._node_dead(ident, "its agent disconnected")
+        elif kind in ("client", "proxy"):
+            self.clients.on_close(conn)
 
     def _job_exited(self, job: Job) -> None:
         self.access.event("job.end", str(job.job_id), job.namespace)
@@ -896,6 +894,7 @@ class Head:
                 self._remove_pg(pg, "its job (driver) exited")
 
     async def stop(self) -> None:
+        self.clients.stop()
         waits = []
         for node in self.nodes.values():
             if node.connected:

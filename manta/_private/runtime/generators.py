@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from manta import exceptions as exc
 from manta._private.ids import task_of
@@ -39,6 +39,7 @@ from manta._private.transport.connection import Connection
 if TYPE_CHECKING:
     from manta._private.runtime.core import CoreRuntime
     from manta._private.runtime.interface import Runtime
+    from manta._private.runtime.refs import ReferenceTable
 
 
 _ALL = 1 << 62  # "consumed" that lets any paused generator go on
@@ -169,7 +170,7 @@ def take_next(rt: Runtime, stream: Stream) -> tuple[ObjectRef | None, list[Any]]
     """With the runtime's lock held: the stream's next ref and the commands
     unpinning it took, None for the end (the failed end's ref, once, first),
     or None alone if nothing is there yet."""
-    refs = rt.refs
+    refs = cast("ReferenceTable", rt.refs)  # the runtimes that stream (core, local) keep a full table
     if stream.taken < len(stream.items):
         oid = stream.items[stream.taken]
         stream.taken += 1

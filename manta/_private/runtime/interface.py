@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     from manta._private.runtime.metrics import MetricsRegistry
     from manta._private.runtime.object_ref import ObjectRef
     from manta._private.runtime.placement_group import PlacementGroup
-    from manta._private.runtime.refs import ReferenceTable
     from manta._private.runtime.story import StoryRecord
 
 
@@ -41,6 +40,14 @@ class ActorView(Protocol):
     @property
     def actor_gpu_ids(self) -> list[int]: ...
     def is_async_actor(self) -> bool: ...
+
+
+class RefEntries(Protocol):
+    """What ObjectRef's decoding reads of a runtime's reference table (`object_ref._rebuild_ref`):
+    each entry's `local` count and `cap`."""
+
+    @property
+    def entries(self) -> dict[bytes, Any]: ...
 
 
 class Runtime(Protocol):
@@ -77,7 +84,7 @@ class Runtime(Protocol):
     @property
     def lock(self) -> threading.RLock: ...
     @property
-    def refs(self) -> ReferenceTable: ...
+    def refs(self) -> RefEntries: ...
     def ref_deleted(self, object_id: bytes) -> None: ...
     def ref_escaped(self, object_id: bytes) -> None: ...
     def deserialized_ref(self, object_id: bytes, owner: str, cap: bytes = b"") -> ObjectRef: ...

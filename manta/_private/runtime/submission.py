@@ -47,6 +47,28 @@ FORCE_CANCEL_OF_ACTOR_CALL = (
 _DEFAULT_PLACEMENT = m.Placement()
 
 
+class PreparedArgs(tuple):  # type: ignore[type-arg]
+    """Arguments a remote client serialized itself (client/proxy.py), passed
+    as they are: its proxy never unpickles what a client sends. `pins`: the
+    refs they hold, (id, owner), pinned here as `prepare_args` pins its own."""
+
+    args: list[m.Arg]
+    kwnames: list[str]
+    pins: list[tuple[bytes, str]]
+
+    @classmethod
+    def of(cls, args: list[m.Arg], kwnames: list[str], pins: list[tuple[bytes, str]]) -> PreparedArgs:
+        prepared = cls()
+        prepared.args, prepared.kwnames, prepared.pins = args, kwnames, pins
+        return prepared
+
+    def pin(self, tasks: Submitter) -> tuple[list[m.Arg], list[str], list[bytes]]:
+        with tasks.lock:
+            for oid, owner in self.pins:
+                tasks.refs.pin(oid, owner)
+        return self.args, self.kwnames, [oid for oid, _ in self.pins]
+
+
 def should_retry(task: Task, error: bytes) -> bool:
     """Whether a task's error is one it asked to be retried on (retry_exceptions)."""
     try:
@@ -91,6 +113,8 @@ class Submitter:
         self, args: tuple[Any, ...], kwargs: dict[str, Any], name: str
     ) -> tuple[list[m.Arg], list[str], list[bytes]]:
         rt = self.rt
+        if type(args) is PreparedArgs:
+            return args.pin(self)
         out: list[m.Arg] = []
         pinned: list[bytes] = []
         values = list(args) + list(kwargs.values())

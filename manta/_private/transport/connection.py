@@ -33,6 +33,7 @@ from manta._private.auth.handshake import (
 )
 from manta._private.auth.pki import CLUSTER_NAME
 from manta._private.protocol import auth_messages as am
+from manta._private.protocol import client_messages as cm
 from manta._private.protocol import messages as m
 from manta._private.protocol import state_messages as sm
 from manta._private.protocol import tool_messages as tm
@@ -74,6 +75,7 @@ REPLY_TYPES = (
     *sm.REPLIES,
     *am.REPLIES,
     *tm.REPLIES,
+    *cm.REPLIES,
 )
 
 
