@@ -5,6 +5,7 @@
     manta stop [--address HOST:PORT]                              this machine's nodes
     manta status [--address HOST:PORT]                            nodes and resources
     manta list|get|summary RESOURCE ...                           the state API (Ray's ray list/get/summary)
+    manta job submit|status|logs|stop|list|delete ...             jobs over the REST API (Ray's ray job)
 """
 
 from __future__ import annotations
@@ -646,6 +647,14 @@ def _when(t: float) -> str:
 def _fmt(res: dict[str, float]) -> str:
     return ", ".join(f"{k}={v:g}" for k, v in sorted(res.items())) or "-"
 
+
+def _add_job_commands() -> None:
+    from manta.job_cli import job
+
+    main.add_command(job)
+
+
+_add_job_commands()
 
 if __name__ == "__main__":
     main()
