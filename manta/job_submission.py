@@ -164,7 +164,8 @@ class JobSubmissionClient:
             raise ConnectionError(f"Failed to connect to the job server at {self.address}: {e.reason}") from None
         if status not in ok:
             try:
-                said = json.loads(raw).get("error") or raw.decode(errors="replace")
+                said = json.loads(raw)
+                said = said.get("message") or said.get("error") or raw.decode(errors="replace")
             except (ValueError, AttributeError):
                 said = raw.decode(errors="replace")
             raise RuntimeError(f"Request failed with status code {status}: {said}")

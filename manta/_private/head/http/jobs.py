@@ -10,7 +10,7 @@
     GET    /api/packages/{proto}/{name}   whether a working_dir package is there   view
     PUT    /api/packages/{proto}/{name}   upload one (its name holds its sha256)   submit
 
-Errors are JSON `{"error": ...}` with the status the job manager chose (400
+Errors are JSON `{"error": ..., "message": ...}` (http/auth.py) with the status the job manager chose (400
 for bad input, naming the field; 403; 404 for a job the caller may not see,
 as for one that does not exist).
 """
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
-from manta._private.head.http.auth import require
+from manta._private.head.http.auth import error, require
 from manta._private.head.jobs.supervisor import PACKAGES_NAMESPACE, JobManager, package_digest
 from manta._private.head.jobs.table import JobError, JobRecord, check_submission_id, new_submission_id
 from manta._private.protocol import messages as m
@@ -62,18 +62,6 @@ def setup(app: web.Application, head: Head, session_dir: str = "") -> None:
     app.router.add_delete("/api/jobs/{id}", delete_job)
     app.router.add_get("/api/packages/{protocol}/{name}", get_package)
     app.router.add_put("/api/packages/{protocol}/{name}", put_package)
-
-
-def _error(status: int, message: str) -> web.HTTPException:
-    kinds = {400: web.HTTPBadRequest, 403: web.HTTPForbidden, 404: web.HTTPNotFound, 413: web.HTTPRequestEntityTooLarge,
-             429: web.HTTPTooManyRequests}
-    return kinds.get(status, web.HTTPBadRequest)(text=_json({"error": message}), content_type="application/json")
-
-
-def _json(value: Any) -> str:
-    import json
-
-    return json.dumps(value)
 
 
 def _peer(request: web.Request) -> str:
@@ -158,21 +146,21 @@ def parse_submit(body: Any) -> JobRecord:
 
 
 async def submit(request: web.Request) -> web.Response:
-    p = await require(request, Role.SUBMIT)
+    p = require(request, Role.SUBMIT)
     try:
         body = await request.json()
     except ValueError:
-        raise _error(400, "the request body is not JSON") from None
+        raise error(400, "the request body is not JSON") from None
     try:
         job = parse_submit(body)
         rec = request.app[MANAGER].submit(p, job, _peer(request))
     except JobError as e:
-        raise _error(e.status, str(e)) from None
+        raise error(e.status, str(e)) from None
     return web.json_response({"job_id": rec.submission_id, "submission_id": rec.submission_id})
 
 
 async def list_jobs(request: web.Request) -> web.Response:
-    p = await require(request, Role.VIEW)
+    p = require(request, Role.VIEW)
     jobs = sorted(request.app[MANAGER].list_for(p), key=lambda j: j.start_time)
     return web.json_response([details(j) for j in jobs])
 
@@ -181,22 +169,22 @@ def _visible(request: web.Request, p: Principal) -> JobRecord:
     try:
         return request.app[MANAGER].visible(p, request.match_info["id"])
     except JobError as e:
-        raise _error(e.status, str(e)) from None
+        raise error(e.status, str(e)) from None
 
 
 async def get_job(request: web.Request) -> web.Response:
-    p = await require(request, Role.VIEW)
+    p = require(request, Role.VIEW)
     return web.json_response(details(_visible(request, p)))
 
 
 async def get_logs(request: web.Request) -> web.Response:
-    p = await require(request, Role.VIEW)
+    p = require(request, Role.VIEW)
     job = _visible(request, p)
     return web.json_response({"logs": request.app[MANAGER].logs(job.submission_id)})
 
 
 async def tail_logs(request: web.Request) -> web.WebSocketResponse:
-    p = await require(request, Role.VIEW)
+    p = require(request, Role.VIEW)
     job = _visible(request, p)
     ws = web.WebSocketResponse(heartbeat=30)
     await ws.prepare(request)
@@ -220,13 +208,13 @@ async def tail_logs(request: web.Request) -> web.WebSocketResponse:
 
 async def _act(request: web.Request, action: str) -> web.Response:
     """Stop or delete: {"stopped": bool} / {"deleted": bool}, as Ray answers."""
-    p = await require(request, Role.SUBMIT)
+    p = require(request, Role.SUBMIT)
     manager = request.app[MANAGER]
     do = manager.stop if action == "stop" else manager.delete
     try:
         done = do(p, request.match_info["id"], _peer(request))
     except JobError as e:
-        raise _error(e.status, str(e)) from None
+        raise error(e.status, str(e)) from None
     return web.json_response({"stopped" if action == "stop" else "deleted": done})
 
 
@@ -242,37 +230,37 @@ def _package(request: web.Request) -> str:
     try:
         return package_digest(f"{request.match_info['protocol']}://{request.match_info['name']}")
     except JobError as e:
-        raise _error(400, str(e)) from None
+        raise error(400, str(e)) from None
 
 
 async def get_package(request: web.Request) -> web.Response:
-    await require(request, Role.VIEW)
+    require(request, Role.VIEW)
     digest = _package(request)
     head = request.app[MANAGER].head
     if (PACKAGES_NAMESPACE, digest.encode()) not in head.kv:
-        raise _error(404, f"package {request.match_info['name']} is not on this cluster")
+        raise error(404, f"package {request.match_info['name']} is not on this cluster")
     return web.json_response({"exists": True})
 
 
 async def put_package(request: web.Request) -> web.Response:
-    p = await require(request, Role.SUBMIT)
+    p = require(request, Role.SUBMIT)
     digest = _package(request)
     chunks = []
     size = 0
     async for chunk in request.content.iter_chunked(1 << 20):
         size += len(chunk)
         if size > MAX_PACKAGE_BYTES:
-            raise _error(413, f"a package is at most {MAX_PACKAGE_BYTES >> 20} MiB")
+            raise error(413, f"a package is at most {MAX_PACKAGE_BYTES >> 20} MiB")
         chunks.append(chunk)
     data = b"".join(chunks)
     if hashlib.sha256(data).hexdigest() != digest:
-        raise _error(400, "the package's bytes do not hash to the sha256 its name gives")
+        raise error(400, "the package's bytes do not hash to the sha256 its name gives")
     manager = request.app[MANAGER]
     head = manager.head
     msg = m.KvPut(namespace=PACKAGES_NAMESPACE, key=digest.encode(), value=data, overwrite=False)
     bad = head.bounds.refusal(msg) or head.quotas.refusal(p, msg)
     if bad:
-        raise _error(429, bad)
+        raise error(429, bad)
     head._kv(msg, p)
     head.access.audit.record(p, "package.upload", target=digest, namespace=PACKAGES_NAMESPACE,
                              peer=_peer(request), detail=f"{size} bytes")

@@ -408,10 +408,21 @@ class JobManager:
             self._arm()
 
     async def close(self) -> None:
-        """The head is stopping: its jobs stop with it (Ray's do too)."""
-        for sid, job in list(self.table.jobs.items()):
-            if job.status is RUNNING:
-                self._send([Signal(sid, job.pid, signal.SIGTERM)])
+        """The head is stopping: its jobs stop with it (Ray's do too), SIGTERM then SIGKILL."""
+        running = [j for j in self.table.jobs.values() if j.status is RUNNING]
+        self._send([Signal(j.submission_id, j.pid, signal.SIGTERM) for j in running])
+        deadline = time.monotonic() + self.table.stop_timeout_s
+        while any(_alive(j.pid) for j in running) and time.monotonic() < deadline:
+            for proc in self.procs.values():
+                proc.poll()  # reaps those that ended, so they stop counting as alive
+            await asyncio.sleep(POLL_S)
+        for j in running:
+            self._end_group(j.pid)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=1)
+            except subprocess.TimeoutExpired:
+                pass
         for task in list(self._tasks):
             task.cancel()
 
