@@ -147,9 +147,13 @@ def main() -> None:
 @click.option("--tls-cert", default=None, help="Bring your own: this node's certificate (PEM), signed by --tls-ca.")
 @click.option("--tls-key", default=None, help="Bring your own: this node's key (PEM).")
 @click.option("--ca-hash", default="", help="Joining: the CA fingerprint the head printed (sha256:...), pinned.")
-@click.option("--include-dashboard", default=None, help="Accepted for Ray's command line (no dashboard yet).")
-@click.option("--dashboard-port", default=None, help="Accepted for Ray's command line (no dashboard yet).")
-@click.option("--dashboard-host", default=None, help="Accepted for Ray's command line (no dashboard yet).")
+@click.option("--include-dashboard", default=None, help="Head only: false to serve no HTTP (dashboard, "
+              "/metrics, REST).")
+@click.option("--dashboard-port", type=int, default=None,
+              help="Head only: port of its HTTP server: dashboard, /metrics, jobs API (default 8265, or any "
+              "free port if that one is taken; 0: any free port).")
+@click.option("--dashboard-host", default="127.0.0.1", show_default=True,
+              help="Head only: address its HTTP server listens on (0.0.0.0: every interface).")
 @click.option("--min-worker-port", default=None, help="Accepted for Ray's command line (workers use Unix "
               "sockets, or a free port, here).")
 @click.option("--max-worker-port", default=None, help="Accepted for Ray's command line (see --min-worker-port).")
@@ -160,7 +164,7 @@ def start(head: bool, address: str | None, port: int, host: str, num_cpus: float
           system_config: str | None, block: bool, labels: str | None, audit_log: str | None,
           worker_user: str | None, pip_allow_indexes: tuple[str, ...], pip_allow_packages: tuple[str, ...],
           include_dashboard: str | None,
-          dashboard_port: str | None, dashboard_host: str | None, min_worker_port: str | None,
+          dashboard_port: int | None, dashboard_host: str, min_worker_port: str | None,
           max_worker_port: str | None, tls: str, tls_ca: str | None, tls_cert: str | None,
           tls_key: str | None, ca_hash: str) -> None:
     """Start a head node (--head), or join this machine to a cluster (--address)."""
@@ -172,12 +176,13 @@ def start(head: bool, address: str | None, port: int, host: str, num_cpus: float
         _fail("give exactly one of --head or --address HOST:PORT", 2)
     out = _console()
     ignored = [flag for flag, value in (
-        ("--include-dashboard", include_dashboard), ("--dashboard-port", dashboard_port),
-        ("--dashboard-host", dashboard_host), ("--min-worker-port", min_worker_port),
-        ("--max-worker-port", max_worker_port),
-    ) if value is not None and not (flag == "--include-dashboard" and value.lower() in ("false", "0"))]
+        ("--min-worker-port", min_worker_port), ("--max-worker-port", max_worker_port),
+    ) if value is not None]
     if ignored:
-        out.print(f"manta: {', '.join(ignored)}: nothing to do here yet (no dashboard; workers need no port range)")
+        out.print(f"manta: {', '.join(ignored)}: nothing to do here (workers need no port range)")
+    serve_http = include_dashboard is None or include_dashboard.lower() not in ("false", "0", "no")
+    if dashboard_port is not None and not 0 <= dashboard_port <= 65535:
+        _fail(f"--dashboard-port must be 0..65535, not {dashboard_port}", 2)
     try:
         # First: Ray's --redis-password leaves this command line at once.
         password = cluster.redis_password(redis_password_file, redis_password)
@@ -207,7 +212,9 @@ def start(head: bool, address: str | None, port: int, host: str, num_cpus: float
         if head:
             rec = cluster.start_head(host=host, port=port, token=token, storage=storage,
                                      redis_password=password if storage else None, redis_ca=redis_ca,
-                                     audit_log=audit_log or "", tls_files=tls_files, **common)
+                                     audit_log=audit_log or "", tls_files=tls_files,
+                                     dashboard=(dashboard_host, dashboard_port) if serve_http else None,
+                                     **common)
             if rec.restarts:
                 out.print(f"manta head restarted at {rec.public_address} in its old session "
                           f"(its node was still running); state comes back from {rec.storage}")
@@ -215,6 +222,8 @@ def start(head: bool, address: str | None, port: int, host: str, num_cpus: float
                     _block(rec)
                 return
             out.print(f"manta head started at {rec.public_address}")
+            if rec.dashboard_url:
+                out.print(f"  dashboard, /metrics and REST API at {rec.dashboard_url}  (log in with a token)")
             out.print(f"  token file: {rec.token_file}  (mode 0600; other nodes need this token)")
             out.print(f"  join a node:      manta start --address {rec.public_address} --token-file <copy of the token file>")
             out.print(f"  connect a driver: manta.init(address=\"{rec.public_address}\")  (or address=\"auto\" here)")

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from manta._private.head.storage import RedisTarget
 
 RECORD = "cluster.json"
+# Ray's dashboard port: the head's HTTP server's unless told otherwise.
+DEFAULT_DASHBOARD_PORT = 8265
 
 
 class ClusterError(RuntimeError):
@@ -54,6 +56,7 @@ class NodeRecord:
     storage: str = ""  # the head's storage URL, never with a password ("" = in memory)
     restarts: int = 0  # times its head was restarted in this session
     version: str = VERSION  # the manta that started it: a driver must match
+    dashboard_url: str = ""  # the head's HTTP server (dashboard, /metrics, REST); "" = none
 
     @property
     def public_address(self) -> str:
@@ -256,15 +259,18 @@ def start_head(
     config: Config = Config(),
     audit_log: str = "",
     tls_files: tuple[str, str, str] | None = None,
+    dashboard: tuple[str, int | None] | None = None,
 ) -> NodeRecord:
     """Starts a head and its node; with `storage`, first looks for a head of
     this address that died while its node lives on, and restarts just it.
-    `audit_log`: where the head writes its audit trail (default: the session's audit.log)."""
+    `audit_log`: where the head writes its audit trail (default: the session's audit.log).
+    `dashboard`: (host, port) of its HTTP server (port 0: any free one; None: 8265, or any free
+    one if that is taken), None for none."""
     target = _check_storage(storage, redis_password, redis_ca, config) if storage else None
     if target is not None and port:
         prior = _dead_head(normalize_address(f"{host}:{port}"))
         if prior is not None:
-            return _restart_head(prior, target, token, config)
+            return _restart_head(prior, target, token, config, dashboard)
     session_dir = _new_session_dir()
     token_file = services.write_token(session_dir, token or ids.new_token())
     res, store = services.node_resources(
@@ -273,7 +279,7 @@ def start_head(
     fingerprint = _head_tls(session_dir, host, config, tls_files)
     head_local = f"unix:{session_dir}/head.sock"
     head, head_fd = _spawn_head(session_dir, token_file, [head_local, f"tcp:{host}:{port}"], target, config,
-                                audit_log)
+                                audit_log, dashboard)
     ip = _ip_of(host)
     agent, agent_fd = services._spawn(
         services.agent_args(session_dir, token_file, head_local, res, store, ip, config),
@@ -284,11 +290,17 @@ def start_head(
     rec = NodeRecord(
         session_dir, "head", tcp, f"unix:{session_dir}/agent.sock", token_file,
         [head.pid, agent.pid], head_local, time.time(), ip, target.url if target else "",
+        dashboard_url=_http_url(ready["head"]),
     )
     write_record(rec)
     if fingerprint:
         log_tls(f"TLS on: cluster CA {fingerprint}")
     return rec
+
+
+def _http_url(ready: str) -> str:
+    """The HTTP server's URL in the head's READY line ("" if it serves none)."""
+    return next((a for a in ready.split()[1:] if a.startswith(("http://", "https://"))), "")
 
 
 def log_tls(line: str) -> None:
@@ -347,11 +359,16 @@ def _check_storage(url: str, password: str | None, ca: str | None, config: Confi
 
 def _spawn_head(
     session_dir: str, token_file: str, listen: list[str], target: RedisTarget | None, config: Config,
-    audit_log: str = "",
+    audit_log: str = "", dashboard: tuple[str, int | None] | None = None,
 ) -> tuple[subprocess.Popen[bytes], int]:
     args = ["head", "--session-dir", session_dir, "--token-file", token_file, "--config", config.to_json()]
     if audit_log:
         args += ["--audit-log", os.path.abspath(audit_log)]
+    if dashboard is not None:
+        host, port = dashboard
+        args += ["--dashboard-host", host, "--dashboard-port", str(DEFAULT_DASHBOARD_PORT if port is None else port)]
+        if port is None:
+            args.append("--dashboard-port-fallback")
     for address in listen:
         args += ["--listen", address]
     fds: tuple[int, ...] = ()
@@ -434,15 +451,21 @@ def _dead_head(address: str) -> NodeRecord | None:
     return None
 
 
-def _restart_head(rec: NodeRecord, target: RedisTarget, token: bytes | None, config: Config) -> NodeRecord:
+def _restart_head(rec: NodeRecord, target: RedisTarget, token: bytes | None, config: Config,
+                  dashboard: tuple[str, int | None] | None = None) -> NodeRecord:
     if token is not None and token != services.read_token(rec.token_file):
         raise ClusterError(
             f"the head at {rec.public_address} is being restarted in its old session, whose "
             f"token differs from the one given: leave out --token-file/MANTA_TOKEN"
         )
-    head, head_fd = _spawn_head(rec.session_dir, rec.token_file, [rec.head_local, rec.head_address], target, config)
+    if dashboard is not None and not dashboard[1] and rec.dashboard_url:
+        # Back on the port it had, so bookmarks and scrapers find it again.
+        dashboard = (dashboard[0], int(rec.dashboard_url.rpartition(":")[2]))
+    head, head_fd = _spawn_head(rec.session_dir, rec.token_file, [rec.head_local, rec.head_address], target, config,
+                                dashboard=dashboard)
     ready = _wait_ready({head_fd: "head"}, [head], rec.session_dir, keep_session=True)
     tcp = next(a for a in ready["head"].split()[1:] if a.startswith("tcp:"))
+    rec.dashboard_url = _http_url(ready["head"])
     rec.pids[0] = head.pid
     rec.head_address = tcp
     rec.storage = target.url

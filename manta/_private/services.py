@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import functools
-import hashlib
 import json
 import os
 import select
@@ -28,6 +26,8 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from manta._private.auth.credentials import PHRASE_SALT as PHRASE_SALT
+from manta._private.auth.credentials import parse_token as parse_token
 from manta._private.config import Config
 from manta._private.ids import new_token
 from manta._private.private_files import UnsafePath, private_dir, problem
@@ -86,33 +86,6 @@ def write_token(session_dir: str, token: bytes) -> str:
     with os.fdopen(fd, "w") as f:
         f.write(token.hex())
     return path
-
-
-def parse_token(text: str) -> bytes:
-    """A token as written in a token file or MANTA_TOKEN: 64 hex digits, or any phrase."""
-    text = text.strip()
-    if not text:
-        raise ValueError("the cluster token is empty")
-    try:
-        raw = bytes.fromhex(text)
-        if len(raw) == 32:
-            return raw
-    except ValueError:
-        pass
-    return _token_of_phrase(text)
-
-
-# A phrase is stretched with scrypt so that each guess at it costs ~0.1 s and
-# 32 MiB. The salt is fixed (and specific to manta): every node must derive
-# the same token from the same phrase with nothing exchanged first, so no
-# per-cluster salt is possible. A random 64-hex token needs none of this.
-PHRASE_SALT = b"manta cluster token from a phrase, v1"
-PHRASE_SCRYPT_N = 2**15
-
-
-@functools.lru_cache(maxsize=4)
-def _token_of_phrase(phrase: str) -> bytes:
-    return hashlib.scrypt(phrase.encode(), salt=PHRASE_SALT, n=PHRASE_SCRYPT_N, r=8, p=1, maxmem=64 << 20, dklen=32)
 
 
 def read_token(path: str) -> bytes:

@@ -18,7 +18,6 @@ import pytest
 
 from .integrity_support import alive, cluster, wait_until
 
-pytest.importorskip("manta._private.head.http.server")  # the HTTP server (branch http)
 pytestmark = pytest.mark.timeout(300)
 
 TASKS = """

@@ -15,7 +15,6 @@ from chaos.chaos_support import RedisServer
 
 from .redis_support import LocalCluster, free_port
 
-pytest.importorskip("manta._private.head.http.server")  # the HTTP server (branch http)
 pytestmark = pytest.mark.timeout(240)
 
 

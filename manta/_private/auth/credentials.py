@@ -19,6 +19,7 @@ by the head and the node agents):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -66,6 +67,36 @@ def raw_private(key: Ed25519PrivateKey) -> bytes:
     from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
     return key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+
+
+# -- the cluster token ------------------------------------------------------
+
+
+def parse_token(text: str) -> bytes:
+    """A token as written in a token file or MANTA_TOKEN: 64 hex digits, or any phrase."""
+    text = text.strip()
+    if not text:
+        raise ValueError("the cluster token is empty")
+    try:
+        raw = bytes.fromhex(text)
+        if len(raw) == 32:
+            return raw
+    except ValueError:
+        pass
+    return _token_of_phrase(text)
+
+
+# A phrase is stretched with scrypt so that each guess at it costs ~0.1 s and
+# 32 MiB. The salt is fixed (and specific to manta): every node must derive
+# the same token from the same phrase with nothing exchanged first, so no
+# per-cluster salt is possible. A random 64-hex token needs none of this.
+PHRASE_SALT = b"manta cluster token from a phrase, v1"
+PHRASE_SCRYPT_N = 2**15
+
+
+@functools.lru_cache(maxsize=4)
+def _token_of_phrase(phrase: str) -> bytes:
+    return hashlib.scrypt(phrase.encode(), salt=PHRASE_SALT, n=PHRASE_SCRYPT_N, r=8, p=1, maxmem=64 << 20, dklen=32)
 
 
 # -- people's tokens ----------------------------------------------------------

@@ -11,7 +11,6 @@ import asyncio
 import itertools
 import logging
 import os
-import signal
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -928,14 +927,3 @@ def _placement_need(spec: m.ActorSpec) -> dict[str, float]:
     for k, v in spec.placing.items():
         need[k] = need.get(k, 0.0) + v
     return need
-
-
-async def run_head(head: Head, ready_fd: int | None) -> None:
-    await head.start()
-    if ready_fd is not None:
-        os.write(ready_fd, ("READY " + " ".join(head.addresses) + "\n").encode())
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, head.stopping.set)
-    await head.stopping.wait()
-    await head.stop()

@@ -10,10 +10,11 @@ import asyncio
 import logging
 import os
 import shutil
+import signal
 import sys
 
 from manta._private.config import Config
-from manta._private.head.head import Head, run_head
+from manta._private.head.head import Head
 from manta._private.head.storage import StorageError, open_storage
 from manta._private.services import read_token, service_arguments
 from manta._private.transport.connection import new_event_loop
@@ -28,6 +29,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--redis-password-fd", type=int, default=None)
     parser.add_argument("--config", default="")
     parser.add_argument("--audit-log", default="", help="default: audit.log in the session directory")
+    # The HTTP server (dashboard, /metrics, REST): -1, none (a driver's own cluster); 0, any free port.
+    parser.add_argument("--dashboard-port", type=int, default=-1)
+    parser.add_argument("--dashboard-host", default="127.0.0.1")
+    # The port was not chosen by the user: if it is taken, any free one will do (Ray moves on too).
+    parser.add_argument("--dashboard-port-fallback", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s head %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("manta.head")
@@ -46,12 +52,38 @@ def main(argv: list[str] | None = None) -> None:
         audit_log=args.audit_log or os.path.join(args.session_dir, "audit.log"), session_dir=args.session_dir,
     )
     try:
-        loop.run_until_complete(run_head(head, args.ready_fd))
+        http = (args.dashboard_host, args.dashboard_port, args.dashboard_port_fallback) if args.dashboard_port >= 0 else None
+        loop.run_until_complete(run_head(head, args.ready_fd, http, os.path.basename(args.session_dir.rstrip("/"))))
     except StorageError as e:
         log.error("%s", e)
         sys.exit(1)
     if args.embedded:
         shutil.rmtree(args.session_dir, ignore_errors=True)
+
+
+async def run_head(head: Head, ready_fd: int | None, http: tuple[str, int, bool] | None, session_name: str) -> None:
+    """Runs the head, and its HTTP server (host, port, any port if that one is taken) when
+    given, until it is told to stop. Its READY line lists its addresses, then the HTTP
+    server's URL (http:// or https://)."""
+    await head.start()
+    server = None
+    if http is not None:
+        # Imported only when served: aiohttp stays out of a driver's own cluster.
+        from manta._private.head.http.server import HttpServer
+
+        host, port, fallback = http
+        server = HttpServer(head, host, port, session_name)
+        await server.start(fallback=fallback)
+    if ready_fd is not None:
+        shown = [*head.addresses, *([server.url] if server is not None else [])]
+        os.write(ready_fd, ("READY " + " ".join(shown) + "\n").encode())
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, head.stopping.set)
+    await head.stopping.wait()
+    if server is not None:
+        await server.stop()
+    await head.stop()
 
 
 def _read_secret(fd: int) -> str:
