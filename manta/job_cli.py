@@ -26,6 +26,11 @@ _verify = click.option("--verify", default=None, help="https: a CA bundle to ver
 _headers = click.option("--headers", default=None, help="Extra HTTP headers as a JSON object.")
 
 
+def _connection(f: Any) -> Any:
+    """The options every command takes to reach the head: --address, --token-file, --verify, --headers."""
+    return _address(_token_file(_verify(_headers(f))))
+
+
 def _fail(message: str, code: int = 1) -> None:
     click.echo(f"manta: {message}", err=True)
     sys.exit(code)
@@ -85,10 +90,7 @@ def _follow(client: Any, sid: str) -> None:
 
 
 @job.command(context_settings={"ignore_unknown_options": True})
-@_address
-@_token_file
-@_verify
-@_headers
+@_connection
 @click.option("--job-id", default=None, help="Deprecated: use --submission-id.")
 @click.option("--submission-id", default=None, help="The job's id (default: a new mantasubmit_... id).")
 @click.option("--runtime-env", default=None, help="A YAML or JSON file holding the runtime_env.")
@@ -161,10 +163,7 @@ def submit(address: str | None, token_file: str | None, verify: str | None, head
 
 
 @job.command()
-@_address
-@_token_file
-@_verify
-@_headers
+@_connection
 @click.argument("job_id")
 def status(address: str | None, token_file: str | None, verify: str | None, headers: str | None,
            job_id: str) -> None:
@@ -176,10 +175,7 @@ def status(address: str | None, token_file: str | None, verify: str | None, head
 
 
 @job.command()
-@_address
-@_token_file
-@_verify
-@_headers
+@_connection
 @click.option("--follow", "-f", is_flag=True, help="Keep printing the log until the job ends.")
 @click.argument("job_id")
 def logs(address: str | None, token_file: str | None, verify: str | None, headers: str | None, follow: bool,
@@ -193,10 +189,7 @@ def logs(address: str | None, token_file: str | None, verify: str | None, header
 
 
 @job.command()
-@_address
-@_token_file
-@_verify
-@_headers
+@_connection
 @click.option("--no-wait", is_flag=True, help="Do not wait for the job to end.")
 @click.argument("job_id")
 def stop(address: str | None, token_file: str | None, verify: str | None, headers: str | None, no_wait: bool,
@@ -215,10 +208,7 @@ def stop(address: str | None, token_file: str | None, verify: str | None, header
 
 
 @job.command()
-@_address
-@_token_file
-@_verify
-@_headers
+@_connection
 @click.argument("job_id")
 def delete(address: str | None, token_file: str | None, verify: str | None, headers: str | None,
            job_id: str) -> None:
@@ -228,10 +218,7 @@ def delete(address: str | None, token_file: str | None, verify: str | None, head
 
 
 @job.command(name="list")
-@_address
-@_token_file
-@_verify
-@_headers
+@_connection
 def list_(address: str | None, token_file: str | None, verify: str | None, headers: str | None) -> None:
     """Every job you may see."""
     from rich.console import Console

@@ -8,7 +8,8 @@
 
 The address is the head's dashboard URL (`manta start --head --dashboard-port`,
 default 8265), else RAY_ADDRESS or MANTA_ADDRESS when they hold an http(s)
-URL, else http://127.0.0.1:8265. Requests carry the caller's token as a
+URL, else this machine's cluster's (its record says where), else
+http://127.0.0.1:8265. Requests carry the caller's token as a
 bearer token: MANTA_TOKEN, else `token_file`, else this machine's cluster
 owner's token. A local working_dir (or one given by the CLI's --working-dir)
 is zipped and uploaded first, once per content.
@@ -92,6 +93,13 @@ def _address(address: str | None) -> str:
             if value.startswith(("http://", "https://")):
                 address = value
                 break
+    if not address:  # this machine's cluster, if it has one with an HTTP server
+        from manta._private import cluster
+
+        try:
+            address = cluster.find_local_node(None).dashboard_url
+        except cluster.ClusterError:
+            pass
     address = address or DEFAULT_ADDRESS
     if "://" not in address:
         address = "http://" + address
