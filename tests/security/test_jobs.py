@@ -242,3 +242,19 @@ def test_a_jobs_driver_acts_as_its_submitter_only_in_its_namespace(c):
     # Its driver presented the submitter's token, not the cluster's credential.
     logins = [r for r in c.audit_records() if r["action"] == "job.start" and r["namespace"] == "a"]
     assert logins and all(r["role"] == "submit" for r in logins), logins
+
+
+def test_entrypoint_resources_keep_a_job_pending_until_they_are_reserved(c):
+    cl = client(c)
+    first = cl.submit_job(entrypoint="sleep 2", entrypoint_num_cpus=2)  # every CPU of the cluster
+    wait_status(cl, first, {"RUNNING"})
+    second = cl.submit_job(entrypoint="echo second", entrypoint_num_cpus=1)
+    time.sleep(0.5)
+    assert cl.get_job_status(second).value == "PENDING"
+    never = cl.submit_job(entrypoint="echo never", entrypoint_resources={"no_such_thing": 1})
+    done = wait_status(cl, second, {"SUCCEEDED", "FAILED"})
+    assert done.status.value == "SUCCEEDED" and done.end_time >= cl.get_job_info(first).end_time
+    assert cl.get_job_status(never).value == "PENDING"
+    assert cl.stop_job(never) is True
+    assert wait_status(cl, never, {"STOPPED"}).status.value == "STOPPED"
+    assert "never" not in cl.get_job_logs(never)
