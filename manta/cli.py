@@ -6,6 +6,7 @@
     manta status [--address HOST:PORT] [--watch]                  nodes and resources
     manta logs|stack|memory|timeline ...                          observability (cli_tools.py)
     manta list|get|summary RESOURCE ...                           the state API (Ray's ray list/get/summary)
+    manta job submit|status|logs|stop|list|delete ...             jobs over the REST API (Ray's ray job)
 """
 
 from __future__ import annotations
@@ -657,6 +658,15 @@ def _add_tools() -> None:
 
 
 _add_tools()
+
+
+def _add_job_commands() -> None:
+    from manta.job_cli import job
+
+    main.add_command(job)
+
+
+_add_job_commands()
 
 if __name__ == "__main__":
     main()

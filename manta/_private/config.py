@@ -44,6 +44,7 @@ _KEYS.update({name: name for name in (
     "max_kv_entries_per_namespace", "max_kv_bytes_per_namespace", "max_named_actors", "max_placement_groups",
     "max_pending_demands", "max_jobs", "max_dead_actors", "max_function_bytes", "tls_cert_days",
     "job_max_actors", "job_max_cpus", "job_max_kv_bytes", "job_max_pending_tasks", "job_max_store_bytes",
+    "job_stop_timeout_s", "job_log_bytes",
 )})
 # Environment variables, and the field each one sets.
 _ENV = {
@@ -139,6 +140,11 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     max_dead_actors: int = 100_000
     # All exported functions and actor classes, pickled (kept for restarts).
     max_function_bytes: int = 4 << 30
+    # Submitted jobs (docs/jobs.md): how long a stopped entrypoint has after
+    # SIGTERM before SIGKILL (Ray's RAY_JOB_STOP_WAIT_TIME_S, 3 s), and the
+    # size at which its log rotates (one older part is kept).
+    job_stop_timeout_s: float = 3.0
+    job_log_bytes: int = 64 << 20
 
     # -- TLS on TCP links (docs/tls.md) -------------------------------------
     # "on", "off", or "auto": on when a listener is not on loopback.

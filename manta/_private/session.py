@@ -118,6 +118,7 @@ def init(
             # The job's settings, where init's own arguments leave them open.
             namespace = namespace or job_config.ray_namespace
             runtime_env = runtime_env or job_config.runtime_env or None
+        namespace, runtime_env = _submitted_job(namespace, runtime_env)
         env_vars: dict[str, str] = {}
         if runtime_env:
             check_runtime_env(runtime_env)
@@ -133,7 +134,8 @@ def init(
             atexit.register(shutdown)
             return _info()
         config = Config.build(kwargs.get("_system_config"), os.environ)
-        address = address or os.environ.get("MANTA_ADDRESS") or None
+        if address in (None, "auto"):  # Ray's "auto" takes the address the environment names, too
+            address = os.environ.get("MANTA_ADDRESS") or address
         if address is not None and address.startswith(("manta://", "ray://")):
             rt = _client_runtime(address, config, namespace, env_vars, runtime_env, code_path, log_to_driver,
                                  num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
@@ -226,6 +228,30 @@ def _client_runtime(
             rt.shutdown()
             raise
     return rt  # type: ignore[return-value]
+
+
+def _submitted_job(
+    namespace: str | None, runtime_env: dict[str, Any] | None
+) -> tuple[str | None, dict[str, Any] | None]:
+    """A driver started by `manta job submit` (head/jobs/supervisor.py) joins its job's namespace
+    and gives its tasks the job's runtime_env, where init's own arguments leave them open (Ray's
+    job config does the same; the driver's own runtime_env fields win)."""
+    import json
+
+    text = os.environ.get("MANTA_JOB_CONFIG")
+    if not text:
+        return namespace, runtime_env
+    try:
+        job = json.loads(text)
+    except ValueError:
+        return namespace, runtime_env
+    merged = dict(job.get("runtime_env") or {})
+    mine = dict(runtime_env or {})
+    env_vars = {**(merged.get("env_vars") or {}), **(mine.get("env_vars") or {})}
+    merged.update(mine)
+    if env_vars:
+        merged["env_vars"] = env_vars
+    return namespace or job.get("namespace") or None, merged or None
 
 
 def _describe_job(rt: CoreRuntime, runtime_env: dict[str, Any] | None) -> None:

@@ -131,6 +131,7 @@ class Head:
         # TLS on its TCP listeners when the session has certificates; signs nodes' CSRs with the CA's key.
         self.identity.tls = load_contexts(session_dir)
         self.certs = CertIssuer.of(session_dir, self.config.tls_cert_days)
+        self.session_dir = session_dir  # where head-side files live (submitted jobs' logs and dirs)
         # Who may do what, and people's tokens.
         self.access = HeadAccess(self, keys, audit_log)
         self.storage = storage or MemoryStorage()

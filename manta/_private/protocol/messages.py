@@ -28,7 +28,10 @@ from msgspec.structs import replace as _replace
 
 from manta._private.config import Config
 from manta._private.protocol import (  # noqa: F401 (their messages join the union)
-    auth_messages, client_messages, state_messages, tool_messages,
+    auth_messages,
+    client_messages,
+    state_messages,
+    tool_messages,
 )
 from manta._private.protocol.auth_messages import Challenge, Proof, Refused, Welcome
 from manta._private.protocol.framing import HEADER
