@@ -20,6 +20,7 @@ from typing import Any
 
 from manta._private.protocol import auth_messages as am
 from manta._private.protocol import messages as m
+from manta._private.protocol import metrics_messages as mm
 from manta._private.protocol import state_messages as sm
 from manta._private.protocol.identity import Principal, Role
 
@@ -44,6 +45,7 @@ HEAD: dict[type, Role] = {
     sm.ListRuntimeEnvs: VIEW,
     sm.ListJobs: VIEW,
     sm.JobDetails: VIEW,
+    mm.MetricsReport: VIEW,  # a job's processes report their application metrics (head/app_metrics.py)
     m.PutFunction: SUBMIT,
     m.CreateActor: SUBMIT,
     m.KillActor: SUBMIT,
@@ -81,6 +83,7 @@ AGENT: dict[type, Role] = {
     m.RequestLease: SUBMIT,
     m.ReturnLease: SUBMIT,
     m.StoreReadChunk: CLUSTER,
+    mm.GetNodeStats: CLUSTER,  # the head's /metrics
     m.PrepareBundles: CLUSTER,
     m.CommitBundles: CLUSTER,
     m.CancelBundles: CLUSTER,

@@ -27,7 +27,7 @@ import msgspec
 from msgspec.structs import replace as _replace
 
 from manta._private.config import Config
-from manta._private.protocol import auth_messages, state_messages  # noqa: F401 (their messages join the union)
+from manta._private.protocol import auth_messages, metrics_messages, state_messages  # noqa: F401 (join the union)
 from manta._private.protocol.auth_messages import Challenge, Proof, Refused, Welcome
 from manta._private.protocol.framing import HEADER
 from manta._private.protocol.identity import Credential, Principal
@@ -929,7 +929,7 @@ ForkMessage = ForkConfig | ForkWorker | WorkerForked | WorkerReaped
 
 def _wire_union() -> Any:
     """Every message a connection carries: each Msg defined here or in
-    `state_messages` or `auth_messages` (imported above for that) but the handshake's and the
+    `state_messages`, `auth_messages` or `metrics_messages` (imported above) but the handshake's and the
     fork server's, which have decoders of their own. Built from the
     classes, so a new message needs no second entry."""
     apart = set(HandshakeMsg.__args__) | set(ForkMessage.__args__)

@@ -34,6 +34,7 @@ from manta._private.auth.handshake import (
 from manta._private.auth.pki import CLUSTER_NAME
 from manta._private.protocol import auth_messages as am
 from manta._private.protocol import messages as m
+from manta._private.protocol import metrics_messages as mm
 from manta._private.protocol import state_messages as sm
 from manta._private.protocol.framing import HEADER, FrameDecoder, FrameTooLarge
 from manta._private.protocol.identity import NOBODY, Principal, Role
@@ -71,6 +72,7 @@ REPLY_TYPES = (
     m.ObjectValue,
     *sm.REPLIES,
     *am.REPLIES,
+    *mm.REPLIES,
 )
 
 

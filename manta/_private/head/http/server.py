@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from manta._private.head.http import auth
+from manta._private.head.http import auth, metrics
 from manta._private.version import VERSION
 
 if TYPE_CHECKING:
@@ -37,6 +37,7 @@ Feature = Callable[[web.Application, "Head"], None]
 # Every feature's routes; add yours here.
 FEATURES: list[Feature] = [
     auth.setup,
+    metrics.setup,
 ]
 
 HEAD_KEY = web.AppKey("manta.head", object)
