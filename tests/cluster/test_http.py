@@ -273,3 +273,35 @@ def test_metrics_history_fills_and_filters_by_time(http: Http) -> None:
     bad = call(http.url + "/api/metrics/history?since=yesterday", token=http.view)
     assert bad.status == 400 and "since" in bad.json()["message"]
 
+
+
+def test_metrics_count_the_bytes_moved_between_nodes(http: Http) -> None:
+    # Last in this module: it adds a second node to the shared cluster. The
+    # driver (address="auto") then runs on the newest node; its task on the head's.
+    with open(next(os.path.join(http.c.root, d, "cluster.json") for d in os.listdir(http.c.root)
+                   if os.path.exists(os.path.join(http.c.root, d, "cluster.json")))) as f:
+        rec = json.load(f)
+    http.c.cli("start", "--address", http.c.address, "--token-file", rec["token_file"], "--num-cpus", "1")
+    http.c.driver("""
+        import numpy as np
+
+        ref = manta.put(np.ones(6 << 20, dtype=np.uint8))
+
+        @manta.remote(resources={"node:__internal_head__": 0.01})
+        def total(a):
+            return int(a.sum())
+
+        assert manta.get(total.remote(ref)) == 6 << 20
+    """)
+    deadline = time.monotonic() + 30
+    while True:
+        after = scrape(http)
+        moved: dict[str, float] = {}
+        for s in after["manta_object_manager_bytes"].samples:
+            if s.name == "manta_object_manager_bytes_total":
+                moved[s.labels["Type"]] = moved.get(s.labels["Type"], 0.0) + s.value
+        if moved.get("Received", 0) >= 6 << 20 and moved.get("Sent", 0) >= 6 << 20:
+            break
+        assert time.monotonic() < deadline, moved
+        time.sleep(0.2)
+    assert after["manta_cluster_active_nodes"].samples[0].value == 2
