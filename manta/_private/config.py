@@ -37,6 +37,7 @@ _KEYS = {
     "automatic_object_spilling_enabled": "spilling",
     "transfer_checksums": "transfer_checksums",
     "maximum_gcs_destroyed_actor_cached_count": "max_dead_actors",
+    "metrics_report_interval_ms": "metrics_report_ms",
 }
 # Bounds with no Ray name are set under their own (docs/security-dos.md).
 _KEYS.update({name: name for name in (
@@ -90,6 +91,9 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     # shorter here, so the state API shows a running task sooner: a batch
     # costs per record, not per send).
     task_events_ms: int = 200
+    # How often, at most, each process sends the head its application metrics
+    # (when they changed), for /metrics (Ray: 10 s).
+    metrics_report_ms: int = 1000
     # The head keeps the states of this many tasks, dropping the oldest.
     max_task_states: int = 100_000
     # This node's labels (manta start --labels): shown in nodes() and the

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -76,7 +77,8 @@ def test_start_prints_the_url_and_open_routes_need_no_credential(http: Http) -> 
         assert (r.status, r.body) == (200, b"success")
 
 
-@pytest.mark.parametrize("path,role", [("/api/session", "view"), ("/api/tokens", "admin")])
+@pytest.mark.parametrize("path,role", [("/api/session", "view"), ("/metrics", "view"),
+                                       ("/api/metrics/history", "view"), ("/api/tokens", "admin")])
 def test_every_other_route_needs_a_credential_and_the_role(http: Http, path: str, role: str) -> None:
     r = call(http.url + path)
     assert r.status == 401 and r.headers.get("WWW-Authenticate", "").startswith("Bearer")
@@ -140,6 +142,9 @@ def test_browser_login_sets_a_strict_httponly_cookie_and_csrf_is_enforced(http: 
 
 
 def test_logins_and_refusals_are_audited(http: Http) -> None:
+    # Failed logins are recorded at most 5 a second per address (auth/audit.py): the
+    # tests before made many; this one's are in a second of their own.
+    time.sleep(1.1)
     call(http.url + "/api/login", "POST", body=json.dumps({"token": http.view}).encode())
     call(http.url + "/api/login", "POST", body=json.dumps({"token": "mt1.nope." + "1" * 64}).encode())
     call(http.url + "/api/tokens", token=http.view)
@@ -188,3 +193,115 @@ def test_tls_on_serves_https_with_the_heads_certificate() -> None:
         # Plain HTTP to the TLS port gets nothing.
         with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
             urllib.request.urlopen(url.replace("https://", "http://") + "/api/version", timeout=10).read()
+
+
+def scrape(http: Http) -> dict[str, Any]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    r = call(http.url + "/metrics", token=http.view)
+    assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain; version=")
+    return {f.name: f for f in text_string_to_metric_families(r.body.decode())}
+
+
+def task_count(families: dict[str, Any], name: str, state: str) -> float:
+    return sum(s.value for s in families["manta_tasks"].samples
+               if s.labels["State"] == state and s.labels["Name"].endswith(name))
+
+
+def test_metrics_show_tasks_by_state_nodes_and_a_users_counter(http: Http) -> None:
+    before = scrape(http)
+    for name in ("manta_tasks", "manta_actors", "manta_resources", "manta_object_store_memory",
+                 "manta_node_cpu_utilization", "manta_node_mem_total", "manta_workers", "manta_scheduler_tasks",
+                 "manta_object_manager_bytes", "manta_cluster_active_nodes"):
+        assert name in before, sorted(before)
+    assert task_count(before, "metered", "FINISHED") == 0
+    http.c.driver("""
+        from manta.util.metrics import Counter
+
+        @manta.remote
+        def metered(i):
+            Counter("http_test_calls", "Calls of metered.", tag_keys=("kind",)).inc(2, tags={"kind": "task"})
+            return i
+
+        @manta.remote
+        def broken():
+            raise ValueError("no")
+
+        assert manta.get([metered.remote(i) for i in range(5)]) == list(range(5))
+        try:
+            manta.get(broken.remote())
+        except Exception:
+            pass
+        Counter("http_test_calls", "Calls of metered.", tag_keys=("kind",)).inc(1, tags={"kind": "driver"})
+    """)
+    deadline = time.monotonic() + 30
+    while True:
+        after = scrape(http)
+        calls = {s.labels["kind"]: s.value for s in after.get("manta_http_test_calls", ()).samples
+                 if s.name == "manta_http_test_calls_total"} if "manta_http_test_calls" in after else {}
+        if (task_count(after, "metered", "FINISHED") == 5 and task_count(after, "broken", "FAILED") == 1
+                and calls.get("task") == 10 and calls.get("driver") == 1):
+            break
+        assert time.monotonic() < deadline, (calls, [s for s in after["manta_tasks"].samples])
+        time.sleep(0.2)
+    assert after["manta_http_test_calls"].type == "counter"
+    assert {s.labels["JobId"] for s in after["manta_http_test_calls"].samples} != {""}
+    nodes = after["manta_cluster_active_nodes"].samples[0].value
+    assert nodes == 1
+    cpus = {s.labels["State"]: s.value for s in after["manta_resources"].samples if s.labels["Name"] == "CPU"}
+    assert cpus["USED"] + cpus["AVAILABLE"] == 2
+    mem = after["manta_node_mem_total"].samples[0].value
+    assert mem > 0
+
+
+def test_metrics_history_fills_and_filters_by_time(http: Http) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        r = call(http.url + "/api/metrics/history", token=http.view)
+        assert r.status == 200
+        body = r.json()
+        if body["samples"]:
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    assert body["period_s"] > 0 and body["keep_s"] >= 3600
+    s = body["samples"][-1]
+    assert s["nodes"] == 1 and s["cpus"] == 2 and s["mem_total"] > 0 and s["store_capacity"] > 0
+    assert "tasks_finished_per_s" in s and "actors_finished_per_s" in s
+    later = call(http.url + f"/api/metrics/history?since={s['time']}", token=http.view).json()
+    assert all(x["time"] > s["time"] for x in later["samples"])
+    bad = call(http.url + "/api/metrics/history?since=yesterday", token=http.view)
+    assert bad.status == 400 and "since" in bad.json()["message"]
+
+
+
+def test_metrics_count_the_bytes_moved_between_nodes(http: Http) -> None:
+    # Last in this module: it adds a second node to the shared cluster. The
+    # driver (address="auto") then runs on the newest node; its task on the head's.
+    with open(next(os.path.join(http.c.root, d, "cluster.json") for d in os.listdir(http.c.root)
+                   if os.path.exists(os.path.join(http.c.root, d, "cluster.json")))) as f:
+        rec = json.load(f)
+    http.c.cli("start", "--address", http.c.address, "--token-file", rec["token_file"], "--num-cpus", "1")
+    http.c.driver("""
+        import numpy as np
+
+        ref = manta.put(np.ones(6 << 20, dtype=np.uint8))
+
+        @manta.remote(resources={"node:__internal_head__": 0.01})
+        def total(a):
+            return int(a.sum())
+
+        assert manta.get(total.remote(ref)) == 6 << 20
+    """)
+    deadline = time.monotonic() + 30
+    while True:
+        after = scrape(http)
+        moved: dict[str, float] = {}
+        for s in after["manta_object_manager_bytes"].samples:
+            if s.name == "manta_object_manager_bytes_total":
+                moved[s.labels["Type"]] = moved.get(s.labels["Type"], 0.0) + s.value
+        if moved.get("Received", 0) >= 6 << 20 and moved.get("Sent", 0) >= 6 << 20:
+            break
+        assert time.monotonic() < deadline, moved
+        time.sleep(0.2)
+    assert after["manta_cluster_active_nodes"].samples[0].value == 2

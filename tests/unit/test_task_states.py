@@ -146,3 +146,18 @@ def test_a_malformed_batch_is_dropped_and_the_rest_kept():
     store.add(batch([Rec(T1, story.SUBMITTED, 1, 1.0, 7)]))  # no (name, job)
     store.add(batch([Rec(T2, story.SUBMITTED, 1, 1.0, ("g", 1))]))
     assert [t["name"] for t in store.query([], 10)[0]] == ["g"]
+
+
+def test_ended_attempts_are_counted_once_and_counts_group_by_state_name_and_retry():
+    store = ts.TaskStates(2)
+    store.fold(batch([Rec(T1, story.SUBMITTED, 1, 1.0, ("f", 1)), Rec(T1, story.FAILED, 2, 2.0, "ValueError"),
+                      Rec(T1, story.FAILED, 3, 2.5, "ValueError")]))  # said twice: one failure
+    store.fold(batch([Rec(T1, story.RETRIED, 4, 3.0, "retry"), Rec(T1, story.FINISHED, 5, 4.0)]))
+    store.fold(batch([Rec(T2, story.SUBMITTED, 1, 1.0, ("g", 1))]))
+    assert (store.finished_total, store.failed_total) == (1, 1)
+    assert store.counts() == {(ts.FINISHED, "f", True): 1, (ts.PENDING_NODE_ASSIGNMENT, "g", False): 1}
+    # The table forgets its oldest past its capacity; the totals do not.
+    store.fold(batch([Rec(b"\x03" * 16, story.SUBMITTED, 1, 1.0, ("h", 1)), Rec(b"\x03" * 16, story.FINISHED, 2, 2.0)]))
+    assert store.finished_total == 2 and len(store.tasks) == 2
+    store.record(ACTOR, "A.__init__", ts.ACTOR_CREATION_TASK, 1, ACTOR, ts.FINISHED, 5.0)
+    assert store.finished_total == 3

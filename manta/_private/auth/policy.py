@@ -21,6 +21,7 @@ from typing import Any
 from manta._private.protocol import auth_messages as am
 from manta._private.protocol import client_messages as cm
 from manta._private.protocol import messages as m
+from manta._private.protocol import metrics_messages as mm
 from manta._private.protocol import state_messages as sm
 from manta._private.protocol import tool_messages as tm
 from manta._private.protocol.identity import Principal, Role
@@ -56,6 +57,7 @@ HEAD: dict[type, Role] = {
     cm.ClientCall: VIEW,
     cm.ProxyAttach: VIEW,  # checked by the key only the proxy was given
     cm.ClientLog: VIEW,  # from a proxy's attached connection only (head.clients)
+    mm.MetricsReport: VIEW,  # a job's processes report their application metrics (head/app_metrics.py)
     m.PutFunction: SUBMIT,
     m.CreateActor: SUBMIT,
     m.KillActor: SUBMIT,
@@ -93,6 +95,7 @@ AGENT: dict[type, Role] = {
     m.RequestLease: SUBMIT,
     m.ReturnLease: SUBMIT,
     m.StoreReadChunk: CLUSTER,
+    mm.GetNodeStats: CLUSTER,  # the head's /metrics
     m.PrepareBundles: CLUSTER,
     m.CommitBundles: CLUSTER,
     m.CancelBundles: CLUSTER,

@@ -134,6 +134,9 @@ class TaskStates:
         self._dropped = 0
         self._unfolded: list[m.TaskEvents] = []
         self._unfolded_records = 0
+        # Attempts that ended, since the head started (for rates: the table forgets).
+        self.finished_total = 0
+        self.failed_total = 0
 
     # -- in ---------------------------------------------------------------
 
@@ -195,14 +198,14 @@ class TaskStates:
             elif step == "granted":  # ("node", node id, "lease", lease id)
                 e.node_id = r.detail[1]
             elif step == "finished":
-                e.advance(FINISHED)
+                self._end(e, FINISHED)
                 e.ended = when
             elif step == "failed":
-                e.advance(FAILED)
+                self._end(e, FAILED)
                 e.ended = when
                 e.error_type = _ERROR_TYPES.get(r.detail, "TASK_EXECUTION_EXCEPTION")
             elif step == "cancelled":
-                e.advance(FAILED)
+                self._end(e, FAILED)
                 e.ended = when
                 e.error_type = "TASK_CANCELLED"
             elif step == "retried":
@@ -226,9 +229,19 @@ class TaskStates:
         """A step the head itself saw (an actor's creation), at wall time `when`."""
         e = self._entry(task_id, name, kind, job_id, actor_id)
         e.created = e.created or when
-        e.advance(state)
         if state in (FINISHED, FAILED):
+            self._end(e, state)
             e.ended = when
+        else:
+            e.advance(state)
+
+    def _end(self, e: TaskEntry, state: str) -> None:
+        if e.state not in (FINISHED, FAILED):
+            if state == FINISHED:
+                self.finished_total += 1
+            else:
+                self.failed_total += 1
+        e.advance(state)
 
     def _entry(self, task_id: bytes, name: str, kind: str, job_id: int, actor_id: bytes | None) -> TaskEntry:
         e = self.tasks.get(task_id)
@@ -247,6 +260,15 @@ class TaskStates:
         e.ended = 0.0
 
     # -- out --------------------------------------------------------------
+
+    def counts(self) -> dict[tuple[str, str, bool], int]:
+        """How many tasks the table holds by (state, name, is a retry), for /metrics."""
+        self._fold_waiting()
+        out: dict[tuple[str, str, bool], int] = {}
+        for e in self.tasks.values():
+            key = (e.state, e.name, e.attempt > 0)
+            out[key] = out.get(key, 0) + 1
+        return out
 
     def query(self, filters: list[tuple[str, str, str]], limit: int) -> tuple[list[dict[str, Any]], int]:
         """Tasks matching every filter, oldest first: at most `limit` of

@@ -15,13 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 from msgspec.structs import replace
 
+from manta._private.head.app_metrics import AppMetrics
+from manta._private.protocol import metrics_messages as mm
 from manta._private.protocol import state_messages as sm
 from manta._private.transport.connection import Connection
 
 if TYPE_CHECKING:
     from manta._private.head.head import Head
 
-HANDLED = (sm.ListWorkers, sm.ListObjects, sm.ListRuntimeEnvs, sm.ListJobs, sm.JobDetails)
+HANDLED = (sm.ListWorkers, sm.ListObjects, sm.ListRuntimeEnvs, sm.ListJobs, sm.JobDetails, mm.MetricsReport)
 
 # Of its asker's time, what the head waits for the agents, and what it
 # gives them for their processes: each answers before its asker gives up.
@@ -34,11 +36,15 @@ class StateQueries:
         self.head = head
         # What each job's driver told of itself (JobDetails), by job id.
         self.job_details: dict[int, sm.JobDetails] = {}
+        # Every process's application metrics, for /metrics.
+        self.app_metrics = AppMetrics()
         self._tasks: set[asyncio.Task[None]] = set()
 
     def handle(self, conn: Connection, msg: Any) -> None:
         t = type(msg)
-        if t is sm.JobDetails:
+        if t is mm.MetricsReport:
+            self.app_metrics.add(conn.principal.name, msg)
+        elif t is sm.JobDetails:
             self.job_details[msg.job_id] = msg
         elif t is sm.ListJobs:
             conn.reply(msg, sm.JobRecordList(jobs=self._jobs()))

@@ -823,7 +823,8 @@ class NodeAgent:
 
             try:
                 sums = checks_for(self.chunk_sums, self.config.transfer_checksums, peer.encrypted)
-                retried = await pull_chunks(peer, oid, info.size, write, sums, source)
+                retried = await pull_chunks(peer, oid, info.size, write, sums, source,
+                                            self.state_answers.transfers)
                 if retried:
                     log.warning("pulling %s from %s: asked again for %d damaged chunks", oid.hex(), source, retried)
             except BaseException:
@@ -864,7 +865,7 @@ class NodeAgent:
         start = obj.offset + msg.offset
         data = self.region.view[start : start + msg.length]
         tag = self.chunk_sums.tag(msg.object_id, msg.offset, data, msg.nonce) if msg.nonce else b""
-        conn.send_chunk(msg.rid, data, tag)
+        self.state_answers.transfers.send(conn, msg.rid, data, tag)
 
     def _register(self, conn: Connection, msg: m.RegisterClient) -> None:
         forked = self.worker_pids.get(msg.worker_id) if msg.kind is m.ClientKind.WORKER else None

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from msgspec.structs import replace
 
+from manta._private.node.stats import TransferCounters, node_stats
+from manta._private.protocol import metrics_messages as mm
 from manta._private.protocol import state_messages as sm
 from manta._private.transport.connection import Connection, ConnectionLost
 
@@ -21,7 +23,7 @@ if TYPE_CHECKING:
     from manta._private.node.agent import NodeAgent
     from manta._private.node.roster import Proc
 
-HANDLED = (sm.ListWorkers, sm.ListObjects, sm.ListRuntimeEnvs, sm.RuntimeEnvSetUp)
+HANDLED = (sm.ListWorkers, sm.ListObjects, sm.ListRuntimeEnvs, sm.RuntimeEnvSetUp, mm.GetNodeStats)
 
 
 class NodeStateAnswers:
@@ -29,6 +31,8 @@ class NodeStateAnswers:
         self.agent = agent
         # Queries under way (a task nobody else refers to could be collected).
         self._tasks: set[asyncio.Task[None]] = set()
+        # Object bytes moved to and from other nodes, for GetNodeStats.
+        self.transfers = TransferCounters()
 
     @property
     def ip(self) -> str:
@@ -41,6 +45,8 @@ class NodeStateAnswers:
             conn.reply(msg, sm.WorkerList(workers=agent.roster.records(agent.node_id, self.ip)))
         elif t is sm.ListRuntimeEnvs:
             conn.reply(msg, sm.RuntimeEnvList(envs=agent.roster.runtime_envs(agent.node_id)))
+        elif t is mm.GetNodeStats:
+            conn.reply(msg, node_stats(agent, self.transfers))
         elif t is sm.RuntimeEnvSetUp:
             agent.roster.env_set_up(msg.worker_id, msg.ms, msg.error)
         elif t is sm.ListObjects:

@@ -80,11 +80,12 @@ def checks_for(sums: ChunkSums, enabled: bool, encrypted: bool) -> ChunkSums | N
 
 async def pull_chunks(
     peer: Any, object_id: bytes, size: int, write: Callable[[int, memoryview], None],
-    sums: ChunkSums | None, source: str,
+    sums: ChunkSums | None, source: str, counters: Any = None,
 ) -> int:
     """Reads `size` bytes of `object_id` from `peer` into `write(offset, bytes)`;
     checks every chunk when `sums` is given. Returns how many chunks were asked
-    for again. Raises ChunkDamaged when one stays wrong."""
+    for again. Raises ChunkDamaged when one stays wrong. `counters.received`
+    (node/stats.py) counts the bytes that arrive."""
     retried = 0
     tries: dict[int, int] = {}
     inflight: list[tuple[int, int, bytes, asyncio.Future[Any]]] = []
@@ -115,4 +116,6 @@ async def pull_chunks(
             inflight.insert(0, ask(at, n))  # a fresh nonce: a tag is good for one request only
             continue
         write(at, chunk)
+        if counters is not None:
+            counters.received += n
     return retried

@@ -30,6 +30,7 @@ from manta._private.config import Config
 from manta._private.protocol import (  # noqa: F401 (their messages join the union)
     auth_messages,
     client_messages,
+    metrics_messages,
     state_messages,
     tool_messages,
 )
@@ -691,8 +692,6 @@ class ReturnLease(Msg, frozen=True):
     kill: bool = False
 
 
-
-
 class ReclaimLease(Msg, frozen=True):
     """Agent -> lease owner: others wait for what this lease holds; give it
     back once its current task is done instead of reusing it."""
@@ -933,10 +932,10 @@ ForkMessage = ForkConfig | ForkWorker | WorkerForked | WorkerReaped
 
 
 def _wire_union() -> Any:
-    """Every message a connection carries: each Msg defined here or in
-    `state_messages`, `auth_messages` or `client_messages` (imported above for that) but the handshake's and the
-    fork server's, which have decoders of their own. Built from the
-    classes, so a new message needs no second entry."""
+    """Every message a connection carries: each Msg defined here or in the
+    protocol modules imported above, but the handshake's and the fork
+    server's, which have decoders of their own. Built from the classes, so
+    a new message needs no second entry."""
     apart = set(HandshakeMsg.__args__) | set(ForkMessage.__args__)
     kinds = tuple(k for k in Msg.__subclasses__() if k not in apart)
     return Union[kinds]  # noqa: UP007 (a Union built at run time)

@@ -144,7 +144,7 @@ class CoreRuntime:
         self.streams = Streams(self)
         self.actors = ActorCalls(self)
         self.executor: Executor | None = None if is_driver else Executor(self)
-        self.task_events = TaskReporter(self, config.task_events_ms / 1000)
+        self.task_events = TaskReporter(self, config.task_events_ms / 1000, config.metrics_report_ms / 1000)
         # The API, bound to the rooms' own methods.
         self.get = self.objects.get
         self.put = self.objects.put
@@ -263,9 +263,9 @@ class CoreRuntime:
         async def close() -> None:
             # What this process did last reaches the state API too.
             self.task_events.stop()
-            batch = self.task_events.batch()
-            if batch is not None:
-                self.send_head(batch)
+            for last in (self.task_events.batch(), self.task_events.metrics()):
+                if last is not None:
+                    self.send_head(last)
             self.peers.close()
             if self.head is not None:
                 self.head.close()

@@ -258,6 +258,7 @@ class Executor:
             self.cancelled.pop(spec.task_id, None)
             current_task.reset(token)
         _flush_streams()
+        self.rt.task_events.task_ended()
         conn.reply_threadsafe(msg, reply)
         self._record_run(ctx, reply)
         if spec.actor_creation and reply.error is not None:
@@ -418,6 +419,7 @@ class Executor:
             self.cancelled.pop(spec.task_id, None)
             current_task.reset(token)
         _flush_streams()
+        self.rt.task_events.task_ended()
         conn.reply_threadsafe(msg, reply)
         self._record_run(ctx, reply)
 

@@ -74,12 +74,15 @@ class MetricsRegistry:
         # By name, then by tag values: counters' and gauges' numbers, histograms' buckets.
         self._scalars: dict[str, dict[tuple[str, ...], float]] = {}
         self._histograms: dict[str, dict[tuple[str, ...], _Histogram]] = {}
+        # Bumped by every record: a reporter sends only when it moved.
+        self.version = 0
 
     def record(self, definition: MetricDefinition, tag_values: tuple[str, ...], value: float) -> None:
         """Adds (counter), sets (gauge) or observes (histogram) `value` for
         the tag set `tag_values` (in the definition's tag_keys order)."""
         name = definition.name
         with self._lock:
+            self.version += 1
             known = self._definitions.get(name)
             if known is not definition and (known is None or not known.same_series(definition)):
                 self._declare(known, definition)

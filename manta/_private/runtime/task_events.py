@@ -1,10 +1,18 @@
-"""Task states to the head: this process's task records, in batches.
+"""Task states and application metrics to the head: this process's task records, in batches.
 
 The hot paths only append to the task log (story.py), as they did before
 the state API. Every `interval` seconds, on the I/O thread, whatever was
 appended since the last batch goes to the head as it is, with the tasks
 this worker is running at that moment; the head folds them into task
 states (control/task_states.py). Nothing is sent while nothing changes.
+
+The process's application metrics (`manta.util.metrics`) go the same way,
+whole, at most every `metrics_interval` seconds and only when something was
+recorded since the last report (the head's /metrics, head/app_metrics.py).
+A task that recorded any also reports them as it ends, before its answer
+(at most one report per `TASK_END_GAP_S`): a worker is killed without
+warning when its job ends, and what its last tasks counted must not go
+with it.
 """
 
 from __future__ import annotations
@@ -15,15 +23,23 @@ import time
 from typing import TYPE_CHECKING
 
 from manta._private.protocol import messages as m
+from manta._private.protocol import metrics_messages as mm
+from manta._private.runtime.metrics import HistogramValue
 
 if TYPE_CHECKING:
     from manta._private.runtime.core import CoreRuntime
 
+TASK_END_GAP_S = 0.005
+
 
 class TaskReporter:
-    def __init__(self, rt: CoreRuntime, interval: float) -> None:
+    def __init__(self, rt: CoreRuntime, interval: float, metrics_interval: float = 1.0) -> None:
         self.rt = rt
         self.interval = interval
+        self.metrics_interval = metrics_interval
+        self._metrics_version = 0
+        self._metrics_sent_at = 0.0
+        self._metrics_timer: asyncio.TimerHandle | None = None
         self._timer: asyncio.TimerHandle | None = None
         # The running set last sent: sent again only when it changes.
         self._running_sent: frozenset[bytes] = frozenset()
@@ -34,15 +50,64 @@ class TaskReporter:
             self._timer = self.rt.loop.call_later(self.interval, self._tick)
 
     def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        for timer in (self._timer, self._metrics_timer):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._metrics_timer = None
 
     def _tick(self) -> None:
         batch = self.batch()
         if batch is not None:
             self.rt.send_head(batch)
+        if time.monotonic() - self._metrics_sent_at >= self.metrics_interval and self._metrics_timer is None:
+            self._send_metrics()
         self._timer = self.rt.loop.call_later(self.interval, self._tick)
+
+    def task_ended(self) -> None:
+        """Any thread, as a task's answer is about to go: its metrics go first, if it recorded any."""
+        if self.rt.metrics.version != self._metrics_version:
+            self.rt.post(self._flush_metrics)
+
+    def _flush_metrics(self) -> None:
+        """I/O thread."""
+        if self._metrics_timer is not None:
+            return  # one is coming
+        wait = self._metrics_sent_at + TASK_END_GAP_S - time.monotonic()
+        if wait > 0:
+            self._metrics_timer = self.rt.loop.call_later(wait, self._send_metrics)
+        else:
+            self._send_metrics()
+
+    def _send_metrics(self) -> None:
+        self._metrics_timer = None
+        report = self.metrics()
+        if report is not None:
+            self._metrics_sent_at = time.monotonic()
+            self.rt.send_head(report)
+
+    def metrics(self) -> mm.MetricsReport | None:
+        """This process's metrics, if anything was recorded since the last report."""
+        rt = self.rt
+        registry = rt.metrics
+        version = registry.version
+        if version == self._metrics_version:
+            return None
+        self._metrics_version = version
+        definitions = registry.definitions()
+        series = []
+        for name, values in registry.snapshot().items():
+            d = definitions[name]
+            points = []
+            for tags, v in values.items():
+                tag_values = [value for _, value in tags]
+                if isinstance(v, HistogramValue):
+                    points.append(mm.MetricPoint(tag_values, buckets=list(v.bucket_counts), count=v.count, sum=v.sum))
+                else:
+                    points.append(mm.MetricPoint(tag_values, value=v))
+            series.append(mm.MetricSeries(name, str(d.kind), d.description, list(d.tag_keys), list(d.boundaries),
+                                          points))
+        return mm.MetricsReport(worker_id=rt.worker_id, job_id=rt.job_id, node_id=rt.node_id, pid=os.getpid(),
+                                series=series)
 
     def batch(self) -> m.TaskEvents | None:
         """What is new since the last batch, or None."""

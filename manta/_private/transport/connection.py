@@ -35,6 +35,7 @@ from manta._private.auth.pki import CLUSTER_NAME
 from manta._private.protocol import auth_messages as am
 from manta._private.protocol import client_messages as cm
 from manta._private.protocol import messages as m
+from manta._private.protocol import metrics_messages as mm
 from manta._private.protocol import state_messages as sm
 from manta._private.protocol import tool_messages as tm
 from manta._private.protocol.framing import HEADER, FrameDecoder, FrameTooLarge
@@ -76,6 +77,7 @@ REPLY_TYPES = (
     *am.REPLIES,
     *tm.REPLIES,
     *cm.REPLIES,
+    *mm.REPLIES,
 )
 
 

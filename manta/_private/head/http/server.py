@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from manta._private.head.http import auth, jobs
+from manta._private.head.http import auth, jobs, metrics
 from manta._private.version import VERSION
 
 if TYPE_CHECKING:
@@ -38,6 +38,7 @@ Feature = Callable[[web.Application, "Head"], None]
 FEATURES: list[Feature] = [
     auth.setup,
     jobs.setup,
+    metrics.setup,
 ]
 
 HEAD_KEY = web.AppKey("manta.head", object)
