@@ -107,6 +107,8 @@ def main() -> None:
               "server (default: the system's).")
 @click.option("--storage-encryption", is_flag=True, help="Head only: also encrypt what the head stores "
               "(AES-GCM); it is always authenticated.")
+@click.option("--stop-keeps-state", is_flag=True, help="Head with storage: a stop (SIGTERM) keeps the stored "
+              "state and the nodes for the next head, as a Kubernetes pod's restart; else a stop ends the cluster.")
 @click.option("--object-spilling-directory", default=None, help="Where objects spill when the store "
               "fills (default: the node's session directory).")
 @click.option("--system-config", default=None, help="Ray-style tunables as JSON, e.g. "
@@ -145,7 +147,8 @@ def main() -> None:
 def start(head: bool, address: str | None, port: int, host: str, num_cpus: float | None,
           num_gpus: float | None, resources: str | None, object_store_memory: int | None,
           token_file: str | None, storage: str, redis_password_file: str | None, redis_password: str | None,
-          redis_ca: str | None, storage_encryption: bool, object_spilling_directory: str | None,
+          redis_ca: str | None, storage_encryption: bool, stop_keeps_state: bool,
+          object_spilling_directory: str | None,
           system_config: str | None, block: bool, labels: str | None, audit_log: str | None,
           worker_user: str | None, pip_allow_indexes: tuple[str, ...], pip_allow_packages: tuple[str, ...],
           include_dashboard: str | None,
@@ -177,7 +180,8 @@ def start(head: bool, address: str | None, port: int, host: str, num_cpus: float
             num_cpus=num_cpus, num_gpus=num_gpus, resources=_resources(resources),
             object_store_memory=object_store_memory, memory=memory,
             config=replace(_node_config(system_config, object_spilling_directory), labels=_labels(labels),
-                           storage_encryption=storage_encryption, pip_allow_indexes=list(pip_allow_indexes),
+                           storage_encryption=storage_encryption, stop_keeps_state=stop_keeps_state,
+                           pip_allow_indexes=list(pip_allow_indexes),
                            pip_allow_packages=list(pip_allow_packages), worker_user=_worker_user(worker_user),
                            tls=tls),
         )
@@ -194,7 +198,7 @@ def start(head: bool, address: str | None, port: int, host: str, num_cpus: float
             _fail("--storage is for the head (start --head --storage redis://...)", 2)
         needs_storage = [flag for flag, value in (
             ("--redis-password-file", redis_password_file), ("--redis-ca", redis_ca),
-            ("--storage-encryption", storage_encryption),
+            ("--storage-encryption", storage_encryption), ("--stop-keeps-state", stop_keeps_state),
         ) if value]
         if needs_storage and not (head and storage):
             _fail(f"{', '.join(needs_storage)}: for a head with storage (start --head --storage redis://...)", 2)

@@ -102,6 +102,10 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     # The head encrypts what it writes to its storage (manta start --head
     # --storage-encryption); it always authenticates it.
     storage_encryption: bool = False
+    # A head with storage whose stop (SIGTERM) is a restart, not the end of the
+    # cluster, as a Kubernetes pod's: it leaves the stored state and the nodes
+    # (which wait head_reconnect_s) to the next head on this storage.
+    stop_keeps_state: bool = False
     # Workers run as this user (manta start --worker-user; the node runs as
     # root): they cannot read the session's secrets. "": the agent's own.
     worker_user: str = ""

@@ -64,6 +64,8 @@ class Pod:
         self.container, self.root = container, root
         spec = workload["spec"]["template"]["spec"]
         volumes = {v["name"]: v for v in spec["volumes"]}
+        for claim in workload["spec"].get("volumeClaimTemplates", []):
+            volumes[claim["metadata"]["name"]] = {"name": claim["metadata"]["name"]}
         self.mounts: dict[str, str] = {}
         for m in container["volumeMounts"]:
             v = volumes[m["name"]]
@@ -78,14 +80,21 @@ class Pod:
                     os.chmod(target, v["secret"]["defaultMode"])
             self.mounts[m["mountPath"]] = local
         self.env = {"PATH": os.environ["PATH"], "PYTHONPATH": os.pathsep.join(sys.path)}
-        for e in container["env"]:
+        for e in container.get("env", []):
             self.env[e["name"]] = self._value(e, secrets)
+        self.proc: subprocess.Popen[bytes] | None = None
+        if container["command"][0] != "manta":
+            # A shell script (Redis's): its paths and port moved here.
+            *head, script = container["command"]
+            for mount, local in self.mounts.items():
+                script = re.sub(rf"(?<![\w/]){re.escape(mount)}(?![\w-])", local, script)
+            self.args = [*head, script.replace("port 6379", f"port {ports['redis']}")]
+            return
         self.env["OBJECT_STORE_BYTES"] = STORE
         self.env["MANTA_TMPDIR"] = self.path(self.env["MANTA_TMPDIR"])
         self.env["HOME"] = self.path(self.env["HOME"])
         self.args = [self._arg(a, ports) for a in container["command"] + container["args"]]
         self.args[0:1] = [sys.executable, "-m", "manta.cli"]
-        self.proc: subprocess.Popen[bytes] | None = None
 
     def _value(self, e: dict[str, Any], secrets: str) -> str:
         if "value" in e:
@@ -119,6 +128,8 @@ class Pod:
             value = str(ports["dashboard"])
         elif name == "--address":
             value = f"127.0.0.1:{ports['cluster']}"
+        elif name == "--storage":
+            value = value.replace("manta-redis:6379", f"127.0.0.1:{ports['redis']}")
         elif value.startswith("/"):
             value = self.path(value)
         return f"{name}={value}"
@@ -159,34 +170,50 @@ def _wait_port(port: int, pod: Pod, timeout: float = 60.0) -> None:
     raise AssertionError(f"the head's port never opened: {pod.log()}")
 
 
-@pytest.fixture
-def pods() -> Iterator[tuple[Pod, Pod, str]]:
-    tmp = tempfile.mkdtemp(prefix="mk8sp")
-    secrets = os.path.join(tmp, "secrets")
-    subprocess.run(["sh", os.path.join(KUBE, "make-secrets.sh"), secrets], check=True, capture_output=True,
-                   timeout=60)
-    ports = {"cluster": _free_port(), "dashboard": _free_port()}
-    by_name = {w["metadata"]["name"]: w for w in workloads()}
-    made = []
-    try:
-        for name in ("manta-head", "manta-worker"):
-            (container,) = manta_containers(by_name[name])
-            root = os.path.join(tmp, name)
-            os.makedirs(root)
-            made.append(Pod(by_name[name], container, root, secrets, ports))
-        yield made[0], made[1], secrets
-    finally:
-        for pod in reversed(made):
+class Site:
+    """make-secrets.sh's files, free ports, and the pods laid out so far (stopped at the end)."""
+
+    def __init__(self) -> None:
+        self.tmp = tempfile.mkdtemp(prefix="mk8sp")
+        self.secrets = os.path.join(self.tmp, "secrets")
+        subprocess.run(["sh", os.path.join(KUBE, "make-secrets.sh"), self.secrets], check=True,
+                       capture_output=True, timeout=60)
+        self.ports = {"cluster": _free_port(), "dashboard": _free_port(), "redis": _free_port()}
+        self.pods: list[Pod] = []
+
+    def pod(self, workload: dict[str, Any], container: dict[str, Any] | None = None) -> Pod:
+        if container is None:
+            (container,) = manta_containers(workload)
+        root = os.path.join(self.tmp, f"pod{len(self.pods)}-{workload['metadata']['name']}")
+        os.makedirs(root)
+        pod = Pod(workload, container, root, self.secrets, self.ports)
+        self.pods.append(pod)
+        return pod
+
+    def close(self) -> None:
+        for pod in reversed(self.pods):
             pod.terminate()
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def test_the_pods_commands_make_a_cluster(pods: tuple[Pod, Pod, str]) -> None:
-    head, worker, secrets = pods
+@pytest.fixture
+def site() -> Iterator[Site]:
+    s = Site()
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def _by_name() -> dict[str, dict[str, Any]]:
+    return {w["metadata"]["name"]: w for w in workloads()}
+
+
+def test_the_pods_commands_make_a_cluster(site: Site) -> None:
+    head, worker, secrets = site.pod(_by_name()["manta-head"]), site.pod(_by_name()["manta-worker"]), site.secrets
     assert "--block" in flags(head.container) and "--block" in flags(worker.container)
     head.start()
-    port = int(next(a for a in head.args if a.startswith("--port=")).partition("=")[2])
-    _wait_port(port, head)
+    _wait_port(site.ports["cluster"], head)
     worker.start()
     with open(os.path.join(secrets, "ca-hash")) as f:
         ca_hash = f.read().strip()
@@ -217,3 +244,84 @@ def test_the_pods_commands_make_a_cluster(pods: tuple[Pod, Pod, str]) -> None:
     # Kubernetes stops a pod with SIGTERM: each node stops and its command returns.
     assert worker.terminate() == 0, worker.log()
     assert head.terminate() == 0, head.log()
+
+
+KV = textwrap.dedent("""
+    import sys, manta
+    from manta.experimental import internal_kv
+    manta.init(address="auto")
+    if sys.argv[1] == "put":
+        internal_kv._internal_kv_put(b"k8s", b"kept-in-redis")
+    print(internal_kv._internal_kv_get(b"k8s").decode())
+    @manta.remote(num_cpus=3)  # only the worker fits it (the head has 2 CPUs)
+    def where():
+        return manta.get_runtime_context().get_node_id()
+    print(manta.get(where.remote(), timeout=90))
+    manta.shutdown()
+""")
+
+
+
+def _processes(pod: Pod) -> list[Any]:
+    import psutil
+
+    assert pod.proc is not None
+    try:
+        root = psutil.Process(pod.proc.pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="the Redis component's test runs redis-server")
+def test_the_redis_component_keeps_the_state_of_a_new_head(site: Site) -> None:
+    import redis
+
+    from tests.security.kubernetes_support import head_with_redis, load
+
+    (statefulset,) = [d for d in load(os.path.join(KUBE, "redis", "redis-statefulset.yaml"))]
+    (container,) = statefulset["spec"]["template"]["spec"]["containers"]
+    store = site.pod(statefulset, container)
+    store.start()
+    _wait_port(site.ports["redis"], store)
+    with open(os.path.join(site.secrets, "redis-password")) as f:
+        password = f.read().strip()
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        redis.Redis(port=site.ports["redis"], socket_timeout=5).ping()
+    # The head with the component's patch, twice: a new pod, a new session, the same Redis.
+    first = site.pod(head_with_redis())
+    first.start()
+    _wait_port(site.ports["cluster"], first)
+    worker = site.pod(_by_name()["manta-worker"])
+    worker.start()
+    r = subprocess.run([sys.executable, "-c", KV, "put"], env=first.env, capture_output=True, text=True,
+                       timeout=150)
+    assert r.returncode == 0, r.stderr + first.log() + worker.log()
+    value, worker_node = r.stdout.split()
+    assert value == "kept-in-redis"
+    for p in _processes(store) + _processes(first) + _processes(worker):
+        # Neither Redis nor any process of the head has the password on its command line or in its env.
+        assert password not in " ".join(p.cmdline()), p.cmdline()
+        assert password not in " ".join(p.environ().values()), p.name()
+    assert first.terminate() == 0, first.log()
+    second = site.pod(head_with_redis())
+    second.start()
+    _wait_port(site.ports["cluster"], second)
+    r = subprocess.run([sys.executable, "-c", KV, "get"], env=second.env, capture_output=True, text=True,
+                       timeout=150)
+    assert r.returncode == 0, r.stderr + second.log() + worker.log()
+    # The value, and the same worker node running a task: its agent came back to
+    # the new head (a new address behind the same Service) with no pod restart.
+    assert r.stdout.split() == ["kept-in-redis", worker_node], r.stdout + second.log() + worker.log()
+    assert worker.proc is not None and worker.proc.poll() is None
+    # --storage-encryption: Redis holds no plaintext of the value.
+    client = redis.Redis(port=site.ports["redis"], password=password, socket_timeout=5)
+    dump = b"".join(client.dump(k) or b"" for k in client.keys("*"))
+    assert dump and b"kept-in-redis" not in dump
+
+
+def test_stop_keeps_state_is_for_a_head_with_storage() -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    r = subprocess.run([sys.executable, "-m", "manta.cli", "start", "--head", "--port", "0", "--stop-keeps-state"],
+                       env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "--stop-keeps-state: for a head with storage" in " ".join(r.stderr.split())

@@ -896,16 +896,14 @@ class Head:
 
     async def stop(self) -> None:
         self.clients.stop()
-        waits = []
-        for node in self.nodes.values():
-            if node.connected:
-                waits.append(node.request(m.ShutdownCluster()))
+        ending = not (self.storage.persistent and self.config.stop_keeps_state)  # else a restart: all stays
+        waits = [node.request(m.ShutdownCluster()) for node in self.nodes.values() if node.connected and ending]
         if waits:
             await asyncio.wait([asyncio.ensure_future(w) for w in waits], timeout=2)
         for server in self.servers:
             server.close()
-        # A deliberate stop ends the cluster: a later head starts afresh.
-        self.storage.clear()
+        if ending:  # a deliberate stop ends the cluster: a later head starts afresh
+            self.storage.clear()
         self.storage.close()
         for address in self.addresses:
             kind, _, path = address.partition(":")
