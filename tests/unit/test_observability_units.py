@@ -177,3 +177,18 @@ def test_bars_on_a_terminal_stay_below_other_output() -> None:
     assert first < clear < text.index("(f pid=1) hello") < text.rindex("work:")
     bars.update(BarState(uuid="u", desc="work", total=4, n=4, started=9.0, closed=True))
     assert not bars.bars and out.getvalue().rstrip().endswith("4/4 [00:01, 4.00it/s]")
+
+
+def test_a_log_is_never_read_through_a_link(tmp_path: object) -> None:
+    import pytest
+
+    secret = os.path.join(str(tmp_path), "token")
+    with open(secret, "w") as f:
+        f.write("secret\n")
+    soft, hard = os.path.join(str(tmp_path), "soft.out"), os.path.join(str(tmp_path), "hard.out")
+    os.symlink(secret, soft)
+    os.link(secret, hard)
+    with pytest.raises(OSError):
+        read_chunk(soft)
+    with pytest.raises(ValueError, match="link"):
+        read_chunk(hard)

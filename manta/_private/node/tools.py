@@ -19,7 +19,7 @@ import stat
 import sys
 from typing import TYPE_CHECKING, Any
 
-from manta._private.node.logfiles import read_chunk
+from manta._private.node.logfiles import open_private, read_chunk
 from manta._private.protocol import messages as m
 from manta._private.protocol import tool_messages as tm
 from manta._private.transport.connection import Connection
@@ -187,32 +187,35 @@ class NodeTools:
         return record(text, "faulthandler", error)
 
     async def _faulthandler(self, p: Proc) -> tuple[str, str]:
-        """The worker's faulthandler dump (runtime/worker_logs.py), asked for by signal."""
+        """The worker's faulthandler dump (runtime/worker_logs.py), asked for by signal.
+        The file is the worker's to replace: opened as logs are, never through a link."""
         path = os.path.join(self.worker_dir, tm.worker_log_name(p.worker_id, p.pid, "stack"))
         try:
-            start = os.stat(path).st_size
-        except OSError:
-            return "", "the worker has no stack file (it started before manta had them)"
+            fd = open_private(path)
+        except (OSError, ValueError) as e:
+            return "", f"cannot read the worker's stack file: {e}"
         try:
-            os.kill(p.pid, signal.SIGUSR1)
-        except OSError as e:
-            return "", f"cannot signal pid {p.pid}: {e}"
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + STACK_WAIT_S
-        size, still = start, 0
-        # Done when the file grew and then stopped growing for a few polls.
-        while loop.time() < deadline:
-            await asyncio.sleep(0.02)
-            now = os.stat(path).st_size
-            still = still + 1 if now == size and now > start else 0
-            size = now
-            if still >= 3:
-                break
-        if size <= start:
-            return "", f"pid {p.pid} wrote no stack within {STACK_WAIT_S:g} s"
-        with open(path, "rb") as f:
-            f.seek(start)
-            return f.read(size - start).decode("utf-8", "replace"), ""
+            start = os.fstat(fd).st_size
+            try:
+                os.kill(p.pid, signal.SIGUSR1)
+            except OSError as e:
+                return "", f"cannot signal pid {p.pid}: {e}"
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + STACK_WAIT_S
+            size, still = start, 0
+            # Done when the file grew and then stopped growing for a few polls.
+            while loop.time() < deadline:
+                await asyncio.sleep(0.02)
+                now = os.fstat(fd).st_size
+                still = still + 1 if now == size and now > start else 0
+                size = now
+                if still >= 3:
+                    break
+            if size <= start:
+                return "", f"pid {p.pid} wrote no stack within {STACK_WAIT_S:g} s"
+            return os.pread(fd, min(size - start, 4 << 20), start).decode("utf-8", "replace"), ""
+        finally:
+            os.close(fd)
 
     # -- the object store --------------------------------------------------------
 
