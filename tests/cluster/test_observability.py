@@ -1,8 +1,10 @@
 """`manta logs`, `manta stack`, `manta memory`, `manta timeline` and
-`manta status --watch` against one real cluster (`manta start --head`),
-with one driver that stays connected while the tests look at it: it ran
-tasks that printed, holds an actor sleeping in a function of its own, a
-value read from the store (pinned) and objects the store had to spill.
+`manta status --watch` against one real cluster of two nodes (`manta start
+--head`, and a second node joined to it, with a resource of its own), with
+one driver that stays connected while the tests look at it: it ran tasks
+that printed (one on the second node), holds actors sleeping in functions
+of their own (one on each node), a value read from the store (pinned) and
+objects the store had to spill.
 """
 
 from __future__ import annotations
@@ -45,11 +47,23 @@ class Sleeper:
     def deep_sleep_marker(self):
         time.sleep(600)
 
+@manta.remote(resources={"far": 1})
+class FarSleeper:
+    def far_sleep_marker(self):
+        print("far-actor-sleeps")
+        time.sleep(600)
+
 refs = [emit.remote(f"t{i}") for i in range(4)]
 assert manta.get(refs) == [f"t{i}" for i in range(4)]
+far = emit.options(resources={"far": 1}).remote("far")
+assert manta.get(far) == "far"
+far_node = manta.get(manta.remote(lambda: manta.get_runtime_context().get_node_id()).options(
+    resources={"far": 1}).remote())
 sleeper = Sleeper.remote()
 actor_pid = manta.get(sleeper.where.remote())
 sleeper.deep_sleep_marker.remote()
+far_sleeper = FarSleeper.remote()
+far_sleeper.far_sleep_marker.remote()
 
 # Read from the store and kept: pinned while `pinned_value` lives.
 pinned = manta.put(np.ones(4 << 20))  # 32 MiB
@@ -59,7 +73,10 @@ held = [manta.put(np.full(4 << 20, i, dtype=np.float64)) for i in range(3)]
 
 info = {
     "tasks": [r.task_id().hex() for r in refs],
+    "far_task": far.task_id().hex(),
+    "far_node": far_node,
     "actor": sleeper._actor_id.hex(),
+    "far_actor": far_sleeper._actor_id.hex(),
     "actor_pid": actor_pid,
     "pinned": pinned.hex(),
     "held": [h.hex() for h in held],
@@ -75,6 +92,9 @@ while not os.path.exists(sys.argv[1] + ".stop"):
 @pytest.fixture(scope="module")
 def obs() -> Iterator[tuple[Cluster, dict]]:
     with cluster("mt-obs-", "--num-cpus", "3", "--object-store-memory", str(80 << 20)) as c:
+        head_session = os.path.dirname(glob.glob(os.path.join(c.root, "s*", "head.sock"))[0])
+        c.cli("start", "--address", c.address, "--token-file", os.path.join(head_session, "token"), "--num-cpus", "1",
+              "--resources", '{"far": 2}', "--object-store-memory", str(80 << 20))
         info_path = os.path.join(c.root, "driver.json")
         script = os.path.join(c.root, "driver.py")
         with open(script, "w") as f:
@@ -90,7 +110,7 @@ def obs() -> Iterator[tuple[Cluster, dict]]:
                 time.sleep(0.1)
             with open(info_path) as f:
                 info = json.load(f)
-            info["session"] = glob.glob(os.path.join(c.root, "s*"))[0]
+            info["session"] = head_session
             yield c, info
         finally:
             open(info_path + ".stop", "w").close()
@@ -268,7 +288,7 @@ def test_who_may_read_logs_and_stacks(obs: tuple[Cluster, dict]) -> None:
     refused = cli(other, "logs", "--task-id", task)
     assert refused.returncode != 0 and "may not read" in flat(refused.stderr)
     # A node's own log needs an admin.
-    node_log = cli(own, "logs", "agent.log")
+    node_log = cli(own, "logs", "head.log")
     assert node_log.returncode != 0 and "admin" in flat(node_log.stderr)
     listing = cli(other, "logs").stdout
     assert "worker_logs/" not in listing and "agent.log" not in listing
@@ -309,6 +329,26 @@ def test_tqdm_bars_in_tasks_are_drawn_once_per_update_on_the_driver(obs: tuple[C
     # Bars' states are kept out of the workers' log files.
     logs = c.cli("logs", "worker_logs/*").stdout
     assert "worker_logs/" in logs
-    for path in glob.glob(os.path.join(info["session"], "worker_logs", "*.out")):
+    for path in glob.glob(os.path.join(c.root, "s*", "worker_logs", "*.out")):
         with open(path) as f:
             assert "__manta_progress__" not in f.read()
+
+
+def test_across_nodes_the_node_holding_it_answers(obs: tuple[Cluster, dict]) -> None:
+    c, info = obs
+    listing = c.cli("logs").stdout
+    assert listing.count("node ") >= 2 and listing.count("agent.log") == 2, listing
+    assert "line-of-far" in c.cli("logs", "--task-id", info["far_task"]).stdout
+    assert "far-actor-sleeps" in c.cli("logs", "--actor-id", info["far_actor"], "--tail", "5").stdout
+    assert "far_sleep_marker" in c.cli("stack", "--actor-id", info["far_actor"]).stdout
+    # A file every node has: which one is asked for.
+    both = c.cli("logs", "agent.log", check=False)
+    assert both.returncode != 0 and "--node-id" in flat(both.stderr)
+    out = os.path.join(c.root, "trace2.json")
+    c.cli("timeline", "--output", out)
+    with open(out) as f:
+        trace = json.load(f)
+    far_task = next(e for e in trace["traceEvents"] if e["ph"] == "X" and e["args"]["task_id"] == info["far_task"])
+    rows = {e["pid"]: e["args"]["name"] for e in trace["traceEvents"] if e["name"] == "process_name"}
+    assert len(rows) >= 2 and rows[far_task["pid"]] == f"node {info['far_node'][:12]}", (rows, far_task["args"])
+    assert c.cli("memory", "--stats-only").stdout.count("127.0.0.1") >= 2

@@ -135,8 +135,9 @@ class NodeTools:
             chunk = read_chunk(path, offset=msg.offset, inode=msg.inode, tail=msg.tail, max_bytes=msg.max_bytes,
                                task_id=msg.task_id.hex() if msg.task_id else "", in_task=msg.in_task)
         except FileNotFoundError:
-            if name.startswith(WORKERS) and msg.task_id:
-                # The task printed nothing to this stream: its worker opened no file for it.
+            if name.startswith(WORKERS) and (msg.task_id or msg.worker_id or msg.pid):
+                # A worker of this node that printed nothing to this stream (yet) has no file for it:
+                # nothing to show, and a follower reads it from its start once it appears.
                 return tm.LogChunk(node_id=self.agent.node_id, name=name, data=b"", offset=0, inode=0,
                                    job_id=self._job_of(name))
             raise FileNotFoundError(f"no log file {name!r} on node {self.agent.node_id.hex()}") from None
