@@ -352,3 +352,37 @@ def test_across_nodes_the_node_holding_it_answers(obs: tuple[Cluster, dict]) -> 
     rows = {e["pid"]: e["args"]["name"] for e in trace["traceEvents"] if e["name"] == "process_name"}
     assert len(rows) >= 2 and rows[far_task["pid"]] == f"node {info['far_node'][:12]}", (rows, far_task["args"])
     assert c.cli("memory", "--stats-only").stdout.count("127.0.0.1") >= 2
+
+
+def test_the_state_apis_get_log_and_list_logs_within_a_job(obs: tuple[Cluster, dict]) -> None:
+    c, info = obs
+    made = c.cli("token", "create", "--role", "submit", "--namespace", "mine").stdout.strip().splitlines()[-1]
+    out = c.driver(f"""
+        import time
+        from manta.util.state import get_log, list_logs
+
+        @manta.remote
+        def mine():
+            print("my-own-line")
+
+        ref = mine.remote()
+        manta.get(ref)
+        deadline = time.time() + 20
+        while True:  # the task's record reaches the head in the next batch of its owner's
+            try:
+                lines = list(get_log(task_id=ref.task_id().hex()))
+                break
+            except Exception:
+                assert time.time() < deadline
+                time.sleep(0.2)
+        print("OWN", lines)
+        try:
+            list(get_log(task_id={info["tasks"][0]!r}))
+            print("OTHER read")
+        except Exception as e:
+            print("OTHER", type(e).__name__)
+        print("LIST", sorted(list_logs()))
+    """, namespace="mine", env={**c.env, "MANTA_TOKEN": made}).stdout
+    assert "OWN ['my-own-line']" in out, out
+    assert "OTHER AuthorizationError" in out, out  # another job's task
+    assert "LIST ['worker']" in out, out  # its own workers' files only: not the nodes' logs

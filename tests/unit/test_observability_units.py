@@ -192,3 +192,19 @@ def test_a_log_is_never_read_through_a_link(tmp_path: object) -> None:
         read_chunk(soft)
     with pytest.raises(ValueError, match="link"):
         read_chunk(hard)
+
+
+def test_a_workers_file_rotates_at_its_bound_and_each_file_names_its_task(tmp_path: object, monkeypatch) -> None:
+    from manta._private.runtime import worker_logs
+
+    monkeypatch.setattr(worker_logs, "MAX_BYTES", 200)
+    log = worker_logs.WorkerLog(str(tmp_path), b"\x01" * 16)
+    task = b"\x02" * 16
+    for i in range(20):
+        log.write(False, task, f"line {i:02d} of the task\n")
+    log.write(False, task, tm.PROGRESS_PREFIX + '{"uuid": "u"}\n')  # a bar's state: not kept
+    path = log.paths[0]
+    assert os.path.exists(path + ".1") and os.path.getsize(path) <= 200 + 64
+    c = read_chunk(path, task_id=task.hex())
+    assert c.data.endswith(b"line 19 of the task\n")  # the new file starts with its marker
+    assert tm.PROGRESS_PREFIX.encode() not in open(path, "rb").read()

@@ -79,7 +79,7 @@ class NodeTools:
             except OSError:
                 continue
             for name in names:
-                if prefix and name.endswith(".stack"):
+                if prefix and ".stack" in name:
                     continue  # stack dumps are `manta stack`'s
                 try:
                     st = os.stat(os.path.join(directory, name), follow_symlinks=False)
@@ -257,8 +257,8 @@ async def _run(argv: list[str], timeout: float) -> tuple[str, str]:
 
 
 def _worker_of(name: str) -> tuple[bytes, int]:
-    """'worker-<hex id>-<pid>.out' -> (id, pid); (b"", 0) for any other name."""
-    stem = name.rsplit(".", 1)[0]
+    """'worker-<hex id>-<pid>.out' (or .out.1, rotated) -> (id, pid); (b"", 0) for any other name."""
+    stem = name.split(".", 1)[0]
     parts = stem.split("-")
     if len(parts) != 3 or parts[0] != "worker":
         return b"", 0

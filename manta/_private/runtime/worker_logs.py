@@ -29,6 +29,10 @@ from manta._private.protocol.tool_messages import (
 )
 
 STACK_SIGNAL = signal.SIGUSR1
+# A worker's file past this size is renamed to `<name>.1` (the one before
+# that is dropped) and a new one started: a chatty task cannot fill the
+# disk, and `manta logs --follow` reads on in the new file.
+MAX_BYTES = 256 << 20
 
 
 class WorkerLog:
@@ -41,6 +45,7 @@ class WorkerLog:
         self._files: list[IO[str] | None] = [None, None]
         self._last: list[bytes | None] = [None, None]
         self._line_start = [True, True]
+        self._sizes = [0, 0]
         self._lock = threading.Lock()
         self.broken = False
 
@@ -62,15 +67,25 @@ class WorkerLog:
 
     def _write_locked(self, i: int, task_id: bytes, text: str) -> None:
         f = self._files[i]
+        if f is not None and self._sizes[i] >= MAX_BYTES:
+            f.close()
+            os.replace(self.paths[i], self.paths[i] + ".1")
+            f = self._files[i] = None
+            self._last[i] = None  # the new file starts with its task's marker
+            self._line_start[i] = True
         if f is None:
             # Opened at the first write: a worker that prints nothing leaves no file.
             os.makedirs(os.path.dirname(self.paths[i]), mode=0o700, exist_ok=True)
             fd = os.open(self.paths[i], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
             f = self._files[i] = os.fdopen(fd, "a", encoding="utf-8", errors="replace")
+            self._sizes[i] = os.fstat(fd).st_size
         if task_id != self._last[i]:
             self._last[i] = task_id
-            f.write(f"{'' if self._line_start[i] else chr(10)}{TASK_MARKER}{task_id.hex() or '-'}\n")
+            marker = f"{'' if self._line_start[i] else chr(10)}{TASK_MARKER}{task_id.hex() or '-'}\n"
+            f.write(marker)
+            self._sizes[i] += len(marker)
         f.write(text)
+        self._sizes[i] += len(text)  # characters: near enough to bytes for a bound
         f.flush()
         self._line_start[i] = text.endswith("\n")
 
