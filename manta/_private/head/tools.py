@@ -16,6 +16,7 @@ answer says whose job the file or process is.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,8 @@ from manta._private.transport.connection import Connection, RemoteError
 
 if TYPE_CHECKING:
     from manta._private.head.head import Head, Node
+
+log = logging.getLogger(__name__)
 
 HANDLED = (tm.ListLogs, tm.ReadLog, tm.DumpStacks, tm.ListStore)
 # Of its asker's time, what the head waits for the agents.
@@ -60,6 +63,9 @@ class HeadTools:
             answer = RemoteError(m.ErrorKind.KEY, str(e.args[0]) if e.args else str(e))
         except ValueError as e:
             answer = RemoteError(m.ErrorKind.VALUE, str(e))
+        except Exception as e:  # a bug here: the asker hears of it rather than waiting out its timeout
+            log.exception("answering %s", type(msg).__name__)
+            answer = RemoteError(m.ErrorKind.SYSTEM, f"{type(e).__name__}: {e}")
         if conn.closed or answer is None:
             return
         if isinstance(answer, RemoteError):
@@ -133,10 +139,12 @@ class HeadTools:
 
     async def _read_log(self, conn: Connection, msg: tm.ReadLog) -> Any:
         node_id, worker_id = msg.node_id, msg.worker_id
-        if msg.task_id:
-            node_id, worker_id = self._task_place(msg.task_id)
-        elif msg.actor_id:
-            node_id, worker_id = self._actor_place(msg.actor_id)
+        # A follower's next read names the node and file the first one found: no search again.
+        if not (msg.name and node_id):
+            if msg.task_id:
+                node_id, worker_id = self._task_place(msg.task_id)
+            elif msg.actor_id:
+                node_id, worker_id = self._actor_place(msg.actor_id)
         nodes = self._nodes(node_id)
         ask = tm.ReadLog(name=msg.name, worker_id=worker_id, pid=msg.pid, task_id=msg.task_id, err=msg.err,
                          tail=msg.tail, offset=msg.offset, inode=msg.inode, in_task=msg.in_task,
