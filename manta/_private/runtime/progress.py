@@ -139,9 +139,13 @@ class Bars:
             self._drawn = 0
 
     def _draw(self) -> None:
+        import shutil
+
         now = self.clock()
+        # A line wider than the terminal would wrap, and the cursor moves up by lines drawn.
+        width = max(20, shutil.get_terminal_size().columns - 1)
         for state in sorted(self.bars.values(), key=lambda b: (b.position, b.pid, b.started)):
-            self.stream.write(render(state, now) + "\n")
+            self.stream.write(render(state, now)[:width] + "\n")
             self._drawn += 1
         self.stream.flush()
 
