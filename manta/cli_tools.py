@@ -254,7 +254,7 @@ _SORTS = ("OBJECT_SIZE", "PID", "REFERENCE_TYPE", "STATE")
               show_default=True, help="Order within a group (sizes largest first).")
 @click.option("--units", type=click.Choice(["B", "KB", "MB", "GB", "auto"]), default="auto", show_default=True)
 @click.option("--stats-only", is_flag=True, help="Only each node's store totals.")
-@click.option("--num-entries", "--n", "num_entries", type=int, default=None, help="At most this many objects per group.")
+@click.option("--num-entries", "num_entries", type=int, default=None, help="At most this many objects per group.")
 @_TIMEOUT
 @_ADDRESS
 @_TOKEN_FILE
