@@ -126,7 +126,7 @@ class HeadTools:
         if not ran:
             raise LookupError(f"actor {actor_id.hex()} has not run on any worker yet")
         last = ran[-1]
-        return bytes.fromhex(last["node_id"]), bytes.fromhex(last["worker_id"])
+        return bytes.fromhex(last["node_id"] or ""), bytes.fromhex(last["worker_id"])
 
     # -- the requests ------------------------------------------------------------
 

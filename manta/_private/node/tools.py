@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import functools
 import os
 import shutil
 import signal
@@ -47,12 +48,7 @@ class NodeTools:
         if t is tm.ListLogs:
             conn.reply(msg, tm.LogFiles(files=self.list_logs(msg.glob)))
         elif t is tm.ReadLog:
-            try:
-                conn.reply(msg, self.read(msg))
-            except FileNotFoundError as e:
-                conn.reply_error(msg, m.ErrorKind.KEY, str(e))
-            except (ValueError, OSError) as e:
-                conn.reply_error(msg, m.ErrorKind.VALUE, str(e))
+            self._spawn(self._read(conn, msg))
         elif t is tm.DumpStacks:
             self._spawn(self._stacks(conn, msg))
         elif t is tm.ListStore:
@@ -123,7 +119,20 @@ class NodeTools:
             name = names[0]
         return WORKERS + name
 
-    def read(self, msg: tm.ReadLog) -> tm.LogChunk:
+    async def _read(self, conn: Connection, msg: tm.ReadLog) -> None:
+        try:
+            answer = await self.read(msg)
+        except FileNotFoundError as e:
+            conn.reply_error(msg, m.ErrorKind.KEY, str(e))
+        except (ValueError, OSError) as e:
+            conn.reply_error(msg, m.ErrorKind.VALUE, str(e))
+        else:
+            if not conn.closed:
+                conn.reply(msg, answer)
+
+    async def read(self, msg: tm.ReadLog) -> tm.LogChunk:
+        # Names and jobs from the roster here, on the agent's loop; the file's
+        # bytes on a thread (a task's lines may take a scan of 64 MiB).
         if msg.name:
             name = msg.name
         elif msg.worker_id or msg.pid:
@@ -131,19 +140,21 @@ class NodeTools:
         else:
             raise ValueError("name a log file, a worker, an actor or a task")
         path = self.path_of(name)
+        job_id = self._job_of(name)
+        node_id = self.agent.node_id
+        read = functools.partial(read_chunk, path, offset=msg.offset, inode=msg.inode, tail=msg.tail,
+                                 max_bytes=msg.max_bytes, task_id=msg.task_id.hex() if msg.task_id else "",
+                                 in_task=msg.in_task)
         try:
-            chunk = read_chunk(path, offset=msg.offset, inode=msg.inode, tail=msg.tail, max_bytes=msg.max_bytes,
-                               task_id=msg.task_id.hex() if msg.task_id else "", in_task=msg.in_task)
+            chunk = await asyncio.get_running_loop().run_in_executor(None, read)
         except FileNotFoundError:
             if name.startswith(WORKERS) and (msg.task_id or msg.worker_id or msg.pid):
                 # A worker of this node that printed nothing to this stream (yet) has no file for it:
                 # nothing to show, and a follower reads it from its start once it appears.
-                return tm.LogChunk(node_id=self.agent.node_id, name=name, data=b"", offset=0, inode=0,
-                                   job_id=self._job_of(name))
-            raise FileNotFoundError(f"no log file {name!r} on node {self.agent.node_id.hex()}") from None
-        return tm.LogChunk(node_id=self.agent.node_id, name=name, data=chunk.data, offset=chunk.offset,
-                           inode=chunk.inode, rotated=chunk.rotated, in_task=chunk.in_task, more=chunk.more,
-                           job_id=self._job_of(name))
+                return tm.LogChunk(node_id=node_id, name=name, data=b"", offset=0, inode=0, job_id=job_id)
+            raise FileNotFoundError(f"no log file {name!r} on node {node_id.hex()}") from None
+        return tm.LogChunk(node_id=node_id, name=name, data=chunk.data, offset=chunk.offset, inode=chunk.inode,
+                           rotated=chunk.rotated, in_task=chunk.in_task, more=chunk.more, job_id=job_id)
 
     def _job_of(self, name: str) -> int:
         if not name.startswith(WORKERS):
