@@ -386,3 +386,22 @@ def test_the_state_apis_get_log_and_list_logs_within_a_job(obs: tuple[Cluster, d
     assert "OWN ['my-own-line']" in out, out
     assert "OTHER AuthorizationError" in out, out  # another job's task
     assert "LIST ['worker']" in out, out  # its own workers' files only: not the nodes' logs
+
+
+def test_as_completed_and_map_unordered_yield_as_tasks_finish(obs: tuple[Cluster, dict]) -> None:
+    c, _ = obs
+    out = c.result("""
+        import time
+
+        @manta.remote
+        def nap(x):
+            time.sleep(x)
+            return x
+
+        refs = [nap.remote(3.0), nap.remote(0.0)]
+        first = next(iter(manta.util.as_completed(refs, chunk_size=1)))
+        back = list(manta.util.as_completed(refs, yield_obj_refs=True))
+        unordered = sorted(manta.util.map_unordered(nap, [0, 0, 0, 0, 0], backpressure_size=2, chunk_size=1))
+        print(json.dumps([first, sorted(r.hex() for r in back) == sorted(r.hex() for r in refs), unordered]))
+    """)
+    assert out == [0.0, True, [0, 0, 0, 0, 0]]
