@@ -50,6 +50,20 @@ def _hex(text: str | None, what: str) -> bytes:
     raise AssertionError("unreachable")
 
 
+def _node_by_ip(node_id: str | None, node_ip: str | None, address: str | None, token_file: str | None) -> str | None:
+    """--node-ip (Ray's) as a node id: the one live node with that address."""
+    if not node_ip or node_id:
+        return node_id
+    from manta._private.protocol import messages as m
+
+    info = _session(address, token_file, lambda conn: conn.request(m.GetClusterInfo()))
+    found = [n.node_id.hex() for n in info.nodes if n.alive and n.address.split(":")[-2:-1] == [node_ip]]
+    if len(found) != 1:
+        _fail(f"{len(found) or 'no'} live nodes at {node_ip}" + ("; name one with --node-id: " + ", ".join(found)
+                                                                 if found else ""), 2)
+    return found[0]
+
+
 def _size(n: int, units: str = "auto") -> str:
     if units == "B" or (units == "auto" and n < 1024):
         return f"{n} B"
@@ -87,6 +101,7 @@ _KINDS = ("cluster", "actor", "task", "worker")
 @click.argument("target", required=False)
 @click.argument("glob", required=False)
 @click.option("--node-id", default=None, help="The node holding the file (see `manta list nodes`).")
+@click.option("--node-ip", default=None, help="The node at this address (Ray's flag), if only one is there.")
 @click.option("--actor-id", default=None, help="The output of this actor's worker.")
 @click.option("--task-id", default=None, help="This task's own lines of its worker's output.")
 @click.option("--pid", type=int, default=None, help="The output of the worker with this pid.")
@@ -100,9 +115,9 @@ _KINDS = ("cluster", "actor", "task", "worker")
 @_TIMEOUT
 @_ADDRESS
 @_TOKEN_FILE
-def logs(target: str | None, glob: str | None, node_id: str | None, actor_id: str | None, task_id: str | None,
-         pid: int | None, id_: str | None, err: bool, tail: int, follow: bool, interval: float, timeout: float,
-         address: str | None, token_file: str | None) -> None:
+def logs(target: str | None, glob: str | None, node_id: str | None, node_ip: str | None, actor_id: str | None,
+         task_id: str | None, pid: int | None, id_: str | None, err: bool, tail: int, follow: bool, interval: float,
+         timeout: float, address: str | None, token_file: str | None) -> None:
     """List the log files of the cluster's nodes and workers, or print one.
 
     \b
@@ -134,6 +149,7 @@ def logs(target: str | None, glob: str | None, node_id: str | None, actor_id: st
         _fail("give one of --actor-id, --task-id or --pid", 2)
     if target == "actor" and not actor_id or target == "task" and not task_id or target == "worker" and not pid:
         _fail(f"`manta logs {target}` needs --id" + (" or --pid" if target == "worker" else ""), 2)
+    node_id = _node_by_ip(node_id, node_ip, address, token_file)
     listing = not chosen and (not name or any(c in name for c in "*?["))
     if listing:
         if follow:
@@ -254,7 +270,7 @@ _SORTS = ("OBJECT_SIZE", "PID", "REFERENCE_TYPE", "STATE")
               show_default=True, help="Order within a group (sizes largest first).")
 @click.option("--units", type=click.Choice(["B", "KB", "MB", "GB", "auto"]), default="auto", show_default=True)
 @click.option("--stats-only", is_flag=True, help="Only each node's store totals.")
-@click.option("--num-entries", "--n", "num_entries", type=int, default=None, help="At most this many objects per group.")
+@click.option("--num-entries", "num_entries", type=int, default=None, help="At most this many objects per group.")
 @_TIMEOUT
 @_ADDRESS
 @_TOKEN_FILE

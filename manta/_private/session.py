@@ -390,9 +390,11 @@ def _print_log(msg: Any) -> None:
     prefix = safe_line(msg.prefix)
     try:
         out = "".join(f"({prefix}) {line}\n" for line in lines)
+        if not out:
+            return
         if has_bars():
             bars().write(out, stream)  # above the bars, which are drawn again below
-        elif out:
+        else:
             stream.write(out)
             stream.flush()
     except Exception:

@@ -651,3 +651,78 @@ def get_job(id: str, address: str | None = None, timeout: int = 30, _explain: bo
     wanted = str(id).lower()
     return _only([j for j in list_jobs(limit=10**9, timeout=timeout, detail=True)
                   if wanted in (str(j.job_id).lower(), str(j.submission_id).lower())])
+
+
+# --- logs (Ray's list_logs / get_log; `manta logs` on the command line) -------
+
+
+def list_logs(
+    address: str | None = None, node_id: str | None = None, node_ip: str | None = None,
+    glob_filter: str | None = None, timeout: int = 30,
+) -> dict[str, list[str]]:
+    """The log files of a node (of every node if none is named), by group as
+    Ray's: "worker" (what workers' tasks printed), "agent", "head" and "other"."""
+    from manta._private.protocol import tool_messages as tm
+
+    nid = bytes.fromhex(node_id) if node_id else _node_of_ip(node_ip, timeout)
+    reply = _ask_head(tm.ListLogs(node_id=nid, glob=glob_filter or "", timeout_s=timeout), timeout)
+    groups: dict[str, list[str]] = {}
+    for f in reply.files:
+        name = f.name
+        group = ("worker" if name.startswith(tm.WORKER_LOG_DIR + "/") else
+                 name.split(".")[0] if name in ("agent.log", "head.log") else "other")
+        groups.setdefault(group, []).append(name)
+    return groups
+
+
+def get_log(
+    address: str | None = None, node_id: str | None = None, node_ip: str | None = None,
+    filename: str | None = None, actor_id: str | None = None, task_id: str | None = None,
+    pid: int | None = None, follow: bool = False, tail: int = -1, timeout: int = 30, suffix: str = "out",
+    encoding: str | None = "utf-8", errors: str | None = "strict", submission_id: str | None = None,
+    attempt_number: int = 0, _interval: float | None = None, filter_ansi_code: bool = False,
+) -> Any:
+    """Yields the lines of a log file, a worker's (`pid`), an actor's or a
+    task's own output (`suffix="err"`: stderr); with `follow`, goes on
+    yielding what is appended, across rotations, until closed."""
+    import re
+    import time
+
+    from msgspec.structs import replace
+
+    from manta._private.protocol import tool_messages as tm
+
+    if submission_id:
+        raise NotImplementedError("a submitted job's driver log: see the Jobs API (manta job logs)")
+    nid = bytes.fromhex(node_id) if node_id else _node_of_ip(node_ip, timeout)
+    req = tm.ReadLog(node_id=nid, name=filename or "", pid=pid or 0,
+                     actor_id=bytes.fromhex(actor_id) if actor_id else b"",
+                     task_id=bytes.fromhex(task_id) if task_id else b"", err=suffix == "err", tail=tail,
+                     timeout_s=timeout)
+    ansi = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+    rest = ""
+    while True:
+        chunk = _ask_head(req, timeout)
+        text = rest + chunk.data.decode(encoding or "utf-8", errors or "strict")
+        lines = text.split("\n")
+        rest = lines.pop()
+        for line in lines:
+            yield ansi.sub("", line) if filter_ansi_code else line
+        req = replace(req, node_id=chunk.node_id, name=chunk.name, pid=0, actor_id=b"", offset=chunk.offset,
+                      inode=chunk.inode, in_task=chunk.in_task)
+        if chunk.more:
+            continue
+        if not follow:
+            if rest:
+                yield rest
+            return
+        time.sleep(_interval or 0.5)
+
+
+def _node_of_ip(node_ip: str | None, timeout: float) -> bytes:
+    if not node_ip:
+        return b""
+    nodes = [n for n in list_nodes(timeout=int(timeout)) if n.node_ip == node_ip]
+    if not nodes:
+        raise ValueError(f"no node with ip {node_ip}")
+    return bytes.fromhex(nodes[0].node_id)

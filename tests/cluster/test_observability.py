@@ -1,8 +1,10 @@
 """`manta logs`, `manta stack`, `manta memory`, `manta timeline` and
-`manta status --watch` against one real cluster (`manta start --head`),
-with one driver that stays connected while the tests look at it: it ran
-tasks that printed, holds an actor sleeping in a function of its own, a
-value read from the store (pinned) and objects the store had to spill.
+`manta status --watch` against one real cluster of two nodes (`manta start
+--head`, and a second node joined to it, with a resource of its own), with
+one driver that stays connected while the tests look at it: it ran tasks
+that printed (one on the second node), holds actors sleeping in functions
+of their own (one on each node), a value read from the store (pinned) and
+objects the store had to spill.
 """
 
 from __future__ import annotations
@@ -45,11 +47,23 @@ class Sleeper:
     def deep_sleep_marker(self):
         time.sleep(600)
 
+@manta.remote(resources={"far": 1})
+class FarSleeper:
+    def far_sleep_marker(self):
+        print("far-actor-sleeps")
+        time.sleep(600)
+
 refs = [emit.remote(f"t{i}") for i in range(4)]
 assert manta.get(refs) == [f"t{i}" for i in range(4)]
+far = emit.options(resources={"far": 1}).remote("far")
+assert manta.get(far) == "far"
+far_node = manta.get(manta.remote(lambda: manta.get_runtime_context().get_node_id()).options(
+    resources={"far": 1}).remote())
 sleeper = Sleeper.remote()
 actor_pid = manta.get(sleeper.where.remote())
 sleeper.deep_sleep_marker.remote()
+far_sleeper = FarSleeper.remote()
+far_sleeper.far_sleep_marker.remote()
 
 # Read from the store and kept: pinned while `pinned_value` lives.
 pinned = manta.put(np.ones(4 << 20))  # 32 MiB
@@ -59,7 +73,10 @@ held = [manta.put(np.full(4 << 20, i, dtype=np.float64)) for i in range(3)]
 
 info = {
     "tasks": [r.task_id().hex() for r in refs],
+    "far_task": far.task_id().hex(),
+    "far_node": far_node,
     "actor": sleeper._actor_id.hex(),
+    "far_actor": far_sleeper._actor_id.hex(),
     "actor_pid": actor_pid,
     "pinned": pinned.hex(),
     "held": [h.hex() for h in held],
@@ -75,6 +92,9 @@ while not os.path.exists(sys.argv[1] + ".stop"):
 @pytest.fixture(scope="module")
 def obs() -> Iterator[tuple[Cluster, dict]]:
     with cluster("mt-obs-", "--num-cpus", "3", "--object-store-memory", str(80 << 20)) as c:
+        head_session = os.path.dirname(glob.glob(os.path.join(c.root, "s*", "head.sock"))[0])
+        c.cli("start", "--address", c.address, "--token-file", os.path.join(head_session, "token"), "--num-cpus", "1",
+              "--resources", '{"far": 2}', "--object-store-memory", str(80 << 20))
         info_path = os.path.join(c.root, "driver.json")
         script = os.path.join(c.root, "driver.py")
         with open(script, "w") as f:
@@ -90,7 +110,7 @@ def obs() -> Iterator[tuple[Cluster, dict]]:
                 time.sleep(0.1)
             with open(info_path) as f:
                 info = json.load(f)
-            info["session"] = glob.glob(os.path.join(c.root, "s*"))[0]
+            info["session"] = head_session
             yield c, info
         finally:
             open(info_path + ".stop", "w").close()
@@ -268,7 +288,7 @@ def test_who_may_read_logs_and_stacks(obs: tuple[Cluster, dict]) -> None:
     refused = cli(other, "logs", "--task-id", task)
     assert refused.returncode != 0 and "may not read" in flat(refused.stderr)
     # A node's own log needs an admin.
-    node_log = cli(own, "logs", "agent.log")
+    node_log = cli(own, "logs", "head.log")
     assert node_log.returncode != 0 and "admin" in flat(node_log.stderr)
     listing = cli(other, "logs").stdout
     assert "worker_logs/" not in listing and "agent.log" not in listing
@@ -309,6 +329,79 @@ def test_tqdm_bars_in_tasks_are_drawn_once_per_update_on_the_driver(obs: tuple[C
     # Bars' states are kept out of the workers' log files.
     logs = c.cli("logs", "worker_logs/*").stdout
     assert "worker_logs/" in logs
-    for path in glob.glob(os.path.join(info["session"], "worker_logs", "*.out")):
+    for path in glob.glob(os.path.join(c.root, "s*", "worker_logs", "*.out")):
         with open(path) as f:
             assert "__manta_progress__" not in f.read()
+
+
+def test_across_nodes_the_node_holding_it_answers(obs: tuple[Cluster, dict]) -> None:
+    c, info = obs
+    listing = c.cli("logs").stdout
+    assert listing.count("node ") >= 2 and listing.count("agent.log") == 2, listing
+    assert "line-of-far" in c.cli("logs", "--task-id", info["far_task"]).stdout
+    assert "far-actor-sleeps" in c.cli("logs", "--actor-id", info["far_actor"], "--tail", "5").stdout
+    assert "far_sleep_marker" in c.cli("stack", "--actor-id", info["far_actor"]).stdout
+    # A file every node has: which one is asked for.
+    both = c.cli("logs", "agent.log", check=False)
+    assert both.returncode != 0 and "--node-id" in flat(both.stderr)
+    out = os.path.join(c.root, "trace2.json")
+    c.cli("timeline", "--output", out)
+    with open(out) as f:
+        trace = json.load(f)
+    far_task = next(e for e in trace["traceEvents"] if e["ph"] == "X" and e["args"]["task_id"] == info["far_task"])
+    rows = {e["pid"]: e["args"]["name"] for e in trace["traceEvents"] if e["name"] == "process_name"}
+    assert len(rows) >= 2 and rows[far_task["pid"]] == f"node {info['far_node'][:12]}", (rows, far_task["args"])
+    assert c.cli("memory", "--stats-only").stdout.count("127.0.0.1") >= 2
+
+
+def test_the_state_apis_get_log_and_list_logs_within_a_job(obs: tuple[Cluster, dict]) -> None:
+    c, info = obs
+    made = c.cli("token", "create", "--role", "submit", "--namespace", "mine").stdout.strip().splitlines()[-1]
+    out = c.driver(f"""
+        import time
+        from manta.util.state import get_log, list_logs
+
+        @manta.remote
+        def mine():
+            print("my-own-line")
+
+        ref = mine.remote()
+        manta.get(ref)
+        deadline = time.time() + 20
+        while True:  # the task's record reaches the head in the next batch of its owner's
+            try:
+                lines = list(get_log(task_id=ref.task_id().hex()))
+                break
+            except Exception:
+                assert time.time() < deadline
+                time.sleep(0.2)
+        print("OWN", lines)
+        try:
+            list(get_log(task_id={info["tasks"][0]!r}))
+            print("OTHER read")
+        except Exception as e:
+            print("OTHER", type(e).__name__)
+        print("LIST", sorted(list_logs()))
+    """, namespace="mine", env={**c.env, "MANTA_TOKEN": made}).stdout
+    assert "OWN ['my-own-line']" in out, out
+    assert "OTHER AuthorizationError" in out, out  # another job's task
+    assert "LIST ['worker']" in out, out  # its own workers' files only: not the nodes' logs
+
+
+def test_as_completed_and_map_unordered_yield_as_tasks_finish(obs: tuple[Cluster, dict]) -> None:
+    c, _ = obs
+    out = c.result("""
+        import time
+
+        @manta.remote
+        def nap(x):
+            time.sleep(x)
+            return x
+
+        refs = [nap.remote(3.0), nap.remote(0.0)]
+        first = next(iter(manta.util.as_completed(refs, chunk_size=1)))
+        back = list(manta.util.as_completed(refs, yield_obj_refs=True))
+        unordered = sorted(manta.util.map_unordered(nap, [0, 0, 0, 0, 0], backpressure_size=2, chunk_size=1))
+        print(json.dumps([first, sorted(r.hex() for r in back) == sorted(r.hex() for r in refs), unordered]))
+    """)
+    assert out == [0.0, True, [0, 0, 0, 0, 0]]

@@ -192,3 +192,34 @@ def test_a_wrong_worker_user_fails_the_start(tmp_path):
     out = subprocess.run([sys.executable, "-m", "manta.cli", "start", "--head", "--port", "0",
                           "--worker-user", "root"], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode != 0 and "unprivileged" in out.stdout + out.stderr
+
+
+def test_workers_as_nobody_write_their_logs_and_stacks_which_only_the_agent_lists(cluster):
+    env, root = cluster
+    session = next(os.path.join(root, d) for d in os.listdir(root) if d.startswith("s"))
+    out = run_driver(env, f"""
+        @manta.remote
+        def speak(session):
+            print("spoken-as-nobody")
+            try:
+                os.listdir(os.path.join(session, "worker_logs"))
+                listed = "listed"
+            except PermissionError:
+                listed = "PermissionError"
+            return listed
+
+        ref = speak.remote({session!r})
+        print(json.dumps([manta.get(ref, timeout=60), ref.task_id().hex()]))
+    """)
+    listed, task = out
+    assert listed == "PermissionError"
+    files = [f for f in os.listdir(os.path.join(session, "worker_logs")) if f.endswith(".out")]
+    assert files and all(os.stat(os.path.join(session, "worker_logs", f)).st_uid == _nobody().pw_uid for f in files)
+    for _ in range(50):  # the task's record reaches the head in its owner's next batch
+        got = subprocess.run([PYTHON, "-m", "manta.cli", "logs", "--task-id", task], env=env, capture_output=True,
+                             text=True, timeout=60)
+        if got.returncode == 0:
+            break
+    assert "spoken-as-nobody" in got.stdout, got.stdout + got.stderr
+    stacks = cli(env, "stack", "--method", "faulthandler")
+    assert "by faulthandler" in stacks and "Thread" in stacks

@@ -177,3 +177,52 @@ def test_bars_on_a_terminal_stay_below_other_output() -> None:
     assert first < clear < text.index("(f pid=1) hello") < text.rindex("work:")
     bars.update(BarState(uuid="u", desc="work", total=4, n=4, started=9.0, closed=True))
     assert not bars.bars and out.getvalue().rstrip().endswith("4/4 [00:01, 4.00it/s]")
+
+
+def test_a_log_is_never_read_through_a_link(tmp_path: object) -> None:
+    import pytest
+
+    secret = os.path.join(str(tmp_path), "token")
+    with open(secret, "w") as f:
+        f.write("secret\n")
+    soft, hard = os.path.join(str(tmp_path), "soft.out"), os.path.join(str(tmp_path), "hard.out")
+    os.symlink(secret, soft)
+    os.link(secret, hard)
+    with pytest.raises(OSError):
+        read_chunk(soft)
+    with pytest.raises(ValueError, match="link"):
+        read_chunk(hard)
+
+
+def test_a_workers_file_rotates_at_its_bound_and_each_file_names_its_task(tmp_path: object, monkeypatch) -> None:
+    from manta._private.runtime import worker_logs
+
+    monkeypatch.setattr(worker_logs, "MAX_BYTES", 200)
+    log = worker_logs.WorkerLog(str(tmp_path), b"\x01" * 16)
+    task = b"\x02" * 16
+    for i in range(20):
+        log.write(False, task, f"line {i:02d} of the task\n")
+    log.write(False, task, tm.PROGRESS_PREFIX + '{"uuid": "u"}\n')  # a bar's state: not kept
+    path = log.paths[0]
+    assert os.path.exists(path + ".1") and os.path.getsize(path) <= 200 + 64
+    c = read_chunk(path, task_id=task.hex())
+    assert c.data.endswith(b"line 19 of the task\n")  # the new file starts with its marker
+    assert tm.PROGRESS_PREFIX.encode() not in open(path, "rb").read()
+
+
+def test_a_workers_output_waits_for_a_flush_a_full_buffer_or_its_timer(tmp_path: object) -> None:
+    from manta._private.runtime import worker_logs
+
+    timers: list[tuple[float, object]] = []
+    log = worker_logs.WorkerLog(str(tmp_path), b"\x01" * 16, lambda delay, fn: timers.append((delay, fn)))
+    log.write(False, b"\x02" * 16, "first\n")
+    log.write(False, b"\x02" * 16, "second\n")
+    assert not os.path.exists(log.paths[0]) and len(timers) == 1  # one timer for what waits
+    assert timers[0][0] == worker_logs.FLUSH_S
+    timers[0][1]()  # type: ignore[operator]  # the timer fires (on the I/O thread)
+    assert open(log.paths[0]).read().splitlines()[1:] == ["first", "second"]
+    log.write(True, b"\x03" * 16, "x" * worker_logs.BUFFER_BYTES + "\n")  # a full buffer: written at once
+    assert os.path.getsize(log.paths[1]) > worker_logs.BUFFER_BYTES
+    log.write(False, b"\x04" * 16, "at the end of a task\n")
+    log.flush()  # the executor flushes its streams before it answers
+    assert read_chunk(log.paths[0], task_id=(b"\x04" * 16).hex()).data == b"at the end of a task\n"

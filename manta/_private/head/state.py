@@ -91,8 +91,9 @@ async def ask_nodes(nodes: list[Any], ask: Any, wait: float) -> tuple[list[Any],
     got, missing = [], []
     for n, answer in zip(nodes, answers):
         if isinstance(answer, BaseException):
-            why = "no answer" if isinstance(answer, TimeoutError) else str(answer) or type(answer).__name__
-            missing.append(f"node {n.node_id.hex()}: {why} in {wait:g} s")
+            why = f"no answer in {wait:g} s" if isinstance(answer, TimeoutError) else (
+                str(answer) or type(answer).__name__)
+            missing.append(f"node {n.node_id.hex()}: {why}")
         else:
             got.append(answer)
     return got, missing

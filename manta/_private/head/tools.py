@@ -16,6 +16,7 @@ answer says whose job the file or process is.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -30,43 +31,61 @@ from manta._private.transport.connection import Connection, RemoteError
 if TYPE_CHECKING:
     from manta._private.head.head import Head, Node
 
+log = logging.getLogger(__name__)
+
 HANDLED = (tm.ListLogs, tm.ReadLog, tm.DumpStacks, tm.ListStore)
 # Of its asker's time, what the head waits for the agents.
 SHARE = 0.9
 
 
+class Refused(Exception):
+    """The asker may not see what it asked for (the message says why)."""
+
+
 class HeadTools:
+    """`ask(principal, msg)` answers for any front end: the wire (`handle`,
+    below) or an HTTP route, which turns `Refused` into a 403, `LookupError`
+    into a 404 and `ValueError` into a 400."""
+
     def __init__(self, head: Head) -> None:
         self.head = head
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def handle(self, conn: Connection, msg: Any) -> None:
-        t = type(msg)
-        runs: dict[type, Callable[[Connection, Any], Any]] = {
-            tm.ListLogs: self._list_logs, tm.ReadLog: self._read_log, tm.DumpStacks: self._stacks,
-            tm.ListStore: self._store,
+    async def ask(self, principal: Principal, msg: Any) -> Any:
+        runs: dict[type, Callable[[Principal, Any], Any]] = {
+            tm.ListLogs: self.list_logs, tm.ReadLog: self.read_log, tm.DumpStacks: self.stacks,
+            tm.ListStore: self.store,
         }
-        run = runs[t]
-        task = asyncio.get_running_loop().create_task(self._answer(conn, msg, run))
+        answer = await runs[type(msg)](principal, msg)
+        # An agent's answer passed on: whoever sends it gives it the asker's rid.
+        return replace(answer, rid=0) if answer.rid else answer
+
+    def handle(self, conn: Connection, msg: Any) -> None:
+        task = asyncio.get_running_loop().create_task(self._answer(conn, msg))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _answer(self, conn: Connection, msg: Any, run: Callable[[Connection, Any], Any]) -> None:
+    async def _answer(self, conn: Connection, msg: Any) -> None:
         try:
-            answer = await run(conn, msg)
+            answer = await self.ask(conn.principal, msg)
+        except Refused as e:
+            self.head.access.refuse(conn, msg, str(e))  # answered, and audited
+            return
         except RemoteError as e:
             answer = e
         except LookupError as e:
             answer = RemoteError(m.ErrorKind.KEY, str(e.args[0]) if e.args else str(e))
         except ValueError as e:
             answer = RemoteError(m.ErrorKind.VALUE, str(e))
-        if conn.closed or answer is None:
+        except Exception as e:  # a bug here: the asker hears of it rather than waiting out its timeout
+            log.exception("answering %s", type(msg).__name__)
+            answer = RemoteError(m.ErrorKind.SYSTEM, f"{type(e).__name__}: {e}")
+        if conn.closed:
             return
         if isinstance(answer, RemoteError):
             conn.reply_error(msg, answer.kind, answer.message)
         else:
-            # An agent's answer passed on: the connection gives it the asker's rid.
-            conn.reply(msg, replace(answer, rid=0) if answer.rid else answer)
+            conn.reply(msg, answer)
 
     # -- who may read what -------------------------------------------------------
 
@@ -120,23 +139,24 @@ class HeadTools:
         if not ran:
             raise LookupError(f"actor {actor_id.hex()} has not run on any worker yet")
         last = ran[-1]
-        return bytes.fromhex(last["node_id"]), bytes.fromhex(last["worker_id"])
+        return bytes.fromhex(last["node_id"] or ""), bytes.fromhex(last["worker_id"])
 
     # -- the requests ------------------------------------------------------------
 
-    async def _list_logs(self, conn: Connection, msg: tm.ListLogs) -> tm.LogFiles:
+    async def list_logs(self, p: Principal, msg: tm.ListLogs) -> tm.LogFiles:
         nodes = self._nodes(msg.node_id)
         got, missing = await ask_nodes(nodes, tm.ListLogs(glob=msg.glob), msg.timeout_s * SHARE)
-        p = conn.principal
         files = [f for a in got for f in a.files if not self.refusal(p, f.job_id, f.name)]
         return tm.LogFiles(files=files, missing=missing)
 
-    async def _read_log(self, conn: Connection, msg: tm.ReadLog) -> Any:
+    async def read_log(self, p: Principal, msg: tm.ReadLog) -> tm.LogChunk:
         node_id, worker_id = msg.node_id, msg.worker_id
-        if msg.task_id:
-            node_id, worker_id = self._task_place(msg.task_id)
-        elif msg.actor_id:
-            node_id, worker_id = self._actor_place(msg.actor_id)
+        # A follower's next read names the node and file the first one found: no search again.
+        if not (msg.name and node_id):
+            if msg.task_id:
+                node_id, worker_id = self._task_place(msg.task_id)
+            elif msg.actor_id:
+                node_id, worker_id = self._actor_place(msg.actor_id)
         nodes = self._nodes(node_id)
         ask = tm.ReadLog(name=msg.name, worker_id=worker_id, pid=msg.pid, task_id=msg.task_id, err=msg.err,
                          tail=msg.tail, offset=msg.offset, inode=msg.inode, in_task=msg.in_task,
@@ -149,14 +169,13 @@ class HeadTools:
         if len(got) > 1:
             raise ValueError(f"{len(got)} nodes have a log {msg.name or msg.pid!r}; name one with --node-id: "
                              + ", ".join(c.node_id.hex() for c in got))
-        chunk = got[0]
-        why_not = self.refusal(conn.principal, chunk.job_id, f"log {chunk.name}")
+        chunk: tm.LogChunk = got[0]
+        why_not = self.refusal(p, chunk.job_id, f"log {chunk.name}")
         if why_not:
-            self.head.access.refuse(conn, msg, why_not)
-            return None
+            raise Refused(why_not)
         return chunk
 
-    async def _stacks(self, conn: Connection, msg: tm.DumpStacks) -> Any:
+    async def stacks(self, p: Principal, msg: tm.DumpStacks) -> tm.Stacks:
         node_id, worker_id = msg.node_id, msg.worker_id
         if msg.actor_id:
             entry = self.head.actors.get(msg.actor_id)
@@ -170,14 +189,12 @@ class HeadTools:
         targeted = bool(msg.pid or worker_id)
         if targeted and not got:
             raise LookupError("; ".join(why) or "no live node")
-        p = conn.principal
         stacks = [s for a in got for s in a.stacks]
         allowed = [s for s in stacks if not self.refusal(p, s.job_id, "")]
         if targeted and stacks and not allowed:
-            self.head.access.refuse(conn, msg, self.refusal(p, stacks[0].job_id, f"the stack of pid {stacks[0].pid}"))
-            return None
+            raise Refused(self.refusal(p, stacks[0].job_id, f"the stack of pid {stacks[0].pid}"))
         return tm.Stacks(stacks=allowed, missing=[] if targeted else why)
 
-    async def _store(self, conn: Connection, msg: tm.ListStore) -> tm.StoreReports:
+    async def store(self, p: Principal, msg: tm.ListStore) -> tm.StoreReports:
         got, missing = await ask_nodes(self._nodes(b""), tm.ListStore(), msg.timeout_s * SHARE)
         return tm.StoreReports(nodes=[r for a in got for r in a.nodes], missing=missing)

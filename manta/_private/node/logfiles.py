@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import os
+import stat
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -32,9 +33,22 @@ class Chunk:
     more: bool = False
 
 
+def open_private(path: str) -> int:
+    """A descriptor of the regular file at `path`, never through a link: a
+    symbolic one (O_NOFOLLOW) or a hard one (a file with another name could
+    be any file its maker could link, e.g. a secret of the agent's, offered
+    as a worker's log). OSError or ValueError otherwise."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+        os.close(fd)
+        raise ValueError(f"{os.path.basename(path)} is not a plain file of its own (a link?): not read")
+    return fd
+
+
 def read_chunk(path: str, *, offset: int = -1, inode: int = 0, tail: int = -1, max_bytes: int = 1 << 20,
                task_id: str = "", in_task: bool = False) -> Chunk:
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    fd = open_private(path)
     with os.fdopen(fd, "rb") as f:
         st = os.fstat(fd)
         size, ino = st.st_size, st.st_ino

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import functools
 import os
 import shutil
 import signal
@@ -19,7 +20,7 @@ import stat
 import sys
 from typing import TYPE_CHECKING, Any
 
-from manta._private.node.logfiles import read_chunk
+from manta._private.node.logfiles import open_private, read_chunk
 from manta._private.protocol import messages as m
 from manta._private.protocol import tool_messages as tm
 from manta._private.transport.connection import Connection
@@ -47,12 +48,7 @@ class NodeTools:
         if t is tm.ListLogs:
             conn.reply(msg, tm.LogFiles(files=self.list_logs(msg.glob)))
         elif t is tm.ReadLog:
-            try:
-                conn.reply(msg, self.read(msg))
-            except FileNotFoundError as e:
-                conn.reply_error(msg, m.ErrorKind.KEY, str(e))
-            except (ValueError, OSError) as e:
-                conn.reply_error(msg, m.ErrorKind.VALUE, str(e))
+            self._spawn(self._read(conn, msg))
         elif t is tm.DumpStacks:
             self._spawn(self._stacks(conn, msg))
         elif t is tm.ListStore:
@@ -79,7 +75,7 @@ class NodeTools:
             except OSError:
                 continue
             for name in names:
-                if prefix and name.endswith(".stack"):
+                if prefix and ".stack" in name:
                     continue  # stack dumps are `manta stack`'s
                 try:
                     st = os.stat(os.path.join(directory, name), follow_symlinks=False)
@@ -123,7 +119,20 @@ class NodeTools:
             name = names[0]
         return WORKERS + name
 
-    def read(self, msg: tm.ReadLog) -> tm.LogChunk:
+    async def _read(self, conn: Connection, msg: tm.ReadLog) -> None:
+        try:
+            answer = await self.read(msg)
+        except FileNotFoundError as e:
+            conn.reply_error(msg, m.ErrorKind.KEY, str(e))
+        except (ValueError, OSError) as e:
+            conn.reply_error(msg, m.ErrorKind.VALUE, str(e))
+        else:
+            if not conn.closed:
+                conn.reply(msg, answer)
+
+    async def read(self, msg: tm.ReadLog) -> tm.LogChunk:
+        # Names and jobs from the roster here, on the agent's loop; the file's
+        # bytes on a thread (a task's lines may take a scan of 64 MiB).
         if msg.name:
             name = msg.name
         elif msg.worker_id or msg.pid:
@@ -131,18 +140,21 @@ class NodeTools:
         else:
             raise ValueError("name a log file, a worker, an actor or a task")
         path = self.path_of(name)
+        job_id = self._job_of(name)
+        node_id = self.agent.node_id
+        read = functools.partial(read_chunk, path, offset=msg.offset, inode=msg.inode, tail=msg.tail,
+                                 max_bytes=msg.max_bytes, task_id=msg.task_id.hex() if msg.task_id else "",
+                                 in_task=msg.in_task)
         try:
-            chunk = read_chunk(path, offset=msg.offset, inode=msg.inode, tail=msg.tail, max_bytes=msg.max_bytes,
-                               task_id=msg.task_id.hex() if msg.task_id else "", in_task=msg.in_task)
+            chunk = await asyncio.get_running_loop().run_in_executor(None, read)
         except FileNotFoundError:
-            if name.startswith(WORKERS) and msg.task_id:
-                # The task printed nothing to this stream: its worker opened no file for it.
-                return tm.LogChunk(node_id=self.agent.node_id, name=name, data=b"", offset=0, inode=0,
-                                   job_id=self._job_of(name))
-            raise FileNotFoundError(f"no log file {name!r} on node {self.agent.node_id.hex()}") from None
-        return tm.LogChunk(node_id=self.agent.node_id, name=name, data=chunk.data, offset=chunk.offset,
-                           inode=chunk.inode, rotated=chunk.rotated, in_task=chunk.in_task, more=chunk.more,
-                           job_id=self._job_of(name))
+            if name.startswith(WORKERS) and (msg.task_id or msg.worker_id or msg.pid):
+                # A worker of this node that printed nothing to this stream (yet) has no file for it:
+                # nothing to show, and a follower reads it from its start once it appears.
+                return tm.LogChunk(node_id=node_id, name=name, data=b"", offset=0, inode=0, job_id=job_id)
+            raise FileNotFoundError(f"no log file {name!r} on node {node_id.hex()}") from None
+        return tm.LogChunk(node_id=node_id, name=name, data=chunk.data, offset=chunk.offset, inode=chunk.inode,
+                           rotated=chunk.rotated, in_task=chunk.in_task, more=chunk.more, job_id=job_id)
 
     def _job_of(self, name: str) -> int:
         if not name.startswith(WORKERS):
@@ -187,32 +199,35 @@ class NodeTools:
         return record(text, "faulthandler", error)
 
     async def _faulthandler(self, p: Proc) -> tuple[str, str]:
-        """The worker's faulthandler dump (runtime/worker_logs.py), asked for by signal."""
+        """The worker's faulthandler dump (runtime/worker_logs.py), asked for by signal.
+        The file is the worker's to replace: opened as logs are, never through a link."""
         path = os.path.join(self.worker_dir, tm.worker_log_name(p.worker_id, p.pid, "stack"))
         try:
-            start = os.stat(path).st_size
-        except OSError:
-            return "", "the worker has no stack file (it started before manta had them)"
+            fd = open_private(path)
+        except (OSError, ValueError) as e:
+            return "", f"cannot read the worker's stack file: {e}"
         try:
-            os.kill(p.pid, signal.SIGUSR1)
-        except OSError as e:
-            return "", f"cannot signal pid {p.pid}: {e}"
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + STACK_WAIT_S
-        size, still = start, 0
-        # Done when the file grew and then stopped growing for a few polls.
-        while loop.time() < deadline:
-            await asyncio.sleep(0.02)
-            now = os.stat(path).st_size
-            still = still + 1 if now == size and now > start else 0
-            size = now
-            if still >= 3:
-                break
-        if size <= start:
-            return "", f"pid {p.pid} wrote no stack within {STACK_WAIT_S:g} s"
-        with open(path, "rb") as f:
-            f.seek(start)
-            return f.read(size - start).decode("utf-8", "replace"), ""
+            start = os.fstat(fd).st_size
+            try:
+                os.kill(p.pid, signal.SIGUSR1)
+            except OSError as e:
+                return "", f"cannot signal pid {p.pid}: {e}"
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + STACK_WAIT_S
+            size, still = start, 0
+            # Done when the file grew and then stopped growing for a few polls.
+            while loop.time() < deadline:
+                await asyncio.sleep(0.02)
+                now = os.fstat(fd).st_size
+                still = still + 1 if now == size and now > start else 0
+                size = now
+                if still >= 3:
+                    break
+            if size <= start:
+                return "", f"pid {p.pid} wrote no stack within {STACK_WAIT_S:g} s"
+            return os.pread(fd, min(size - start, 4 << 20), start).decode("utf-8", "replace"), ""
+        finally:
+            os.close(fd)
 
     # -- the object store --------------------------------------------------------
 
@@ -253,8 +268,8 @@ async def _run(argv: list[str], timeout: float) -> tuple[str, str]:
 
 
 def _worker_of(name: str) -> tuple[bytes, int]:
-    """'worker-<hex id>-<pid>.out' -> (id, pid); (b"", 0) for any other name."""
-    stem = name.rsplit(".", 1)[0]
+    """'worker-<hex id>-<pid>.out' (or .out.1, rotated) -> (id, pid); (b"", 0) for any other name."""
+    stem = name.split(".", 1)[0]
     parts = stem.split("-")
     if len(parts) != 3 or parts[0] != "worker":
         return b"", 0

@@ -624,6 +624,8 @@ class TaskStream(io.TextIOBase):
     def flush(self) -> None:
         with self._lock:
             self._send_locked()
+        if self.log is not None:
+            self.log.flush()  # a task's output is in its file when the task ends
 
     def _send_locked(self) -> None:
         text = "".join(self._buf)

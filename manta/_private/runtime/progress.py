@@ -24,6 +24,8 @@ from manta._private.protocol.tool_messages import PROGRESS_PREFIX
 from manta._private.runtime.terminal import safe_line
 
 _WIDTH = 24  # characters of the bar itself
+# Bars the driver keeps at most: states come from tasks, which may send any number.
+MAX_BARS = 1000
 
 
 @dataclass(slots=True)
@@ -65,7 +67,7 @@ def render(s: BarState, now: float) -> str:
     rate = s.n / elapsed if elapsed > 0 else 0.0
     n = f"{s.n:g}"
     # A worker's bar says whose it is; the driver's own bars (no ip) need not.
-    where = f" (pid={s.pid}, ip={s.ip})" if s.ip else ""
+    where = f" (pid={s.pid}, ip={safe_line(s.ip)})" if s.ip else ""
     desc = safe_line(s.desc) + ": " if s.desc else ""
     unit = safe_line(s.unit)
     timing = f"[{_clock(elapsed)}, {rate:.2f}{unit}/s]"
@@ -108,6 +110,7 @@ class Bars:
                     self._printed.pop(key, None)
                 else:
                     self._printed[key] = state.n
+                    _bound(self._printed)
                 return
             self._clear()
             if state.closed:
@@ -116,6 +119,7 @@ class Bars:
                 self.stream.write(render(state, self.clock()) + "\n")
             else:
                 self.bars[key] = state
+                _bound(self.bars)
             self._draw()
 
     def write(self, text: str, stream: IO[str] | None = None) -> None:
@@ -139,11 +143,26 @@ class Bars:
             self._drawn = 0
 
     def _draw(self) -> None:
+        import shutil
+
         now = self.clock()
-        for state in sorted(self.bars.values(), key=lambda b: (b.position, b.pid, b.started)):
-            self.stream.write(render(state, now) + "\n")
+        size = shutil.get_terminal_size()
+        # A line wider than the terminal would wrap, and the cursor moves up by lines drawn;
+        # more bars than its height would scroll away.
+        width, room = max(20, size.columns - 1), max(1, size.lines - 2)
+        shown = sorted(self.bars.values(), key=lambda b: (b.position, b.pid, b.started))
+        for state in shown[:room]:
+            self.stream.write(render(state, now)[:width] + "\n")
+            self._drawn += 1
+        if len(shown) > room:
+            self.stream.write(f"... and {len(shown) - room} more bars\n"[:width + 1])
             self._drawn += 1
         self.stream.flush()
+
+
+def _bound(table: dict[Any, Any]) -> None:
+    while len(table) > MAX_BARS:
+        del table[next(iter(table))]  # the oldest bar first
 
 
 _bars: Bars | None = None

@@ -28,6 +28,8 @@ def trace_events(tasks: list[dict[str, Any]], now_ms: float | None = None) -> li
     # (node row, worker id) -> (thread row, the worker's pid if known)
     workers: dict[tuple[int, str], list[int]] = {}
     events: list[dict[str, Any]] = []
+    # A task sent on a reused lease has no node in its record; its worker's other tasks tell.
+    node_of = {t["worker_id"]: t["node_id"] for t in tasks if t.get("worker_id") and t.get("node_id")}
     for t in tasks:
         ran, end = t.get("start_time_ms") or 0, t.get("end_time_ms") or 0
         start = ran or (t.get("creation_time_ms") or 0 if end else 0)
@@ -35,7 +37,7 @@ def trace_events(tasks: list[dict[str, Any]], now_ms: float | None = None) -> li
             continue  # never ran: nothing to draw
         if not end:
             end = max(start, now_ms)
-        node = t.get("node_id") or ""
+        node = t.get("node_id") or node_of.get(t.get("worker_id") or "", "")
         pid = nodes.setdefault(node, len(nodes) + 1)
         worker = t.get("worker_id") or ""
         row = workers.setdefault((pid, worker), [len(workers) + 1, 0])

@@ -6,6 +6,7 @@ import atexit
 import logging
 import signal
 import sys
+from collections.abc import Callable
 
 from manta._private.config import Config
 from manta._private.protocol import messages as m
@@ -27,7 +28,13 @@ def worker_main(session: m.SessionInfo, config: Config, worker_id: bytes) -> Non
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     install_stack_dumps(session.session_dir, worker_id)
     rt.start()
-    install_streams(rt, WorkerLog(session.session_dir, worker_id))
+    loop = rt.loop
+
+    def later(delay: float, fn: Callable[[], None]) -> None:
+        # From any thread: the flush runs on the I/O thread, after `delay`.
+        loop.call_soon_threadsafe(loop.call_later, delay, fn)
+
+    install_streams(rt, WorkerLog(session.session_dir, worker_id, later))
     executor.main_loop()
     # main_loop returns only when the actor ended itself (exit_actor): exit
     # as Python would, atexit handlers included (the fork server's child
