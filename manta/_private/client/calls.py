@@ -44,7 +44,7 @@ class PutChunk(Call, frozen=True):
     upload: int
     offset: int
     total: int
-    data: bytes
+    data: bytes  # encoded from a memoryview of the value: no copy of its own
 
 
 class PutEnd(Call, frozen=True):
@@ -64,6 +64,7 @@ class Get(Call, frozen=True):
 class Chunk(Call, frozen=True):
     download: int
     offset: int
+    size: int
 
 
 class Wait(Call, frozen=True):
@@ -156,7 +157,7 @@ class Fetched(Call, frozen=True):
 
 
 class Data(Call, frozen=True):
-    data: bytes
+    data: bytes  # encoded from a memoryview of the stored value
 
 
 class Ready(Call, frozen=True):

@@ -263,7 +263,7 @@ class Proxy:
             first = bytes(raw[: min(size, max(budget, 0))])
             with self.lock:
                 download = next(self._download_ids)
-                self.downloads[download] = (raw, size)
+                self.downloads[download] = (raw, size - len(first))  # the bytes still to be read
             items.append(c.Item(data=first, size=size, download=download))
             budget -= len(first)
         return c.Fetched(items=items)
@@ -289,15 +289,17 @@ class Proxy:
     def _chunk(self, call: c.Chunk) -> c.Data:
         with self.lock:
             found = self.downloads.get(call.download)
-        if found is None:
-            raise ValueError(f"no download {call.download}")
-        raw, size = found
-        end = min(size, call.offset + self.chunk)
-        data = bytes(raw[call.offset: end])
-        if end >= size:
-            with self.lock:
-                self.downloads.pop(call.download, None)  # its last chunk: the store's pin goes with it
-        return c.Data(data=data)
+            if found is None:
+                raise ValueError(f"no download {call.download}")
+            raw, left = found
+            size = max(0, min(call.size, self.chunk, len(raw) - call.offset))
+            left -= size
+            if left <= 0:
+                del self.downloads[call.download]  # all of it was read: the store's pin goes with it
+            else:
+                self.downloads[call.download] = (raw, left)
+        view = memoryview(raw)[call.offset: call.offset + size]
+        return c.Data(data=view)  # type: ignore[arg-type]
 
 
 def describe_job(rt: CoreRuntime, entrypoint: str) -> None:

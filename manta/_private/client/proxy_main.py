@@ -16,6 +16,7 @@ from manta._private.client.proxy import Proxy, describe_job, exit_when_gone
 from manta._private.config import Config
 from manta._private.ids import new_worker_id
 from manta._private.protocol import messages as m
+from manta._private.protocol.client_messages import chunk_bytes
 from manta._private.protocol.identity import Credential
 from manta._private.runtime import context
 from manta._private.runtime.core import CoreRuntime
@@ -42,7 +43,7 @@ def main() -> None:
                      on_log=on_log)
     rt.start()
     context.install(rt)
-    proxy = Proxy(rt, max(64 << 10, min(8 << 20, config.max_frame_bytes // 2)))
+    proxy = Proxy(rt, chunk_bytes(config.max_frame_bytes))
     rt.run(proxy.attach(setup["token"], bytes.fromhex(setup["key"])))
     describe_job(rt, setup.get("entrypoint", ""))
     exit_when_gone(proxy)

@@ -396,7 +396,7 @@ class ClientRuntime:
             end = c.PutEnd(upload=upload, total=total, data=bytes(data), contained=contained)
         else:
             self.call_many([
-                c.PutChunk(upload=upload, offset=off, total=total, data=bytes(data[off: off + chunk]))
+                c.PutChunk(upload=upload, offset=off, total=total, data=data[off: off + chunk])  # type: ignore[arg-type]
                 for off in range(0, total, chunk)
             ])
             end = c.PutEnd(upload=upload, total=total, data=b"", contained=contained)
@@ -434,7 +434,7 @@ class ClientRuntime:
         buf = bytearray(item.size)
         buf[: len(item.data)] = item.data
         offsets = list(range(len(item.data), item.size, self.chunk))
-        for off, answer in zip(offsets, self.call_many([c.Chunk(item.download, off) for off in offsets])):
+        for off, answer in zip(offsets, self.call_many([c.Chunk(item.download, off, self.chunk) for off in offsets])):
             buf[off: off + len(answer.data)] = answer.data
         return memoryview(buf)
 

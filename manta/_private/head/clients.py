@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from manta._private.protocol import client_messages as cm
 from manta._private.protocol import messages as m
-from manta._private.protocol.identity import Credential, Kind
+from manta._private.protocol.identity import Kind
 from manta._private.transport.connection import Connection, ConnectionLost, RemoteError
 
 if TYPE_CHECKING:
@@ -220,7 +220,7 @@ class ClientSessions:
         return cm.ClientSession(
             session_id=s.session_id, job_id=a.job_id, namespace=a.namespace, node_id=a.node_id, address=a.address,
             session_name=os.path.basename(self.head.session_dir.rstrip("/")),
-            chunk_bytes=max(64 << 10, min(8 << 20, limit // 2)), resumed=resumed, ca=ca,
+            chunk_bytes=cm.chunk_bytes(limit), resumed=resumed, ca=ca,
         )
 
     def _attach_timeout(self, s: Session) -> None:
@@ -289,7 +289,3 @@ class ClientSessions:
                 except subprocess.TimeoutExpired:
                     s.proc.kill()
                     s.proc.wait()
-
-
-def proxy_credential(token: str) -> Credential:
-    return Credential(token=token)

@@ -74,3 +74,9 @@ class ClientLog(Msg, frozen=True):
 
 
 REPLIES = (ClientSession, ClientReply)
+
+def chunk_bytes(max_frame: int) -> int:
+    """The chunk size of a session: its frames stay within what a connection
+    takes whole into one buffer (`FrameDecoder.PREALLOC`, 8 MiB), and under the frame limit."""
+    return max(64 << 10, min((8 << 20) - (64 << 10), max_frame // 2))
+
