@@ -258,3 +258,39 @@ def test_entrypoint_resources_keep_a_job_pending_until_they_are_reserved(c):
     assert cl.stop_job(never) is True
     assert wait_status(cl, never, {"STOPPED"}).status.value == "STOPPED"
     assert "never" not in cl.get_job_logs(never)
+
+
+def test_rays_package_names_are_the_uploaders_own(c):
+    """Ray's clients upload a working_dir as gcs://_ray_pkg_<hash>.zip, a hash not of the zip's
+    bytes: the name is kept per token, so no other token can plant code under it."""
+    import io
+    import zipfile
+
+    def upload(token: str, text: str) -> int:
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as zf:
+            zf.writestr("m.py", text)
+        req = urllib.request.Request(c.extra["url"] + "/api/packages/gcs/_ray_pkg_0123abcd.zip", method="PUT",
+                                     data=buf.getvalue(), headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status
+
+    def exists(token: str) -> bool:
+        req = urllib.request.Request(c.extra["url"] + "/api/packages/gcs/_ray_pkg_0123abcd.zip",
+                                     headers={"Authorization": f"Bearer {token}"})
+        try:
+            with urllib.request.urlopen(req, timeout=30):
+                return True
+        except urllib.error.HTTPError as e:
+            assert e.code == 404
+            return False
+
+    assert upload(c.extra["b"], "print('planted by b')") == 200
+    assert not exists(c.extra["a"])  # a's client would upload its own
+    assert upload(c.extra["a"], "print('a s own code')") == 200
+    assert exists(c.extra["a"])
+    a = client(c, c.extra["a"])
+    sid = a.submit_job(entrypoint=f"{sys.executable} m.py", runtime_env={"working_dir": "gcs://_ray_pkg_0123abcd.zip"})
+    assert wait_status(a, sid, {"SUCCEEDED", "FAILED"}).status.value == "SUCCEEDED"
+    assert "a s own code" in a.get_job_logs(sid) and "planted" not in a.get_job_logs(sid)
+    assert a.get_job_info(sid).runtime_env["working_dir"].startswith("manta://_manta_pkg_")

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import WSMsgType, web
 
 from manta._private.head.http.auth import error, require
-from manta._private.head.jobs.supervisor import PACKAGES_NAMESPACE, JobManager, package_digest
+from manta._private.head.jobs.supervisor import PACKAGES_NAMESPACE, JobManager, package_ref
 from manta._private.head.jobs.table import JobError, JobRecord, check_submission_id, new_submission_id
 from manta._private.protocol import messages as m
 from manta._private.protocol.identity import Principal, Role
@@ -120,7 +120,7 @@ def parse_submit(body: Any) -> JobRecord:
     if "working_dir" in runtime_env:
         if not isinstance(runtime_env["working_dir"], str):
             raise JobError("runtime_env.working_dir must be the URI of an uploaded package")
-        package_digest(runtime_env["working_dir"])
+        package_ref(runtime_env["working_dir"])
     metadata = body.get("metadata") or {}
     if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str)
                                                   for k, v in metadata.items()):
@@ -226,25 +226,26 @@ async def delete_job(request: web.Request) -> web.Response:
     return await _act(request, "delete")
 
 
-def _package(request: web.Request) -> str:
+def _package(request: web.Request) -> tuple[str, str, str]:
+    """(uri, kind, name) of the package a route names (see `package_ref`)."""
+    uri = f"{request.match_info['protocol']}://{request.match_info['name']}"
     try:
-        return package_digest(f"{request.match_info['protocol']}://{request.match_info['name']}")
+        return (uri, *package_ref(uri))
     except JobError as e:
         raise error(400, str(e)) from None
 
 
 async def get_package(request: web.Request) -> web.Response:
-    require(request, Role.VIEW)
-    digest = _package(request)
-    head = request.app[MANAGER].head
-    if (PACKAGES_NAMESPACE, digest.encode()) not in head.kv:
+    p = require(request, Role.VIEW)
+    uri, _, _ = _package(request)
+    if request.app[MANAGER].resolve(p, uri) is None:
         raise error(404, f"package {request.match_info['name']} is not on this cluster")
     return web.json_response({"exists": True})
 
 
 async def put_package(request: web.Request) -> web.Response:
     p = require(request, Role.SUBMIT)
-    digest = _package(request)
+    _, kind, name = _package(request)
     chunks = []
     size = 0
     async for chunk in request.content.iter_chunked(1 << 20):
@@ -253,15 +254,18 @@ async def put_package(request: web.Request) -> web.Response:
             raise error(413, f"a package is at most {MAX_PACKAGE_BYTES >> 20} MiB")
         chunks.append(chunk)
     data = b"".join(chunks)
-    if hashlib.sha256(data).hexdigest() != digest:
+    digest = hashlib.sha256(data).hexdigest()
+    if kind == "sha256" and digest != name:
         raise error(400, "the package's bytes do not hash to the sha256 its name gives")
-    manager = request.app[MANAGER]
-    head = manager.head
+    head = request.app[MANAGER].head
+    # Stored by content hash (as drivers store theirs); a Ray name maps to it for this token only.
     msg = m.KvPut(namespace=PACKAGES_NAMESPACE, key=digest.encode(), value=data, overwrite=False)
     bad = head.bounds.refusal(msg) or head.quotas.refusal(p, msg)
     if bad:
         raise error(429, bad)
     head._kv(msg, p)
-    head.access.audit.record(p, "package.upload", target=digest, namespace=PACKAGES_NAMESPACE,
-                             peer=_peer(request), detail=f"{size} bytes")
+    if kind == "ray":
+        request.app[MANAGER].name_package(p, name, digest)
+    head.access.audit.record(p, "package.upload", target=name, namespace=PACKAGES_NAMESPACE,
+                             peer=_peer(request), detail=f"{size} bytes, sha256 {digest}")
     return web.json_response({"uploaded": True})
