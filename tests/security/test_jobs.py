@@ -134,6 +134,12 @@ def test_a_job_runs_tasks_succeeds_and_its_logs_hold_its_output(c):
     assert "squares 285" in logs and info.driver_exit_code == 0 and info.metadata == {"who": "test"}
     assert info.start_time and info.end_time >= info.start_time
     assert sid in [j.submission_id for j in cl.list_jobs()]
+    # Its driver's job id, as Ray gives it, finds it too; the state API shows it as a submission.
+    assert info.job_id != sid and info.driver_info is not None and int(info.driver_info.pid) > 0
+    assert cl.get_job_info(info.job_id).submission_id == sid
+    listed = c.result("from manta.util import state\n"
+                      "print(json.dumps([[j.type, j.submission_id] for j in state.list_jobs()]))")
+    assert ["SUBMISSION", sid] in listed, listed
     actions = [r["action"] for r in c.audit_records() if r.get("target") == sid]
     assert "job.submit" in actions, actions
 

@@ -27,6 +27,7 @@ from aiohttp import WSMsgType, web
 from manta._private.head.http.auth import error, require
 from manta._private.head.jobs.supervisor import PACKAGES_NAMESPACE, JobManager, package_ref
 from manta._private.head.jobs.table import JobError, JobRecord, check_submission_id, new_submission_id
+from manta._private.ids import job_hex
 from manta._private.protocol import messages as m
 from manta._private.protocol.identity import Principal, Role
 from manta._private.protocol.runtime_env import RESERVED_VARS
@@ -68,11 +69,17 @@ def _peer(request: web.Request) -> str:
     return request.remote or ""
 
 
-def details(job: JobRecord) -> dict[str, Any]:
-    """Ray's JobDetails of a submission."""
+def details(job: JobRecord, manager: JobManager) -> dict[str, Any]:
+    """Ray's JobDetails of a submission: `job_id` and `driver_info` are its driver's once one has
+    registered (Ray's too), else `job_id` is the submission id."""
+    driver = manager.driver_of(job)
+    job_id, info = job.submission_id, None
+    if driver is not None:
+        job_id = job_hex(driver[0])
+        info = {"id": job_id, "node_ip_address": driver[2], "pid": str(driver[1])}
     return {
-        "type": "SUBMISSION", "job_id": job.submission_id, "submission_id": job.submission_id,
-        "driver_info": None, "status": job.status.value, "entrypoint": job.entrypoint, "message": job.message,
+        "type": "SUBMISSION", "job_id": job_id, "submission_id": job.submission_id,
+        "driver_info": info, "status": job.status.value, "entrypoint": job.entrypoint, "message": job.message,
         "error_type": job.error_type or None, "start_time": job.start_time or None,
         "end_time": job.end_time or None, "metadata": dict(job.metadata), "runtime_env": dict(job.runtime_env),
         "driver_agent_http_address": None, "driver_node_id": None, "driver_exit_code": job.driver_exit_code,
@@ -162,7 +169,7 @@ async def submit(request: web.Request) -> web.Response:
 async def list_jobs(request: web.Request) -> web.Response:
     p = require(request, Role.VIEW)
     jobs = sorted(request.app[MANAGER].list_for(p), key=lambda j: j.start_time)
-    return web.json_response([details(j) for j in jobs])
+    return web.json_response([details(j, request.app[MANAGER]) for j in jobs])
 
 
 def _visible(request: web.Request, p: Principal) -> JobRecord:
@@ -174,7 +181,7 @@ def _visible(request: web.Request, p: Principal) -> JobRecord:
 
 async def get_job(request: web.Request) -> web.Response:
     p = require(request, Role.VIEW)
-    return web.json_response(details(_visible(request, p)))
+    return web.json_response(details(_visible(request, p), request.app[MANAGER]))
 
 
 async def get_logs(request: web.Request) -> web.Response:

@@ -46,6 +46,7 @@ from manta._private.control import placement_groups as pgs
 from manta._private.control.placement_groups import PGEntry
 from manta._private.head.jobs.table import PENDING, RUNNING, JobError, JobRecord, JobTable, Signal
 from manta._private.head.storage import decode, encode
+from manta._private.ids import job_hex
 from manta._private.protocol import messages as m
 from manta._private.protocol.identity import Principal, Role
 
@@ -167,7 +168,26 @@ class JobManager:
         self.ray_packages[key] = digest
         self.head.storage.put(PACKAGE_TABLE, key, digest.encode())
 
+    def driver_of(self, job: JobRecord) -> tuple[int, int, str] | None:
+        """(job id, pid, ip) of the newest driver that said it runs this submission; only a driver
+        of the submitter's own token counts, so no other job can pass itself off as this one's."""
+        found = None
+        for d in self.head.state_queries.job_details.values():
+            if d.submission_id != job.submission_id:
+                continue
+            driver = self.head.jobs.get(d.job_id)
+            if driver is not None and driver.token_id == job.token_id and (found is None or d.job_id > found[0]):
+                found = (d.job_id, driver.pid, d.ip)
+        return found
+
     def visible(self, p: Principal, sid: str) -> JobRecord:
+        """The job of this submission id (or its driver's job id, as Ray finds jobs), if `p` may see it."""
+        if sid not in self.table.jobs:
+            for candidate in self.table.jobs.values():
+                driver = self.driver_of(candidate)
+                if driver is not None and job_hex(driver[0]) == sid.lower():
+                    sid = candidate.submission_id
+                    break
         job = self.table.get(sid)
         if not may_see(p, job):
             raise JobError(f"Job {sid} does not exist", 404)  # as if absent: names tell nothing
@@ -185,6 +205,7 @@ class JobManager:
 
     def stop(self, p: Principal, sid: str, peer: str = "") -> bool:
         job = self.visible(p, sid)
+        sid = job.submission_id
         self._may_act(p, job, "stop")
         stopped, signals = self.table.stop(sid)
         self.head.access.audit.record(p, "job.stop", target=sid, namespace=job.namespace, peer=peer,
@@ -195,6 +216,7 @@ class JobManager:
 
     def delete(self, p: Principal, sid: str, peer: str = "") -> bool:
         job = self.visible(p, sid)
+        sid = job.submission_id
         self._may_act(p, job, "delete")
         self.table.delete(sid)
         self.head.storage.delete(TABLE, sid.encode())
