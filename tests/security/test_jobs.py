@@ -204,6 +204,7 @@ def test_the_cli_submits_a_working_dir_and_follows_it(c):
     assert "helper says hello set" in r.stdout and "Job 'cli-job' succeeded" in r.stdout, r.stdout + r.stderr
     assert "SUCCEEDED" in c.cli("job", "status", "--address", c.extra["url"], "cli-job").stdout
     assert "helper says" in c.cli("job", "logs", "--address", c.extra["url"], "cli-job").stdout
+    assert "helper says" in c.cli("job", "logs", "--follow", "--address", c.extra["url"], "cli-job").stdout
     listed = c.cli("job", "list", "--address", c.extra["url"]).stdout
     assert "cli-job" in listed
     failed = c.cli("job", "submit", "--address", c.extra["url"], "--", "false", check=False)
