@@ -119,7 +119,7 @@ def test_the_oldest_ended_jobs_make_room_but_unfinished_ones_never_go(table):
     table.clock.t += 1
     table.exited("a", 0)
     table.submit(JobRecord(submission_id="d", entrypoint="x"))
-    assert sorted(table.jobs) == ["a", "c", "d"]  # b ended first, so it went
+    assert sorted(table.jobs) == ["a", "c", "d"] and table.forgotten == ["b"]  # b ended first, so it went
 
 
 def test_a_job_lost_with_the_head_fails_clearly(table):

@@ -147,6 +147,8 @@ class JobManager:
             job = replace(job, runtime_env={**job.runtime_env, "working_dir": package_uri(digest)})
         job = replace(job, namespace=namespace, token_id=p.token_id or LOCAL_ADMIN, submitter=p.name)
         rec = self.table.submit(job)
+        while self.table.forgotten:
+            self._remove(self.table.forgotten.pop())
         self._save(rec)
         self.head.access.audit.record(p, "job.submit", target=rec.submission_id, namespace=namespace, peer=peer,
                                       detail=rec.entrypoint[:200])
@@ -219,15 +221,19 @@ class JobManager:
         sid = job.submission_id
         self._may_act(p, job, "delete")
         self.table.delete(sid)
-        self.head.storage.delete(TABLE, sid.encode())
+        self._remove(sid)
         self.head.access.audit.record(p, "job.delete", target=sid, namespace=job.namespace, peer=peer)
+        return True
+
+    def _remove(self, sid: str) -> None:
+        """An ended job's stored record, logs and directory."""
+        self.head.storage.delete(TABLE, sid.encode())
         for path in (self.log_path(sid), self.log_path(sid) + ".1"):
             try:
                 os.unlink(path)
             except OSError:
                 pass
         shutil.rmtree(self.job_dir(sid), ignore_errors=True)
-        return True
 
     def logs(self, sid: str, limit: int = 0) -> str:
         parts = []
