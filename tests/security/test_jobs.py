@@ -301,3 +301,25 @@ def test_rays_package_names_are_the_uploaders_own(c):
     assert wait_status(a, sid, {"SUCCEEDED", "FAILED"}).status.value == "SUCCEEDED"
     assert "a s own code" in a.get_job_logs(sid) and "planted" not in a.get_job_logs(sid)
     assert a.get_job_info(sid).runtime_env["working_dir"].startswith("manta://_manta_pkg_")
+
+
+def test_over_tls_the_client_checks_the_clusters_ca():
+    from manta.job_submission import JobSubmissionClient
+
+    with cluster("jobs-tls", "--num-cpus", "1", "--dashboard-port", "0", "--tls", "on") as t:
+        url = _dashboard(t)
+        assert url.startswith("https://")
+        old = os.environ.get("MANTA_TMPDIR")
+        os.environ["MANTA_TMPDIR"] = t.root  # this machine's record holds the CA the client trusts
+        try:
+            cl = JobSubmissionClient(url)
+            sid = cl.submit_job(entrypoint=f"{sys.executable} -c '{TASKS}'")
+            assert wait_status(cl, sid, {"SUCCEEDED", "FAILED"}).status.value == "SUCCEEDED", cl.get_job_logs(sid)
+            assert "squares 285" in cl.get_job_logs(sid)
+        finally:
+            if old is None:
+                os.environ.pop("MANTA_TMPDIR")
+            else:
+                os.environ["MANTA_TMPDIR"] = old
+        with pytest.raises(ConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
+            JobSubmissionClient(url)  # elsewhere, with only the system's CAs: refused
