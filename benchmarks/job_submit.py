@@ -59,7 +59,7 @@ def wait_file(path: str, timeout: float = 120) -> float:
 def one_round(cli: list[str], env: dict[str, str], python: str, out_dir: str, n: int) -> float:
     stamp = os.path.join(out_dir, f"stamp-{n}")
     started = time.time()
-    r = subprocess.run([*cli, "--no-wait", "--", python, "-c", f'"{STAMP}"', stamp], env=env,
+    r = subprocess.run([*cli, "--no-wait", "--", python, "-c", STAMP, stamp], env=env,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     return wait_file(stamp) - started

@@ -120,6 +120,18 @@ def _token(token_file: str | None) -> str | None:
     return credential.token if credential is not None else None
 
 
+def _local_ca(address: str) -> str | None:
+    """The CA of this machine's cluster whose HTTP server is at `address`, if it is one
+    (its certificates are the cluster's own, not the system's)."""
+    from manta._private import cluster
+
+    for rec in cluster.load_records():
+        ca = os.path.join(rec.session_dir, "tls", "ca.pem")
+        if rec.dashboard_url.rstrip("/") == address and os.path.exists(ca):
+            return ca
+    return None
+
+
 class JobSubmissionClient:
     def __init__(
         self,
@@ -151,7 +163,7 @@ class JobSubmissionClient:
             elif isinstance(verify, str):
                 self._ssl = ssl.create_default_context(cafile=verify)
             else:
-                self._ssl = ssl.create_default_context()
+                self._ssl = ssl.create_default_context(cafile=_local_ca(self.address))
         self._version()
 
     # -- HTTP ---------------------------------------------------------------

@@ -271,9 +271,13 @@ def _describe_job(rt: CoreRuntime, runtime_env: dict[str, Any] | None) -> None:
     # Packages by where they were stored, as Ray shows their URIs.
     shown = {k: v for k, v in (runtime_env or {}).items() if k not in (*PACKAGE_FIELDS, "excludes", "env_vars")}
     shown.update(runtime_env_of(rt.env_vars)[0])
+    try:  # the driver of a submitted job says which (head/jobs/supervisor.py)
+        submission_id = str(json.loads(os.environ.get("MANTA_JOB_CONFIG") or "{}").get("submission_id") or "")
+    except (ValueError, AttributeError):
+        submission_id = ""
     details = sm.JobDetails(
         job_id=rt.job_id, entrypoint=subprocess.list2cmdline(argv), runtime_env=json.dumps(shown, default=str),
-        node_id=rt.node_id, ip=rt.session.node_ip or "127.0.0.1",
+        node_id=rt.node_id, ip=rt.session.node_ip or "127.0.0.1", submission_id=submission_id,
     )
     rt.post(rt.send_head, details)
 

@@ -592,7 +592,8 @@ class DriverInfo(_Fields):
 @dataclass
 class JobState(_Fields):
     """A job, with the field names of Ray's job records (`JobDetails`).
-    Every manta job is a driver's: there is no job submission yet."""
+    A job submitted over the REST API (`manta job submit`) is the type
+    SUBMISSION, with its submission id; one started by a driver, DRIVER."""
 
     type: str  # DRIVER
     job_id: str | None
@@ -618,7 +619,7 @@ _JOB_FILTERS = frozenset({"job_id", "type", "status", "submission_id"})
 def _job_state(j: sm.JobRecord, detail: bool) -> JobState:
     job_id = ids.job_hex(j.job_id)
     state = JobState(
-        type="DRIVER", job_id=job_id, submission_id=None,
+        type="SUBMISSION" if j.submission_id else "DRIVER", job_id=job_id, submission_id=j.submission_id or None,
         driver_info=DriverInfo(id=job_id, node_ip_address=j.ip, pid=str(j.driver_pid)),
         status="RUNNING" if j.alive else "SUCCEEDED", entrypoint=j.entrypoint,
     )

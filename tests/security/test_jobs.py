@@ -134,6 +134,12 @@ def test_a_job_runs_tasks_succeeds_and_its_logs_hold_its_output(c):
     assert "squares 285" in logs and info.driver_exit_code == 0 and info.metadata == {"who": "test"}
     assert info.start_time and info.end_time >= info.start_time
     assert sid in [j.submission_id for j in cl.list_jobs()]
+    # Its driver's job id, as Ray gives it, finds it too; the state API shows it as a submission.
+    assert info.job_id != sid and info.driver_info is not None and int(info.driver_info.pid) > 0
+    assert cl.get_job_info(info.job_id).submission_id == sid
+    listed = c.result("from manta.util import state\n"
+                      "print(json.dumps([[j.type, j.submission_id] for j in state.list_jobs()]))")
+    assert ["SUBMISSION", sid] in listed, listed
     actions = [r["action"] for r in c.audit_records() if r.get("target") == sid]
     assert "job.submit" in actions, actions
 
@@ -198,6 +204,7 @@ def test_the_cli_submits_a_working_dir_and_follows_it(c):
     assert "helper says hello set" in r.stdout and "Job 'cli-job' succeeded" in r.stdout, r.stdout + r.stderr
     assert "SUCCEEDED" in c.cli("job", "status", "--address", c.extra["url"], "cli-job").stdout
     assert "helper says" in c.cli("job", "logs", "--address", c.extra["url"], "cli-job").stdout
+    assert "helper says" in c.cli("job", "logs", "--follow", "--address", c.extra["url"], "cli-job").stdout
     listed = c.cli("job", "list", "--address", c.extra["url"]).stdout
     assert "cli-job" in listed
     failed = c.cli("job", "submit", "--address", c.extra["url"], "--", "false", check=False)
@@ -258,3 +265,61 @@ def test_entrypoint_resources_keep_a_job_pending_until_they_are_reserved(c):
     assert cl.stop_job(never) is True
     assert wait_status(cl, never, {"STOPPED"}).status.value == "STOPPED"
     assert "never" not in cl.get_job_logs(never)
+
+
+def test_rays_package_names_are_the_uploaders_own(c):
+    """Ray's clients upload a working_dir as gcs://_ray_pkg_<hash>.zip, a hash not of the zip's
+    bytes: the name is kept per token, so no other token can plant code under it."""
+    import io
+    import zipfile
+
+    def upload(token: str, text: str) -> int:
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as zf:
+            zf.writestr("m.py", text)
+        req = urllib.request.Request(c.extra["url"] + "/api/packages/gcs/_ray_pkg_0123abcd.zip", method="PUT",
+                                     data=buf.getvalue(), headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status
+
+    def exists(token: str) -> bool:
+        req = urllib.request.Request(c.extra["url"] + "/api/packages/gcs/_ray_pkg_0123abcd.zip",
+                                     headers={"Authorization": f"Bearer {token}"})
+        try:
+            with urllib.request.urlopen(req, timeout=30):
+                return True
+        except urllib.error.HTTPError as e:
+            assert e.code == 404
+            return False
+
+    assert upload(c.extra["b"], "print('planted by b')") == 200
+    assert not exists(c.extra["a"])  # a's client would upload its own
+    assert upload(c.extra["a"], "print('a s own code')") == 200
+    assert exists(c.extra["a"])
+    a = client(c, c.extra["a"])
+    sid = a.submit_job(entrypoint=f"{sys.executable} m.py", runtime_env={"working_dir": "gcs://_ray_pkg_0123abcd.zip"})
+    assert wait_status(a, sid, {"SUCCEEDED", "FAILED"}).status.value == "SUCCEEDED"
+    assert "a s own code" in a.get_job_logs(sid) and "planted" not in a.get_job_logs(sid)
+    assert a.get_job_info(sid).runtime_env["working_dir"].startswith("manta://_manta_pkg_")
+
+
+def test_over_tls_the_client_checks_the_clusters_ca():
+    from manta.job_submission import JobSubmissionClient
+
+    with cluster("jobs-tls", "--num-cpus", "1", "--dashboard-port", "0", "--tls", "on") as t:
+        url = _dashboard(t)
+        assert url.startswith("https://")
+        old = os.environ.get("MANTA_TMPDIR")
+        os.environ["MANTA_TMPDIR"] = t.root  # this machine's record holds the CA the client trusts
+        try:
+            cl = JobSubmissionClient(url)
+            sid = cl.submit_job(entrypoint=f"{sys.executable} -c '{TASKS}'")
+            assert wait_status(cl, sid, {"SUCCEEDED", "FAILED"}).status.value == "SUCCEEDED", cl.get_job_logs(sid)
+            assert "squares 285" in cl.get_job_logs(sid)
+        finally:
+            if old is None:
+                os.environ.pop("MANTA_TMPDIR")
+            else:
+                os.environ["MANTA_TMPDIR"] = old
+        with pytest.raises(ConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
+            JobSubmissionClient(url)  # elsewhere, with only the system's CAs: refused

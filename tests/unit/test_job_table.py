@@ -119,7 +119,7 @@ def test_the_oldest_ended_jobs_make_room_but_unfinished_ones_never_go(table):
     table.clock.t += 1
     table.exited("a", 0)
     table.submit(JobRecord(submission_id="d", entrypoint="x"))
-    assert sorted(table.jobs) == ["a", "c", "d"]  # b ended first, so it went
+    assert sorted(table.jobs) == ["a", "c", "d"] and table.forgotten == ["b"]  # b ended first, so it went
 
 
 def test_a_job_lost_with_the_head_fails_clearly(table):
@@ -132,3 +132,53 @@ def test_needs_uses_rays_resource_names():
     rec = JobRecord(submission_id="a", entrypoint="x", entrypoint_num_cpus=1, entrypoint_num_gpus=0.5,
                     entrypoint_memory=100, entrypoint_resources={"disk": 2})
     assert rec.needs() == {"CPU": 1.0, "GPU": 0.5, "memory": 100.0, "disk": 2.0}
+
+
+def test_submissions_are_checked_field_by_field():
+    from manta._private.head.http.jobs import parse_submit
+
+    rec = parse_submit({"entrypoint": "python x.py", "submission_id": "mine", "entrypoint_num_cpus": 1,
+                        "entrypoint_memory": 10, "metadata": {"a": "b"}, "runtime_env": {"env_vars": {"K": "V"}}})
+    assert (rec.submission_id, rec.entrypoint_num_cpus, rec.entrypoint_memory) == ("mine", 1.0, 10)
+    assert parse_submit({"entrypoint": "x"}).submission_id.startswith("mantasubmit_")
+    for body, field in (
+        ([], "JSON object"), ({}, "entrypoint"), ({"entrypoint": " "}, "entrypoint"),
+        ({"entrypoint": "x", "entrypoint_num_gpus": float("inf")}, "entrypoint_num_gpus"),
+        ({"entrypoint": "x", "entrypoint_num_cpus": True}, "entrypoint_num_cpus"),
+        ({"entrypoint": "x", "entrypoint_memory": 1.5}, "entrypoint_memory"),
+        ({"entrypoint": "x", "entrypoint_resources": {"CPU": 1}}, "entrypoint_resources"),
+        ({"entrypoint": "x", "runtime_env": {"env_vars": {"MANTA_TOKEN": "t"}}}, "MANTA_TOKEN"),
+        ({"entrypoint": "x", "runtime_env": {"working_dir": "/home/me"}}, "working_dir"),
+        ({"entrypoint": "x", "submission_id": "a/b"}, "submission_id"),
+        ({"entrypoint": "x", "namespce": "typo"}, "namespce"),
+    ):
+        with pytest.raises(JobError, match=field) as e:
+            parse_submit(body)
+        assert e.value.status == 400
+
+
+def test_who_sees_a_job():
+    from manta._private.head.jobs.supervisor import may_see
+    from manta._private.protocol.identity import Kind, Principal, Role
+
+    def person(role, namespaces=(), token="t1"):
+        return Principal(kind=Kind.PERSON, role=role, name="p", namespaces=namespaces, token_id=token)
+
+    job = JobRecord(submission_id="a", entrypoint="x", namespace="b", token_id="t2")
+    assert may_see(person(Role.VIEW), job)  # a token of every namespace
+    assert may_see(person(Role.VIEW, ("b",)), job)
+    assert not may_see(person(Role.SUBMIT, ("a",)), job)
+    assert may_see(person(Role.SUBMIT, ("a",), token="t2"), job)  # its own
+    assert may_see(person(Role.ADMIN, ("a",)), job)
+
+
+def test_the_runners_log_rotates_keeping_one_older_part(tmp_path):
+    from manta._private.head.jobs.runner import RotatingLog
+
+    path = str(tmp_path / "job.log")
+    log = RotatingLog(path, max_bytes=10)
+    for chunk in (b"12345", b"6789", b"abcdef", b"ghijklmno", b"p"):
+        log.write(chunk)
+    log.close()
+    assert open(path + ".1", "rb").read() == b"abcdef"  # what came before it is gone
+    assert open(path, "rb").read() == b"ghijklmnop"  # at most max_bytes each

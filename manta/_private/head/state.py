@@ -69,6 +69,7 @@ class StateQueries:
                 start_ms=int(job.start_time * 1000), end_ms=int(job.end_time * 1000),
                 entrypoint=d.entrypoint if d else "", runtime_env=d.runtime_env if d else "{}",
                 node_id=d.node_id if d else b"", ip=d.ip if d else "",
+                submission_id=d.submission_id if d else "",
             ))
         return out
 

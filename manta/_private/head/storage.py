@@ -40,8 +40,9 @@ from manta._private.protocol import messages as m
 
 log = logging.getLogger(__name__)
 
-# "submissions": the jobs of the REST API (head/jobs/), read by their manager, not by Head._restore.
-TABLES = ("meta", "functions", "jobs", "actors", "pgs", "nodes", "kv", "tokens", "submissions")
+# "submissions", "job_packages": the jobs of the REST API and the Ray-named packages their tokens
+# uploaded (head/jobs/), read by the job manager, not by Head._restore.
+TABLES = ("meta", "functions", "jobs", "actors", "pgs", "nodes", "kv", "tokens", "submissions", "job_packages")
 
 
 class ActorRecord(msgspec.Struct, array_like=True, frozen=True):

@@ -163,6 +163,7 @@ class JobDetails(Msg, frozen=True):
     runtime_env: str  # JSON
     node_id: bytes
     ip: str
+    submission_id: str = ""  # the REST job it is the driver of (`manta job submit`), if any
 
 
 class ListJobs(Msg, frozen=True):
@@ -180,6 +181,7 @@ class JobRecord(Record, frozen=True):
     runtime_env: str = "{}"
     node_id: bytes = b""
     ip: str = ""
+    submission_id: str = ""
 
 
 class JobRecordList(Msg, frozen=True):

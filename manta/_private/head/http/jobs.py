@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import WSMsgType, web
 
 from manta._private.head.http.auth import error, require
-from manta._private.head.jobs.supervisor import PACKAGES_NAMESPACE, JobManager, package_digest
+from manta._private.head.jobs.supervisor import PACKAGES_NAMESPACE, JobManager, package_ref
 from manta._private.head.jobs.table import JobError, JobRecord, check_submission_id, new_submission_id
+from manta._private.ids import job_hex
 from manta._private.protocol import messages as m
 from manta._private.protocol.identity import Principal, Role
 from manta._private.protocol.runtime_env import RESERVED_VARS
@@ -68,11 +69,17 @@ def _peer(request: web.Request) -> str:
     return request.remote or ""
 
 
-def details(job: JobRecord) -> dict[str, Any]:
-    """Ray's JobDetails of a submission."""
+def details(job: JobRecord, manager: JobManager) -> dict[str, Any]:
+    """Ray's JobDetails of a submission: `job_id` and `driver_info` are its driver's once one has
+    registered (Ray's too), else `job_id` is the submission id."""
+    driver = manager.driver_of(job)
+    job_id, info = job.submission_id, None
+    if driver is not None:
+        job_id = job_hex(driver[0])
+        info = {"id": job_id, "node_ip_address": driver[2], "pid": str(driver[1])}
     return {
-        "type": "SUBMISSION", "job_id": job.submission_id, "submission_id": job.submission_id,
-        "driver_info": None, "status": job.status.value, "entrypoint": job.entrypoint, "message": job.message,
+        "type": "SUBMISSION", "job_id": job_id, "submission_id": job.submission_id,
+        "driver_info": info, "status": job.status.value, "entrypoint": job.entrypoint, "message": job.message,
         "error_type": job.error_type or None, "start_time": job.start_time or None,
         "end_time": job.end_time or None, "metadata": dict(job.metadata), "runtime_env": dict(job.runtime_env),
         "driver_agent_http_address": None, "driver_node_id": None, "driver_exit_code": job.driver_exit_code,
@@ -120,7 +127,7 @@ def parse_submit(body: Any) -> JobRecord:
     if "working_dir" in runtime_env:
         if not isinstance(runtime_env["working_dir"], str):
             raise JobError("runtime_env.working_dir must be the URI of an uploaded package")
-        package_digest(runtime_env["working_dir"])
+        package_ref(runtime_env["working_dir"])
     metadata = body.get("metadata") or {}
     if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str)
                                                   for k, v in metadata.items()):
@@ -162,7 +169,7 @@ async def submit(request: web.Request) -> web.Response:
 async def list_jobs(request: web.Request) -> web.Response:
     p = require(request, Role.VIEW)
     jobs = sorted(request.app[MANAGER].list_for(p), key=lambda j: j.start_time)
-    return web.json_response([details(j) for j in jobs])
+    return web.json_response([details(j, request.app[MANAGER]) for j in jobs])
 
 
 def _visible(request: web.Request, p: Principal) -> JobRecord:
@@ -174,7 +181,7 @@ def _visible(request: web.Request, p: Principal) -> JobRecord:
 
 async def get_job(request: web.Request) -> web.Response:
     p = require(request, Role.VIEW)
-    return web.json_response(details(_visible(request, p)))
+    return web.json_response(details(_visible(request, p), request.app[MANAGER]))
 
 
 async def get_logs(request: web.Request) -> web.Response:
@@ -226,25 +233,26 @@ async def delete_job(request: web.Request) -> web.Response:
     return await _act(request, "delete")
 
 
-def _package(request: web.Request) -> str:
+def _package(request: web.Request) -> tuple[str, str, str]:
+    """(uri, kind, name) of the package a route names (see `package_ref`)."""
+    uri = f"{request.match_info['protocol']}://{request.match_info['name']}"
     try:
-        return package_digest(f"{request.match_info['protocol']}://{request.match_info['name']}")
+        return (uri, *package_ref(uri))
     except JobError as e:
         raise error(400, str(e)) from None
 
 
 async def get_package(request: web.Request) -> web.Response:
-    require(request, Role.VIEW)
-    digest = _package(request)
-    head = request.app[MANAGER].head
-    if (PACKAGES_NAMESPACE, digest.encode()) not in head.kv:
+    p = require(request, Role.VIEW)
+    uri, _, _ = _package(request)
+    if request.app[MANAGER].resolve(p, uri) is None:
         raise error(404, f"package {request.match_info['name']} is not on this cluster")
     return web.json_response({"exists": True})
 
 
 async def put_package(request: web.Request) -> web.Response:
     p = require(request, Role.SUBMIT)
-    digest = _package(request)
+    _, kind, name = _package(request)
     chunks = []
     size = 0
     async for chunk in request.content.iter_chunked(1 << 20):
@@ -253,15 +261,18 @@ async def put_package(request: web.Request) -> web.Response:
             raise error(413, f"a package is at most {MAX_PACKAGE_BYTES >> 20} MiB")
         chunks.append(chunk)
     data = b"".join(chunks)
-    if hashlib.sha256(data).hexdigest() != digest:
+    digest = hashlib.sha256(data).hexdigest()
+    if kind == "sha256" and digest != name:
         raise error(400, "the package's bytes do not hash to the sha256 its name gives")
-    manager = request.app[MANAGER]
-    head = manager.head
+    head = request.app[MANAGER].head
+    # Stored by content hash (as drivers store theirs); a Ray name maps to it for this token only.
     msg = m.KvPut(namespace=PACKAGES_NAMESPACE, key=digest.encode(), value=data, overwrite=False)
     bad = head.bounds.refusal(msg) or head.quotas.refusal(p, msg)
     if bad:
         raise error(429, bad)
     head._kv(msg, p)
-    head.access.audit.record(p, "package.upload", target=digest, namespace=PACKAGES_NAMESPACE,
-                             peer=_peer(request), detail=f"{size} bytes")
+    if kind == "ray":
+        request.app[MANAGER].name_package(p, name, digest)
+    head.access.audit.record(p, "package.upload", target=name, namespace=PACKAGES_NAMESPACE,
+                             peer=_peer(request), detail=f"{size} bytes, sha256 {digest}")
     return web.json_response({"uploaded": True})

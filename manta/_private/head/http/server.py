@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 
 # The Jobs API version Ray's clients check (`ray.dashboard.modules.version`).
 API_VERSION = "4"
+# The Ray release whose API manta implements: Ray's clients refuse a server whose
+# ray_version is below the one they need (1.9 for the Jobs API), so manta's own
+# version (0.x) cannot go there; it is in manta_version.
+RAY_API_VERSION = "2.60.0"
 # Bodies larger than this are refused (413) by `request.read()`/`json()`;
 # a route that takes uploads reads `request.content` in chunks instead.
 MAX_BODY_BYTES = 1 << 20
@@ -51,7 +55,7 @@ def head_of(request: web.Request) -> Head:
 
 async def version(request: web.Request) -> web.Response:
     return web.json_response({
-        "version": API_VERSION, "ray_version": VERSION, "ray_commit": "", "manta_version": VERSION,
+        "version": API_VERSION, "ray_version": RAY_API_VERSION, "ray_commit": "", "manta_version": VERSION,
         "session_name": request.app[SESSION_NAME_KEY],
     })
 

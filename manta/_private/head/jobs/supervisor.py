@@ -29,6 +29,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -45,6 +46,7 @@ from manta._private.control import placement_groups as pgs
 from manta._private.control.placement_groups import PGEntry
 from manta._private.head.jobs.table import PENDING, RUNNING, JobError, JobRecord, JobTable, Signal
 from manta._private.head.storage import decode, encode
+from manta._private.ids import job_hex
 from manta._private.protocol import messages as m
 from manta._private.protocol.identity import Principal, Role
 
@@ -54,6 +56,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TABLE = "submissions"
+PACKAGE_TABLE = "job_packages"
 PACKAGES_NAMESPACE = "_manta_packages"  # the KV namespace drivers store runtime_env packages in
 PG_NAMESPACE = "_manta_jobs"
 POLL_S = 0.1
@@ -68,16 +71,40 @@ def may_see(p: Principal, job: JobRecord) -> bool:
             or (bool(p.token_id) and p.token_id == job.token_id))
 
 
-def package_digest(uri: str) -> str:
-    """The hash in a package URI: manta's (`manta://_manta_pkg_<sha256>.zip`) or Ray's (`gcs://_ray_pkg_...`)."""
+_RAY_PKG = re.compile(r"^_ray_pkg_[0-9a-f]{1,64}\.zip$")
+
+
+def package_ref(uri: str) -> tuple[str, str]:
+    """What a package URI names: ("sha256", digest) for manta's `manta://_manta_pkg_<sha256>.zip`,
+    ("ray", name) for Ray's `gcs://_ray_pkg_<hash>.zip`, whose hash is Ray's own (not of the zip)."""
     name = uri.rpartition("/")[2]
-    for prefix in ("_manta_pkg_", "_ray_pkg_"):
-        if name.startswith(prefix) and name.endswith(".zip"):
-            digest = name[len(prefix):-4]
-            if len(digest) == 64 and not digest.strip("0123456789abcdef"):
-                return digest
+    if name.startswith("_manta_pkg_") and name.endswith(".zip"):
+        digest = name[len("_manta_pkg_"):-4]
+        if len(digest) == 64 and not digest.strip("0123456789abcdef"):
+            return "sha256", digest
+    if _RAY_PKG.match(name):
+        return "ray", name
     raise JobError(f"runtime_env working_dir {uri!r} is not an uploaded package: upload the directory first "
                    f"(the client does, given a local path), e.g. manta://_manta_pkg_<sha256>.zip")
+
+
+def package_digest(uri: str) -> str:
+    """The sha256 of a manta package URI (JobError for any other)."""
+    kind, digest = package_ref(uri)
+    if kind != "sha256":
+        raise JobError(f"internal error: {uri!r} was not resolved to its content hash")
+    return digest
+
+
+def package_uri(digest: str) -> str:
+    return f"manta://_manta_pkg_{digest}.zip"
+
+
+def ray_package_key(p: Principal, name: str) -> bytes:
+    """Under what a Ray-named package's content hash is kept: the uploader's token and the
+    name, since Ray's names are not hashes of the bytes (so no one can plant a package under
+    a name another token's client would trust). Kept by the job manager, out of drivers' KV."""
+    return f"{p.token_id or LOCAL_ADMIN}/{name}".encode()
 
 
 class JobManager:
@@ -90,6 +117,7 @@ class JobManager:
         self.log_dir = os.path.join(session_dir, "logs")
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.reservations: dict[str, bytes] = {}
+        self.ray_packages: dict[bytes, str] = {}  # ray_package_key -> sha256 of the bytes
         self._tasks: set[asyncio.Task[None]] = set()
         self._timer: asyncio.TimerHandle | None = None
 
@@ -113,18 +141,55 @@ class JobManager:
                            f"(it may act in {', '.join(map(repr, p.namespaces))})", 403)
         wd = job.runtime_env.get("working_dir")
         if wd:
-            digest = package_digest(str(wd))
-            if (PACKAGES_NAMESPACE, digest.encode()) not in self.head.kv:
+            digest = self.resolve(p, str(wd))
+            if digest is None:
                 raise JobError(f"runtime_env working_dir {wd!r} was not uploaded to this cluster", 400)
+            job = replace(job, runtime_env={**job.runtime_env, "working_dir": package_uri(digest)})
         job = replace(job, namespace=namespace, token_id=p.token_id or LOCAL_ADMIN, submitter=p.name)
         rec = self.table.submit(job)
+        while self.table.forgotten:
+            self._remove(self.table.forgotten.pop())
         self._save(rec)
         self.head.access.audit.record(p, "job.submit", target=rec.submission_id, namespace=namespace, peer=peer,
                                       detail=rec.entrypoint[:200])
         self._spawn(self._launch(rec.submission_id))
         return rec
 
+    def resolve(self, p: Principal, uri: str) -> str | None:
+        """The content hash of the package `uri` names for `p`, if it is stored."""
+        kind, name = package_ref(uri)
+        if kind == "ray":
+            found = self.ray_packages.get(ray_package_key(p, name))
+            if found is None:
+                return None
+            name = found
+        return name if (PACKAGES_NAMESPACE, name.encode()) in self.head.kv else None
+
+    def name_package(self, p: Principal, name: str, digest: str) -> None:
+        key = ray_package_key(p, name)
+        self.ray_packages[key] = digest
+        self.head.storage.put(PACKAGE_TABLE, key, digest.encode())
+
+    def driver_of(self, job: JobRecord) -> tuple[int, int, str] | None:
+        """(job id, pid, ip) of the newest driver that said it runs this submission; only a driver
+        of the submitter's own token counts, so no other job can pass itself off as this one's."""
+        found = None
+        for d in self.head.state_queries.job_details.values():
+            if d.submission_id != job.submission_id:
+                continue
+            driver = self.head.jobs.get(d.job_id)
+            if driver is not None and driver.token_id == job.token_id and (found is None or d.job_id > found[0]):
+                found = (d.job_id, driver.pid, d.ip)
+        return found
+
     def visible(self, p: Principal, sid: str) -> JobRecord:
+        """The job of this submission id (or its driver's job id, as Ray finds jobs), if `p` may see it."""
+        if sid not in self.table.jobs:
+            for candidate in self.table.jobs.values():
+                driver = self.driver_of(candidate)
+                if driver is not None and job_hex(driver[0]) == sid.lower():
+                    sid = candidate.submission_id
+                    break
         job = self.table.get(sid)
         if not may_see(p, job):
             raise JobError(f"Job {sid} does not exist", 404)  # as if absent: names tell nothing
@@ -142,6 +207,7 @@ class JobManager:
 
     def stop(self, p: Principal, sid: str, peer: str = "") -> bool:
         job = self.visible(p, sid)
+        sid = job.submission_id
         self._may_act(p, job, "stop")
         stopped, signals = self.table.stop(sid)
         self.head.access.audit.record(p, "job.stop", target=sid, namespace=job.namespace, peer=peer,
@@ -152,17 +218,22 @@ class JobManager:
 
     def delete(self, p: Principal, sid: str, peer: str = "") -> bool:
         job = self.visible(p, sid)
+        sid = job.submission_id
         self._may_act(p, job, "delete")
         self.table.delete(sid)
-        self.head.storage.delete(TABLE, sid.encode())
+        self._remove(sid)
         self.head.access.audit.record(p, "job.delete", target=sid, namespace=job.namespace, peer=peer)
+        return True
+
+    def _remove(self, sid: str) -> None:
+        """An ended job's stored record, logs and directory."""
+        self.head.storage.delete(TABLE, sid.encode())
         for path in (self.log_path(sid), self.log_path(sid) + ".1"):
             try:
                 os.unlink(path)
             except OSError:
                 pass
         shutil.rmtree(self.job_dir(sid), ignore_errors=True)
-        return True
 
     def logs(self, sid: str, limit: int = 0) -> str:
         parts = []
@@ -379,6 +450,8 @@ class JobManager:
     def restore(self) -> None:
         """The records a previous head on this storage left; its running jobs re-attached if their
         runners are still there, else FAILED."""
+        for key, value in self.head.storage.load_table(PACKAGE_TABLE).items():
+            self.ray_packages[key] = value.decode()
         for data in self.head.storage.load_table(TABLE).values():
             try:
                 job = decode(JobRecord, data)

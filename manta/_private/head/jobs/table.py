@@ -133,6 +133,8 @@ class JobTable:
         self.stop_timeout_s = stop_timeout_s
         self.max_jobs = max_jobs
         self.jobs: dict[str, JobRecord] = {}
+        # Ended jobs dropped to make room (the shell removes their stored records and logs).
+        self.forgotten: list[str] = []
 
     def _ms(self) -> int:
         return int(self.clock() * 1000)
@@ -172,6 +174,7 @@ class JobTable:
         done = [j for j in self.jobs.values() if j.status.is_terminal()]
         oldest = min(done, key=lambda j: j.end_time)
         del self.jobs[oldest.submission_id]
+        self.forgotten.append(oldest.submission_id)
 
     def started(self, sid: str, pid: int, pid_started: float) -> JobRecord:
         return self._move(self.get(sid), RUNNING, pid=pid, pid_started=pid_started)
