@@ -364,8 +364,11 @@ class TlsLayer(asyncio.BufferedProtocol):
             if self._backlog and raw is not None:
                 self._write_backlog(raw)
             records = self._outgoing.read() if self._outgoing.pending else b""
-        if records and raw is not None:
-            raw.write(records)
+            # Still under the lock: a thread's send_now between taking these
+            # records and writing them would put its record first, and the
+            # peer would fail the stream on the sequence number.
+            if records and raw is not None:
+                raw.write(records)
 
     # -- closing --------------------------------------------------------------------
 
