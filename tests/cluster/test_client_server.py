@@ -16,7 +16,7 @@ import textwrap
 import time
 
 import pytest
-from tests_support import BACKEND
+from tests_support import netns_unavailable, sh
 
 SUFFIX = f"{os.getpid() % 100000}"
 NS_H, NS_C = f"mch{SUFFIX}", f"mcc{SUFFIX}"
@@ -26,27 +26,8 @@ IP_H, IP_C = "10.213.78.2", "10.213.78.3"
 GRACE_S = 2.0
 
 
-def _can_use_netns():
-    if BACKEND != "manta":
-        return "manta-specific"
-    if os.geteuid() != 0:
-        return "network namespaces need root"
-    if shutil.which("ip") is None:
-        return "iproute2 (`ip`) is not installed"
-    probe = subprocess.run(["ip", "netns", "add", f"mcprobe{SUFFIX}"], capture_output=True, text=True)
-    if probe.returncode != 0:
-        return f"cannot create network namespaces here: {probe.stderr.strip()}"
-    subprocess.run(["ip", "netns", "del", f"mcprobe{SUFFIX}"], capture_output=True)
-    return None
-
-
-REASON = _can_use_netns()
+REASON = netns_unavailable(f"mcprobe{SUFFIX}")
 pytestmark = [pytest.mark.skipif(REASON is not None, reason=REASON or ""), pytest.mark.timeout(240)]
-
-
-def sh(*cmd):
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    assert out.returncode == 0, f"{' '.join(cmd)}: {out.stderr}"
 
 
 class Cluster:

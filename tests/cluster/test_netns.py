@@ -14,7 +14,7 @@ import tempfile
 import textwrap
 
 import pytest
-from tests_support import BACKEND
+from tests_support import netns_unavailable, sh
 
 SUFFIX = f"{os.getpid() % 100000}"
 NS_A, NS_B = f"mta{SUFFIX}", f"mtb{SUFFIX}"
@@ -23,27 +23,8 @@ BRIDGE = f"mtbr{SUFFIX}"
 IP_A, IP_B = "10.213.77.2", "10.213.77.3"
 
 
-def _can_use_netns():
-    if BACKEND != "manta":
-        return "manta-specific"
-    if os.geteuid() != 0:
-        return "network namespaces need root"
-    if shutil.which("ip") is None:
-        return "iproute2 (`ip`) is not installed"
-    probe = subprocess.run(["ip", "netns", "add", f"mtprobe{SUFFIX}"], capture_output=True, text=True)
-    if probe.returncode != 0:
-        return f"cannot create network namespaces here: {probe.stderr.strip()}"
-    subprocess.run(["ip", "netns", "del", f"mtprobe{SUFFIX}"], capture_output=True)
-    return None
-
-
-REASON = _can_use_netns()
+REASON = netns_unavailable(f"mtprobe{SUFFIX}")
 pytestmark = [pytest.mark.skipif(REASON is not None, reason=REASON or ""), pytest.mark.timeout(180)]
-
-
-def sh(*cmd):
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    assert out.returncode == 0, f"{' '.join(cmd)}: {out.stderr}"
 
 
 @pytest.fixture(scope="module")

@@ -36,22 +36,20 @@ class NodeQuotas:
 
     def store_refusal(self, p: Principal, size: int) -> str:
         """Why creating `size` bytes here would take `p`'s job or token past a quota."""
-        job_q, token_q = _store_limits(p)
-        if job_q is None and token_q is None:
-            return ""
+        job_q, token_q = _limits(p, "max_store_bytes")
         ask = Use(store_bytes=size)
+        # `over` checks only what `ask` grows, so the whole quota is passed.
         if job_q is not None:
-            why = over(Quota(max_store_bytes=job_q), Use(store_bytes=self.store.by_job.get(p.job_id, 0)), ask,
-                       f"job {p.job_id}")
+            why = over(job_q, Use(store_bytes=self.store.by_job.get(p.job_id, 0)), ask, f"job {p.job_id}")
             if why:
                 return why
         if token_q is not None:
             held = Use(store_bytes=self.store.by_token.get(p.token_id, 0))
-            return over(Quota(max_store_bytes=token_q), held, ask, f"token {p.token_id}")
+            return over(token_q, held, ask, f"token {p.token_id}")
         return ""
 
     def created(self, p: Principal, object_id: bytes, size: int) -> None:
-        job_q, token_q = _store_limits(p)
+        job_q, token_q = _limits(p, "max_store_bytes")
         if job_q is not None or token_q is not None:
             self.store.put(object_id, p.job_id, p.token_id if token_q is not None else "", size)
 
@@ -65,33 +63,36 @@ class NodeQuotas:
         """Why one more request waiting here for `p`'s job would pass its quota.
         `queued` holds the ids of the requests queued for resources; `parked`
         are the jobs of those that wait for a node able to serve them at all."""
-        job_q = p.quota.max_pending_tasks if p.quota is not None else None
-        token_q = p.token_quota.max_pending_tasks if p.token_quota is not None else None
+        job_q, token_q = _limits(p, "max_pending_tasks")
         if job_q is None and token_q is None:
             return ""
         parked = list(parked)
+        ask = Use(pending_tasks=1)
         if job_q is not None:
             held = _live(self.queued_by_job, p.job_id, queued) + sum(j.job_id == p.job_id for j in parked)
-            why = over(Quota(max_pending_tasks=job_q), Use(pending_tasks=held), Use(pending_tasks=1),
-                       f"job {p.job_id} (lease requests waiting on this node)")
+            why = over(job_q, Use(pending_tasks=held), ask, f"job {p.job_id} (lease requests waiting on this node)")
             if why:
                 return why
         if token_q is not None:
             held = _live(self.queued_by_token, p.token_id, queued) + sum(j.token_id == p.token_id for j in parked)
-            return over(Quota(max_pending_tasks=token_q), Use(pending_tasks=held), Use(pending_tasks=1),
+            return over(token_q, Use(pending_tasks=held), ask,
                         f"token {p.token_id} (lease requests waiting on this node)")
         return ""
 
     def lease_queued(self, p: Principal, request_id: int) -> None:
-        if p.quota is not None and p.quota.max_pending_tasks is not None:
+        job_q, token_q = _limits(p, "max_pending_tasks")
+        if job_q is not None:
             self.queued_by_job.setdefault(p.job_id, set()).add(request_id)
-        if p.token_quota is not None and p.token_quota.max_pending_tasks is not None:
+        if token_q is not None:
             self.queued_by_token.setdefault(p.token_id, set()).add(request_id)
 
 
-def _store_limits(p: Principal) -> tuple[int | None, int | None]:
-    return (p.quota.max_store_bytes if p.quota is not None else None,
-            p.token_quota.max_store_bytes if p.token_quota is not None else None)
+def _limits(p: Principal, field: str) -> tuple[Quota | None, Quota | None]:
+    """`p`'s job quota and token quota, each only if it sets `field`."""
+    def setting(q: Quota | None) -> Quota | None:
+        return q if q is not None and getattr(q, field) is not None else None
+
+    return setting(p.quota), setting(p.token_quota)
 
 
 def _live(index: dict, key: object, queued: Container[int]) -> int:

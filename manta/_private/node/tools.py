@@ -191,6 +191,8 @@ class NodeTools:
             return record("", "py-spy", "py-spy is not installed on this node")
         if spy:
             text, why = await _run([spy, "dump", "--pid", str(p.pid), *(["--native"] if native else [])], timeout)
+            if not why and not text.strip():
+                why = "py-spy printed no stack"
             if not why or method == "py-spy":
                 return record(text, "py-spy", why)
         text, error = await self._faulthandler(p)
