@@ -323,3 +323,16 @@ def test_over_tls_the_client_checks_the_clusters_ca():
                 os.environ["MANTA_TMPDIR"] = old
         with pytest.raises(ConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
             JobSubmissionClient(url)  # elsewhere, with only the system's CAs: refused
+
+
+def test_a_pending_job_whose_token_was_revoked_never_starts(c):
+    owner = client(c)
+    token = _token(c, "submit")
+    blocker = owner.submit_job(entrypoint="sleep 2", entrypoint_num_cpus=2)
+    wait_status(owner, blocker, {"RUNNING"})
+    mine = client(c, token)
+    sid = mine.submit_job(entrypoint="echo started anyway", entrypoint_num_cpus=1)
+    c.cli("token", "revoke", token.split(".")[1])
+    info = wait_status(owner, sid, {"FAILED", "SUCCEEDED"})
+    assert info.status.value == "FAILED" and "no longer valid" in info.message, info
+    assert "started anyway" not in owner.get_job_logs(sid)

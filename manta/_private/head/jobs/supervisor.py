@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from msgspec.structs import replace
 
-from manta._private.auth.credentials import LOCAL_ADMIN
+from manta._private.auth.credentials import LOCAL_ADMIN, AuthFailed
 from manta._private.control import placement_groups as pgs
 from manta._private.control.placement_groups import PGEntry
 from manta._private.head.jobs.table import PENDING, RUNNING, JobError, JobRecord, JobTable, Signal
@@ -338,6 +338,10 @@ class JobManager:
 
     def _start(self, job: JobRecord) -> subprocess.Popen[bytes]:
         sid = job.submission_id
+        try:  # a token revoked or expired since the submission starts nothing
+            self.head.access.tokens.resolve(job.token_id or LOCAL_ADMIN)
+        except AuthFailed as e:
+            raise JobError(f"its submitter's token is no longer valid: {e}") from None
         jdir = self.job_dir(sid)
         os.makedirs(jdir, mode=0o700, exist_ok=True)
         os.makedirs(self.log_dir, mode=0o700, exist_ok=True)
