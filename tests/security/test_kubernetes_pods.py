@@ -170,6 +170,21 @@ def _wait_port(port: int, pod: Pod, timeout: float = 60.0) -> None:
     raise AssertionError(f"the head's port never opened: {pod.log()}")
 
 
+def _wait_session(pod: Pod, timeout: float = 60.0) -> None:
+    """Until the pod's node has written its session record (`init("auto")` reads it).
+
+    The port opens before the record is written, so a driver started at the
+    first successful connect could find no cluster on this machine."""
+    deadline = time.monotonic() + timeout
+    root = pod.env["MANTA_TMPDIR"]
+    while time.monotonic() < deadline:
+        assert pod.proc is not None and pod.proc.poll() is None, pod.log()
+        if os.path.isdir(root) and any(os.path.exists(os.path.join(root, s, "cluster.json")) for s in os.listdir(root)):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"the node never wrote its session record: {pod.log()}")
+
+
 class Site:
     """make-secrets.sh's files, free ports, and the pods laid out so far (stopped at the end)."""
 
@@ -214,6 +229,7 @@ def test_the_pods_commands_make_a_cluster(site: Site) -> None:
     assert "--block" in flags(head.container) and "--block" in flags(worker.container)
     head.start()
     _wait_port(site.ports["cluster"], head)
+    _wait_session(head)
     worker.start()
     with open(os.path.join(secrets, "ca-hash")) as f:
         ca_hash = f.read().strip()
@@ -292,6 +308,7 @@ def test_the_redis_component_keeps_the_state_of_a_new_head(site: Site) -> None:
     first = site.pod(head_with_redis())
     first.start()
     _wait_port(site.ports["cluster"], first)
+    _wait_session(first)
     worker = site.pod(_by_name()["manta-worker"])
     worker.start()
     r = subprocess.run([sys.executable, "-c", KV, "put"], env=first.env, capture_output=True, text=True,
@@ -307,6 +324,7 @@ def test_the_redis_component_keeps_the_state_of_a_new_head(site: Site) -> None:
     second = site.pod(head_with_redis())
     second.start()
     _wait_port(site.ports["cluster"], second)
+    _wait_session(second)
     r = subprocess.run([sys.executable, "-c", KV, "get"], env=second.env, capture_output=True, text=True,
                        timeout=150)
     assert r.returncode == 0, r.stderr + second.log() + worker.log()
