@@ -44,6 +44,14 @@ class TaskReporter:
             self.rt.send_head(batch)
         self._timer = self.rt.loop.call_later(self.interval, self._tick)
 
+    def flush(self) -> None:
+        """I/O thread: sends what is new now, not at the next tick. After a
+        failed run (rare), so that its error reaches the head even if the
+        worker is ended right after, as a job's workers are when it ends."""
+        batch = self.batch()
+        if batch is not None:
+            self.rt.send_head(batch)
+
     def batch(self) -> m.TaskEvents | None:
         """What is new since the last batch, or None."""
         rt = self.rt

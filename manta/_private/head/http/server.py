@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from manta._private.head.http import auth
+from manta._private.head.http import auth, dashboard, state_routes
 from manta._private.version import VERSION
 
 if TYPE_CHECKING:
@@ -37,6 +37,8 @@ Feature = Callable[[web.Application, "Head"], None]
 # Every feature's routes; add yours here.
 FEATURES: list[Feature] = [
     auth.setup,
+    state_routes.setup,
+    dashboard.setup,
 ]
 
 HEAD_KEY = web.AppKey("manta.head", object)
