@@ -12,7 +12,7 @@ LOCK := requirements/test.lock
 RUNTIME_LOCK := requirements/runtime.lock
 UV_VERSION := 0.13.9
 
-.PHONY: demo test unit cluster lint bench clean redis-server lock fuzz
+.PHONY: demo test unit cluster lint bench clean redis-server chromium lock fuzz dashboard
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,7 +50,21 @@ redis-server:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null \
 	  || echo "could not install redis-server: the head-restart tests will fail until it is installed"; }
 
-test: $(TEST_STAMP) redis-server
+# The dashboard's browser test drives Debian's Chromium (tests/browser/):
+# installed here when missing; the test says why it skips if it cannot be.
+chromium:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO="sudo -n"; fi; \
+	  echo "installing chromium (Debian package) for the dashboard's browser test"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null \
+	  || echo "could not install chromium: the dashboard's browser test will skip"; }
+
+# Rebuilds the dashboard's chart bundle (uPlot, with its license) into the
+# package from dashboard/package-lock.json; the output is committed.
+dashboard:
+	cd dashboard && npm ci --no-audit --no-fund && node build.mjs
+
+test: $(TEST_STAMP) redis-server chromium
 	$(PY) -m ruff check .
 	$(PY) -m mypy manta --ignore-missing-imports
 	$(PY) -m pytest tests -q -p no:cacheprovider

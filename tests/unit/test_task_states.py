@@ -161,3 +161,27 @@ def test_ended_attempts_are_counted_once_and_counts_group_by_state_name_and_retr
     assert store.finished_total == 2 and len(store.tasks) == 2
     store.record(ACTOR, "A.__init__", ts.ACTOR_CREATION_TASK, 1, ACTOR, ts.FINISHED, 5.0)
     assert store.finished_total == 3
+
+
+def test_a_workers_failed_run_gives_the_error_text_and_its_start():
+    store = ts.TaskStates(100)
+    store.fold(batch([Rec(T1, story.SUBMITTED, 1, 1.0, ("f", 1)), Rec(T1, story.FAILED, 2, 5.0, "it raised")]))
+    store.fold(batch([Rec(T1, story.RAN_FAILED, 7, 4.0, [0, 3.0, "Traceback ...\nValueError: boom"])]))
+    s = state(store, T1)
+    assert (s["state"], s["error_message"]) == ("FAILED", "Traceback ...\nValueError: boom")
+    assert s["start_time_ms"] is not None and s["worker_pid"]
+
+
+def test_a_failed_run_reported_before_its_submission_is_kept_until_it_comes():
+    store = ts.TaskStates(100)
+    store.fold(batch([Rec(T1, story.RAN_FAILED, 7, 4.0, [0, 3.0, "ValueError: boom"])]))
+    store.fold(batch([Rec(T1, story.SUBMITTED, 1, 1.0, ("f", 1)), Rec(T1, story.FAILED, 2, 5.0, "it raised")]))
+    assert state(store, T1)["error_message"] == "ValueError: boom"
+
+
+def test_an_earlier_attempts_failed_run_or_an_odd_record_leaves_no_error_text():
+    store = ts.TaskStates(100)
+    store.fold(batch([Rec(T1, story.SUBMITTED, 1, 1.0, ("f", 1)), Rec(T1, story.RETRIED, 2, 2.0, "x")]))
+    store.fold(batch([Rec(T1, story.RAN_FAILED, 7, 4.0, [0, 3.0, "old"]),
+                      Rec(T1, story.RAN_FAILED, 8, 4.0, [1, 3.0, 42])]))
+    assert state(store, T1)["error_message"] is None

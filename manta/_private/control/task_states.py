@@ -36,6 +36,12 @@ PENDING_ACTOR_TASK_ORDERING_OR_CONCURRENCY = "PENDING_ACTOR_TASK_ORDERING_OR_CON
 RUNNING = "RUNNING"
 FINISHED = "FINISHED"
 FAILED = "FAILED"
+# A worker's record of a run that failed (runtime/story.py RAN_FAILED), and
+# how much of its error text is kept.
+RAN_FAILED = "running+failed"
+MAX_ERROR_TEXT = 16_384
+# Failed runs kept while their tasks' submissions are on their way.
+MAX_EARLY = 1024
 
 # How far along each state is: a state is never replaced by a lower one.
 _RANK = {
@@ -78,7 +84,7 @@ OPS = ("=", "!=")
 class TaskEntry:
     __slots__ = (
         "task_id", "attempt", "name", "type", "state", "job_id", "actor_id", "node_id", "worker_id",
-        "worker_pid", "error_type", "created", "started", "ended",
+        "worker_pid", "error_type", "error_message", "created", "started", "ended",
     )
 
     def __init__(self, task_id: bytes, name: str, kind: str, job_id: int, actor_id: bytes | None) -> None:
@@ -93,6 +99,7 @@ class TaskEntry:
         self.worker_id = b""
         self.worker_pid = 0
         self.error_type = ""
+        self.error_message = ""
         self.created = 0.0
         self.started = 0.0
         self.ended = 0.0
@@ -117,7 +124,7 @@ class TaskEntry:
             "worker_id": self.worker_id.hex() if self.worker_id else None,
             "worker_pid": _count(self.worker_pid) or None,
             "error_type": self.error_type or None,
-            "error_message": None,
+            "error_message": self.error_message or None,
             "language": "PYTHON",
             "required_resources": {},
             "placement_group_id": None,
@@ -137,6 +144,9 @@ class TaskStates:
         # Attempts that ended, since the head started (for rates: the table forgets).
         self.finished_total = 0
         self.failed_total = 0
+        # Workers' failed runs whose owner's records have not come yet (the
+        # two processes' batches race), by task id: applied when they do.
+        self._early: dict[bytes, tuple[Any, float, bytes, bytes, int]] = {}
 
     # -- in ---------------------------------------------------------------
 
@@ -185,7 +195,11 @@ class TaskStates:
                 e.advance(PENDING_ACTOR_TASK_ORDERING_OR_CONCURRENCY)
                 continue
             found = tasks.get(r.task_id)
-            if found is None:  # its submission was dropped
+            if found is None:  # its submission was dropped, or is still on its way
+                if step == RAN_FAILED:
+                    self._early[r.task_id] = (r.detail, wall, batch.node_id, batch.worker_id, batch.pid)
+                    if len(self._early) > MAX_EARLY:
+                        del self._early[next(iter(self._early))]
                 continue
             e = found
             if step == "pushed":
@@ -210,6 +224,8 @@ class TaskStates:
                 e.error_type = "TASK_CANCELLED"
             elif step == "retried":
                 self._next_attempt(e, e.attempt + 1)
+            elif step == RAN_FAILED:  # a worker's failed run: (attempt, started, error text)
+                self._ran_failed(e, r.detail, wall, batch.node_id, batch.worker_id, batch.pid)
         self._dropped += min(max(batch.lost, 0), 1 << 32)  # a peer's claim, kept encodable
         for t in batch.running:
             kind = ACTOR_CREATION_TASK if t.actor_creation else ACTOR_TASK if t.actor_id else NORMAL_TASK
@@ -223,6 +239,18 @@ class TaskStates:
                 e.node_id, e.worker_id, e.worker_pid = batch.node_id, batch.worker_id, batch.pid
                 e.started = wall + t.started
                 e.created = e.created or e.started
+
+    @staticmethod
+    def _ran_failed(e: TaskEntry, detail: Any, wall: float, node_id: bytes, worker_id: bytes, pid: int) -> None:
+        if not isinstance(detail, (list, tuple)) or len(detail) < 3 or detail[0] != e.attempt:
+            return  # an older worker's record, or an earlier attempt's
+        text = detail[2]
+        if isinstance(text, str):
+            e.error_message = text[:MAX_ERROR_TEXT]
+        if not e.started and isinstance(detail[1], (int, float)):
+            e.started = wall + detail[1]
+        if not e.worker_id or e.worker_id == worker_id:
+            e.node_id, e.worker_id, e.worker_pid = node_id, worker_id, pid
 
     def record(self, task_id: bytes, name: str, kind: str, job_id: int, actor_id: bytes | None,
                state: str, when: float) -> None:
@@ -247,6 +275,9 @@ class TaskStates:
         e = self.tasks.get(task_id)
         if e is None:
             e = self.tasks[task_id] = TaskEntry(task_id, name, kind, job_id, actor_id)
+            early = self._early.pop(task_id, None) if self._early else None
+            if early is not None:
+                self._ran_failed(e, *early)
             if len(self.tasks) > self.capacity:
                 del self.tasks[next(iter(self.tasks))]
                 self._dropped += 1
@@ -257,6 +288,7 @@ class TaskStates:
         e.attempt = attempt
         e.state = PENDING_NODE_ASSIGNMENT if e.type == NORMAL_TASK else PENDING_ARGS_AVAIL
         e.error_type = ""
+        e.error_message = ""
         e.ended = 0.0
 
     # -- out --------------------------------------------------------------

@@ -61,6 +61,9 @@ class TaskContext:
     # When it started running (the process's log clock): its story's
     # "running" step, recorded with its end in one record.
     started: float = 0.0
+    # Why its run failed, as text with the traceback: sent to the head in
+    # its story's record of the failed run (the dashboard shows it).
+    error_text: str = ""
 
 
 class ExitActor(BaseException):

@@ -298,6 +298,9 @@ class Executor:
         err = format_task_error(spec.name, e)
         if spec.actor_id is not None:
             err.actor_id = spec.actor_id.hex()
+        ctx = current_task.get()
+        if ctx is not None and ctx.task_id == spec.task_id:
+            ctx.error_text = str(err)
         return m.TaskDone(
             task_id=spec.task_id, returns=[], error=serialize_error(err).to_bytes(),
             error_text=str(err) if spec.actor_creation else "",
@@ -431,7 +434,12 @@ class Executor:
         if reply.error is None:
             return
         log = self.rt.log
-        log.append(Rec(ctx.task_id, story.RAN_FAILED, log.stimulus(), log.clock(), (ctx.attempt, ctx.started)))
+        # The error's text (its traceback) goes to the head's task store with
+        # the record, so the dashboard shows why a task failed without
+        # unpickling what a worker sent; bounded, failures only.
+        log.append(Rec(ctx.task_id, story.RAN_FAILED, log.stimulus(), log.clock(),
+                       (ctx.attempt, ctx.started, ctx.error_text[:story.MAX_ERROR_TEXT])))
+        self.rt.post(self.rt.task_events.flush)
 
     def story_of_running(self, task_id: bytes) -> list[story.StoryRecord]:
         ctx = self.running.get(task_id)

@@ -60,9 +60,11 @@ CANCELLED = Step.CANCELLED.value
 # both steps, with the same stimulus and time.
 SUBMITTED_PUSHED = "submitted+pushed"
 # A worker's failed run of a task, recorded once its answer is sent (detail:
-# the attempt and the time it started); a task still running is read from
-# the executor instead.
+# the attempt, the time it started and the error's text); a task still
+# running is read from the executor instead.
 RAN_FAILED = "running+failed"
+# At most this much of a failed run's error text (its traceback) travels.
+MAX_ERROR_TEXT = 16_384
 
 
 # One record as kept: made in C, never tracked by the garbage collector, and
@@ -122,7 +124,7 @@ class TaskLog:
                 out.append(StoryRecord(tid, Step.SUBMITTED, r.stimulus, r.time, _text(actor_id)))
                 out.append(StoryRecord(tid, Step.PUSHED, r.stimulus, r.time, _text(epoch)))
             elif r.step == RAN_FAILED:
-                attempt, started = r.detail
+                attempt, started = r.detail[:2]
                 out.append(StoryRecord(tid, Step.RUNNING, r.stimulus, started, _text(attempt)))
                 out.append(StoryRecord(tid, Step.FAILED, r.stimulus, r.time, ""))
             else:

@@ -109,6 +109,14 @@ class TaskReporter:
         return mm.MetricsReport(worker_id=rt.worker_id, job_id=rt.job_id, node_id=rt.node_id, pid=os.getpid(),
                                 series=series)
 
+    def flush(self) -> None:
+        """I/O thread: sends what is new now, not at the next tick. After a
+        failed run (rare), so that its error reaches the head even if the
+        worker is ended right after, as a job's workers are when it ends."""
+        batch = self.batch()
+        if batch is not None:
+            self.rt.send_head(batch)
+
     def batch(self) -> m.TaskEvents | None:
         """What is new since the last batch, or None."""
         rt = self.rt

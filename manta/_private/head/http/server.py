@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from manta._private.head.http import auth, jobs, metrics
+from manta._private.head.http import auth, dashboard, jobs, metrics, state_routes
 from manta._private.version import VERSION
 
 if TYPE_CHECKING:
@@ -43,6 +43,8 @@ FEATURES: list[Feature] = [
     auth.setup,
     jobs.setup,
     metrics.setup,
+    state_routes.setup,
+    dashboard.setup,
 ]
 
 HEAD_KEY = web.AppKey("manta.head", object)
