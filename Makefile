@@ -50,7 +50,7 @@ redis-server:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null \
 	  || echo "could not install redis-server: the head-restart tests will fail until it is installed"; }
 
-# The dashboard's browser test drives Debian's Chromium (tests/browser/):
+# The dashboard's browser test (tests/cluster/test_dashboard_browser.py) drives Debian's Chromium:
 # installed here when missing; the test says why it skips if it cannot be.
 chromium:
 	@command -v chromium >/dev/null || { \

@@ -92,7 +92,7 @@ function table(columns, rows, onClick, id) {
       columns.map(([, cell]) => h("td", {}, cell(r)))))));
 }
 
-function replace(el, ...children) { el.replaceChildren(...children.flat()); }
+function replace(el, ...children) { el.replaceChildren(...children.flat(Infinity)); }
 
 // -- login -------------------------------------------------------------------------
 
@@ -161,14 +161,19 @@ function route() {
   render(page);
 }
 
-// Chart series: the head's metrics history where it has one, else what this
-// page saw since it opened (polled from the overview route).
+// Charts of the head's metrics history (/api/metrics/history): a sample
+// every few seconds for the last hour, kept by the head itself.
+const pct = (v) => `${v.toFixed(0)}%`;
+const perS = (v) => v.toFixed(1);
 const SERIES = [
-  ["cpu", "CPU in use (cores)", (v) => v.toFixed(1)],
-  ["memory", "Memory in use", fmtBytes],
-  ["object_store", "Object store in use", fmtBytes],
-  ["rates", "Tasks and actors per second", (v) => v.toFixed(1)],
+  ["cpu", "CPU", pct, ["machines' use", "reserved by tasks and actors"]],
+  ["memory", "Memory in use", fmtBytes, ["memory"]],
+  ["object_store", "Object store", fmtBytes, ["in memory", "spilled"]],
+  ["rates", "Tasks and actors per second", perS, ["tasks ended/s", "actors ended/s"]],
 ];
+
+// An x tick: the time of day (uPlot's own labels also print a date, which is noise here).
+const clock = (t) => new Date(t * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", hour12: false });
 
 function makeChart(el, title, fmt, labels) {
   if (!window.uPlot) return null;
@@ -177,21 +182,21 @@ function makeChart(el, title, fmt, labels) {
   return new window.uPlot({
     width, height: 180, title,
     series: [{}].concat(labels.map((l, i) => ({ label: l, stroke: colors[i % colors.length], width: 2, value: (u, v) => v === null ? "" : fmt(v) }))),
-    axes: [{}, { values: (u, vs) => vs.map(fmt), size: 70 }],
-    scales: { x: { time: true } },
+    axes: [{ values: (u, vs) => vs.map(clock) }, { values: (u, vs) => vs.map(fmt), size: 80 }],
+    // At least the last 5 minutes (one sample would span years), at most the hour kept.
+    scales: { x: { time: true, range: (u, min, max) => [Math.max(max - 3600, Math.min(min, max - 300)), max] } },
   }, [[], ...labels.map(() => [])], el);
 }
 
 function fromHistory(hist) {
-  // /api/metrics/history: {"samples": [{"t": seconds, name: value, ...}]}.
+  // Field names: head/http/history.py's Sample.
   const s = hist.samples || [];
-  const pick = (k) => s.map((x) => (x[k] === undefined ? null : x[k]));
-  const t = s.map((x) => x.t);
+  const t = s.map((x) => x.time);
   return {
-    cpu: [t, pick("cpu_used")],
-    memory: [t, pick("memory_used")],
-    object_store: [t, pick("object_store_bytes")],
-    rates: [t, pick("tasks_per_s"), pick("actors_per_s")],
+    cpu: [t, s.map((x) => x.cpu_percent), s.map((x) => (x.cpus ? (100 * x.cpus_used) / x.cpus : 0))],
+    memory: [t, s.map((x) => x.mem_used)],
+    object_store: [t, s.map((x) => x.store_used), s.map((x) => x.spilled_bytes)],
+    rates: [t, s.map((x) => x.tasks_finished_per_s + x.tasks_failed_per_s), s.map((x) => x.actors_finished_per_s)],
   };
 }
 
@@ -202,13 +207,11 @@ pages.overview = (page) => {
   page.append(h("h1", {}, "Overview"), cards, h("h2", {}, "Nodes"), nodes, h("h2", {}, "The last hour"), charts);
   const boxes = {};
   const plots = {};
-  for (const [key, title, fmt] of SERIES) {
+  for (const [key, title, fmt, labels] of SERIES) {
     boxes[key] = h("div", { class: "chart", id: `chart-${key}` });
     charts.append(boxes[key]);
-    plots[key] = makeChart(boxes[key], title, fmt, key === "rates" ? ["tasks/s", "actors/s"] : [title]);
+    plots[key] = makeChart(boxes[key], title, fmt, labels);
   }
-  const local = { t: [], cpu: [], memory: [], store: [], tasks: [], actors: [], last: null };
-  let history = true;
   every(2000, async () => {
     const o = await api("/api/state/overview");
     const alive = (o.actors_by_state.ALIVE || 0);
@@ -232,33 +235,11 @@ pages.overview = (page) => {
       })],
       ["Object store", (n) => fmtBytes(n.store_capacity)],
     ], o.nodes, null, "nodes-table"));
-    if (history) {
-      try {
-        const hist = await api("/api/metrics/history?window_s=3600");
-        const data = fromHistory(hist);
-        for (const [key] of SERIES) if (plots[key]) plots[key].setData(data[key]);
-        return;
-      } catch (e) {
-        if (!(e instanceof HttpError) || e.status === 401) throw e;
-        history = false;  // not on this head: chart what this page sees
-      }
-    }
-    const now = o.now_ms / 1000;
-    const prev = local.last;
-    local.t.push(now);
-    local.cpu.push(cpuU);
-    local.memory.push(o.resources_used.memory || 0);
-    local.store.push(o.resources_used.object_store_memory || null);
-    const dt = prev ? now - prev.t : 0;
-    local.tasks.push(dt > 0 ? Math.max(0, (o.tasks_total - prev.tasks) / dt) : 0);
-    local.actors.push(dt > 0 ? Math.max(0, (alive - prev.actors) / dt) : 0);
-    local.last = { t: now, tasks: o.tasks_total, actors: alive };
-    if (local.t.length > 1800) for (const k of ["t", "cpu", "memory", "store", "tasks", "actors"]) local[k].shift();
-    if (plots.cpu) {
-      plots.cpu.setData([local.t, local.cpu]);
-      plots.memory.setData([local.t, local.memory]);
-      plots.object_store.setData([local.t, local.store]);
-      plots.rates.setData([local.t, local.tasks, local.actors]);
+    const hist = await api("/api/metrics/history");
+    const data = fromHistory(hist);
+    for (const [key] of SERIES) {
+      if (plots[key]) plots[key].setData(data[key]);
+      boxes[key].dataset.points = String(data[key][0].length);
     }
   });
 };
