@@ -213,6 +213,8 @@ def test_an_admin_opens_every_page_and_sees_the_cluster(browser: Any, dash: Dash
     _open(page, "objects")
     page.wait_for_selector("#object-nodes-table tbody tr")
     page.wait_for_selector("#object-owners-table")
+    # Each store's own report is there: pinned and spilled bytes.
+    page.wait_for_selector("#object-nodes-table >> text=objects)")
     _shot(page, "objects")
 
     _open(page, "logs")

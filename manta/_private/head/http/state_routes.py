@@ -323,8 +323,17 @@ async def objects(request: web.Request) -> web.Response:
                        "sample": [{"object_id": r.object_id.hex(), "type": r.reference_type, "size": r.size,
                                    "in_store": r.in_store, "task_status": r.task_status}
                                   for r in proc.refs[:20]]})
+    # What each store holds now, as `manta memory` sees it: pinned by a
+    # reader, spilled to disk, and the store's own used and capacity.
+    stores = await ask(request, p, _tool_messages().ListStore(timeout_s=ASK_TIMEOUT_S, rid=1))
+    for r in stores.nodes:
+        node = r.node_id.hex()
+        e = per_node.setdefault(node, {"node_id": node, "ip": r.ip, "store_bytes": 0, "objects": 0})
+        e.update(ip=e["ip"] or r.ip, capacity=r.capacity, used=r.used, spilled_bytes=r.spilled_bytes,
+                 pinned_bytes=sum(x.size for x in r.entries if x.pins and not x.spilled),
+                 spilled_objects=sum(1 for x in r.entries if x.spilled))
     return web.json_response({"nodes": sorted(per_node.values(), key=lambda n: n["node_id"]),
-                              "owners": owners, "missing": reply.missing})
+                              "owners": owners, "missing": reply.missing + stores.missing})
 
 
 async def jobs(request: web.Request) -> web.Response:

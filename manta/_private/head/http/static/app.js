@@ -391,7 +391,10 @@ pages.objects = (page) => {
       ["Node", (n) => h("span", { class: "mono" }, short(n.node_id))],
       ["IP", (n) => n.ip],
       ["Objects in store", (n) => n.objects],
-      ["Store", (n) => [bar(n.store_bytes, cap[n.node_id] || 0), ` ${fmtBytes(n.store_bytes)} / ${fmtBytes(cap[n.node_id] || 0)}`]],
+      ["Referenced in store", (n) => [bar(n.store_bytes, cap[n.node_id] || 0), ` ${fmtBytes(n.store_bytes)} / ${fmtBytes(cap[n.node_id] || 0)}`]],
+      ["Store used", (n) => (n.used === undefined ? "" : fmtBytes(n.used))],
+      ["Pinned", (n) => (n.pinned_bytes === undefined ? "" : fmtBytes(n.pinned_bytes))],
+      ["Spilled", (n) => (n.spilled_bytes === undefined ? "" : `${fmtBytes(n.spilled_bytes)} (${n.spilled_objects} objects)`)],
     ], r.nodes, null, "object-nodes-table"));
     replace(owners, table([
       ["Process", (p) => `${p.driver ? "driver" : "worker"} pid ${p.pid}`],
