@@ -25,6 +25,7 @@ from manta._private import ids
 from manta._private.head.http import auth
 from manta._private.protocol import messages as m
 from manta._private.protocol import state_messages as sm
+from manta._private.protocol import tool_messages as tm
 from manta._private.protocol.identity import Principal, Role
 from manta._private.transport.connection import RemoteError
 
@@ -325,7 +326,7 @@ async def objects(request: web.Request) -> web.Response:
                                   for r in proc.refs[:20]]})
     # What each store holds now, as `manta memory` sees it: pinned by a
     # reader, spilled to disk, and the store's own used and capacity.
-    stores = await ask(request, p, _tool_messages().ListStore(timeout_s=ASK_TIMEOUT_S, rid=1))
+    stores = await ask(request, p, tm.ListStore(timeout_s=ASK_TIMEOUT_S, rid=1))
     for r in stores.nodes:
         node = r.node_id.hex()
         e = per_node.setdefault(node, {"node_id": node, "ip": r.ip, "store_bytes": 0, "objects": 0})
@@ -364,22 +365,10 @@ async def workers(request: web.Request) -> web.Response:
 # -- logs ------------------------------------------------------------------------
 
 
-def _tool_messages() -> Any:
-    """The messages of `manta logs` (protocol/tool_messages.py), where this
-    build has them: the logs routes answer 501 until it does."""
-    import importlib
-
-    try:
-        return importlib.import_module("manta._private.protocol.tool_messages")
-    except ImportError:
-        raise auth.error(501, "this head cannot read logs: it has no `manta logs` support") from None
-
-
 async def logs(request: web.Request) -> web.Response:
     """The log files of every node (or of `node`), each with the job whose
     worker wrote it; a principal sees the files it may read."""
     p = auth.require(request, Role.VIEW)
-    tm = _tool_messages()
     node = _hex(request.query.get("node", ""), "node")
     reply = await ask(request, p, tm.ListLogs(node_id=node, glob=request.query.get("glob", ""),
                                               timeout_s=ASK_TIMEOUT_S, rid=1))
@@ -395,7 +384,6 @@ async def read_log(request: web.Request) -> web.Response:
     the last read answered), or its last `tail` lines on a first read.
     Following is asking again with the answer's offset and inode."""
     p = auth.require(request, Role.VIEW)
-    tm = _tool_messages()
     q = request.query
     try:
         offset, inode, tail = int(q.get("offset", -1)), int(q.get("inode", 0)), int(q.get("tail", 200))
