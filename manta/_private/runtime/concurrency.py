@@ -63,7 +63,10 @@ def start_loop(size: int, name: str) -> tuple[asyncio.AbstractEventLoop, asyncio
         loop.call_soon(ready.set)
         loop.run_forever()
         # Stopped (local mode ends its actors' loops; a worker's run until it exits).
-        loop.run_until_complete(loop.shutdown_asyncgens())
+        try:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        except asyncio.CancelledError:
+            pass  # a task still on the loop was cancelled as it stopped: nothing left to close
         loop.close()
 
     threading.Thread(target=run, name=name, daemon=True).start()
