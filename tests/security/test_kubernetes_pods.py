@@ -170,17 +170,25 @@ def _wait_port(port: int, pod: Pod, timeout: float = 60.0) -> None:
     raise AssertionError(f"the head's port never opened: {pod.log()}")
 
 
-def _wait_session(pod: Pod, timeout: float = 60.0) -> None:
+def _session(pod: Pod) -> str:
+    """The pod's session directory once its node wrote its record there, else ""."""
+    root = pod.env["MANTA_TMPDIR"]
+    for s in os.listdir(root) if os.path.isdir(root) else []:
+        if os.path.exists(os.path.join(root, s, "cluster.json")):
+            return os.path.join(root, s)
+    return ""
+
+
+def _wait_session(pod: Pod, timeout: float = 60.0) -> str:
     """Until the pod's node has written its session record (`init("auto")` reads it).
 
     The port opens before the record is written, so a driver started at the
     first successful connect could find no cluster on this machine."""
     deadline = time.monotonic() + timeout
-    root = pod.env["MANTA_TMPDIR"]
     while time.monotonic() < deadline:
         assert pod.proc is not None and pod.proc.poll() is None, pod.log()
-        if os.path.isdir(root) and any(os.path.exists(os.path.join(root, s, "cluster.json")) for s in os.listdir(root)):
-            return
+        if session := _session(pod):
+            return session
         time.sleep(0.2)
     raise AssertionError(f"the node never wrote its session record: {pod.log()}")
 
@@ -234,17 +242,7 @@ def test_the_pods_commands_make_a_cluster(site: Site) -> None:
     with open(os.path.join(secrets, "ca-hash")) as f:
         ca_hash = f.read().strip()
     # The worker joined with the pinned hash, and holds a certificate of the Secret's CA.
-    deadline = time.monotonic() + 60
-    node_pem = ""
-    while time.monotonic() < deadline and not node_pem:
-        assert worker.proc is not None and worker.proc.poll() is None, worker.log()
-        sessions = os.listdir(worker.env["MANTA_TMPDIR"]) if os.path.isdir(worker.env["MANTA_TMPDIR"]) else []
-        for s in sessions:
-            candidate = os.path.join(worker.env["MANTA_TMPDIR"], s, "tls", "node.pem")
-            if os.path.exists(os.path.join(worker.env["MANTA_TMPDIR"], s, "cluster.json")):
-                node_pem = candidate
-        time.sleep(0.2)
-    assert node_pem, worker.log()
+    node_pem = os.path.join(_wait_session(worker), "tls", "node.pem")
     with open(os.path.join(secrets, "ca.pem"), "rb") as f:
         ca = f.read()
     assert pki.fingerprint(ca) == ca_hash

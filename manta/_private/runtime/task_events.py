@@ -56,9 +56,7 @@ class TaskReporter:
         self._timer = self._metrics_timer = None
 
     def _tick(self) -> None:
-        batch = self.batch()
-        if batch is not None:
-            self.rt.send_head(batch)
+        self.flush()
         if time.monotonic() - self._metrics_sent_at >= self.metrics_interval and self._metrics_timer is None:
             self._send_metrics()
         self._timer = self.rt.loop.call_later(self.interval, self._tick)

@@ -298,7 +298,10 @@ async def objects(request: web.Request) -> web.Response:
     """Object references by owner process, and bytes per node: in each
     node's store (sealed there) and held by each process."""
     p = auth.require(request, Role.VIEW)
-    reply = await ask(request, p, sm.ListObjects(timeout_s=ASK_TIMEOUT_S, rid=1))
+    # The processes' references and each store's own report (what `manta
+    # memory` sees: pinned, spilled, used), asked at once.
+    reply, stores = await asyncio.gather(ask(request, p, sm.ListObjects(timeout_s=ASK_TIMEOUT_S, rid=1)),
+                                         ask(request, p, tm.ListStore(timeout_s=ASK_TIMEOUT_S, rid=1)))
     per_node: dict[str, dict[str, Any]] = {}
     owners = []
     counted: set[tuple[str, bytes]] = set()
@@ -324,9 +327,6 @@ async def objects(request: web.Request) -> web.Response:
                        "sample": [{"object_id": r.object_id.hex(), "type": r.reference_type, "size": r.size,
                                    "in_store": r.in_store, "task_status": r.task_status}
                                   for r in proc.refs[:20]]})
-    # What each store holds now, as `manta memory` sees it: pinned by a
-    # reader, spilled to disk, and the store's own used and capacity.
-    stores = await ask(request, p, tm.ListStore(timeout_s=ASK_TIMEOUT_S, rid=1))
     for r in stores.nodes:
         node = r.node_id.hex()
         e = per_node.setdefault(node, {"node_id": node, "ip": r.ip, "store_bytes": 0, "objects": 0})
