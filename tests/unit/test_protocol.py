@@ -1,6 +1,7 @@
 import pytest
 
 from manta._private.protocol import messages as m
+from manta._private.protocol.chunks import chunk_prefix
 from manta._private.protocol.framing import FrameDecoder, FrameTooLarge, encode_frame
 from manta._private.protocol.identity import Credential
 
@@ -76,9 +77,9 @@ def test_malformed_message_raises_decode_error():
 
 def test_a_chunk_sent_as_prefix_and_raw_bytes_decodes_as_a_store_chunk():
     data = bytes(range(256)) * 1000
-    msg = m.decode(m.chunk_prefix(42, len(data), b"d" * 16) + data)
+    msg = m.decode(chunk_prefix(42, len(data), b"d" * 16) + data)
     assert isinstance(msg, m.StoreChunk) and msg.rid == 42 and bytes(msg.data) == data and msg.digest == b"d" * 16
-    assert m.decode(m.chunk_prefix(1, 0)).data == b""
+    assert m.decode(chunk_prefix(1, 0)).data == b""
 
 
 @pytest.mark.parametrize("rid", [1, 127, 128, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**40])

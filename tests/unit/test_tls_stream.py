@@ -234,3 +234,43 @@ def test_chunk_tags_are_skipped_only_on_tls_links(link: Link) -> None:
     assert checks_for(sums, True, link.client.encrypted) is None
     assert checks_for(sums, True, False) is sums  # plaintext: the only check
     assert checks_for(sums, False, False) is None  # turned off (transfer_checksums)
+
+
+@pytest.mark.parametrize("tls", [True, False])
+def test_chunks_asked_for_into_memory_land_there(loop: asyncio.AbstractEventLoop, sessions: dict[str, str],
+                                                 tls: bool) -> None:
+    data = os.urandom(12 << 20)
+
+    def serve_chunks(conn: Connection, msg: Any) -> None:
+        if isinstance(msg, m.StoreReadChunk):
+            conn.send_chunk(msg.rid, memoryview(data)[msg.offset : msg.offset + msg.length], b"")
+
+    async def go() -> None:
+        server, addr = await serve("tcp:127.0.0.1:0", _identity("s", sessions["server"] if tls else None),
+                                   serve_chunks)
+        client = await connect(addr, _identity("c", sessions["client"] if tls else None), lambda c, msg: None)
+        try:
+            store = bytearray(len(data))
+            views = [memoryview(store)[at : at + (4 << 20)] for at in range(0, len(data), 4 << 20)]
+            asks = [client.request_into(m.StoreReadChunk(object_id=b"o", offset=at, length=4 << 20), view)
+                    for at, view in zip(range(0, len(data), 4 << 20), views, strict=True)]
+            replies = await asyncio.gather(*asks)
+            assert [r.data is v for r, v in zip(replies, views, strict=True)] == [True] * 3  # landed: no copy
+            assert store == data
+            # One given up on mid-chunk: nothing more is written there, and the link goes on.
+            store[:] = bytes(len(store))
+            view = memoryview(store)[: 4 << 20]
+            fut = client.request_into(m.StoreReadChunk(object_id=b"o", offset=0, length=4 << 20), view)
+            assert await _wait(lambda: client._decoder.landing or fut.done())
+            client.forget_landing(view)
+            left = bytes(store)
+            small = await client.request_into(m.StoreReadChunk(object_id=b"o", offset=5, length=100),
+                                              memoryview(bytearray(100)))
+            assert bytes(small.data) == data[5:105]
+            if not fut.done():
+                assert bytes(store) == left
+        finally:
+            client.close()
+            server.close()
+
+    run(loop, go())

@@ -818,12 +818,12 @@ class NodeAgent:
             offset = await self._room_for_pull(oid, info.size)
             view = self.region.view
 
-            def write(at: int, chunk: memoryview) -> None:
-                view[offset + at : offset + at + len(chunk)] = chunk
+            def into(at: int, n: int) -> memoryview:
+                return view[offset + at : offset + at + n]
 
             try:
                 sums = checks_for(self.chunk_sums, self.config.transfer_checksums, peer.encrypted)
-                retried = await pull_chunks(peer, oid, info.size, write, sums, source,
+                retried = await pull_chunks(peer, oid, info.size, into, sums, source,
                                             self.state_answers.transfers)
                 if retried:
                     log.warning("pulling %s from %s: asked again for %d damaged chunks", oid.hex(), source, retried)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import struct
 import sys
+from collections.abc import Callable
+from typing import Any
 
 HEADER = struct.Struct("<I")
 HEADER_SIZE = HEADER.size
@@ -31,6 +33,15 @@ def encode_frame(payload: bytes) -> bytes:
     return HEADER.pack(len(payload)) + payload
 
 
+# What a landing decision sees of a large frame: its first bytes.
+HEAD = 64
+
+# (bytes of the frame before its data, where the data goes, what to hand
+# over once it is all there), or None: the frame gets a buffer of its own.
+Landing = tuple[int, memoryview, Any]
+Lander = Callable[[bytes, int], "Landing | None"]
+
+
 class FrameDecoder:
     """Splits a byte stream into frames.
 
@@ -38,9 +49,16 @@ class FrameDecoder:
     cheaper than one `readexactly` call per message (measured 2.5x). A large
     frame (an object chunk) that arrives over many reads is gathered into a
     buffer of its own size instead, and handed over as it is: no extra copy.
+
+    With `land` set, a large frame may instead be written where its data
+    belongs: `land(first HEAD bytes, frame size)` names the place (an object
+    chunk's bytes go straight into the store being pulled into), and what is
+    handed over in the frame's stead once it is whole. `divert()` sends the
+    rest of the frame being landed nowhere, for a caller that gave up on it.
     """
 
-    __slots__ = ("_buf", "_pos", "max_frame", "_big", "_filled", "_size", "_spares", "_scratch", "_into_big")
+    __slots__ = ("_buf", "_pos", "max_frame", "_big", "_filled", "_size", "_spares", "_scratch", "_into_big",
+                 "land", "_head", "_dest", "_plen", "_landed")
 
     # Frames at least this large, not yet whole, get a buffer of their own.
     BIG = 256 * 1024
@@ -59,40 +77,73 @@ class FrameDecoder:
         self.max_frame = max_frame
         self._big: bytearray | None = None
         self._filled = 0
-        self._size = 0  # the frame being gathered into _big: its length
+        self._size = 0  # the large frame being gathered (or landed): its length
         # Large-frame buffers handed out before, kept for reuse: writing into
         # fresh memory costs a page fault per 4 KiB, more than the copy.
         self._spares: list[bytearray] = []
         self._scratch: bytearray | None = None
         self._into_big = False
+        self.land: Lander | None = None
+        # A large frame whose first HEAD bytes are still coming, to decide where it lands.
+        self._head: bytearray | None = None
+        # The large frame being landed: where its data goes, after _plen bytes of prefix.
+        self._dest: memoryview | None = None
+        self._plen = 0
+        self._landed: Any = None
 
     def buffer(self) -> memoryview:
         """Where the next bytes of the stream should be written, for a reader
         that can fill memory itself (the TLS layer decrypts into it); then
         `filled(n)`. The rest of a large frame being gathered is its own
-        buffer, so its bytes land where the frame is handed over from."""
+        buffer (or the place it lands), so its bytes land where the frame is
+        handed over from."""
+        self._into_big = False
+        dest = self._dest
+        if dest is not None:
+            self._into_big = True
+            return dest[self._filled - self._plen :]
         big = self._big
-        self._into_big = big is not None and len(big) == self._size
-        if self._into_big:
-            assert big is not None
+        if big is not None and len(big) == self._size:
+            self._into_big = True
             return memoryview(big)[self._filled :]
         if self._scratch is None:
             self._scratch = bytearray(self.SCRATCH)
+        if self._head is not None:
+            # Only up to HEAD: where the rest goes is decided on those bytes.
+            return memoryview(self._scratch)[: HEAD - len(self._head)]
         return memoryview(self._scratch)
 
-    def filled(self, n: int) -> list[bytes | bytearray]:
+    def filled(self, n: int) -> list[Any]:
         """`n` bytes were written at the start of the last `buffer()`."""
         if not self._into_big:
             assert self._scratch is not None
             return self.feed(memoryview(self._scratch)[:n])
-        big = self._big
-        assert big is not None
         self._filled += n
         if self._filled < self._size:
             return []
+        done = self._done()
+        return [] if done is None else [done]
+
+    def divert(self) -> None:
+        """The frame being landed: the rest of it goes nowhere, and nothing is handed over for it."""
+        if self._dest is not None:
+            self._dest = memoryview(bytearray(len(self._dest)))
+            self._landed = None
+
+    @property
+    def landing(self) -> bool:
+        return self._dest is not None
+
+    def _done(self) -> Any:
+        """The large frame is whole: what stands for it (None: diverted)."""
+        if self._dest is not None:
+            landed, self._dest, self._landed = self._landed, None, None
+            return landed
+        big = self._big
+        assert big is not None
         self._big = None
         self._keep(big)
-        return [big]
+        return big
 
     def _keep(self, big: bytearray) -> None:
         if len(big) <= self.SPARE_MAX:
@@ -100,23 +151,55 @@ class FrameDecoder:
             if len(self._spares) > self.SPARES:
                 del self._spares[0]
 
-    def feed(self, data: bytes | memoryview) -> list[bytes | bytearray]:
-        frames: list[bytes | bytearray] = []
+    def _start(self, first: memoryview, size: int) -> None:
+        """A large frame begins with `first` (all that arrived of it, at least HEAD bytes)."""
+        landing = self.land(bytes(first[:HEAD]), size) if self.land is not None else None
+        have = len(first)
+        self._size, self._filled = size, have
+        if landing is not None:
+            plen, dest, landed = landing
+            if plen + len(dest) == size and plen <= HEAD:
+                dest[: have - plen] = first[plen:]
+                self._dest, self._plen, self._landed = dest, plen, landed
+                return
+        if size <= self.PREALLOC:
+            big = self._buffer(size)
+            big[:have] = first
+        else:
+            big = bytearray(first)  # grows with what arrives
+        self._big = big
+
+    def feed(self, data: bytes | memoryview) -> list[Any]:
+        frames: list[Any] = []
         view = memoryview(data)
-        if self._big is not None:
-            big = self._big
+        head = self._head
+        if head is not None:
+            take = min(HEAD - len(head), len(view))
+            head += view[:take]
+            view = view[take:]
+            if len(head) < HEAD:
+                return frames
+            self._head = None
+            self._start(memoryview(head), self._size)
+        if self._dest is not None or self._big is not None:
             need = self._size - self._filled
             take = min(need, len(view))
-            if len(big) == self._size:
-                big[self._filled : self._filled + take] = view[:take]
+            if self._dest is not None:
+                at = self._filled - self._plen
+                self._dest[at : at + take] = view[:take]
             else:
-                big += view[:take]  # growing: it holds only what arrived
+                big = self._big
+                assert big is not None
+                if len(big) == self._size:
+                    big[self._filled : self._filled + take] = view[:take]
+                else:
+                    big += view[:take]  # growing: it holds only what arrived
             self._filled += take
             if take < need:
                 return frames
-            frames.append(big)
-            self._big = None
-            self._keep(big)
+            done = self._done()
+            if done is not None:
+                frames.append(done)
             view = view[take:]
             if not view:
                 return frames
@@ -135,14 +218,11 @@ class FrameDecoder:
             start = pos + HEADER_SIZE
             if end - start < size:
                 if size >= self.BIG:
-                    # Gather the rest straight into the frame's own buffer.
-                    have = end - start
-                    if size <= self.PREALLOC:
-                        big = self._buffer(size)
-                        big[:have] = buf[start:end]
+                    # Gather the rest straight into the frame's own buffer, or where it lands.
+                    if self.land is not None and end - start < HEAD:
+                        self._head, self._size = bytearray(buf[start:end]), size
                     else:
-                        big = bytearray(buf[start:end])
-                    self._big, self._filled, self._size = big, have, size
+                        self._start(memoryview(buf)[start:end], size)
                     pos = end
                 break
             frames.append(bytes(buf[start : start + size]))
@@ -162,4 +242,5 @@ class FrameDecoder:
 
     @property
     def buffered(self) -> int:
-        return len(self._buf) - self._pos + (self._filled if self._big is not None else 0)
+        gathering = self._big is not None or self._dest is not None
+        return len(self._buf) - self._pos + (self._filled if gathering else 0) + len(self._head or b"")

@@ -770,8 +770,9 @@ class StoreChunk(Msg, frozen=True):
     # `data` is last so that its bytes can follow an encoded prefix.
     rid: int
     digest: bytes  # the chunk's tag; b"" when not asked for
-    # Decoded as a view into the received frame, encoded from a view of the
-    # store: a chunk is copied once on each side, not three times.
+    # Encoded from a view of the store; on the reading side its bytes are
+    # written (or decrypted) straight into the store as they arrive
+    # (`Connection.request_into`), else decoded as a view into the frame.
     data: memoryview
 
 
@@ -968,19 +969,6 @@ def frame(msg: Msg, rid: int = 0) -> bytes:
         msg = _replace(msg, rid=rid)
     payload = _encode(msg)
     return _pack_header(len(payload)) + payload
-
-
-def chunk_prefix(rid: int, size: int, digest: bytes = b"") -> bytes:
-    """The encoding of `StoreChunk(rid, digest, data)` up to `data`'s bytes.
-
-    A chunk is sent as this prefix followed by the store's bytes themselves,
-    so they are not copied into a message first. msgpack ends the encoding
-    of an empty `data` with a bin8 header (c4 00); a bin32 header (c6 +
-    big-endian length) takes its place.
-    """
-    empty = _encoder.encode(StoreChunk(rid=rid, digest=digest, data=memoryview(b"")))
-    assert empty[-2:] == b"\xc4\x00"
-    return empty[:-2] + b"\xc6" + size.to_bytes(4, "big")
 
 
 def decode(payload: bytes | bytearray) -> Msg:

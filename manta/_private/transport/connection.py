@@ -38,7 +38,8 @@ from manta._private.protocol import messages as m
 from manta._private.protocol import metrics_messages as mm
 from manta._private.protocol import state_messages as sm
 from manta._private.protocol import tool_messages as tm
-from manta._private.protocol.framing import HEADER, FrameDecoder, FrameTooLarge
+from manta._private.protocol.chunks import chunk_head, chunk_prefix
+from manta._private.protocol.framing import HEADER, FrameDecoder, FrameTooLarge, Landing
 from manta._private.protocol.identity import NOBODY, Principal, Role
 from manta._private.transport.gate import DEFAULT_LIMITS, LOCAL, Gate, Limits, peer_key
 from manta._private.transport.tls_stream import TlsLayer, TlsTransport
@@ -167,6 +168,10 @@ class Connection(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         # Free-form state for the service that owns this connection.
         self.peer: Any = None
+        # Chunks asked for with `request_into`: rid -> where the answer's data goes.
+        self._landings: dict[int, memoryview] = {}
+        self._landing_now = 0  # the rid of the chunk the decoder is landing, if any
+        self._landing_into: memoryview | None = None
 
     # -- asyncio protocol -------------------------------------------------
 
@@ -223,6 +228,10 @@ class Connection(asyncio.Protocol):
         for frame in frames:
             if self.closed or self._refusing:
                 return
+            if type(frame) is m.StoreChunk:  # landed where it was asked to go (request_into)
+                self._landing_now, self._landing_into = 0, None
+                self._dispatch(frame)
+                continue
             if not self.ready.done():
                 self._handshake(bytes(frame))  # tiny: handshake frames are capped
                 continue
@@ -267,6 +276,7 @@ class Connection(asyncio.Protocol):
             self.abort(f"authentication failed from {peer or 'a local process'}: {e}")
             return
         self._decoder.max_frame = self.limits.max_frame
+        self._decoder.land = self._land  # only once authenticated
         self.ready.set_result(None)
 
     def _auth_failed(self, why: str) -> None:
@@ -379,7 +389,7 @@ class Connection(asyncio.Protocol):
         """
         if self.closed:
             return
-        prefix = m.chunk_prefix(rid, len(data), digest)
+        prefix = chunk_prefix(rid, len(data), digest)
         self._queue((HEADER.pack(len(prefix) + len(data)), prefix, data), True, 4 + len(prefix) + len(data))
 
     def send_threadsafe(self, msg: Any, rid: int = 0) -> None:
@@ -418,18 +428,57 @@ class Connection(asyncio.Protocol):
 
     def request(self, msg: Any) -> asyncio.Future[Any]:
         """Sends `msg` with a fresh rid; the future resolves with the answer."""
+        return self._ask(msg, None)
+
+    def _ask(self, msg: Any, into: memoryview | None) -> asyncio.Future[Any]:
         fut: asyncio.Future[Any] = self._loop.create_future()
         if self.closed:
             fut.set_exception(ConnectionLost(f"connection to {self.name} is closed"))
             return fut
         rid = next(self._rids)
         self._pending[rid] = fut
+        if into is not None:
+            self._landings[rid] = into
         try:
             self.send(msg, rid)
         except MessageTooLarge:
             del self._pending[rid]
+            self._landings.pop(rid, None)
             raise
         return fut
+
+    def request_into(self, msg: m.StoreReadChunk, into: memoryview) -> asyncio.Future[Any]:
+        """`request` of a chunk whose bytes the decoder writes (or the TLS
+        layer decrypts) straight into `into`, which must have the chunk's
+        length: the answer's `data` is then `into` itself. A short answer, or
+        an error, comes as `request`'s would. Loop thread only; a caller
+        that stops waiting calls `forget_landing`, as `into` may be reused."""
+        return self._ask(msg, into)
+
+    def forget_landing(self, into: memoryview) -> None:
+        """Nothing more is written into `into`, even by a chunk half landed."""
+        for rid, dest in list(self._landings.items()):
+            if dest is into:
+                del self._landings[rid]
+        if self._landing_now and self._decoder.landing and self._landing_into is into:
+            self._decoder.divert()  # its answer never comes: nobody waits for it
+            self._pending.pop(self._landing_now, None)
+            self._landing_now, self._landing_into = 0, None
+
+    def _land(self, head: bytes, size: int) -> Landing | None:
+        """The decoder's question on a large frame: does it land somewhere?"""
+        if not self._landings:
+            return None
+        parsed = chunk_head(head, size)
+        if parsed is None:
+            return None
+        rid, digest, plen = parsed
+        dest = self._landings.get(rid)
+        if dest is None or len(dest) != size - plen:
+            return None  # answered as a plain frame: the length check is the reader's
+        del self._landings[rid]
+        self._landing_now, self._landing_into = rid, dest
+        return plen, dest, m.StoreChunk(rid=rid, digest=digest, data=dest)
 
     def request_cb(self, msg: Any, callback: Callable[[Any], None]) -> None:
         """Like `request`, but calls `callback(answer_or_exception)`: no future."""
@@ -485,6 +534,8 @@ class Connection(asyncio.Protocol):
 
     def _dispatch(self, msg: Any) -> None:
         if isinstance(msg, REPLY_TYPES):
+            if self._landings:
+                self._landings.pop(msg.rid, None)  # answered some other way: a short chunk, an error
             waiter = self._pending.pop(msg.rid, None)
             if waiter is not None:
                 result: Any = msg
@@ -546,6 +597,7 @@ class Connection(asyncio.Protocol):
         if not self.ready.done():
             self.ready.set_exception(err)
             self.ready.exception()  # mark retrieved
+        self._landings = {}
         pending = self._pending
         self._pending = {}
         for waiter in pending.values():

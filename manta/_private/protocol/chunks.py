@@ -1,0 +1,50 @@
+"""An object chunk's encoding, cut where its data begins.
+
+`Connection.send_chunk` writes a `StoreChunk` as its encoded prefix followed
+by the store's bytes, so they are not copied into a message first; the
+receiving side can read the prefix back off a frame's first bytes
+(`chunk_head`) and decrypt or copy the data straight into its own store.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from manta._private.protocol.messages import StoreChunk, encode
+
+# A bin32 header (0xc6, then a big-endian length) starts the data.
+_BIN32 = 0xC6
+_chunk_decoder: msgspec.msgpack.Decoder[StoreChunk] = msgspec.msgpack.Decoder(StoreChunk)
+# The array header and type tag every chunk's encoding starts with.
+_LEAD = encode(StoreChunk(rid=0, digest=b"", data=memoryview(b"")))[:-5]  # less rid 0 and two empty bins
+
+
+def chunk_prefix(rid: int, size: int, digest: bytes = b"") -> bytes:
+    """The encoding of `StoreChunk(rid, digest, data)` up to `data`'s bytes.
+
+    msgpack ends the encoding of an empty `data` with a bin8 header (c4 00);
+    a bin32 header (c6 + big-endian length) takes its place.
+    """
+    empty = encode(StoreChunk(rid=rid, digest=digest, data=memoryview(b"")))
+    assert empty[-2:] == b"\xc4\x00"
+    return empty[:-2] + b"\xc6" + size.to_bytes(4, "big")
+
+
+def chunk_head(head: bytes, size: int) -> tuple[int, bytes, int] | None:
+    """(rid, digest, length of the prefix) when the frame of `size` bytes
+    that begins with `head` is a StoreChunk, else None.
+
+    The data's header must say exactly the bytes the frame has left, and
+    what comes before it must decode as a chunk: a byte in the digest that
+    happens to look like a header fails the second check."""
+    if not head.startswith(_LEAD):
+        return None
+    for at in range(len(_LEAD), len(head) - 4):
+        if head[at] != _BIN32 or int.from_bytes(head[at + 1 : at + 5], "big") != size - at - 5:
+            continue
+        try:
+            chunk = _chunk_decoder.decode(head[:at] + b"\xc4\x00")
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            continue
+        return chunk.rid, chunk.digest, at + 5
+    return None
