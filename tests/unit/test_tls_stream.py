@@ -25,7 +25,7 @@ from manta._private.protocol import messages as m
 from manta._private.protocol.framing import HEADER, FrameDecoder
 from manta._private.transport import tls_stream
 from manta._private.transport.connection import Connection, TlsRefused, connect, serve
-from manta._private.transport.gate import Limits
+from manta._private.transport.gate import Gate, Limits
 
 KEYS = ClusterKeys(b"k" * 32)
 
@@ -274,3 +274,43 @@ def test_chunks_asked_for_into_memory_land_there(loop: asyncio.AbstractEventLoop
             server.close()
 
     run(loop, go())
+
+
+def test_tls_handshakes_count_against_their_address(loop: asyncio.AbstractEventLoop,
+                                                    sessions: dict[str, str]) -> None:
+    # Before TLS is up nothing is authenticated: a flood of silent TCP
+    # connections is turned away past the per-address limit, without waiting
+    # for their handshake timeout, and the address gets in again once they go.
+    limits = Limits(max_unauthenticated=3, handshake_timeout_s=30)
+    gate = Gate(limits)
+
+    async def listen() -> tuple[asyncio.AbstractServer, str]:
+        return await serve("tcp:127.0.0.1:0", _identity("s", sessions["server"]), lambda c, msg: None,
+                           limits=limits, gate=gate)
+
+    server, addr = run(loop, listen())
+    port = int(addr.rpartition(":")[2])
+    flood = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(6)]
+    try:
+        for s in flood:
+            s.settimeout(0.5)
+        shut = 0
+        for s in flood:
+            try:
+                shut += s.recv(10) == b""
+            except TimeoutError:
+                pass  # let in: waiting for its ClientHello
+            except OSError:
+                shut += 1
+        assert shut == 3 and gate.turned_away == 3
+        assert gate.unauthenticated("127.0.0.1") == 3
+    finally:
+        for s in flood:
+            s.close()
+    try:
+        assert run(loop, _wait(lambda: gate.unauthenticated("127.0.0.1") == 0))
+        client = run(loop, connect(addr, _identity("c", sessions["client"]), lambda c, msg: None, timeout=5))
+        assert client.encrypted and gate.unauthenticated("127.0.0.1") == 0  # authenticated: no longer counted
+        loop.call_soon_threadsafe(client.close)
+    finally:
+        loop.call_soon_threadsafe(server.close)

@@ -761,7 +761,7 @@ async def serve(
 
         def layer() -> TlsLayer:
             contexts.refresh()  # before this connection's TLS starts: a renewed cert is used
-            return TlsLayer(tls, factory, server_side=True, handshake_timeout=limits.handshake_timeout_s)
+            return TlsLayer(tls, factory, server_side=True, handshake_timeout=limits.handshake_timeout_s, gate=gate)
 
         server = await loop.create_server(layer, host, port)
     sockname = server.sockets[0].getsockname()

@@ -37,6 +37,8 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol, cast
 
+from manta._private.transport.gate import Gate, peer_key
+
 log = logging.getLogger(__name__)
 
 # Plaintext encrypted per step of a large write: 16 TLS records, which fit
@@ -132,6 +134,7 @@ class TlsLayer(asyncio.BufferedProtocol):
         server_side: bool,
         server_hostname: str | None = None,
         handshake_timeout: float | None = None,
+        gate: Gate | None = None,
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self._incoming = ssl.MemoryBIO()
@@ -154,6 +157,11 @@ class TlsLayer(asyncio.BufferedProtocol):
         self._drain_scheduled = False
         self._closing = False
         self._rbuf = memoryview(bytearray(READ_SIZE))
+        # Server side: a TLS handshake is authenticating too, and counts
+        # against its peer's address (`Gate`) until the application's
+        # protocol, which counts it until its own handshake is done, takes over.
+        self._gate = gate
+        self._peer = ""
 
     # -- the raw transport's protocol -----------------------------------------
 
@@ -164,6 +172,12 @@ class TlsLayer(asyncio.BufferedProtocol):
             self._fd = sock.fileno()
             if sock.family in (socket.AF_INET, socket.AF_INET6):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self._gate is not None:
+            self._peer = peer_key(transport.get_extra_info("peername"))
+            if not self._gate.admit(self._peer):
+                self._peer = ""
+                self.raw.abort()  # turned away before any TLS work is spent on it
+                return
         if self._timeout:
             self._timer = self._loop.call_later(self._timeout, self._handshake_timed_out)
         self._shake()
@@ -191,6 +205,7 @@ class TlsLayer(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
+        self._ungate()
         with self.lock:
             self._backlog, self._backlog_size = [], 0
         app, self.app = self.app, None
@@ -218,6 +233,7 @@ class TlsLayer(asyncio.BufferedProtocol):
         self._cancel_timer()
         if self.handshake.done():  # timed out meanwhile
             return
+        self._ungate()  # the application's protocol counts it from here
         app = self._app_factory()
         self.app = app
         app.connection_made(self.transport)
@@ -236,6 +252,12 @@ class TlsLayer(asyncio.BufferedProtocol):
         log.debug("TLS handshake failed: %s", exc)
         if self.raw is not None:
             self.raw.close()
+
+    def _ungate(self) -> None:
+        if self._peer:
+            assert self._gate is not None
+            self._gate.leave(self._peer)
+            self._peer = ""
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
