@@ -166,7 +166,7 @@ class TlsLayer(asyncio.BufferedProtocol):
     # -- the raw transport's protocol -----------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.raw = transport  # type: ignore[assignment]
+        raw = self.raw = cast(asyncio.Transport, transport)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             self._fd = sock.fileno()
@@ -176,7 +176,7 @@ class TlsLayer(asyncio.BufferedProtocol):
             self._peer = peer_key(transport.get_extra_info("peername"))
             if not self._gate.admit(self._peer):
                 self._peer = ""
-                self.raw.abort()  # turned away before any TLS work is spent on it
+                raw.abort()  # turned away before any TLS work is spent on it
                 return
         if self._timeout:
             self._timer = self._loop.call_later(self._timeout, self._handshake_timed_out)
