@@ -172,6 +172,11 @@ def test_workload_through_the_client_server(cluster):
         outer = manta.put([inner])
         del inner
         assert manta.get(manta.get(outer)[0]) == "inside"
+        # A value of many chunks that holds a ref, and an array that is not one flat buffer.
+        grid = np.arange(6 << 20, dtype=np.float32).reshape(2048, -1)[:, ::2]
+        mixed = manta.get(manta.put(dict(ref=manta.put("held"), grid=grid, tail=b"t" * 9_000_000)))
+        assert manta.get(mixed["ref"]) == "held" and np.array_equal(mixed["grid"], grid)
+        assert mixed["tail"] == b"t" * 9_000_000
         assert manta.cluster_resources()["CPU"] == 2.0
         job = manta.get_runtime_context().get_job_id()
         assert any(j["job_id"] == job and j["status"] == "RUNNING" for j in list_jobs())

@@ -77,7 +77,9 @@ def test_a_tokens_jobs_together_stop_at_its_actor_and_cpu_quotas_and_others_go_o
     # A second job with the same token: its detached a1 still counts, so starting
     # more jobs does not get round the quota.
     second = driver(c, "team", """
-    attempt("one", lambda: manta.get(A.remote().ping.remote(), timeout=30))
+    # Held: an actor whose handle is dropped ends, and no longer counts.
+    held = [A.remote()]
+    attempt("one", lambda: manta.get(held[0].ping.remote(), timeout=30))
     attempt("two", lambda: manta.get(A.remote().ping.remote(), timeout=30))
     """, token=team)
     assert second["one"] == ["ok", "'pong'"]

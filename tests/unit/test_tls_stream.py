@@ -314,3 +314,31 @@ def test_tls_handshakes_count_against_their_address(loop: asyncio.AbstractEventL
         loop.call_soon_threadsafe(client.close)
     finally:
         loop.call_soon_threadsafe(server.close)
+
+
+@pytest.mark.parametrize("tls", [True, False])
+def test_messages_split_around_a_large_field_go_both_ways(loop: asyncio.AbstractEventLoop, sessions: dict[str, str],
+                                                          tls: bool) -> None:
+    from manta._private.protocol import client_messages as cm
+
+    def echo(conn: Connection, msg: Any) -> None:
+        if isinstance(msg, cm.ClientCall):  # answered from another thread, as the proxy does
+            body = bytes(msg.body)[::-1]
+            threading.Thread(target=conn.reply_split_threadsafe,
+                             args=(msg, cm.ClientReply(body=cm.EMPTY), "body", [body[:5], memoryview(body)[5:]])
+                             ).start()
+
+    async def go() -> None:
+        server, addr = await serve("tcp:127.0.0.1:0", _identity("s", sessions["server"] if tls else None), echo)
+        client = await connect(addr, _identity("c", sessions["client"] if tls else None), lambda c, msg: None)
+        try:
+            big = os.urandom(3 << 20)
+            parts: list[bytes | memoryview] = [memoryview(big)[: 1 << 20], memoryview(big)[1 << 20 :]]
+            replies = await asyncio.gather(*(client.request_split(cm.ClientCall(body=cm.EMPTY), "body", parts)
+                                             for _ in range(3)))
+            assert all(bytes(r.body) == big[::-1] for r in replies)
+        finally:
+            client.close()
+            server.close()
+
+    run(loop, go())

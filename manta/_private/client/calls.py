@@ -14,7 +14,9 @@ from typing import Any, Union
 
 import msgspec
 
+from manta._private.protocol import client_messages as cm
 from manta._private.protocol import messages as m
+from manta._private.protocol.chunks import Parts, split
 
 
 class Call(msgspec.Struct, array_like=True, tag=True, frozen=True):
@@ -32,7 +34,7 @@ class RefInfo(msgspec.Struct, array_like=True, frozen=True):
 class Item(msgspec.Struct, array_like=True, frozen=True):
     """One value of a Get: all of it in `data`, or its start and a `download` to read the rest by Chunk."""
 
-    data: bytes
+    data: memoryview  # the bytes fields here: views into the message they came in
     size: int
     download: int = 0
 
@@ -44,7 +46,7 @@ class PutChunk(Call, frozen=True):
     upload: int
     offset: int
     total: int
-    data: bytes  # encoded from a memoryview of the value: no copy of its own
+    data: memoryview  # encoded from a memoryview of the value: no copy of its own
 
 
 class PutEnd(Call, frozen=True):
@@ -52,7 +54,7 @@ class PutEnd(Call, frozen=True):
 
     upload: int
     total: int
-    data: bytes
+    data: memoryview
     contained: list[bytes]
 
 
@@ -157,7 +159,7 @@ class Fetched(Call, frozen=True):
 
 
 class Data(Call, frozen=True):
-    data: bytes  # encoded from a memoryview of the stored value
+    data: memoryview  # encoded from a memoryview of the stored value
 
 
 class Ready(Call, frozen=True):
@@ -185,7 +187,19 @@ encode = _encoder.encode
 DecodeError = (msgspec.DecodeError, msgspec.ValidationError)
 
 
-def decode(body: bytes) -> Any:
+EMPTY = cm.EMPTY
+
+
+def encode_parts(call: Any) -> bytes | Parts:
+    """A call's or an answer's encoding: as parts, around a large chunk of a value."""
+    if type(call) in (PutChunk, Data) and len(call.data) >= cm.AS_IS:
+        parts = split(call, "data", [call.data])
+        if parts is not None:
+            return parts
+    return encode(call)
+
+
+def decode(body: bytes | memoryview) -> Any:
     return _decoder.decode(body)
 
 

@@ -61,12 +61,25 @@ class RawValue:
         dest[: self.size] = self.data
 
 
+class Upload:
+    """A large value a client is sending in chunks, written into the store as they come."""
+
+    __slots__ = ("total", "object_id", "offset", "received", "lock")
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.object_id = b""  # made in the store when the first chunk comes
+        self.offset = 0
+        self.received = 0
+        self.lock = threading.Lock()
+
+
 class Proxy:
     def __init__(self, rt: CoreRuntime, chunk_bytes: int) -> None:
         self.rt = rt
         self.chunk = chunk_bytes
         self.held: dict[bytes, ObjectRef] = {}
-        self.uploads: dict[int, bytearray] = {}
+        self.uploads: dict[int, Upload] = {}
         self.downloads: dict[int, tuple[bytes | memoryview, int]] = {}
         self._download_ids = iter(range(1, 1 << 62))
         self.lock = threading.Lock()
@@ -96,7 +109,7 @@ class Proxy:
         if type(msg) is not cm.ClientCall:
             return
         try:
-            call = c.decode(msg.body)
+            call = c.decode(msg.body)  # its bytes: views into the frame, until written to the store
         except c.DecodeError as e:
             conn.reply_error(msg, m.ErrorKind.VALUE, f"malformed client call: {e}")
             return
@@ -111,7 +124,11 @@ class Proxy:
             except Exception:
                 blob = pickle.dumps(RuntimeError(f"{type(e).__name__}: {e}"))
             reply = c.Failed(error=blob)
-        conn.reply_threadsafe(msg, cm.ClientReply(body=c.encode(reply)))
+        body = c.encode_parts(reply)
+        if isinstance(body, list):  # a large chunk of a value, sent from the store as it is
+            conn.reply_split_threadsafe(msg, cm.ClientReply(body=c.EMPTY), "body", body)
+        else:
+            conn.reply_threadsafe(msg, cm.ClientReply(body=memoryview(body)))
         if type(call) is c.End:
             threading.Timer(0.2, self.gone.set).start()  # once the answer is out
 
@@ -217,26 +234,49 @@ class Proxy:
     # -- values ---------------------------------------------------------------------
 
     def _put_chunk(self, call: c.PutChunk) -> c.Done:
-        if not 0 < call.total <= self.rt.store_capacity:
+        """A chunk of a large value goes straight into its place in the store
+        (made when the first chunk comes), as chunks arrive in any order."""
+        rt = self.rt
+        if not 0 < call.total <= rt.store_capacity:
             raise ValueError(f"a value of {call.total} bytes does not fit this node's object store")
         with self.lock:
-            buf = self.uploads.get(call.upload)
-            if buf is None:
-                buf = self.uploads[call.upload] = bytearray(call.total)
-        if len(buf) != call.total or call.offset < 0 or call.offset + len(call.data) > call.total:
+            up = self.uploads.get(call.upload)
+            if up is None:
+                up = self.uploads[call.upload] = Upload(call.total)
+        if up.total != call.total or call.offset < 0 or call.offset + len(call.data) > call.total:
             raise ValueError("a chunk outside the value being uploaded")
-        buf[call.offset: call.offset + len(call.data)] = call.data
+        with up.lock:
+            if not up.object_id:
+                oid = ids.object_id(rt.ids.next(), 0)
+                up.offset = rt.call_agent(m.StoreCreate(object_id=oid, size=call.total)).offset
+                up.object_id = oid
+            up.received += len(call.data)
+        assert rt.region is not None
+        if call.data:
+            with rt.region.writing(up.offset + call.offset, len(call.data)) as dest:
+                dest[:] = call.data
         return c.Done()
 
     def _put_end(self, call: c.PutEnd) -> c.Refs:
         rt = self.rt
         with self.lock:
-            buf = self.uploads.pop(call.upload, None)
-        data: bytearray | bytes = call.data if buf is None else buf
-        if len(data) != call.total:
-            raise ValueError(f"the value uploaded has {len(data)} bytes, not {call.total}")
-        oid = ids.object_id(rt.ids.next(), 0)
-        rt.objects.store_owned(oid, RawValue(data, self._refs(call.contained)), local=1)  # type: ignore[arg-type]
+            up = self.uploads.pop(call.upload, None)
+        contained = self._refs(call.contained)
+        if up is None:  # small: all of it in this call
+            if len(call.data) != call.total:
+                raise ValueError(f"the value uploaded has {len(call.data)} bytes, not {call.total}")
+            oid = ids.object_id(rt.ids.next(), 0)
+            rt.objects.store_owned(oid, RawValue(call.data, contained), local=1)  # type: ignore[arg-type]
+            return self._hold([ObjectRef(oid, rt.address, rt)])
+        with up.lock:
+            oid = up.object_id
+        if not oid:
+            raise ValueError("an upload ended before any of it came")
+        if up.received != call.total or up.total != call.total:
+            rt.post(rt.send_agent, m.StoreFree(object_ids=[oid]))
+            raise ValueError(f"the value uploaded has {up.received} bytes, not {call.total}")
+        rt.post(rt.send_agent, m.StoreSeal(object_id=oid))
+        rt.objects.owned_in_store(oid, [(r._id, r._owner) for r in contained], local=1)
         return self._hold([ObjectRef(oid, rt.address, rt)])
 
     def _get(self, call: c.Get) -> c.Fetched:
@@ -257,15 +297,16 @@ class Proxy:
             raw = self._raw(ref)
             size = len(raw)
             if size <= budget:
-                items.append(c.Item(data=bytes(raw), size=size))
+                items.append(c.Item(data=memoryview(raw), size=size))
                 budget -= size
                 continue
-            first = bytes(raw[: min(size, max(budget, 0))])
+            # All of it by Chunk calls, each sent from the store as it is (not
+            # a first part copied into this answer): the client asks for them
+            # a window at a time.
             with self.lock:
                 download = next(self._download_ids)
-                self.downloads[download] = (raw, size - len(first))  # the bytes still to be read
-            items.append(c.Item(data=first, size=size, download=download))
-            budget -= len(first)
+                self.downloads[download] = (raw, size)  # the bytes still to be read
+            items.append(c.Item(data=c.EMPTY, size=size, download=download))
         return c.Fetched(items=items)
 
     def _raw(self, ref: ObjectRef) -> bytes | memoryview:
@@ -299,7 +340,7 @@ class Proxy:
             else:
                 self.downloads[call.download] = (raw, left)
         view = memoryview(raw)[call.offset: call.offset + size]
-        return c.Data(data=view)  # type: ignore[arg-type]
+        return c.Data(data=view)
 
 
 def describe_job(rt: CoreRuntime, entrypoint: str) -> None:

@@ -32,6 +32,7 @@ from manta._private.config import Config
 from manta._private.ids import TaskIds, new_worker_id
 from manta._private.protocol import client_messages as cm
 from manta._private.protocol import messages as m
+from manta._private.protocol.chunks import Parts
 from manta._private.protocol.identity import Credential, Role
 from manta._private.runtime.bridge import IOThread
 from manta._private.runtime.errors import error_from_remote
@@ -245,13 +246,16 @@ class ClientRuntime:
         assert self._connected is not None
         self._connected.set()  # wakes the waiting calls, to raise
 
-    async def _request(self, body: bytes) -> bytes:
+    async def _request(self, body: bytes | Parts) -> memoryview:
         assert self._connected is not None
         await self._connected.wait()
         conn = self.conn
         if conn is None or self.control_lost:
             raise ConnectionLost(self.control_lost or "not connected")
-        reply = await conn.request(cm.ClientCall(body=body))
+        if isinstance(body, list):  # a value's chunk, sent from its own buffer as it is
+            reply = await conn.request_split(cm.ClientCall(body=c.EMPTY), "body", body)
+        else:
+            reply = await conn.request(cm.ClientCall(body=memoryview(body)))
         return reply.body  # type: ignore[no-any-return]
 
     def call(self, call: Any, timeout: float | None = None) -> Any:
@@ -271,19 +275,25 @@ class ClientRuntime:
             raise pickle.loads(answer.error)
         return answer
 
-    async def _gather(self, calls: list[Any]) -> list[Any]:
+    async def _gather(self, calls: list[Any], each: Callable[[int, Any], None] | None) -> list[Any]:
         sem = asyncio.Semaphore(WINDOW)
 
-        async def one(call: Any) -> Any:
+        async def one(i: int, call: Any) -> Any:
             async with sem:
-                return c.decode(await self._request(c.encode(call)))
+                answer = c.decode(await self._request(c.encode_parts(call)))
+                if each is None or type(answer) is c.Failed:
+                    return answer
+                each(i, answer)  # at once: the frame it is a view of is let go for the next
+                return None
 
-        return await asyncio.gather(*(one(x) for x in calls))
+        return await asyncio.gather(*(one(i, x) for i, x in enumerate(calls)))
 
-    def call_many(self, calls: list[Any]) -> list[Any]:
-        """Several calls at once, a window of them in flight (a large value's chunks)."""
+    def call_many(self, calls: list[Any], each: Callable[[int, Any], None] | None = None) -> list[Any]:
+        """Several calls at once, a window of them in flight (a large value's
+        chunks). `each(i, answer)`, given, takes each answer as it comes, on
+        the I/O thread; then the answers are not kept."""
         try:
-            answers = self.run(self._gather(calls))
+            answers = self.run(self._gather(calls, each))
         except RemoteError as e:
             raise error_from_remote(e) from None
         except ConnectionLost as e:
@@ -350,7 +360,7 @@ class ClientRuntime:
             if not self._released or self.conn is None:
                 return
             gone, self._released = self._released, []
-        self.conn.request_cb(cm.ClientCall(body=c.encode(c.Release(ids=gone))), lambda _: None)
+        self.conn.request_cb(cm.ClientCall(body=memoryview(c.encode(c.Release(ids=gone)))), lambda _: None)
 
     def ref_escaped(self, object_id: bytes) -> None:
         pass  # the proxy holds it as long as any ref here lives
@@ -387,20 +397,21 @@ class ClientRuntime:
         return self._upload(serialize_checked(value, f"the object passed to put() ({type(value).__name__})"))
 
     def _upload(self, sv: Any) -> ObjectRef:
-        data = memoryview(sv.to_bytes())
-        total = len(data)
+        total = sv.size
         contained = [r._id for r in sv.contained]
         upload = next(self._uploads)
         chunk = self.chunk
         if total <= chunk:
-            end = c.PutEnd(upload=upload, total=total, data=bytes(data), contained=contained)
+            end = c.PutEnd(upload=upload, total=total, data=memoryview(sv.to_bytes()), contained=contained)
         else:
+            # Each chunk straight from the value's own buffers (`piece`): the
+            # whole is never laid out here (two copies of it, before).
             self.call_many([
-                c.PutChunk(upload=upload, offset=off, total=total, data=data[off: off + chunk])  # type: ignore[arg-type]
+                c.PutChunk(upload=upload, offset=off, total=total, data=sv.piece(off, off + chunk))
                 for off in range(0, total, chunk)
             ])
-            end = c.PutEnd(upload=upload, total=total, data=b"", contained=contained)
-        del sv, data
+            end = c.PutEnd(upload=upload, total=total, data=memoryview(b""), contained=contained)
+        del sv
         return self._ref(self.call(end).refs[0])
 
     def get(self, refs: Any, timeout: float | None = None) -> Any:
@@ -434,8 +445,11 @@ class ClientRuntime:
         buf = bytearray(item.size)
         buf[: len(item.data)] = item.data
         offsets = list(range(len(item.data), item.size, self.chunk))
-        for off, answer in zip(offsets, self.call_many([c.Chunk(item.download, off, self.chunk) for off in offsets])):
-            buf[off: off + len(answer.data)] = answer.data
+
+        def into(i: int, answer: c.Data) -> None:
+            buf[offsets[i]: offsets[i] + len(answer.data)] = answer.data
+
+        self.call_many([c.Chunk(item.download, off, self.chunk) for off in offsets], into)
         return memoryview(buf)
 
     def wait(

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from manta._private.protocol import client_messages as cm
 from manta._private.protocol import messages as m
 from manta._private.protocol.identity import Kind
-from manta._private.transport.connection import Connection, ConnectionLost, RemoteError
+from manta._private.transport.connection import Connection, ConnectionLost, MessageTooLarge, RemoteError
 
 if TYPE_CHECKING:
     from manta._private.head.head import Head
@@ -118,10 +118,18 @@ class ClientSessions:
                 conn.reply_error(msg, reply.kind, reply.message)
             elif isinstance(reply, ConnectionLost):
                 conn.reply_error(msg, m.ErrorKind.SYSTEM, f"the client's proxy driver is gone: {reply}")
+            elif len(reply.body) >= cm.AS_IS:  # a value's chunk: relayed as it came, not copied
+                try:
+                    conn.send_split(cm.ClientReply(body=cm.EMPTY), "body", [reply.body], msg.rid)
+                except MessageTooLarge as e:
+                    conn.reply_error(msg, m.ErrorKind.VALUE, str(e))
             else:
                 conn.reply(msg, cm.ClientReply(body=reply.body))
 
-        s.proxy.request_cb(cm.ClientCall(body=msg.body), answered)
+        if len(msg.body) >= cm.AS_IS:
+            s.proxy.request_cb(cm.ClientCall(body=cm.EMPTY), answered, split=("body", [msg.body]))
+        else:
+            s.proxy.request_cb(cm.ClientCall(body=msg.body), answered)
 
     def _connect(self, conn: Connection, msg: cm.ClientConnect) -> None:
         p = conn.principal

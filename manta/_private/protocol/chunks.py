@@ -1,16 +1,27 @@
-"""An object chunk's encoding, cut where its data begins.
+"""Encodings cut where a large bytes field begins.
 
 `Connection.send_chunk` writes a `StoreChunk` as its encoded prefix followed
 by the store's bytes, so they are not copied into a message first; the
 receiving side can read the prefix back off a frame's first bytes
 (`chunk_head`) and decrypt or copy the data straight into its own store.
+`split` does the same for any message with one large bytes field, nested
+as deep as need be (a remote client's value chunk inside its call).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
+from msgspec.structs import replace
 
 from manta._private.protocol.messages import StoreChunk, encode
+
+Parts = list[bytes | memoryview]
+# Stands in for the large field while the rest is encoded; found again by
+# its bin8 header and bytes. A message whose other fields hold it too is
+# encoded whole instead (`split` returns None).
+_STAND_IN = b"\xc4\x10" + bytes.fromhex("6d616e7461a5f1d3097e42c8b0e61d3b")
 
 # A bin32 header (0xc6, then a big-endian length) starts the data.
 _BIN32 = 0xC6
@@ -48,3 +59,15 @@ def chunk_head(head: bytes, size: int) -> tuple[int, bytes, int] | None:
             continue
         return chunk.rid, chunk.digest, at + 5
     return None
+
+
+def split(msg: Any, field: str, data: Parts) -> Parts | None:
+    """`msg`'s encoding with its bytes field `field` holding `data` joined,
+    as parts: the encoding before the field, `data` as it is, the rest.
+    None if the encoding cannot be cut (then encode the message whole)."""
+    size = sum(len(p) for p in data)
+    enc = encode(replace(msg, **{field: _STAND_IN[2:]}))
+    at = enc.find(_STAND_IN)
+    if at < 0 or enc.find(_STAND_IN, at + 1) >= 0:
+        return None
+    return [enc[:at] + b"\xc6" + size.to_bytes(4, "big"), *data, enc[at + len(_STAND_IN) :]]

@@ -40,17 +40,27 @@ class ClientSession(Msg, frozen=True):
     rid: int = 0
 
 
+# A value's chunk at least this large is sent as it is, around its call's
+# encoding (chunks.split), not copied into it: with the relay's and the
+# answer's frames sent the same way, the bytes of a large get are copied
+# once in the client and by nobody else on the way.
+AS_IS = 256 * 1024
+EMPTY = memoryview(b"")
+
+
 class ClientCall(Msg, frozen=True):
     """Client -> head -> proxy: one encoded `client.calls` request."""
 
-    body: bytes
+    # Decoded as a view into the received frame: a value's chunk is not
+    # copied out of it on the way, only when it is encoded again.
+    body: memoryview
     rid: int = 0
 
 
 class ClientReply(Msg, frozen=True):
     """Proxy -> head -> client: the answer to a ClientCall."""
 
-    body: bytes
+    body: memoryview  # as ClientCall's
     rid: int = 0
 
 

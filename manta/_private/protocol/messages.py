@@ -959,16 +959,21 @@ def frame(msg: Msg, rid: int = 0) -> bytes:
     """The frame of `msg` (built with rid 0), as request or answer `rid` if given.
 
     With a rid, a shallow copy of the frozen message carries it (made in C,
-    cheaper than patching the encoded bytes). Frames this large are copied
-    once more; object data travels in StoreChunk frames, sent by
-    `Connection.send_chunk` without a copy.
+    cheaper than patching the encoded bytes). `frame_parts` for a large one.
     """
+    header, payload = frame_parts(msg, rid)
+    return header + payload
+
+
+def frame_parts(msg: Msg, rid: int = 0) -> tuple[bytes, bytes]:
+    """`frame`'s header and payload, apart: a large payload is written after
+    its header as it is, not copied once more to join them."""
     if rid:
         if msg.rid:  # type: ignore[attr-defined]  # every message with a rid ends with it
             raise ValueError(f"{type(msg).__name__} must be built without a rid (the connection sets it)")
         msg = _replace(msg, rid=rid)
     payload = _encode(msg)
-    return _pack_header(len(payload)) + payload
+    return _pack_header(len(payload)), payload
 
 
 def decode(payload: bytes | bytearray) -> Msg:

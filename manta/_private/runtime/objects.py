@@ -172,9 +172,13 @@ class Objects:
                 self.refs.set_ready(oid, data, contained=contained)
         else:
             self.write_store(oid, sv)
-            with self.lock:
-                self.refs.add_owned(oid, local=local)
-                self.refs.set_ready(oid, None, in_store=True, node_id=self.rt.node_id, contained=contained)
+            self.owned_in_store(oid, contained, local)
+
+    def owned_in_store(self, oid: bytes, contained: list[tuple[bytes, str]], local: int) -> None:
+        """Records a value this process owns, written to this node's store and sealed."""
+        with self.lock:
+            self.refs.add_owned(oid, local=local)
+            self.refs.set_ready(oid, None, in_store=True, node_id=self.rt.node_id, contained=contained)
 
     def write_store(self, oid: bytes, sv: SerializedValue) -> None:
         rt = self.rt

@@ -114,6 +114,29 @@ class SerializedValue:
         for off, b in zip(self._offsets, self.buffers):
             dest[off : off + b.nbytes] = b
 
+    def piece(self, start: int, stop: int) -> memoryview:
+        """Bytes [start, stop) of what `write_into` writes, without laying it
+        all out: a chunk of a large value sent elsewhere (a remote client's
+        upload). A piece within one out-of-band buffer is a view of it, no
+        copy; one across parts is gathered (the first, holding the pickle)."""
+        stop = min(stop, self.size)
+        flat = [_bytes_of(b) for b in self.buffers]
+        for off, b in zip(self._offsets, flat):
+            if off <= start and stop <= off + len(b):
+                return b[start - off : stop - off]
+        out = bytearray(stop - start)
+        header = self._header()
+        parts = [(0, memoryview(header)), (len(header), memoryview(self.pickled)), *zip(self._offsets, flat)]
+        for off, view in parts:
+            lo, hi = max(start, off), min(stop, off + len(view))
+            if lo < hi:
+                out[lo - start : hi - start] = view[lo - off : hi - off]
+        return memoryview(out)
+
+
+def _bytes_of(buf: memoryview) -> memoryview:
+    return buf if buf.ndim == 1 and buf.format == "B" else buf.cast("B")
+
 
 def note_ref(ref: Any) -> bool:
     """Called by ObjectRef.__reduce__: records a ref being serialized.

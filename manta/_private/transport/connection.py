@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
+from msgspec.structs import replace
 
 from manta._private.auth.credentials import AuthFailed, Identity
 from manta._private.auth.handshake import (
@@ -38,7 +39,7 @@ from manta._private.protocol import messages as m
 from manta._private.protocol import metrics_messages as mm
 from manta._private.protocol import state_messages as sm
 from manta._private.protocol import tool_messages as tm
-from manta._private.protocol.chunks import chunk_head, chunk_prefix
+from manta._private.protocol.chunks import Parts, chunk_head, chunk_prefix, split
 from manta._private.protocol.framing import HEADER, FrameDecoder, FrameTooLarge, Landing
 from manta._private.protocol.identity import NOBODY, Principal, Role
 from manta._private.transport.gate import DEFAULT_LIMITS, LOCAL, Gate, Limits, peer_key
@@ -330,10 +331,14 @@ class Connection(asyncio.Protocol):
         """
         if self.closed:
             return
-        frame = m.frame(msg, rid)
-        if len(frame) > self.limits.max_frame:
-            raise self._too_large(msg, len(frame))
-        self._queue((frame,), len(frame) >= BIG_FRAME, len(frame))
+        header, payload = m.frame_parts(msg, rid)
+        size = 4 + len(payload)
+        if size > self.limits.max_frame:
+            raise self._too_large(msg, size)
+        if size >= BIG_FRAME:
+            self._queue((header, payload), True, size)  # written as it is: no copy to join them
+        else:
+            self._queue((header + payload,), False, size)
 
     def _too_large(self, msg: Any, size: int) -> MessageTooLarge:
         return MessageTooLarge(
@@ -401,9 +406,14 @@ class Connection(asyncio.Protocol):
         """
         if self.closed:
             return
-        frame = m.frame(msg, rid)
-        if len(frame) > self.limits.max_frame:
-            raise self._too_large(msg, len(frame))
+        header, payload = m.frame_parts(msg, rid)
+        size = 4 + len(payload)
+        if size > self.limits.max_frame:
+            raise self._too_large(msg, size)
+        if size >= BIG_FRAME:
+            self._queue_threadsafe((header, payload), size)
+            return
+        frame = header + payload
         with self._wlock:
             transport = self.transport
             if transport is None or self.closed:
@@ -426,11 +436,65 @@ class Connection(asyncio.Protocol):
                 self._flush_scheduled = True
                 self._loop.call_soon_threadsafe(self._flush)
 
+    def _queue_threadsafe(self, parts: tuple[bytes | memoryview, ...], size: int) -> None:
+        """Any thread: a large frame's parts, for the loop to write as they
+        are, where a write from here would copy them to join them and again
+        for what the socket did not take."""
+        with self._wlock:
+            if self.transport is None or self.closed:
+                return
+            self._out += parts
+            self._queued += size
+            self._out_big = True
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                self._loop.call_soon_threadsafe(self._flush)
+
+    # -- large fields sent as they are (chunks.split) ----------------------
+
+    def _split_frame(self, msg: Any, field: str, data: Parts, rid: int) -> tuple[tuple[bytes | memoryview, ...], int]:
+        if rid:
+            msg = replace(msg, rid=rid)
+        parts = split(msg, field, data)
+        if parts is None:
+            parts = [m.encode(replace(msg, **{field: b"".join(data)}))]
+        size = 4 + sum(len(p) for p in parts)
+        if size > self.limits.max_frame:
+            raise self._too_large(msg, size)
+        return (HEADER.pack(size - 4), *parts), size
+
+    def send_split(self, msg: Any, field: str, data: Parts, rid: int = 0) -> None:
+        """Sends `msg` with its bytes field `field` holding `data` joined,
+        none of whose parts is copied: a value's chunk relayed for a remote
+        client. The parts must stay as they are until written. Loop thread."""
+        if self.closed:
+            return
+        parts, size = self._split_frame(msg, field, data, rid)
+        self._queue(parts, True, size)
+
+    def send_split_threadsafe(self, msg: Any, field: str, data: Parts, rid: int = 0) -> None:
+        """`send_split` from any thread."""
+        if self.closed:
+            return
+        parts, size = self._split_frame(msg, field, data, rid)
+        self._queue_threadsafe(parts, size)
+
+    def reply_split_threadsafe(self, request: Any, msg: Any, field: str, data: Parts) -> None:
+        """`reply_threadsafe` of what `send_split` sends."""
+        try:
+            self.send_split_threadsafe(msg, field, data, request.rid)
+        except MessageTooLarge as e:
+            self.send_threadsafe(m.ErrorReply(kind=m.ErrorKind.VALUE, message=str(e), rid=request.rid))
+
+    def request_split(self, msg: Any, field: str, data: Parts) -> asyncio.Future[Any]:
+        """`request` of what `send_split` sends."""
+        return self._ask(msg, None, (field, data))
+
     def request(self, msg: Any) -> asyncio.Future[Any]:
         """Sends `msg` with a fresh rid; the future resolves with the answer."""
         return self._ask(msg, None)
 
-    def _ask(self, msg: Any, into: memoryview | None) -> asyncio.Future[Any]:
+    def _ask(self, msg: Any, into: memoryview | None, split: tuple[str, Parts] | None = None) -> asyncio.Future[Any]:
         fut: asyncio.Future[Any] = self._loop.create_future()
         if self.closed:
             fut.set_exception(ConnectionLost(f"connection to {self.name} is closed"))
@@ -440,7 +504,10 @@ class Connection(asyncio.Protocol):
         if into is not None:
             self._landings[rid] = into
         try:
-            self.send(msg, rid)
+            if split is None:
+                self.send(msg, rid)
+            else:
+                self.send_split(msg, split[0], split[1], rid)
         except MessageTooLarge:
             del self._pending[rid]
             self._landings.pop(rid, None)
@@ -480,15 +547,19 @@ class Connection(asyncio.Protocol):
         self._landing_now, self._landing_into = rid, dest
         return plen, dest, m.StoreChunk(rid=rid, digest=digest, data=dest)
 
-    def request_cb(self, msg: Any, callback: Callable[[Any], None]) -> None:
-        """Like `request`, but calls `callback(answer_or_exception)`: no future."""
+    def request_cb(self, msg: Any, callback: Callable[[Any], None], split: tuple[str, Parts] | None = None) -> None:
+        """Like `request`, but calls `callback(answer_or_exception)`: no
+        future. With `split`, sends as `send_split` does."""
         if self.closed:
             callback(ConnectionLost(f"connection to {self.name} is closed"))
             return
         rid = next(self._rids)
         self._pending[rid] = callback
         try:
-            self.send(msg, rid)
+            if split is None:
+                self.send(msg, rid)
+            else:
+                self.send_split(msg, split[0], split[1], rid)
         except MessageTooLarge:
             del self._pending[rid]
             raise

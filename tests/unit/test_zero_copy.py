@@ -1,15 +1,26 @@
-"""Chunks landing where they belong: the frame decoder writes a chunk's
-bytes straight into the store (`FrameDecoder.land`), fed as plaintext
-arrives (`feed`) or as the TLS layer decrypts into it (`buffer`/`filled`)."""
+"""Large bytes moved without copies.
+
+- Chunks landing where they belong: the frame decoder writes a chunk's bytes
+  straight into the store (`FrameDecoder.land`), fed as plaintext arrives
+  (`feed`) or as the TLS layer decrypts into it (`buffer`/`filled`).
+- Messages sent around a large field (`chunks.split`), nested: a remote
+  client's value chunks, relayed by the head as they came.
+- A serialized value read a piece at a time (`SerializedValue.piece`).
+"""
 
 from __future__ import annotations
 
 import random
 from typing import Any
 
+import numpy as np
+
+from manta._private.client import calls as c
+from manta._private.protocol import client_messages as cm
 from manta._private.protocol import messages as m
-from manta._private.protocol.chunks import chunk_head, chunk_prefix
+from manta._private.protocol.chunks import chunk_head, chunk_prefix, split
 from manta._private.protocol.framing import HEADER, FrameDecoder
+from manta._private.runtime.serialization import serialize
 
 MB = 1 << 20
 
@@ -133,3 +144,32 @@ def test_the_head_of_a_chunk_is_read_back_and_nothing_else_passes_for_one() -> N
         assert chunk_head((prefix + bytes(64))[:64], size + 1) is None  # the data's length must match
     assert chunk_head(m.encode(m.LogLines(job_id=1, prefix="p", is_err=False, text="x" * 100))[:64], 120) is None
     assert chunk_head(bytes(64), 100) is None
+
+
+def test_a_message_split_around_its_large_field_decodes_as_the_whole() -> None:
+    data = memoryview(bytes(range(256)) * 4000)
+    inner = split(c.Data(data=c.EMPTY), "data", [data[:1000], data[1000:]])
+    assert inner is not None and inner[1].obj is data.obj  # the data itself, not a copy
+    outer = split(cm.ClientReply(body=c.EMPTY, rid=2**40), "body", inner)
+    assert outer is not None
+    msg = m.decode(b"".join(bytes(p) for p in outer))
+    assert isinstance(msg, cm.ClientReply) and msg.rid == 2**40
+    assert bytes(c.decode(msg.body).data) == bytes(data)
+    # Where the rest of the message could be mistaken for the cut, it is not cut.
+    from manta._private.protocol import chunks
+    assert split(c.PutChunk(upload=1, offset=0, total=5, data=c.EMPTY), "data", [memoryview(b"x")]) is not None
+    sneaky = c.PutEnd(upload=1, total=5, data=c.EMPTY, contained=[chunks._STAND_IN[2:]])
+    assert split(sneaky, "data", [memoryview(b"x")]) is None
+
+
+def test_a_serialized_value_read_in_pieces_is_what_it_lays_out_whole() -> None:
+    values = [np.arange(3_000_000, dtype=np.float64).reshape(1000, 3000),
+              {"a": np.ones(10**6, dtype=np.uint8), "b": np.arange(10**6)}, b"x" * 5_000_000, "small"]
+    for value in values:
+        sv = serialize(value)
+        whole = sv.to_bytes()
+        for step in (4096, 1 << 20, 7_777_777):
+            assert b"".join(bytes(sv.piece(o, o + step)) for o in range(0, sv.size, step)) == whole
+    sv = serialize(np.ones(4 << 20, dtype=np.uint8))
+    inside = sv.piece(1 << 20, 2 << 20)
+    assert inside.obj is sv.buffers[0].obj  # within the array: a view of it
