@@ -187,6 +187,112 @@ def test_workload_through_the_client_server(cluster):
     assert "CLIENT OK" in out.stdout, out.stdout + out.stderr
 
 
+def test_generators_placement_groups_and_stories_through_the_client_server(cluster):
+    out = cluster.client(f"""
+        import asyncio, manta
+        from manta.util import placement_group, remove_placement_group
+        from manta.util.state import task_story
+        manta.init("manta://{cluster.address}")
+
+        @manta.remote
+        def count(n):
+            for i in range(n):
+                yield i * 10
+
+        gen = count.remote(5)
+        assert [manta.get(r) for r in gen] == [0, 10, 20, 30, 40]
+        assert gen.is_finished()
+
+        @manta.remote(num_returns="dynamic")
+        def dyn(n):
+            for i in range(n):
+                yield i
+
+        assert [manta.get(r) for r in manta.get(dyn.remote(4))] == [0, 1, 2, 3]
+
+        @manta.remote
+        def fails_at_two():
+            yield 1
+            yield 2
+            raise ValueError("third item")
+
+        got = []
+        try:
+            for r in fails_at_two.remote():
+                got.append(manta.get(r))
+        except ValueError as e:
+            assert "third item" in str(e)
+        assert got == [1, 2], got
+
+        @manta.remote
+        class Source:
+            def items(self, n):
+                for i in range(n):
+                    yield "x" * i
+
+        src = Source.remote()
+        assert [manta.get(r) for r in src.items.remote(3)] == ["", "x", "xx"]
+
+        async def drain():
+            return [await r async for r in count.remote(3)]
+        assert asyncio.run(drain()) == [0, 10, 20]
+
+        # A generator dropped half-way lets its other items go, and the session goes on.
+        half = count.remote(50)
+        assert manta.get(next(half)) == 0
+        del half
+
+        pg = placement_group([{{"CPU": 1}}])
+        assert manta.get(pg.ready(), timeout=60).id == pg.id
+        remove_placement_group(pg)
+        never = placement_group([{{"CPU": 64}}])
+        ready, _ = manta.wait([never.ready()], timeout=0.5)
+        assert not ready
+        remove_placement_group(never)
+
+        # retry_exceptions as classes: matched by name (the proxy unpickles nothing of the client's).
+        class Flaky(Exception):
+            pass
+
+        @manta.remote
+        class Tries:
+            def __init__(self):
+                self.n = 0
+            def bump(self):
+                self.n += 1
+                return self.n
+
+        tries = Tries.remote()
+
+        @manta.remote(max_retries=3, retry_exceptions=[Flaky])
+        def flaky(t):
+            if manta.get(t.bump.remote()) < 3:
+                raise Flaky("not yet")
+            return "third time"
+
+        assert manta.get(flaky.remote(tries)) == "third time"
+
+        @manta.remote(max_retries=3, retry_exceptions=[Flaky])
+        def other(t):
+            manta.get(t.bump.remote())
+            raise KeyError("not retried")
+
+        try:
+            manta.get(other.remote(tries))
+        except KeyError:
+            pass
+        assert manta.get(tries.bump.remote()) == 5  # three tries, one run of other, this call
+
+        ref = manta.remote(lambda: 7).remote()
+        assert manta.get(ref) == 7
+        steps = [r.step for r in task_story(ref)]
+        assert steps and "submitted" in steps[0], steps
+        manta.shutdown()
+        print("CLIENT OK")
+    """)
+    assert "CLIENT OK" in out.stdout, out.stdout + out.stderr
+
+
 def _job_state(cluster, job_hex):
     """The job's status and its actors' states, asked by a driver on the head's node."""
     out = cluster.on_head("-c", textwrap.dedent(f"""

@@ -101,6 +101,7 @@ class Submit(Call, frozen=True):
     env_vars: dict[str, str]
     placement: m.Placement | None
     backpressure: int
+    retry_on: list[str] = []  # retry_exceptions given as classes: their qualified names
 
 
 class ActorCall(Call, frozen=True):
@@ -115,6 +116,7 @@ class ActorCall(Call, frozen=True):
     retry_exceptions: bool
     concurrency_group: str
     backpressure: int
+    retry_on: list[str] = []
 
 
 class CreateActor(Call, frozen=True):
@@ -137,6 +139,36 @@ class Forward(Call, frozen=True):
 
     msg: bytes  # an encoded `messages` Msg
     to_agent: bool = False
+
+
+class GenNext(Call, frozen=True):
+    """The next item of a streaming generator task the client submitted: a
+    ref (Refs of one), or Refs of none at its end."""
+
+    task_id: bytes
+    timeout: float | None
+
+
+class GenReady(Call, frozen=True):
+    task_id: bytes
+
+
+class GenClose(Call, frozen=True):
+    """The client's generator is gone: the items it never took are let go."""
+
+    task_id: bytes
+
+
+class PgReady(Call, frozen=True):
+    """A ref ready once the placement group is created; its value is `value`,
+    the group as the client serialized it (the proxy never reads it)."""
+
+    pg_id: bytes
+    value: bytes
+
+
+class Story(Call, frozen=True):
+    task_id: bytes
 
 
 class End(Call, frozen=True):
@@ -166,6 +198,16 @@ class Ready(Call, frozen=True):
     ids: list[bytes]
 
 
+class Flag(Call, frozen=True):
+    value: bool
+
+
+class Records(Call, frozen=True):
+    """A task's story: (task id, step, stimulus id, time, detail) each."""
+
+    records: list[tuple[str, str, int, float, str]]
+
+
 class Answer(Call, frozen=True):
     msg: bytes  # an encoded `messages` Msg
 
@@ -178,7 +220,8 @@ class Failed(Call, frozen=True):
 
 Any_ = Union[  # noqa: UP007 (a Union of the structs, for one decoder)
     PutChunk, PutEnd, Get, Chunk, Wait, Release, Borrow, Submit, ActorCall, CreateActor, HoldActor, Cancel,
-    Forward, End, Done, Refs, Fetched, Data, Ready, Answer, Failed,
+    Forward, GenNext, GenReady, GenClose, PgReady, Story, End, Done, Refs, Fetched, Data, Ready, Flag, Records,
+    Answer, Failed,
 ]
 
 _encoder = msgspec.msgpack.Encoder()

@@ -27,8 +27,9 @@ from manta._private.protocol import messages as m
 from manta._private.protocol import state_messages as sm
 from manta._private.protocol.identity import Credential, Role
 from manta._private.runtime.core import CoreRuntime
+from manta._private.runtime.generators import ObjectRefGenerator
 from manta._private.runtime.object_ref import ObjectRef
-from manta._private.runtime.submission import PreparedArgs
+from manta._private.runtime.submission import PreparedArgs, classes_named
 from manta._private.transport.connection import Connection, connect
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,9 @@ class Proxy:
         self.lock = threading.Lock()
         self.serial = ThreadPoolExecutor(1, thread_name_prefix="client-serial")
         self.pool = ThreadPoolExecutor(8, thread_name_prefix="client-call")
+        # A generator's next item may be long in coming: its waits do not hold the pool.
+        self.waits = ThreadPoolExecutor(64, thread_name_prefix="client-wait")
+        self.generators: dict[bytes, ObjectRefGenerator] = {}  # streaming tasks the client submitted
         self.conn: Connection | None = None
         self.gone = threading.Event()
 
@@ -113,7 +117,8 @@ class Proxy:
         except c.DecodeError as e:
             conn.reply_error(msg, m.ErrorKind.VALUE, f"malformed client call: {e}")
             return
-        (self.serial if isinstance(call, SERIAL) else self.pool).submit(self._answer, conn, msg, call)
+        pool = self.serial if isinstance(call, SERIAL) else self.waits if type(call) is c.GenNext else self.pool
+        pool.submit(self._answer, conn, msg, call)
 
     def _answer(self, conn: Connection, msg: cm.ClientCall, call: Any) -> None:
         try:
@@ -165,16 +170,30 @@ class Proxy:
         if t is c.Submit:
             refs = rt.submit_task(
                 fn_id=call.fn_id, name=call.name, args=self._prepared(call), kwargs={}, num_returns=call.num_returns,
-                resources=call.resources, max_retries=call.max_retries, retry_exceptions=call.retry_exceptions,
+                resources=call.resources, max_retries=call.max_retries, retry_exceptions=self._retry_on(call),
                 env_vars=call.env_vars, placement=call.placement, backpressure=call.backpressure,
             )
-            return self._hold(refs)
+            return self._hold(self._streaming(refs, call.num_returns))
         if t is c.ActorCall:
             refs = rt.submit_actor_task(
                 call.actor_id, call.method, self._prepared(call), {}, call.num_returns, call.max_task_retries,
-                call.name, call.retry_exceptions, call.concurrency_group, call.backpressure,
+                call.name, self._retry_on(call), call.concurrency_group, call.backpressure,
             )
-            return self._hold(refs)
+            return self._hold(self._streaming(refs, call.num_returns))
+        if t is c.GenNext:
+            item = self._stream(call.task_id).next_within(call.timeout)
+            return self._hold([item] if item is not None else [])
+        if t is c.GenReady:
+            return c.Flag(value=self._stream(call.task_id).next_ready())
+        if t is c.GenClose:
+            with self.lock:
+                self.generators.pop(call.task_id, None)  # its items not taken go with it
+            return c.Done()
+        if t is c.PgReady:
+            return self._hold([rt.objects.ready_when_placed(call.pg_id, call.value)])
+        if t is c.Story:
+            return c.Records(records=[(r.task_id, str(r.step), r.stimulus_id, r.time, r.detail)
+                                      for r in rt.story(call.task_id)])
         if t is c.CreateActor:
             return c.Answer(msg=m.encode(self._create_actor(call)))
         if t is c.HoldActor:
@@ -187,6 +206,24 @@ class Proxy:
         if t is c.End:
             return c.Done()
         raise ValueError(f"a client cannot ask {t.__name__}")
+
+    @staticmethod
+    def _retry_on(call: c.Submit | c.ActorCall) -> bool | tuple[type, ...]:
+        return classes_named(call.retry_on) if call.retry_on else call.retry_exceptions
+
+    def _streaming(self, refs: list[ObjectRef], num_returns: int) -> list[ObjectRef]:
+        """A streaming task's generator is kept here; the client asks it for each item (GenNext)."""
+        if num_returns == m.STREAMING:
+            with self.lock:
+                self.generators[ids.task_of(refs[0]._id)] = self.rt.generator(refs[0])
+        return refs
+
+    def _stream(self, task_id: bytes) -> ObjectRefGenerator:
+        with self.lock:
+            gen = self.generators.get(task_id)
+        if gen is None:
+            raise ValueError(f"no generator of task {task_id.hex()} here (it was closed, or never submitted)")
+        return gen
 
     def _refs(self, object_ids: list[bytes]) -> list[ObjectRef]:
         with self.lock:

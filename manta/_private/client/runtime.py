@@ -29,13 +29,14 @@ from manta._private.auth import pki
 from manta._private.auth.credentials import Identity
 from manta._private.client import calls as c
 from manta._private.config import Config
-from manta._private.ids import TaskIds, new_worker_id
+from manta._private.ids import TaskIds, new_worker_id, task_of
 from manta._private.protocol import client_messages as cm
 from manta._private.protocol import messages as m
 from manta._private.protocol.chunks import Parts
 from manta._private.protocol.identity import Credential, Role
 from manta._private.runtime.bridge import IOThread
 from manta._private.runtime.errors import error_from_remote
+from manta._private.runtime.generators import ObjectRefGenerator, Stream
 from manta._private.runtime.metrics import MetricsRegistry
 from manta._private.runtime.object_ref import ObjectRef
 from manta._private.runtime.objects import (
@@ -50,6 +51,8 @@ from manta._private.runtime.objects import (
 )
 from manta._private.runtime.packaging import package_env
 from manta._private.runtime.serialization import deserialize, load_function, serialize_checked
+from manta._private.runtime.story import StoryRecord
+from manta._private.runtime.submission import qualified_name
 from manta._private.transport.connection import AuthRejected, Connection, ConnectionLost, RemoteError, connect
 from manta._private.transport.gate import Limits
 from manta._private.transport.tls_setup import tls_wanted
@@ -480,8 +483,8 @@ class ClientRuntime:
         return None
 
     def placement_group_ready(self, pg: Any) -> ObjectRef:
-        raise NotImplementedError("placement_group.ready() is not available through the client server yet: "
-                                  "use placement_group.wait(timeout_seconds)")
+        value = serialize_checked(pg, "the placement group").to_bytes()
+        return self._ref(self.call(c.PgReady(pg_id=pg.id.binary(), value=value)).refs[0])
 
     # -- functions ------------------------------------------------------------------
 
@@ -546,28 +549,27 @@ class ClientRuntime:
         env_vars: dict[str, str], placement: m.Placement | None = None, capture: tuple[bytes, int] = (b"", 0),
         backpressure: int = -1,
     ) -> list[ObjectRef]:
-        if num_returns < 0:
-            raise NotImplementedError("generator tasks (num_returns='streaming' or 'dynamic') are not available "
-                                      "through the client server yet")
         spec_args, kwnames, pinned = self.prepare_args(args, kwargs, name)
         try:
             reply = self.call(c.Submit(
                 fn_id=fn_id, name=name, args=spec_args, kwnames=kwnames, pinned=pinned, num_returns=num_returns,
-                resources=resources, max_retries=max_retries, retry_exceptions=bool(retry_exceptions),
-                env_vars=env_vars, placement=placement, backpressure=backpressure,
+                resources=resources, max_retries=max_retries, retry_exceptions=retry_exceptions is True,
+                env_vars=env_vars, placement=placement, backpressure=backpressure, retry_on=_names(retry_exceptions),
             ))
         finally:
             self._sent()
         return [self._ref(r) for r in reply.refs]
 
-    def generator(self, end: ObjectRef) -> Any:
-        raise NotImplementedError("generator tasks are not available through the client server yet")
+    def generator(self, end: ObjectRef) -> ObjectRefGenerator:
+        """A streaming task's items, each asked of the proxy, which keeps the task's own generator."""
+        return ObjectRefGenerator(end, ClientItems(self), Stream(task_of(end._id), end._id, 0))
 
     def cancel(self, ref: ObjectRef, force: bool, recursive: bool) -> None:
         self.call(c.Cancel(object_id=ref._id, force=force, recursive=recursive))
 
-    def story(self, task_id: bytes) -> list[Any]:
-        return []  # what happened to a task is recorded in the proxy
+    def story(self, task_id: bytes) -> list[StoryRecord]:
+        """What happened to a task, as its submitter (the proxy) recorded it."""
+        return [StoryRecord(*r) for r in self.call(c.Story(task_id=task_id)).records]
 
     # -- actors -----------------------------------------------------------------------
 
@@ -585,15 +587,13 @@ class ClientRuntime:
         max_task_retries: int, name: str, retry_exceptions: bool | tuple[type, ...] = False,
         concurrency_group: str = "", backpressure: int = -1,
     ) -> list[ObjectRef]:
-        if num_returns < 0:
-            raise NotImplementedError("generator methods are not available through the client server yet")
         spec_args, kwnames, pinned = self.prepare_args(args, kwargs, name)
         try:
             reply = self.call(c.ActorCall(
                 actor_id=actor_id, method=method, args=spec_args, kwnames=kwnames, pinned=pinned,
                 num_returns=num_returns, max_task_retries=max_task_retries, name=name,
-                retry_exceptions=bool(retry_exceptions), concurrency_group=concurrency_group,
-                backpressure=backpressure,
+                retry_exceptions=retry_exceptions is True, concurrency_group=concurrency_group,
+                backpressure=backpressure, retry_on=_names(retry_exceptions),
             ))
         finally:
             self._sent()
@@ -604,6 +604,42 @@ class ClientRuntime:
 
     def get_named_actor(self, name: str, namespace: str) -> m.ActorState:
         return self.call_head(m.GetNamedActor(name=name, namespace=namespace))  # type: ignore[no-any-return]
+
+
+def _names(retry_exceptions: bool | tuple[type, ...]) -> list[str]:
+    return [qualified_name(k) for k in retry_exceptions] if isinstance(retry_exceptions, tuple) else []
+
+
+class ClientItems:
+    """An ObjectRefGenerator's items through the client server (`generators.ItemSource`)."""
+
+    def __init__(self, rt: ClientRuntime) -> None:
+        self.rt = rt
+
+    def next(self, stream: Stream, timeout: float | None) -> ObjectRef | None:
+        refs = self.rt.call(c.GenNext(task_id=stream.task_id, timeout=timeout)).refs
+        if not refs:
+            stream.ended = True
+            return None
+        stream.items.append(refs[0].object_id)
+        stream.taken += 1
+        return self.rt._ref(refs[0])
+
+    def ready(self, stream: Stream) -> bool:
+        return bool(self.rt.call(c.GenReady(task_id=stream.task_id)).value)
+
+    def close(self, stream: Stream) -> None:
+        # From a generator's __del__: sent, not waited for.
+        rt = self.rt
+        if rt.closing or stream.ended:
+            return
+        body = memoryview(c.encode(c.GenClose(task_id=stream.task_id)))
+
+        def send() -> None:
+            if rt.conn is not None:
+                rt.conn.request_cb(cm.ClientCall(body=body), lambda _: None)
+
+        rt.io.post(send)
 
 
 def client_address(address: str) -> str | None:

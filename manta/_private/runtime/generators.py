@@ -216,6 +216,11 @@ class ObjectRefGenerator:
             raise StopIteration
         return ref
 
+    def next_within(self, timeout_s: float | None) -> ObjectRef | None:
+        """The next ref, None at the end; GetTimeoutError if none came in time
+        (a remote client's proxy answers its GenNext with it)."""
+        return self._streams.next(self._stream, timeout_s)
+
     def _next_sync(self, timeout_s: float | None = None) -> ObjectRef | None:
         """The next ref, or None if none came within `timeout_s` (Ray's)."""
         try:

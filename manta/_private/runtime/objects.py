@@ -641,6 +641,11 @@ class Objects:
 
     def placement_group_ready(self, pg: PlacementGroup) -> ObjectRef:
         """An owned ref set once the head reports the group created (or removed)."""
+        return self.ready_when_placed(pg.id.binary(), serialize(pg).to_bytes())
+
+    def ready_when_placed(self, pg_id: bytes, value: bytes) -> ObjectRef:
+        """An owned ref set to `value` (a group, serialized) once the head
+        reports the group `pg_id` created, or to the error if it is removed."""
         rt = self.rt
         oid = ids.object_id(rt.ids.next(), 0)
         with self.lock:
@@ -650,13 +655,13 @@ class Objects:
             if isinstance(reply, BaseException):
                 err: BaseException = error_from_remote(reply) if isinstance(reply, RemoteError) else reply
             elif reply.state is m.PGStatus.CREATED:
-                self.set_ready(oid, serialize(pg).to_bytes())
+                self.set_ready(oid, value)
                 return
             else:
-                err = exc.TaskPlacementGroupRemoved(f"placement group {pg.id.hex()} was removed: {reply.error}")
+                err = exc.TaskPlacementGroupRemoved(f"placement group {pg_id.hex()} was removed: {reply.error}")
             self.set_ready(oid, serialize_error(err).to_bytes(), is_error=True)
 
-        rt.post(rt.ask_head, m.WaitPlacementGroup(pg_id=pg.id.binary()), on_state)
+        rt.post(rt.ask_head, m.WaitPlacementGroup(pg_id=pg_id), on_state)
         return ObjectRef(oid, rt.address, rt)
 
     # -- answering borrowers (I/O thread) -----------------------------------

@@ -69,6 +69,26 @@ class PreparedArgs(tuple):  # type: ignore[type-arg]
         return self.args, self.kwnames, [oid for oid, _ in self.pins]
 
 
+def qualified_name(kind: type) -> str:
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+class _Named(type):
+    """A stand-in class that an error is an instance of when its class, or
+    one it derives from, has the stand-in's name."""
+
+    name: str
+
+    def __instancecheck__(cls, obj: object) -> bool:
+        return any(qualified_name(k) == cls.name for k in type(obj).__mro__)
+
+
+def classes_named(names: list[str]) -> tuple[type, ...]:
+    """retry_exceptions given by the classes' qualified names: a remote
+    client's, whose proxy never unpickles what the client sends."""
+    return tuple(_Named(f"named:{n}", (), {"name": n}) for n in names)
+
+
 def should_retry(task: Task, error: bytes) -> bool:
     """Whether a task's error is one it asked to be retried on (retry_exceptions)."""
     try:
