@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
+import textwrap
 import time
 import urllib.error
 import urllib.request
@@ -273,6 +276,44 @@ def test_metrics_history_fills_and_filters_by_time(http: Http) -> None:
     bad = call(http.url + "/api/metrics/history?since=yesterday", token=http.view)
     assert bad.status == 400 and "since" in bad.json()["message"]
 
+
+
+def test_the_objects_route_shows_pinned_and_spilled_bytes_of_a_live_driver() -> None:
+    # A store of 64 MiB: six 10 MiB objects held pass its spill threshold, and
+    # a value read back stays pinned while the driver holds it.
+    with cluster("manta-objpage-", "--num-cpus", "1", "--dashboard-port", "0",
+                 "--object-store-memory", str(64 << 20)) as c:
+        rec_path = next(os.path.join(c.root, d, "cluster.json") for d in os.listdir(c.root)
+                        if os.path.exists(os.path.join(c.root, d, "cluster.json")))
+        with open(rec_path) as f:
+            rec = json.load(f)
+        with open(rec["token_file"]) as f:
+            owner = f.read().strip()
+        script = textwrap.dedent("""
+            import sys, manta, numpy as np
+            manta.init(address="auto")
+            refs = [manta.put(np.full(10 << 20, i, dtype=np.uint8)) for i in range(6)]
+            held = manta.get(refs[-1])
+            print("HELD", flush=True)
+            sys.stdin.read()  # until the test is done looking
+        """)
+        proc = subprocess.Popen([sys.executable, "-c", script], env=c.env, stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "HELD"
+            deadline = time.monotonic() + 30
+            while True:
+                (node,) = call(rec["dashboard_url"] + "/api/state/objects", token=owner).json()["nodes"]
+                if node.get("spilled_objects", 0) >= 1 and node.get("pinned_bytes", 0) >= 10 << 20:
+                    break
+                assert time.monotonic() < deadline, node
+                time.sleep(0.2)
+            assert node["spilled_bytes"] >= 10 << 20 and node["capacity"] == 64 << 20
+            owners = call(rec["dashboard_url"] + "/api/state/objects", token=owner).json()["owners"]
+            (driver,) = [o for o in owners if o["pid"] == proc.pid]
+            assert driver["refs"] >= 6 and driver["bytes"] >= 60 << 20
+        finally:
+            proc.communicate("", timeout=60)
 
 
 def test_metrics_count_the_bytes_moved_between_nodes(http: Http) -> None:
