@@ -223,3 +223,62 @@ def test_workers_as_nobody_write_their_logs_and_stacks_which_only_the_agent_list
     assert "spoken-as-nobody" in got.stdout, got.stdout + got.stderr
     stacks = cli(env, "stack", "--method", "faulthandler")
     assert "by faulthandler" in stacks and "Thread" in stacks
+
+
+def test_workers_as_nobody_talk_tls_across_nodes_without_reading_the_key():
+    """Two nodes with `--tls on` and workers as nobody: a worker reaches the
+    driver and the other node over TLS with the certificate its fork server
+    read for it, while the key's file stays closed to it."""
+    roots = [tempfile.mkdtemp(prefix="wut"), tempfile.mkdtemp(prefix="wut")]  # where nobody may pass
+    path = os.pathsep.join([REPO_ROOT, sysconfig.get_paths()["purelib"]])
+    envs = []
+    for r in roots:
+        env = {**os.environ, "MANTA_TMPDIR": str(r), "PYTHONPATH": path}
+        env.pop("MANTA_TOKEN", None)
+        env.pop("MANTA_ADDRESS", None)
+        envs.append(env)
+    try:
+        out = subprocess.run([PYTHON, "-m", "manta.cli", "start", "--head", "--port", "0", "--num-cpus", "1",
+                              "--tls", "on", "--worker-user", "nobody"], env=envs[0], capture_output=True,
+                             text=True, timeout=90)
+        assert out.returncode == 0, out.stdout + out.stderr
+        fingerprint = next(w for w in (out.stdout + out.stderr).split() if w.startswith("sha256:"))
+        (session,) = [os.path.join(roots[0], d) for d in os.listdir(roots[0])]
+        with open(os.path.join(session, "cluster.json")) as f:
+            address = json.load(f)["head_address"].partition(":")[2]
+        cli(envs[1], "start", "--address", address, "--token-file", os.path.join(session, "token"), "--num-cpus",
+            "1", "--resources", '{"B": 1}', "--tls", "on", "--ca-hash", fingerprint, "--worker-user", "nobody")
+        (node_session,) = [os.path.join(roots[1], d) for d in os.listdir(roots[1])]
+        got = run_driver(envs[0], f"""
+            import numpy as np
+
+            @manta.remote(resources={{"B": 1}})
+            def make():
+                return np.ones(5_000_000, dtype=np.uint8)
+
+            @manta.remote
+            def total(a):
+                return int(a.sum())
+
+            @manta.remote(resources={{"B": 1}})
+            def square(x):
+                try:
+                    open({os.path.join(node_session, "tls", "node.key")!r}).read()
+                    key = "read"
+                except PermissionError:
+                    key = "PermissionError"
+                return x * x, key, os.getuid()
+
+            squares = manta.get([square.remote(i) for i in range(10)], timeout=90)
+            print(json.dumps([[s[0] for s in squares], sorted({{s[1] for s in squares}}), squares[0][2],
+                              manta.get(total.remote(make.remote()), timeout=90)]))
+        """)
+    finally:
+        for env in reversed(envs):
+            subprocess.run([PYTHON, "-m", "manta.cli", "stop"], env=env, capture_output=True, timeout=60)
+        for r in roots:
+            shutil.rmtree(r, ignore_errors=True)
+    squares, key, uid, total = got
+    assert squares == [i * i for i in range(10)]
+    assert key == ["PermissionError"] and uid == _nobody().pw_uid
+    assert total == 5_000_000

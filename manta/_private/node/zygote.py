@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import msgspec
 
+from manta._private.auth.pki import TlsContexts, load_contexts
 from manta._private.node.cgroups import join as join_cgroups
 from manta._private.node.forkserver import die_with_parent, write_message
 from manta._private.node.worker_user import become
@@ -24,7 +25,7 @@ from manta._private.protocol.framing import FrameDecoder
 # Frames from the agent are small: a config, then a worker id and environment each.
 MAX_FRAME = 1 << 20
 
-WorkerMain = Callable[[m.SessionInfo, m.Config, bytes], None]
+WorkerMain = Callable[[m.SessionInfo, m.Config, bytes, TlsContexts | None], None]
 
 
 def main() -> None:
@@ -110,7 +111,17 @@ def _fork_worker(config: m.ForkConfig, req: m.ForkWorker, out: int, worker_main:
         except OSError as e:
             print(f"manta worker {req.worker_id.hex()[:8]}: cannot join its cgroups, so it runs without "
                   f"limits: {e}", file=sys.stderr)
+        tls = None
         if config.worker_uid >= 0:
+            # The node's certificate and key, read while the worker still may
+            # (its user cannot read `<session>/tls`): it talks TLS to other
+            # nodes' processes as every process of this node does.
+            try:
+                tls = load_contexts(config.session.session_dir)
+            except OSError as e:
+                print(f"manta worker {req.worker_id.hex()[:8]}: cannot read the node's TLS certificate: {e}",
+                      file=sys.stderr)
+                os._exit(1)
             # Last: joining cgroups needed the fork server's rights. Failing
             # to drop them ends the worker rather than run user code as root.
             try:
@@ -127,7 +138,7 @@ def _fork_worker(config: m.ForkConfig, req: m.ForkWorker, out: int, worker_main:
         os.environ.update(req.env)
         try:
             session = msgspec.structs.replace(config.session, credential=req.credential)
-            worker_main(session, config.config, req.worker_id)
+            worker_main(session, config.config, req.worker_id, tls)
         finally:
             os._exit(0)
     write_message(out, m.WorkerForked(worker_id=req.worker_id, pid=pid))

@@ -36,7 +36,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from manta._private.auth.credentials import Identity, raw_private, raw_public
-from manta._private.auth.pki import load_contexts
+from manta._private.auth.pki import TlsContexts, load_contexts
 from manta._private.clock import Clock, monotonic
 from manta._private.config import Config
 from manta._private.ids import TaskIds
@@ -82,6 +82,7 @@ class CoreRuntime:
         on_log: Callable[[m.LogLines], None] | None = None,
         clock: Clock = monotonic,
         code_path: list[str] | None = None,
+        tls: TlsContexts | None = None,
     ) -> None:
         self.session = session
         self.config = config
@@ -129,8 +130,10 @@ class CoreRuntime:
         # A worker's pass, from its agent; a driver's token, until the head
         # gives it its job's pass (`_register`).
         self.identity = Identity.of(session.credential)
-        # A node's drivers and workers use its certificates on TCP (auth.pki).
-        self.identity.tls = load_contexts(session.session_dir)
+        # A node's drivers and workers use its certificates on TCP (auth.pki);
+        # a worker running as --worker-user, which cannot read them, is given
+        # them by its fork server (node/zygote.py).
+        self.identity.tls = tls if tls is not None else load_contexts(session.session_dir)
         self.limits = Limits.of(config)
         self.peers = PeerPool(
             self.loop, self.identity, self.inbound.handle,

@@ -8,6 +8,7 @@ import signal
 import sys
 from collections.abc import Callable
 
+from manta._private.auth.pki import TlsContexts
 from manta._private.config import Config
 from manta._private.protocol import messages as m
 from manta._private.runtime import context
@@ -16,11 +17,11 @@ from manta._private.runtime.executor import install_streams
 from manta._private.runtime.worker_logs import WorkerLog, install_stack_dumps
 
 
-def worker_main(session: m.SessionInfo, config: Config, worker_id: bytes) -> None:
+def worker_main(session: m.SessionInfo, config: Config, worker_id: bytes, tls: TlsContexts | None = None) -> None:
     logging.basicConfig(
         level=logging.WARNING, stream=sys.stderr, format=f"worker {worker_id.hex()[:8]} %(levelname)s %(name)s: %(message)s"
     )
-    rt = CoreRuntime(session, config, is_driver=False, worker_id=worker_id)
+    rt = CoreRuntime(session, config, is_driver=False, worker_id=worker_id, tls=tls)
     executor = rt.executor
     assert executor is not None
     context.install(rt)
