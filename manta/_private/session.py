@@ -145,7 +145,11 @@ def init(
             atexit.register(shutdown)
             return _info()
         cluster: services.LocalCluster | None = None
-        if address not in (None, "local"):
+        tls = None
+        handed = _job_node(address) if address not in (None, "local") else None
+        if handed is not None:
+            session, tls = handed
+        elif address not in (None, "local"):
             session = _connect_existing(address, num_cpus, num_gpus, resources, object_store_memory)
         else:
             pending = services.spawn_local_cluster(
@@ -167,7 +171,7 @@ def init(
 
         rt = CoreRuntime(
             session, config, is_driver=True, worker_id=new_worker_id(), namespace=namespace or "",
-            env_vars=env_vars, on_log=_print_log if log_to_driver else None, code_path=code_path,
+            env_vars=env_vars, on_log=_print_log if log_to_driver else None, code_path=code_path, tls=tls,
         )
         try:
             try:
@@ -319,6 +323,38 @@ def _code_path(job_config: Any) -> list[str]:
         if here in {os.path.realpath(p or os.curdir) for p in sys.path}:
             paths.append(here)
     return list(dict.fromkeys(paths))
+
+
+def _job_node(address: str) -> tuple[m.SessionInfo, Any] | None:
+    """The node a job's entrypoint, run as the worker user, was handed by the head
+    (head/jobs/as_user.py), when `address` is that cluster's; else None."""
+    import json
+
+    from manta._private import cluster
+    from manta._private.auth.pki import TlsContexts, material_of_fd
+
+    spec = os.environ.get("MANTA_JOB_NODE")
+    if not spec:
+        return None
+    node = json.loads(spec)
+    if address != "auto" and address != node["address"]:
+        return None
+    try:
+        os.fstat(node["store_fd"])
+        tls = TlsContexts("", material_of_fd(node["tls_fd"])) if node["tls_fd"] >= 0 else None
+    except OSError:
+        raise ConnectionError(
+            "this process runs in a job's entrypoint but lacks the descriptors of the node's store and "
+            "certificate that the entrypoint was given (a subprocess started with close_fds=True?): start "
+            "the driver in the entrypoint's process, or pass its file descriptors on"
+        ) from None
+    credential = cluster.credential_from_env_or_file(None)
+    if credential is None:
+        raise ConnectionError("this job's entrypoint has no token: MANTA_TOKEN was removed from its environment")
+    return m.SessionInfo(
+        session_dir=node["session_dir"], head_address=node["head"], agent_address=node["agent"],
+        credential=credential, node_ip=node["node_ip"], store_fd=node["store_fd"],
+    ), tls
 
 
 def _connect_existing(

@@ -81,7 +81,7 @@ def cluster():
     env.pop("MANTA_TOKEN", None)
     env.pop("MANTA_ADDRESS", None)
     try:
-        cli(env, "start", "--head", "--port", "0", "--num-cpus", "2", "--worker-user", "nobody")
+        cli(env, "start", "--head", "--port", "0", "--num-cpus", "2", "--worker-user", "nobody", "--dashboard-port", "0")
         yield env, root
     finally:
         subprocess.run([PYTHON, "-m", "manta.cli", "stop"], env=env, capture_output=True, timeout=60)
@@ -182,6 +182,60 @@ def test_a_worker_as_nobody_still_uses_the_store_actors_nested_tasks_and_working
     assert last == (1 << 20) - 1
 
 
+ENTRYPOINT = """
+import json, os, sys
+import numpy as np
+import manta
+
+tried = {}
+for what, path in [("token", sys.argv[1] + "/token"), ("tls key", sys.argv[1] + "/tls/node.key"),
+                   ("head log", sys.argv[1] + "/logs/head.log")]:
+    try:
+        open(path).read()
+        tried[what] = "read"
+    except OSError as e:
+        tried[what] = type(e).__name__
+manta.init()
+
+@manta.remote(resources=json.loads(sys.argv[2]))
+def total(a):
+    return int(a.sum()), os.getuid()
+
+big = manta.put(np.ones(16 << 20, dtype=np.uint8))
+s, worker_uid = manta.get(total.remote(big), timeout=60)
+back = manta.get(manta.remote(resources=json.loads(sys.argv[2]))(lambda: np.full(8 << 20, 3, dtype=np.uint8))
+                 .remote(), timeout=60)
+print("RESULT", json.dumps([os.getuid(), worker_uid, s, int(back.sum()), tried]), flush=True)
+"""
+
+
+def test_a_job_entrypoint_runs_as_nobody_and_drives_its_job_through_what_it_was_handed(cluster, tmp_path):
+    """A submitted entrypoint is user code: as the worker user it cannot read the
+    session's secrets, yet its driver puts and gets large objects through the
+    store descriptor the head handed it, and runs tasks."""
+    env, root = cluster
+    session = next(os.path.join(root, d) for d in os.listdir(root) if d.startswith("s"))
+    tried = submit_entrypoint(env, session, tmp_path, {})
+    assert tried == {"token": "PermissionError", "tls key": "FileNotFoundError", "head log": "PermissionError"}
+
+
+def submit_entrypoint(env, session, wd, resources):
+    """Submits ENTRYPOINT as a job and checks what it did; returns what it could read."""
+    with open(os.path.join(session, "cluster.json")) as f:
+        url = json.load(f)["dashboard_url"]
+    (wd / "main.py").write_text(ENTRYPOINT)
+    out = subprocess.run([PYTHON, "-m", "manta.cli", "job", "submit", "--address", url, "--working-dir",
+                          str(wd), "--", PYTHON, "main.py", session, json.dumps(resources)], env=env,
+                         capture_output=True, text=True, timeout=150)
+    assert out.returncode == 0, out.stdout + out.stderr
+    line = next(x for x in out.stdout.splitlines() if x.startswith("RESULT "))
+    uid, worker_uid, s, back, tried = json.loads(line[len("RESULT "):])
+    nobody = _nobody().pw_uid
+    assert uid == nobody and worker_uid == nobody
+    assert s == 16 << 20 and back == 3 * (8 << 20)
+    return tried
+
+
 def test_a_wrong_worker_user_fails_the_start(tmp_path):
     env = {**os.environ, "MANTA_TMPDIR": str(tmp_path),
            "PYTHONPATH": os.pathsep.join([REPO_ROOT, *filter(None, [os.environ.get("PYTHONPATH")])])}
@@ -225,10 +279,11 @@ def test_workers_as_nobody_write_their_logs_and_stacks_which_only_the_agent_list
     assert "by faulthandler" in stacks and "Thread" in stacks
 
 
-def test_workers_as_nobody_talk_tls_across_nodes_without_reading_the_key():
+def test_workers_as_nobody_talk_tls_across_nodes_without_reading_the_key(tmp_path):
     """Two nodes with `--tls on` and workers as nobody: a worker reaches the
     driver and the other node over TLS with the certificate its fork server
-    read for it, while the key's file stays closed to it."""
+    read for it, while the key's file stays closed to it; so does a job's
+    entrypoint with the certificate the head handed it."""
     roots = [tempfile.mkdtemp(prefix="wut"), tempfile.mkdtemp(prefix="wut")]  # where nobody may pass
     path = os.pathsep.join([REPO_ROOT, sysconfig.get_paths()["purelib"]])
     envs = []
@@ -273,6 +328,7 @@ def test_workers_as_nobody_talk_tls_across_nodes_without_reading_the_key():
             print(json.dumps([[s[0] for s in squares], sorted({{s[1] for s in squares}}), squares[0][2],
                               manta.get(total.remote(make.remote()), timeout=90)]))
         """)
+        tried = submit_entrypoint(envs[0], session, tmp_path, {"B": 1})
     finally:
         for env in reversed(envs):
             subprocess.run([PYTHON, "-m", "manta.cli", "stop"], env=env, capture_output=True, timeout=60)
@@ -282,3 +338,4 @@ def test_workers_as_nobody_talk_tls_across_nodes_without_reading_the_key():
     assert squares == [i * i for i in range(10)]
     assert key == ["PermissionError"] and uid == _nobody().pw_uid
     assert total == 5_000_000
+    assert tried == {"token": "PermissionError", "tls key": "PermissionError", "head log": "PermissionError"}

@@ -11,8 +11,10 @@ joining node, which has no certificate yet and verifies the head only.
 from __future__ import annotations
 
 import datetime
+import fcntl
 import hashlib
 import ipaddress
+import json
 import os
 import ssl
 import tempfile
@@ -277,6 +279,24 @@ def load_material(tls_dir: str) -> TlsMaterial:
     return TlsMaterial(ca=read(CA_FILE), cert=read(CERT_FILE), key=read(KEY_FILE))
 
 
+def sealed_material(material: TlsMaterial) -> int:
+    """A sealed memfd holding `material`, to hand to a process that may not read
+    the node's files (the caller closes it; `material_of_fd` reads it)."""
+    fd = os.memfd_create("manta-tls", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    data = json.dumps({"ca": material.ca.decode(), "cert": material.cert.decode(),
+                       "key": material.key.decode()}).encode()
+    os.write(fd, data)
+    # Nothing may change it once handed out.
+    fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
+                | fcntl.F_SEAL_SEAL)
+    return fd
+
+
+def material_of_fd(fd: int) -> TlsMaterial:
+    fields = json.loads(os.pread(fd, os.fstat(fd).st_size, 0))
+    return TlsMaterial(ca=fields["ca"].encode(), cert=fields["cert"].encode(), key=fields["key"].encode())
+
+
 def has_material(tls_dir: str) -> bool:
     return bool(tls_dir) and os.path.exists(os.path.join(tls_dir, CERT_FILE))
 
@@ -286,16 +306,19 @@ class TlsContexts:
 
     `refresh()` (a stat, called before each new connection) reloads the
     certificate when a renewal replaced the files: existing connections keep
-    going, new ones use the new certificate, and nothing restarts."""
+    going, new ones use the new certificate, and nothing restarts. Made from
+    `material` handed over (no `tls_dir`), they keep it."""
 
-    def __init__(self, tls_dir: str) -> None:
+    def __init__(self, tls_dir: str, material: TlsMaterial | None = None) -> None:
         self.tls_dir = tls_dir
-        self.material = load_material(tls_dir)
+        self.material = material if material is not None else load_material(tls_dir)
         self._mtime = self._stamp()
         self._server: dict[bool, ssl.SSLContext] = {}
         self._client: ssl.SSLContext | None = None
 
     def _stamp(self) -> float:
+        if not self.tls_dir:
+            return 0
         try:
             return os.stat(os.path.join(self.tls_dir, CERT_FILE)).st_mtime_ns
         except OSError:

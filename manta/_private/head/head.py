@@ -43,6 +43,7 @@ from manta._private.protocol.identity import Principal
 from manta._private.scheduling.bundles import plan
 from manta._private.scheduling.policy import NodeView, Unschedulable, choose_node, labels_match, node_labels
 from manta._private.scheduling.resources import to_units
+from manta._private.transport import peercred
 from manta._private.transport.connection import Connection, ConnectionLost, RemoteError, connect, serve
 from manta._private.transport.gate import Gate, Limits
 
@@ -141,6 +142,9 @@ class Head:
         self.embedded = embedded
         self.servers: list[asyncio.AbstractServer] = []
         self.jobs: dict[int, Job] = {}
+        # This machine's agent, once it registered: its pid, its store's
+        # descriptor there and its address (for entrypoints: jobs/as_user.py).
+        self.local_agent: tuple[int, int, str] | None = None
         self._job_ids = itertools.count(1)
         self.functions = FunctionTable()  # counts its bytes, for `bounds`
         self.actors: dict[bytes, ActorEntry] = {}
@@ -388,6 +392,9 @@ class Head:
             )
             return
         self.nodes[nid] = node = Node.of(msg.node, conn)
+        cred = peercred.peer_cred(conn.transport)
+        if cred is not None and msg.store_fd >= 0:  # this machine's agent: the kernel names its pid
+            self.local_agent = (cred.pid, msg.store_fd, msg.node.address)
         self.liveness.beat(nid, self.clock())
         conn.peer = ("node", nid)
         self._save_node(node)

@@ -249,7 +249,7 @@ class NodeAgent:
                 await asyncio.sleep(0.05)
         else:
             raise RuntimeError(f"cannot reach the head at {self.head_address}")
-        reply = await self.head.request(m.RegisterNode(node=self.node_info()))
+        reply = await self.head.request(m.RegisterNode(node=self.node_info(), store_fd=self.region.fd))
         self.head.persistent = reply.persistent
         self._schedule_report()
         self._renewal = start_renewal(self)
@@ -260,7 +260,7 @@ class NodeAgent:
         """Tells a restarted head who we are and what we run."""
         msg = m.RegisterNode(
             node=self.node_info(), actor_workers=list(self.actor_workers.items()),
-            bundles=list(self.bundles),
+            bundles=list(self.bundles), store_fd=self.region.fd,
         )
         try:
             await conn.request(msg)

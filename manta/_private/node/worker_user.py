@@ -30,38 +30,17 @@ from __future__ import annotations
 
 import logging
 import os
-import pwd
 import stat
 import sysconfig
 from collections.abc import Callable
-from dataclasses import dataclass
 
+from manta._private.auth.os_user import WorkerUser, resolve
 from manta._private.protocol.tool_messages import WORKER_LOG_DIR
 
 log = logging.getLogger(__name__)
 
 # runtime_env package directories the workers themselves write (`runtime/packaging.py`).
 WORKER_WRITTEN = ("packages", "working_dir", "py_modules")
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerUser:
-    name: str
-    uid: int
-    gid: int
-
-
-def resolve(name: str, euid: int) -> WorkerUser:
-    """The user named by --worker-user; ValueError saying why it cannot be used."""
-    if euid != 0:
-        raise ValueError(f"--worker-user {name}: the node must run as root to start workers as another user")
-    try:
-        entry = pwd.getpwnam(name) if not name.isdigit() else pwd.getpwuid(int(name))
-    except KeyError:
-        raise ValueError(f"--worker-user {name}: no such user") from None
-    if entry.pw_uid == 0:
-        raise ValueError(f"--worker-user {name}: that is root; give an unprivileged user (e.g. nobody)")
-    return WorkerUser(entry.pw_name, entry.pw_uid, entry.pw_gid)
 
 
 def can_search(st: os.stat_result, user: WorkerUser) -> bool:

@@ -271,6 +271,10 @@ class RegisterNode(Msg, frozen=True):
     # (worker id, actor id) and the placement groups whose bundles it holds.
     actor_workers: list[tuple[bytes, bytes]] = []
     bundles: list[bytes] = []
+    # The agent's descriptor of its store, meaningful on its own machine only:
+    # the head opens it there, over the Unix socket's peer pid, for the
+    # entrypoints of jobs it runs as the worker user (head/jobs/as_user.py).
+    store_fd: int = -1
     rid: int = 0
 
 

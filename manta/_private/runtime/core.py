@@ -210,7 +210,7 @@ class CoreRuntime:
         if not self.is_driver:
             self.head.persistent = reply.head_persistent
         # Read-only: this process writes only the objects it creates (Region.write).
-        if session.store_fd >= 0:  # a worker: its fork server's descriptor (node/forkserver.py)
+        if session.store_fd >= 0:  # handed over: a worker's by its fork server, a job's entrypoint's by the head
             self.region = Region.inherited(session.store_fd, reply.store_capacity, writable=False)
         else:
             self.region = Region.attach(reply.store_pid, reply.store_fd, reply.store_capacity, writable=False)

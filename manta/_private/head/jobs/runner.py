@@ -10,7 +10,8 @@ DIR's log with rotation at `max_log_bytes` (the previous part kept as
 finds the runner by its pid and reads that file when it appears.
 
 Its settings come in DIR/spec.json, written by the head (0600): the
-entrypoint, its working directory and its log limits. The environment
+entrypoint, its working directory and its log limits, and the user it runs
+as with the descriptors it is handed (as_user.py). The environment
 comes from the head, already the job's.
 """
 
@@ -51,8 +52,13 @@ def run(job_dir: str) -> int:
     signal.signal(signal.SIGINT, lambda signum, frame: None)
     log = RotatingLog(spec["log"], int(spec["max_log_bytes"]))
     try:
+        # As the worker user, with the descriptors the head handed on
+        # (head/jobs/as_user.py), when the head has one: this runner stays
+        # the head's, to write the log and the exit code where the job cannot.
+        uid, gid = spec.get("user") or (None, None)
         child = subprocess.Popen(spec["entrypoint"], shell=True, cwd=spec["cwd"], stdin=subprocess.DEVNULL,
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, pass_fds=spec.get("fds", ()),
+                                 user=uid, group=gid, extra_groups=[] if uid is not None else None)
     except OSError as e:
         log.write(f"manta: could not start the entrypoint: {e}\n".encode())
         code = 127

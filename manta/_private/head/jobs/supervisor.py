@@ -41,9 +41,11 @@ from typing import TYPE_CHECKING, Any
 
 from msgspec.structs import replace
 
+from manta._private.auth import os_user, pki
 from manta._private.auth.credentials import LOCAL_ADMIN, AuthFailed
 from manta._private.control import placement_groups as pgs
 from manta._private.control.placement_groups import PGEntry
+from manta._private.head.jobs import as_user
 from manta._private.head.jobs.table import PENDING, RUNNING, JobError, JobRecord, JobTable, Signal
 from manta._private.head.storage import decode, encode
 from manta._private.ids import job_hex
@@ -120,6 +122,8 @@ class JobManager:
         self.ray_packages: dict[bytes, str] = {}  # ray_package_key -> sha256 of the bytes
         self._tasks: set[asyncio.Task[None]] = set()
         self._timer: asyncio.TimerHandle | None = None
+        # Entrypoints run as the worker user, as tasks do (as_user.py).
+        self.user = os_user.resolve(config.worker_user, os.geteuid()) if config.worker_user else None
 
     # -- paths --------------------------------------------------------------
 
@@ -360,14 +364,38 @@ class JobManager:
                                                 "submission_id": sid, "metadata": job.metadata}))
         if cwd != jdir:
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [cwd, env.get("PYTHONPATH", "")]))
-        spec = {"entrypoint": job.entrypoint, "cwd": cwd, "log": self.log_path(sid),
-                "max_log_bytes": self.max_log_bytes}
-        fd = os.open(os.path.join(jdir, "spec.json"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(spec, f)
-        return subprocess.Popen([sys.executable, "-m", "manta._private.head.jobs.runner", jdir], env=env,
-                                cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True)
+        spec: dict[str, Any] = {"entrypoint": job.entrypoint, "cwd": cwd, "log": self.log_path(sid),
+                                "max_log_bytes": self.max_log_bytes}
+        fds: list[int] = []
+        try:
+            if self.user is not None:
+                spec["cwd"] = cwd = self._as_user(jdir, cwd, address, env, fds)
+                spec.update(user=[self.user.uid, self.user.gid], fds=fds)
+            fd = os.open(os.path.join(jdir, "spec.json"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump(spec, f)
+            return subprocess.Popen([sys.executable, "-m", "manta._private.head.jobs.runner", jdir], env=env,
+                                    cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL, start_new_session=True, pass_fds=fds)
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def _as_user(self, jdir: str, cwd: str, address: str, env: dict[str, str], fds: list[int]) -> str:
+        """Readies the entrypoint to run as the worker user: its directory, the
+        descriptors it is handed (into `fds`) and their names in `env`; its cwd."""
+        assert self.user is not None
+        work = cwd if cwd != jdir else os.path.join(jdir, "work")
+        as_user.open_dirs(self.root, jdir, work, self.user)
+        local = self.head.local_agent
+        fds.append(as_user.open_store(local))
+        tls_dir = os.path.join(self.head.session_dir, "tls")
+        if pki.has_material(tls_dir):
+            fds.append(pki.sealed_material(pki.load_material(tls_dir)))
+        env.update(as_user.node_env(self.head.session_dir, address, as_user.node_ip(local), fds[0],
+                                    fds[1] if len(fds) > 1 else -1))
+        env.update(HOME=work, USER=self.user.name, LOGNAME=self.user.name)
+        return work
 
     def _address(self) -> str:
         for a in self.head.addresses:
