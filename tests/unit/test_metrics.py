@@ -145,3 +145,21 @@ def test_a_metric_pickles_with_its_default_tags(registry):
     assert copy.info == {"name": "c", "description": "d", "tag_keys": ("k",), "default_tags": {"k": "v"}}
     copy.inc()
     assert registry.snapshot() == {"c": {(("k", "v"),): 1.0}}
+
+
+def test_each_task_that_counted_reports_before_its_answer_even_right_after_another():
+    # A job's workers are killed as it ends: a report held back to space
+    # reports out would be lost with the last task's counts.
+    from manta._private.runtime.task_events import TaskReporter
+
+    sent: list[object] = []
+    rt = types.SimpleNamespace(metrics=MetricsRegistry(), post=lambda fn: fn(), send_head=sent.append,
+                               worker_id=b"w", job_id=b"j", node_id=b"n")
+    reporter = TaskReporter(rt, interval=0)  # type: ignore[arg-type]
+    counter = _def("calls", MetricKind.COUNTER)
+    for expected in (1.0, 2.0, 3.0):
+        rt.metrics.record(counter, (), 1.0)
+        reporter.task_ended()
+        assert sent[-1].series[0].points[0].value == expected  # type: ignore[attr-defined]
+    reporter.task_ended()  # nothing new recorded: nothing sent
+    assert len(sent) == 3

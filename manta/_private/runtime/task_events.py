@@ -9,10 +9,14 @@ states (control/task_states.py). Nothing is sent while nothing changes.
 The process's application metrics (`manta.util.metrics`) go the same way,
 whole, at most every `metrics_interval` seconds and only when something was
 recorded since the last report (the head's /metrics, head/app_metrics.py).
-A task that recorded any also reports them as it ends, before its answer
-(at most one report per `TASK_END_GAP_S`): a worker is killed without
-warning when its job ends, and what its last tasks counted must not go
-with it.
+A task that recorded any also reports them as it ends, before its answer,
+never later: a worker is killed without warning when its job ends, and
+what its last tasks counted must not go with it. (A short gap between
+reports, to spare tasks that count in a tight loop, lost the last task's
+counts in CI: its answer reached the driver, the job ended and the worker
+was killed before the deferred report went.) Tasks that end together
+share one report: each posts a flush, and only the first finds the
+registry moved.
 """
 
 from __future__ import annotations
@@ -29,8 +33,6 @@ from manta._private.runtime.metrics import HistogramValue
 if TYPE_CHECKING:
     from manta._private.runtime.core import CoreRuntime
 
-TASK_END_GAP_S = 0.005
-
 
 class TaskReporter:
     def __init__(self, rt: CoreRuntime, interval: float, metrics_interval: float = 1.0) -> None:
@@ -39,7 +41,6 @@ class TaskReporter:
         self.metrics_interval = metrics_interval
         self._metrics_version = 0
         self._metrics_sent_at = 0.0
-        self._metrics_timer: asyncio.TimerHandle | None = None
         self._timer: asyncio.TimerHandle | None = None
         # The running set last sent: sent again only when it changes.
         self._running_sent: frozenset[bytes] = frozenset()
@@ -50,34 +51,23 @@ class TaskReporter:
             self._timer = self.rt.loop.call_later(self.interval, self._tick)
 
     def stop(self) -> None:
-        for timer in (self._timer, self._metrics_timer):
-            if timer is not None:
-                timer.cancel()
-        self._timer = self._metrics_timer = None
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = None
 
     def _tick(self) -> None:
         self.flush()
-        if time.monotonic() - self._metrics_sent_at >= self.metrics_interval and self._metrics_timer is None:
+        if time.monotonic() - self._metrics_sent_at >= self.metrics_interval:
             self._send_metrics()
         self._timer = self.rt.loop.call_later(self.interval, self._tick)
 
     def task_ended(self) -> None:
         """Any thread, as a task's answer is about to go: its metrics go first, if it recorded any."""
         if self.rt.metrics.version != self._metrics_version:
-            self.rt.post(self._flush_metrics)
-
-    def _flush_metrics(self) -> None:
-        """I/O thread."""
-        if self._metrics_timer is not None:
-            return  # one is coming
-        wait = self._metrics_sent_at + TASK_END_GAP_S - time.monotonic()
-        if wait > 0:
-            self._metrics_timer = self.rt.loop.call_later(wait, self._send_metrics)
-        else:
-            self._send_metrics()
+            self.rt.post(self._send_metrics)
 
     def _send_metrics(self) -> None:
-        self._metrics_timer = None
+        """I/O thread. From task_ended, posted before the task's answer, so sent ahead of it."""
         report = self.metrics()
         if report is not None:
             self._metrics_sent_at = time.monotonic()
