@@ -522,3 +522,77 @@ def test_an_async_def_task_is_refused_at_definition(ray_start):
         @ray.remote
         async def f():
             return 1
+
+
+# --------------------------------------------------------------------------
+# Many arguments and returns: past what one task inlines (10 MiB, or a
+# quarter of a frame), values go to the store. Run with 4 MiB frames (1 MiB
+# inlined), so that a few MB do what Ray's envelope (10,000 arguments, 200
+# MB) did to 128 MiB frames: before, such a task could not be sent and hung.
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_frames(ray_clean, backend_name):
+    if backend_name != "manta":
+        pytest.skip("max_frame_bytes is manta's")
+    ray_clean.init(num_cpus=2, _system_config={"max_frame_bytes": 4 << 20})
+    yield ray_clean
+    ray_clean.shutdown()
+
+
+def test_arguments_past_what_one_message_holds_go_to_the_store(small_frames):
+    ray = small_frames
+
+    @ray.remote
+    def total(*args, **kwargs):
+        return sum(sum(a) for a in args) + sum(sum(v) for v in kwargs.values())
+
+    # 300 arguments of about 20 KB: 6 MB, more than a whole frame.
+    args = [[1] * 10_000 for _ in range(300)]
+    assert ray.get(total.remote(*args, last=[2] * 10_000)) == 300 * 10_000 + 20_000
+
+
+def test_ready_ref_arguments_past_what_one_message_holds_stay_refs(small_frames):
+    ray = small_frames
+
+    @ray.remote
+    def total(*values):
+        return sum(len(v) for v in values), values[-1][0]
+
+    # Each under the inline size, so held by the driver, not the store: ready
+    # ones are inlined into the task only up to the budget.
+    refs = [ray.put(bytes([i % 256]) * 90_000) for i in range(60)]
+    assert ray.get(total.remote(*refs)) == (60 * 90_000, 59)
+
+
+def test_returns_past_what_one_answer_holds_go_to_the_store(small_frames):
+    ray = small_frames
+
+    @ray.remote(num_returns=300)
+    def many():
+        return tuple([i] * 10_000 for i in range(300))
+
+    @ray.remote(num_returns="dynamic")
+    def dynamic():
+        for i in range(300):
+            yield [i] * 10_000
+
+    refs = many.remote()
+    assert [ray.get(r)[0] for r in refs] == list(range(300))
+    gen = ray.get(dynamic.remote())
+    assert [ray.get(r)[-1] for r in gen] == list(range(300))
+
+
+def test_a_task_too_large_to_send_fails_saying_so(small_frames):
+    ray = small_frames
+
+    @ray.remote
+    def count(*refs):
+        return len(refs)
+
+    ref = ray.put(1)
+    # Ready refs are inlined up to 1 MiB; 200,000 of them leave a spec of refs over 4 MiB.
+    with pytest.raises(ValueError, match="cannot be sent.*max_frame_bytes"):
+        ray.get(count.remote(*[ref] * 200_000))
+    assert ray.get(count.remote(ref)) == 1  # the lease serves the next task

@@ -136,6 +136,15 @@ def test_a_refused_lease_fails_every_queued_task_of_the_shape(client):
     assert client.lease_failed(req.shape, lc.LOCAL, err, lost=False) == [lc.Fail(a, err), lc.Fail(b, err)]
 
 
+def test_a_task_too_large_to_send_fails_without_retry_and_its_lease_takes_the_next(client, clock):
+    a, b = make_task(retries=3, retry_exceptions=True), make_task(retries=3, retry_exceptions=True)
+    lease = leased(client, a)
+    client.submit(b)  # queued behind a on the same shape
+    error = ValueError("too large")
+    assert client.push_refused(lease, a, error) == [lc.Fail(a, error), lc.PushTask(lease, b)]
+    assert a.retries_left == 3 and Step.FAILED in [r.step for r in client.log.story(a.task_id)]
+
+
 def test_a_dead_worker_means_a_retry_while_retries_last(client):
     t = make_task(retries=1)
     lease = leased(client, t)

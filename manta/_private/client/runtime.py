@@ -43,6 +43,8 @@ from manta._private.runtime.objects import (
     INLINE_MAX,
     as_raised,
     get_of_a_non_ref,
+    inline,
+    inline_budget,
     negative_timeout,
     put_of_a_ref,
     wait_num_returns,
@@ -512,6 +514,7 @@ class ClientRuntime:
         large argument is uploaded first and passed by ref."""
         out: list[m.Arg] = []
         pinned: list[bytes] = []
+        inlined, budget = 0, inline_budget(self.config.max_frame_bytes)
         keep = self._kept()
         values = list(args) + list(kwargs.values())
         for i, value in enumerate(values):
@@ -524,13 +527,16 @@ class ClientRuntime:
             sv = serialize_checked(value, f"{label} of {name}() ({type(value).__name__})")
             keep.extend(sv.contained)
             pinned.extend(r._id for r in sv.contained)
-            if sv.size > INLINE_MAX:
+            if not inline(sv.size, inlined, budget):
                 ref = self._upload(sv)
                 keep.append(ref)
                 pinned.append(ref._id)
-                out.append(m.Arg(object_id=ref._id, owner=ref._owner, in_store=True, node_id=self.node_id,
-                                 cap=self.ref_cap(ref._id, ref._owner)))
+                # The head's proxy keeps a small value in its memory, not the store (as put does).
+                stored = sv.size > INLINE_MAX
+                out.append(m.Arg(object_id=ref._id, owner=ref._owner, in_store=stored,
+                                 node_id=self.node_id if stored else b"", cap=self.ref_cap(ref._id, ref._owner)))
             else:
+                inlined += sv.size
                 out.append(m.Arg(data=sv.to_bytes()))
         return out, list(kwargs), pinned
 

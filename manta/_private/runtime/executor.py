@@ -30,7 +30,7 @@ from manta._private.runtime.concurrency import Lanes, check_group_sizes, method_
 from manta._private.runtime.context import ExitActor, TaskContext, current_task
 from manta._private.runtime.errors import format_task_error
 from manta._private.runtime.generators import Flow
-from manta._private.runtime.objects import INLINE_MAX
+from manta._private.runtime.objects import inline, inline_budget
 from manta._private.runtime.packaging import set_up_packages
 from manta._private.runtime.placement_group import PlacementGroup
 from manta._private.runtime.serialization import deserialize, serialize_error
@@ -489,11 +489,15 @@ class Executor:
                 return self._error_reply(spec, err)
         returns = []
         borrow_for_caller: dict[str, list[bytes]] = {}
+        inlined = 0
         for i, value in enumerate(values, start=1):
             try:
-                returns.append(self._return_object(spec, ids.object_id(spec.task_id, i), value, borrow_for_caller))
+                ret = self._return_object(spec, ids.object_id(spec.task_id, i), value, borrow_for_caller, inlined)
             except Exception as e:
                 return self._error_reply(spec, e)
+            if ret.data is not None:
+                inlined += len(ret.data)
+            returns.append(ret)
         return self._done(spec, returns, borrow_for_caller)
 
     def _done(self, spec: m.TaskSpec, returns: list[m.ReturnObject], borrow_for_caller: dict[str, list[bytes]]) -> m.TaskDone:
@@ -505,10 +509,11 @@ class Executor:
         return m.TaskDone(task_id=spec.task_id, returns=returns)
 
     def _return_object(
-        self, spec: m.TaskSpec, oid: bytes, value: Any, borrow_for_caller: dict[str, list[bytes]],
+        self, spec: m.TaskSpec, oid: bytes, value: Any, borrow_for_caller: dict[str, list[bytes]], inlined: int = 0,
     ) -> m.ReturnObject:
-        """One result, inline or written to the store; the refs it holds are
-        borrowed for the caller (raises if it cannot be serialized or stored)."""
+        """One result, inline (if `inlined` bytes of this answer leave room) or
+        written to the store; the refs it holds are borrowed for the caller
+        (raises if it cannot be serialized or stored)."""
         rt = self.rt
         sv = rt.serialize_value(value, f"the return value of {spec.name}()")
         contained = []
@@ -520,7 +525,7 @@ class Executor:
                 rt.post(rt.references.watch_borrower, spec.owner)
             elif r._owner != spec.owner:
                 borrow_for_caller.setdefault(r._owner, []).append(r._id)
-        if sv.size <= INLINE_MAX:
+        if inline(sv.size, inlined, inline_budget(rt.config.max_frame_bytes)):
             return m.ReturnObject(object_id=oid, data=sv.to_bytes(), contained=contained)
         rt.write_store(oid, sv)
         return m.ReturnObject(
@@ -576,10 +581,12 @@ class Executor:
     ) -> bool:
         """One yielded item: kept for the answer (dynamic), or sent to the
         caller now; True if sent (the generator may have to wait)."""
-        item = self._return_object(spec, ids.item_id(spec.task_id, index), value, borrow)
         if spec.num_returns == m.DYNAMIC:
+            item = self._return_object(spec, ids.item_id(spec.task_id, index), value, borrow, flow.inlined)
+            flow.inlined += len(item.data) if item.data is not None else 0
             returns.append(item)
             return False
+        item = self._return_object(spec, ids.item_id(spec.task_id, index), value, borrow)
         conn.send_threadsafe(m.GeneratorItem(task_id=spec.task_id, index=index, item=item))
         flow.sent = index + 1
         return True

@@ -294,6 +294,8 @@ class Flow:
         self.limit = limit
         self.sent = 0
         self.consumed = 0
+        # A dynamic generator's items kept inline for its answer, in bytes (objects.inline).
+        self.inlined = 0
         self.cond = threading.Condition()
         self.loop = loop
         self.event = asyncio.Event() if loop is not None else None

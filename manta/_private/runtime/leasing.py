@@ -287,14 +287,7 @@ class LeaseClient:
         out: list[Command] = []
         sid = self.log.stimulus()
         shape = lease.shape
-        lease.task = None
-        task.lease = None
-        shape.busy.discard(lease)
-        lease.idle_since = now = self.clock()
-        if lease.reclaimed:
-            out.append(ReturnLease(lease))
-        else:
-            shape.idle.append(lease)
+        now = self._release(lease, task, out)
         if reply.error is None:
             self.log.append(Rec(task.task_id, story.FINISHED, sid, now))
             out.append(Finish(task, reply))
@@ -305,13 +298,42 @@ class LeaseClient:
         else:
             self.log.record(task.task_id, story.FAILED, sid, "it raised")
             out.append(Finish(task, reply))
+        self._next(shape, out, sid, now)
+        return out
+
+    def push_refused(self, lease: Lease, task: Task, error: BaseException) -> list[Command]:
+        """The task could not be sent to its worker (larger than a frame may
+        be): it fails, never retried, since it would not fit the next time
+        either; the lease takes the next task."""
+        out: list[Command] = []
+        sid = self.log.stimulus()
+        now = self._release(lease, task, out)
+        self._fail(task, error, out, sid)
+        self._next(lease.shape, out, sid, now)
+        return out
+
+    def _release(self, lease: Lease, task: Task, out: list[Command]) -> float:
+        """The lease's task is over: the lease is idle (or returned, if
+        reclaimed) from now, which is returned."""
+        shape = lease.shape
+        lease.task = None
+        task.lease = None
+        shape.busy.discard(lease)
+        lease.idle_since = now = self.clock()
+        if lease.reclaimed:
+            out.append(ReturnLease(lease))
+        else:
+            shape.idle.append(lease)
+        return now
+
+    def _next(self, shape: Shape, out: list[Command], sid: int, now: float) -> None:
+        """A lease of `shape` came free: the next queued task, or a wake-up to return idle leases."""
         if shape.queue:
             self._pump(shape, out, sid)
         else:
             wake = self._wake
             if wake is None or now + self.idle_s < wake:
                 self._wake_at(now + self.idle_s, out)
-        return out
 
     def worker_lost(self, lease: Lease, task: Task, error: BaseException, node_died: bool) -> list[Command]:
         """The worker died (or its connection broke) while running `task`."""

@@ -27,14 +27,21 @@ from manta._private.runtime.context import current_task
 from manta._private.runtime.errors import error_from_remote
 from manta._private.runtime.generators import DynamicObjectRefGenerator
 from manta._private.runtime.object_ref import ObjectRef
-from manta._private.runtime.objects import INLINE_MAX, RefStub
+from manta._private.runtime.objects import RefStub, inline, inline_budget
 from manta._private.runtime.serialization import deserialize, serialize, serialize_error
 from manta._private.runtime.story import Rec
 from manta._private.runtime.tasks import Task
-from manta._private.transport.connection import Connection, ConnectionLost, PeerNodeDied, RemoteError
+from manta._private.transport.connection import (
+    Connection,
+    ConnectionLost,
+    MessageTooLarge,
+    PeerNodeDied,
+    RemoteError,
+)
 
 if TYPE_CHECKING:
     from manta._private.runtime.core import CoreRuntime
+    from manta._private.runtime.serialization import SerializedValue
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +144,9 @@ class Submitter:
             return args.pin(self)
         out: list[m.Arg] = []
         pinned: list[bytes] = []
+        inlined, budget = 0, inline_budget(rt.config.max_frame_bytes)
+        # Values for the store, written together once all are serialized.
+        stored: list[tuple[bytes, SerializedValue]] = []
         values = list(args) + list(kwargs.values())
         for i, value in enumerate(values):
             if isinstance(value, ObjectRef):
@@ -151,18 +161,25 @@ class Submitter:
                 for r in sv.contained:
                     self.refs.pin(r._id, r._owner)
                     pinned.append(r._id)
-            if sv.size > INLINE_MAX:
+            if not inline(sv.size, inlined, budget):
                 oid = ids.object_id(rt.ids.next(), 0)
-                rt.objects.store_owned(oid, sv, local=0)
-                with self.lock:
-                    self.refs.pin(oid, rt.address)
-                pinned.append(oid)
+                stored.append((oid, sv))
                 out.append(m.Arg(
                     object_id=oid, owner=rt.address, in_store=True, node_id=rt.node_id,
                     cap=rt.ref_cap(oid, rt.address),
                 ))
             else:
+                inlined += sv.size
                 out.append(m.Arg(data=sv.to_bytes()))
+        if stored:
+            if len(stored) == 1:
+                rt.objects.store_owned(stored[0][0], stored[0][1], local=0, store=True)
+            else:
+                rt.objects.store_owned_all(stored)
+            with self.lock:
+                for oid, _ in stored:
+                    self.refs.pin(oid, rt.address)
+            pinned.extend(oid for oid, _ in stored)
         return out, list(kwargs), pinned
 
     def new_task(
@@ -316,10 +333,14 @@ class Submitter:
             then(task)
             return
         args = list(task.spec.args)
+        # What ready values may still be inlined (the rest stay refs, read from their owner).
+        room = [inline_budget(self.rt.config.max_frame_bytes) - sum(len(a.data) for a in args if a.data is not None)]
         for i in pending:
-            self._resolve_arg(task, args, i, then)
+            self._resolve_arg(task, args, i, then, room)
 
-    def _resolve_arg(self, task: Task, args: list[m.Arg], i: int, then: Callable[[Task], None]) -> None:
+    def _resolve_arg(
+        self, task: Task, args: list[m.Arg], i: int, then: Callable[[Task], None], room: list[int],
+    ) -> None:
         rt = self.rt
         arg = args[i]
         oid = arg.object_id
@@ -343,7 +364,8 @@ class Submitter:
                         args[i] = m.Arg(
                             object_id=oid, owner=arg.owner, in_store=True, node_id=e.node_id, cap=arg.cap,
                         )
-                    else:
+                    elif e.data is not None and len(e.data) <= room[0]:
+                        room[0] -= len(e.data)
                         args[i] = m.Arg(data=e.data)
             if task.done:
                 return
@@ -422,7 +444,12 @@ class Submitter:
         spec = task.spec
         if lease.gpu_ids or spec.gpu_ids:
             spec = replace(spec, gpu_ids=lease.gpu_ids)
-        lease.channel.request_cb(m.PushTask(spec=spec), partial(self._on_reply, lease, task))
+        try:
+            lease.channel.request_cb(m.PushTask(spec=spec), partial(self._on_reply, lease, task))
+        except MessageTooLarge as e:
+            # Arguments go to the store past INLINE_TASK_TOTAL, so only a
+            # task of very many refs gets here; it fails, with the size.
+            self.execute(self.leases.push_refused(lease, task, ValueError(f"task {spec.name}() cannot be sent: {e}")))
 
     def _on_reply(self, lease: lc.Lease, task: Task, reply: Any) -> None:
         if isinstance(reply, BaseException):
