@@ -19,6 +19,7 @@ folded in one go.
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 from typing import Any
@@ -137,7 +138,10 @@ class TaskEntry:
 class TaskStates:
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self.tasks: dict[bytes, TaskEntry] = {}
+        # Oldest first, dropped from the front past capacity: an OrderedDict, since
+        # `del d[next(iter(d))]` on a dict scans the holes earlier deletes left (a
+        # million queued tasks stalled the head's loop past the nodes' 10 s timeout).
+        self.tasks: collections.OrderedDict[bytes, TaskEntry] = collections.OrderedDict()
         self._dropped = 0
         self._unfolded: list[m.TaskEvents] = []
         self._unfolded_records = 0
@@ -146,7 +150,7 @@ class TaskStates:
         self.failed_total = 0
         # Workers' failed runs whose owner's records have not come yet (the
         # two processes' batches race), by task id: applied when they do.
-        self._early: dict[bytes, tuple[Any, float, bytes, bytes, int]] = {}
+        self._early: collections.OrderedDict[bytes, tuple[Any, float, bytes, bytes, int]] = collections.OrderedDict()
 
     # -- in ---------------------------------------------------------------
 
@@ -199,7 +203,7 @@ class TaskStates:
                 if step == RAN_FAILED:
                     self._early[r.task_id] = (r.detail, wall, batch.node_id, batch.worker_id, batch.pid)
                     if len(self._early) > MAX_EARLY:
-                        del self._early[next(iter(self._early))]
+                        self._early.popitem(last=False)
                 continue
             e = found
             if step == "pushed":
@@ -279,7 +283,7 @@ class TaskStates:
             if early is not None:
                 self._ran_failed(e, *early)
             if len(self.tasks) > self.capacity:
-                del self.tasks[next(iter(self.tasks))]
+                self.tasks.popitem(last=False)
                 self._dropped += 1
         return e
 

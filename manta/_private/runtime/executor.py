@@ -9,6 +9,7 @@ coroutines on their own event loop, bounded by `max_concurrency`.
 from __future__ import annotations
 
 import asyncio
+import collections
 import enum
 import inspect
 import io
@@ -77,7 +78,8 @@ class Executor:
         self._methods: dict[str, Any] = {}
         # Tasks cancelled before or while they run, oldest first; bounded, for ids
         # of tasks that already ended (or never came) are never taken out.
-        self.cancelled: dict[bytes, None] = {}
+        # Oldest first (an OrderedDict drops its oldest in O(1); a dict does not).
+        self.cancelled: collections.OrderedDict[bytes, None] = collections.OrderedDict()
         self.async_tasks: dict[bytes, asyncio.Task[Any]] = {}
         self.main_ctx: TaskContext | None = None
         self.restart_count = 0
@@ -135,7 +137,7 @@ class Executor:
             os._exit(1)  # only for a task that runs here: an unknown id ends no worker
         self.cancelled[task_id] = None
         if len(self.cancelled) > CANCELLED_KEPT:
-            del self.cancelled[next(iter(self.cancelled))]
+            self.cancelled.popitem(last=False)
         if ctx is None:
             return
         ctx.cancel_requested = True

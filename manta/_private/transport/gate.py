@@ -21,6 +21,7 @@ its send buffer for a peer that does not read.
 
 from __future__ import annotations
 
+import collections
 import logging
 import time
 from collections.abc import Callable
@@ -80,7 +81,8 @@ class Gate:
         self.clock = clock
         self.notes = notes or Refusals(log, clock)
         self._open: dict[str, int] = {}  # peer -> connections not yet authenticated
-        self._failures: dict[str, tuple[int, float]] = {}  # peer -> (failures, when the last was)
+        # peer -> (failures, when the last was), oldest first (an OrderedDict drops its oldest in O(1))
+        self._failures: collections.OrderedDict[str, tuple[int, float]] = collections.OrderedDict()
         # Totals, for tests and figures.
         self.turned_away = 0
         self.refused = 0
@@ -120,7 +122,7 @@ class Gate:
         n += 1
         self._failures[peer] = (n, now)  # re-inserted: the dict stays oldest-first
         if len(self._failures) > self.PEERS:
-            del self._failures[next(iter(self._failures))]
+            self._failures.popitem(last=False)
         delay = min(self.BACKOFF_MAX_S, self.BACKOFF_FIRST_S * 2 ** min(n - 1, 30))
         self.notes.note(
             f"auth {peer}", "authentication failed from %s: %s (failure %d; refused after %.2f s)",
