@@ -1,3 +1,4 @@
+import os
 import pickle
 import threading
 
@@ -5,6 +6,7 @@ import numpy as np
 import pytest
 
 from manta import exceptions as exc
+from manta._private.runtime import serialization as ser
 from manta._private.runtime.serialization import describe_unpicklable, deserialize, serialize
 
 
@@ -73,3 +75,24 @@ def test_a_worker_loads_a_function_only_under_its_own_content_hash():
     with pytest.raises(RaySystemError, match="is not the hash of"):
         load_function(function_id(blob), poison)  # a known id, another blob
     assert len(function_id(blob)) == 32 and function_id(blob) != function_id(poison)
+
+
+def test_a_parallel_copy_copies_every_byte_across_its_parts(monkeypatch):
+    monkeypatch.setattr(ser, "_copy_threads", lambda: 3)
+    size = 3 * 4096 * 5 + 777  # parts end on pages, the last one short
+    src = memoryview(os.urandom(size))
+    dest = memoryview(bytearray(size))
+    ser.parallel_copy(dest, src)
+    assert bytes(dest) == bytes(src)
+    with pytest.raises(ValueError, match="copy of"):
+        ser.parallel_copy(dest[:-1], src)
+
+
+def test_a_large_buffer_goes_into_the_store_layout_whole_by_the_parallel_path(monkeypatch):
+    monkeypatch.setattr(ser, "PARALLEL_COPY_BYTES", 1 << 16)
+    monkeypatch.setattr(ser, "_copy_threads", lambda: 2)
+    value = np.arange(200_000, dtype=np.int64)
+    sv = ser.serialize(value)
+    out = bytearray(sv.size)
+    sv.write_into(memoryview(out))
+    assert (ser.deserialize(memoryview(out))[0] == value).all()
