@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -105,7 +106,9 @@ class SimAgent:
                                   on_close=self._head_lost, expect=Role.CLUSTER, limits=limits, timeout=60)
         self.head.decode = self.fleet.views.decoder
         await self.head.request(m.RegisterNode(node=self.node.info()))
-        self.reports.sent(self.loop.time())
+        # Real nodes join at different times, so their heartbeats fall at any
+        # phase; nodes that joined in one burst would all beat together.
+        self.reports.sent(self.loop.time() - self.fleet.rng.uniform(0, self.fleet.config.heartbeat_s))
         self._schedule()
 
     # -- messages --------------------------------------------------------------
@@ -221,6 +224,7 @@ class Fleet:
         self.host = host
         self.refusals = policy.Refusals(log)
         self.views = ViewCount()
+        self.rng = random.Random(count)
         self.reports_sent = 0
         self.agents: list[SimAgent] = []
 
