@@ -157,7 +157,7 @@ def measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
         out["all_seen_s"] = None if seen is None else round(out["join_s"] + seen, 2)
         time.sleep(2.0)  # joining's burst of views settles
 
-        pids = {"head": head_pid, "agent": agent_pid, "fleet": fleet.proc.pid}
+        pids = {"head": head_pid, "agent": agent_pid, "fleet": fleet.proc.pid, "driver": os.getpid()}
         before = fleet.ask("stats")["stats"]
         w = CpuWindow(pids)
         time.sleep(args.idle_s)
@@ -280,15 +280,20 @@ def table(rows: list[dict[str, Any]]) -> str:
         ("head RSS MB", ("idle", "head_rss_mb")),
         ("agent CPU idle", ("idle", "cpu", "agent")),
         ("fleet CPU idle", ("idle", "cpu", "fleet")),
+        ("driver CPU idle", ("idle", "cpu", "driver")),
         ("views/node/s", ("idle", "views_per_node_per_s")),
         ("view MB/s", ("idle", "view_mb_per_s")),
         ("head ms CPU/s/node", ("per_node", "head_cpu_ms_per_s")),
         ("head KB/node", ("per_node", "head_rss_kb")),
         ("noop tasks/s default", ("throughput", "default_noop", "tasks_per_s")),
         ("nodes used", ("throughput", "default_noop", "nodes_used")),
+        ("head CPU then", ("throughput", "default_noop", "cpu", "head")),
         ("noop tasks/s SPREAD", ("throughput", "spread_noop", "tasks_per_s")),
         ("nodes used", ("throughput", "spread_noop", "nodes_used")),
+        ("head CPU then", ("throughput", "spread_noop", "cpu", "head")),
+        ("agent CPU then", ("throughput", "spread_noop", "cpu", "agent")),
         ("0.2s tasks/s SPREAD", ("throughput", "spread_200ms", "tasks_per_s")),
+        ("nodes used", ("throughput", "spread_200ms", "nodes_used")),
         ("actor ms", ("actor_s", "median_ms")),
         ("PG(8) ms", ("pg_s", "median_ms")),
         ("dead: crash s", ("death", "crash_s")),
