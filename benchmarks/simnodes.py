@@ -261,6 +261,72 @@ def _death(manta: Any, fleet: Fleet) -> dict[str, Any]:
     return out
 
 
+# -- the head's own costs, in this process --------------------------------------
+
+
+class _CountingConn:
+    """A node's connection as the head uses it: each message encoded, no socket."""
+
+    closed = False
+
+    def __init__(self, node_id: bytes) -> None:
+        from manta._private.protocol.identity import Kind, Principal, Role
+
+        self.principal = Principal(kind=Kind.NODE, role=Role.CLUSTER, name="node", node_id=node_id)
+        self.sent = 0
+
+    def send(self, msg: Any, rid: int = 0) -> None:
+        from manta._private.protocol import messages as m
+
+        self.sent += len(m.frame_parts(msg, rid)[1])
+
+
+def head_model(sizes: list[int]) -> list[dict[str, Any]]:
+    """What one heartbeat and one ClusterView broadcast cost the real `Head`
+    with N nodes, timed in this process without sockets (so without the
+    syscalls: a floor). The broadcast is `Head._broadcast_view`'s body: the
+    view built once, then sent, so encoded, to every node."""
+    import asyncio
+
+    from manta._private.head.head import Head, Node
+    from manta._private.protocol import messages as m
+
+    async def one(n: int, d: str) -> dict[str, Any]:
+        head = Head(token=b"k" * 32, addresses=[], embedded=False, session_dir=d, audit_log=os.path.join(d, "audit"))
+        conns = []
+        for _ in range(n):
+            nid = os.urandom(16)
+            conns.append(_CountingConn(nid))
+            head.nodes[nid] = Node(nid, "tcp:127.0.0.1:40000", {"CPU": 4.0}, {"CPU": 4.0}, 0, conns[-1])  # type: ignore[arg-type]
+        head._view_scheduled = True  # the broadcast each heartbeat asks for is timed apart, below
+        beats = [(c, m.NodeResources(node_id=c.principal.node_id, available={"CPU": 4.0}, total={"CPU": 4.0}))
+                 for c in conns[:2000]]
+        t0 = time.perf_counter()
+        for c, msg in beats:
+            head.handle(c, msg)  # type: ignore[arg-type]
+        beat = (time.perf_counter() - t0) / len(beats)
+        t0 = time.perf_counter()
+        view = m.ClusterView(nodes=[x.info() for x in head.nodes.values() if x.alive])
+        for x in head.nodes.values():
+            x.send(view)
+        broadcast = time.perf_counter() - t0
+        return {"nodes": n, "heartbeat_us": round(beat * 1e6, 2), "broadcast_ms": round(broadcast * 1e3, 1),
+                "broadcast_mb": round(sum(c.sent for c in conns) / 1e6, 1)}
+
+    d = tempfile.mkdtemp(prefix="simmodel")
+    try:
+        logging_off()
+        return [asyncio.run(one(n, d)) for n in sizes]
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def logging_off() -> None:
+    import logging
+
+    logging.disable(logging.INFO)
+
+
 # -- the table -------------------------------------------------------------------
 
 
@@ -311,20 +377,22 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--nodes", default="100,500,2000", help="sizes, comma-separated")
+    parser.add_argument("--nodes", default="100,500,2000", help="sizes, comma-separated ('' for none)")
     parser.add_argument("--cpus", type=float, default=4, help="CPUs of each simulated node")
     parser.add_argument("--tasks", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=5, help="actors and placement groups placed")
     parser.add_argument("--idle-s", type=float, default=5.0, help="length of the idle CPU windows")
     parser.add_argument("--phase-timeout", type=float, default=120.0)
     parser.add_argument("--json", default="", help="write the figures here")
+    parser.add_argument("--model", default="100,500,2000,10000",
+                        help="sizes at which to time the head's heartbeat and broadcast in process ('' for none)")
     parser.add_argument("--one", type=int, default=0, help=argparse.SUPPRESS)  # a size, in this process
     args = parser.parse_args()
     if args.one:
         print(json.dumps(measure(args.one, args)))
         return
     rows = []
-    for n in [int(x) for x in args.nodes.split(",")]:
+    for n in [int(x) for x in args.nodes.split(",") if x]:
         cmd = [sys.executable, os.path.abspath(__file__), "--one", str(n), "--cpus", str(args.cpus),
                "--tasks", str(args.tasks), "--rounds", str(args.rounds), "--idle-s", str(args.idle_s),
                "--phase-timeout", str(args.phase_timeout)]
@@ -333,10 +401,15 @@ def main() -> None:
         row = json.loads(lines[-1]) if lines else {"nodes": n, "error": proc.stderr[-2000:]}
         rows.append(row)
         print(f"{n} nodes done", file=sys.stderr, flush=True)
-    print(table(rows))
+    if rows:
+        print(table(rows))
+    model = head_model([int(x) for x in args.model.split(",")]) if args.model else []
+    for r in model:
+        print(f"head, in process, {r['nodes']:>6} nodes: one heartbeat {r['heartbeat_us']} us; one broadcast "
+              f"{r['broadcast_ms']} ms of CPU, {r['broadcast_mb']} MB")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": machine(), "runs": rows}, f, indent=1)
+            json.dump({"machine": machine(), "runs": rows, "head_model": model}, f, indent=1)
 
 
 def machine() -> dict[str, Any]:
