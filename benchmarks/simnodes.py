@@ -179,6 +179,7 @@ def measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
         out["throughput"] = _throughput(manta, pids, args)
         out["actor_s"], out["pg_s"] = _placement(manta, args)
         out["death"] = _death(manta, fleet)
+        out["pending_pg"] = _pending_pg(manta, pids, args)
     except Exception as e:  # noqa: BLE001 - one size's failure is its figure, the others still run
         out["error"] = f"{type(e).__name__}: {e}"
     finally:
@@ -261,6 +262,24 @@ def _death(manta: Any, fleet: Fleet) -> dict[str, Any]:
     return out
 
 
+def _pending_pg(manta: Any, pids: dict[str, int], args: argparse.Namespace) -> dict[str, Any]:
+    """The head's CPU with no placement group pending, then while one waits for
+    a node that can hold it (a bundle of 1,024 CPUs: none can), windows taken
+    back to back: the head tries to place it again at every node's report."""
+    from manta.util.placement_group import placement_group, remove_placement_group
+
+    w = CpuWindow({"head": pids["head"]})
+    time.sleep(args.idle_s)
+    before = w.stop()["head"]
+    pg = placement_group([{"CPU": 1024}], strategy="PACK")
+    time.sleep(0.5)
+    w = CpuWindow({"head": pids["head"]})
+    time.sleep(args.idle_s)
+    during = w.stop()["head"]
+    remove_placement_group(pg)
+    return {"head_cpu_before": before, "head_cpu": during}
+
+
 # -- the head's own costs, in this process --------------------------------------
 
 
@@ -279,6 +298,9 @@ class _CountingConn:
         from manta._private.protocol import messages as m
 
         self.sent += len(m.frame_parts(msg, rid)[1])
+
+    def reply(self, request: Any, msg: Any) -> None:
+        pass
 
 
 def head_model(sizes: list[int]) -> list[dict[str, Any]]:
@@ -305,12 +327,21 @@ def head_model(sizes: list[int]) -> list[dict[str, Any]]:
         for c, msg in beats:
             head.handle(c, msg)  # type: ignore[arg-type]
         beat = (time.perf_counter() - t0) / len(beats)
+        # A placement group no node can hold yet (a bundle of 64 CPUs): every
+        # report tries to place it again, over every node.
+        head._create_pg(conns[0], m.CreatePlacementGroup(spec=m.PlacementGroupSpec(  # type: ignore[arg-type]
+            pg_id=os.urandom(16), bundles=[{"CPU": 64.0}], strategy="PACK")))
+        t0 = time.perf_counter()
+        for c, msg in beats[:200]:
+            head.handle(c, msg)  # type: ignore[arg-type]
+        beat_pg = (time.perf_counter() - t0) / len(beats[:200])
         t0 = time.perf_counter()
         view = m.ClusterView(nodes=[x.info() for x in head.nodes.values() if x.alive])
         for x in head.nodes.values():
             x.send(view)
         broadcast = time.perf_counter() - t0
-        return {"nodes": n, "heartbeat_us": round(beat * 1e6, 2), "broadcast_ms": round(broadcast * 1e3, 1),
+        return {"nodes": n, "heartbeat_us": round(beat * 1e6, 2), "heartbeat_pending_pg_us": round(beat_pg * 1e6, 1),
+                "broadcast_ms": round(broadcast * 1e3, 1),
                 "broadcast_mb": round(sum(c.sent for c in conns) / 1e6, 1)}
 
     d = tempfile.mkdtemp(prefix="simmodel")
@@ -364,6 +395,8 @@ def table(rows: list[dict[str, Any]]) -> str:
         ("PG(8) ms", ("pg_s", "median_ms")),
         ("dead: crash s", ("death", "crash_s")),
         ("dead: hang s", ("death", "hang_s")),
+        ("head CPU, no PG", ("pending_pg", "head_cpu_before")),
+        ("head CPU, PG pending", ("pending_pg", "head_cpu")),
     ]
     width = max(len(c) for c, _ in cols)
     lines = []
@@ -405,7 +438,8 @@ def main() -> None:
         print(table(rows))
     model = head_model([int(x) for x in args.model.split(",")]) if args.model else []
     for r in model:
-        print(f"head, in process, {r['nodes']:>6} nodes: one heartbeat {r['heartbeat_us']} us; one broadcast "
+        print(f"head, in process, {r['nodes']:>6} nodes: one heartbeat {r['heartbeat_us']} us "
+              f"({r['heartbeat_pending_pg_us']} us with a placement group pending); one broadcast "
               f"{r['broadcast_ms']} ms of CPU, {r['broadcast_mb']} MB")
     if args.json:
         with open(args.json, "w") as f:
