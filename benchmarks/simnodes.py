@@ -81,11 +81,11 @@ class CpuWindow:
 class Fleet:
     """The simulated nodes' process, driven over its stdin/stdout (sim/main.py)."""
 
-    def __init__(self, head: str, token_file: str, nodes: int, cpus: float, env: dict[str, str]) -> None:
+    def __init__(self, head: str, token_file: str, nodes: int, cpus: float, env: dict[str, str], log: Any) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "manta._private.sim.main", "--head", head, "--token-file", token_file,
              "--nodes", str(nodes), "--cpus", str(cpus)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=REPO,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, env=env, cwd=REPO,
         )
         self.ready = self.read()["ready"]
 
@@ -147,7 +147,8 @@ def measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
         out["baseline"] = {"head_cpu": w.stop()["head"], "head_rss_mb": round(rss_mb(head_pid), 1)}
 
         t0 = time.monotonic()
-        fleet = Fleet(rec["head_address"], rec["token_file"], n, args.cpus, env)
+        fleet_log = open(os.path.join(root, "fleet.log"), "w")  # noqa: SIM115 (closed with the temp dir)
+        fleet = Fleet(rec["head_address"], rec["token_file"], n, args.cpus, env, fleet_log)
         out["join_s"] = round(time.monotonic() - t0, 2)
         import manta as manta_mod
 
@@ -177,11 +178,12 @@ def measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
             "head_rss_kb": round((out["idle"]["head_rss_mb"] - base["head_rss_mb"]) * 1000 / n, 1),
         }
         out["throughput"] = _throughput(manta, pids, args)
-        out["actor_s"], out["pg_s"] = _placement(manta, args)
+        out["actor_s"], out["pg_s"] = _placement(manta, args, fleet)
         out["death"] = _death(manta, fleet)
         out["pending_pg"] = _pending_pg(manta, pids, args)
     except Exception as e:  # noqa: BLE001 - one size's failure is its figure, the others still run
         out["error"] = f"{type(e).__name__}: {e}"
+        out["logs"] = _log_tails(root)
     finally:
         if manta is not None:
             try:
@@ -192,6 +194,17 @@ def measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
             fleet.stop()
         subprocess.run([sys.executable, "-m", "manta.cli", "stop"], env=env, capture_output=True, timeout=120)
         shutil.rmtree(root, ignore_errors=True)
+    return out
+
+
+def _log_tails(root: str, lines: int = 40) -> dict[str, list[str]]:
+    """The last lines of the head's, its agent's and the fleet's logs: what a failed size leaves to read."""
+    out = {}
+    for d, _, files in os.walk(root):
+        for f in files:
+            if f in ("head.log", "agent.log", "fleet.log"):
+                with open(os.path.join(d, f), errors="replace") as fh:
+                    out[f] = fh.read().splitlines()[-lines:]
     return out
 
 
@@ -221,7 +234,7 @@ def _throughput(manta: Any, pids: dict[str, int], args: argparse.Namespace) -> d
     return results
 
 
-def _placement(manta: Any, args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+def _placement(manta: Any, args: argparse.Namespace, fleet: Fleet) -> tuple[dict[str, Any], dict[str, Any]]:
     from manta.util.placement_group import placement_group, remove_placement_group
 
     @manta.remote(num_cpus=1)
@@ -233,7 +246,12 @@ def _placement(manta: Any, args: argparse.Namespace) -> tuple[dict[str, Any], di
     for _ in range(args.rounds):
         t0 = time.monotonic()
         a = Actor.remote()
-        manta.get(a.ping.remote(), timeout=args.phase_timeout)
+        try:
+            manta.get(a.ping.remote(), timeout=args.phase_timeout)
+        except manta.exceptions.GetTimeoutError as e:
+            from manta.util.state import list_actors
+
+            raise RuntimeError(f"{e}; the actor: {list_actors()[-1]}; the fleet: {fleet.ask('stats')}") from None
         times.append(time.monotonic() - t0)
         actors.append(a)
     for a in actors:

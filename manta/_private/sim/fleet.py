@@ -248,6 +248,8 @@ class Fleet:
             "nodes": self.count,
             "alive": sum(not a.dead for a in self.agents),
             "tasks_done": sum(a.node.tasks_done for a in self.agents),
+            "leases_granted": sum(len(a.node.granted) for a in self.agents),
+            "leases_waiting": sum(len(a.node.pending) for a in self.agents),
             "reports_sent": self.reports_sent,
             "view_frames": self.views.frames,
             "view_bytes": self.views.size,
