@@ -242,21 +242,25 @@ def _placement(manta: Any, args: argparse.Namespace, fleet: Fleet) -> tuple[dict
         def ping(self) -> str:  # never runs
             return ""
 
-    times, actors = [], []
+    times, actors, stuck = [], [], []
     for _ in range(args.rounds):
         t0 = time.monotonic()
         a = Actor.remote()
+        actors.append(a)
         try:
-            manta.get(a.ping.remote(), timeout=args.phase_timeout)
-        except manta.exceptions.GetTimeoutError as e:
+            manta.get(a.ping.remote(), timeout=args.actor_timeout)
+        except manta.exceptions.GetTimeoutError:
+            # Never placed (BENCHMARKS.md says why): counted, described, and the next one goes on.
             from manta.util.state import list_actors
 
-            raise RuntimeError(f"{e}; the actor: {list_actors()[-1]}; the fleet: {fleet.ask('stats')}") from None
+            stuck.append({"actor": str(list_actors()[-1]), "fleet": fleet.ask("stats")["stats"]})
+            continue
         times.append(time.monotonic() - t0)
-        actors.append(a)
     for a in actors:
         manta.kill(a)
-    actor = {"median_ms": round(statistics.median(times) * 1000, 2), "max_ms": round(max(times) * 1000, 2)}
+    actor: dict[str, Any] = {"never_placed": len(stuck), "stuck": stuck[:1]}
+    if times:
+        actor.update(median_ms=round(statistics.median(times) * 1000, 2), max_ms=round(max(times) * 1000, 2))
     times = []
     for _ in range(args.rounds):
         t0 = time.monotonic()
@@ -410,6 +414,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         ("0.2s tasks/s SPREAD", ("throughput", "spread_200ms", "tasks_per_s")),
         ("nodes used", ("throughput", "spread_200ms", "nodes_used")),
         ("actor ms", ("actor_s", "median_ms")),
+        ("actors never placed", ("actor_s", "never_placed")),
         ("PG(8) ms", ("pg_s", "median_ms")),
         ("dead: crash s", ("death", "crash_s")),
         ("dead: hang s", ("death", "hang_s")),
@@ -434,6 +439,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="actors and placement groups placed")
     parser.add_argument("--idle-s", type=float, default=5.0, help="length of the idle CPU windows")
     parser.add_argument("--phase-timeout", type=float, default=120.0)
+    parser.add_argument("--actor-timeout", type=float, default=60.0, help="an actor not placed by then counts as never")
     parser.add_argument("--json", default="", help="write the figures here")
     parser.add_argument("--model", default="100,500,2000,10000",
                         help="sizes at which to time the head's heartbeat and broadcast in process ('' for none)")
@@ -446,7 +452,7 @@ def main() -> None:
     for n in [int(x) for x in args.nodes.split(",") if x]:
         cmd = [sys.executable, os.path.abspath(__file__), "--one", str(n), "--cpus", str(args.cpus),
                "--tasks", str(args.tasks), "--rounds", str(args.rounds), "--idle-s", str(args.idle_s),
-               "--phase-timeout", str(args.phase_timeout)]
+               "--phase-timeout", str(args.phase_timeout), "--actor-timeout", str(args.actor_timeout)]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
         row = json.loads(lines[-1]) if lines else {"nodes": n, "error": proc.stderr[-2000:]}
