@@ -26,11 +26,12 @@ from manta._private.runtime.leasing import LeaseClient
 from manta._private.runtime.lineage import LineageTable
 from manta._private.runtime.refs import ReferenceTable
 from manta._private.scheduling.leases import LeaseTable
+from manta._private.sim.node import SimNode
 from manta._private.transport.connection import new_event_loop
 
 SANS_IO_TABLES: list[type] = [
     ActorEntry, ActorQueue, Allocator, LeaseClient, LeaseTable, LineageTable, MemoryMonitor, NodeLiveness,
-    PGEntry, ReferenceTable, ReportSchedule, Roster, StoreTable,
+    PGEntry, ReferenceTable, ReportSchedule, Roster, SimNode, StoreTable,
 ]
 
 

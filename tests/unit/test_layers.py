@@ -13,6 +13,7 @@ not count (they never run); imports inside functions do.
     runtime     runtime/ (drivers' and workers' core)         transport and below
     head        head/                                         control, transport and below
     node        node/                                         objectstore, transport and below
+    sim         sim/ (simulated nodes for a real head)        node, runtime and below
     control     control/ (sans-IO tables of the head)         protocol, scheduling
     transport   transport/                                    auth, protocol
     auth        auth/ (credentials, handshake, policy, quotas) protocol
@@ -42,6 +43,7 @@ ENTRY_POINTS = {
     "manta._private.node.zygote",
     "manta._private.runtime.worker_main",
     "manta._private.client.proxy_main",
+    "manta._private.sim.main",
 }
 COMPONENT_PREFIXES = [
     ("driver", ("manta._private.session", "manta._private.api", "manta._private.remote", "manta._private.options",
@@ -52,6 +54,7 @@ COMPONENT_PREFIXES = [
     ("runtime", ("manta._private.runtime",)),
     ("head", ("manta._private.head",)),
     ("node", ("manta._private.node",)),
+    ("sim", ("manta._private.sim",)),
     ("control", ("manta._private.control",)),
     ("transport", ("manta._private.transport",)),
     ("auth", ("manta._private.auth",)),
@@ -68,6 +71,7 @@ ALLOWED = {
     "runtime": {"runtime", "transport", "auth", "scheduling", "objectstore", "protocol", "base"},
     "head": {"head", "control", "transport", "auth", "scheduling", "protocol", "base"},
     "node": {"node", "transport", "auth", "scheduling", "objectstore", "protocol", "base"},
+    "sim": {"sim", "node", "runtime", "transport", "auth", "scheduling", "objectstore", "protocol", "base"},
     "control": {"control", "scheduling", "protocol", "base"},
     "transport": {"transport", "auth", "protocol", "base"},
     "auth": {"auth", "protocol", "base"},

@@ -106,6 +106,39 @@ def test_a_pass_of_another_cluster_is_refused_with_the_reason(loop):
     os.rmdir(d)
 
 
+def test_a_connection_decodes_frames_with_its_own_decoder_once_it_is_replaced(loop):
+    """The hook `sim/fleet.py` uses to drop the frames it ignores undecoded."""
+    d = tempfile.mkdtemp()
+    addr = f"unix:{d}/s.sock"
+    got = []
+
+    async def go():
+        arrived = asyncio.Event()
+
+        def on_server(conn, msg):
+            conn.send(m.NodeDied(node_id=b"n", reason="a"))
+            conn.send(m.NodeDied(node_id=b"n", reason="b"))
+
+        def on_client(conn, msg):
+            got.append(msg)
+            if len(got) == 2:
+                arrived.set()
+
+        server, _ = await serve(addr, SERVER, on_server)
+        client = await connect(addr, CLIENT, on_client)
+        client.decode = lambda frame: ("raw", bytes(frame)) if b"a" in bytes(frame)[-2:] else m.decode(frame)
+        client.send(m.JobEnded(job_id=1))
+        await asyncio.wait_for(arrived.wait(), 5)
+        client.close()
+        server.close()
+
+    run(loop, go())
+    assert got[0] == ("raw", m.encode(m.NodeDied(node_id=b"n", reason="a")))
+    assert got[1] == m.NodeDied(node_id=b"n", reason="b")
+    os.unlink(f"{d}/s.sock")
+    os.rmdir(d)
+
+
 def test_peer_cred_names_the_process_at_the_other_end_of_a_unix_socket_and_nothing_over_tcp():
     import socket
 

@@ -48,7 +48,7 @@ from manta._private.protocol.framing import HEADER
 from manta._private.protocol.identity import Credential, Role, decode_claims
 from manta._private.protocol.runtime_env import PIP_ENV, decode_pip, env_hash
 from manta._private.scheduling import leases as lt
-from manta._private.scheduling.bundles import bundle_resources
+from manta._private.scheduling.bundles import bundles_resources
 from manta._private.scheduling.policy import NodeView, Unschedulable, labels_match, node_labels, place
 from manta._private.scheduling.resources import fits, to_float, to_units
 from manta._private.transport.connection import AuthRejected, Connection, RemoteError, connect, serve
@@ -83,14 +83,6 @@ def _error_kind(e: BaseException) -> m.ErrorKind:
     if isinstance(e, StoreError):
         return m.ErrorKind.STORE_FULL
     return m.ErrorKind.OBJECT_LOST
-
-
-def _bundle_names(pg_id: bytes, bundles: list[tuple[int, dict[str, float]]]) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for index, bundle in bundles:
-        for k, v in bundle_resources(bundle, pg_id, index).items():
-            out[k] = out.get(k, 0.0) + v
-    return out
 
 
 def _lost(oid: bytes, why: object) -> ObjectLostError:
@@ -619,7 +611,7 @@ class NodeAgent:
             if any(indices & set(h.indices) for h in held) or not self.leases.reserve(need):
                 conn.reply_error(msg, m.ErrorKind.RUNTIME, "resources are not free on this node any more")
                 return
-            names = to_units(_bundle_names(msg.pg_id, msg.bundles))
+            names = to_units(bundles_resources(msg.pg_id, msg.bundles))
             self.bundles.setdefault(msg.pg_id, []).append(BundleHold(need, names, sorted(indices)))
             conn.reply(msg, m.Ack())
             self._report_resources()

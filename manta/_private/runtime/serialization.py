@@ -247,6 +247,25 @@ def is_error(data: bytes | memoryview) -> bool:
     return bool(flags & FLAG_ERROR)
 
 
+class _NoClasses(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"{module}.{name}: only plain values are read here")
+
+
+def plain_value(data: bytes | memoryview) -> Any:
+    """A small inline value made of plain types only (numbers, strings,
+    bytes, lists, tuples, dicts): no class is looked up, so no code of a
+    job's runs. For a process that reads arguments but must never run user
+    code (the simulated workers of `sim/`); ValueError for anything else."""
+    try:
+        magic, flags, nbuf, plen = _HEAD.unpack_from(data, 0)
+        if magic != MAGIC or flags or nbuf:
+            raise ValueError("not a plain inline value")
+        return _NoClasses(io.BytesIO(bytes(data[_HEAD.size : _HEAD.size + plen]))).load()
+    except (struct.error, pickle.UnpicklingError, EOFError, IndexError, KeyError, TypeError) as e:
+        raise ValueError(f"not a plain value: {e}") from None
+
+
 def deserialize(
     data: bytes | memoryview,
     on_buffer: Callable[[memoryview], memoryview] | None = None,

@@ -182,3 +182,12 @@ def bundle_resources(bundle: dict[str, float], pg_id: bytes, index: int) -> dict
     out[f"bundle_group_{index}_{pg_id.hex()}"] = 1000.0
     out[f"bundle_group_{pg_id.hex()}"] = 1000.0
     return out
+
+
+def bundles_resources(pg_id: bytes, bundles: list[tuple[int, dict[str, float]]]) -> dict[str, float]:
+    """What (index, bundle) pairs of one group reserved on one node add to it, summed."""
+    out: dict[str, float] = {}
+    for index, bundle in bundles:
+        for k, v in bundle_resources(bundle, pg_id, index).items():
+            out[k] = out.get(k, 0.0) + v
+    return out
