@@ -78,15 +78,36 @@ class Node:
     alive: bool = True
     pending: list[tuple[dict[str, float], int]] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)
-    # What actors sent here since the node's last report take: counted when
-    # placing the next ones (a burst spreads over the nodes with room), not
-    # in what the node is said to have free.
+    # What actors sent here take, until a report of the node's counts them:
+    # counted when placing the next ones (a burst spreads over the nodes with
+    # room), not in what the node is said to have free. An actor's share is
+    # in `asked` until the node answers its lease, then in `placing` until
+    # the next report, which (sent after that answer, on the same link)
+    # counts it. A report may have left the node before it took the lease:
+    # clearing at any report (as before) let the head see a taken CPU as
+    # free, and at 500 simulated nodes sent a fifth actor to a full 4-CPU
+    # node, where it waited while 499 nodes were free.
     placing: dict[str, float] = field(default_factory=dict)
+    asked: dict[bytes, dict[str, float]] = field(default_factory=dict)
 
     def free_for_placing(self) -> dict[str, float]:
-        if not self.placing:
+        if not self.placing and not self.asked:
             return self.available
-        return {k: max(0.0, v - self.placing.get(k, 0.0)) for k, v in self.available.items()}
+        taken = dict(self.placing)
+        for need in self.asked.values():
+            for k, v in need.items():
+                taken[k] = taken.get(k, 0.0) + v
+        return {k: max(0.0, v - taken.get(k, 0.0)) for k, v in self.available.items()}
+
+    def reported(self, available: dict[str, float]) -> None:
+        """A report of what is free: it counts the leases answered before it, not those still asked."""
+        self.available = available
+        self.placing = {}
+
+    def answered(self, actor_id: bytes) -> None:
+        """The node answered the lease for `actor_id`: its share stays until the next report."""
+        for k, v in self.asked.pop(actor_id, {}).items():
+            self.placing[k] = self.placing.get(k, 0.0) + v
 
     @classmethod
     def of(cls, info: m.NodeInfo, conn: Connection | None) -> Node:
@@ -295,14 +316,20 @@ class Head:
             node = self.nodes.get(msg.node_id)
             if node is not None:
                 self.liveness.beat(msg.node_id, self.clock())
-                node.available = msg.available
-                node.placing = {}
-                node.pending = msg.pending
                 grew = bool(msg.total) and msg.total != node.resources
+                # Most reports are heartbeats that change nothing: then no
+                # view goes out (it goes to every node, so a broadcast per
+                # heartbeat is n squared: at 2,000 simulated nodes it took
+                # the head's whole core, docs/simulation.md) and no pending
+                # placement group is planned again over every node.
+                changed = grew or msg.available != node.available or msg.pending != node.pending
+                node.reported(msg.available)
+                node.pending = msg.pending
                 if msg.total:
                     node.resources = msg.total
-                self._broadcast_view()
-                self._place_pending_pgs()
+                if changed:
+                    self._broadcast_view()
+                    self._place_pending_pgs()
                 if grew:
                     self._schedule_pending_actors()  # e.g. bundles placed again here
         elif t is m.WorkerExited:
@@ -735,10 +762,9 @@ class Head:
         spec = entry.spec
         env = dict(spec.creation.env_vars)
         need = _placement_need(spec)
-        # Counted against the node until its next report, so a burst of
-        # actors spreads over the nodes with room instead of queueing on one.
-        for k, v in need.items():
-            node.placing[k] = node.placing.get(k, 0.0) + v
+        # Counted against the node until a report made after its answer
+        # (Node.asked), so a burst of actors spreads over the nodes with room.
+        node.asked[spec.actor_id] = need
         entry.leasing = True
         node.request_cb(
             m.RequestLease(
@@ -751,6 +777,7 @@ class Head:
 
     def _on_actor_lease(self, entry: ActorEntry, node: Node, reply: Any) -> None:
         entry.leasing = False
+        node.answered(entry.actor_id)
         if isinstance(reply, ConnectionLost):
             # The node went away before it answered: its lease went with it.
             # Ask another node (or wait for one to join), as for a restart.
