@@ -88,6 +88,19 @@ def test_large_frames_survive_partial_writes(loop, pair):
     assert all(len(msg.text) == 6_000_000 for msg in received)
 
 
+def test_a_frame_encoded_once_arrives_whole_each_time_it_is_sent(loop, pair):
+    client, received, done, expect = pair
+    expect[0] = 3
+    small = m.StoreUnpin(object_ids=[b"a"])
+    big = m.LogLines(job_id=1, prefix="p", is_err=False, text="x" * 3_000_000)  # past BIG_FRAME
+    parts_small, parts_big = m.frame_parts(small), m.frame_parts(big)
+    loop.call_soon_threadsafe(client.send_encoded, small, *parts_small)
+    loop.call_soon_threadsafe(client.send_encoded, big, *parts_big)
+    loop.call_soon_threadsafe(client.send_encoded, small, *parts_small)
+    assert done.wait(20)
+    assert received == [small, big, small]
+
+
 def test_a_pass_of_another_cluster_is_refused_with_the_reason(loop):
     d = tempfile.mkdtemp()
     addr = f"unix:{d}/s.sock"

@@ -336,6 +336,14 @@ class Connection(asyncio.Protocol):
         if self.closed:
             return
         header, payload = m.frame_parts(msg, rid)
+        self.send_encoded(msg, header, payload)
+
+    def send_encoded(self, msg: Any, header: bytes, payload: bytes) -> None:
+        """Queues `msg` already encoded (`m.frame_parts(msg)`): one message
+        for many peers is encoded once (the head's cluster view, to every
+        node). Loop thread only."""
+        if self.closed:
+            return
         size = 4 + len(payload)
         if size > self.limits.max_frame:
             raise self._too_large(msg, size)
