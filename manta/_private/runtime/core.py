@@ -323,6 +323,20 @@ class CoreRuntime:
         """Any thread but I/O: asks this node's agent, raising the public error it answers with."""
         return self.run(self._await_request(self.agent, msg))
 
+    def call_agent_all(self, msgs: list[Any]) -> list[Any]:
+        """Any thread but I/O: asks this node's agent all of `msgs` at once
+        (one round of requests, not a round trip each); each answer in order,
+        or the public error it was answered with, or the exception."""
+        agent = self.agent
+
+        async def ask_all() -> list[Any]:
+            if agent is None:
+                raise ConnectionLost("not connected")
+            replies = await asyncio.gather(*(agent.request(msg) for msg in msgs), return_exceptions=True)
+            return [error_from_remote(r) if isinstance(r, RemoteError) else r for r in replies]
+
+        return self.run(ask_all())
+
     def ask_head(self, msg: Any, callback: Callable[[Any], None]) -> None:
         """I/O thread: asks the head; callback(answer, RemoteError or ConnectionLost)."""
         assert self.head is not None

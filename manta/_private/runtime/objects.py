@@ -47,6 +47,10 @@ INLINE_MAX = 100 * 1024
 # task of 10,000 arguments of 20 KB each (Ray's envelope) was otherwise one
 # 200 MB frame, over max_frame_bytes, and could not be sent at all.
 INLINE_TASK_TOTAL = 10 << 20
+# How long a worker waits in get() before it lends its CPU to other tasks.
+BLOCK_GRACE_S = 0.05
+# How many times a reader follows a lost object to its rebuilt copy.
+MAX_RELOCATIONS = 8
 
 
 def inline_budget(max_frame_bytes: int) -> int:
@@ -59,10 +63,6 @@ def inline(size: int, inlined: int, budget: int) -> bool:
     """Whether a value of `size` bytes goes inside the message, after
     `inlined` bytes of the same task's values already did."""
     return size <= INLINE_MAX and inlined + size <= budget
-# How long a worker waits in get() before it lends its CPU to other tasks.
-BLOCK_GRACE_S = 0.05
-# How many times a reader follows a lost object to its rebuilt copy.
-MAX_RELOCATIONS = 8
 
 
 # -- the API's argument errors, worded once for both runtimes ------------------
@@ -179,11 +179,10 @@ class Objects:
         self.store_owned(oid, sv, local=1)
         return ObjectRef(oid, self.rt.address, self.rt)
 
-    def store_owned(self, oid: bytes, sv: SerializedValue, local: int, store: bool = False) -> None:
-        """Records a value this process owns: inline, or written to the store
-        (if large, or if `store`: an argument past what a task inlines)."""
+    def store_owned(self, oid: bytes, sv: SerializedValue, local: int) -> None:
+        """Records a value this process owns: inline, or written to the store."""
         contained = [(r._id, r._owner) for r in sv.contained]
-        if sv.size <= INLINE_MAX and not store:
+        if sv.size <= INLINE_MAX:
             data = sv.to_bytes()
             with self.lock:
                 self.refs.add_owned(oid, local=local)
@@ -193,26 +192,21 @@ class Objects:
             self.owned_in_store(oid, contained, local)
 
     def store_owned_all(self, values: list[tuple[bytes, SerializedValue]]) -> None:
-        """As `store_owned(store=True)` for each, with the agent asked for all
+        """Values this process owns, each written to the store whatever its
+        size (arguments past what a task inlines), with the agent asked for all
         their space at once rather than one round trip each (a task of 10,000
         arguments, Ray's envelope, spent 5 s of its 13 s waiting on them one
         by one). Those that got space are written and kept; then the first
         refusal (the store is full) is raised."""
         rt = self.rt
-        agent, region = rt.agent, rt.region
-        assert agent is not None and region is not None
-
-        async def create_all() -> list[Any]:
-            return await asyncio.gather(
-                *(agent.request(m.StoreCreate(object_id=oid, size=sv.size)) for oid, sv in values),
-                return_exceptions=True,
-            )
-
+        region = rt.region
+        assert region is not None
+        replies = rt.call_agent_all([m.StoreCreate(object_id=oid, size=sv.size) for oid, sv in values])
         error: BaseException | None = None
         written = []
-        for (oid, sv), reply in zip(values, rt.run(create_all())):
+        for (oid, sv), reply in zip(values, replies):
             if isinstance(reply, BaseException):
-                error = error or (error_from_remote(reply) if isinstance(reply, RemoteError) else reply)
+                error = error or reply
                 continue
             with region.writing(reply.offset, sv.size) as dest:
                 sv.write_into(dest)
@@ -570,17 +564,10 @@ class Objects:
         10,000 stored objects (Ray's envelope; a task's 10,000 arguments) took
         0.8 ms per object one by one, nearly all of it waiting. Those the agent
         refuses (lost, freed) are left out, for the slow path's answer."""
-        rt = self.rt
-        agent = rt.agent
-        if agent is None:
+        if self.rt.agent is None:
             return {}
-
-        async def pin_all() -> list[Any]:
-            return await asyncio.gather(*(agent.request(m.StorePin(object_id=o)) for o in oids),
-                                        return_exceptions=True)
-
         views = {}
-        for oid, reply in zip(oids, rt.run(pin_all())):
+        for oid, reply in zip(oids, self.rt.call_agent_all([m.StorePin(object_id=o) for o in oids])):
             if not isinstance(reply, BaseException):
                 views[oid] = self.pinned_view(oid, reply.offset, reply.size)
         return views

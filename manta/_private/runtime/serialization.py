@@ -126,8 +126,9 @@ class SerializedValue:
         dest[:hlen] = header
         dest[hlen : hlen + len(self.pickled)] = self.pickled
         for off, b in zip(self._offsets, self.buffers):
-            if b.nbytes >= PARALLEL_COPY_BYTES and _copy_threads() > 1:
-                parallel_copy(dest[off : off + b.nbytes], b)
+            threads = _copy_threads() if b.nbytes >= PARALLEL_COPY_BYTES else 1
+            if threads > 1:
+                parallel_copy(dest[off : off + b.nbytes], b, threads)
             else:
                 dest[off : off + b.nbytes] = b
 
@@ -155,8 +156,8 @@ def _copy_threads() -> int:
     return min(MAX_COPY_THREADS, len(os.sched_getaffinity(0)))
 
 
-def parallel_copy(dest: memoryview, src: memoryview) -> None:
-    """dest[:] = src (contiguous, of one size), split among threads."""
+def parallel_copy(dest: memoryview, src: memoryview, n: int) -> None:
+    """dest[:] = src (contiguous, of one size), split among `n` threads."""
     size = src.nbytes
     if dest.nbytes != size:
         raise ValueError(f"copy of {size} bytes into {dest.nbytes}")
@@ -165,7 +166,6 @@ def parallel_copy(dest: memoryview, src: memoryview) -> None:
     except BufferError:  # not contiguous: one thread, as memoryview copies it
         dest[:] = src
         return
-    n = _copy_threads()
     # Page-aligned parts, so no two threads fault the same page.
     step = (size // n + 4095) // 4096 * 4096
     parts = [(i, min(step, size - i)) for i in range(0, size, step)]

@@ -172,10 +172,7 @@ class Submitter:
                 inlined += sv.size
                 out.append(m.Arg(data=sv.to_bytes()))
         if stored:
-            if len(stored) == 1:
-                rt.objects.store_owned(stored[0][0], stored[0][1], local=0, store=True)
-            else:
-                rt.objects.store_owned_all(stored)
+            rt.objects.store_owned_all(stored)
             with self.lock:
                 for oid, _ in stored:
                     self.refs.pin(oid, rt.address)
