@@ -331,7 +331,7 @@ def _job_node(address: str) -> tuple[m.SessionInfo, Any] | None:
     import json
 
     from manta._private import cluster
-    from manta._private.auth.pki import TlsContexts, material_of_fd
+    from manta._private.auth.tls_contexts import TlsContexts, material_of_fd
 
     spec = os.environ.get("MANTA_JOB_NODE")
     if not spec:

@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from manta._private.auth import pki
+from manta._private.auth import pki, tls_contexts
 from tests.security.kubernetes_support import KUBE, flags, manta_containers, quantity, workloads
 
 STORE = str(64 * 2**20)
@@ -245,7 +245,7 @@ def test_the_pods_commands_make_a_cluster(site: Site) -> None:
     node_pem = os.path.join(_wait_session(worker), "tls", "node.pem")
     with open(os.path.join(secrets, "ca.pem"), "rb") as f:
         ca = f.read()
-    assert pki.fingerprint(ca) == ca_hash
+    assert tls_contexts.fingerprint(ca) == ca_hash
     with open(node_pem, "rb") as f:
         pki.verify_chain(ca, f.read())
     # A driver in the head's pod (kubectl exec deploy/manta-head -- python job.py).

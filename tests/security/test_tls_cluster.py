@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from manta._private.auth import pki
+from manta._private.auth import pki, tls_contexts
 from manta._private.auth.credentials import ClusterKeys, Identity
 from manta._private.services import read_token
 from manta._private.transport.connection import TlsRefused, connect
@@ -127,9 +127,9 @@ def test_wrong_ca_hash_refused(nodes: TwoNodes) -> None:
 def test_expired_and_foreign_certificates_refused(nodes: TwoNodes) -> None:
     nodes.join()
     # The joined agent's TCP listener requires a client certificate of the cluster's CA.
-    with open(os.path.join(nodes.session, "tls", pki.CA_FILE), "rb") as f:
+    with open(os.path.join(nodes.session, "tls", tls_contexts.CA_FILE), "rb") as f:
         ca = f.read()
-    with open(os.path.join(nodes.session, "tls", pki.CA_KEY_FILE), "rb") as f:
+    with open(os.path.join(nodes.session, "tls", tls_contexts.CA_KEY_FILE), "rb") as f:
         ca_key = f.read()
     tmp = tempfile.mkdtemp(prefix="mtlsc")
     try:
@@ -137,9 +137,9 @@ def test_expired_and_foreign_certificates_refused(nodes: TwoNodes) -> None:
             key = pki.new_key()
             cert = pki.issue(c_ca, c_key, pki.make_csr(key, name), days)
             d = os.path.join(tmp, name, "tls")
-            pki.save_material(d, pki.TlsMaterial(ca=ca, cert=cert, key=pki.key_pem(key)))
+            tls_contexts.save_material(d, tls_contexts.TlsMaterial(ca=ca, cert=cert, key=pki.key_pem(key)))
             ident = _identity(nodes)
-            ident.tls = pki.load_contexts(os.path.dirname(d))
+            ident.tls = tls_contexts.load_contexts(os.path.dirname(d))
 
             async def dial() -> None:
                 conn = await connect(f"tcp:{nodes.address}", ident, lambda c, m: None, timeout=10)

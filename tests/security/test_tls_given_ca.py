@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from manta._private.auth import pki
+from manta._private.auth import pki, tls_contexts
 from tests.security.dos_support import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -89,19 +89,19 @@ def test_head_signs_with_the_given_ca_and_nodes_pin_it_ahead(given: GivenCa) -> 
         ca_hash = f.read().strip()
     with open(given.file("ca.pem"), "rb") as f:
         ca = f.read()
-    assert pki.fingerprint(ca) == ca_hash  # the script's openssl fingerprint is manta's
+    assert tls_contexts.fingerprint(ca) == ca_hash  # the script's openssl fingerprint is manta's
     out = given.start_head("--tls-ca-key", given.file("ca.key"), "--memory", str(HEAD_MEMORY))
     assert ca_hash in out.stdout + out.stderr
     tls = os.path.join(given.session, "tls")
-    with open(os.path.join(tls, pki.CA_FILE), "rb") as f:
+    with open(os.path.join(tls, tls_contexts.CA_FILE), "rb") as f:
         assert f.read() == ca
-    with open(os.path.join(tls, pki.CERT_FILE), "rb") as f:
+    with open(os.path.join(tls, tls_contexts.CERT_FILE), "rb") as f:
         pki.verify_chain(ca, f.read())
     given.join("--ca-hash", ca_hash, "--memory", str(NODE_MEMORY))
     (node_session,) = [os.path.join(given.roots[1], d) for d in os.listdir(given.roots[1])]
     node_tls = os.path.join(node_session, "tls")
     assert sorted(os.listdir(node_tls)) == ["ca.pem", "node.key", "node.pem"]  # the CA key stays on the head
-    with open(os.path.join(node_tls, pki.CERT_FILE), "rb") as f:
+    with open(os.path.join(node_tls, tls_contexts.CERT_FILE), "rb") as f:
         pki.verify_chain(ca, f.read())
     r = subprocess.run([sys.executable, "-c", DRIVER, given.address], env=given.envs[0], capture_output=True,
                        text=True, timeout=120)

@@ -375,3 +375,22 @@ def test_a_jobs_end_stops_its_idle_workers_and_those_its_leases_give_back():
     t.worker_started(b"spare", ())
     assert t.job_ended(1) == []  # told twice: the spare is there already
     t.validate()
+
+
+def test_a_request_waits_for_a_prestarted_spare_instead_of_forking_another():
+    t = lt.LeaseTable(to_units({"CPU": 2}), max_idle_workers=4, spares=2, prestarted=2)
+    assert t.request(job_req(1, job=1)) == []  # two spares are on their way: no StartWorker
+    assert grants(t.worker_started(b"s1", ())) == [lt.Grant(1, 1, b"s1")]
+    t.worker_started(b"s2", ())
+    assert grants(t.request(job_req(2, job=1))) == [lt.Grant(2, 2, b"s2")]
+    t.validate()
+
+
+def test_requests_past_the_spares_on_their_way_start_workers_of_their_own():
+    t = lt.LeaseTable(to_units({"CPU": 4}), max_idle_workers=4, spares=1, prestarted=1)
+    assert t.request(job_req(1, job=1)) == []
+    assert t.request(job_req(2, job=1)) == [lt.StartWorker((), 1)]
+    assert grants(t.worker_started(b"own", (), 1)) == [lt.Grant(2, 2, b"own")]
+    assert grants(t.worker_started(b"spare", ())) == [lt.Grant(1, 1, b"spare")]
+    assert t.request(job_req(3, job=1)) == [lt.StartWorker((), 1)]  # no spare left to wait for
+    t.validate()

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from manta._private.auth import pki
+from manta._private.auth import pki, tls_contexts
 from manta._private.auth.credentials import ClusterKeys, Identity
 from manta._private.node.transfer import ChunkSums, checks_for
 from manta._private.protocol import messages as m
@@ -32,7 +32,7 @@ KEYS = ClusterKeys(b"k" * 32)
 
 def _identity(name: str, session: str | None) -> Identity:
     ident = Identity.of(KEYS.node_credential(name))
-    ident.tls = pki.load_contexts(session) if session else None
+    ident.tls = tls_contexts.load_contexts(session) if session else None
     return ident
 
 
@@ -41,7 +41,7 @@ def _session(root: str, name: str, ca: tuple[bytes, bytes], trust: bytes = b"") 
     key = pki.new_key()
     cert = pki.issue(ca[0], ca[1], pki.make_csr(key, name), 30.0, hosts=("127.0.0.1",))
     d = os.path.join(root, name)
-    pki.save_material(os.path.join(d, "tls"), pki.TlsMaterial(ca=trust or ca[0], cert=cert, key=pki.key_pem(key)))
+    tls_contexts.save_material(os.path.join(d, "tls"), tls_contexts.TlsMaterial(ca=trust or ca[0], cert=cert, key=pki.key_pem(key)))
     return d
 
 

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from manta._private.auth.pki import TlsContexts
+from manta._private.auth.tls_contexts import TlsContexts
 from manta._private.protocol.identity import (
     Claims,
     Credential,

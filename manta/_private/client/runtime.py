@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from manta import exceptions as exc
-from manta._private.auth import pki
+from manta._private.auth import pki, tls_contexts
 from manta._private.auth.credentials import Identity
 from manta._private.client import calls as c
 from manta._private.config import Config
@@ -199,13 +199,13 @@ class ClientRuntime:
                 resume=resume, namespace=self.namespace, entrypoint=self.entrypoint, version=VERSION,
             ))
             if ca_hash:
-                fp = pki.fingerprint(reply.ca) if reply.ca else "(none)"
+                fp = tls_contexts.fingerprint(reply.ca) if reply.ca else "(none)"
                 if fp != ca_hash:
                     raise exc.AuthenticationError(
                         f"the head at {self.target} has the CA {fp}, not the pinned {ca_hash} (MANTA_CA_HASH)")
                 try:
-                    pki.verify_chain(reply.ca, pki.peer_certificate(conn.transport))
-                except pki.TlsError as e:
+                    pki.verify_chain(reply.ca, tls_contexts.peer_certificate(conn.transport))
+                except tls_contexts.TlsError as e:
                     raise exc.AuthenticationError(f"the head at {self.target}: {e}") from None
         except BaseException:
             conn.close()

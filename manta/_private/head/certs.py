@@ -9,7 +9,7 @@ import logging
 import os
 from typing import Any
 
-from manta._private.auth import pki
+from manta._private.auth import pki, tls_contexts
 from manta._private.protocol import auth_messages as am
 from manta._private.protocol import messages as m
 from manta._private.transport.connection import Connection
@@ -19,9 +19,9 @@ log = logging.getLogger(__name__)
 
 class CertIssuer:
     def __init__(self, tls_dir: str, days: float) -> None:
-        with open(os.path.join(tls_dir, pki.CA_FILE), "rb") as f:
+        with open(os.path.join(tls_dir, tls_contexts.CA_FILE), "rb") as f:
             self.ca = f.read()
-        with open(os.path.join(tls_dir, pki.CA_KEY_FILE), "rb") as f:
+        with open(os.path.join(tls_dir, tls_contexts.CA_KEY_FILE), "rb") as f:
             self.ca_key = f.read()
         self.days = days
 
@@ -29,14 +29,14 @@ class CertIssuer:
     def of(cls, session_dir: str, days: float) -> CertIssuer | None:
         """None unless this head made (or was given) the CA with its key."""
         tls_dir = os.path.join(session_dir, "tls") if session_dir else ""
-        if not tls_dir or not os.path.exists(os.path.join(tls_dir, pki.CA_KEY_FILE)):
+        if not tls_dir or not os.path.exists(os.path.join(tls_dir, tls_contexts.CA_KEY_FILE)):
             return None
         return cls(tls_dir, days)
 
     def handle(self, conn: Connection, msg: Any) -> None:
         try:
             cert = pki.issue(self.ca, self.ca_key, msg.csr, self.days, tuple(msg.hosts))
-        except pki.TlsError as e:
+        except tls_contexts.TlsError as e:
             conn.reply_error(msg, m.ErrorKind.VALUE, str(e))
             return
         log.info("issued a certificate to %s for %g days", conn.principal.name, self.days)

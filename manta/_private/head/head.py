@@ -18,7 +18,7 @@ from typing import Any
 from msgspec.structs import replace
 
 from manta._private.auth.credentials import ClusterKeys, Identity
-from manta._private.auth.pki import load_contexts
+from manta._private.auth.tls_contexts import load_contexts
 from manta._private.clock import Clock, monotonic
 from manta._private.config import Config
 from manta._private.control import actors as actor_texts

@@ -21,7 +21,7 @@ from msgspec.structs import replace
 from manta._private import ids
 from manta._private.auth import policy
 from manta._private.auth.credentials import ClusterKeys, Identity
-from manta._private.auth.pki import load_contexts
+from manta._private.auth.tls_contexts import load_contexts
 from manta._private.clock import Clock, monotonic
 from manta._private.config import Config
 from manta._private.node import access, cgroups, memory_kills, worker_user
@@ -161,7 +161,9 @@ class NodeAgent:
         # cluster, else the local socket.
         self.public_address = address
         num_cpus = int(resources.get("CPU", 1))
-        self.leases = lt.LeaseTable(to_units(resources), max_idle_workers=max(num_cpus, 2) + 2, spares=prestart)
+        self.leases = lt.LeaseTable(
+            to_units(resources), max_idle_workers=max(num_cpus, 2) + 2, spares=prestart, prestarted=prestart,
+        )
         self.store = StoreTable(store_capacity)
         self.quotas = NodeQuotas()
         self.store.on_gone = self.quotas.gone

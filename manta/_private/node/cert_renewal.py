@@ -4,7 +4,7 @@ When less than a third of the validity is left, the agent makes a new key
 and CSR, has the head sign it (am.IssueCert over its authenticated link) and
 replaces the session's files; every process of the node (the agent, the
 head on its machine, drivers and workers) reloads them before its next new
-connection (pki.TlsContexts.refresh), and connections already open go on."""
+connection (tls_contexts.TlsContexts.refresh), and connections already open go on."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import asyncio
 import logging
 from typing import Any
 
-from manta._private.auth import pki
+from manta._private.auth import pki, tls_contexts
 from manta._private.protocol import auth_messages as am
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ async def renew(agent: Any) -> None:
     key = pki.new_key()
     hosts = tuple(h for h in (agent.node_ip,) if h)
     reply = await agent.head.request(am.IssueCert(csr=pki.make_csr(key, agent.identity.principal.name), hosts=hosts))
-    pki.save_material(tls.tls_dir, pki.TlsMaterial(ca=reply.ca, cert=reply.cert, key=pki.key_pem(key)))
+    tls_contexts.save_material(tls.tls_dir, tls_contexts.TlsMaterial(ca=reply.ca, cert=reply.cert, key=pki.key_pem(key)))
     tls.refresh()
     _, end = pki.validity(reply.cert)
     log.info("renewed this node's TLS certificate (valid until %s)", end.isoformat())

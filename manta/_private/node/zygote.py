@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import msgspec
 
-from manta._private.auth.pki import TlsContexts, load_contexts
+from manta._private.auth.tls_contexts import TlsContexts, load_contexts
 from manta._private.node.cgroups import join as join_cgroups
 from manta._private.node.forkserver import die_with_parent, write_message
 from manta._private.node.worker_user import become

@@ -36,7 +36,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from manta._private.auth.credentials import Identity, raw_private, raw_public
-from manta._private.auth.pki import TlsContexts, load_contexts
+from manta._private.auth.tls_contexts import TlsContexts, load_contexts
 from manta._private.clock import Clock, monotonic
 from manta._private.config import Config
 from manta._private.ids import TaskIds

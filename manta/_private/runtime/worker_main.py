@@ -8,7 +8,7 @@ import signal
 import sys
 from collections.abc import Callable
 
-from manta._private.auth.pki import TlsContexts
+from manta._private.auth.tls_contexts import TlsContexts
 from manta._private.config import Config
 from manta._private.protocol import messages as m
 from manta._private.runtime import context

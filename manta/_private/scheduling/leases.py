@@ -116,6 +116,8 @@ class LeaseTable:
     # Spare workers (of the default environment) kept ready for the next
     # job: refilled when a job ends and its workers go.
     spares: int = 0
+    # Spares the fork server starts by itself at start, before anyone asks.
+    prestarted: int = 0
     available: ResourceSet = field(init=False)
     pending: collections.deque[Request] = field(default_factory=collections.deque)
     # Requests whose resources are reserved, waiting for a worker to start.
@@ -134,7 +136,7 @@ class LeaseTable:
         self.reserved: ResourceSet = {}
         self.gpu_free = [UNIT] * (self.total.get("GPU", 0) // UNIT)
         self.ended: collections.OrderedDict[int, None] = collections.OrderedDict()
-        self.spares_starting = 0
+        self.spares_starting = self.prestarted
 
     # -- events -----------------------------------------------------------
 
@@ -145,6 +147,8 @@ class LeaseTable:
     def worker_started(self, worker_id: bytes, pool_key: PoolKey, job_id: int = SPARE) -> list[Command]:
         """A worker registered; `job_id` is the one its StartWorker named."""
         worker = self.workers[worker_id] = Worker(worker_id, pool_key)
+        if job_id == SPARE and pool_key == ():
+            self.spares_starting = max(0, self.spares_starting - 1)
         waiting = self.starting.get((job_id, pool_key))
         if waiting:
             req, lease_id = waiting.popleft()
@@ -153,8 +157,6 @@ class LeaseTable:
             # A lease that came into being while others wait may be asked
             # back too (nothing else may happen here for a while).
             return [self._bind(req, lease_id, worker_id), *self._ask_back()]
-        if job_id == SPARE and pool_key == ():
-            self.spares_starting = max(0, self.spares_starting - 1)
         # Its request went away before it came: it ran nothing, so it is a spare.
         self.idle.setdefault(worker.key, []).append(worker_id)
         return self._trim_idle()
@@ -363,6 +365,13 @@ class LeaseTable:
             idle = self.idle.get((req.job_id, req.pool_key)) or self.idle.get((SPARE, req.pool_key))
             if idle:
                 out.append(self._bind(req, lease_id, idle.pop()))
+            elif req.pool_key == () and self.spares_starting > len(self.starting.get((SPARE, ()), ())):
+                # A spare is on its way (prestarted, or replacing an ended
+                # job's workers): it comes sooner than a worker forked now,
+                # and the node keeps one process fewer. Without this the
+                # first task of `init()` forked a third worker on 2 CPUs
+                # (33 MB of RSS) while the two prestarted ones registered.
+                self.starting.setdefault((SPARE, ()), collections.deque()).append((req, lease_id))
             else:
                 self.starting.setdefault((req.job_id, req.pool_key), collections.deque()).append((req, lease_id))
                 out.append(StartWorker(req.pool_key, req.job_id))

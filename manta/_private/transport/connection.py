@@ -32,7 +32,7 @@ from manta._private.auth.handshake import (
     TokenBook,
     refusal,
 )
-from manta._private.auth.pki import CLUSTER_NAME
+from manta._private.auth.tls_contexts import CLUSTER_NAME
 from manta._private.protocol import auth_messages as am
 from manta._private.protocol import client_messages as cm
 from manta._private.protocol import messages as m

@@ -3,7 +3,7 @@ joining node's certificate, signed by the head from the node's CSR.
 
 A node's files live in `<session>/tls/` (0700; files 0600): ca.pem, node.pem
 and node.key, and on the head ca.key too. Every process of the node uses
-them (auth.pki.load_contexts); their presence is what turns TLS on."""
+them (auth.tls_contexts.load_contexts); their presence is what turns TLS on."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import socket
 import ssl
 from typing import Any
 
-from manta._private.auth import pki
+from manta._private.auth import pki, tls_contexts
 from manta._private.auth.credentials import ClusterKeys, Identity
 from manta._private.protocol import auth_messages as am
 from manta._private.protocol.identity import Role
@@ -54,11 +54,11 @@ def bring_own(session_dir: str, ca: str, cert: str, key: str) -> str:
     try:
         ca_pem, cert_pem, key_pem = _read(ca, cert, key)
         pki.verify_chain(ca_pem, cert_pem)
-    except (OSError, ValueError, pki.TlsError) as e:
+    except (OSError, ValueError, tls_contexts.TlsError) as e:
         shutil.rmtree(d, ignore_errors=True)
         raise ValueError(f"--tls-ca/--tls-cert/--tls-key: {e}") from None
-    pki.save_material(d, pki.TlsMaterial(ca=ca_pem, cert=cert_pem, key=key_pem))
-    return pki.fingerprint(ca_pem)
+    tls_contexts.save_material(d, tls_contexts.TlsMaterial(ca=ca_pem, cert=cert_pem, key=key_pem))
+    return tls_contexts.fingerprint(ca_pem)
 
 
 def make_head_ca(session_dir: str, days: float, hosts: tuple[str, ...],
@@ -70,11 +70,11 @@ def make_head_ca(session_dir: str, days: float, hosts: tuple[str, ...],
     d = tls_dir(session_dir)
     os.makedirs(d, mode=0o700, exist_ok=True)
     ca, ca_key = given or pki.make_ca()
-    pki.write_private(os.path.join(d, pki.CA_KEY_FILE), ca_key)
+    tls_contexts.write_private(os.path.join(d, tls_contexts.CA_KEY_FILE), ca_key)
     key = pki.new_key()
     cert = pki.issue(ca, ca_key, pki.make_csr(key, "head"), days, hosts)
-    pki.save_material(d, pki.TlsMaterial(ca=ca, cert=cert, key=pki.key_pem(key)))
-    return pki.fingerprint(ca)
+    tls_contexts.save_material(d, tls_contexts.TlsMaterial(ca=ca, cert=cert, key=pki.key_pem(key)))
+    return tls_contexts.fingerprint(ca)
 
 
 def read_ca(ca_path: str, key_path: str) -> tuple[bytes, bytes]:
@@ -83,7 +83,7 @@ def read_ca(ca_path: str, key_path: str) -> tuple[bytes, bytes]:
     try:
         ca, key = _read(ca_path, key_path)
         pki.check_ca_pair(ca, key)
-    except (OSError, ValueError, pki.TlsError) as e:
+    except (OSError, ValueError, tls_contexts.TlsError) as e:
         raise ValueError(f"--tls-ca/--tls-ca-key: {e}") from None
     return ca, key
 
@@ -113,17 +113,17 @@ async def join_head(head_address: str, token: bytes, session_dir: str, ca_hash: 
     try:
         key = pki.new_key()
         reply = await conn.request(am.IssueCert(csr=pki.make_csr(key, "node"), hosts=hosts))
-        peer = pki.peer_certificate(conn.transport)
+        peer = tls_contexts.peer_certificate(conn.transport)
     finally:
         conn.close()
-    fp = pki.fingerprint(reply.ca)
+    fp = tls_contexts.fingerprint(reply.ca)
     if ca_hash and fp != ca_hash.lower():
         raise TlsRefused(f"the head at {head_address} has the CA {fp}, not the {ca_hash} given by --ca-hash: "
                          "a wrong address, or someone between this node and the head")
     try:
         pki.verify_chain(reply.ca, peer)
         pki.verify_chain(reply.ca, reply.cert)
-    except pki.TlsError as e:
+    except tls_contexts.TlsError as e:
         raise TlsRefused(f"the head at {head_address}: {e}") from None
-    pki.save_material(tls_dir(session_dir), pki.TlsMaterial(ca=reply.ca, cert=reply.cert, key=pki.key_pem(key)))
+    tls_contexts.save_material(tls_dir(session_dir), tls_contexts.TlsMaterial(ca=reply.ca, cert=reply.cert, key=pki.key_pem(key)))
     return fp

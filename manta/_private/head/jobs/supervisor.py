@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from msgspec.structs import replace
 
-from manta._private.auth import os_user, pki
+from manta._private.auth import os_user, tls_contexts
 from manta._private.auth.credentials import LOCAL_ADMIN, AuthFailed
 from manta._private.control import placement_groups as pgs
 from manta._private.control.placement_groups import PGEntry
@@ -390,8 +390,8 @@ class JobManager:
         local = self.head.local_agent
         fds.append(as_user.open_store(local))
         tls_dir = os.path.join(self.head.session_dir, "tls")
-        if pki.has_material(tls_dir):
-            fds.append(pki.sealed_material(pki.load_material(tls_dir)))
+        if tls_contexts.has_material(tls_dir):
+            fds.append(tls_contexts.sealed_material(tls_contexts.load_material(tls_dir)))
         env.update(as_user.node_env(self.head.session_dir, address, as_user.node_ip(local), fds[0],
                                     fds[1] if len(fds) > 1 else -1))
         env.update(HOME=work, USER=self.user.name, LOGNAME=self.user.name)
