@@ -19,8 +19,9 @@ Each of those is a room of its own:
 
 Threads: the user's thread(s) call the public API; one I/O thread runs an
 asyncio loop with every connection. The reference table is guarded by one
-lock; leases, peers and in-flight tasks are touched only on the I/O thread;
-each actor's queue by its own lock. The API's hot methods are the rooms'
+lock; the lease client by its own (a caller pushes a task to an idle
+leased worker itself); peers and in-flight tasks are touched only on the
+I/O thread; each actor's queue by its own lock. The API's hot methods are the rooms'
 own, bound here, so a call costs one frame.
 """
 

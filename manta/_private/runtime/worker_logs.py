@@ -89,6 +89,10 @@ class WorkerLog:
                 self._scheduled = True
                 self.call_later(FLUSH_S, self.flush)
 
+    def has_pending(self) -> bool:
+        """Whether anything written waits to reach the files (read unlocked)."""
+        return bool(self._pending[0] or self._pending[1])
+
     def flush(self) -> None:
         with self._lock:
             self._scheduled = False
