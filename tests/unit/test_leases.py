@@ -394,3 +394,52 @@ def test_requests_past_the_spares_on_their_way_start_workers_of_their_own():
     assert grants(t.worker_started(b"spare", ())) == [lt.Grant(1, 1, b"spare")]
     assert t.request(job_req(3, job=1)) == [lt.StartWorker((), 1)]  # no spare left to wait for
     t.validate()
+
+
+def test_a_prestarted_spare_that_dies_before_registering_is_replaced_for_who_waits():
+    # The hang this fixes: the spare died at start, the actor's request
+    # waited for it forever (the node said nothing, CPU 0 of 1 in use).
+    t = lt.LeaseTable(to_units({"CPU": 1}), max_idle_workers=4, spares=1, prestarted=1)
+    assert t.request(job_req(1, job=1)) == []
+    assert t.start_lost(lt.SPARE, ()) == [lt.StartWorker((), lt.SPARE)]
+    assert grants(t.worker_started(b"again", ())) == [lt.Grant(1, 1, b"again")]
+    t.validate()
+
+
+def test_a_lost_spare_with_nobody_waiting_starts_nothing():
+    t = lt.LeaseTable(to_units({"CPU": 2}), max_idle_workers=4, spares=1, prestarted=1)
+    assert t.start_lost(lt.SPARE, ()) == []
+    assert t.request(job_req(1, job=1)) == [lt.StartWorker((), 1)]  # none on its way now: forks
+    t.validate()
+
+
+def test_a_jobs_worker_lost_at_start_is_started_again():
+    t = table(cpus=2)
+    assert t.request(job_req(1, job=3)) == [lt.StartWorker((), 3)]
+    assert t.start_lost(3, ()) == [lt.StartWorker((), 3)]
+    assert grants(t.worker_started(b"w", (), 3)) == [lt.Grant(1, 1, b"w")]
+    t.validate()
+
+
+def test_workers_lost_at_start_again_and_again_fail_the_requests_and_free_their_cpus():
+    t = table(cpus=1)
+    t.request(job_req(1, job=3))
+    for _ in range(lt.START_RETRIES):
+        assert t.start_lost(3, ()) == [lt.StartWorker((), 3)]
+    out = t.start_lost(3, ())
+    assert [type(c) for c in out] == [lt.Refuse] and out[0].request_id == 1 and "registered" in out[0].why
+    assert t.available == t.total and not t.starting
+    # A later request starts afresh.
+    assert t.request(job_req(2, job=3)) == [lt.StartWorker((), 3)]
+    t.validate()
+
+
+def test_a_registration_clears_the_count_of_losses():
+    t = table(cpus=2)
+    t.request(job_req(1, job=3))
+    for _ in range(lt.START_RETRIES):
+        t.start_lost(3, ())
+    t.worker_started(b"w", (), 3)
+    t.request(job_req(2, job=3))
+    assert t.start_lost(3, ()) == [lt.StartWorker((), 3)]  # the count began again
+    t.validate()

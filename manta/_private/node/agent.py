@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,7 @@ from manta._private.node.job_passes import JobPasses
 from manta._private.node.limits import limits_of
 from manta._private.node.pip_envs import PipEnvironments, SetupFailed
 from manta._private.node.pip_policy import PipPolicy
+from manta._private.node.pulls import Pulls, error_kind
 from manta._private.node.quotas import NodeQuotas
 from manta._private.node.reporting import ReportSchedule
 from manta._private.node.roster import INTENDED_SYSTEM_EXIT, Roster
@@ -39,54 +41,32 @@ from manta._private.node.state import HANDLED as STATE_MESSAGES
 from manta._private.node.state import NodeStateAnswers
 from manta._private.node.tools import HANDLED as TOOL_MESSAGES
 from manta._private.node.tools import NodeTools
-from manta._private.node.transfer import ChunkSums, checks_for, pull_chunks
+from manta._private.node.transfer import ChunkSums
 from manta._private.objectstore.region import Region
-from manta._private.objectstore.store import ObjectExists, StoredObject, StoreError, StoreFull, StoreTable
+from manta._private.objectstore.store import StoredObject, StoreError, StoreFull, StoreTable
 from manta._private.protocol import auth_messages as am
 from manta._private.protocol import messages as m
 from manta._private.protocol.framing import HEADER
-from manta._private.protocol.identity import Credential, Role, decode_claims
+from manta._private.protocol.identity import Credential, decode_claims
 from manta._private.protocol.runtime_env import PIP_ENV, decode_pip, env_hash
 from manta._private.scheduling import leases as lt
 from manta._private.scheduling.bundles import bundles_resources
+from manta._private.scheduling.cluster_view import SpillbackView
 from manta._private.scheduling.policy import NodeView, Unschedulable, labels_match, node_labels, place
 from manta._private.scheduling.resources import fits, to_float, to_units
-from manta._private.transport.connection import AuthRejected, Connection, RemoteError, connect, serve
+from manta._private.transport.connection import AuthRejected, Connection, RemoteError, serve
 from manta._private.transport.gate import Gate, Limits
 from manta._private.transport.link import HeadLink
 
 log = logging.getLogger(__name__)
 
-# How often a pull waiting for room in a full store (spilling off) looks again.
-PULL_ROOM_POLL_S = 0.05
-
-
 # In the environment of workers kept for GPU work.
 GPU_WORKER = "MANTA_GPU_WORKER"
-
-
-class ObjectLostError(Exception):
-    """An object cannot be read here (its copy, or the node holding it, is gone)."""
 
 
 def _pip_hash(pool_key: lt.PoolKey) -> str:
     pip = dict(pool_key).get(PIP_ENV)
     return env_hash(decode_pip(pip)) if pip is not None else ""
-
-
-def _error_kind(e: BaseException) -> m.ErrorKind:
-    """What a reader is told about a store failure."""
-    if isinstance(e, OutOfDisk):
-        return m.ErrorKind.OUT_OF_DISK
-    if isinstance(e, ObjectExists):
-        return m.ErrorKind.SYSTEM
-    if isinstance(e, StoreError):
-        return m.ErrorKind.STORE_FULL
-    return m.ErrorKind.OBJECT_LOST
-
-
-def _lost(oid: bytes, why: object) -> ObjectLostError:
-    return ObjectLostError(f"{oid.hex()}: {why}")
 
 
 @dataclass(eq=False)
@@ -197,17 +177,21 @@ class NodeAgent:
         self.worker_conns: dict[bytes, Connection] = {}
         self.pool_keys: dict[bytes, lt.JobKey] = {}
         self.stopping = asyncio.Event()
-        self.view: dict[bytes, NodeView] = {}
-        self.view_labels: dict[bytes, dict[str, str]] = {}
+        self.view = SpillbackView()
         self._spread_turn = 0
         # Placement group bundles held here, by group.
         self.bundles: dict[bytes, list[BundleHold]] = {}
         # Lease requests no node can serve yet, re-examined when the cluster changes.
         self.infeasible: list[tuple[Connection, m.RequestLease]] = []
-        self.pulls: dict[bytes, asyncio.Task[None]] = {}
-        # Who waits for each pull (a pull waiting for room stops when none does).
-        self.pull_readers: dict[bytes, list[Connection]] = {}
-        self.peers: dict[str, Connection] = {}
+        self.pulls = Pulls(self)
+        # Tasks run in the background (`_spawn`). The loop holds tasks weakly:
+        # a fork server's reader, held by nothing else, was collected mid-read
+        # ("Task was destroyed but it is pending"), and the agent no longer
+        # heard of its workers' forks and exits.
+        self.background: set[asyncio.Task[None]] = set()
+        # Set once the head has answered this agent's RegisterNode: from then
+        # on a worker can be told whether the head is persistent.
+        self.joined = asyncio.Event()
         self._req_ids = 0
         self.reports = ReportSchedule(self.config.heartbeat_s)
         self._report_timer: asyncio.TimerHandle | None = None
@@ -245,10 +229,11 @@ class NodeAgent:
             raise RuntimeError(f"cannot reach the head at {self.head_address}")
         reply = await self.head.request(m.RegisterNode(node=self.node_info(), store_fd=self.region.fd))
         self.head.persistent = reply.persistent
+        self.joined.set()
         self._schedule_report()
         self._renewal = start_renewal(self)
         if self.config.memory_threshold < 1.0:
-            asyncio.get_running_loop().create_task(memory_kills.watch(self))
+            self._spawn(memory_kills.watch(self))
 
     async def _reregister(self, conn: Connection) -> None:
         """Tells a restarted head who we are and what we run."""
@@ -275,7 +260,7 @@ class NodeAgent:
 
     async def _start_zygote(self) -> None:
         self.zygote.configure(self._fork_config(self.prestart), self.region.fd)
-        asyncio.get_running_loop().create_task(self._read_zygote(self.zygote))
+        self._follow(self.zygote)
 
     def _fork_config(self, prestart: int) -> m.ForkConfig:
         session = m.SessionInfo(
@@ -291,6 +276,15 @@ class NodeAgent:
         """What the fork server needs to start a worker: its id, its environment and its pass."""
         return m.ForkWorker(worker_id=worker_id, env=env or {}, credential=self.job_passes.credential(worker_id, job_id),
                             cgroups=self.cgroups.create(worker_id))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Runs `coro` in the background, held until it ends."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    def _follow(self, zygote: ForkServer, env: str = "") -> None:
+        self._spawn(self._read_zygote(zygote, env))
 
     async def _read_zygote(self, zygote: ForkServer, env: str = "") -> None:
         """Follows a fork server's reports; `env` names a pip environment's."""
@@ -382,7 +376,7 @@ class NodeAgent:
                 os.path.join(self.session_dir, "logs", "workers.log"), python, self.pip_envs.environment(python),
             )
             zygote.configure(self._fork_config(prestart=0), self.region.fd)
-            asyncio.get_running_loop().create_task(self._read_zygote(zygote, digest))
+            self._follow(zygote, digest)
         return zygote
 
     async def _lease_after_setup(self, conn: Connection, msg: m.RequestLease, pip: str) -> None:
@@ -446,6 +440,10 @@ class NodeAgent:
                     granted.owner.send(m.ReclaimLease(lease_id=c.lease_id))
             elif isinstance(c, lt.StartWorker):
                 self._start_worker(c.pool_key, c.job_id)
+            elif isinstance(c, lt.Refuse):
+                pending = self.pending_leases.pop(c.request_id, None)  # type: ignore[call-overload]
+                if pending is not None and not pending.conn.closed:
+                    pending.conn.reply_error(pending.msg, m.ErrorKind.SYSTEM, c.why)
             elif isinstance(c, lt.StopWorker):
                 self.roster.ending(c.worker_id, INTENDED_SYSTEM_EXIT, "Stopped by its node agent: idle past the "
                                    "pool's limit, or its lease was given back (an actor's ended).")
@@ -551,7 +549,7 @@ class NodeAgent:
                 return
             pip = msg.env_vars.get(PIP_ENV)
             if pip is not None and not self._pip_ready(pip):
-                asyncio.get_running_loop().create_task(self._lease_after_setup(conn, msg, pip))
+                self._spawn(self._lease_after_setup(conn, msg, pip))
                 return
             if len(self.pending_leases) >= self.config.max_pending_demands:
                 conn.reply_error(msg, m.ErrorKind.VALUE, "too many lease requests wait here (max_pending_demands)")
@@ -587,9 +585,9 @@ class NodeAgent:
                 conn.reply_error(msg, m.ErrorKind.QUOTA, why)
                 return
             try:
-                offset = self._create(msg.object_id, msg.size, id(conn))
+                offset = self.create(msg.object_id, msg.size, id(conn))
             except StoreError as e:
-                conn.reply_error(msg, _error_kind(e), str(e))
+                conn.reply_error(msg, error_kind(e), str(e))
                 return
             self.quotas.created(conn.principal, msg.object_id, msg.size)
             conn.reply(msg, m.StoreCreated(offset=offset))
@@ -598,11 +596,11 @@ class NodeAgent:
                 w(self.store.objects.get(msg.object_id))
             self._spill_past_threshold()
         elif t is m.StorePin:
-            self._pin(conn, msg)
+            self.pin(conn, msg)
         elif t is m.StorePull:
-            asyncio.get_running_loop().create_task(self._pull(conn, msg))
+            self._spawn(self.pulls.pull(conn, msg))
         elif t is m.StoreReadChunk:
-            self._read_chunk(conn, msg)
+            self.pulls.read_chunk(conn, msg)
         elif t is m.PrepareBundles:
             need: dict[str, int] = {}
             for _, bundle in msg.bundles:
@@ -639,17 +637,11 @@ class NodeAgent:
                 self.bundles.pop(msg.pg_id, None)
         elif t is m.NodeDied:
             # Stop spilling to it before the next view arrives; drop transfers from it.
-            dead = self.view.pop(msg.node_id, None)
+            dead = self.view.forget(msg.node_id)
             if dead is not None:
-                peer = self.peers.pop(dead.address, None)
-                if peer is not None:
-                    peer.abort(f"node {msg.node_id.hex()} died: {msg.reason}")
+                self.pulls.peer_died(dead.address, f"node {msg.node_id.hex()} died: {msg.reason}")
         elif t is m.ClusterView:
-            self.view = {
-                n.node_id: NodeView(n.node_id, n.address, to_units(n.resources), to_units(n.available))
-                for n in msg.nodes
-            }
-            self.view_labels = {n.node_id: node_labels(n.node_id, n.labels) for n in msg.nodes}
+            self.view.apply(msg)
             self._retry_infeasible()
         elif t is m.StoreUnpin:
             for oid in msg.object_ids:
@@ -717,11 +709,11 @@ class NodeAgent:
             return False
         local = NodeView(self.node_id, self.public_address, self.leases.total, self.leases.available)
         p = msg.placement
-        view = self.view
+        view = self.view.nodes
         if p.selector:
             # Only nodes whose labels match may run it, this one included.
             view = {nid: n for nid, n in view.items()
-                    if labels_match(p.selector, self.view_labels.get(nid, {}))}
+                    if labels_match(p.selector, self.view.labels.get(nid, {}))}
             if not labels_match(p.selector, node_labels(self.node_id, self.config.labels)):
                 return self._spill_by_labels(conn, msg, need, view)
         if p.kind is m.PlacementKind.SPREAD:
@@ -770,102 +762,18 @@ class NodeAgent:
 
     # -- transfers between nodes ------------------------------------------
 
-    async def _pull(self, conn: Connection, msg: m.StorePull) -> None:
-        """Copies an object from another node's store into ours, then pins it for `conn`.
-
-        Chunks go straight into our shared memory: no full copy is held in this
-        process's heap, and concurrent pulls of one object share one transfer.
-        """
-        oid = msg.object_id
-        readers = self.pull_readers.setdefault(oid, [])
-        readers.append(conn)
-        try:
-            if oid not in self.store.objects:
-                pending = self.pulls.get(oid)
-                if pending is None:
-                    pending = self.pulls[oid] = asyncio.get_running_loop().create_task(
-                        self._transfer(oid, msg.source)
-                    )
-                    pending.add_done_callback(lambda _: self.pulls.pop(oid, None))
-                await asyncio.shield(pending)
-        except Exception as e:  # noqa: BLE001 - reported to the reader
-            conn.reply_error(msg, _error_kind(e), str(e if isinstance(e, StoreError) else _lost(oid, e)))
-            return
-        finally:
-            readers.remove(conn)
-            if not readers:
-                self.pull_readers.pop(oid, None)
-        self._pin(conn, m.StorePin(object_id=oid, rid=msg.rid))
-
-    async def _transfer(self, oid: bytes, source: str) -> None:
-        peer = self.peers.get(source)
-        if peer is None or peer.closed:
-            peer = await connect(
-                source, self.identity, self.handle, name=source, timeout=10, expect=Role.CLUSTER, limits=self.limits
-            )
-            self.peers[source] = peer
-        info = await peer.request(m.StorePin(object_id=oid))
-        started = time.monotonic()
-        try:
-            if type(info) is not m.StorePinned or info.size < 0:
-                raise ObjectLostError(f"{source} answered {info!r} to a pin")
-            offset = await self._room_for_pull(oid, info.size)
-            view = self.region.view
-
-            def into(at: int, n: int) -> memoryview:
-                return view[offset + at : offset + at + n]
-
-            try:
-                sums = checks_for(self.chunk_sums, self.config.transfer_checksums, peer.encrypted)
-                retried = await pull_chunks(peer, oid, info.size, into, sums, source,
-                                            self.state_answers.transfers)
-                if retried:
-                    log.warning("pulling %s from %s: asked again for %d damaged chunks", oid.hex(), source, retried)
-            except BaseException:
-                self.store.objects[oid].sealed = True  # let free() release it
-                self.store.free(oid)
-                raise
-            # A copy made for readers: it goes when they unpin it; the owner
-            # frees the primary copy on its node.
-            self.store.mark_copy(oid)
-            for w in self.store.seal(oid):
-                w(self.store.objects.get(oid))
-            log.info(
-                "pulled object %s (%d bytes) from %s in %.3f s",
-                oid.hex(), info.size, source, time.monotonic() - started,
-            )
-        finally:
-            peer.send(m.StoreUnpin(object_ids=[oid]))
-
-    async def _room_for_pull(self, oid: bytes, size: int) -> int:
-        """Space for a pulled copy. Without spilling a full store cannot make
-        room itself, so the pull waits (as Ray's pull manager does) until
-        objects are freed, while any reader still waits for it."""
-        while True:
-            try:
-                return self._create(oid, size, "pull")
-            except StoreFull:
-                readers = self.pull_readers.get(oid, ())
-                if self.config.spilling or size > self.store.capacity or all(c.closed for c in readers):
-                    raise
-            await asyncio.sleep(PULL_ROOM_POLL_S)
-
-    def _read_chunk(self, conn: Connection, msg: m.StoreReadChunk) -> None:
-        obj = self.store.objects.get(msg.object_id)
-        pins = self.store.client_pins.get(id(conn))
-        if obj is None or not pins or not pins.get(msg.object_id) or msg.offset < 0 or msg.length < 0 or msg.offset + msg.length > obj.size:
-            conn.reply_error(msg, m.ErrorKind.OBJECT_LOST, str(_lost(msg.object_id, "not pinned by the reader")))
-            return
-        start = obj.offset + msg.offset
-        data = self.region.view[start : start + msg.length]
-        tag = self.chunk_sums.tag(msg.object_id, msg.offset, data, msg.nonce) if msg.nonce else b""
-        self.state_answers.transfers.send(conn, msg.rid, data, tag)
-
     def _register(self, conn: Connection, msg: m.RegisterClient) -> None:
         forked = self.worker_pids.get(msg.worker_id) if msg.kind is m.ClientKind.WORKER else None
         why = access.pid_refusal(conn, msg, forked)
         if why:
             self.refusals.answer(conn, msg, why)
+            return
+        if not self.joined.is_set():
+            # A prestarted worker, here before the head has answered this agent.
+            # Told the head was not persistent, it took a later restart of the
+            # head for the cluster's end and exited, and the detached actor it
+            # ran was lost (a test, under load).
+            self._spawn(self._register_when_joined(conn, msg))
             return
         conn.peer = Client(msg.kind, msg.worker_id, msg.job_id, msg.pid, msg.address)
         self.roster.registered(msg.worker_id, msg.pid, msg.kind is m.ClientKind.DRIVER, msg.job_id, conn)
@@ -882,9 +790,14 @@ class NodeAgent:
             job_id, key = self.pool_keys.pop(msg.worker_id, (lt.SPARE, ()))
             self._run(self.leases.worker_started(msg.worker_id, key, job_id))
 
+    async def _register_when_joined(self, conn: Connection, msg: m.RegisterClient) -> None:
+        await self.joined.wait()
+        if not conn.closed:
+            self._register(conn, msg)
+
     # -- spilling ----------------------------------------------------------
 
-    def _create(self, oid: bytes, size: int, creator: Any) -> int:
+    def create(self, oid: bytes, size: int, creator: Any) -> int:
         """Allocates, spilling the oldest unread objects to disk while the store is full."""
         while True:
             try:
@@ -909,12 +822,12 @@ class NodeAgent:
                 log.warning("%s", e)
                 return
 
-    def _pin(self, conn: Connection, msg: m.StorePin) -> None:
+    def pin(self, conn: Connection, msg: m.StorePin) -> None:
         if msg.object_id in self.store.spilled:
             try:
-                self.spilling.restore(msg.object_id, self._create)
+                self.spilling.restore(msg.object_id, self.create)
             except (StoreError, SpillCorrupt) as e:
-                conn.reply_error(msg, _error_kind(e), str(e))
+                conn.reply_error(msg, error_kind(e), str(e))
                 return
 
         def answer(obj: StoredObject | None) -> None:
@@ -962,6 +875,8 @@ class NodeAgent:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        if conn is None:  # it never registered: what waits for it needs another
+            self._run(self.leases.start_lost(*self.pool_keys.pop(worker_id, (lt.SPARE, ()))))
         self._run(self.leases.worker_died(worker_id))
         self.head.send(m.WorkerExited(worker_id=worker_id, pid=pid or 0, exit_code=code or 0, reason=reason))
 

@@ -11,6 +11,7 @@ import select
 import signal
 import socket
 import sys
+import traceback
 from collections.abc import Callable
 
 import msgspec
@@ -136,11 +137,25 @@ def _fork_worker(config: m.ForkConfig, req: m.ForkWorker, out: int, worker_main:
         os.dup2(2, 1)
         os.close(devnull)
         os.environ.update(req.env)
+        code = 0
         try:
             session = msgspec.structs.replace(config.session, credential=req.credential)
             worker_main(session, config.config, req.worker_id, tls)
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+        except BaseException:
+            # Said, and not code 0: a worker that failed to start (its agent
+            # unreachable, say) ended as if it had exited by itself, silently.
+            traceback.print_exc()
+            code = 1
         finally:
-            os._exit(0)
+            for stream in (sys.stderr, sys.__stderr__):
+                try:
+                    if stream is not None:
+                        stream.flush()
+                except (OSError, ValueError):
+                    pass
+            os._exit(code)
     write_message(out, m.WorkerForked(worker_id=req.worker_id, pid=pid))
 
 

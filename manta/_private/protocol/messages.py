@@ -676,9 +676,13 @@ class LeaseSpill(Msg, frozen=True):
 
 
 class ClusterView(Msg, frozen=True):
-    """Head -> agents: every node's totals and free resources, for spillback."""
+    """Head -> agents: nodes' totals and free resources, for spillback; base 0
+    is the whole view, else a delta on version `base` (scheduling/cluster_view.py)."""
 
     nodes: list[NodeInfo]
+    removed: list[bytes] = []
+    version: int = 0
+    base: int = 0
 
 
 class LeaseGranted(Msg, frozen=True):

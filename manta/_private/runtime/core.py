@@ -179,6 +179,21 @@ class CoreRuntime:
         self.io.start()
         self.run(self._connect_all())
 
+    async def _dial_head(self, head: HeadLink) -> None:
+        """A node's first workers are forked while its head may still be
+        starting (the two are spawned side by side, services.py), so its
+        socket may not be there yet: a worker waits for it, up to 10 s, as
+        its agent does. One that gave up at once ended, and the request
+        waiting for it (a detached actor's, in a test under load) hung."""
+        for attempt in range(200):
+            try:
+                await head.connect()
+                return
+            except (FileNotFoundError, ConnectionRefusedError):
+                if self.is_driver or attempt == 199:
+                    raise
+                await asyncio.sleep(0.05)
+
     async def _connect_all(self) -> None:
         session = self.session
         os.makedirs(f"{session.session_dir}/sockets", exist_ok=True)
@@ -187,7 +202,7 @@ class CoreRuntime:
             reregister=self._reregister_driver if self.is_driver else None,
             grace=self.config.head_reconnect_s, limits=self.limits,
         )
-        await self.head.connect()
+        await self._dial_head(self.head)
         if self.is_driver:
             await self._register()
         self._server, self.address = await serve(

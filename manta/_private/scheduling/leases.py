@@ -31,6 +31,9 @@ JobKey = tuple[int, PoolKey]
 SPARE = 0
 # Ended jobs remembered, so a lease of theirs given back later stops its worker.
 KEEP_ENDED_JOBS = 4096
+# Workers of one kind that may die before registering, in a row, before the
+# requests waiting for one fail instead of waiting for yet another.
+START_RETRIES = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +63,15 @@ class Reclaim:
     lease_id: int
 
 
-Command = Grant | StartWorker | StopWorker | Reclaim
+@dataclass(frozen=True, slots=True)
+class Refuse:
+    """Answer the request with an error: no worker could be started for it."""
+
+    request_id: Hashable
+    why: str
+
+
+Command = Grant | StartWorker | StopWorker | Reclaim | Refuse
 
 
 @dataclass(eq=False, slots=True)
@@ -137,6 +148,7 @@ class LeaseTable:
         self.gpu_free = [UNIT] * (self.total.get("GPU", 0) // UNIT)
         self.ended: collections.OrderedDict[int, None] = collections.OrderedDict()
         self.spares_starting = self.prestarted
+        self.lost_starts: dict[JobKey, int] = {}  # in a row, by kind; cleared when one registers
 
     # -- events -----------------------------------------------------------
 
@@ -147,6 +159,7 @@ class LeaseTable:
     def worker_started(self, worker_id: bytes, pool_key: PoolKey, job_id: int = SPARE) -> list[Command]:
         """A worker registered; `job_id` is the one its StartWorker named."""
         worker = self.workers[worker_id] = Worker(worker_id, pool_key)
+        self.lost_starts.pop((job_id, pool_key), None)
         if job_id == SPARE and pool_key == ():
             self.spares_starting = max(0, self.spares_starting - 1)
         waiting = self.starting.get((job_id, pool_key))
@@ -160,6 +173,32 @@ class LeaseTable:
         # Its request went away before it came: it ran nothing, so it is a spare.
         self.idle.setdefault(worker.key, []).append(worker_id)
         return self._trim_idle()
+
+    def start_lost(self, job_id: int, pool_key: PoolKey) -> list[Command]:
+        """A worker started for `(job_id, pool_key)` ended before it registered
+        (it could not reach the agent, say). The requests waiting for it get
+        another; after START_RETRIES such losses in a row they fail. Without
+        this they waited forever: a prestarted spare that died at start left
+        an actor pending for good (1 start in 10 under load, in one test)."""
+        key = (job_id, pool_key)
+        spare = key == (SPARE, ())
+        if spare:
+            self.spares_starting = max(0, self.spares_starting - 1)
+        waiting = self.starting.get(key)
+        if not waiting or (spare and len(waiting) <= self.spares_starting):
+            return []
+        lost = self.lost_starts[key] = self.lost_starts.get(key, 0) + 1
+        if lost <= START_RETRIES:
+            if spare:
+                self.spares_starting += 1
+            return [StartWorker(pool_key, job_id)]
+        del self.starting[key], self.lost_starts[key]
+        why = f"{lost} workers in a row ended before they registered with the node (see logs/workers.log)"
+        out: list[Command] = []
+        for req, _ in waiting:
+            add(self.available, req.taken)
+            out.append(Refuse(req.request_id, why))
+        return out + self._schedule()
 
     def return_lease(self, lease_id: int, kill: bool = False) -> list[Command]:
         lease = self.leases.pop(lease_id, None)

@@ -39,9 +39,10 @@ from manta._private.transport.gate import Gate, Limits
 
 log = logging.getLogger(__name__)
 
-# How a ClusterView frame begins (array of two, then its tag): the frames a
-# simulated node's head link drops undecoded.
-VIEW_PREFIX = m.encode(m.ClusterView(nodes=[]))[:-1]
+# How a ClusterView frame begins (the array's length, then its tag): the
+# frames a simulated node's head link drops undecoded.
+_EMPTY_VIEW = m.encode(m.ClusterView(nodes=[]))
+VIEW_PREFIX = _EMPTY_VIEW[: _EMPTY_VIEW.index(b"ClusterView") + len("ClusterView")]
 
 
 class _Dropped:
