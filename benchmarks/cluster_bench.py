@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import mmap
 import os
 import shutil
 import socket
@@ -36,49 +37,60 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 
 
-def raw_tcp_gbps(nbytes: int, rounds: int = 3) -> float:
-    """Loopback TCP rate between two processes, best of `rounds` (GB/s)."""
+SENDER = """
+import socket, sys
+port, nbytes = int(sys.argv[1]), int(sys.argv[2])
+s = socket.create_connection(("127.0.0.1", port))
+chunk = memoryview(b"\\x01" * (4 << 20))
+left = nbytes
+while left > 0:
+    n = min(left, len(chunk))
+    s.sendall(chunk[:n])
+    left -= n
+s.close()
+"""
+
+
+def raw_tcp_gbps(nbytes: int, fresh: bool, rounds: int = 3) -> float:
+    """Loopback TCP from another process, best of `rounds` (GB/s): into one
+    buffer touched before, or each round into a fresh mapping. The sender is
+    its own interpreter, not a fork: a fork would make the buffer's pages
+    copy-on-write, and every write into them a fault."""
+    warm = mmap.mmap(-1, nbytes)
+    warm.write(b"\x00" * nbytes)
     rates = []
     for _ in range(rounds):
         srv = socket.socket()
         srv.bind(("127.0.0.1", 0))
         srv.listen(1)
-        port = srv.getsockname()[1]
-        pid = os.fork()
-        if pid == 0:  # sender
-            srv.close()
-            s = socket.create_connection(("127.0.0.1", port))
-            chunk = b"\x01" * (4 << 20)
-            left = nbytes
-            while left > 0:
-                n = min(left, len(chunk))
-                s.sendall(chunk[:n])
-                left -= n
-            s.close()
-            os._exit(0)
+        sender = subprocess.Popen([sys.executable, "-c", SENDER, str(srv.getsockname()[1]), str(nbytes)])
         conn, _ = srv.accept()
-        buf = bytearray(nbytes)
-        view = memoryview(buf)
+        region = mmap.mmap(-1, nbytes) if fresh else warm
+        view = memoryview(region)
         got = 0
         start = time.perf_counter()
         while got < nbytes:
-            n = conn.recv_into(view[got:], min(4 << 20, nbytes - got))
+            n = conn.recv_into(view[got:], min((4 << 20), nbytes - got))
             if n == 0:
                 break
             got += n
-        elapsed = time.perf_counter() - start
+        rates.append(got / (time.perf_counter() - start) / 1e9)
+        view.release()
+        if region is not warm:
+            region.close()
         conn.close()
         srv.close()
-        os.waitpid(pid, 0)
-        rates.append(got / elapsed / 1e9)
+        sender.wait()
+    warm.close()
     return max(rates)
 
 
 class Cluster:
     def __init__(self, nodes: int, cpus: float = 1, store_mb: int = 1500, resources: bool = True,
-                 system_config: dict[str, object] | None = None) -> None:
+                 system_config: dict[str, object] | None = None, repo: str = REPO) -> None:
+        """`repo`: the tree whose manta runs (another checkout, for a baseline)."""
         self.root = tempfile.mkdtemp(prefix="cb")
-        self.env = {**os.environ, "MANTA_TMPDIR": self.root, "PYTHONPATH": REPO}
+        self.env = {**os.environ, "MANTA_TMPDIR": self.root, "PYTHONPATH": repo}
         self.env.pop("MANTA_TOKEN", None)
         tunables = ["--system-config", json.dumps(system_config)] if system_config else []
         out = self.cli("start", "--head", "--port", "0", "--num-cpus", str(cpus),
@@ -131,6 +143,7 @@ for i in range({rounds}):
     assert value.nbytes == {nbytes} and int(value[-1]) == i % 251
     rates.append({nbytes} / elapsed / 1e9)
     del value, ref
+    time.sleep({pause})  # for the unpin to reach the node: the next copy can take its space
 print("@@" + json.dumps({{"gbps": max(rates), "all": rates}}))
 manta.shutdown()
 """
@@ -168,7 +181,7 @@ def checksum_cost(size_mb: int, rounds: int) -> None:
             for name, c in clusters.items():
                 # A driver's first get maps fresh pages of its node's store, at a
                 # fraction of the rate of later ones: left out of both.
-                rates[name] += c.driver(TRANSFER.format(address=c.address, rounds=3, nbytes=nbytes))["all"][1:]
+                rates[name] += c.driver(TRANSFER.format(address=c.address, rounds=3, nbytes=nbytes, pause=0))["all"][1:]
     finally:
         for c in clusters.values():
             c.stop()
@@ -194,7 +207,7 @@ def main() -> None:
     raw = raw_tcp_gbps(nbytes)
     c = Cluster(2, cpus=1, store_mb=args.size_mb * 3)
     try:
-        moved = c.driver(TRANSFER.format(address=c.address, rounds=args.rounds, nbytes=nbytes))
+        moved = c.driver(TRANSFER.format(address=c.address, rounds=args.rounds, nbytes=nbytes, pause=0))
     finally:
         c.stop()
     print(f"cross-node transfer of {args.size_mb} MB: {moved['gbps']:.2f} GB/s "

@@ -45,7 +45,7 @@ _KEYS.update({name: name for name in (
     "max_kv_entries_per_namespace", "max_kv_bytes_per_namespace", "max_named_actors", "max_placement_groups",
     "max_pending_demands", "max_jobs", "max_dead_actors", "max_function_bytes", "tls_cert_days",
     "job_max_actors", "job_max_cpus", "job_max_kv_bytes", "job_max_pending_tasks", "job_max_store_bytes",
-    "job_stop_timeout_s", "job_log_bytes",
+    "job_stop_timeout_s", "job_log_bytes", "store_prewarm_bytes",
 )})
 # Environment variables, and the field each one sets.
 _ENV = {
@@ -56,7 +56,11 @@ _ENV = {
     "MANTA_MAX_LINEAGE_BYTES": "max_lineage_bytes",
     "MANTA_MAX_FRAME_BYTES": "max_frame_bytes",
     "MANTA_HANDSHAKE_TIMEOUT_S": "handshake_timeout_s",
+    "MANTA_STORE_PREWARM_BYTES": "store_prewarm_bytes",
 }
+# Ray's switch to fault in the whole object store at start: the whole store here too.
+_PREALLOCATE = "preallocate_plasma_memory"
+_WHOLE_STORE = 1 << 62
 
 
 # Set in workers' environment when the user set OMP_NUM_THREADS themselves
@@ -96,6 +100,12 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     metrics_report_ms: int = 1000
     # The head keeps the states of this many tasks, dropping the oldest.
     max_task_states: int = 100_000
+    # How much of each node's object store its agent faults in, in the
+    # background, once it has joined (Ray's preallocate_plasma_memory does
+    # all of it). Off by default: the pages are memory in use from the start.
+    # A store's first write into a fresh page is slow on some machines (a
+    # fifth of the rate into a touched one, on the VM of BENCHMARKS.md).
+    store_prewarm_bytes: int = 0
     # This node's labels (manta start --labels): shown in nodes() and the
     # runtime context.
     labels: dict[str, str] = msgspec.field(default_factory=dict)
@@ -181,6 +191,10 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
         for key, value in (system_config or {}).items():
             if key == "object_spilling_config":
                 fields["spill_dir"] = _spill_directory(value)
+            elif key == _PREALLOCATE:
+                if not isinstance(value, bool):
+                    raise ValueError(f"_system_config[{key!r}] must be true or false, got {value!r}")
+                fields["store_prewarm_bytes"] = _WHOLE_STORE if value else 0
             elif key in _KEYS:
                 fields[_KEYS[key]] = _checked(_KEYS[key], f"_system_config[{key!r}]", value)
             else:
@@ -219,6 +233,8 @@ def _checked(field: str, what: str, value: Any) -> Any:
         raise ValueError(f"{what} must be a number, got {value!r}")
     if field.endswith("_threshold") and not 0.0 < value <= 1.0:
         raise ValueError(f"{what} must be a fraction in (0, 1], got {value!r}")
+    if field == "store_prewarm_bytes" and value == 0:
+        return 0  # off
     if value <= 0:
         raise ValueError(f"{what} must be positive, got {value!r}")
     return kind(value)

@@ -115,7 +115,7 @@ class RemoteError(Exception):
 Handler = Callable[["Connection", Any], None]
 
 
-class Connection(asyncio.Protocol):
+class Connection(asyncio.BufferedProtocol):
     def __init__(
         self,
         identity: Identity,
@@ -207,18 +207,18 @@ class Connection(asyncio.Protocol):
         """Whether the link runs TLS (which authenticates every record)."""
         return self.transport is not None and self.transport.get_extra_info("ssl_object") is not None
 
-    def data_received(self, data: bytes) -> None:
-        if self._refusing:
-            return  # a failed handshake waits out its delay; nothing more is read
-        self._frames(self._decoder.feed, data)
-
-    # The TLS layer decrypts into the decoder's buffer (BufferedProtocol's methods).
+    # The socket is read (or the TLS layer decrypts) into the decoder's
+    # buffer: an object chunk's bytes straight into the store they belong
+    # in. As a plain Protocol, uvloop made a bytes object of every read and
+    # the decoder copied it again: a whole copy more per byte of a transfer.
+    # Pulls of 300 MB into used space, without chunk tags: 3.2 GB/s against
+    # 2.65 (medians of 12, one run; raw loopback TCP 5.2).
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._decoder.buffer()
 
     def buffer_updated(self, nbytes: int) -> None:
         if self._refusing:
-            return
+            return  # a failed handshake waits out its delay; nothing more is read
         self._frames(self._decoder.filled, nbytes)
 
     def _frames(self, decode: Callable[[Any], list[bytes | bytearray]], data: Any) -> None:
