@@ -698,6 +698,17 @@ def test_killed_named_actor_frees_its_name(ray_start, counter_cls, wait_for):
     ray.kill(fresh)
 
 
+def test_a_killed_actors_name_is_free_when_kill_returns(ray_start, counter_cls):
+    """As in Ray, whose control store frees the name before the worker is
+    gone: no wait for the process to end."""
+    ray = ray_start
+    name = _unique("free-at-once")
+    for start in range(3):
+        c = counter_cls.options(name=name).remote(start)
+        assert ray.get(c.get.remote()) == start
+        ray.kill(c)
+
+
 def test_call_on_a_temporary_handle_completes(ray_start):
     ray = ray_start
 

@@ -872,6 +872,11 @@ class Head:
             for node in self.nodes.values():
                 node.send(m.KillWorker(worker_id=entry.worker_id, force=True))
             entry.death_cause = cause
+            if no_restart:
+                # Its name is free from now, as in Ray, not once its worker's
+                # exit is reported: a program that saw the process end and
+                # made a new actor of that name was refused (a Ray test).
+                self._forget_name(entry)
         elif not no_restart and (entry.spec.max_restarts < 0 or entry.restarts < entry.spec.max_restarts):
             # Killed before it had a worker, and it may restart: that counts
             # as its restart (as in Ray), and the creation under way stands.
