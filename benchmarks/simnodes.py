@@ -363,12 +363,13 @@ def head_model(sizes: list[int]) -> list[dict[str, Any]]:
         # The head's own broadcast: the first sends every node the whole view
         # (as after a restart of the head); the next, after 1% of the nodes
         # reported a change, sends each node only those.
+        head._view_dirty.update(head.nodes)  # as when every node has just registered
         t0 = time.perf_counter()
         head._send_view()
         broadcast = time.perf_counter() - t0
         whole_bytes = sum(c.sent for c in conns)
-        for x in list(head.nodes.values())[: max(1, n // 100)]:
-            x.reported({"CPU": 3.0})
+        for c in conns[: max(1, n // 100)]:
+            head.handle(c, m.NodeResources(node_id=c.principal.node_id, available={"CPU": 3.0}))  # type: ignore[arg-type]
         t0 = time.perf_counter()
         head._send_view()
         delta = time.perf_counter() - t0

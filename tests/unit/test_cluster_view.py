@@ -112,6 +112,34 @@ def test_many_broadcasts_keep_every_link_equal_to_the_head() -> None:
             assert as_seen(x) == units(live)
 
 
+def test_given_only_the_nodes_that_changed_and_those_gone_every_link_stays_equal_to_the_head() -> None:
+    # The head's way: it passes the nodes that reported a change (and some
+    # that did not: a report the same as before), and the ones that died.
+    import random
+
+    rng = random.Random(11)
+    log: ViewLog[Link] = ViewLog()
+    links = [Link(str(i)) for i in range(4)]
+    live: dict[bytes, float] = {}
+    for _ in range(200):
+        dirty: set[bytes] = set()
+        for _ in range(rng.randrange(4)):
+            nid = bytes([rng.randrange(12)]) * 16
+            dirty.add(nid)
+            if rng.random() < 0.75:
+                live[nid] = float(rng.randrange(3))
+            else:
+                live.pop(nid, None)
+        present = [x for x in links if rng.random() < 0.8]
+        changed = [info(k, live[k]) for k in dirty if k in live]
+        for view, to in log.broadcast(changed, present, [k for k in dirty if k not in live]):
+            assert len(view.nodes) <= len(dirty) or view.base == 0  # a delta carries only what changed
+            for link in to:
+                link.deliver(view)
+        for x in present:
+            assert as_seen(x) == units(live)
+
+
 def test_a_link_left_out_is_forgotten() -> None:
     # A closed link (its node died or reconnected) is not held on to.
     log: ViewLog[Link] = ViewLog()

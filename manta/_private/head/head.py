@@ -181,6 +181,7 @@ class Head:
         self.peers: dict[str, Connection] = {}
         self.stopping = asyncio.Event()
         self._view_scheduled = False
+        self._view_dirty: set[bytes] = set()  # nodes to send again in the next view
         self.view_log: ViewLog[Connection] = ViewLog()
         self._spread_turn = 0
         self.pgs: dict[bytes, PGEntry] = {}
@@ -244,7 +245,7 @@ class Head:
             if pg.node_died(node_id):
                 self._save_pg(pg)
         self._place_pending_pgs()
-        self._broadcast_view()
+        self._broadcast_view(node_id)
         died = m.NodeDied(node_id=node_id, reason=reason)
         for conn in list(self.conns):
             if not conn.closed and conn is not node.conn:
@@ -340,7 +341,7 @@ class Head:
                     node.resources = msg.total
                 now = self.clock()
                 if changed:
-                    self._broadcast_view()
+                    self._broadcast_view(node.node_id)
                 if changed or now >= self._pg_retry_at:
                     self._pg_retry_at = now + PG_RETRY_S
                     self._place_pending_pgs()
@@ -442,7 +443,7 @@ class Head:
         conn.reply(msg, m.NodeRegistered(persistent=self.storage.persistent))
         if known is not None:
             self._reconcile_node(node, msg)
-        self._broadcast_view()
+        self._broadcast_view(nid)
         self._schedule_pending_actors()
         self._place_pending_pgs()
 
@@ -655,8 +656,9 @@ class Head:
                 node.send(m.CancelBundles(pg_id=pg.spec.pg_id))
         self._notify_pg(pg)
 
-    def _broadcast_view(self) -> None:
-        """Sends every agent the cluster's resources (coalesced), for spillback."""
+    def _broadcast_view(self, node_id: bytes) -> None:
+        """Sends every agent what changed of `node_id` (coalesced), for spillback."""
+        self._view_dirty.add(node_id)
         if self._view_scheduled:
             return
         self._view_scheduled = True
@@ -671,9 +673,12 @@ class Head:
         """The nodes that have the last view get what changed, the others the
         whole view (`scheduling/cluster_view.py`). Each is encoded once for all:
         at 2,000 simulated nodes, encoding per node was 2,000 encodings."""
-        live = [n for n in self.nodes.values() if n.alive]
-        links = [n.conn for n in live if n.conn is not None and not n.conn.closed]
-        for view, to in self.view_log.broadcast((n.info() for n in live), links):
+        dirty, self._view_dirty = self._view_dirty, set()
+        nodes = [self.nodes.get(nid) for nid in dirty]
+        changed = [n.info() for n in nodes if n is not None and n.alive]
+        gone = [nid for nid, n in zip(dirty, nodes) if n is None or not n.alive]
+        links = [n.conn for n in self.nodes.values() if n.alive and n.conn is not None and not n.conn.closed]
+        for view, to in self.view_log.broadcast(changed, links, gone):
             header, payload = m.frame_parts(view)
             for conn in to:
                 conn.send_encoded(view, header, payload)
