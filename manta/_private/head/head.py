@@ -674,9 +674,13 @@ class Head:
         whole view (`scheduling/cluster_view.py`). Each is encoded once for all:
         at 2,000 simulated nodes, encoding per node was 2,000 encodings."""
         dirty, self._view_dirty = self._view_dirty, set()
-        nodes = [self.nodes.get(nid) for nid in dirty]
+        # Most of them: in the table's order, which is the nodes' order in
+        # memory. In the set's, a whole view of 10,000 nodes took twice as long.
+        order = ([nid for nid in self.nodes if nid in dirty] + [nid for nid in dirty if nid not in self.nodes]
+                 if len(dirty) * 4 > len(self.nodes) else list(dirty))
+        nodes = [self.nodes.get(nid) for nid in order]
         changed = [n.info() for n in nodes if n is not None and n.alive]
-        gone = [nid for nid, n in zip(dirty, nodes) if n is None or not n.alive]
+        gone = [nid for nid, n in zip(order, nodes) if n is None or not n.alive]
         links = [n.conn for n in self.nodes.values() if n.alive and n.conn is not None and not n.conn.closed]
         for view, to in self.view_log.broadcast(changed, links, gone):
             header, payload = m.frame_parts(view)
