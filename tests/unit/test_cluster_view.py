@@ -27,7 +27,10 @@ def info(nid: bytes, cpus: float = 4.0, labels: dict[str, str] | None = None) ->
 
 
 def send(log: ViewLog[Link], infos: list[m.NodeInfo], links: list[Link]) -> None:
-    for view, to in log.broadcast(infos, links):
+    """Broadcasts `infos` as every live node: those the last view had that
+    are not among them have gone."""
+    ids = {i.node_id for i in infos}
+    for view, to in log.broadcast(infos, links, [nid for nid in log._last if nid not in ids]):
         for link in to:
             link.deliver(view)
 
@@ -59,10 +62,10 @@ def test_nothing_changed_sends_nothing_to_links_that_are_current() -> None:
     a = Link("a")
     nodes = [info(bytes([i]) * 16) for i in range(3)]
     send(log, nodes, [a])
-    assert log.broadcast(nodes, [a]) == []
+    assert log.broadcast(nodes, [a], []) == []
     # ...but a link that joined meanwhile still gets the whole view.
     c = Link("c")
-    out = log.broadcast(nodes, [a, c])
+    out = log.broadcast(nodes, [a, c], [])
     assert [(v.base, [x.name for x in to]) for v, to in out] == [(0, ["c"])]
 
 

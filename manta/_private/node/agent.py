@@ -785,7 +785,7 @@ class NodeAgent:
         conn.reply(msg, m.LeaseSpill(node_id=pick.node_id, address=pick.address))
         return True
 
-    # -- transfers between nodes ------------------------------------------
+    # -- clients ------------------------------------------------------------
 
     def _register(self, conn: Connection, msg: m.RegisterClient) -> None:
         forked = self.worker_pids.get(msg.worker_id) if msg.kind is m.ClientKind.WORKER else None
