@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -51,7 +52,7 @@ s.close()
 """
 
 
-def raw_tcp_gbps(nbytes: int, fresh: bool, rounds: int = 3) -> float:
+def raw_tcp_gbps(nbytes: int, fresh: bool = False, rounds: int = 3) -> float:
     """Loopback TCP from another process, best of `rounds` (GB/s): into one
     buffer touched before, or each round into a fresh mapping. The sender is
     its own interpreter, not a fork: a fork would make the buffer's pages
@@ -70,7 +71,7 @@ def raw_tcp_gbps(nbytes: int, fresh: bool, rounds: int = 3) -> float:
         got = 0
         start = time.perf_counter()
         while got < nbytes:
-            n = conn.recv_into(view[got:], min((4 << 20), nbytes - got))
+            n = conn.recv_into(view[got:], min(4 << 20, nbytes - got))
             if n == 0:
                 break
             got += n
@@ -110,7 +111,7 @@ class Cluster:
             raise RuntimeError(out.stdout + out.stderr)
         return out.stdout
 
-    def driver(self, code: str) -> dict[str, float]:
+    def driver(self, code: str) -> dict[str, Any]:
         out = subprocess.run([sys.executable, "-c", code], env=self.env, capture_output=True,
                              text=True, timeout=600)
         for line in out.stdout.splitlines():
