@@ -80,3 +80,16 @@ def open_private_dir(path: str, what: str) -> int:
         os.close(fd)
         raise UnsafePath(f"manta refuses the {what} {path}: it {why}")
     return fd
+
+
+def session_subdir(path: str, mode: int = 0o700) -> None:
+    """Makes `path`, one level only: its parent (a session directory) must exist.
+
+    A worker that starts while its cluster is being torn down must not make
+    the session directory again (os.makedirs would): the directory it made was
+    left behind after the head removed the session (seen in CI). Raises
+    FileNotFoundError when the session is gone."""
+    try:
+        os.mkdir(path, mode)
+    except FileExistsError:
+        pass

@@ -13,7 +13,7 @@ import pytest
 from manta._private.cluster import NodeRecord, is_service_of, record_problem
 from manta._private.node import spill
 from manta._private.objectstore.store import StoreTable
-from manta._private.private_files import problem
+from manta._private.private_files import problem, session_subdir
 from manta._private.services import SERVICE_MAINS, choose_session_root
 
 ME, OTHER = 1000, 1001
@@ -116,3 +116,15 @@ def test_a_failed_restore_forgets_the_object_and_frees_its_room():
     t.restore_failed(b"x")
     assert b"x" not in t.objects and b"x" not in t.spilled and t.used == 0
     assert t.free(b"x") is False  # the owner's later free finds nothing
+
+
+def test_a_session_subdirectory_never_makes_the_session_again(tmp_path):
+    session = tmp_path / "s1"
+    session.mkdir()
+    session_subdir(str(session / "sockets"))
+    session_subdir(str(session / "sockets"))  # there already: fine
+    assert stat.S_IMODE(os.stat(session / "sockets").st_mode) == 0o700
+    session_dir_gone = tmp_path / "s2"
+    with pytest.raises(FileNotFoundError):
+        session_subdir(str(session_dir_gone / "worker_logs"))
+    assert not session_dir_gone.exists()

@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import select
 import shutil
 import signal
 import sys
+import time
 
 from manta._private.config import Config
 from manta._private.head.head import Head
@@ -58,7 +60,34 @@ def main(argv: list[str] | None = None) -> None:
         log.error("%s", e)
         sys.exit(1)
     if args.embedded:
-        shutil.rmtree(args.session_dir, ignore_errors=True)
+        _remove_session(args.session_dir, head.local_agent[0] if head.local_agent is not None else 0)
+
+
+def _remove_session(session_dir: str, agent_pid: int, timeout: float = 5.0) -> None:
+    """Removes an embedded cluster's session directory once its agent is gone.
+
+    When the driver dies, the head and the agent get their SIGTERM together, and
+    the agent may still make files in the directory (a new worker's log, the
+    spill directory) while the head removes it. A file made in the middle of
+    rmtree leaves its directory behind, and the session with it (seen in CI), so
+    the head waits for the agent first, and removes again what raced it."""
+    if agent_pid > 0:
+        try:
+            fd = os.pidfd_open(agent_pid)
+        except OSError:  # gone already
+            fd = -1
+        if fd >= 0:
+            try:
+                poller = select.poll()
+                poller.register(fd, select.POLLIN)  # readable once the process has exited
+                poller.poll(timeout * 1000)
+            finally:
+                os.close(fd)
+    for _ in range(3):
+        shutil.rmtree(session_dir, ignore_errors=True)
+        if not os.path.exists(session_dir):
+            return
+        time.sleep(0.1)
 
 
 async def run_head(head: Head, ready_fd: int | None, http: tuple[str, int, bool] | None, session_name: str) -> None:

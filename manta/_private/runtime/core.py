@@ -42,6 +42,7 @@ from manta._private.clock import Clock, monotonic
 from manta._private.config import Config
 from manta._private.ids import TaskIds
 from manta._private.objectstore.region import Region
+from manta._private.private_files import session_subdir
 from manta._private.protocol import messages as m
 from manta._private.protocol.identity import Credential, Role
 from manta._private.runtime.actors import ActorCalls
@@ -196,7 +197,10 @@ class CoreRuntime:
 
     async def _connect_all(self) -> None:
         session = self.session
-        os.makedirs(f"{session.session_dir}/sockets", exist_ok=True)
+        if self.is_driver:
+            os.makedirs(f"{session.session_dir}/sockets", exist_ok=True)
+        else:
+            session_subdir(f"{session.session_dir}/sockets", 0o755)
         self.head = HeadLink(
             session.head_address, self.identity, self.inbound.handle, on_gone=self._control_gone,
             reregister=self._reregister_driver if self.is_driver else None,

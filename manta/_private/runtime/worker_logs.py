@@ -22,6 +22,7 @@ import threading
 from collections.abc import Callable
 from typing import IO
 
+from manta._private.private_files import session_subdir
 from manta._private.protocol.tool_messages import (
     PROGRESS_PREFIX,
     TASK_MARKER,
@@ -126,7 +127,7 @@ class WorkerLog:
                 data = f"{TASK_MARKER}{task.hex() if task else '-'}\n".encode() + data
         if fd < 0:
             # Opened at the first write: a worker that prints nothing leaves no file.
-            os.makedirs(os.path.dirname(self.paths[i]), mode=0o700, exist_ok=True)
+            session_subdir(os.path.dirname(self.paths[i]))
             fd = self._fds[i] = os.open(self.paths[i], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW
                                         | os.O_CLOEXEC, 0o600)
             self._sizes[i] = os.fstat(fd).st_size
@@ -140,7 +141,7 @@ def install_stack_dumps(session_dir: str, worker_id: bytes) -> None:
     """SIGUSR1 writes every thread's Python stack to the worker's .stack file."""
     directory = os.path.join(session_dir, WORKER_LOG_DIR)
     try:
-        os.makedirs(directory, mode=0o700, exist_ok=True)
+        session_subdir(directory)
         path = os.path.join(directory, worker_log_name(worker_id, os.getpid(), "stack"))
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
     except OSError as e:
