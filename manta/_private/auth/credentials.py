@@ -26,11 +26,7 @@ import re
 import time
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.hashes import SHA256
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
+from manta._private.auth.ed25519 import PrivateKey, PublicKey, hkdf_sha256
 from manta._private.auth.tls_contexts import TlsContexts
 from manta._private.protocol.identity import (
     Claims,
@@ -54,19 +50,7 @@ class AuthFailed(Exception):
 
 def derive(secret: bytes, label: bytes, size: int = 32) -> bytes:
     """A key for one purpose, derived from the cluster secret (HKDF-SHA256)."""
-    return HKDF(algorithm=SHA256(), length=size, salt=None, info=b"manta " + label).derive(secret)
-
-
-def raw_public(key: Ed25519PublicKey) -> bytes:
-    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
-    return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
-
-
-def raw_private(key: Ed25519PrivateKey) -> bytes:
-    from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
-
-    return key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    return hkdf_sha256(secret, b"manta " + label, size)
 
 
 # -- the cluster token ------------------------------------------------------
@@ -132,8 +116,8 @@ class ClusterKeys:
     """What the cluster secret gives its holder (the head, an agent)."""
 
     def __init__(self, secret: bytes) -> None:
-        self._signing = Ed25519PrivateKey.from_private_bytes(derive(secret, b"pass signing"))
-        self.public = raw_public(self._signing.public_key())
+        self._signing = PrivateKey.from_private_bytes(derive(secret, b"pass signing"))
+        self.public = self._signing.public_key().raw()
         self._token_key = derive(secret, b"person tokens")
         # Keys the digests of object chunks sent between nodes (node/transfer.py).
         self.transfer_key = derive(secret, b"transfer checksums")
@@ -153,9 +137,9 @@ class ClusterKeys:
 
     def mint(self, principal: Principal) -> Credential:
         """A pass for `principal`, with a fresh key pair, for the process that will hold it."""
-        key = Ed25519PrivateKey.generate()
-        blob, sig = self.sign_pass(principal, raw_public(key.public_key()))
-        return Credential(pass_blob=blob, pass_sig=sig, key=raw_private(key), cluster_key=self.public)
+        key = PrivateKey.generate()
+        blob, sig = self.sign_pass(principal, key.public_key().raw())
+        return Credential(pass_blob=blob, pass_sig=sig, key=key.raw(), cluster_key=self.public)
 
     def node_credential(self, name: str, node_id: bytes = b"") -> Credential:
         return self.mint(Principal(kind=Kind.NODE, role=Role.CLUSTER, name=name, node_id=node_id))
@@ -167,8 +151,8 @@ class Identity:
 
     credential: Credential
     principal: Principal | None = None  # the pass's; None for a token's holder
-    key: Ed25519PrivateKey | None = None
-    cluster_key: Ed25519PublicKey | None = None
+    key: PrivateKey | None = None
+    cluster_key: PublicKey | None = None
     token_id: str = ""
     token_secret: bytes = b""
     # The node's certificates, when its TCP links use TLS (set by the process).
@@ -178,9 +162,9 @@ class Identity:
     def of(cls, credential: Credential, tls: TlsContexts | None = None) -> Identity:
         ident = cls(credential, tls=tls)
         if credential.cluster_key:
-            ident.cluster_key = Ed25519PublicKey.from_public_bytes(credential.cluster_key)
+            ident.cluster_key = PublicKey.from_public_bytes(credential.cluster_key)
         if credential.pass_blob:
-            ident.key = Ed25519PrivateKey.from_private_bytes(credential.key)
+            ident.key = PrivateKey.from_private_bytes(credential.key)
             ident.principal = decode_claims(credential.pass_blob).principal
         if credential.token:
             parsed = parse_person_token(credential.token)
@@ -202,16 +186,14 @@ class Identity:
 
 
 def check_pass(
-    cluster_key: Ed25519PublicKey, blob: bytes, sig: bytes, now: float | None = None
-) -> tuple[Principal, Ed25519PublicKey]:
+    cluster_key: PublicKey, blob: bytes, sig: bytes, now: float | None = None
+) -> tuple[Principal, PublicKey]:
     """The principal a pass names and its holder's public key, if the cluster signed it."""
-    try:
-        cluster_key.verify(sig, _PASS_LABEL + blob)
-    except InvalidSignature:
-        raise AuthFailed("the pass is not signed by this cluster") from None
+    if not cluster_key.verify_ok(sig, _PASS_LABEL + blob):
+        raise AuthFailed("the pass is not signed by this cluster")
     try:
         claims = decode_claims(blob)
-        holder = Ed25519PublicKey.from_public_bytes(claims.key)
+        holder = PublicKey.from_public_bytes(claims.key)
     except Exception:
         raise AuthFailed("malformed pass") from None
     p = claims.principal
@@ -220,9 +202,5 @@ def check_pass(
     return p, holder
 
 
-def verify_signature(key: Ed25519PublicKey, sig: bytes, data: bytes) -> bool:
-    try:
-        key.verify(sig, data)
-    except InvalidSignature:
-        return False
-    return True
+def verify_signature(key: PublicKey, sig: bytes, data: bytes) -> bool:
+    return key.verify_ok(sig, data)

@@ -24,9 +24,8 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from manta._private.auth.credentials import AuthFailed, Identity, check_pass, verify_signature
+from manta._private.auth.ed25519 import PublicKey
 from manta._private.protocol import messages as m
 from manta._private.protocol.identity import Principal, Role
 
@@ -164,7 +163,7 @@ class ClientHandshake:
             if not hmac.compare_digest(expected, msg.mac):
                 raise AuthFailed("the server does not know this token: it is not this cluster's head")
             self.cluster_key = msg.cluster_key
-            key = Ed25519PublicKey.from_public_bytes(msg.cluster_key)
+            key = PublicKey.from_public_bytes(msg.cluster_key)
         if key is None:
             raise AuthFailed("no cluster key to check the server's pass with")
         principal, holder = check_pass(key, msg.pass_blob, msg.pass_sig, self._clock())
@@ -186,7 +185,7 @@ def rebind_proof(identity: Identity, session_id: bytes) -> bytes:
     return identity.sign(_REBIND + session_id + identity.credential.pass_blob)
 
 
-def check_rebind(cluster_key: Ed25519PublicKey, session_id: bytes, blob: bytes, sig: bytes, proof: bytes) -> Principal:
+def check_rebind(cluster_key: PublicKey, session_id: bytes, blob: bytes, sig: bytes, proof: bytes) -> Principal:
     principal, holder = check_pass(cluster_key, blob, sig)
     if not verify_signature(holder, proof, _REBIND + session_id + blob):
         raise AuthFailed(f"the sender does not hold the key of the pass of {principal.name}")

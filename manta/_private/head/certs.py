@@ -9,7 +9,7 @@ import logging
 import os
 from typing import Any
 
-from manta._private.auth import pki, tls_contexts
+from manta._private.auth import tls_contexts
 from manta._private.protocol import auth_messages as am
 from manta._private.protocol import messages as m
 from manta._private.transport.connection import Connection
@@ -34,6 +34,10 @@ class CertIssuer:
         return cls(tls_dir, days)
 
     def handle(self, conn: Connection, msg: Any) -> None:
+        # Imported at the first certificate: x509 costs a process 8 MB and 30 ms
+        # (-X importtime), and a head without TLS issues none.
+        from manta._private.auth import pki
+
         try:
             cert = pki.issue(self.ca, self.ca_key, msg.csr, self.days, tuple(msg.hosts))
         except tls_contexts.TlsError as e:

@@ -31,12 +31,14 @@ import logging
 import os
 import urllib.parse
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from manta._private.head import sealing
 from manta._private.protocol import messages as m
+
+if TYPE_CHECKING:
+    from manta._private.head import sealing
 
 log = logging.getLogger(__name__)
 
@@ -235,6 +237,8 @@ class RedisStorage(Storage):
         return self._sealer
 
     def load(self) -> dict[str, dict[bytes, bytes]]:
+        from manta._private.head import sealing  # Redis storage only: other heads load no cryptography
+
         sealer = self._bound()
         raw = {t: dict(self.client.hgetall(self._key(t))) for t in TABLES if t != "meta"}
         opened = sealing.open_tables(sealer, raw)  # type: ignore[arg-type]
@@ -252,6 +256,8 @@ class RedisStorage(Storage):
         return {"meta": {}, **opened.tables}
 
     def load_table(self, table: str) -> dict[bytes, bytes]:
+        from manta._private.head import sealing  # Redis storage only: other heads load no cryptography
+
         raw = {table: dict(self.client.hgetall(self._key(table)))}
         opened = sealing.open_tables(self._bound(), raw)  # type: ignore[arg-type]
         for name, counts in opened.refused.items():
@@ -278,6 +284,8 @@ class RedisStorage(Storage):
         self.client.close()
 
     def check_token(self, token: bytes) -> None:
+        from manta._private.head import sealing  # Redis storage only: other heads load no cryptography
+
         # A salted MAC under a key derived from the token, never the token:
         # Redis may be readable by others.
         keys = sealing.StorageKeys.derive(token)

@@ -28,7 +28,6 @@ from manta._private.auth.tls_contexts import load_contexts
 from manta._private.clock import Clock, monotonic
 from manta._private.config import Config
 from manta._private.node import access, cgroups, memory_kills, worker_user
-from manta._private.node.cert_renewal import start_renewal
 from manta._private.node.forkserver import ForkServer
 from manta._private.node.job_passes import JobPasses
 from manta._private.node.limits import limits_of
@@ -236,7 +235,11 @@ class NodeAgent:
         self.joined.set()
         self._start_prewarm()
         self._schedule_report()
-        self._renewal = start_renewal(self)
+        if self.identity.tls is not None:
+            # Imported only on a TLS node: x509 costs a process 8 MB and 30 ms (-X importtime).
+            from manta._private.node.cert_renewal import start_renewal
+
+            self._renewal = start_renewal(self)
         if self.config.memory_threshold < 1.0:
             self._spawn(memory_kills.watch(self))
 

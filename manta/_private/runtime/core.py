@@ -34,9 +34,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-from manta._private.auth.credentials import Identity, raw_private, raw_public
+from manta._private.auth.credentials import Identity
+from manta._private.auth.ed25519 import PrivateKey
 from manta._private.auth.tls_contexts import TlsContexts, load_contexts
 from manta._private.clock import Clock, monotonic
 from manta._private.config import Config
@@ -243,16 +242,16 @@ class CoreRuntime:
         what the driver shows agents and workers from here on (its token stays
         for the head, which checks it again whenever the driver reconnects)."""
         assert self.head is not None
-        key = Ed25519PrivateKey.generate()
+        key = PrivateKey.generate()
         reply = await self.head.request(m.RegisterDriver(
             namespace=self.namespace, pid=os.getpid(), env_vars=self.env_vars, worker_id=self.worker_id,
-            key=raw_public(key.public_key()),
+            key=key.public_key().raw(),
         ))
         self.job_id = reply.job_id
         self.namespace = reply.namespace
         self.head.persistent = reply.persistent
         self.identity = Identity.of(Credential(
-            pass_blob=reply.pass_blob, pass_sig=reply.pass_sig, key=raw_private(key), cluster_key=reply.cluster_key,
+            pass_blob=reply.pass_blob, pass_sig=reply.pass_sig, key=key.raw(), cluster_key=reply.cluster_key,
         ), tls=self.identity.tls)
         self.peers.identity = self.identity
 
