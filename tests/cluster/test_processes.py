@@ -132,6 +132,70 @@ def test_driver_killed_with_sigkill_is_cleaned_up_by_the_head():
     assert not os.path.exists(session_dir)
 
 
+IDLE = textwrap.dedent(
+    """
+    import os, sys, time
+    import manta
+    manta.init(num_cpus=2)
+
+    @manta.remote
+    def f():
+        return 1
+
+    assert manta.get(f.remote()) == 1
+    print(os.getpid(), flush=True)
+    sys.stdin.readline()  # idle until told
+    # More actors than prestarted workers: the fork server forks on demand.
+    @manta.remote(num_cpus=0)
+    class A:
+        def ping(self):
+            return 1
+
+    actors = [A.remote() for _ in range(3)]
+    assert manta.get([a.ping.remote() for a in actors]) == [1, 1, 1]
+    print("MORE", flush=True)
+    sys.stdin.readline()
+    """
+)
+
+
+def _maps(pid):
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def test_an_idle_cluster_loads_neither_numpy_nor_the_cryptography_package():
+    # The idle footprint (BENCHMARKS.md): cryptography's extension is 6.6 MB of
+    # each process that loads it, numpy 16 MB of the fork server. An idle
+    # cluster needs neither; the fork server preloads numpy once the node asks
+    # for more workers than it prestarted.
+    proc = subprocess.Popen([sys.executable, "-c", IDLE], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        driver = int(proc.stdout.readline())
+        time.sleep(1.0)
+        pids = [driver, *_descendants(driver)]
+        assert len(pids) >= 5  # driver, head, agent, fork server, workers
+        for pid in pids:
+            maps = _maps(pid)
+            assert "cryptography" not in maps, psutil.Process(pid).cmdline()
+            assert "numpy" not in maps, psutil.Process(pid).cmdline()
+        zygotes = [p for p in pids if "manta._private.node.zygote" in " ".join(psutil.Process(p).cmdline())]
+        server = min(zygotes, key=lambda p: psutil.Process(p).create_time())
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().strip() == "MORE"
+        deadline = time.monotonic() + 20
+        while "numpy" not in _maps(server) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "numpy" in _maps(server)
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=30)
+
+
 @pytest.fixture
 def cluster():
     import manta

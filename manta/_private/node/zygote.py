@@ -71,16 +71,20 @@ def main() -> None:
     # the agent even asks, so the first task rarely waits for a worker.
     for early in first.prestart:
         _fork_worker(first, early, out, worker_main)
-    warm = False
+    warm = asked = False
     while True:
         for frame in frames:
             req = m.decode_fork(frame)
             if isinstance(req, m.ForkWorker):
                 _fork_worker(first, req, out, worker_main)
+                asked = True
         frames = []
-        if not warm and not select.select([inp], [], [], 0)[0]:
-            # Idle: load what most workers will import, so later forks get it
-            # for free. The first workers were forked before this, to start fast.
+        if asked and not warm and not select.select([inp], [], [], 0)[0]:
+            # Idle after the node asked for more than its prestarted workers:
+            # load what most workers will import, so later forks get it for
+            # free. Not before: an idle node whose prestarted workers suffice
+            # keeps the 16 MB numpy costs this process (the idle footprint's
+            # budget is 200 MB for the whole cluster).
             warm = True
             _warm_imports()
         try:
