@@ -22,7 +22,7 @@ import ctypes
 import mmap
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
@@ -134,6 +134,55 @@ class Region:
                     yield dest
             finally:
                 _protect(self.base + start, length, mmap.PROT_READ)
+
+    def write_parallel(self, offset: int, size: int, fill: Callable[[memoryview, int, int], None], n: int) -> None:
+        """Writes the extent [offset, offset+size) with `n` threads: `fill(dest,
+        lo, hi)` writes the extent's bytes [lo, hi) into `dest`, a view of the
+        whole extent.
+
+        Each thread takes a page-aligned part. In a read-only mapping it makes
+        its part writable, fills it and makes it read-only again, so one part's
+        mprotect calls overlap another's copy. Protecting the whole extent each
+        way was 5.6 ms of a 16 ms put of 100 MB (perf_counter around each call).
+        This way a put of 100 MB ran at 0.81 of a warm memcpy, against 0.72 with
+        the whole extent protected around a copy by two threads, and 0.61 on
+        one thread (one driver alternating the three, 5 rounds of 9 puts).
+        """
+        if offset < 0 or size <= 0 or offset + size > self.size:
+            raise ValueError(f"extent {offset}+{size} outside the store of {self.size} bytes")
+        end = offset + size
+        first = offset - offset % mmap.PAGESIZE
+        pages = -(-(end - first) // mmap.PAGESIZE)
+        step = -(-pages // max(1, n)) * mmap.PAGESIZE
+        parts = [(a, min(a + step, end)) for a in range(first, end, step)]
+        rw, ro = mmap.PROT_READ | mmap.PROT_WRITE, mmap.PROT_READ
+        errors: list[BaseException] = []
+
+        def run(dest: memoryview, a: int, z: int) -> None:
+            try:
+                if not self.writable:
+                    _protect(self.base + a, z - a, rw)
+                try:
+                    fill(dest, max(a, offset) - offset, z - offset)
+                finally:
+                    if not self.writable:
+                        _protect(self.base + a, z - a, ro)
+            except BaseException as e:  # noqa: BLE001 - raised in the caller's thread
+                errors.append(e)
+
+        # One write at a time, as in `writing`: the extent's edge pages may be
+        # another object's too.
+        with self._write_lock:
+            buf = (ctypes.c_char * size).from_address(self.base + offset)
+            with memoryview(buf) as raw, raw.cast("B") as dest:
+                threads = [threading.Thread(target=run, args=(dest, a, z), daemon=True) for a, z in parts[1:]]
+                for t in threads:
+                    t.start()
+                run(dest, *parts[0])
+                for t in threads:
+                    t.join()
+        if errors:
+            raise errors[0]
 
     def prewarm(self, length: int, stop: threading.Event) -> int:
         """Faults in the first `length` bytes of the store (the agent's mapping),

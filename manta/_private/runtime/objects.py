@@ -127,6 +127,17 @@ def as_raised(error: BaseException) -> BaseException:
     return error.as_instanceof_cause() if isinstance(error, exc.RayTaskError) else error
 
 
+def write_value(region: Region, offset: int, sv: SerializedValue) -> None:
+    """Writes a serialized value into its extent of the store: a large one with
+    several threads (serialization.PARALLEL_COPY_BYTES)."""
+    threads = sv.copy_threads()
+    if threads > 1:
+        region.write_parallel(offset, sv.size, sv.write_range, threads)
+        return
+    with region.writing(offset, sv.size) as dest:
+        sv.write_into(dest)
+
+
 class Signal:
     """threading.Event's set() and wait() on one bare lock, held while unset.
 
@@ -235,8 +246,7 @@ class Objects:
             if isinstance(reply, BaseException):
                 error = error or reply
                 continue
-            with region.writing(reply.offset, sv.size) as dest:
-                sv.write_into(dest)
+            write_value(region, reply.offset, sv)
             written.append(oid)
             self.owned_in_store(oid, [(r._id, r._owner) for r in sv.contained], 0)
 
@@ -258,8 +268,7 @@ class Objects:
         rt = self.rt
         assert rt.region is not None
         reply = rt.call_agent(m.StoreCreate(object_id=oid, size=sv.size))
-        with rt.region.writing(reply.offset, sv.size) as dest:
-            sv.write_into(dest)
+        write_value(rt.region, reply.offset, sv)
         rt.post(rt.send_agent, m.StoreSeal(object_id=oid))
 
     def store_unpin(self, object_id: bytes) -> None:

@@ -45,11 +45,12 @@ _PLAIN = frozenset({int, float, str, bytes, bool, type(None)})
 # a new memfd ran at 1.36 GB/s on one thread, 2.56 on two and 2.38 on four,
 # on this 2-core machine (Ray copies large values with several threads too);
 # an 8 GiB put, 0.44 to 0.60 GB/s. Into pages already faulted (an extent
-# freed and reused) it gains nothing, and 100 MB task arguments ran 7% slower
-# with it (benchmarks/microbench.py, single_client_large_arg_tasks, against
-# the code before in one run): hence only from 256 MiB, where new pages are
-# the likelier case and a thread's start is nothing beside the copy.
-PARALLEL_COPY_BYTES = 256 << 20
+# freed and reused) a put is written by `Region.write_parallel`, whose threads
+# each make their own part writable and read-only again: a put of 100 MB went
+# from 0.63 to 0.89 of a warm memcpy against the code before, with 100 MB task
+# arguments unchanged (benchmarks/microbench.py, 4 rounds, one run). From
+# 64 MiB, where a thread's start (~0.1 ms) is nothing beside the copy (7 ms).
+PARALLEL_COPY_BYTES = 64 << 20
 MAX_COPY_THREADS = 2
 
 _local = threading.local()
@@ -131,6 +132,27 @@ class SerializedValue:
                 parallel_copy(dest[off : off + b.nbytes], b, threads)
             else:
                 dest[off : off + b.nbytes] = b
+
+    def copy_threads(self) -> int:
+        """How many threads should write this value into the store (see PARALLEL_COPY_BYTES)."""
+        if any(b.nbytes >= PARALLEL_COPY_BYTES for b in self.buffers):
+            return _copy_threads()
+        return 1
+
+    def write_range(self, dest: memoryview, lo: int, hi: int) -> None:
+        """Writes bytes [lo, hi) of what `write_into` writes into `dest[lo:hi]`
+        (`dest` spans the whole value): one thread's part of a parallel write."""
+        header = self._header()
+        to = address_of(dest)
+        for off, part in ((0, memoryview(header)), (len(header), memoryview(self.pickled)),
+                          *zip(self._offsets, map(_bytes_of, self.buffers))):
+            a, z = max(lo, off), min(hi, off + part.nbytes)
+            if a >= z:
+                continue
+            if z - a < PARALLEL_COPY_BYTES // 64:
+                dest[a:z] = part[a - off : z - off]
+            else:  # memmove lets go of the GIL, so the threads copy at once (a slice assignment holds it)
+                ctypes.memmove(to + a, address_of(part) + a - off, z - a)
 
     def piece(self, start: int, stop: int) -> memoryview:
         """Bytes [start, stop) of what `write_into` writes, without laying it
