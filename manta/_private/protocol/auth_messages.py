@@ -3,7 +3,7 @@ their own, before anything else), a spare worker taking its job's pass,
 and people's tokens, made, listed and revoked by an admin (`manta token
 create|list|revoke`)."""
 
-from __future__ import annotations
+# Annotations are not postponed: see protocol/messages.py.
 
 from manta._private.protocol.identity import Credential, Quota, Role
 from manta._private.protocol.structs import Msg, Record

@@ -8,7 +8,7 @@ receiving side can read the prefix back off a frame's first bytes
 as deep as need be (a remote client's value chunk inside its call).
 """
 
-from __future__ import annotations
+# Annotations are not postponed: see protocol/messages.py.
 
 from typing import Any
 

@@ -8,7 +8,7 @@ its `ClientReply` back, so the head never decodes what a client asks of its
 proxy. Large values cross in many calls of at most `chunk_bytes` each.
 """
 
-from __future__ import annotations
+# Annotations are not postponed: see protocol/messages.py.
 
 from manta._private.protocol.structs import Msg
 

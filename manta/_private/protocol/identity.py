@@ -12,7 +12,7 @@ Three kinds of identity, each with its own credential:
 - people and API clients, holding a token made by `manta token create`.
 """
 
-from __future__ import annotations
+# Annotations are not postponed: see protocol/messages.py.
 
 import enum
 

@@ -9,7 +9,7 @@
   memory, workers, queued lease requests, bytes moved between nodes.
 """
 
-from __future__ import annotations
+# Annotations are not postponed: see protocol/messages.py.
 
 from manta._private.protocol.structs import Msg, Record
 

@@ -13,7 +13,7 @@ The driver writes these (`runtime/packaging.py`); the agent and the
 workers read them.
 """
 
-from __future__ import annotations
+# Annotations are not postponed: see protocol/messages.py.
 
 import functools
 import hashlib

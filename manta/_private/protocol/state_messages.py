@@ -12,7 +12,7 @@ Values that the state API shows as Ray's words (reference types, task
 statuses, exit types) travel as those words.
 """
 
-from __future__ import annotations
+# Annotations are not postponed: see protocol/messages.py.
 
 from manta._private.protocol.structs import Msg, Record
 

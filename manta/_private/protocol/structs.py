@@ -5,7 +5,7 @@ module of their own (`state_messages.py`) and still join the one decoder
 `messages.py` builds from every `Msg` subclass.
 """
 
-from __future__ import annotations
+# Annotations are not postponed: see protocol/messages.py.
 
 import msgspec
 

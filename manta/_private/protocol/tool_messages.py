@@ -14,7 +14,7 @@ where to continue and whether the file was replaced or truncated meanwhile
 (then it is read again from its start). Following a file is asking again.
 """
 
-from __future__ import annotations
+# Annotations are not postponed: see protocol/messages.py.
 
 from manta._private.protocol.structs import Msg, Record
 
