@@ -96,3 +96,40 @@ def test_a_driver_and_its_handshakes_load_no_cryptography_package():
             "print(sorted(m for m in sys.modules if m.startswith('cryptography')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_copies_are_the_key_itself_and_keys_are_not_pickled(backend):
+    import copy
+    import pickle
+
+    key = ed25519.PrivateKey(os.urandom(32), backend)
+    assert copy.copy(key) is key and copy.deepcopy(key) is key
+    pub = key.public_key()
+    assert copy.copy(pub) is pub
+    sig = key.sign(b"m")
+    del key  # a shallow copy sharing its EVP_PKEY would now sign with a freed key
+    assert pub.verify_ok(sig, b"m")
+    with pytest.raises(TypeError, match="cannot pickle"):
+        pickle.dumps(ed25519.PrivateKey(os.urandom(32), backend))
+
+
+def test_only_buffers_are_signed(backend):
+    key = ed25519.PrivateKey(os.urandom(32), backend)
+    assert key.sign(bytearray(b"abc")) == key.sign(b"abc") == key.sign(memoryview(b"abc"))
+    if backend is not None:
+        with pytest.raises(TypeError):
+            key.sign(3)  # not three zero bytes
+
+
+@pytest.mark.parametrize("size", [0, -1, 255 * 32 + 1])
+def test_hkdf_refuses_sizes_rfc_5869_does_not_allow(size):
+    with pytest.raises(ValueError, match="HKDF"):
+        ed25519.hkdf_sha256(b"secret", b"info", size)
+
+
+def test_a_backend_that_accepts_a_bad_signature_is_not_chosen(monkeypatch):
+    if ed25519._openssl() is None:
+        pytest.skip("this Python's libcrypto has no raw Ed25519 keys")
+    assert ed25519._load() is not None
+    monkeypatch.setattr(ed25519._OpenSSL, "verify_with", lambda self, pkey, sig, data: True)
+    assert ed25519._load() is None

@@ -21,7 +21,6 @@ import ctypes
 import hashlib
 import hmac
 import os
-import threading
 from typing import Any
 
 KEY_BYTES = 32
@@ -35,6 +34,8 @@ class InvalidSignature(Exception):
 
 def hkdf_sha256(secret: bytes, info: bytes, size: int = 32) -> bytes:
     """HKDF-SHA256 with no salt (RFC 5869), as cryptography's HKDF(salt=None) computes it."""
+    if not 1 <= size <= 255 * 32:
+        raise ValueError(f"HKDF-SHA256 makes 1 to {255 * 32} bytes, not {size}")
     prk = hmac.new(bytes(32), secret, hashlib.sha256).digest()
     out, block, counter = b"", b"", 1
     while len(out) < size:
@@ -84,9 +85,10 @@ class _OpenSSL:
         return out.raw
 
     def sign_with(self, pkey: int, data: bytes) -> bytes:
-        data = bytes(data)  # c_char_p takes bytes only
+        data = bytes(memoryview(data))  # c_char_p takes bytes only; an int is refused, not zeros
         ctx = self.new_ctx()
         if not ctx:
+            self.clear_errors()
             raise MemoryError("EVP_MD_CTX_new")
         try:
             out = ctypes.create_string_buffer(SIGNATURE_BYTES)
@@ -99,9 +101,10 @@ class _OpenSSL:
             self.free_ctx(ctx)
 
     def verify_with(self, pkey: int, sig: bytes, data: bytes) -> bool:
-        sig, data = bytes(sig), bytes(data)
+        sig, data = bytes(memoryview(sig)), bytes(memoryview(data))
         ctx = self.new_ctx()
         if not ctx:
+            self.clear_errors()
             raise MemoryError("EVP_MD_CTX_new")
         try:
             ok = self.verify_init(ctx, None, None, None, pkey) == 1 and self.verify(ctx, sig, len(sig), data, len(data)) == 1
@@ -112,18 +115,25 @@ class _OpenSSL:
             self.free_ctx(ctx)
 
 
-_lock = threading.Lock()
 _backend: list[_OpenSSL | None] = []  # [] not chosen yet; [None] cryptography's
 
 
 def _openssl() -> _OpenSSL | None:
-    """OpenSSL's, or None for cryptography's; chosen at the first key, not at import."""
-    if _backend:
-        return _backend[0]
-    with _lock:
-        if not _backend:
-            _backend.append(_load())
+    """OpenSSL's, or None for cryptography's; chosen at the first key, not at import.
+
+    No lock: two threads choosing at once both choose the same, and a lock
+    held by another thread across a fork would hang the child at its first key."""
+    if not _backend:
+        _backend[:] = [_load()]
     return _backend[0]
+
+
+# RFC 8032, 7.1, TEST 1: what a backend must reproduce before it is trusted.
+_VECTOR = (
+    bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60"),
+    bytes.fromhex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"),
+    bytes.fromhex("e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b"),
+)
 
 
 def _load() -> _OpenSSL | None:
@@ -132,10 +142,15 @@ def _load() -> _OpenSSL | None:
 
         # dlsym on _hashlib's handle also searches what it links: its libcrypto.
         ossl = _OpenSSL(ctypes.CDLL(_hashlib.__file__))
-        probe = PrivateKey(bytes(KEY_BYTES), ossl)
-        if not probe.public_key().verify_ok(probe.sign(b"probe"), b"probe"):
-            return None
-        return ossl
+        secret, public, sig = _VECTOR
+        key = PrivateKey(secret, ossl)
+        pub = key.public_key()
+        trusted = (
+            pub.raw() == public and key.sign(b"") == sig and pub.verify_ok(sig, b"")
+            and not pub.verify_ok(sig, b"x") and not pub.verify_ok(bytes([sig[0] ^ 1]) + sig[1:], b"")
+            and not pub.verify_ok(sig[:-1], b"")
+        )
+        return ossl if trusted else None
     except (ImportError, OSError, AttributeError, ValueError):
         return None
 
@@ -148,6 +163,7 @@ class _Key:
     _theirs: Any  # cryptography's key, on that path
 
     def __init__(self, raw: bytes, ossl: _OpenSSL | None) -> None:
+        raw = bytes(raw)
         self._raw, self._ossl, self._pkey, self._theirs = raw, ossl, 0, None
         if len(raw) != KEY_BYTES:
             kind = "private" if self._private else "public"
@@ -163,8 +179,20 @@ class _Key:
     def raw(self) -> bytes:
         return self._raw
 
+    # A key owns its EVP_PKEY: a copy sharing it would free it twice. Keys
+    # never change, so a copy is the key itself; and key material is not
+    # pickled (neither are cryptography's keys).
+    def __copy__(self) -> _Key:
+        return self
+
+    def __deepcopy__(self, memo: Any) -> _Key:
+        return self
+
+    def __reduce__(self) -> Any:
+        raise TypeError(f"cannot pickle an Ed25519 {'private' if self._private else 'public'} key")
+
     def __del__(self) -> None:
-        if self._pkey and self._ossl is not None:
+        if getattr(self, "_pkey", 0) and self._ossl is not None:
             try:
                 self._ossl.free_key(self._pkey)
             except Exception:  # interpreter shutdown
