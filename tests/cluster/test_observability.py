@@ -127,12 +127,19 @@ def flat(text: str) -> str:
     return " ".join(text.split())
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Lines:
     """A command's stdout, read line by line on a thread (for --follow and --watch)."""
 
     def __init__(self, c: Cluster, *args: str) -> None:
+        # Ctrl-C's default action in the command, whatever this process has: a
+        # suite started as a background job (`make test &`) ignores SIGINT, the
+        # command would inherit that, and `interrupt` would not end it.
         self.proc = subprocess.Popen([sys.executable, "-m", "manta.cli", *args], env=c.env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
+                                     stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
         self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
