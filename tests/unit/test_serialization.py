@@ -1,4 +1,3 @@
-import os
 import pickle
 import threading
 
@@ -77,19 +76,8 @@ def test_a_worker_loads_a_function_only_under_its_own_content_hash():
     assert len(function_id(blob)) == 32 and function_id(blob) != function_id(poison)
 
 
-def test_a_parallel_copy_copies_every_byte_across_its_parts():
-    size = 3 * 4096 * 5 + 777  # parts end on pages, the last one short
-    src = memoryview(os.urandom(size))
-    dest = memoryview(bytearray(size))
-    ser.parallel_copy(dest, src, 3)
-    assert bytes(dest) == bytes(src)
-    with pytest.raises(ValueError, match="copy of"):
-        ser.parallel_copy(dest[:-1], src, 3)
-
-
-def test_a_large_buffer_goes_into_the_store_layout_whole_by_the_parallel_path(monkeypatch):
-    monkeypatch.setattr(ser, "PARALLEL_COPY_BYTES", 1 << 16)
-    monkeypatch.setattr(ser, "_copy_threads", lambda: 2)
+def test_a_large_buffer_goes_into_the_layout_whole():
+    # By threads into the store: tests/unit/test_region_write.py.
     value = np.arange(200_000, dtype=np.int64)
     sv = ser.serialize(value)
     out = bytearray(sv.size)

@@ -121,17 +121,23 @@ class SerializedValue:
         self.write_into(memoryview(out))
         return bytes(out)
 
+    def _parts(self) -> list[tuple[int, memoryview]]:
+        """Where each part of the layout goes: the header, the pickle, then
+        each out-of-band buffer (as flat bytes)."""
+        header = self._header()
+        return [(0, memoryview(header)), (len(header), memoryview(self.pickled)),
+                *zip(self._offsets, map(_bytes_of, self.buffers))]
+
     def write_into(self, dest: memoryview) -> None:
+        # The whole layout, one thread, by slice assignment: every inline value
+        # with buffers comes here (to_bytes), and write_range(dest, 0, size)
+        # took twice as long for a small array (6.3 against 3.2 us, timeit).
         header = self._header()
         hlen = len(header)
         dest[:hlen] = header
         dest[hlen : hlen + len(self.pickled)] = self.pickled
         for off, b in zip(self._offsets, self.buffers):
-            threads = _copy_threads() if b.nbytes >= PARALLEL_COPY_BYTES else 1
-            if threads > 1:
-                parallel_copy(dest[off : off + b.nbytes], b, threads)
-            else:
-                dest[off : off + b.nbytes] = b
+            dest[off : off + b.nbytes] = b
 
     def copy_threads(self) -> int:
         """How many threads should write this value into the store (see PARALLEL_COPY_BYTES)."""
@@ -142,16 +148,15 @@ class SerializedValue:
     def write_range(self, dest: memoryview, lo: int, hi: int) -> None:
         """Writes bytes [lo, hi) of what `write_into` writes into `dest[lo:hi]`
         (`dest` spans the whole value): one thread's part of a parallel write."""
-        header = self._header()
-        to = address_of(dest)
-        for off, part in ((0, memoryview(header)), (len(header), memoryview(self.pickled)),
-                          *zip(self._offsets, map(_bytes_of, self.buffers))):
+        to = 0
+        for off, part in self._parts():
             a, z = max(lo, off), min(hi, off + part.nbytes)
             if a >= z:
                 continue
             if z - a < PARALLEL_COPY_BYTES // 64:
                 dest[a:z] = part[a - off : z - off]
             else:  # memmove lets go of the GIL, so the threads copy at once (a slice assignment holds it)
+                to = to or address_of(dest)
                 ctypes.memmove(to + a, address_of(part) + a - off, z - a)
 
     def piece(self, start: int, stop: int) -> memoryview:
@@ -160,13 +165,11 @@ class SerializedValue:
         upload). A piece within one out-of-band buffer is a view of it, no
         copy; one across parts is gathered (the first, holding the pickle)."""
         stop = min(stop, self.size)
-        flat = [_bytes_of(b) for b in self.buffers]
-        for off, b in zip(self._offsets, flat):
+        parts = self._parts()
+        for off, b in parts[2:]:
             if off <= start and stop <= off + len(b):
                 return b[start - off : stop - off]
         out = bytearray(stop - start)
-        header = self._header()
-        parts = [(0, memoryview(header)), (len(header), memoryview(self.pickled)), *zip(self._offsets, flat)]
         for off, view in parts:
             lo, hi = max(start, off), min(stop, off + len(view))
             if lo < hi:
@@ -176,27 +179,6 @@ class SerializedValue:
 
 def _copy_threads() -> int:
     return min(MAX_COPY_THREADS, len(os.sched_getaffinity(0)))
-
-
-def parallel_copy(dest: memoryview, src: memoryview, n: int) -> None:
-    """dest[:] = src (contiguous, of one size), split among `n` threads."""
-    size = src.nbytes
-    if dest.nbytes != size:
-        raise ValueError(f"copy of {size} bytes into {dest.nbytes}")
-    try:
-        to, frm = address_of(dest), address_of(src)
-    except BufferError:  # not contiguous: one thread, as memoryview copies it
-        dest[:] = src
-        return
-    # Page-aligned parts, so no two threads fault the same page.
-    step = (size // n + 4095) // 4096 * 4096
-    parts = [(i, min(step, size - i)) for i in range(0, size, step)]
-    threads = [threading.Thread(target=ctypes.memmove, args=(to + i, frm + i, k), daemon=True) for i, k in parts[1:]]
-    for t in threads:
-        t.start()
-    ctypes.memmove(to + parts[0][0], frm + parts[0][0], parts[0][1])
-    for t in threads:
-        t.join()
 
 
 def _bytes_of(buf: memoryview) -> memoryview:
