@@ -200,7 +200,3 @@ def check_pass(
     if p.expires and p.expires < (time.time() if now is None else now):
         raise AuthFailed(f"the credential of {p.name} expired")
     return p, holder
-
-
-def verify_signature(key: PublicKey, sig: bytes, data: bytes) -> bool:
-    return key.verify_ok(sig, data)

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from manta._private.auth.credentials import AuthFailed, Identity, check_pass, verify_signature
+from manta._private.auth.credentials import AuthFailed, Identity, check_pass
 from manta._private.auth.ed25519 import PublicKey
 from manta._private.protocol import messages as m
 from manta._private.protocol.identity import Principal, Role
@@ -102,7 +102,7 @@ class ServerHandshake:
             welcome_mac = _mac(secret, server_part + cluster_key)
         else:
             principal, holder = check_pass(ident.cluster_key, msg.pass_blob, msg.pass_sig, self._clock())
-            if not verify_signature(holder, msg.proof, _C + self._nonce + msg.nonce + msg.pass_blob):
+            if not holder.verify_ok(msg.proof, _C + self._nonce + msg.nonce + msg.pass_blob):
                 raise AuthFailed(f"the peer does not hold the key of the pass of {principal.name}")
         self.done = True
         self.peer = principal
@@ -167,7 +167,7 @@ class ClientHandshake:
         if key is None:
             raise AuthFailed("no cluster key to check the server's pass with")
         principal, holder = check_pass(key, msg.pass_blob, msg.pass_sig, self._clock())
-        if not verify_signature(holder, msg.proof, server_part):
+        if not holder.verify_ok(msg.proof, server_part):
             raise AuthFailed(f"the server does not hold the key of the pass of {principal.name}")
         if self._expect is not None and not principal.may(self._expect):
             raise AuthFailed(f"the server is {principal.describe()}, not part of the cluster")
@@ -187,6 +187,6 @@ def rebind_proof(identity: Identity, session_id: bytes) -> bytes:
 
 def check_rebind(cluster_key: PublicKey, session_id: bytes, blob: bytes, sig: bytes, proof: bytes) -> Principal:
     principal, holder = check_pass(cluster_key, blob, sig)
-    if not verify_signature(holder, proof, _REBIND + session_id + blob):
+    if not holder.verify_ok(proof, _REBIND + session_id + blob):
         raise AuthFailed(f"the sender does not hold the key of the pass of {principal.name}")
     return principal

@@ -27,9 +27,9 @@ import os
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from manta._private.auth.ed25519 import hkdf_sha256
 
 MAC_ONLY = 1
 ENCRYPTED = 2
@@ -57,7 +57,7 @@ class Refused(Exception):
 
 
 def _derive(token: bytes, label: bytes) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=label).derive(token)
+    return hkdf_sha256(token, label)
 
 
 @dataclass(frozen=True)
