@@ -19,11 +19,14 @@ the agent, so no worker outlives its node.
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
+import traceback
+from collections.abc import Callable
 from typing import Any
 
 from manta._private.config import OMP_FROM_USER
@@ -41,32 +44,88 @@ SECRET_VARS = frozenset({"MANTA_TOKEN", "RAY_AUTH_TOKEN", "MANTA_REDIS_PASSWORD"
 class ForkServer:
     """The agent's handle on its fork server process.
 
-    Spawned first thing in the agent process, so the server's imports
-    overlap the agent's own start-up; configured once the agent knows its
-    address.
+    The agent's own is forked from it at start (`forked`); a pip
+    environment's is a new interpreter, that environment's. Configured once
+    the agent knows its address.
     """
 
     def __init__(self, log_path: str, python: str = sys.executable, extra_env: dict[str, str] | None = None) -> None:
         # `python`: a runtime_env pip environment's interpreter, for its workers.
-        env = {k: v for k, v in os.environ.items() if k not in SECRET_VARS}
-        env.update(extra_env or {})
-        # One BLAS/OpenMP thread per worker unless the user asked otherwise:
-        # N workers each spinning N threads would oversubscribe the cores.
-        # Workers then set OMP_NUM_THREADS to each task's CPUs, unless the
-        # user had set it (OMP_FROM_USER tells them).
-        if "OMP_NUM_THREADS" in env:
-            env[OMP_FROM_USER] = "1"
-        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-            env.setdefault(var, "1")
         self._fds, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         with open(log_path, "ab") as err, theirs:
-            self.proc = subprocess.Popen(
+            proc = subprocess.Popen(
                 [python, "-m", ZYGOTE_MAIN, str(theirs.fileno())],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, env=env, pass_fds=[theirs.fileno()],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, env=worker_env(extra_env),
+                pass_fds=[theirs.fileno()],
             )
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self._in = self.proc.stdin.fileno()
-        self.stdout = self.proc.stdout
+        assert proc.stdin is not None and proc.stdout is not None
+        self.pid = proc.pid
+        self._popen: subprocess.Popen[bytes] | None = proc
+        self._in = proc.stdin.fileno()
+        self.stdout = proc.stdout
+
+    @classmethod
+    def forked(cls, log_path: str, serve: Callable[[int], None]) -> ForkServer:
+        """A fork server forked from this process instead of started afresh:
+        it begins with this process's imports loaded, and `serve(fd)` (the
+        fork server's main, given the descriptor socket) runs in the child.
+
+        A fresh interpreter importing them again cost 100-150 ms of CPU
+        during `init()`, on the path to the first worker (node/main.py says
+        how it was measured). Only for a process with one thread that holds
+        no secret yet (the agent's main, before it reads its token): the
+        child, and every worker it forks to run user code, is a copy of it.
+        """
+        if SECRET_VARS & os.environ.keys():
+            # Unset in the child, a variable would still be in the memory it
+            # copies (and in its /proc/<pid>/environ): a new interpreter then.
+            return cls(log_path)
+        self = cls.__new__(cls)
+        self._fds, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        env = worker_env(None)
+        in_r, in_w = os.pipe()
+        out_r, out_w = os.pipe()
+        err = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()  # nothing buffered here is written twice
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                os.dup2(in_r, 0)
+                os.dup2(out_w, 1)
+                os.dup2(err, 2)
+                os.dup2(theirs.fileno(), 3)
+                os.closerange(4, os.sysconf("SC_OPEN_MAX"))  # the agent's pipes, its log, its ready pipe
+                os.environ.clear()
+                os.environ.update(env)
+                # Logging as in a new interpreter, so each worker's own
+                # configuration (and its user's basicConfig) takes effect.
+                root = logging.getLogger()
+                for handler in root.handlers[:]:
+                    root.removeHandler(handler)
+                root.setLevel(logging.WARNING)
+                # What a fork server started afresh would have (user code in
+                # its workers may look).
+                sys.argv = [serve.__code__.co_filename, "3"]
+                sys.orig_argv = [sys.executable, "-m", ZYGOTE_MAIN, "3"]
+                retitle(sys.orig_argv)
+                serve(3)
+                code = 0
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        for fd in (in_r, out_w, err):
+            os.close(fd)
+        theirs.close()
+        self.pid = pid
+        self._popen = None
+        self._in = in_w
+        self.stdout = os.fdopen(out_r, "rb")
+        return self
 
     def configure(self, msg: m.ForkConfig, store_fd: int) -> None:
         """The first message, and the store's descriptor for every worker."""
@@ -83,10 +142,57 @@ class ForkServer:
             pass  # the server is gone; the agent notices through its output closing
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
+        if self._popen is not None:
+            if self._popen.poll() is None:
+                self._popen.kill()
+            self._popen.wait()
+        else:
+            if self.pid:
+                try:
+                    os.kill(self.pid, signal.SIGKILL)
+                    os.waitpid(self.pid, 0)
+                except (ProcessLookupError, ChildProcessError):
+                    pass
+                self.pid = 0
+            if self._in >= 0:
+                os.close(self._in)
+                self._in = -1
         self._fds.close()
+
+
+def worker_env(extra_env: dict[str, str] | None) -> dict[str, str]:
+    """The environment of a fork server, which its workers inherit."""
+    env = {k: v for k, v in os.environ.items() if k not in SECRET_VARS}
+    env.update(extra_env or {})
+    # One BLAS/OpenMP thread per worker unless the user asked otherwise:
+    # N workers each spinning N threads would oversubscribe the cores.
+    # Workers then set OMP_NUM_THREADS to each task's CPUs, unless the
+    # user had set it (OMP_FROM_USER tells them).
+    if "OMP_NUM_THREADS" in env:
+        env[OMP_FROM_USER] = "1"
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.setdefault(var, "1")
+    return env
+
+
+def retitle(argv: list[str]) -> None:
+    """Makes this process's command line, as `ps` and /proc show it, `argv`
+    (a forked fork server's is otherwise its agent's, which tools would take
+    for the agent). It writes over the original arguments, so `argv` must be
+    no longer; the rest is blanked. Left as it was where that cannot be done."""
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rpartition(b")")[2].split()
+        # arg_start and arg_end are the stat fields 48 and 49; `fields` starts at field 3.
+        start, end = int(fields[45]), int(fields[46])
+        title = b"\0".join(os.fsencode(a) for a in argv) + b"\0"
+        if len(title) > end - start:
+            return
+        with open("/proc/self/mem", "r+b", buffering=0) as mem:
+            mem.seek(start)
+            mem.write(title + b"\0" * (end - start - len(title)))
+    except (OSError, ValueError, IndexError):
+        pass
 
 
 def die_with_parent(sig: int = signal.SIGKILL) -> None:

@@ -29,7 +29,8 @@ MAX_FRAME = 1 << 20
 WorkerMain = Callable[[m.SessionInfo, m.Config, bytes, TlsContexts | None], None]
 
 
-def main() -> None:
+def main(fds_fd: int | None = None) -> None:
+    """`fds_fd`: the socket the store's descriptor comes on (argv[1] when started afresh)."""
     die_with_parent()
     if os.getppid() == 1:
         sys.exit(0)
@@ -45,7 +46,7 @@ def main() -> None:
     if not isinstance(first, m.ForkConfig):
         raise SystemExit(f"fork server: expected ForkConfig first, got {type(first).__name__}")
     # The store's descriptor, sent with the config: every worker inherits it.
-    with socket.socket(fileno=int(sys.argv[1])) as fds:
+    with socket.socket(fileno=int(sys.argv[1]) if fds_fd is None else fds_fd) as fds:
         _, store, _, _ = socket.recv_fds(fds, 1, 1)
     if not store:
         raise SystemExit("fork server: the agent sent no store descriptor")
