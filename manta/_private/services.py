@@ -1,10 +1,10 @@
 """Starting and stopping the head and node agent processes.
 
 `spawn_local_cluster` is what `manta.init()` with no address does: a
-session directory (mode 0700) with the token file (0600), then a head and a
-node agent as child processes that report readiness over a pipe. The head
-stops the cluster by itself when its embedding driver disconnects, so a
-driver killed with SIGKILL leaves nothing behind.
+session directory (mode 0700) with the token file (0600), then a head as a
+child process, which forks the node agent; each reports readiness over a
+pipe of its own. The head stops the cluster by itself when its embedding
+driver disconnects, so a driver killed with SIGKILL leaves nothing behind.
 
 Processes are started by module name (`python -m manta._private.head.main`),
 so this library never imports the services it starts.
@@ -337,16 +337,24 @@ def spawn_local_cluster(
     token_file = write_token(session_dir, token)
     head_address = f"unix:{session_dir}/head.sock"
     agent_address = f"unix:{session_dir}/agent.sock"
-    head, head_fd = _spawn(
-        ["head", "--session-dir", session_dir, "--token-file", token_file, "--embedded",
-         "--listen", head_address, "--listen", "tcp:127.0.0.1:0", "--config", config.to_json()],
-        session_dir, "head.log",
-    )
-    agent, agent_fd = _spawn(
-        agent_args(session_dir, token_file, head_address, res, store, "", config), session_dir, "agent.log",
-    )
+    # The agent is forked by the head (head/main.py, `_fork_agent`): one
+    # interpreter's imports serve both. It reports READY here, on its own pipe.
+    agent = agent_args(session_dir, token_file, head_address, res, store, "", config)[1:]
+    agent_fd, agent_w = os.pipe()
+    try:
+        head, head_fd = _spawn(
+            ["head", "--session-dir", session_dir, "--token-file", token_file, "--embedded",
+             "--listen", head_address, "--listen", "tcp:127.0.0.1:0", "--config", config.to_json(),
+             "--agent", json.dumps(agent), "--agent-ready-fd", str(agent_w)],
+            session_dir, "head.log", pass_fds=(agent_w,),
+        )
+    except BaseException:
+        os.close(agent_fd)
+        raise
+    finally:
+        os.close(agent_w)
     return PendingCluster(
-        session_dir, token, head_address, agent_address, res, [head, agent],
+        session_dir, token, head_address, agent_address, res, [head],
         {head_fd: "head", agent_fd: "agent"},
     )
 

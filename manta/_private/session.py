@@ -159,6 +159,10 @@ def init(
                 object_store_memory=object_store_memory,
                 config=config,
             )
+            # While the head loads what it and its agent share (the agent is
+            # forked from it after), this process would wait on a free core.
+            from manta._private.runtime import core  # noqa: F401
+
             cluster = pending.wait_ready()
             session = m.SessionInfo(
                 session_dir=cluster.session_dir,

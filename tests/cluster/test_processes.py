@@ -196,6 +196,60 @@ def test_an_idle_cluster_loads_neither_numpy_nor_the_cryptography_package():
         proc.wait(timeout=30)
 
 
+FORKED = textwrap.dedent(
+    """
+    import os, manta
+    manta.init(num_cpus=1)
+    assert manta.get(manta.remote(lambda: 1).remote()) == 1
+    from manta._private import session
+    print(session.current().cluster.procs[0].pid, session.current().cluster.session_dir, flush=True)
+    import sys
+    sys.stdin.readline()
+    """
+)
+
+
+def _open_files(pid):
+    out = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            out[int(fd)] = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            pass
+    return out
+
+
+def test_a_drivers_agent_is_forked_from_its_head_and_ends_with_it():
+    # head/main.py forks the agent (and the agent its fork server) once the
+    # imports they share are loaded: each must then look, to tools and to
+    # itself, like the process it replaces, and hold nothing of its parent's.
+    from manta._private import cluster
+
+    proc = subprocess.Popen([sys.executable, "-c", FORKED], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        head_pid, session_dir = proc.stdout.readline().split()
+        head = psutil.Process(int(head_pid))
+        (agent,) = head.children()
+        assert cluster.is_service_of(agent.cmdline(), session_dir), agent.cmdline()
+        assert agent.cmdline()[2] == "manta._private.node.main"
+        servers = [p for p in agent.children() if "manta._private.node.zygote" in p.cmdline()]
+        assert len(servers) == 1, [p.cmdline() for p in agent.children()]
+        agent_files = _open_files(agent.pid)
+        assert agent_files[1].endswith("/logs/agent.log") and agent_files[2].endswith("/logs/agent.log")
+        assert not [f for f in agent_files.values() if f.endswith("/logs/head.log")]
+        server_files = _open_files(servers[0].pid)
+        assert server_files[2].endswith("/logs/workers.log")
+        assert not [f for f in server_files.values() if f.endswith(("/logs/agent.log", "/logs/head.log"))]
+        everyone = [head.pid, *_descendants(head.pid)]
+        assert len(everyone) >= 4  # head, agent, fork server, a worker
+        head.kill()  # the agent dies with its head, the rest with the agent
+        assert not _wait_gone(everyone)
+    finally:
+        proc.stdin.close()  # the driver's shutdown removes the session directory
+        proc.wait(timeout=30)
+    assert not os.path.exists(session_dir)
+
+
 @pytest.fixture
 def cluster():
     import manta

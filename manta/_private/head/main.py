@@ -1,12 +1,15 @@
 """Entry point of the head process: `python -m manta._private.head.main ...`.
 
 Started by `services` by module name; reports READY and its bound addresses
-on `--ready-fd`.
+on `--ready-fd`. A driver's own cluster (`--agent`) has its node agent
+forked from here, with the imports both need loaded once (`_fork_agent`);
+the head's own are imported after.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import select
@@ -14,12 +17,15 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from manta._private.config import Config
-from manta._private.head.head import Head
-from manta._private.head.storage import StorageError, open_storage
 from manta._private.services import read_token, service_arguments
 from manta._private.transport.connection import new_event_loop
+
+if TYPE_CHECKING:
+    from manta._private.head.head import Head
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -36,7 +42,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dashboard-host", default="127.0.0.1")
     # The port was not chosen by the user: if it is taken, any free one will do (Ray moves on too).
     parser.add_argument("--dashboard-port-fallback", action="store_true")
+    # A driver's own cluster: its node agent's command line (JSON, without
+    # --ready-fd), and the pipe it reports READY on.
+    parser.add_argument("--agent", default="")
+    parser.add_argument("--agent-ready-fd", type=int, default=None)
     args = parser.parse_args(argv)
+    agent_pid = _fork_agent(json.loads(args.agent), args.session_dir, args.agent_ready_fd) if args.agent else 0
+    from manta._private.head.head import Head
+    from manta._private.head.storage import StorageError, open_storage
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s head %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("manta.head")
     token = read_token(args.token_file)
@@ -55,12 +69,60 @@ def main(argv: list[str] | None = None) -> None:
     )
     try:
         http = (args.dashboard_host, args.dashboard_port, args.dashboard_port_fallback) if args.dashboard_port >= 0 else None
-        loop.run_until_complete(run_head(head, args.ready_fd, http, os.path.basename(args.session_dir.rstrip("/"))))
+        loop.run_until_complete(run_head(
+            head, args.ready_fd, http, os.path.basename(args.session_dir.rstrip("/")), lambda: _stop(agent_pid),
+        ))
     except StorageError as e:
+        _stop(agent_pid)
         log.error("%s", e)
         sys.exit(1)
     if args.embedded:
-        _remove_session(args.session_dir, head.local_agent[0] if head.local_agent is not None else 0)
+        _remove_session(args.session_dir, agent_pid or (head.local_agent[0] if head.local_agent is not None else 0))
+    if agent_pid:
+        try:
+            os.waitpid(agent_pid, 0)
+        except ChildProcessError:
+            pass
+
+
+def _fork_agent(argv: list[str], session_dir: str, ready_fd: int | None) -> int:
+    """Forks this process into the node agent of `argv`; returns its pid.
+
+    A new interpreter importing what this one already has (asyncio, msgspec,
+    the messages, the transport and its TLS) cost 100 ms of CPU in init(),
+    on 2 cores shared by the driver, head, agent and fork server (-X importtime
+    and /proc/<pid>/stat, BENCHMARKS.md). Before anything of the head's is
+    read: the token, the Redis password (an embedded head has none) or its
+    storage. The agent dies with the head, as it died with its driver when
+    the driver started it.
+    """
+    from manta._private.node import main as agent_main
+    from manta._private.node.forkserver import die_with_parent, run_in_child
+
+    if ready_fd is None:
+        raise SystemExit("--agent needs --agent-ready-fd")
+    log = os.open(os.path.join(session_dir, "logs", "agent.log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    pid = os.fork()
+    if pid == 0:
+        die_with_parent(signal.SIGTERM)
+        argv = [*argv, "--ready-fd", "3"]
+        run_in_child(
+            [0, log, log, ready_fd], [agent_main.__file__, *argv],
+            [sys.executable, "-m", agent_main.__name__, *argv], lambda: agent_main.main(argv),
+        )
+    os.close(log)
+    os.close(ready_fd)
+    return pid
+
+
+def _stop(agent_pid: int) -> None:
+    if agent_pid:
+        try:
+            os.kill(agent_pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
 
 
 def _remove_session(session_dir: str, agent_pid: int, timeout: float = 5.0) -> None:
@@ -90,7 +152,10 @@ def _remove_session(session_dir: str, agent_pid: int, timeout: float = 5.0) -> N
         time.sleep(0.1)
 
 
-async def run_head(head: Head, ready_fd: int | None, http: tuple[str, int, bool] | None, session_name: str) -> None:
+async def run_head(
+    head: Head, ready_fd: int | None, http: tuple[str, int, bool] | None, session_name: str,
+    on_stop: Callable[[], None] = lambda: None,
+) -> None:
     """Runs the head, and its HTTP server (host, port, any port if that one is taken) when
     given, until it is told to stop. Its READY line lists its addresses, then the HTTP
     server's URL (http:// or https://)."""
@@ -110,6 +175,7 @@ async def run_head(head: Head, ready_fd: int | None, http: tuple[str, int, bool]
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, head.stopping.set)
     await head.stopping.wait()
+    on_stop()
     if server is not None:
         await server.stop()
     await head.stop()

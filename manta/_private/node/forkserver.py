@@ -27,7 +27,7 @@ import subprocess
 import sys
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from manta._private.config import OMP_FROM_USER
 from manta._private.protocol import messages as m
@@ -90,34 +90,12 @@ class ForkServer:
             stream.flush()  # nothing buffered here is written twice
         pid = os.fork()
         if pid == 0:
-            code = 1
-            try:
-                os.dup2(in_r, 0)
-                os.dup2(out_w, 1)
-                os.dup2(err, 2)
-                os.dup2(theirs.fileno(), 3)
-                os.closerange(4, os.sysconf("SC_OPEN_MAX"))  # the agent's pipes, its log, its ready pipe
-                os.environ.clear()
-                os.environ.update(env)
-                # Logging as in a new interpreter, so each worker's own
-                # configuration (and its user's basicConfig) takes effect.
-                root = logging.getLogger()
-                for handler in root.handlers[:]:
-                    root.removeHandler(handler)
-                root.setLevel(logging.WARNING)
-                # What a fork server started afresh would have (user code in
-                # its workers may look).
-                sys.argv = [serve.__code__.co_filename, "3"]
-                sys.orig_argv = [sys.executable, "-m", ZYGOTE_MAIN, "3"]
-                retitle(sys.orig_argv)
-                serve(3)
-                code = 0
-            except SystemExit as e:
-                code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
-            except BaseException:
-                traceback.print_exc()
-            finally:
-                os._exit(code)
+            os.environ.clear()
+            os.environ.update(env)
+            run_in_child(
+                [in_r, out_w, err, theirs.fileno()],
+                [serve.__code__.co_filename, "3"], [sys.executable, "-m", ZYGOTE_MAIN, "3"], lambda: serve(3),
+            )
         for fd in (in_r, out_w, err):
             os.close(fd)
         theirs.close()
@@ -158,6 +136,45 @@ class ForkServer:
                 os.close(self._in)
                 self._in = -1
         self._fds.close()
+
+
+def run_in_child(fds: list[int], argv: list[str], orig_argv: list[str], main: Callable[[], None]) -> NoReturn:
+    """In a child just forked, becomes the process `orig_argv` would have
+    started, and runs its `main` there, to the end: `fds` become descriptors
+    0, 1, 2... and every other is closed (the parent's pipes, logs and ready
+    pipe); logging is a new interpreter's, so the new process's own
+    configuration takes effect; `sys.argv` and the command line others see
+    (`ps`, /proc) are its own. Never returns into the parent's code, nor runs
+    the parent's atexit handlers."""
+    code = 1
+    try:
+        # Every source is 3 or more (0-2 are open in every process), so only
+        # descriptor 3, moved last, can be a source overwritten: by then moved.
+        assert len(fds) <= 4
+        for i, fd in enumerate(fds):
+            if fd != i:
+                os.dup2(fd, i)
+        os.closerange(len(fds), os.sysconf("SC_OPEN_MAX"))
+        root = logging.getLogger()
+        for handler in root.handlers[:]:
+            root.removeHandler(handler)
+        root.setLevel(logging.WARNING)
+        sys.argv = argv
+        sys.orig_argv = orig_argv
+        retitle(orig_argv)
+        main()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
 
 
 def worker_env(extra_env: dict[str, str] | None) -> dict[str, str]:
