@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
 from manta._private import ids, services
-from manta._private.auth.credentials import looks_like_person_token, owner_credential
+from manta._private.auth.credentials import looks_like_person_token, owner_credential, parse_token
 from manta._private.config import Config
 from manta._private.private_files import UnsafePath, check_dir, problem
 from manta._private.protocol.identity import Credential
@@ -216,7 +216,7 @@ def token_from_env_or_file(token_file: str | None) -> bytes | None:
             f"{where} holds a person's token (mt1.…): a node joins with the cluster token, "
             f"which `manta start --head` wrote to its session directory"
         )
-    return services.parse_token(text)
+    return parse_token(text)
 
 
 def credential_from_env_or_file(token_file: str | None) -> Credential | None:
@@ -228,7 +228,7 @@ def credential_from_env_or_file(token_file: str | None) -> Credential | None:
     text, _ = given
     if looks_like_person_token(text):
         return Credential(token=text.strip())
-    return owner_credential(services.parse_token(text))
+    return owner_credential(parse_token(text))
 
 
 def _wait_ready(fds: dict[int, str], procs: list, session_dir: str, keep_session: bool = False) -> dict[str, str]:

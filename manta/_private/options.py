@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from manta._private.protocol.checks import quantity_problem
+from manta._private.protocol.quantities import quantity_problem
 
 _NONE = type(None)
 _NUMBER = (int, float, _NONE)

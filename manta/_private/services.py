@@ -26,12 +26,10 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from manta._private.auth.credentials import PHRASE_SALT as PHRASE_SALT
-from manta._private.auth.credentials import parse_token as parse_token
 from manta._private.config import Config
 from manta._private.ids import new_token
 from manta._private.private_files import UnsafePath, private_dir, problem
-from manta._private.protocol.checks import resources_problem
+from manta._private.protocol.quantities import resources_problem
 
 PR_SET_PDEATHSIG = 1
 
@@ -89,6 +87,10 @@ def write_token(session_dir: str, token: bytes) -> str:
 
 
 def read_token(path: str) -> bytes:
+    # Here, not at the top: the driver starts its head before it loads TLS and
+    # the credentials (services is on init()'s way to the spawn).
+    from manta._private.auth.credentials import parse_token
+
     with open(path) as f:
         return parse_token(f.read())
 
@@ -128,7 +130,10 @@ class LocalCluster:
     resources: dict[str, float]
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 10.0) -> None:
+        # The head exits after its agent (which it forked, and waits up to
+        # 5 s for, head/main.py): killed before, it would leave the agent's
+        # cleanup (its workers' cgroups, the session directory) half done.
         deadline = time.monotonic() + timeout
         for p in self.procs:
             if p.poll() is None:

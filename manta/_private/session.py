@@ -16,25 +16,25 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from manta._private import services
-from manta._private.auth.credentials import owner_credential
 from manta._private.config import Config
 from manta._private.ids import new_worker_id
 from manta._private.options import check_namespace
-from manta._private.protocol import messages as m
 from manta._private.protocol.tool_messages import PROGRESS_PREFIX
 from manta._private.runtime import context
-from manta._private.runtime.packaging import PACKAGE_FIELDS, check_runtime_env
 from manta._private.runtime.progress import bars, has_bars, take_progress
 from manta._private.runtime.terminal import safe_line, safe_lines
 from manta._private.version import VERSION
 from manta.exceptions import AuthenticationError
 
 if TYPE_CHECKING:
+    from manta._private.protocol import messages as m
     from manta._private.runtime.core import CoreRuntime
     from manta._private.runtime.interface import Runtime
 
-# The runtime's heavy imports (asyncio, msgspec, cloudpickle) are loaded in
-# init() *after* the cluster processes are spawned, so they overlap.
+# What init() needs before it starts the head is all this module imports at
+# its top (`manta.init` is this module's): the messages, credentials (TLS),
+# packaging and the runtime are loaded after the spawn, while the head starts
+# on the other core. Imported before it, they held the spawn back 50-60 ms.
 
 _lock = threading.RLock()
 
@@ -121,6 +121,8 @@ def init(
         namespace, runtime_env = _submitted_job(namespace, runtime_env)
         env_vars: dict[str, str] = {}
         if runtime_env:
+            from manta._private.runtime.packaging import check_runtime_env
+
             check_runtime_env(runtime_env)
             env_vars.update(runtime_env.get("env_vars") or {})
         code_path = _code_path(job_config)
@@ -161,6 +163,8 @@ def init(
             )
             # While the head loads what it and its agent share (the agent is
             # forked from it after), this process would wait on a free core.
+            from manta._private.auth.credentials import owner_credential
+            from manta._private.protocol import messages as m
             from manta._private.runtime import core  # noqa: F401
 
             cluster = pending.wait_ready()
@@ -171,6 +175,7 @@ def init(
                 credential=owner_credential(cluster.token),
             )
         from manta._private.runtime.core import CoreRuntime
+        from manta._private.runtime.packaging import PACKAGE_FIELDS
         from manta._private.transport.connection import AuthRejected
 
         rt = CoreRuntime(
@@ -209,6 +214,7 @@ def _client_runtime(
     """A driver off the cluster, through the head's client server (client/, docs/client.md)."""
     from manta._private import cluster
     from manta._private.client.runtime import ClientRuntime, client_address, connect_client
+    from manta._private.runtime.packaging import PACKAGE_FIELDS
 
     given = sorted(k for k, v in resources.items() if v is not None)
     if given:
@@ -303,6 +309,7 @@ def _local_runtime(
 ) -> Runtime:
     """local_mode=True: a runtime that runs everything in this process (see _private/local)."""
     from manta._private.local.runtime import LocalModeUnsupported, LocalRuntime
+    from manta._private.runtime.packaging import PACKAGE_FIELDS
 
     if address not in (None, "local"):
         raise ValueError(
@@ -336,6 +343,7 @@ def _job_node(address: str) -> tuple[m.SessionInfo, Any] | None:
 
     from manta._private import cluster
     from manta._private.auth.tls_contexts import TlsContexts, material_of_fd
+    from manta._private.protocol import messages as m
 
     spec = os.environ.get("MANTA_JOB_NODE")
     if not spec:
@@ -370,6 +378,8 @@ def _connect_existing(
 ) -> Any:
     """The session of this machine's node of the cluster at `address` ('auto' for the newest)."""
     from manta._private import cluster
+    from manta._private.auth.credentials import owner_credential
+    from manta._private.protocol import messages as m
 
     given = {k: v for k, v in dict(num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
                                    object_store_memory=object_store_memory).items() if v is not None}

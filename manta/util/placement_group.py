@@ -8,7 +8,7 @@ from typing import Any
 
 from manta._private import ids
 from manta._private.protocol import messages as m
-from manta._private.protocol.checks import resources_problem
+from manta._private.protocol.quantities import resources_problem
 from manta._private.runtime.context import current_task
 from manta._private.runtime.placement_group import PlacementGroup
 from manta._private.scheduling.bundles import STRATEGIES

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from manta._private.services import PHRASE_SALT, parse_token
+from manta._private.auth.credentials import PHRASE_SALT, parse_token
 
 TOKEN = bytes(range(32))
 

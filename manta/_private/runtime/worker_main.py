@@ -17,7 +17,12 @@ from manta._private.runtime.executor import install_streams
 from manta._private.runtime.worker_logs import WorkerLog, install_stack_dumps
 
 
-def worker_main(session: m.SessionInfo, config: Config, worker_id: bytes, tls: TlsContexts | None = None) -> None:
+def worker_main(
+    session: m.SessionInfo, config: Config, worker_id: bytes, tls: TlsContexts | None = None,
+    before_start: Callable[[], None] | None = None,
+) -> None:
+    """A worker's life. `before_start`: what must be done before it connects
+    and may take a task (its fork server's cgroup join, run meanwhile)."""
     logging.basicConfig(
         level=logging.WARNING, stream=sys.stderr, format=f"worker {worker_id.hex()[:8]} %(levelname)s %(name)s: %(message)s"
     )
@@ -28,6 +33,8 @@ def worker_main(session: m.SessionInfo, config: Config, worker_id: bytes, tls: T
     signal.signal(signal.SIGINT, executor.on_sigint)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     install_stack_dumps(session.session_dir, worker_id)
+    if before_start is not None:
+        before_start()
     rt.start()
     loop = rt.loop
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from manta._private.protocol.checks import quantity_problem
+from manta._private.protocol.quantities import quantity_problem
 
 UNIT = 10_000
 ResourceSet = dict[str, int]
