@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from typing import Any
-
-_log = logging.getLogger(__name__)
 
 
 class RayError(Exception):
@@ -114,8 +111,11 @@ class RayTaskError(RayError):
             return err
         except Exception:
             # A class that refuses subclasses (a "final" one): raised as a
-            # RayTaskError only, as Ray does, and said so.
-            _log.warning(
+            # RayTaskError only, as Ray does, and said so. (logging is imported
+            # here: this module is on init()'s way to starting the head.)
+            import logging
+
+            logging.getLogger(__name__).warning(
                 "User exception type %s in RayTaskError can't be subclassed! This exception is raised as "
                 "RayTaskError only. You can use `ray_task_error.cause` to access the user exception. "
                 "Failure in subclassing: %s", cause_cls, sys.exc_info()[1],

@@ -12,7 +12,6 @@ so this library never imports the services it starts.
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import json
 import os
@@ -25,11 +24,15 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from manta._private.config import Config
 from manta._private.ids import new_token
 from manta._private.private_files import UnsafePath, private_dir, problem
 from manta._private.protocol.quantities import resources_problem
+
+if TYPE_CHECKING:
+    import argparse
 
 PR_SET_PDEATHSIG = 1
 
@@ -159,6 +162,7 @@ def _die_with_parent() -> None:
 
 def service_arguments(prog: str) -> argparse.ArgumentParser:
     """The command line every service main takes; each adds its own options."""
+    import argparse  # here: a driver, which imports this module to start services, parses no arguments
     parser = argparse.ArgumentParser(prog=prog)
     parser.add_argument("--session-dir", required=True)
     parser.add_argument("--token-file", required=True)
