@@ -76,13 +76,31 @@ def main(argv: list[str] | None = None) -> None:
         _stop(agent_pid)
         log.error("%s", e)
         sys.exit(1)
-    if args.embedded:
-        _remove_session(args.session_dir, agent_pid or (head.local_agent[0] if head.local_agent is not None else 0))
     if agent_pid:
+        _end_agent(agent_pid)
+    if args.embedded:
+        # A forked agent is reaped already (its pid may be another's by now).
+        _remove_session(args.session_dir, 0 if agent_pid else head.local_agent[0] if head.local_agent is not None else 0)
+
+
+def _end_agent(pid: int, grace: float = 5.0) -> None:
+    """Reaps the agent this head forked, told to stop (`_stop`): killed if it
+    has not ended within `grace`, so a hung agent is not left behind (an
+    orphan, with its fork server and workers) once the head is gone."""
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
         try:
-            os.waitpid(agent_pid, 0)
+            done, _ = os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
-            pass
+            return
+        if done:
+            return
+        time.sleep(0.02)
+    try:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass
 
 
 def _fork_agent(argv: list[str], session_dir: str, ready_fd: int | None) -> int:
@@ -104,9 +122,13 @@ def _fork_agent(argv: list[str], session_dir: str, ready_fd: int | None) -> int:
     log = os.open(os.path.join(session_dir, "logs", "agent.log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:
         die_with_parent(signal.SIGTERM)
+        if os.getppid() != parent:  # the head died before the signal was set
+            os._exit(0)
+        os.setsid()  # its own session, as when the driver started it (start_new_session)
         argv = [*argv, "--ready-fd", "3"]
         run_in_child(
             [0, log, log, ready_fd], [agent_main.__file__, *argv],

@@ -26,6 +26,7 @@ import socket
 import subprocess
 import sys
 import traceback
+import types
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -162,6 +163,12 @@ def run_in_child(fds: list[int], argv: list[str], orig_argv: list[str], main: Ca
         sys.argv = argv
         sys.orig_argv = orig_argv
         retitle(orig_argv)
+        # `__main__` as `python -m <module>` would have it, not the parent's
+        # main module (user code in workers may import __main__).
+        main_module = types.ModuleType("__main__")
+        main_module.__file__ = argv[0]
+        main_module.__builtins__ = __builtins__  # type: ignore[attr-defined]
+        sys.modules["__main__"] = main_module
         main()
         code = 0
     except SystemExit as e:

@@ -120,13 +120,29 @@ def _join_cgroups(req: m.ForkWorker) -> None:
               f"limits: {e}", file=sys.stderr)
 
 
-def _joining(req: m.ForkWorker) -> threading.Thread | None:
-    """The worker's cgroups being joined on a thread (None: there are none)."""
+def _joining(req: m.ForkWorker) -> Callable[[], None] | None:
+    """The worker's cgroups being joined on a thread (None: there are none);
+    the function returned waits for that, and raises what the join raised
+    beyond the OSError it reports (as a join in line would end the worker)."""
     if not req.cgroups:
         return None
-    thread = threading.Thread(target=_join_cgroups, args=(req,), name="manta-cgroups", daemon=True)
+    failed: list[BaseException] = []
+
+    def join() -> None:
+        try:
+            _join_cgroups(req)
+        except BaseException as e:  # noqa: BLE001 - raised again in the worker's main thread
+            failed.append(e)
+
+    thread = threading.Thread(target=join, name="manta-cgroups", daemon=True)
     thread.start()
-    return thread
+
+    def wait() -> None:
+        thread.join()
+        if failed:
+            raise failed[0]
+
+    return wait
 
 
 def _fork_worker(config: m.ForkConfig, req: m.ForkWorker, out: int, worker_main: WorkerMain) -> None:
@@ -172,7 +188,7 @@ def _fork_worker(config: m.ForkConfig, req: m.ForkWorker, out: int, worker_main:
         code = 0
         try:
             session = msgspec.structs.replace(config.session, credential=req.credential)
-            worker_main(session, config.config, req.worker_id, tls, joining.join if joining is not None else None)
+            worker_main(session, config.config, req.worker_id, tls, joining)
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
         except BaseException:
