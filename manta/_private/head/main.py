@@ -79,28 +79,27 @@ def main(argv: list[str] | None = None) -> None:
     if agent_pid:
         _end_agent(agent_pid)
     if args.embedded:
-        # A forked agent is reaped already (its pid may be another's by now).
-        _remove_session(args.session_dir, 0 if agent_pid else head.local_agent[0] if head.local_agent is not None else 0)
+        _remove_session(args.session_dir)
 
 
 def _end_agent(pid: int, grace: float = 5.0) -> None:
     """Reaps the agent this head forked, told to stop (`_stop`): killed if it
     has not ended within `grace`, so a hung agent is not left behind (an
     orphan, with its fork server and workers) once the head is gone."""
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        try:
-            done, _ = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if done:
-            return
-        time.sleep(0.02)
     try:
-        os.kill(pid, signal.SIGKILL)
+        fd = os.pidfd_open(pid)
+    except OSError:  # reaped already
+        return
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)  # readable once the process has exited
+        if not poller.poll(grace * 1000):
+            os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
     except (ProcessLookupError, ChildProcessError):
         pass
+    finally:
+        os.close(fd)
 
 
 def _fork_agent(argv: list[str], session_dir: str, ready_fd: int | None) -> int:
@@ -147,26 +146,12 @@ def _stop(agent_pid: int) -> None:
             pass
 
 
-def _remove_session(session_dir: str, agent_pid: int, timeout: float = 5.0) -> None:
-    """Removes an embedded cluster's session directory once its agent is gone.
-
-    When the driver dies, the head and the agent get their SIGTERM together, and
-    the agent may still make files in the directory (a new worker's log, the
-    spill directory) while the head removes it. A file made in the middle of
-    rmtree leaves its directory behind, and the session with it (seen in CI), so
-    the head waits for the agent first, and removes again what raced it."""
-    if agent_pid > 0:
-        try:
-            fd = os.pidfd_open(agent_pid)
-        except OSError:  # gone already
-            fd = -1
-        if fd >= 0:
-            try:
-                poller = select.poll()
-                poller.register(fd, select.POLLIN)  # readable once the process has exited
-                poller.poll(timeout * 1000)
-            finally:
-                os.close(fd)
+def _remove_session(session_dir: str) -> None:
+    """Removes an embedded cluster's session directory, once its agent is gone
+    (`_end_agent`): an agent still running may make files in it (a new
+    worker's log, the spill directory), and a file made in the middle of
+    rmtree leaves its directory behind, and the session with it (seen in CI).
+    What raced it anyway is removed again."""
     for _ in range(3):
         shutil.rmtree(session_dir, ignore_errors=True)
         if not os.path.exists(session_dir):

@@ -38,7 +38,6 @@ def main(argv: list[str] | None = None) -> None:
 
     fork_server = ForkServer.forked(os.path.join(args.session_dir, "logs", "workers.log"), zygote.main)
 
-
     from manta._private.config import Config
     from manta._private.ids import new_node_id
     from manta._private.node.agent import NodeAgent, run_agent
