@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
-from manta._private import ids, services
+from manta._private import cmdline, ids, services
 from manta._private.auth.credentials import looks_like_person_token, owner_credential, parse_token
 from manta._private.config import Config
 from manta._private.private_files import UnsafePath, check_dir, problem
@@ -432,20 +432,7 @@ def hide_from_argv(secret: str) -> bool:
     needle = secret.encode()
     if not needle:
         return False
-    try:
-        with open("/proc/self/stat", "rb") as f:
-            fields = f.read().rpartition(b")")[2].split()
-        # arg_start and arg_end are the stat fields 48 and 49; `fields` starts at field 3.
-        start, end = int(fields[45]), int(fields[46])
-        with open("/proc/self/mem", "r+b", buffering=0) as mem:
-            mem.seek(start)
-            args = mem.read(end - start)
-            if needle in args:
-                mem.seek(start)
-                mem.write(args.replace(needle, b"*" * len(needle)))
-        return True
-    except (OSError, ValueError, IndexError):
-        return False
+    return cmdline.rewrite(lambda args: args.replace(needle, b"*" * len(needle)))
 
 
 def _dead_head(address: str) -> NodeRecord | None:

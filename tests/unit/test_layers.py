@@ -19,7 +19,8 @@ not count (they never run); imports inside functions do.
     auth        auth/ (credentials, handshake, policy, quotas) protocol
     scheduling                                                protocol
     objectstore, protocol                                     base only
-    base        exceptions, ids, config, clock, private_files each other
+    base        exceptions, ids, config, clock, private_files, each other
+                cmdline
 
 Process entry points (the `main` modules) may import anything, and no
 library module imports them: they are started by module name (the fork
@@ -36,7 +37,7 @@ from collections.abc import Iterator
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..", "manta")
 
 BASE = {"manta._private", "manta.exceptions", "manta._private.ids", "manta._private.config", "manta._private.clock",
-        "manta._private.version", "manta._private.private_files"}
+        "manta._private.version", "manta._private.private_files", "manta._private.cmdline"}
 ENTRY_POINTS = {
     "manta._private.head.main",
     "manta._private.node.main",

@@ -30,6 +30,7 @@ import types
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+from manta._private import cmdline
 from manta._private.config import OMP_FROM_USER
 from manta._private.protocol import messages as m
 from manta._private.protocol.framing import encode_frame
@@ -204,19 +205,8 @@ def retitle(argv: list[str]) -> None:
     (a forked fork server's is otherwise its agent's, which tools would take
     for the agent). It writes over the original arguments, so `argv` must be
     no longer; the rest is blanked. Left as it was where that cannot be done."""
-    try:
-        with open("/proc/self/stat", "rb") as f:
-            fields = f.read().rpartition(b")")[2].split()
-        # arg_start and arg_end are the stat fields 48 and 49; `fields` starts at field 3.
-        start, end = int(fields[45]), int(fields[46])
-        title = b"\0".join(os.fsencode(a) for a in argv) + b"\0"
-        if len(title) > end - start:
-            return
-        with open("/proc/self/mem", "r+b", buffering=0) as mem:
-            mem.seek(start)
-            mem.write(title + b"\0" * (end - start - len(title)))
-    except (OSError, ValueError, IndexError):
-        pass
+    title = b"\0".join(os.fsencode(a) for a in argv) + b"\0"
+    cmdline.rewrite(lambda args: title.ljust(len(args), b"\0") if len(title) <= len(args) else args)
 
 
 def die_with_parent(sig: int = signal.SIGKILL) -> None:
