@@ -271,3 +271,118 @@ def test_a_request_past_the_nodes_quota_is_dropped_while_others_are_out_and_fail
     assert client.lease_failed(req.shape, lc.LOCAL, err, lost=False) == []
     assert req.shape.requests == 1 and list(req.shape.queue) == [a, b]
     assert client.lease_failed(req.shape, lc.LOCAL, err, lost=False) == [lc.Fail(a, err), lc.Fail(b, err)]
+
+
+# -- pipelining ---------------------------------------------------------------
+
+
+def _short_burst(client, clock, n, retries=3):
+    """One task run in `clock` time 1 ms, then `n` more queued behind a second."""
+    first = make_task(retries=retries)
+    lease = leased(client, first)
+    queued = [make_task(retries=retries) for _ in range(n)]
+    for t in queued:
+        client.submit(t)
+    clock.advance(0.001)
+    return lease, first, queued
+
+
+def test_a_lease_of_a_short_shape_takes_tasks_up_to_the_depth(client, clock):
+    lease, first, queued = _short_burst(client, clock, 6)
+    cmds = client.task_replied(lease, first, done(first))
+    pushed = [c.task for c in cmds if type(c) is lc.PushTask]
+    # The next task runs at once; three more wait on the worker behind it.
+    assert pushed == queued[:lc.PIPELINE_DEPTH] and lease.tasks == queued[:lc.PIPELINE_DEPTH]
+    assert lc.WakeAt(clock.now + lc.RECALL_S) in cmds
+    assert list(first.shape.queue) == queued[lc.PIPELINE_DEPTH:]
+    # Answers come in order; each frees a place that the queue fills.
+    nxt = queued[0]
+    cmds = client.task_replied(lease, nxt, done(nxt))
+    assert [c.task for c in cmds if type(c) is lc.PushTask] == [queued[lc.PIPELINE_DEPTH]]
+
+
+def test_a_long_task_stops_pipelining_and_many_short_ones_bring_it_back(client, clock):
+    lease, first, queued = _short_burst(client, clock, 60)
+    client.task_replied(lease, first, done(first))
+    head = lease.tasks[0]
+    clock.advance(0.05)  # 50 ms: far past PIPELINE_S
+    cmds = client.task_replied(lease, head, done(head))
+    assert [c for c in cmds if type(c) is lc.PushTask] == [] and len(lease.tasks) == lc.PIPELINE_DEPTH - 1
+    assert first.shape.run_s == pytest.approx(0.05)
+    while len(lease.tasks) > 1:  # the short ones left: no new ones pushed while the estimate falls
+        clock.advance(0.0001)
+        t = lease.tasks[0]
+        client.task_replied(lease, t, done(t))
+    assert first.shape.run_s > lc.PIPELINE_S
+    for _ in range(40):
+        clock.advance(0.0001)
+        t = lease.tasks[0]
+        client.task_replied(lease, t, done(t))
+        if len(lease.tasks) > 1:
+            break
+    assert len(lease.tasks) > 1 and first.shape.run_s <= lc.PIPELINE_S
+
+
+def test_tasks_without_retries_and_generators_are_not_pipelined(client, clock):
+    lease, first, queued = _short_burst(client, clock, 3, retries=0)
+    client.task_replied(lease, first, done(first))
+    assert lease.tasks == queued[:1]  # the shape may not be run again: one at a time
+    other = make_task(retries=3)
+    gen = make_task(retries=3)
+    gen.spec = m.TaskSpec(**{**{f: getattr(gen.spec, f) for f in gen.spec.__struct_fields__}, "num_returns": -1})
+    lease2, first2, _ = _short_burst(client, clock, 0)
+    for t in (other, gen, make_task(retries=3)):
+        client.submit(t)
+    client.task_replied(lease2, first2, done(first2))
+    assert lease2.tasks == [other]  # stops at the generator, which keeps its place
+    assert list(first2.shape.queue)[0] is gen
+
+
+def test_a_task_behind_a_stalled_one_is_asked_back_and_goes_to_another_lease(client, clock, validate_tables):
+    lease, first, queued = _short_burst(client, clock, 3)
+    client.task_replied(lease, first, done(first))
+    head, behind = lease.tasks[0], lease.tasks[1:]
+    clock.advance(lc.RECALL_S / 2)
+    assert [c for c in client.tick() if type(c) is lc.Recall] == []
+    clock.advance(lc.RECALL_S / 2)
+    recalls = [c for c in client.tick() if type(c) is lc.Recall]
+    assert recalls == [lc.Recall(lease, t) for t in behind]
+    assert [c for c in client.tick() if type(c) is lc.Recall] == []  # asked once
+    # The worker gives the last one back: it queues first, for the next lease
+    # (the burst's requests for more are still out).
+    last = behind[-1]
+    cmds = client.task_replied(lease, last, m.TaskDone(task_id=last.task_id, returns=[], recalled=True))
+    assert cmds == [] and first.shape.requests > 0
+    assert list(first.shape.queue) == [last] and last.lease is None and last.spec.attempt == 0
+    assert not last.recalled and last.retries_left == 3
+    (connect,) = client.lease_granted(first.shape, lc.LOCAL, grant(2))
+    assert connect == lc.ConnectWorker(connect.lease)
+    assert client.worker_connected(connect.lease) == [lc.PushTask(connect.lease, last)]
+    # One had started before its recall came: it answers as usual, in order.
+    client.task_replied(lease, head, done(head))
+    cmds = client.task_replied(lease, behind[0], done(behind[0]))
+    assert lc.Finish(behind[0], done(behind[0])) in cmds
+
+
+def test_a_recalled_task_that_was_cancelled_meanwhile_fails_as_cancelled(client, clock):
+    lease, first, queued = _short_burst(client, clock, 2)
+    client.task_replied(lease, first, done(first))
+    behind = lease.tasks[1]
+    behind.cancelled = True
+    client.cancel(behind, force=False, recursive=False)
+    (fail, *_) = client.task_replied(lease, behind, m.TaskDone(task_id=behind.task_id, returns=[], recalled=True))
+    assert fail == lc.Fail(behind, fail.error) and isinstance(fail.error, exc.TaskCancelledError)
+
+
+def test_a_dead_worker_returns_its_lease_once_and_every_task_on_it_runs_again(client, clock, validate_tables):
+    lease, first, queued = _short_burst(client, clock, 3)
+    client.task_replied(lease, first, done(first))
+    on_it = list(lease.tasks)
+    assert len(on_it) == 3
+    out = []
+    for t in on_it:
+        out += client.worker_lost(lease, t, ConnectionError("eof"), node_died=False)
+    assert out.count(lc.ReturnLease(lease, kill=True)) == 1
+    assert [t.spec.attempt for t in on_it] == [1, 1, 1] and not lease.tasks
+    assert set(first.shape.queue) == set(on_it)
+    assert lease not in first.shape.busy

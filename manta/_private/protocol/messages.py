@@ -225,9 +225,8 @@ class ActorSpec(Record, frozen=True):
     qualname: str = ""
     # Only nodes whose labels match (Ray's label_selector) may hold it.
     label_selector: dict[str, str] = {}
-    # Its calls may run in any order (async and threaded actors, or
-    # allow_out_of_order_execution): a call need not wait behind one whose
-    # arguments are not ready.
+    # Its calls may run in any order (async and threaded actors, or allow_out_of_order_execution):
+    # a call need not wait behind one whose arguments are not ready.
     out_of_order: bool = False
     # What must be free where it is placed, beyond creation.resources, but
     # is not held: Ray places an actor where 1 CPU is free unless it says,
@@ -823,12 +822,11 @@ class TaskDone(Msg, frozen=True):
     returns: list[ReturnObject]
     # Serialized exception when the task (or actor constructor) raised.
     error: bytes | None = None
-    # Refs this worker still borrows after the task (registered with owners).
-    borrowed: list[bytes] = []
-    # The error as text, for the head: a failed actor constructor's cause,
-    # which the head reports without unpickling anything a worker sent.
+    # The error as text, for the head (a failed actor constructor's cause): it never unpickles a worker's.
     error_text: str = ""
     rid: int = 0
+    # Given back unrun, as its owner asked (CancelTask.recall).
+    recalled: bool = False
 
 
 class GeneratorItem(Msg, frozen=True):
@@ -852,6 +850,8 @@ class CancelTask(Msg, frozen=True):
     force: bool
     # Cancel the tasks it submitted too (Ray's `cancel(recursive=True)`).
     recursive: bool = False
+    # Only give it back, unrun, if it waits behind another (leasing: pipelining).
+    recall: bool = False
 
 
 # --- borrower <-> owner ----------------------------------------------------

@@ -98,12 +98,19 @@ class Executor:
         self.flows: dict[bytes, Flow] = {}
         # The runtime_env packages (working_dir, py_modules) this worker runs with.
         self.packages: tuple[str, str] = ("", "")
+        # Plain tasks sent here and not yet started, by id: one that waits
+        # behind another may be asked back by its owner (leasing: pipelining).
+        self.waiting: dict[bytes, tuple[Connection, m.PushTask]] = {}
 
     # -- dispatch (I/O thread) --------------------------------------------
 
     def on_push(self, conn: Connection, msg: m.PushTask) -> None:
         spec = msg.spec
-        if spec.actor_creation or spec.actor_id is None:
+        if spec.actor_id is None:
+            self.waiting[spec.task_id] = (conn, msg)
+            self.queue.put((conn, msg))
+            return
+        if spec.actor_creation:
             self.queue.put((conn, msg))
             return
         if self.lanes is not None and (spec.concurrency_group or self.lanes.by_method):
@@ -127,9 +134,25 @@ class Executor:
         else:
             self.queue.put((conn, msg))
 
+    def recall(self, conn: Connection, task_id: bytes) -> None:
+        """I/O thread: the owner (on `conn`, which sent it) asks for a task
+        back if it has not started; it answers at once, as given back unrun.
+        The task's own turn then passes (`execute`): whichever thread takes
+        it out of `waiting` first has it."""
+        item = self.waiting.get(task_id)
+        if item is None or item[0] is not conn or self.waiting.pop(task_id, None) is None:
+            return  # started (or done, or never here): it runs, and answers as usual
+        conn.reply(item[1], m.TaskDone(task_id=task_id, returns=[], recalled=True))
+
     def cancel(self, task_id: bytes, force: bool, recursive: bool) -> None:
         """I/O thread: the owner cancels a task sent here (and, if `recursive`,
         the tasks it submitted)."""
+        item = self.waiting.pop(task_id, None)
+        if item is not None:
+            # Waiting behind another task (pipelined): cancelled now, not
+            # when its turn comes; it started nothing to cancel recursively.
+            item[0].reply(item[1], _cancelled(item[1].spec))
+            return
         if recursive:
             self.rt.tasks.cancel_children(task_id, force)
         ctx = self.running.get(task_id)
@@ -225,6 +248,8 @@ class Executor:
 
     def execute(self, conn: Connection, msg: m.PushTask) -> None:
         spec = msg.spec
+        if spec.actor_id is None and self.waiting.pop(spec.task_id, None) is None:
+            return  # given back to its owner unrun (recall)
         self._adopt_job(spec)
         ctx = self._context(spec, conn)
         token = current_task.set(ctx)

@@ -16,7 +16,10 @@ out and reports back what happened as events (its method calls):
     cancel, node_died, tick          the user, the head, the clock
 
 Idle leases go back to their agent after `idle_s`, or the moment another
-shape wants resources they hold. A task whose worker died is run again
+shape wants resources they hold. A shape whose tasks have lately been short
+is pipelined: each busy lease holds up to `depth` of its tasks, which its
+worker runs in order, and a task that waits behind one that has run for
+`recall_s` is asked back unrun for another lease to take. A task whose worker died is run again
 while it has retries; its last failure says why it died (the memory
 monitor's verdict may trail the broken connection by `verdict_s`).
 
@@ -51,6 +54,18 @@ VERDICT_S = 0.1
 KILL_NOTE_S = 1.0
 # Timers fire up to a millisecond early on a coarse loop clock (uvloop).
 SLACK_S = 1e-3
+# Pipelining. Without it a worker waits, after each answer, for the owner to
+# read it and push the next task: a round trip through two I/O threads per
+# task. With four tasks of a shape on each lease, a burst of 1,000 trivial
+# tasks on two workers ran 7,600 tasks/s against 4,800 (one run, 2 vCPUs),
+# and the workers' CPU per task fell from 142 to 80 us (fewer wake-ups).
+# Only shapes whose tasks lately took at most PIPELINE_S are pipelined, so a
+# task waits behind short ones; one that waits behind a task running past
+# RECALL_S is taken back, unrun, as Ray (which does not pipeline) would have
+# given it to the next lease free.
+PIPELINE_DEPTH = 4
+PIPELINE_S = 0.002
+RECALL_S = 0.01
 
 
 @dataclass(eq=False, slots=True)
@@ -66,6 +81,11 @@ class Shape:
     idle: list[Lease] = field(default_factory=list)
     busy: set[Lease] = field(default_factory=set)
     requests: int = 0
+    # How long its tasks took lately, answer to answer (-1: none yet): rises
+    # at once with a long one, falls slowly (`_ran`).
+    run_s: float = -1.0
+    # Tasks pushed behind another on their lease (pipelined), over all its leases.
+    piped: int = 0
 
 
 @dataclass(eq=False, slots=True)
@@ -77,14 +97,20 @@ class Lease:
     agent: str  # the agent that granted it: LOCAL or its address
     gpu_ids: list[int]
     shape: Shape
-    task: Task | None = None
+    # What its worker was sent, in order: the first runs, the rest wait there.
+    tasks: list[Task] = field(default_factory=list)
+    # When the first of `tasks` started, as the owner sees it: its push, or
+    # the answer to the task before it.
+    since: float = 0.0
     idle_since: float = 0.0
     # No task has run on it yet (the story says where it was granted).
     fresh: bool = True
     # The shell's way to the worker (its connection), opaque here.
     channel: Any = None
-    # Its agent asked for it back (others wait): returned after its task.
+    # Its agent asked for it back (others wait): returned after its tasks.
     reclaimed: bool = False
+    # Its worker died: returned, and its tasks are being accounted for.
+    dead: bool = False
 
 
 # -- commands ----------------------------------------------------------------
@@ -121,6 +147,13 @@ class ReturnLease(_Command, frozen=True):
     kill: bool = False
 
 
+class Recall(_Command, frozen=True):
+    """Ask the worker of `lease` to give `task` back if it has not started."""
+
+    lease: Lease
+    task: Task
+
+
 class CancelRunning(_Command, frozen=True):
     lease: Lease
     task: Task
@@ -153,7 +186,9 @@ class WakeAt(_Command, frozen=True):
     when: float
 
 
-Command = RequestLease | ConnectWorker | PushTask | ReturnLease | CancelRunning | Finish | Fail | NewShape | WakeAt
+Command = (
+    RequestLease | ConnectWorker | PushTask | ReturnLease | Recall | CancelRunning | Finish | Fail | NewShape | WakeAt
+)
 
 
 def shape_key(task: Task) -> Hashable:
@@ -188,6 +223,9 @@ class LeaseClient:
         max_requests: int = MAX_REQUESTS,
         verdict_s: float = VERDICT_S,
         kill_note_s: float = KILL_NOTE_S,
+        depth: int = PIPELINE_DEPTH,
+        pipeline_s: float = PIPELINE_S,
+        recall_s: float = RECALL_S,
     ) -> None:
         self.clock = clock
         self.log = log
@@ -197,6 +235,9 @@ class LeaseClient:
         self.max_requests = max_requests
         self.verdict_s = verdict_s
         self.kill_note_s = kill_note_s
+        self.depth = depth
+        self.pipeline_s = pipeline_s
+        self.recall_s = recall_s
         self.shapes: dict[Hashable, Shape] = {}
         self.dead_nodes: set[bytes] = set()
         # The memory monitor's reasons, by (agent, lease id), until they expire.
@@ -287,6 +328,20 @@ class LeaseClient:
         out: list[Command] = []
         sid = self.log.stimulus()
         shape = lease.shape
+        if reply.recalled:
+            # Given back unrun (`Recall`): first in line again, no attempt spent.
+            now = self._release(lease, task, out)
+            if task.cancelled:
+                self._cancelled(task, out, sid)
+            else:
+                shape.queue.appendleft(task)
+                # Not back onto this lease: it was asked back for running long.
+                self._pump(shape, out, sid)
+            if not lease.tasks:
+                self._wake_at(now + self.idle_s, out)
+            return out
+        if lease.tasks and lease.tasks[0] is task:
+            self._ran(shape, self.clock() - lease.since)
         now = self._release(lease, task, out)
         if reply.error is None:
             self.log.append(Rec(task.task_id, story.FINISHED, sid, now))
@@ -298,7 +353,7 @@ class LeaseClient:
         else:
             self.log.record(task.task_id, story.FAILED, sid, "it raised")
             out.append(Finish(task, reply))
-        self._next(shape, out, sid, now)
+        self._next(lease, out, sid, now)
         return out
 
     def push_refused(self, lease: Lease, task: Task, error: BaseException) -> list[Command]:
@@ -309,27 +364,54 @@ class LeaseClient:
         sid = self.log.stimulus()
         now = self._release(lease, task, out)
         self._fail(task, error, out, sid)
-        self._next(lease.shape, out, sid, now)
+        self._next(lease, out, sid, now)
         return out
 
     def _release(self, lease: Lease, task: Task, out: list[Command]) -> float:
-        """The lease's task is over: the lease is idle (or returned, if
-        reclaimed) from now, which is returned."""
+        """One of the lease's tasks is over: the next one runs from now (which
+        is returned), or the lease is idle (or returned, if reclaimed)."""
         shape = lease.shape
-        lease.task = None
-        task.lease = None
+        now = self.clock()
+        if self._take(lease, task):
+            lease.since = now
+        if lease.tasks:
+            return now
         shape.busy.discard(lease)
-        lease.idle_since = now = self.clock()
+        lease.idle_since = now
         if lease.reclaimed:
             out.append(ReturnLease(lease))
         else:
             shape.idle.append(lease)
         return now
 
-    def _next(self, shape: Shape, out: list[Command], sid: int, now: float) -> None:
-        """A lease of `shape` came free: the next queued task, or a wake-up to return idle leases."""
+    def _take(self, lease: Lease, task: Task) -> bool:
+        """Takes `task` off `lease`; whether it was the one running."""
+        tasks = lease.tasks
+        first = bool(tasks) and tasks[0] is task
+        if len(tasks) > 1:
+            lease.shape.piped -= 1
+        if first:
+            del tasks[0]
+        else:
+            tasks.remove(task)
+        task.lease = None
+        task.recalled = False
+        return first
+
+    def _ran(self, shape: Shape, took: float) -> None:
+        """A task of `shape` took `took`: one long task stops pipelining at
+        once; many short ones bring it back."""
+        run = shape.run_s
+        shape.run_s = took if took > run else run + (took - run) / 8
+
+    def _next(self, lease: Lease, out: list[Command], sid: int, now: float) -> None:
+        """A task of `lease` ended: the next queued tasks (up to the depth, on
+        this lease), or a wake-up to return idle leases."""
+        shape = lease.shape
         if shape.queue:
             self._pump(shape, out, sid)
+            if shape.queue and lease.tasks:
+                self._fill(lease, out, sid, now)
         else:
             wake = self._wake
             if wake is None or now + self.idle_s < wake:
@@ -337,12 +419,17 @@ class LeaseClient:
 
     def worker_lost(self, lease: Lease, task: Task, error: BaseException, node_died: bool) -> list[Command]:
         """The worker died (or its connection broke) while running `task`."""
-        out: list[Command] = [ReturnLease(lease, kill=True)]
+        out: list[Command] = []
+        if not lease.dead:  # once, whichever of its tasks tells first
+            lease.dead = True
+            out.append(ReturnLease(lease, kill=True))
         sid = self.log.stimulus()
         shape = lease.shape
-        lease.task = None
-        task.lease = None
-        shape.busy.discard(lease)
+        self._take(lease, task)
+        if not lease.tasks:
+            shape.busy.discard(lease)
+        # A task that waited behind another is run again too, one attempt
+        # spent: the owner cannot tell whether it had started.
         if task.cancelled:
             self._cancelled(task, out, sid)
         elif task.retries_left != 0:
@@ -424,6 +511,7 @@ class LeaseClient:
         for key, (_, expires) in list(self.kill_notes.items()):
             if expires <= now:
                 del self.kill_notes[key]
+        recall_at = [self._recall_stalled(shape, out, now) for shape in self.shapes.values() if shape.piped]
         for shape in self.shapes.values():
             if shape.idle and not shape.queue:
                 keep = []
@@ -436,7 +524,8 @@ class LeaseClient:
         wake = min(
             [lost.deadline for lost in self.lost.values()]
             + [expires for _, expires in self.kill_notes.values()]
-            + [lease.idle_since + self.idle_s for s in self.shapes.values() for lease in s.idle],
+            + [lease.idle_since + self.idle_s for s in self.shapes.values() for lease in s.idle]
+            + [when for when in recall_at if when is not None],
             default=None,
         )
         if wake is not None:
@@ -451,10 +540,11 @@ class LeaseClient:
             assert not (set(shape.idle) & shape.busy), "a lease both idle and busy"
             assert not (shape.queue and shape.idle), "queued tasks next to an idle lease"
             for lease in shape.busy:
-                assert lease.task is not None and lease.task.lease is lease, lease
+                assert lease.tasks and all(t.lease is lease for t in lease.tasks), lease
                 assert lease.shape is shape
+            assert shape.piped == sum(len(lease.tasks) - 1 for lease in shape.busy), shape
             for lease in shape.idle:
-                assert lease.task is None, lease
+                assert not lease.tasks, lease
             for task in shape.queue:
                 assert task.lease is None and not task.done and task.resolved, task
         for lost in self.lost.values():
@@ -471,20 +561,71 @@ class LeaseClient:
                 self._cancelled(task, out, sid)
                 idle.append(lease)
                 continue
-            lease.task = task
-            task.lease = lease
-            shape.busy.add(lease)
-            if lease.fresh:
-                lease.fresh = False
-                self.log.record(task.task_id, story.GRANTED, sid, ("node", lease.node_id, "lease", lease.lease_id))
-            self.log.append(Rec(task.task_id, story.PUSHED, sid, self.clock(), lease.worker_id))
-            out.append(PushTask(lease, task))
+            self._assign(lease, task, out, sid)
         want = min(len(queue), self.max_requests) - shape.requests
         if want > 0:
             self._make_room(shape, out)
             for _ in range(want):
                 shape.requests += 1
                 out.append(RequestLease(shape, LOCAL, False, LOCAL))
+
+    def _assign(self, lease: Lease, task: Task, out: list[Command], sid: int) -> None:
+        now = self.clock()
+        shape = lease.shape
+        if lease.tasks:
+            shape.piped += 1
+        else:
+            lease.since = now
+            shape.busy.add(lease)
+        lease.tasks.append(task)
+        task.lease = lease
+        if lease.fresh:
+            lease.fresh = False
+            self.log.record(task.task_id, story.GRANTED, sid, ("node", lease.node_id, "lease", lease.lease_id))
+        self.log.append(Rec(task.task_id, story.PUSHED, sid, now, lease.worker_id))
+        out.append(PushTask(lease, task))
+
+    def _fill(self, lease: Lease, out: list[Command], sid: int, now: float) -> None:
+        """Pipelines queued tasks onto `lease`, busy, up to the depth: if its
+        shape's tasks are short and may be run again (a task behind one whose
+        worker dies is), and are not generators (whose items stream while
+        they run, however long)."""
+        shape = lease.shape
+        run = shape.run_s
+        if not (0 <= run <= self.pipeline_s and shape.retriable) or lease.reclaimed or lease.dead:
+            return
+        queue = shape.queue
+        added = False
+        while queue and len(lease.tasks) < self.depth:
+            task = queue[0]
+            if task.cancelled:
+                queue.popleft()
+                self._cancelled(task, out, sid)
+                continue
+            if task.retries_left == 0 or task.spec.num_returns < 0:
+                break
+            queue.popleft()
+            self._assign(lease, task, out, sid)
+            added = True
+        if added:
+            self._wake_at(lease.since + self.recall_s, out)
+
+    def _recall_stalled(self, shape: Shape, out: list[Command], now: float) -> float | None:
+        """Asks back the tasks waiting behind one that has run for recall_s;
+        returns when the next such wait would pass it, if any waits."""
+        soonest = None
+        for lease in shape.busy:
+            if len(lease.tasks) < 2 or lease.dead:
+                continue
+            due = lease.since + self.recall_s
+            if due > now:
+                soonest = due if soonest is None or due < soonest else soonest
+                continue
+            for task in lease.tasks[1:]:
+                if not task.recalled:
+                    task.recalled = True
+                    out.append(Recall(lease, task))
+        return soonest
 
     def _make_room(self, shape: Shape, out: list[Command]) -> None:
         """Hands back idle leases of other shapes that hold what `shape` needs:

@@ -146,7 +146,11 @@ class Inbound:
 
     def _cancel_task(self, conn: Connection, msg: m.CancelTask) -> None:
         executor = self.rt.executor
-        if executor is not None:
+        if executor is None:
+            return
+        if msg.recall:
+            executor.recall(conn, msg.task_id)
+        else:
             executor.cancel(msg.task_id, msg.force, msg.recursive)
 
     def _log_lines(self, conn: Connection, msg: m.LogLines) -> None:

@@ -136,6 +136,7 @@ class Submitter:
             lc.ConnectWorker: self._connect_worker,
             lc.ReturnLease: self._return_lease,
             lc.CancelRunning: self._cancel_running,
+            lc.Recall: self._recall,
             lc.Fail: lambda c: self.fail(c.task, serialize_error(c.error).to_bytes()),
             lc.NewShape: lambda c: self._warn_if_infeasible(c.shape.resources, c.name),
             lc.WakeAt: self._wake_at,
@@ -536,6 +537,9 @@ class Submitter:
             self.rt.send_agent(msg)
         else:
             self.rt.peers.send(lease.agent, msg)
+
+    def _recall(self, c: lc.Recall) -> None:
+        c.lease.channel.send(m.CancelTask(task_id=c.task.task_id, force=False, recall=True))
 
     def _cancel_running(self, c: lc.CancelRunning) -> None:
         c.lease.channel.send(m.CancelTask(task_id=c.task.task_id, force=c.force, recursive=c.recursive))

@@ -38,6 +38,8 @@ class Task:
     stream: Any = None
     # Counted in its owner's pending tasks, for the max_pending_tasks quota.
     counted: bool = False
+    # Asked back, unrun, from the worker it waits on (leasing: pipelining).
+    recalled: bool = False
 
     def may_retry_on_error(self) -> bool:
         """Whether its own error may send it again: retries left, not
