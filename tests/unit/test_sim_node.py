@@ -96,6 +96,21 @@ def test_a_pushed_task_is_answered_after_its_duration_with_the_nodes_id():
     assert n.tasks_done == 1
 
 
+def test_an_owner_runs_as_many_tasks_at_once_as_it_holds_leases_and_the_rest_after(clock):
+    n = SimNode(NODE, "tcp:127.0.0.1:1", {"CPU": 2}, 0.5, clock=clock)
+    n.handle("owner", lease())
+    n.handle("owner", lease())
+    assert len(n.granted) == 2
+    # Four pushed at once, two leases: two run now, two wait behind them (pipelined).
+    afters = [n.handle("owner", m.PushTask(spec=spec(0.25)))[0].after for _ in range(4)]
+    assert afters == [0.25, 0.25, 0.5, 0.5]
+    clock.advance(0.3)  # the first two ended: the next one starts when the third ends
+    (r,) = n.handle("owner", m.PushTask(spec=spec(0.1)))
+    assert r.after == pytest.approx(0.3)
+    (r,) = n.handle("other", m.PushTask(spec=spec(0.1)))  # another owner's tasks do not wait on these
+    assert r.after == pytest.approx(0.1)
+
+
 @pytest.mark.parametrize("args,kwargs,expected", [
     ((), (), 0.5),  # no argument: the node's default
     ((0.1,), (), 0.1),

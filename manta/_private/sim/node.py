@@ -16,8 +16,10 @@ Every method returns what to do as commands (`Reply`, `Send`,
 
 from __future__ import annotations
 
+import heapq
 import itertools
-from collections.abc import Hashable
+import time
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,6 +121,7 @@ class SimNode:
     resources: dict[str, float]
     duration: float = 0.0  # of a task that does not say
     labels: dict[str, str] = field(default_factory=dict)
+    clock: Callable[[], float] = time.monotonic
 
     def __post_init__(self) -> None:
         num_cpus = int(self.resources.get("CPU", 1))
@@ -128,6 +131,10 @@ class SimNode:
         self.holds: dict[bytes, list[Hold]] = {}
         self.tasks_done = 0
         self._rids = itertools.count(1)
+        # When each owner's running tasks end, soonest first: an owner runs
+        # as many at once as it holds leases here, and the rest after, as
+        # workers run the tasks pipelined to them in order (leasing.py).
+        self.ends: dict[Hashable, list[float]] = {}
 
     # -- what the head hears -----------------------------------------------
 
@@ -147,7 +154,7 @@ class SimNode:
         t = type(msg)
         if t is m.PushTask:
             self.tasks_done += 1
-            return [Reply(peer, msg, task_done(msg.spec, self.node_id), duration_of(msg.spec, self.duration))]
+            return [Reply(peer, msg, task_done(msg.spec, self.node_id), self._run_for(peer, msg.spec))]
         if t is m.RequestLease:
             return self.request(peer, msg)
         if t is m.ReturnLease:
@@ -171,6 +178,19 @@ class SimNode:
             return [ReplyError(peer, msg, m.ErrorKind.VALUE, f"a simulated node does not answer {t.__name__}")]
         return []
 
+    def _run_for(self, peer: Hashable, spec: m.TaskSpec) -> float:
+        """How long from now a task pushed by `peer` ends: its duration, after
+        it waits for a free lease of `peer`'s if all of them run one."""
+        now = self.clock()
+        ends = self.ends.setdefault(peer, [])
+        while ends and ends[0] <= now:
+            heapq.heappop(ends)
+        leases = sum(1 for owner in self.granted.values() if owner == peer)
+        start = heapq.heappop(ends) if ends and len(ends) >= max(leases, 1) else now
+        end = start + duration_of(spec, self.duration)
+        heapq.heappush(ends, end)
+        return end - now
+
     def request(self, peer: Hashable, msg: m.RequestLease) -> list[Command]:
         try:
             units = to_units(msg.resources)
@@ -188,6 +208,7 @@ class SimNode:
             del self.granted[lid]
         for rid in [rid for rid, (owner, _) in self.pending.items() if owner == peer]:
             del self.pending[rid]
+        self.ends.pop(peer, None)
         return self._run(self.leases.owner_gone(peer))
 
     def worker_died(self, worker_id: bytes, why: str) -> list[Command]:
