@@ -56,14 +56,15 @@ KILL_NOTE_S = 1.0
 SLACK_S = 1e-3
 # Pipelining. Without it a worker waits, after each answer, for the owner to
 # read it and push the next task: a round trip through two I/O threads per
-# task. With four tasks of a shape on each lease, a burst of 1,000 trivial
-# tasks on two workers ran 7,600 tasks/s against 4,800 (one run, 2 vCPUs),
-# and the workers' CPU per task fell from 142 to 80 us (fewer wake-ups).
+# task. Bursts of 1,000 trivial tasks on two workers (2 vCPUs, one run, three
+# rounds each): 4,800 tasks/s without, 6,400-7,000 with two tasks a lease,
+# 8,000-8,300 with four, 8,500-9,800 with eight; the workers' CPU per task
+# fell from 142 to 80 us (fewer wake-ups), the owner's from 130 to 80-90.
 # Only shapes whose tasks lately took at most PIPELINE_S are pipelined, so a
 # task waits behind short ones; one that waits behind a task running past
 # RECALL_S is taken back, unrun, as Ray (which does not pipeline) would have
 # given it to the next lease free.
-PIPELINE_DEPTH = 4
+PIPELINE_DEPTH = 8
 PIPELINE_S = 0.002
 RECALL_S = 0.01
 
