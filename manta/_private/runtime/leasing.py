@@ -596,8 +596,16 @@ class LeaseClient:
         if not (0 <= run <= self.pipeline_s and shape.retriable) or lease.reclaimed or lease.dead:
             return
         queue = shape.queue
+        # No more than its share of the shape's work, counting the leases
+        # asked for and not yet granted: ten 1 ms tasks on two leases would
+        # otherwise line up eight on the first to answer, the other idle
+        # (10 tasks x 100 puts from workers: 0.79x of the tree before).
+        on_leases = len(shape.busy) + shape.piped
+        leases = len(shape.busy) + len(shape.idle) + shape.requests
+        share = -(-(len(queue) + on_leases) // leases)
+        cap = min(self.depth, share)
         added = False
-        while queue and len(lease.tasks) < self.depth:
+        while queue and len(lease.tasks) < cap:
             task = queue[0]
             if task.cancelled:
                 queue.popleft()
