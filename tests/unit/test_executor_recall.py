@@ -63,10 +63,34 @@ def test_a_waiting_task_cancelled_is_answered_at_once_and_never_runs():
     owner = Sent()
     tid = ids.TaskIds().next()
     ex.on_push(owner, push(tid))  # type: ignore[arg-type]
-    ex.cancel(tid, force=True, recursive=True)  # force: but it does not run, so no worker ends
+    ex.cancel(tid, force=True, recursive=True, conn=owner)  # type: ignore[arg-type]  # not running: no worker ends
     ((_, reply),) = owner.replies
     assert reply.task_id == tid and reply.error is not None and not reply.recalled
     item = ex.queue.get_nowait()
     assert item is not None
     ex.execute(*item)
     assert len(owner.replies) == 1
+
+
+def test_a_cancel_from_another_connection_waits_for_the_tasks_turn():
+    ex = Executor(rt=None)  # type: ignore[arg-type]
+    owner, other = Sent(), Sent()
+    tid = ids.TaskIds().next()
+    ex.on_push(owner, push(tid))  # type: ignore[arg-type]
+    ex.cancel(tid, force=False, recursive=False, conn=other)  # type: ignore[arg-type]
+    assert owner.replies == [] and other.replies == []
+    assert tid in ex.waiting and tid in ex.cancelled  # answered as cancelled when its turn comes
+
+
+def test_a_task_given_back_and_pushed_here_again_runs_once_for_its_second_push():
+    ex = Executor(rt=None)  # type: ignore[arg-type]
+    owner = Sent()
+    tid = ids.TaskIds().next()
+    first, second = push(tid), push(tid)
+    ex.on_push(owner, first)  # type: ignore[arg-type]
+    ex.recall(owner, tid)  # type: ignore[arg-type]
+    ex.on_push(owner, second)  # type: ignore[arg-type]  # the owner's next free lease was this worker's
+    item = ex.queue.get_nowait()
+    assert item is not None and item[1] is first
+    ex.execute(*item)  # the first push's turn: given back already, so it passes
+    assert len(owner.replies) == 1 and ex.waiting[tid] == (owner, second)

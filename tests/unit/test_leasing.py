@@ -373,11 +373,22 @@ def test_a_task_behind_a_stalled_one_is_asked_back_and_goes_to_another_lease(cli
     assert lc.Finish(behind[0], done(behind[0])) in cmds
 
 
+def test_a_task_given_back_unasked_fails_instead_of_bouncing(client, clock):
+    lease, first, queued = _short_burst(client, clock, 200)
+    client.task_replied(lease, first, done(first))
+    behind = lease.tasks[1]
+    cmds = client.task_replied(lease, behind, m.TaskDone(task_id=behind.task_id, returns=[], recalled=True))
+    (fail,) = [c for c in cmds if type(c) is lc.Fail]
+    assert fail.task is behind and "gave it back unasked" in str(fail.error)
+    assert behind not in first.shape.queue
+
+
 def test_a_recalled_task_that_was_cancelled_meanwhile_fails_as_cancelled(client, clock):
     lease, first, queued = _short_burst(client, clock, 200)
     client.task_replied(lease, first, done(first))
     behind = lease.tasks[1]
-    behind.cancelled = True
+    behind.recalled = True  # asked back (Recall sent)...
+    behind.cancelled = True  # ...and cancelled by the user before the answer came
     client.cancel(behind, force=False, recursive=False)
     (fail, *_) = client.task_replied(lease, behind, m.TaskDone(task_id=behind.task_id, returns=[], recalled=True))
     assert fail == lc.Fail(behind, fail.error) and isinstance(fail.error, exc.TaskCancelledError)

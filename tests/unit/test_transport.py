@@ -176,3 +176,15 @@ def test_peer_cred_names_the_process_at_the_other_end_of_a_unix_socket_and_nothi
     finally:
         for s in (a, b, tcp):
             s.close()
+
+
+def test_answers_nobody_asked_for_are_dropped_and_the_rest_handed_on(loop, pair):
+    client, received, done, expect = pair
+    expect[0] = 1
+    # Late or repeated answers: matched to no request, they reach no handler
+    # (which refused them with an ErrorReply the other end refused in turn).
+    client.send_threadsafe(m.TaskDone(task_id=b"t", returns=[], rid=77))
+    client.send_threadsafe(m.ErrorReply(kind=m.ErrorKind.VALUE, message="late", rid=78))
+    client.send_threadsafe(m.StoreUnpin(object_ids=[b"after"]))
+    assert done.wait(10)
+    assert received == [m.StoreUnpin(object_ids=[b"after"])]

@@ -144,11 +144,11 @@ class Executor:
             return  # started (or done, or never here): it runs, and answers as usual
         conn.reply(item[1], m.TaskDone(task_id=task_id, returns=[], recalled=True))
 
-    def cancel(self, task_id: bytes, force: bool, recursive: bool) -> None:
-        """I/O thread: the owner cancels a task sent here (and, if `recursive`,
-        the tasks it submitted)."""
-        item = self.waiting.pop(task_id, None)
-        if item is not None:
+    def cancel(self, task_id: bytes, force: bool, recursive: bool, conn: Connection | None = None) -> None:
+        """I/O thread: the owner (on `conn`) cancels a task sent here (and, if
+        `recursive`, the tasks it submitted)."""
+        item = self.waiting.get(task_id)
+        if item is not None and item[0] is conn and self.waiting.pop(task_id, None) is not None:
             # Waiting behind another task (pipelined): cancelled now, not
             # when its turn comes; it started nothing to cancel recursively.
             item[0].reply(item[1], _cancelled(item[1].spec))
@@ -248,8 +248,14 @@ class Executor:
 
     def execute(self, conn: Connection, msg: m.PushTask) -> None:
         spec = msg.spec
-        if spec.actor_id is None and self.waiting.pop(spec.task_id, None) is None:
-            return  # given back to its owner unrun (recall)
+        if spec.actor_id is None:
+            item = self.waiting.pop(spec.task_id, None)
+            if item is None or item[1] is not msg:
+                # Given back to its owner unrun (recall, or cancelled while it
+                # waited). A later push of the same task may wait behind.
+                if item is not None:
+                    self.waiting[spec.task_id] = item
+                return
         self._adopt_job(spec)
         ctx = self._context(spec, conn)
         token = current_task.set(ctx)

@@ -331,8 +331,15 @@ class LeaseClient:
         shape = lease.shape
         if reply.recalled:
             # Given back unrun (`Recall`): first in line again, no attempt spent.
+            asked = task.recalled
             now = self._release(lease, task, out)
-            if task.cancelled:
+            if not asked:
+                # Only a worker gone wrong says so unasked: run it again
+                # would let it bounce the task forever.
+                self._fail(task, exc.RaySystemError(
+                    f"the worker running {task.spec.name}() gave it back unasked"), out, sid)
+                self._next(lease, out, sid, now)
+            elif task.cancelled:
                 self._cancelled(task, out, sid)
             else:
                 shape.queue.appendleft(task)

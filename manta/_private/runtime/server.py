@@ -151,7 +151,7 @@ class Inbound:
         if msg.recall:
             executor.recall(conn, msg.task_id)
         else:
-            executor.cancel(msg.task_id, msg.force, msg.recursive)
+            executor.cancel(msg.task_id, msg.force, msg.recursive, conn)
 
     def _log_lines(self, conn: Connection, msg: m.LogLines) -> None:
         if self.rt.on_log is not None:

@@ -82,6 +82,9 @@ REPLY_TYPES = (
     *mm.REPLIES,
 )
 
+# Never sent but as an answer: one that matches no request is dropped.
+ONLY_ANSWERS = frozenset({m.ErrorReply, m.TaskDone})
+
 
 class ConnectionLost(ConnectionError):
     """The peer went away before answering."""
@@ -644,6 +647,12 @@ class Connection(asyncio.BufferedProtocol):
                             waiter.set_result(result)
                 else:
                     waiter(result)
+                return
+            if type(msg) in ONLY_ANSWERS:
+                # An answer nobody waits for (late, or twice): dropped. Handed
+                # on, it was refused with an ErrorReply, which the peer refused
+                # in turn, each answering the other's, ~4,500 a second.
+                log.debug("dropped an unasked %s from %s", type(msg).__name__, self.name)
                 return
         try:
             self.handler(self, msg)
