@@ -355,7 +355,7 @@ def test_a_task_behind_a_stalled_one_is_asked_back_and_goes_to_another_lease(cli
     assert [c for c in client.tick() if type(c) is lc.Recall] == []
     clock.advance(lc.RECALL_S / 2)
     recalls = [c for c in client.tick() if type(c) is lc.Recall]
-    assert recalls == [lc.Recall(lease, t) for t in behind]
+    assert recalls == [lc.Recall(lease, t) for t in reversed(behind)]
     assert [c for c in client.tick() if type(c) is lc.Recall] == []  # asked once
     # The worker gives the last one back: it queues first, for the next lease
     # (the burst's requests for more are still out).
@@ -395,6 +395,7 @@ def test_a_recalled_task_that_was_cancelled_meanwhile_fails_as_cancelled(client,
 
 
 def test_a_dead_worker_returns_its_lease_once_and_every_task_on_it_runs_again(client, clock, validate_tables):
+    # Only the one that ran spends an attempt: those behind it had not started.
     lease, first, queued = _short_burst(client, clock, 200)
     client.task_replied(lease, first, done(first))
     on_it = list(lease.tasks)
@@ -403,6 +404,39 @@ def test_a_dead_worker_returns_its_lease_once_and_every_task_on_it_runs_again(cl
     for t in on_it:
         out += client.worker_lost(lease, t, ConnectionError("eof"), node_died=False)
     assert out.count(lc.ReturnLease(lease, kill=True)) == 1
-    assert {t.spec.attempt for t in on_it} == {1} and not lease.tasks
+    assert [t.spec.attempt for t in on_it] == [1] + [0] * (len(on_it) - 1) and not lease.tasks
+    assert [t.retries_left for t in on_it] == [2] + [3] * (len(on_it) - 1)
     assert set(on_it) <= set(first.shape.queue)
     assert lease not in first.shape.busy
+
+
+def test_a_recalled_task_cancelled_after_the_one_before_it_ended_frees_its_lease(client, clock, validate_tables):
+    lease, first, queued = _short_burst(client, clock, 200)
+    client.task_replied(lease, first, done(first))
+    head, behind = lease.tasks[0], lease.tasks[1:]
+    clock.advance(lc.RECALL_S)
+    client.tick()  # all behind the head asked back
+    assert all(t.recalled for t in behind)
+    client.task_replied(lease, head, done(head))  # the head ends before the answers to the recall
+    assert lease.tasks == behind
+    for t in reversed(behind[1:]):  # answered in the order asked: last first
+        client.task_replied(lease, t, m.TaskDone(task_id=t.task_id, returns=[], recalled=True))
+    assert list(first.shape.queue)[:len(behind) - 1] == behind[1:]  # back in their order
+    last = behind[0]
+    last.cancelled = True
+    client.cancel(last, force=False, recursive=False)
+    cmds = client.task_replied(lease, last, m.TaskDone(task_id=last.task_id, returns=[], recalled=True))
+    # The lease, empty now, takes the queue's next task at once (validate_tables
+    # checks no idle lease sits next to queued tasks).
+    assert lc.Fail(last, cmds[0].error) == cmds[0] and isinstance(cmds[0].error, exc.TaskCancelledError)
+    assert lease.tasks and lease.tasks[0] is behind[1]
+
+
+def test_nothing_is_pipelined_behind_a_generator(client, clock):
+    lease, first, queued = _short_burst(client, clock, 0)
+    gen = make_task(retries=3)
+    gen.spec = m.TaskSpec(**{**{f: getattr(gen.spec, f) for f in gen.spec.__struct_fields__}, "num_returns": -1})
+    for t in (gen, *[make_task(retries=3) for _ in range(200)]):
+        client.submit(t)
+    client.task_replied(lease, first, done(first))
+    assert lease.tasks == [gen]

@@ -112,6 +112,8 @@ class Lease:
     reclaimed: bool = False
     # Its worker died: returned, and its tasks are being accounted for.
     dead: bool = False
+    # Which of its tasks was running when its worker died.
+    ran: Task | None = None
 
 
 # -- commands ----------------------------------------------------------------
@@ -339,11 +341,13 @@ class LeaseClient:
                 self._fail(task, exc.RaySystemError(
                     f"the worker running {task.spec.name}() gave it back unasked"), out, sid)
                 self._next(lease, out, sid, now)
-            elif task.cancelled:
-                self._cancelled(task, out, sid)
             else:
-                shape.queue.appendleft(task)
-                # Not back onto this lease: it was asked back for running long.
+                if task.cancelled:
+                    self._cancelled(task, out, sid)
+                else:
+                    shape.queue.appendleft(task)
+                # Not back onto this lease unless idle: it was asked back from
+                # behind one running long.
                 self._pump(shape, out, sid)
             if not lease.tasks:
                 self._wake_at(now + self.idle_s, out)
@@ -431,15 +435,20 @@ class LeaseClient:
         if not lease.dead:  # once, whichever of its tasks tells first
             lease.dead = True
             out.append(ReturnLease(lease, kill=True))
+            # The one that ran: answers come in order, and all that came are
+            # read before the connection's end, so the rest had not started.
+            lease.ran = lease.tasks[0] if lease.tasks else None
         sid = self.log.stimulus()
         shape = lease.shape
         self._take(lease, task)
         if not lease.tasks:
             shape.busy.discard(lease)
-        # A task that waited behind another is run again too, one attempt
-        # spent: the owner cannot tell whether it had started.
         if task.cancelled:
             self._cancelled(task, out, sid)
+        elif task is not lease.ran:
+            # It waited behind the one that ran (pipelined): first in line
+            # again, no attempt spent.
+            shape.queue.appendleft(task)
         elif task.retries_left != 0:
             task.next_attempt()
             shape.queue.appendleft(task)
@@ -602,6 +611,8 @@ class LeaseClient:
         run = shape.run_s
         if not (0 <= run <= self.pipeline_s and shape.retriable) or lease.reclaimed or lease.dead:
             return
+        if lease.tasks and lease.tasks[0].spec.num_returns < 0:
+            return  # nothing waits behind a generator, however short its shape's tasks
         queue = shape.queue
         # No more than its share of the shape's work, counting the leases
         # asked for and not yet granted: ten 1 ms tasks on two leases would
@@ -637,7 +648,8 @@ class LeaseClient:
             if due > now:
                 soonest = due if soonest is None or due < soonest else soonest
                 continue
-            for task in lease.tasks[1:]:
+            # Last first: each comes back to the queue's front, so they keep their order.
+            for task in reversed(lease.tasks[1:]):
                 if not task.recalled:
                     task.recalled = True
                     out.append(Recall(lease, task))

@@ -398,7 +398,7 @@ class Connection(asyncio.BufferedProtocol):
             elif out:
                 data = b"".join(out)
                 n = 0
-                if self._fd >= 0 and not self.transport.get_write_buffer_size():
+                if self._fd >= 0 and not (self.transport.get_write_buffer_size() or self.transport.is_closing()):
                     # os.write lets go of the GIL; uvloop's write holds it for
                     # the syscall, which wakes the peer: 12-14 us a write here
                     # (against 2 to a peer already awake), that the caller's
@@ -450,7 +450,7 @@ class Connection(asyncio.BufferedProtocol):
                 # Saves the hop to the loop thread, as below (tls_stream.py says how it was measured).
                 if not self._out and self._tls.write_from_thread(frame):
                     return
-            elif self._fd >= 0 and not (self._out or transport.get_write_buffer_size()):
+            elif self._fd >= 0 and not (self._out or transport.get_write_buffer_size() or transport.is_closing()):
                 try:
                     n = os.write(self._fd, frame)
                 except OSError:
