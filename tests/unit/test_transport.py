@@ -4,6 +4,7 @@ No processes: both ends live in this process, on one event loop thread.
 """
 
 import asyncio
+import logging
 import os
 import tempfile
 import threading
@@ -178,8 +179,9 @@ def test_peer_cred_names_the_process_at_the_other_end_of_a_unix_socket_and_nothi
             s.close()
 
 
-def test_answers_nobody_asked_for_are_dropped_and_the_rest_handed_on(loop, pair):
+def test_answers_nobody_asked_for_are_dropped_and_the_rest_handed_on(loop, pair, caplog):
     client, received, done, expect = pair
+    caplog.set_level(logging.DEBUG, logger="manta._private.transport.connection")
     expect[0] = 1
     # Late or repeated answers: matched to no request, they reach no handler
     # (which refused them with an ErrorReply the other end refused in turn).
@@ -188,3 +190,6 @@ def test_answers_nobody_asked_for_are_dropped_and_the_rest_handed_on(loop, pair)
     client.send_threadsafe(m.StoreUnpin(object_ids=[b"after"]))
     assert done.wait(10)
     assert received == [m.StoreUnpin(object_ids=[b"after"])]
+    # Said once, as a warning: an answer given twice is a bug to see.
+    warned = [r for r in caplog.records if "answers no request" in r.getMessage()]
+    assert [r.levelname for r in warned] == ["WARNING", "DEBUG"]

@@ -167,6 +167,7 @@ class Connection(asyncio.BufferedProtocol):
         # Under TLS: our own TLS layer, which any thread may write through (tls_stream.py).
         self._tls: TlsTransport | None = None
         self._flush_scheduled = False
+        self._dropped = False  # an answer to no request came (and was logged)
         self._out_big = False
         self._queued = 0  # bytes in _out: with the transport's buffer, bounded by max_send_buffer
         self._loop = asyncio.get_running_loop()
@@ -651,8 +652,12 @@ class Connection(asyncio.BufferedProtocol):
             if type(msg) in ONLY_ANSWERS:
                 # An answer nobody waits for (late, or twice): dropped. Handed
                 # on, it was refused with an ErrorReply, which the peer refused
-                # in turn, each answering the other's, ~4,500 a second.
-                log.debug("dropped an unasked %s from %s", type(msg).__name__, self.name)
+                # in turn, each answering the other's, ~4,500 a second. Said
+                # once a connection, so that an answer given twice shows.
+                level = logging.DEBUG if self._dropped else logging.WARNING
+                self._dropped = True
+                log.log(level, "dropped a %s from %s that answers no request of ours",
+                        type(msg).__name__, self.name)
                 return
         try:
             self.handler(self, msg)
