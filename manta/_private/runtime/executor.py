@@ -139,19 +139,30 @@ class Executor:
         back if it has not started; it answers at once, as given back unrun.
         The task's own turn then passes (`execute`): whichever thread takes
         it out of `waiting` first has it."""
+        msg = self._unqueue(conn, task_id)
+        if msg is not None:  # else started (or done, or never here): it runs, and answers as usual
+            conn.reply(msg, m.TaskDone(task_id=task_id, returns=[], recalled=True))
+
+    def _unqueue(self, conn: Connection | None, task_id: bytes) -> m.PushTask | None:
+        """Takes a task that waits here, pushed on `conn`, out of `waiting`
+        (its turn then passes: `execute`); None if it started, or another
+        connection sent it. The get and the pop see the same entry: only this
+        (the I/O) thread adds entries, and the main thread only takes one out,
+        or puts the same one back."""
         item = self.waiting.get(task_id)
         if item is None or item[0] is not conn or self.waiting.pop(task_id, None) is None:
-            return  # started (or done, or never here): it runs, and answers as usual
-        conn.reply(item[1], m.TaskDone(task_id=task_id, returns=[], recalled=True))
+            return None
+        return item[1]
 
     def cancel(self, task_id: bytes, force: bool, recursive: bool, conn: Connection | None = None) -> None:
         """I/O thread: the owner (on `conn`) cancels a task sent here (and, if
         `recursive`, the tasks it submitted)."""
-        item = self.waiting.get(task_id)
-        if item is not None and item[0] is conn and self.waiting.pop(task_id, None) is not None:
+        msg = self._unqueue(conn, task_id)
+        if msg is not None:
             # Waiting behind another task (pipelined): cancelled now, not
             # when its turn comes; it started nothing to cancel recursively.
-            item[0].reply(item[1], _cancelled(item[1].spec))
+            assert conn is not None
+            conn.reply(msg, _cancelled(msg.spec))
             return
         if recursive:
             self.rt.tasks.cancel_children(task_id, force)

@@ -19,9 +19,10 @@ Idle leases go back to their agent after `idle_s`, or the moment another
 shape wants resources they hold. A shape whose tasks have lately been short
 is pipelined: each busy lease holds up to `depth` of its tasks, which its
 worker runs in order, and a task that waits behind one that has run for
-`recall_s` is asked back unrun for another lease to take. A task whose worker died is run again
-while it has retries; its last failure says why it died (the memory
-monitor's verdict may trail the broken connection by `verdict_s`).
+`recall_s` is asked back unrun for another lease to take. A task whose
+worker died is run again while it has retries; its last failure says why
+it died (the memory monitor's verdict may trail the broken connection by
+`verdict_s`).
 
 All methods run on the runtime's I/O thread; nothing here blocks or sleeps,
 and time comes from the injected clock.
@@ -340,15 +341,13 @@ class LeaseClient:
                 # would let it bounce the task forever.
                 self._fail(task, exc.RaySystemError(
                     f"the worker running {task.spec.name}() gave it back unasked"), out, sid)
-                self._next(lease, out, sid, now)
+            elif task.cancelled:
+                self._cancelled(task, out, sid)
             else:
-                if task.cancelled:
-                    self._cancelled(task, out, sid)
-                else:
-                    shape.queue.appendleft(task)
-                # Not back onto this lease unless idle: it was asked back from
-                # behind one running long.
-                self._pump(shape, out, sid)
+                shape.queue.appendleft(task)
+            # Not pipelined back onto this lease (it was asked back from behind
+            # one running long): only taken by it if it is idle now.
+            self._pump(shape, out, sid)
             if not lease.tasks:
                 self._wake_at(now + self.idle_s, out)
             return out
@@ -423,7 +422,7 @@ class LeaseClient:
         if shape.queue:
             self._pump(shape, out, sid)
             if shape.queue and lease.tasks:
-                self._fill(lease, out, sid, now)
+                self._fill(lease, out, sid)
         else:
             wake = self._wake
             if wake is None or now + self.idle_s < wake:
@@ -602,7 +601,7 @@ class LeaseClient:
         self.log.append(Rec(task.task_id, story.PUSHED, sid, now, lease.worker_id))
         out.append(PushTask(lease, task))
 
-    def _fill(self, lease: Lease, out: list[Command], sid: int, now: float) -> None:
+    def _fill(self, lease: Lease, out: list[Command], sid: int) -> None:
         """Pipelines queued tasks onto `lease`, busy, up to the depth: if its
         shape's tasks are short and may be run again (a task behind one whose
         worker dies is), and are not generators (whose items stream while

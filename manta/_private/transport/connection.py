@@ -398,16 +398,11 @@ class Connection(asyncio.BufferedProtocol):
                 self.transport.writelines(out)
             elif out:
                 data = b"".join(out)
-                n = 0
-                if self._fd >= 0 and not (self.transport.get_write_buffer_size() or self.transport.is_closing()):
-                    # os.write lets go of the GIL; uvloop's write holds it for
-                    # the syscall, which wakes the peer: 12-14 us a write here
-                    # (against 2 to a peer already awake), that the caller's
-                    # thread could not run Python through.
-                    try:
-                        n = os.write(self._fd, data)
-                    except OSError:
-                        n = 0  # EAGAIN, or a broken socket the transport reports
+                # Straight to the socket, as from other threads: uvloop's write
+                # holds the GIL through the syscall, which wakes the peer
+                # (12-14 us a write here, against 2 to a peer already awake),
+                # and the caller's thread could not run Python meanwhile.
+                n = self._write_direct(data)
                 if n < len(data):
                     self.transport.write(data[n:] if n else data)
             waiting = self.transport.get_write_buffer_size()
@@ -451,11 +446,8 @@ class Connection(asyncio.BufferedProtocol):
                 # Saves the hop to the loop thread, as below (tls_stream.py says how it was measured).
                 if not self._out and self._tls.write_from_thread(frame):
                     return
-            elif self._fd >= 0 and not (self._out or transport.get_write_buffer_size() or transport.is_closing()):
-                try:
-                    n = os.write(self._fd, frame)
-                except OSError:
-                    n = 0  # EAGAIN, or a broken socket the loop will notice
+            else:
+                n = self._write_direct(frame)
             if n == len(frame):
                 return
             self._out.append(frame[n:] if n else frame)
@@ -463,6 +455,19 @@ class Connection(asyncio.BufferedProtocol):
             if not self._flush_scheduled:
                 self._flush_scheduled = True
                 self._loop.call_soon_threadsafe(self._flush)
+
+    def _write_direct(self, data: bytes) -> int:
+        """Under _wlock: writes what the plain socket takes of `data` now, with
+        os.write (which lets go of the GIL); 0 if anything is queued before it,
+        if the link runs TLS or is closing, or on EAGAIN or a broken socket
+        (which the loop notices)."""
+        transport = self.transport
+        if self._fd < 0 or self._out or transport is None or transport.get_write_buffer_size() or transport.is_closing():
+            return 0
+        try:
+            return os.write(self._fd, data)
+        except OSError:
+            return 0
 
     def _queue_threadsafe(self, parts: tuple[bytes | memoryview, ...], size: int) -> None:
         """Any thread: a large frame's parts, for the loop to write as they
